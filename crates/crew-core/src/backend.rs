@@ -1,0 +1,106 @@
+//! The seam every back-end implements: [`Backend`] runs opaque jobs, and
+//! [`Runs`] builds a job from a typed call. `Pool`, `Executor`, `Parallel`,
+//! the map machinery, futures and progress are written once against these two
+//! traits; threads, processes and (later) a broker each implement them.
+//!
+//! Why two traits: what a job *is* differs per back-end (a boxed closure on
+//! threads; a function id and serialized bytes across processes), and so do
+//! the bounds a task must meet (`Send + Sync` closures on threads;
+//! non-capturing functions with serde arguments on processes). `Backend`
+//! hides the first difference behind an associated type; `Runs` carries the
+//! second as the bounds of each back-end's impl, so a process pool rejects a
+//! capturing closure at compile time while a thread pool accepts it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::engine::{Chunk, ChunkSink};
+use crate::error::Result;
+use crate::slot::Promise;
+use crate::timeline::Timeline;
+
+/// A set of workers that runs jobs: the one trait every back-end implements.
+///
+/// Jobs are opaque to callers; they are built by [`Runs`]. A back-end must
+/// eventually run or drop every job it accepted: dropping a job completes
+/// its result slots as cancelled, so nobody waits forever.
+pub trait Backend: Send + Sync + 'static {
+    /// A unit of work, possibly borrowing data for `'s` (blocking maps on
+    /// threads borrow; process jobs own everything).
+    type Job<'s>: Send + 's;
+
+    /// The number of workers.
+    fn workers(&self) -> usize;
+
+    /// Queues a job. Never blocks for long: the queue is unbounded (callers
+    /// bound what they have in flight). Gives the job back if the back-end is
+    /// closed.
+    ///
+    /// # Safety
+    ///
+    /// If `'s` is shorter than `'static`, the caller must keep everything the
+    /// job borrows alive until the job has run or been dropped, which it can
+    /// observe through the job's result sinks (see `engine::map_blocking`).
+    unsafe fn execute<'s>(&self, job: Self::Job<'s>) -> std::result::Result<(), Self::Job<'s>>;
+
+    /// Queues a job that borrows nothing.
+    fn spawn(&self, job: Self::Job<'static>) -> std::result::Result<(), Self::Job<'static>> {
+        // SAFETY: a `'static` job borrows nothing that could expire.
+        unsafe { self.execute(job) }
+    }
+
+    /// Stops accepting jobs; queued jobs still run, then workers exit.
+    fn close(&self);
+
+    /// True once `close` or `terminate` was called.
+    fn is_closed(&self) -> bool;
+
+    /// Drops every queued job (their results complete as cancelled) and
+    /// returns how many there were. Running jobs are not affected.
+    fn cancel_pending(&self) -> usize;
+
+    /// Stops now: closes, drops queued jobs, and stops running ones where the
+    /// back-end can (processes are killed; threads finish their current job
+    /// in the background). Never blocks on a running task.
+    fn terminate(&self);
+
+    /// Waits until every worker has exited (after `close` or `terminate`) or
+    /// `deadline` passes; true if they all exited.
+    fn join(&self, deadline: Option<Instant>) -> bool;
+
+    /// Runs one queued job on the calling thread if it is one of this
+    /// back-end's workers and a job is queued; true if it ran one. Blocking
+    /// calls made from inside a task use this to avoid waiting on work
+    /// queued behind themselves.
+    fn help(&self) -> bool {
+        false
+    }
+
+    /// The recorder of what each worker did, if the pool keeps one.
+    fn timeline(&self) -> Option<&Arc<Timeline>> {
+        None
+    }
+}
+
+/// Builds this back-end's jobs for task `T` on inputs `X` with results `R`.
+///
+/// The bounds of each implementation are the rules a task must follow on
+/// that back-end.
+#[diagnostic::on_unimplemented(
+    message = "this task cannot run on `{Self}`",
+    label = "the function, its arguments or its result do not meet the bounds of this back-end",
+    note = "a thread pool needs a `Send + Sync` function with `Send` arguments and result (`'static` for the async calls)",
+    note = "a process pool needs a non-capturing fn or closure whose arguments and result are `Serialize + DeserializeOwned`: pass captured data as an argument instead"
+)]
+pub trait Runs<'s, T, X, R>: Backend {
+    /// A job that runs `task(input)` and completes `promise`.
+    fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> Self::Job<'s>;
+
+    /// A job that runs `task` on every input of `chunk` and delivers the
+    /// outcomes, in order, to `sink`. The task is shared by the chunks of one
+    /// map; a job must drop its clone of it *before* delivering to `sink`
+    /// (the blocking calls return as soon as the last chunk is delivered, and
+    /// the task may borrow data that then goes away).
+    fn chunk_job(&self, task: Arc<T>, chunk: Chunk<X>, sink: ChunkSink<'s, R>) -> Self::Job<'s>;
+}
+

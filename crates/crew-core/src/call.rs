@@ -1,0 +1,69 @@
+//! How a task is invoked: `map` calls `f(item)`, `starmap`/`apply`/`submit`
+//! call `f(a, b, …)` with a tuple of arguments. [`Call`] names both so the
+//! machinery is written once.
+
+/// A task function applied to one input `X`, producing `R`.
+///
+/// Implemented by [`Unary`] (`f(x)`) and [`Star`] (`f(a, b, …)` from a tuple,
+/// up to 8 arguments). Back-ends run `Call`s; users never implement it.
+pub trait Call<X, R> {
+    /// Runs the task on `input`.
+    fn call(&self, input: X) -> R;
+}
+
+/// `f(x)`: the task of `map`, `imap` and `imap_unordered`.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Call, Unary};
+/// assert_eq!(Unary(|x: u32| x + 1).call(1), 2);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Unary<F>(pub F);
+
+impl<F, X, R> Call<X, R> for Unary<F>
+where
+    F: Fn(X) -> R,
+{
+    fn call(&self, input: X) -> R {
+        (self.0)(input)
+    }
+}
+
+/// `f(a, b, …)` applied to a tuple `(a, b, …)`: the task of `starmap`,
+/// `apply` and `submit`.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Call, Star};
+/// assert_eq!(Star(|a: u32, b: u32| a * b).call((6, 7)), 42);
+/// assert_eq!(Star(|| 5).call(()), 5);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Star<F>(pub F);
+
+macro_rules! star {
+    ($($a:ident),*) => {
+        impl<F, R, $($a,)*> Call<($($a,)*), R> for Star<F>
+        where
+            F: Fn($($a),*) -> R,
+        {
+            #[allow(non_snake_case)]
+            fn call(&self, ($($a,)*): ($($a,)*)) -> R {
+                (self.0)($($a),*)
+            }
+        }
+    };
+}
+
+star!();
+star!(A);
+star!(A, B);
+star!(A, B, C);
+star!(A, B, C, D);
+star!(A, B, C, D, E);
+star!(A, B, C, D, E, G);
+star!(A, B, C, D, E, G, H);
+star!(A, B, C, D, E, G, H, I);

@@ -1,0 +1,774 @@
+//! The map machinery, written once for every back-end: chunking, ordered and
+//! unordered collection, back-pressure for the lazy iterators, and the
+//! blocking/async wrappers around single calls.
+//!
+//! A map splits its input into [`Chunk`]s; a back-end turns each chunk into
+//! one job (see [`Runs::chunk_job`]) that delivers a [`ChunkOut`] to the
+//! chunk's [`ChunkSink`]. A sink dropped without delivering (its job was
+//! discarded) delivers "cancelled" for every item, so collectors always learn
+//! the fate of every chunk and never wait forever.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::backend::{Backend, Runs};
+use crate::call::Call;
+use crate::error::{Error, MapError, Result};
+use crate::future::{AsyncResult, Future, MapAsyncResult};
+use crate::progress::Progress;
+use crate::timeline::Timeline;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A run of consecutive inputs of a map, sent to one worker as one job.
+#[derive(Debug)]
+pub struct Chunk<X> {
+    /// Position of the first input in the whole map.
+    pub offset: usize,
+    /// The inputs.
+    pub items: Vec<X>,
+}
+
+/// What a chunk produced: the values of the items that succeeded, in order,
+/// and the failures with their position in the chunk.
+#[derive(Debug)]
+pub struct ChunkOut<R> {
+    len: usize,
+    values: Vec<R>,
+    errors: Vec<(usize, Error)>,
+    elapsed: Duration,
+}
+
+impl<R> ChunkOut<R> {
+    /// The outcome of a chunk of `len` items that ran for `elapsed`.
+    ///
+    /// # Panics
+    ///
+    /// If `values.len() + errors.len() != len`, or if the errors are not
+    /// sorted by position.
+    pub fn new(len: usize, values: Vec<R>, errors: Vec<(usize, Error)>, elapsed: Duration) -> Self {
+        assert_eq!(values.len() + errors.len(), len, "every item has one outcome");
+        assert!(errors.windows(2).all(|w| w[0].0 < w[1].0), "errors sorted by position");
+        ChunkOut {
+            len,
+            values,
+            errors,
+            elapsed,
+        }
+    }
+
+    /// A chunk of `len` items that all failed with `e`.
+    pub fn failed(len: usize, e: Error) -> Self {
+        ChunkOut {
+            len,
+            values: Vec::new(),
+            errors: (0..len).map(|i| (i, e.clone())).collect(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// The number of items.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a chunk of no items.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every item's outcome in order; errors learn their position in the map.
+    pub fn into_results(self, offset: usize) -> impl Iterator<Item = Result<R>> {
+        let mut values = self.values.into_iter();
+        let mut errors = self.errors.into_iter().peekable();
+        (0..self.len).map(move |i| match errors.peek() {
+            Some((at, _)) if *at == i => {
+                let (_, e) = errors.next().expect("peeked");
+                Err(if e.index().is_none() { e.with_index(offset + i) } else { e })
+            }
+            _ => Ok(values.next().expect("one value per successful item")),
+        })
+    }
+}
+
+/// Where a collector learns the outcome of its chunks.
+pub(crate) trait Collect<R>: Send + Sync {
+    fn deliver(&self, index: usize, offset: usize, out: ChunkOut<R>);
+    fn is_cancelled(&self) -> bool;
+}
+
+/// The receiving end of one chunk's outcome. Dropping it undelivered reports
+/// every item of the chunk as cancelled.
+pub struct ChunkSink<'s, R> {
+    collector: Option<Arc<dyn Collect<R> + 's>>,
+    index: usize,
+    offset: usize,
+    len: usize,
+}
+
+impl<R> std::fmt::Debug for ChunkSink<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkSink")
+            .field("index", &self.index)
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<'s, R> ChunkSink<'s, R> {
+    fn new(collector: Arc<dyn Collect<R> + 's>, index: usize, offset: usize, len: usize) -> Self {
+        ChunkSink {
+            collector: Some(collector),
+            index,
+            offset,
+            len,
+        }
+    }
+
+    /// True if nobody wants this chunk's outcome any more (the lazy iterator
+    /// it belongs to was dropped, or timed out): skip the work.
+    pub fn is_cancelled(&self) -> bool {
+        self.collector.as_ref().is_none_or(|c| c.is_cancelled())
+    }
+
+    /// Position of the chunk's first item in the whole map.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Delivers the chunk's outcome.
+    ///
+    /// # Panics
+    ///
+    /// If `out` does not have one outcome per item of the chunk.
+    pub fn deliver(mut self, out: ChunkOut<R>) {
+        assert_eq!(out.len, self.len, "chunk outcome has the wrong length");
+        if let Some(c) = self.collector.take() {
+            c.deliver(self.index, self.offset, out);
+        }
+    }
+
+    /// Reports every item of the chunk as failed with `e`.
+    pub fn fail(self, e: Error) {
+        let len = self.len;
+        self.deliver(ChunkOut::failed(len, e));
+    }
+}
+
+impl<R> Drop for ChunkSink<'_, R> {
+    fn drop(&mut self) {
+        if let Some(c) = self.collector.take() {
+            c.deliver(self.index, self.offset, ChunkOut::failed(self.len, Error::cancelled()));
+        }
+    }
+}
+
+/// Runs `task` over a chunk in the calling thread, catching each item's
+/// panic so that it fails only that item: the shared helper of in-process
+/// back-ends.
+pub fn run_chunk<T, X, R>(
+    task: &T,
+    chunk: Chunk<X>,
+    worker: usize,
+    timeline: Option<&Timeline>,
+) -> ChunkOut<R>
+where
+    T: Call<X, R> + ?Sized,
+{
+    let started = Instant::now();
+    let len = chunk.items.len();
+    let offset = chunk.offset;
+    let mut values = Vec::with_capacity(len);
+    let mut errors = Vec::new();
+    let mut items = chunk.items.into_iter().enumerate();
+    loop {
+        let mut current = 0;
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match timeline {
+            None => {
+                for (i, x) in &mut items {
+                    current = i;
+                    values.push(task.call(x));
+                }
+            }
+            Some(t) => {
+                for (i, x) in &mut items {
+                    current = i;
+                    let start = Instant::now();
+                    let v = task.call(x);
+                    t.record(worker, offset + i, start, Instant::now());
+                    values.push(v);
+                }
+            }
+        }));
+        match run {
+            Ok(()) => break,
+            Err(payload) => errors.push((current, Error::from_panic(payload).with_worker(worker))),
+        }
+    }
+    ChunkOut::new(len, values, errors, started.elapsed())
+}
+
+/// Options of one map call.
+#[derive(Clone, Debug, Default)]
+pub struct MapOptions {
+    /// Items per job; `None` chooses automatically.
+    pub chunksize: Option<usize>,
+    /// Progress reporting.
+    pub progress: Option<crate::progress::ProgressStyle>,
+    /// Label used in progress lines (`Pool(threads=2)`).
+    pub label: String,
+}
+
+/// Chunks per worker for a map of known length: enough to even out uneven
+/// tasks (the tail is at most 1/16 of a worker's share), few enough that
+/// dispatch costs nothing next to the work.
+const CHUNKS_PER_WORKER: usize = 16;
+
+/// The automatic chunk size for `n` items on `workers` workers.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(crew_core::engine::auto_chunksize(10, 2), 1);
+/// assert_eq!(crew_core::engine::auto_chunksize(10_000_000, 2), 312_500);
+/// ```
+pub fn auto_chunksize(n: usize, workers: usize) -> usize {
+    n.div_ceil(workers.max(1) * CHUNKS_PER_WORKER).max(1)
+}
+
+fn split<X>(items: Vec<X>, chunksize: usize) -> Vec<Chunk<X>> {
+    let n = items.len();
+    let mut chunks = Vec::with_capacity(n.div_ceil(chunksize));
+    let mut rest = items.into_iter();
+    let mut offset = 0;
+    while offset < n {
+        let take = chunksize.min(n - offset);
+        chunks.push(Chunk {
+            offset,
+            items: rest.by_ref().take(take).collect(),
+        });
+        offset += take;
+    }
+    chunks
+}
+
+/// Gathers every chunk of a map of known length.
+struct Gather<'s, R> {
+    state: Mutex<GatherState<R>>,
+    cv: Condvar,
+    progress: Option<Progress>,
+    on_complete: Mutex<Option<Box<dyn FnOnce(Vec<Option<ChunkOut<R>>>) + Send + 's>>>,
+}
+
+struct GatherState<R> {
+    outs: Vec<Option<ChunkOut<R>>>,
+    remaining: usize,
+}
+
+impl<'s, R: Send + 's> Gather<'s, R> {
+    fn new(chunks: usize, progress: Option<Progress>) -> Self {
+        Gather {
+            state: Mutex::new(GatherState {
+                outs: (0..chunks).map(|_| None).collect(),
+                remaining: chunks,
+            }),
+            cv: Condvar::new(),
+            progress,
+            on_complete: Mutex::new(None),
+        }
+    }
+
+    /// Waits for every chunk, running queued jobs meanwhile if this thread is
+    /// one of the back-end's workers (a map called from inside a task).
+    fn wait_all(&self, backend: &impl Backend) -> Vec<Option<ChunkOut<R>>> {
+        let mut state = lock(&self.state);
+        while state.remaining > 0 {
+            drop(state);
+            let helped = backend.help();
+            state = lock(&self.state);
+            if !helped && state.remaining > 0 {
+                state = self.cv.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        std::mem::take(&mut state.outs)
+    }
+}
+
+impl<'s, R: Send + 's> Collect<R> for Gather<'s, R> {
+    fn deliver(&self, index: usize, _offset: usize, out: ChunkOut<R>) {
+        if let Some(p) = &self.progress {
+            p.advance(out.len);
+        }
+        let mut state = lock(&self.state);
+        debug_assert!(state.outs[index].is_none(), "chunk delivered twice");
+        state.outs[index] = Some(out);
+        state.remaining -= 1;
+        if state.remaining == 0 {
+            let outs_ready = lock(&self.on_complete).take();
+            match outs_ready {
+                Some(done) => {
+                    let outs = std::mem::take(&mut state.outs);
+                    drop(state);
+                    done(outs);
+                }
+                None => self.cv.notify_all(),
+            }
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Turns the outcomes of every chunk into the map's result.
+fn assemble<R>(outs: Vec<Option<ChunkOut<R>>>, n: usize) -> std::result::Result<Vec<R>, MapError<R>> {
+    let outs: Vec<ChunkOut<R>> = outs.into_iter().map(|o| o.expect("every chunk delivered")).collect();
+    if outs.iter().all(|o| o.errors.is_empty()) {
+        let mut values = Vec::with_capacity(n);
+        for o in outs {
+            values.extend(o.values);
+        }
+        return Ok(values);
+    }
+    let mut results = Vec::with_capacity(n);
+    let mut offset = 0;
+    for o in outs {
+        let len = o.len;
+        results.extend(o.into_results(offset));
+        offset += len;
+    }
+    Err(MapError::new(results))
+}
+
+fn start_progress(opts: &MapOptions, total: Option<usize>) -> Option<Progress> {
+    opts.progress
+        .as_ref()
+        .map(|style| Progress::start(style.clone(), &opts.label, total))
+}
+
+/// `map` that blocks until every item is done; the task may borrow data
+/// that outlives the call (`'s`).
+///
+/// # Errors
+///
+/// A [`MapError`] with every item's outcome if at least one item failed.
+pub fn map_blocking<'s, B, T, X, R>(
+    backend: &B,
+    task: T,
+    items: Vec<X>,
+    opts: &MapOptions,
+) -> std::result::Result<Vec<R>, MapError<R>>
+where
+    B: Runs<'s, T, X, R>,
+    T: 's,
+    X: 's,
+    R: Send + 's,
+{
+    let n = items.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if backend.is_closed() {
+        return Err(MapError::from(Error::shutdown()));
+    }
+    let chunksize = opts.chunksize.unwrap_or_else(|| auto_chunksize(n, backend.workers()));
+    let chunks = split(items, chunksize);
+    let progress = start_progress(opts, Some(n));
+    let gather = Arc::new(Gather::new(chunks.len(), progress.clone()));
+    let task = Arc::new(task);
+    {
+        // Every chunk gets its sink before any job is queued: should this
+        // loop unwind, the jobs not yet queued drop their sinks, which
+        // report them; `wait_all` below then still sees every chunk.
+        let collector: Arc<dyn Collect<R> + 's> = gather.clone();
+        let mut pending: Vec<(Chunk<X>, ChunkSink<'s, R>)> = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let sink = ChunkSink::new(collector.clone(), i, c.offset, c.items.len());
+                (c, sink)
+            })
+            .collect();
+        drop(collector);
+        let wait_guard = WaitGuard {
+            gather: &gather,
+            backend,
+        };
+        for (chunk, sink) in pending.drain(..) {
+            let job = backend.chunk_job(task.clone(), chunk, sink);
+            // SAFETY: `wait_guard` waits for every chunk's sink before this
+            // function returns or unwinds, and a job drops its borrows
+            // before it delivers (the `Runs::chunk_job` contract), so nothing
+            // borrowed for `'s` is used after we return.
+            if let Err(job) = unsafe { backend.execute(job) } {
+                drop(job);
+            }
+        }
+        let outs = wait_guard.finish();
+        drop(task);
+        if let Some(p) = progress {
+            p.finish();
+        }
+        assemble(outs, n)
+    }
+}
+
+struct WaitGuard<'g, 's, R: Send + 's, B: Backend> {
+    gather: &'g Arc<Gather<'s, R>>,
+    backend: &'g B,
+}
+
+impl<R: Send, B: Backend> WaitGuard<'_, '_, R, B> {
+    fn finish(self) -> Vec<Option<ChunkOut<R>>> {
+        let outs = self.gather.wait_all(self.backend);
+        std::mem::forget(self);
+        outs
+    }
+}
+
+impl<R: Send, B: Backend> Drop for WaitGuard<'_, '_, R, B> {
+    fn drop(&mut self) {
+        drop(self.gather.wait_all(self.backend));
+    }
+}
+
+/// `map_async`: queues every chunk and returns at once; the last chunk to
+/// finish assembles the result.
+pub fn map_async<B, T, X, R>(backend: &B, task: T, items: Vec<X>, opts: &MapOptions) -> MapAsyncResult<R>
+where
+    B: Runs<'static, T, X, R>,
+    T: 'static,
+    X: 'static,
+    R: Send + 'static,
+{
+    let (promise, result) = AsyncResult::pending();
+    let n = items.len();
+    if n == 0 {
+        promise.complete(Ok(Vec::new()));
+        return result;
+    }
+    if backend.is_closed() {
+        promise.fail(Error::shutdown());
+        return result;
+    }
+    let chunksize = opts.chunksize.unwrap_or_else(|| auto_chunksize(n, backend.workers()));
+    let chunks = split(items, chunksize);
+    let progress = start_progress(opts, Some(n));
+    let gather = Arc::new(Gather::new(chunks.len(), progress.clone()));
+    *lock(&gather.on_complete) = Some(Box::new(move |outs| {
+        if let Some(p) = progress {
+            p.finish();
+        }
+        promise.complete(assemble(outs, n));
+    }));
+    let task = Arc::new(task);
+    let collector: Arc<dyn Collect<R>> = gather;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let sink = ChunkSink::new(collector.clone(), i, chunk.offset, chunk.items.len());
+        if let Err(job) = backend.spawn(backend.chunk_job(task.clone(), chunk, sink)) {
+            drop(job);
+        }
+    }
+    result
+}
+
+/// Runs one call and waits for it; the task may borrow data outliving `'s`.
+///
+/// # Errors
+///
+/// The task's error.
+pub fn call_blocking<'s, B, T, X, R>(backend: &B, task: T, input: X) -> Result<R>
+where
+    B: Runs<'s, T, X, R>,
+    T: 's,
+    X: 's,
+    R: Send + 's,
+{
+    if backend.is_closed() {
+        return Err(Error::shutdown());
+    }
+    let (promise, future) = Future::pending();
+    let job = backend.call_job(task, input, promise);
+    // SAFETY: we wait for the promise below before returning, and a job
+    // drops its borrows before completing its promise (the `Runs` contract);
+    // a discarded job completes the promise when dropped.
+    if let Err(job) = unsafe { backend.execute(job) } {
+        drop(job);
+    }
+    loop {
+        if future.done() {
+            return future.result();
+        }
+        if !backend.help() {
+            return future.result();
+        }
+    }
+}
+
+/// Queues one call and returns its future at once.
+pub fn call_async<B, T, X, R>(backend: &B, task: T, input: X) -> Future<R>
+where
+    B: Runs<'static, T, X, R>,
+    T: 'static,
+    X: 'static,
+    R: Send + 'static,
+{
+    if backend.is_closed() {
+        return Future::ready(Err(Error::shutdown()));
+    }
+    let (promise, future) = Future::pending();
+    if let Err(job) = backend.spawn(backend.call_job(task, input, promise)) {
+        drop(job);
+    }
+    future
+}
+
+/// The collector of a lazy map: chunks arrive in any order; the consumer
+/// takes them in input order (`imap`) or as they come (`imap_unordered`).
+struct Stream<R> {
+    ready: Mutex<BTreeMap<usize, (usize, ChunkOut<R>)>>,
+    cv: Condvar,
+    cancelled: AtomicBool,
+}
+
+impl<R: Send> Collect<R> for Stream<R> {
+    fn deliver(&self, index: usize, offset: usize, out: ChunkOut<R>) {
+        lock(&self.ready).insert(index, (offset, out));
+        self.cv.notify_one();
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+impl<R: Send> Stream<R> {
+    /// The chunk `index` (or, if `None`, any chunk), or `None` at `deadline`.
+    fn take(&self, index: Option<usize>, deadline: Option<Instant>) -> Option<(usize, ChunkOut<R>)> {
+        let mut ready = lock(&self.ready);
+        loop {
+            let found = match index {
+                Some(i) => ready.remove(&i),
+                None => ready.pop_first().map(|(_, v)| v),
+            };
+            if found.is_some() {
+                return found;
+            }
+            match deadline {
+                None => ready = self.cv.wait(ready).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    ready = self
+                        .cv
+                        .wait_timeout(ready, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// Chunk sizing of a lazy map whose length is unknown: start with single
+/// items and grow until a chunk takes about [`TARGET_CHUNK_TIME`], so tiny
+/// tasks are batched and long ones are not.
+#[derive(Debug, Clone, Copy)]
+struct ChunkPolicy {
+    fixed: bool,
+    size: usize,
+}
+
+/// Aim for chunks of about this duration: long against a dispatch (~1 µs on
+/// threads, a few µs on processes), short against a human waiting for the
+/// next result.
+const TARGET_CHUNK_TIME: Duration = Duration::from_micros(500);
+const MAX_CHUNK: usize = 1 << 16;
+
+impl ChunkPolicy {
+    fn observe(&mut self, len: usize, elapsed: Duration) {
+        if self.fixed || len == 0 {
+            return;
+        }
+        let per_item = elapsed.as_nanos() as f64 / len as f64;
+        let ideal = if per_item <= 0.0 {
+            MAX_CHUNK as f64
+        } else {
+            TARGET_CHUNK_TIME.as_nanos() as f64 / per_item
+        };
+        let ideal = ideal.clamp(1.0, MAX_CHUNK as f64) as usize;
+        // Grow at most 2x per observation so one fast outlier cannot make a
+        // chunk of slow items huge.
+        self.size = ideal.min(self.size * 2).max(1);
+    }
+}
+
+/// The lazy iterator behind `imap`, `imap_unordered` and `Executor::map`.
+///
+/// Input is pulled on the consumer's thread only when fewer than a window
+/// of chunks (4 per worker) are in flight, so an endless input works and
+/// memory stays flat. Dropping the iterator cancels the chunks not started.
+pub struct Imap<'p, B: Backend, T, I: Iterator, R> {
+    backend: &'p B,
+    task: Arc<T>,
+    input: std::iter::Fuse<I>,
+    stream: Arc<Stream<R>>,
+    collector: Arc<dyn Collect<R>>,
+    ordered: bool,
+    next_index: usize,
+    next_offset: usize,
+    next_to_yield: usize,
+    in_flight: usize,
+    window: usize,
+    policy: ChunkPolicy,
+    current: Option<Box<dyn Iterator<Item = Result<R>> + Send>>,
+    deadline: Option<Instant>,
+    finished: bool,
+    progress: Option<Progress>,
+}
+
+impl<B: Backend, T, I: Iterator, R> std::fmt::Debug for Imap<'_, B, T, I, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap")
+            .field("ordered", &self.ordered)
+            .field("in_flight", &self.in_flight)
+            .field("chunksize", &self.policy.size)
+            .finish()
+    }
+}
+
+impl<'p, B, T, I, R> Imap<'p, B, T, I, R>
+where
+    B: Runs<'static, T, I::Item, R>,
+    T: Send + Sync + 'static,
+    I: Iterator,
+    I::Item: 'static,
+    R: Send + 'static,
+{
+    /// A lazy map of `task` over `input`.
+    pub fn new(
+        backend: &'p B,
+        task: T,
+        input: I,
+        ordered: bool,
+        opts: &MapOptions,
+        timeout: Option<Duration>,
+    ) -> Self {
+        let stream = Arc::new(Stream {
+            ready: Mutex::new(BTreeMap::new()),
+            cv: Condvar::new(),
+            cancelled: AtomicBool::new(false),
+        });
+        Imap {
+            backend,
+            task: Arc::new(task),
+            input: input.fuse(),
+            collector: stream.clone(),
+            stream,
+            ordered,
+            next_index: 0,
+            next_offset: 0,
+            next_to_yield: 0,
+            in_flight: 0,
+            window: (backend.workers() * 4).max(2),
+            policy: ChunkPolicy {
+                fixed: opts.chunksize.is_some(),
+                size: opts.chunksize.unwrap_or(1).max(1),
+            },
+            current: None,
+            deadline: timeout.map(|t| Instant::now() + t),
+            finished: false,
+            progress: start_progress(opts, None),
+        }
+    }
+
+    fn fill(&mut self) {
+        while self.in_flight < self.window {
+            let items: Vec<I::Item> = self.input.by_ref().take(self.policy.size).collect();
+            if items.is_empty() {
+                return;
+            }
+            let len = items.len();
+            let sink = ChunkSink::new(self.collector.clone(), self.next_index, self.next_offset, len);
+            let chunk = Chunk {
+                offset: self.next_offset,
+                items,
+            };
+            if self.backend.is_closed() {
+                sink.fail(Error::shutdown());
+            } else if let Err(job) = self
+                .backend
+                .spawn(self.backend.chunk_job(self.task.clone(), chunk, sink))
+            {
+                drop(job);
+            }
+            self.next_index += 1;
+            self.next_offset += len;
+            self.in_flight += 1;
+        }
+    }
+}
+
+impl<B, T, I, R> Iterator for Imap<'_, B, T, I, R>
+where
+    B: Runs<'static, T, I::Item, R>,
+    T: Send + Sync + 'static,
+    I: Iterator,
+    I::Item: 'static,
+    R: Send + 'static,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.current.as_mut().and_then(|c| c.next()) {
+                if let Some(p) = &self.progress {
+                    p.advance(1);
+                }
+                return Some(r);
+            }
+            self.current = None;
+            if self.finished {
+                return None;
+            }
+            self.fill();
+            if self.in_flight == 0 {
+                self.finished = true;
+                if let Some(p) = self.progress.take() {
+                    p.finish();
+                }
+                return None;
+            }
+            let want = self.ordered.then_some(self.next_to_yield);
+            match self.stream.take(want, self.deadline) {
+                None => {
+                    self.finished = true;
+                    self.stream.cancelled.store(true, Ordering::Relaxed);
+                    return Some(Err(Error::timeout()));
+                }
+                Some((offset, out)) => {
+                    self.in_flight -= 1;
+                    if self.ordered {
+                        self.next_to_yield += 1;
+                    }
+                    self.policy.observe(out.len, out.elapsed);
+                    self.current = Some(Box::new(out.into_results(offset)));
+                }
+            }
+        }
+    }
+}
+
+impl<B: Backend, T, I: Iterator, R> Drop for Imap<'_, B, T, I, R> {
+    fn drop(&mut self) {
+        self.stream.cancelled.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,533 @@
+//! The one error type of crew: an opaque `Error` answering questions
+//! (`is_panic`, `is_timeout`, …), and `MapError`, which keeps every result of
+//! a map in which some tasks failed.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A specialised `Result` whose error is [`crew::Error`](Error).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong with a task or with a pool.
+///
+/// The type is opaque: ask it questions. A task's failure never affects
+/// another task, so an `Error` always describes one task (or one call).
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::Error;
+///
+/// let e = Error::timeout();
+/// assert!(e.is_timeout());
+/// assert!(!e.is_panic());
+/// assert_eq!(e.to_string(), "task timed out");
+/// ```
+#[derive(Clone)]
+pub struct Error {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: Kind,
+    worker: Option<usize>,
+    index: Option<usize>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Panicked { message: String },
+    TimedOut,
+    Cancelled,
+    WorkerLost { cause: String },
+    Shutdown,
+    InvalidInput { message: String },
+    Io { context: String, source: std::io::Error },
+    Protocol { message: String },
+}
+
+impl Error {
+    fn new(kind: Kind) -> Error {
+        Error {
+            inner: Arc::new(Inner {
+                kind,
+                worker: None,
+                index: None,
+            }),
+        }
+    }
+
+    /// The error of a task that panicked with `message`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = crew_core::Error::panic("boom");
+    /// assert!(e.is_panic());
+    /// assert_eq!(e.panic_message(), Some("boom"));
+    /// ```
+    pub fn panic(message: impl Into<String>) -> Error {
+        Error::new(Kind::Panicked {
+            message: message.into(),
+        })
+    }
+
+    /// Turns the payload caught by [`std::panic::catch_unwind`] into an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let payload = std::panic::catch_unwind(|| panic!("bad row {}", 7)).unwrap_err();
+    /// let e = crew_core::Error::from_panic(payload);
+    /// assert_eq!(e.panic_message(), Some("bad row 7"));
+    /// ```
+    pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Error {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "Box<dyn Any>".to_owned()
+        };
+        // Dropping a panic payload can itself panic; never let that escape.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
+        Error::panic(message)
+    }
+
+    /// The error of a task that did not finish within its time limit, or of a
+    /// wait that gave up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(crew_core::Error::timeout().is_timeout());
+    /// ```
+    pub fn timeout() -> Error {
+        Error::new(Kind::TimedOut)
+    }
+
+    /// The error of a task that was cancelled before it produced a result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(crew_core::Error::cancelled().is_cancelled());
+    /// ```
+    pub fn cancelled() -> Error {
+        Error::new(Kind::Cancelled)
+    }
+
+    /// The error of a task whose worker died while running it; `cause`
+    /// says how (`"killed by signal 9 (SIGKILL)"`, `"exited with code 3"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = crew_core::Error::worker_lost("killed by signal 9 (SIGKILL)").with_worker(3);
+    /// assert!(e.is_worker_lost());
+    /// assert_eq!(e.worker(), Some(3));
+    /// assert_eq!(e.to_string(), "worker 3 lost: killed by signal 9 (SIGKILL)");
+    /// ```
+    pub fn worker_lost(cause: impl Into<String>) -> Error {
+        Error::new(Kind::WorkerLost {
+            cause: cause.into(),
+        })
+    }
+
+    /// The error of a task given to a pool that was closed or shut down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(crew_core::Error::shutdown().is_shutdown());
+    /// ```
+    pub fn shutdown() -> Error {
+        Error::new(Kind::Shutdown)
+    }
+
+    /// The error of a call given an argument it cannot accept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = crew_core::Error::invalid_input("a pool needs at least one worker");
+    /// assert!(e.is_invalid_input());
+    /// ```
+    pub fn invalid_input(message: impl Into<String>) -> Error {
+        Error::new(Kind::InvalidInput {
+            message: message.into(),
+        })
+    }
+
+    /// An operating-system error met while `context` (for example
+    /// `"spawning worker thread"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let io = std::io::Error::from(std::io::ErrorKind::OutOfMemory);
+    /// let e = crew_core::Error::io("spawning worker thread", io);
+    /// assert!(e.is_io());
+    /// ```
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::new(Kind::Io {
+            context: context.into(),
+            source,
+        })
+    }
+
+    /// A broken conversation between the parent and a worker: a garbage or
+    /// truncated frame, a version mismatch, a value that failed to decode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = crew_core::Error::protocol("truncated frame");
+    /// assert!(e.is_protocol());
+    /// ```
+    pub fn protocol(message: impl Into<String>) -> Error {
+        Error::new(Kind::Protocol {
+            message: message.into(),
+        })
+    }
+
+    fn with(self, f: impl FnOnce(&mut Inner)) -> Error {
+        let Inner {
+            kind,
+            worker,
+            index,
+        } = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => Inner {
+                kind: shared.kind.clone_kind(),
+                worker: shared.worker,
+                index: shared.index,
+            },
+        };
+        let mut inner = Inner {
+            kind,
+            worker,
+            index,
+        };
+        f(&mut inner);
+        Error {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Records which worker ran the task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(crew_core::Error::timeout().with_worker(1).worker(), Some(1));
+    /// ```
+    pub fn with_worker(self, worker: usize) -> Error {
+        self.with(|i| i.worker = Some(worker))
+    }
+
+    /// Records the position of the task in its map (0-based).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(crew_core::Error::panic("x").with_index(4).index(), Some(4));
+    /// ```
+    pub fn with_index(self, index: usize) -> Error {
+        self.with(|i| i.index = Some(index))
+    }
+
+    /// True if the task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.inner.kind, Kind::Panicked { .. })
+    }
+
+    /// True if the task, or the wait for it, ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.inner.kind, Kind::TimedOut)
+    }
+
+    /// True if the task was cancelled before it produced a result.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.inner.kind, Kind::Cancelled)
+    }
+
+    /// True if the worker running the task died (crash, signal, exit).
+    pub fn is_worker_lost(&self) -> bool {
+        matches!(self.inner.kind, Kind::WorkerLost { .. })
+    }
+
+    /// True if the task was refused because its pool was closed.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self.inner.kind, Kind::Shutdown)
+    }
+
+    /// True if a call was given an argument it cannot accept.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self.inner.kind, Kind::InvalidInput { .. })
+    }
+
+    /// True if an operating-system call failed.
+    pub fn is_io(&self) -> bool {
+        matches!(self.inner.kind, Kind::Io { .. })
+    }
+
+    /// True if the parent and a worker could not understand each other.
+    pub fn is_protocol(&self) -> bool {
+        matches!(self.inner.kind, Kind::Protocol { .. })
+    }
+
+    /// The panic message, if the task panicked.
+    pub fn panic_message(&self) -> Option<&str> {
+        match &self.inner.kind {
+            Kind::Panicked { message } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// How the worker was lost (`"killed by signal 9 (SIGKILL)"`), if it was.
+    pub fn worker_lost_cause(&self) -> Option<&str> {
+        match &self.inner.kind {
+            Kind::WorkerLost { cause } => Some(cause),
+            _ => None,
+        }
+    }
+
+    /// The worker that ran the task, when known.
+    pub fn worker(&self) -> Option<usize> {
+        self.inner.worker
+    }
+
+    /// The task's position in its map, when the task was part of one.
+    pub fn index(&self) -> Option<usize> {
+        self.inner.index
+    }
+}
+
+impl Kind {
+    fn clone_kind(&self) -> Kind {
+        match self {
+            Kind::Panicked { message } => Kind::Panicked {
+                message: message.clone(),
+            },
+            Kind::TimedOut => Kind::TimedOut,
+            Kind::Cancelled => Kind::Cancelled,
+            Kind::WorkerLost { cause } => Kind::WorkerLost {
+                cause: cause.clone(),
+            },
+            Kind::Shutdown => Kind::Shutdown,
+            Kind::InvalidInput { message } => Kind::InvalidInput {
+                message: message.clone(),
+            },
+            Kind::Io { context, source } => Kind::Io {
+                context: context.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Kind::Protocol { message } => Kind::Protocol {
+                message: message.clone(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(index) = self.inner.index {
+            write!(f, "task {index}: ")?;
+        }
+        match &self.inner.kind {
+            Kind::Panicked { message } => write!(f, "task panicked: {message}")?,
+            Kind::TimedOut => f.write_str("task timed out")?,
+            Kind::Cancelled => f.write_str("task cancelled")?,
+            Kind::WorkerLost { cause } => match self.inner.worker {
+                Some(w) => write!(f, "worker {w} lost: {cause}")?,
+                None => write!(f, "worker lost: {cause}")?,
+            },
+            Kind::Shutdown => f.write_str("pool is shut down")?,
+            Kind::InvalidInput { message } => write!(f, "invalid input: {message}")?,
+            Kind::Io { context, .. } => write!(f, "i/o error while {context}")?,
+            Kind::Protocol { message } => write!(f, "protocol error: {message}")?,
+        }
+        if let (Some(w), false) = (self.inner.worker, self.is_worker_lost()) {
+            write!(f, " (worker {w})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.inner.kind)
+            .field("worker", &self.inner.worker)
+            .field("index", &self.inner.index)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.inner.kind {
+            Kind::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The error of a `map` in which at least one task failed.
+///
+/// Every task of the map still ran: the error keeps each task's outcome, in
+/// input order, so the results that did arrive are not lost. It derefs to
+/// nothing; ask [`first`](MapError::first) for the earliest failure (by input
+/// position) or take [`into_results`](MapError::into_results).
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Error, MapError};
+///
+/// let err = MapError::new(vec![Ok(1), Err(Error::panic("boom").with_index(1)), Ok(9)]);
+/// assert_eq!(err.failed(), 1);
+/// assert!(err.first().is_panic());
+/// assert_eq!(err.to_string(), "1 of 3 tasks failed; first: task 1: task panicked: boom");
+/// let values: Vec<i32> = err.into_results().into_iter().flatten().collect();
+/// assert_eq!(values, [1, 9]);
+/// ```
+pub struct MapError<R> {
+    results: Vec<Result<R>>,
+    first: usize,
+    failed: usize,
+}
+
+impl<R> MapError<R> {
+    /// Wraps the per-task outcomes of a map.
+    ///
+    /// # Panics
+    ///
+    /// If no outcome is an error: a map without failures is not an error.
+    pub fn new(results: Vec<Result<R>>) -> MapError<R> {
+        let first = results
+            .iter()
+            .position(|r| r.is_err())
+            .expect("MapError::new needs at least one failed task");
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        MapError {
+            results,
+            first,
+            failed,
+        }
+    }
+
+    /// The first failure in input order.
+    pub fn first(&self) -> &Error {
+        match &self.results[self.first] {
+            Err(e) => e,
+            Ok(_) => unreachable!("`first` indexes a failed task"),
+        }
+    }
+
+    /// The number of tasks that failed.
+    pub fn failed(&self) -> usize {
+        self.failed
+    }
+
+    /// The number of tasks in the map.
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    /// Always false: a map error has at least one task. Present for symmetry
+    /// with [`len`](MapError::len).
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+
+    /// Every failure, with its position in the input.
+    pub fn errors(&self) -> impl Iterator<Item = (usize, &Error)> {
+        self.results
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+    }
+
+    /// Every task's outcome, in input order.
+    pub fn results(&self) -> &[Result<R>] {
+        &self.results
+    }
+
+    /// Every task's outcome, in input order, by value.
+    pub fn into_results(self) -> Vec<Result<R>> {
+        self.results
+    }
+
+    /// The first failure, dropping the results.
+    pub fn into_first(mut self) -> Error {
+        match self.results.swap_remove(self.first) {
+            Err(e) => e,
+            Ok(_) => unreachable!("`first` indexes a failed task"),
+        }
+    }
+}
+
+impl<R> From<Error> for MapError<R> {
+    /// A map that failed as a whole (for example, refused by a closed pool):
+    /// a single failed outcome with no results.
+    fn from(e: Error) -> MapError<R> {
+        MapError {
+            results: vec![Err(e)],
+            first: 0,
+            failed: 1,
+        }
+    }
+}
+
+impl<R> From<MapError<R>> for Error {
+    fn from(e: MapError<R>) -> Error {
+        e.into_first()
+    }
+}
+
+impl<R> fmt::Display for MapError<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} tasks failed; first: {}",
+            self.failed,
+            self.results.len(),
+            self.first()
+        )
+    }
+}
+
+impl<R> fmt::Debug for MapError<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapError")
+            .field("tasks", &self.results.len())
+            .field("failed", &self.failed)
+            .field("first", self.first())
+            .finish()
+    }
+}
+
+impl<R> std::error::Error for MapError<R> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.first())
+    }
+}
+
+/// Converts a failure into a value of the error type a result slot holds;
+/// lets one slot type serve `Future` (error [`Error`]) and map results
+/// (error [`MapError`]).
+pub trait FromError: Sized {
+    /// Builds the failed value.
+    fn from_error(e: Error) -> Self;
+}
+
+impl<T, E: From<Error>> FromError for std::result::Result<T, E> {
+    fn from_error(e: Error) -> Self {
+        Err(E::from(e))
+    }
+}
+
+#[cfg(test)]
+mod test;

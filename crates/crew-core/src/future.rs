@@ -1,0 +1,494 @@
+//! Handles to a task's outcome: [`Future`] (concurrent.futures) and
+//! [`AsyncResult`] (multiprocessing's `apply_async`). Both wrap one result
+//! slot; they differ only in the names Python gave their methods.
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, MapError, Result};
+use crate::slot::{Promise, Slot};
+
+fn deadline(timeout: Duration) -> Instant {
+    // A timeout too large to add (Duration::MAX) means "no deadline" in
+    // practice: a century away.
+    Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// The outcome of a task submitted to an [`Executor`](../crew/struct.Executor.html):
+/// Python's `concurrent.futures.Future`.
+///
+/// A `Future` is a handle: the task runs whether or not anyone waits for it.
+/// [`result`](Future::result) blocks until the task is done; the `_timeout`
+/// variants give up after a while and leave the task running. A `Future` is
+/// also a Rust future: `.await` it from async code.
+///
+/// # Examples
+///
+/// ```
+/// let (promise, future) = crew_core::Future::<u32>::pending();
+/// std::thread::spawn(move || promise.complete(Ok(42)));
+/// assert_eq!(future.result().unwrap(), 42);
+/// ```
+pub struct Future<T> {
+    slot: Arc<Slot<Result<T>>>,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+// SAFETY: `&Future<T>` exposes `&Result<T>` (callbacks, `exception`) from
+// whichever thread holds it; that needs `T: Sync` on top of the slot's rules.
+unsafe impl<T: Send + Sync> Sync for Future<T> {}
+
+impl<T: Send> Future<T> {
+    /// A future with the promise that completes it: the seam a back-end uses
+    /// to hand out results.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (promise, future) = crew_core::Future::<&str>::pending();
+    /// assert!(!future.done());
+    /// promise.complete(Ok("done"));
+    /// assert!(future.done());
+    /// ```
+    pub fn pending() -> (Promise<Result<T>>, Future<T>) {
+        let slot = Arc::new(Slot::new());
+        (
+            Promise::new(slot.clone()),
+            Future {
+                slot,
+                _not_sync: PhantomData,
+            },
+        )
+    }
+
+    /// A future that is already done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = crew_core::Future::ready(Ok(1));
+    /// assert!(f.done());
+    /// assert_eq!(f.result().unwrap(), 1);
+    /// ```
+    pub fn ready(outcome: Result<T>) -> Future<T> {
+        let (p, f) = Future::pending();
+        p.complete(outcome);
+        f
+    }
+
+    /// Blocks until the task is done and returns its outcome.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = crew_core::Future::ready(Err::<(), _>(crew_core::Error::panic("bad")));
+    /// assert!(f.result().unwrap_err().is_panic());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The task's error: it panicked, was cancelled, its worker was lost, …
+    pub fn result(self) -> Result<T> {
+        self.slot.wait(None);
+        self.slot.take()
+    }
+
+    /// Like [`result`](Future::result), but gives up after `timeout` with an
+    /// error for which `is_timeout()` holds. The task is not cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_promise, f) = crew_core::Future::<u8>::pending();
+    /// assert!(f.result_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A timeout, or the task's own error.
+    pub fn result_timeout(self, timeout: Duration) -> Result<T> {
+        if self.slot.wait(Some(deadline(timeout))) {
+            self.slot.take()
+        } else {
+            Err(Error::timeout())
+        }
+    }
+
+    /// Blocks until the task is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = crew_core::Future::ready(Ok(()));
+    /// f.wait();
+    /// assert!(f.done());
+    /// ```
+    pub fn wait(&self) {
+        self.slot.wait(None);
+    }
+
+    /// Blocks until the task is done or `timeout` passes; true if done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_p, f) = crew_core::Future::<()>::pending();
+    /// assert!(!f.wait_timeout(Duration::from_millis(1)));
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.slot.wait(Some(deadline(timeout)))
+    }
+
+    /// True if the task finished, failed or was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(crew_core::Future::ready(Ok(0)).done());
+    /// ```
+    pub fn done(&self) -> bool {
+        self.slot.is_done()
+    }
+
+    /// True while a worker is running the task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_p, f) = crew_core::Future::<()>::pending();
+    /// assert!(!f.running());
+    /// ```
+    pub fn running(&self) -> bool {
+        self.slot.is_running()
+    }
+
+    /// Cancels the task. A task that has not started is cancelled at once; a
+    /// running task is stopped only on back-ends that can stop it (worker
+    /// processes are killed and replaced); a thread keeps running its task.
+    /// Returns true if the task is (or will shortly be) cancelled, as
+    /// Python's `Future.cancel`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_p, f) = crew_core::Future::<()>::pending();
+    /// assert!(f.cancel());
+    /// assert!(f.cancelled());
+    /// assert!(f.result().unwrap_err().is_cancelled());
+    /// ```
+    pub fn cancel(&self) -> bool {
+        self.slot.cancel()
+    }
+
+    /// True if the task was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!crew_core::Future::ready(Ok(1)).cancelled());
+    /// ```
+    pub fn cancelled(&self) -> bool {
+        self.slot.is_cancelled()
+    }
+
+    /// The task's error, if it is done and failed; `None` if it succeeded.
+    /// Blocks until the task is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = crew_core::Future::ready(Err::<(), _>(crew_core::Error::timeout()));
+    /// assert!(f.exception().unwrap().is_timeout());
+    /// ```
+    pub fn exception(&self) -> Option<Error> {
+        self.wait();
+        self.slot.with_value(|v| v.as_ref().err().cloned())
+    }
+
+    /// Runs `callback` with the outcome once the task is done: at once, on
+    /// this thread, if it already is; otherwise on the thread that completes
+    /// it. Each callback runs exactly once; a panicking callback is reported
+    /// on stderr and does not affect the task or other callbacks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
+    /// let seen = Arc::new(AtomicU32::new(0));
+    /// let (p, f) = crew_core::Future::pending();
+    /// let s = seen.clone();
+    /// f.add_done_callback(move |r: &crew_core::Result<u32>| s.store(*r.as_ref().unwrap(), Ordering::SeqCst));
+    /// p.complete(Ok(9));
+    /// assert_eq!(seen.load(Ordering::SeqCst), 9);
+    /// ```
+    pub fn add_done_callback(&self, callback: impl FnOnce(&Result<T>) + Send + 'static) {
+        self.slot.on_done(Box::new(callback));
+    }
+
+    pub(crate) fn on_done_boxed(&self, callback: Box<dyn FnOnce(&Result<T>) + Send>) {
+        self.slot.on_done(callback);
+    }
+}
+
+impl<T> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.slot.is_done() {
+            if self.slot.is_cancelled() {
+                "cancelled"
+            } else {
+                "done"
+            }
+        } else if self.slot.is_running() {
+            "running"
+        } else {
+            "pending"
+        };
+        f.debug_struct("Future").field("state", &state).finish()
+    }
+}
+
+/// The Rust-future side of a [`Future`], produced by `.await`.
+#[derive(Debug)]
+pub struct FutureOutput<T> {
+    future: Option<Future<T>>,
+}
+
+impl<T: Send> std::future::IntoFuture for Future<T> {
+    type Output = Result<T>;
+    type IntoFuture = FutureOutput<T>;
+
+    /// Awaiting a `Future` yields its outcome without blocking a thread.
+    fn into_future(self) -> FutureOutput<T> {
+        FutureOutput { future: Some(self) }
+    }
+}
+
+impl<T: Send> std::future::Future for FutureOutput<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let future = self.future.as_ref().expect("FutureOutput polled after completion");
+        if future.slot.is_done() || !future.slot.register_waker(cx.waker()) {
+            let f = self.future.take().expect("checked above");
+            return Poll::Ready(f.slot.take());
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> Unpin for FutureOutput<T> {}
+
+/// The outcome of an `apply_async`, `map_async` or `starmap_async` call:
+/// Python's `multiprocessing.pool.AsyncResult`.
+///
+/// `E` is [`Error`] for a single call and [`MapError`] for a map, whose
+/// error keeps the results of the tasks that succeeded.
+///
+/// # Examples
+///
+/// ```
+/// let (promise, res) = crew_core::AsyncResult::<u32>::pending();
+/// assert!(!res.ready());
+/// promise.complete(Ok(3));
+/// assert!(res.ready());
+/// assert_eq!(res.successful(), Some(true));
+/// assert_eq!(res.get().unwrap(), 3);
+/// ```
+pub struct AsyncResult<T, E = Error> {
+    slot: Arc<Slot<std::result::Result<T, E>>>,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+// SAFETY: see `Future`: shared access exposes `&Result<T, E>` to several threads.
+unsafe impl<T: Send + Sync, E: Send + Sync> Sync for AsyncResult<T, E> {}
+
+impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
+    /// An async result with the promise that completes it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (p, r) = crew_core::AsyncResult::<()>::pending();
+    /// drop(p); // a promise dropped without a value cancels
+    /// assert!(r.get().unwrap_err().is_cancelled());
+    /// ```
+    pub fn pending() -> (Promise<std::result::Result<T, E>>, AsyncResult<T, E>) {
+        let slot = Arc::new(Slot::new());
+        (
+            Promise::new(slot.clone()),
+            AsyncResult {
+                slot,
+                _not_sync: PhantomData,
+            },
+        )
+    }
+
+    /// Blocks until the call is done and returns its outcome.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// p.complete(Ok(1));
+    /// assert_eq!(r.get().unwrap(), 1);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The call's error.
+    pub fn get(self) -> std::result::Result<T, E> {
+        self.slot.wait(None);
+        self.slot.take()
+    }
+
+    /// Like [`get`](AsyncResult::get), but gives up after `timeout` with a
+    /// timeout error (`is_timeout()`); the call goes on running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// let e: crew_core::Error = r.get_timeout(Duration::from_millis(5)).unwrap_err();
+    /// assert!(e.is_timeout());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A timeout, or the call's own error.
+    pub fn get_timeout(self, timeout: Duration) -> std::result::Result<T, E> {
+        if self.slot.wait(Some(deadline(timeout))) {
+            self.slot.take()
+        } else {
+            Err(E::from(Error::timeout()))
+        }
+    }
+
+    /// Blocks until the call is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// p.complete(Ok(1));
+    /// r.wait();
+    /// assert!(r.ready());
+    /// ```
+    pub fn wait(&self) {
+        self.slot.wait(None);
+    }
+
+    /// Blocks until the call is done or `timeout` passes; true if done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// assert!(!r.wait_timeout(std::time::Duration::from_millis(1)));
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.slot.wait(Some(deadline(timeout)))
+    }
+
+    /// True once the call is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// assert!(!r.ready());
+    /// p.complete(Ok(2));
+    /// assert!(r.ready());
+    /// ```
+    pub fn ready(&self) -> bool {
+        self.slot.is_done()
+    }
+
+    /// `Some(true)` if the call is done and succeeded, `Some(false)` if it
+    /// failed, `None` while it is not done (Python raises `ValueError` there).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// assert_eq!(r.successful(), None);
+    /// p.fail(crew_core::Error::panic("x"));
+    /// assert_eq!(r.successful(), Some(false));
+    /// ```
+    pub fn successful(&self) -> Option<bool> {
+        if !self.slot.is_done() {
+            return None;
+        }
+        Some(self.slot.with_value(|v| v.is_ok()))
+    }
+
+    /// Runs `callback` with the value once the call succeeds (Python's
+    /// `callback=`): at once if it already has, else on the completing
+    /// thread. Runs at most once; not at all if the call fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// let g = got.clone();
+    /// let r = r.callback(move |v| g.lock().unwrap().push(*v));
+    /// p.complete(Ok(5));
+    /// assert_eq!(*got.lock().unwrap(), [5]);
+    /// # drop(r);
+    /// ```
+    pub fn callback(self, callback: impl FnOnce(&T) + Send + 'static) -> Self {
+        self.slot.on_done(Box::new(move |v| {
+            if let Ok(v) = v {
+                callback(v)
+            }
+        }));
+        self
+    }
+
+    /// Runs `callback` with the error once the call fails (Python's
+    /// `error_callback=`). Runs at most once; not at all on success.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+    /// let failed = Arc::new(AtomicBool::new(false));
+    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// let f = failed.clone();
+    /// let r = r.error_callback(move |e: &crew_core::Error| f.store(e.is_panic(), Ordering::SeqCst));
+    /// p.fail(crew_core::Error::panic("boom"));
+    /// assert!(failed.load(Ordering::SeqCst));
+    /// # drop(r);
+    /// ```
+    pub fn error_callback(self, callback: impl FnOnce(&E) + Send + 'static) -> Self {
+        self.slot.on_done(Box::new(move |v| {
+            if let Err(e) = v {
+                callback(e)
+            }
+        }));
+        self
+    }
+}
+
+impl<T, E> fmt::Debug for AsyncResult<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.slot.is_done())
+            .finish()
+    }
+}
+
+/// An `AsyncResult` of a whole map: its error keeps every task's outcome.
+pub type MapAsyncResult<R> = AsyncResult<Vec<R>, MapError<R>>;
+

@@ -1,0 +1,33 @@
+//! The engine of crew: the [`Backend`] seam and [`Runs`] that every back-end
+//! implements, futures ([`Future`], [`AsyncResult`]), `wait`/`as_completed`,
+//! the map machinery (chunking, ordering, back-pressure), progress, the
+//! timeline, errors, and the thread back-end ([`Threads`]).
+//!
+//! Users name the `crew` crate, which re-exports what is public here.
+#![deny(missing_docs)]
+
+mod backend;
+mod call;
+mod cpu;
+pub mod engine;
+mod error;
+mod future;
+mod loops;
+pub mod progress;
+mod slot;
+mod threads;
+mod timeline;
+mod wait;
+
+pub use backend::{Backend, Runs};
+pub use call::{Call, Star, Unary};
+pub use cpu::{cpu_count, resolve_n_jobs};
+pub use engine::{Chunk, ChunkOut, ChunkSink, Imap, MapOptions};
+pub use error::{Error, FromError, MapError, Result};
+pub use future::{AsyncResult, Future, FutureOutput, MapAsyncResult};
+pub use loops::{ParRange, Schedule, par_for_each_mut, prange};
+pub use progress::{Progress, ProgressStyle};
+pub use slot::Promise;
+pub use threads::{ThreadJob, Threads, ThreadsConfig, WorkerCtx};
+pub use timeline::{Span, Timeline};
+pub use wait::{AsCompleted, AsCompletedTimeout, ReturnWhen, Waited, as_completed, as_completed_timeout, wait};

@@ -1,0 +1,214 @@
+//! Progress of a map: an indicatif bar with rate and ETA on a terminal, and
+//! joblib-style lines (`[Pool(threads=2)]: Done  40 out of 100 | elapsed:
+//! 1.2s remaining: 1.8s`) when stderr is not a terminal, where indicatif
+//! would print nothing.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a map reports its progress.
+#[derive(Clone, Debug)]
+pub enum ProgressStyle {
+    /// A bar on a terminal, plain lines otherwise.
+    Auto,
+    /// Plain lines on stderr, as joblib's `verbose`; the number sets how
+    /// often: 1–9 about every tenth of the work, 10 and more at least every
+    /// second and every tenth, above 50 every task.
+    Lines(u32),
+    /// Plain lines written to a shared buffer (for tests and log capture).
+    Capture(Arc<Mutex<Vec<String>>>),
+}
+
+struct Shared {
+    label: String,
+    total: Option<usize>,
+    done: AtomicUsize,
+    started: Instant,
+    last_line: AtomicU64,
+    sink: Sink,
+}
+
+enum Sink {
+    Bar(indicatif::ProgressBar),
+    Lines { every_task: bool, at_least_every: Option<Duration> },
+    Capture(Arc<Mutex<Vec<String>>>),
+}
+
+/// A progress reporter for one map; cheap to clone.
+#[derive(Clone)]
+pub struct Progress {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("label", &self.shared.label)
+            .field("done", &self.shared.done.load(Ordering::Relaxed))
+            .field("total", &self.shared.total)
+            .finish()
+    }
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{:.1}min", s / 60.0)
+    } else {
+        format!("{:.1}h", s / 3600.0)
+    }
+}
+
+impl Progress {
+    /// Starts reporting a map of `total` tasks (if known) labelled `label`.
+    pub fn start(style: ProgressStyle, label: &str, total: Option<usize>) -> Progress {
+        let sink = match style {
+            ProgressStyle::Auto if std::io::stderr().is_terminal() => {
+                let bar = match total {
+                    Some(n) => indicatif::ProgressBar::new(n as u64),
+                    None => indicatif::ProgressBar::new_spinner(),
+                };
+                let template = if total.is_some() {
+                    "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}"
+                } else {
+                    "{prefix} [{elapsed_precise}] {spinner} {pos} {per_sec}"
+                };
+                if let Ok(s) = indicatif::ProgressStyle::with_template(template) {
+                    bar.set_style(s);
+                }
+                bar.set_prefix(label.to_owned());
+                Sink::Bar(bar)
+            }
+            ProgressStyle::Auto => Sink::Lines {
+                every_task: false,
+                at_least_every: Some(Duration::from_secs(1)),
+            },
+            ProgressStyle::Lines(v) => Sink::Lines {
+                every_task: v > 50,
+                at_least_every: (v >= 10).then_some(Duration::from_secs(1)),
+            },
+            ProgressStyle::Capture(buf) => Sink::Capture(buf),
+        };
+        Progress {
+            shared: Arc::new(Shared {
+                label: label.to_owned(),
+                total,
+                done: AtomicUsize::new(0),
+                started: Instant::now(),
+                last_line: AtomicU64::new(0),
+                sink,
+            }),
+        }
+    }
+
+    /// Records that `n` more tasks finished.
+    pub fn advance(&self, n: usize) {
+        let s = &self.shared;
+        let before = s.done.fetch_add(n, Ordering::Relaxed);
+        let done = before + n;
+        match &s.sink {
+            Sink::Bar(bar) => bar.inc(n as u64),
+            Sink::Lines {
+                every_task,
+                at_least_every,
+            } => {
+                if *every_task || self.crossed_tenth(before, done) || self.due(*at_least_every) {
+                    self.emit(done);
+                }
+            }
+            Sink::Capture(_) => {
+                if self.crossed_tenth(before, done) {
+                    self.emit(done);
+                }
+            }
+        }
+    }
+
+    fn crossed_tenth(&self, before: usize, done: usize) -> bool {
+        match self.shared.total {
+            Some(t) if t > 0 => (before * 10 / t) != (done * 10 / t) && done < t,
+            _ => false,
+        }
+    }
+
+    fn due(&self, every: Option<Duration>) -> bool {
+        let Some(every) = every else { return false };
+        let now = self.shared.started.elapsed().as_millis() as u64;
+        let last = self.shared.last_line.load(Ordering::Relaxed);
+        now >= last + every.as_millis() as u64
+            && self
+                .shared
+                .last_line
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// The line describing `done` finished tasks, in joblib's words.
+    fn line(&self, done: usize) -> String {
+        let s = &self.shared;
+        let elapsed = s.started.elapsed();
+        match s.total {
+            Some(total) => {
+                let remaining = if done == 0 {
+                    String::from("?")
+                } else {
+                    secs(elapsed.mul_f64((total.saturating_sub(done)) as f64 / done as f64))
+                };
+                format!(
+                    "[{}]: Done {:>3} out of {:>3} | elapsed: {} remaining: {}",
+                    s.label,
+                    done,
+                    total,
+                    secs(elapsed),
+                    remaining
+                )
+            }
+            None => format!("[{}]: Done {:>3} tasks | elapsed: {}", s.label, done, secs(elapsed)),
+        }
+    }
+
+    fn emit(&self, done: usize) {
+        let line = self.line(done);
+        match &self.shared.sink {
+            Sink::Capture(buf) => buf.lock().unwrap_or_else(|p| p.into_inner()).push(line),
+            _ => {
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
+        }
+    }
+
+    /// Reports the end of the map (the last line, or the bar's completion).
+    pub fn finish(&self) {
+        let done = self.shared.done.load(Ordering::Relaxed);
+        match &self.shared.sink {
+            Sink::Bar(bar) => bar.finish(),
+            _ => {
+                let line = match self.shared.total {
+                    Some(total) => format!(
+                        "[{}]: Done {:>3} out of {:>3} | elapsed: {} finished",
+                        self.shared.label,
+                        done,
+                        total,
+                        secs(self.shared.started.elapsed())
+                    ),
+                    None => format!(
+                        "[{}]: Done {:>3} tasks | elapsed: {} finished",
+                        self.shared.label,
+                        done,
+                        secs(self.shared.started.elapsed())
+                    ),
+                };
+                match &self.shared.sink {
+                    Sink::Capture(buf) => buf.lock().unwrap_or_else(|p| p.into_inner()).push(line),
+                    _ => {
+                        let _ = writeln!(std::io::stderr().lock(), "{line}");
+                    }
+                }
+            }
+        }
+    }
+}

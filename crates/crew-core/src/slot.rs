@@ -1,0 +1,408 @@
+//! The result slot shared by a running task and the handle that waits for it
+//! (`Future`, `AsyncResult`).
+//!
+//! One word of state, `phase | flags`, drives everything:
+//!
+//! ```text
+//!   PENDING ──try_start──▶ RUNNING
+//!      │                      │
+//!      └──────claim───────────┴──▶ WRITING ──publish──▶ DONE
+//! ```
+//!
+//! Whoever wins the `claim` CAS (the worker with a result, a canceller, a
+//! dropped job, a supervisor that saw its worker die) is the only writer of
+//! the value. The value is published by moving to `DONE` with `Release`.
+//!
+//! Waiters (parked threads, wakers, callbacks) are kept under a mutex and
+//! announced by the `WAITERS` flag, so a completion nobody waits for never
+//! takes the lock. A waiter registers under the lock with a `fetch_or`, the
+//! completer publishes with a CAS on the same word: one of the two always
+//! sees the other. When there are waiters, the completer sets `DONE` and runs
+//! the callbacks *while holding the lock*; the owner reads the value only
+//! after taking that lock once, so a callback's `&V` never overlaps the
+//! owner moving the value out.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::thread::Thread;
+use std::time::Instant;
+
+use crate::error::{Error, FromError};
+
+/// The task has not started.
+const PENDING: usize = 0;
+/// A worker is running the task.
+const RUNNING: usize = 1;
+/// Someone claimed the slot and is writing the value.
+const WRITING: usize = 2;
+/// The value is there.
+const DONE: usize = 3;
+const PHASE: usize = 0b11;
+/// The task was cancelled (its value is a cancellation error).
+const CANCELLED: usize = 1 << 2;
+/// The waiter list may be non-empty.
+const WAITERS: usize = 1 << 3;
+/// A cancel of the running task was asked for (process back-ends).
+const CANCEL_REQUESTED: usize = 1 << 4;
+
+/// How long a blocking wait spins before parking. Waking a parked thread on
+/// the other vCPU costs ~60 µs on the project's VMs (notes/ipc-floor.md), so a
+/// short spin pays when the result is microseconds away.
+const SPIN_LIMIT: u32 = 2_000;
+
+type Callback<V> = Box<dyn FnOnce(&V) + Send>;
+
+enum Waiter<V> {
+    Thread(Thread),
+    Waker(Waker),
+    Callback(Callback<V>),
+}
+
+/// The hook a back-end installs to stop a running task (kill its worker).
+pub(crate) type Interrupt = Arc<dyn Fn() + Send + Sync>;
+
+pub(crate) struct Slot<V> {
+    state: AtomicUsize,
+    value: UnsafeCell<Option<V>>,
+    waiters: Mutex<Vec<Waiter<V>>>,
+    interrupt: Mutex<Option<Interrupt>>,
+}
+
+// SAFETY: the value is written once by the claimant and read either by the
+// completer's callbacks (under the waiter lock) or by the owner after it has
+// synchronised on `DONE` and that lock; never by two threads at once. Sending
+// the slot's contents between threads needs `V: Send`.
+unsafe impl<V: Send> Send for Slot<V> {}
+// SAFETY: as above; the shared accesses are serialised by the protocol in the
+// module docs, so `&Slot<V>` may be used from many threads with `V: Send`.
+// Handles that expose `&V` to several threads at once add `V: Sync` themselves.
+unsafe impl<V: Send> Sync for Slot<V> {}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the protected data
+    // half-updated (callbacks run under `catch_unwind`), so poison is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<V> Slot<V> {
+    pub(crate) fn new() -> Slot<V> {
+        Slot {
+            state: AtomicUsize::new(PENDING),
+            value: UnsafeCell::new(None),
+            waiters: Mutex::new(Vec::new()),
+            interrupt: Mutex::new(None),
+        }
+    }
+
+    fn phase(&self) -> usize {
+        self.state.load(Ordering::Acquire) & PHASE
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.phase() == DONE
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.phase() == RUNNING
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        let s = self.state.load(Ordering::Acquire);
+        s & PHASE == DONE && s & CANCELLED != 0
+    }
+
+    pub(crate) fn cancel_requested(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CANCEL_REQUESTED != 0
+    }
+
+    /// Moves `PENDING` to `RUNNING`; false if the task was cancelled (or
+    /// otherwise completed) before it could start.
+    pub(crate) fn try_start(&self) -> bool {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s & PHASE != PENDING {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                s,
+                (s & !PHASE) | RUNNING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Claims the right to write the value; `extra` flags are set with it.
+    /// `from_running`: a running task may be claimed (its result or its
+    /// loss); a cancellation claims only a task that has not started.
+    fn claim(&self, extra: usize, from_running: bool) -> bool {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            let phase = s & PHASE;
+            if phase >= WRITING || (phase == RUNNING && !from_running) {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                s,
+                (s & !PHASE) | WRITING | extra,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Stores the outcome; gives it back if the slot was already completed.
+    pub(crate) fn complete(&self, value: V) -> Result<(), V> {
+        self.complete_with(0, true, value)
+    }
+
+    fn complete_with(&self, extra: usize, from_running: bool, value: V) -> Result<(), V> {
+        if !self.claim(extra, from_running) {
+            return Err(value);
+        }
+        // SAFETY: `claim()` made us the only writer, and nobody reads the
+        // value before we publish `DONE` below.
+        unsafe { *self.value.get() = Some(value) };
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s & WAITERS != 0 {
+                let mut waiters = lock(&self.waiters);
+                self.state.fetch_or(DONE, Ordering::AcqRel);
+                let list = std::mem::take(&mut *waiters);
+                // SAFETY: the value was written before `DONE`; while we hold
+                // the waiter lock the owner cannot move it out (see module docs).
+                let value = unsafe { (*self.value.get()).as_ref() }.expect("value written");
+                for w in list {
+                    wake(w, value);
+                }
+                return;
+            }
+            match self.state.compare_exchange_weak(
+                s,
+                s | DONE,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Registers a waiter, or hands it back if the value is already there.
+    fn register(&self, w: Waiter<V>) -> Option<Waiter<V>> {
+        let mut waiters = lock(&self.waiters);
+        let prev = self.state.fetch_or(WAITERS, Ordering::AcqRel);
+        if prev & PHASE == DONE {
+            return Some(w);
+        }
+        waiters.push(w);
+        None
+    }
+
+    /// Runs `f(&value)` once the slot is done: now on this thread if it is,
+    /// else on the thread that completes it.
+    pub(crate) fn on_done(&self, f: Callback<V>) {
+        if let Some(Waiter::Callback(f)) = self.register(Waiter::Callback(f)) {
+            self.with_value(|v| run_callback(f, v));
+        }
+    }
+
+    /// Blocks until done or until `deadline`; true if done.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
+        for _ in 0..SPIN_LIMIT {
+            if self.is_done() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if self.register(Waiter::Thread(std::thread::current())).is_some() {
+            return true;
+        }
+        loop {
+            if self.is_done() {
+                return true;
+            }
+            match deadline {
+                None => std::thread::park(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return self.is_done();
+                    }
+                    std::thread::park_timeout(d - now);
+                }
+            }
+        }
+    }
+
+    /// Registers `waker` to be woken on completion; false if already done.
+    pub(crate) fn register_waker(&self, waker: &Waker) -> bool {
+        self.register(Waiter::Waker(waker.clone())).is_none()
+    }
+
+    /// Waits for any completer still running callbacks under the lock.
+    fn sync(&self) {
+        if self.state.load(Ordering::Acquire) & WAITERS != 0 {
+            drop(lock(&self.waiters));
+        }
+    }
+
+    /// Calls `f` with the value. Only the slot's owner may call this, and only
+    /// once the slot is done.
+    pub(crate) fn with_value<T>(&self, f: impl FnOnce(&V) -> T) -> T {
+        assert!(self.is_done(), "slot read before it was done");
+        self.sync();
+        // SAFETY: `DONE` was observed with `Acquire`, and `sync()` waited out
+        // the completer's callbacks; the owner is the only other reader.
+        f(unsafe { (*self.value.get()).as_ref() }.expect("value written"))
+    }
+
+    /// Moves the value out. Only the slot's owner may call this, once.
+    pub(crate) fn take(&self) -> V {
+        assert!(self.is_done(), "slot taken before it was done");
+        self.sync();
+        // SAFETY: as in `with_value`; the owner takes the value once.
+        unsafe { (*self.value.get()).take() }.expect("slot value taken twice")
+    }
+
+    pub(crate) fn set_interrupt(&self, hook: Option<Interrupt>) {
+        *lock(&self.interrupt) = hook;
+    }
+}
+
+impl<V: FromError> Slot<V> {
+    /// Cancels the task: a pending task completes as cancelled; a running one
+    /// is interrupted if its back-end can (processes), else left alone.
+    pub(crate) fn cancel(&self) -> bool {
+        if self
+            .complete_with(CANCELLED, false, V::from_error(Error::cancelled()))
+            .is_ok()
+        {
+            return true;
+        }
+        if self.is_cancelled() {
+            return true;
+        }
+        if self.is_running() {
+            let hook = lock(&self.interrupt).clone();
+            if let Some(hook) = hook {
+                self.state.fetch_or(CANCEL_REQUESTED, Ordering::AcqRel);
+                hook();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Completes as cancelled (after an interrupt took effect).
+    pub(crate) fn complete_cancelled(&self) -> bool {
+        self.complete_with(CANCELLED, true, V::from_error(Error::cancelled()))
+            .is_ok()
+    }
+}
+
+fn wake<V>(w: Waiter<V>, value: &V) {
+    match w {
+        Waiter::Thread(t) => t.unpark(),
+        Waiter::Waker(w) => w.wake(),
+        Waiter::Callback(f) => run_callback(f, value),
+    }
+}
+
+fn run_callback<V>(f: Callback<V>, value: &V) {
+    // A panicking callback must not take the worker (or the other callbacks)
+    // with it; Python's pools likewise report and go on.
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(value))) {
+        let e = Error::from_panic(p);
+        eprintln!("crew: a result callback panicked: {e}");
+    }
+}
+
+/// The producing side of a slot, held by a job. Dropping it without a result
+/// (the job was discarded by `terminate`, `cancel_pending`, or a dead
+/// process) completes the slot as cancelled, so no handle waits forever.
+pub struct Promise<V: FromError> {
+    slot: Option<Arc<Slot<V>>>,
+}
+
+impl<V: FromError> std::fmt::Debug for Promise<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Promise").finish_non_exhaustive()
+    }
+}
+
+impl<V: FromError> Promise<V> {
+    pub(crate) fn new(slot: Arc<Slot<V>>) -> Promise<V> {
+        Promise { slot: Some(slot) }
+    }
+
+    fn slot(&self) -> &Slot<V> {
+        self.slot.as_ref().expect("promise used after completion")
+    }
+
+    /// Marks the task running; false if it was cancelled and must be skipped.
+    pub fn start(&self) -> bool {
+        self.slot().try_start()
+    }
+
+    /// True if the task was cancelled while pending.
+    pub fn is_cancelled(&self) -> bool {
+        self.slot().is_cancelled()
+    }
+
+    /// True if someone asked to cancel the task while it was running.
+    pub fn cancel_requested(&self) -> bool {
+        self.slot().cancel_requested()
+    }
+
+    /// Delivers the outcome.
+    pub fn complete(mut self, value: V) {
+        if let Some(slot) = self.slot.take() {
+            let _ = slot.complete(value);
+        }
+    }
+
+    /// Delivers a failure.
+    pub fn fail(self, e: Error) {
+        self.complete(V::from_error(e));
+    }
+
+    /// Completes as cancelled (the back-end stopped the task on request).
+    pub fn cancelled(mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.complete_cancelled();
+        }
+    }
+
+    /// Installs (or removes) the hook that stops the task while it runs;
+    /// `Future::cancel` calls it. Back-ends that can kill a running task
+    /// (processes) install one when the task starts.
+    pub fn set_interrupt(&self, hook: Option<Arc<dyn Fn() + Send + Sync>>) {
+        self.slot().set_interrupt(hook);
+    }
+}
+
+impl<V: FromError> Drop for Promise<V> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let _ = slot.complete_with(CANCELLED, true, V::from_error(Error::cancelled()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod test;

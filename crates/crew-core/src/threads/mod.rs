@@ -1,0 +1,451 @@
+//! The thread back-end: a fixed set of worker threads sharing one FIFO
+//! injector queue. See `README.md` beside this file for the sleep protocol.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crossbeam_deque::{Injector, Steal};
+use crossbeam_utils::Backoff;
+
+use crate::backend::{Backend, Runs};
+use crate::call::Call;
+use crate::engine::{Chunk, ChunkSink, run_chunk};
+use crate::error::{Error, Result};
+use crate::slot::Promise;
+use crate::timeline::Timeline;
+
+#[cfg(test)]
+mod test;
+
+/// A job of the thread back-end: a closure run on a worker thread.
+pub struct ThreadJob<'s>(Box<dyn FnOnce(&WorkerCtx<'_>) + Send + 's>);
+
+impl std::fmt::Debug for ThreadJob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThreadJob")
+    }
+}
+
+impl<'s> ThreadJob<'s> {
+    /// A job running `f` on a worker.
+    pub fn new(f: impl FnOnce(&WorkerCtx<'_>) + Send + 's) -> ThreadJob<'s> {
+        ThreadJob(Box::new(f))
+    }
+}
+
+/// What a job knows about the worker running it.
+#[derive(Debug)]
+pub struct WorkerCtx<'a> {
+    /// The worker's index in its pool, from 0.
+    pub worker: usize,
+    /// The pool's timeline, if it keeps one.
+    pub timeline: Option<&'a Timeline>,
+}
+
+/// Accepting jobs.
+const OPEN: u8 = 0;
+/// `close()`d: queued jobs run, then workers exit.
+const CLOSED: u8 = 1;
+/// `terminate()`d: queued jobs dropped, workers exit after their current job.
+const TERMINATED: u8 = 2;
+
+thread_local! {
+    /// The pool (address of its `Shared`) and index of the current worker.
+    static CURRENT: Cell<(usize, usize)> = const { Cell::new((0, usize::MAX)) };
+}
+
+/// A pool of worker threads: the back-end of `Pool::threads` and
+/// `Executor::threads`.
+///
+/// Cloning gives another handle to the same workers.
+#[derive(Clone)]
+pub struct Threads {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Threads")
+            .field("workers", &self.shared.workers)
+            .field("state", &self.shared.state.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+struct Shared {
+    injector: Injector<ThreadJob<'static>>,
+    workers: usize,
+    state: AtomicU8,
+    sleep: Sleep,
+    alive: Mutex<usize>,
+    exited: Condvar,
+    timeline: Option<Arc<Timeline>>,
+}
+
+/// Idle workers sleep on a condition variable. `hint` mirrors the number of
+/// sleepers so a submitter can skip the lock when nobody sleeps; `tokens`
+/// counts wake-ups handed out, so a burst of submissions wakes each sleeper
+/// once instead of making a syscall per job.
+struct Sleep {
+    hint: AtomicUsize,
+    state: Mutex<SleepState>,
+    cv: Condvar,
+}
+
+struct SleepState {
+    sleeping: usize,
+    tokens: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Options of a thread pool.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadsConfig {
+    /// Number of workers (at least 1).
+    pub workers: usize,
+    /// Prefix of the worker threads' names (`crew-worker-0`, …).
+    pub name: Option<String>,
+    /// Stack size of each worker thread in bytes.
+    pub stack_size: Option<usize>,
+    /// Record a timeline of the tasks.
+    pub timeline: bool,
+}
+
+impl Threads {
+    /// Starts `workers` threads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Backend, Threads};
+    /// let t = Threads::new(2).unwrap();
+    /// assert_eq!(t.workers(), 2);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for 0 workers; `is_io` if a thread cannot start.
+    pub fn new(workers: usize) -> Result<Threads> {
+        Threads::with_config(ThreadsConfig {
+            workers,
+            ..ThreadsConfig::default()
+        })
+    }
+
+    /// Starts a pool as `config` says.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Threads, ThreadsConfig};
+    /// let t = Threads::with_config(ThreadsConfig { workers: 1, timeline: true, ..Default::default() }).unwrap();
+    /// # drop(t);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for 0 workers; `is_io` if a thread cannot start.
+    pub fn with_config(config: ThreadsConfig) -> Result<Threads> {
+        if config.workers == 0 {
+            return Err(Error::invalid_input("a pool needs at least one worker"));
+        }
+        let shared = Arc::new(Shared {
+            injector: Injector::new(),
+            workers: config.workers,
+            state: AtomicU8::new(OPEN),
+            sleep: Sleep {
+                hint: AtomicUsize::new(0),
+                state: Mutex::new(SleepState {
+                    sleeping: 0,
+                    tokens: 0,
+                }),
+                cv: Condvar::new(),
+            },
+            alive: Mutex::new(0),
+            exited: Condvar::new(),
+            timeline: config.timeline.then(|| Arc::new(Timeline::new())),
+        });
+        let prefix = config.name.as_deref().unwrap_or("crew-worker");
+        for index in 0..config.workers {
+            let mut builder = std::thread::Builder::new().name(format!("{prefix}-{index}"));
+            if let Some(size) = config.stack_size {
+                builder = builder.stack_size(size);
+            }
+            let s = shared.clone();
+            *lock(&shared.alive) += 1;
+            if let Err(e) = builder.spawn(move || worker_main(s, index)) {
+                *lock(&shared.alive) -= 1;
+                let t = Threads { shared };
+                t.terminate();
+                return Err(Error::io("spawning a worker thread", e));
+            }
+        }
+        Ok(Threads { shared })
+    }
+
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
+
+    /// The index of the calling thread if it is one of this pool's workers.
+    pub fn current_worker(&self) -> Option<usize> {
+        let (pool, index) = CURRENT.with(|c| c.get());
+        (pool == self.id()).then_some(index)
+    }
+
+    fn wake_one(&self) {
+        let sleep = &self.shared.sleep;
+        // Dekker pair with `worker_main`'s sleep: we published the job, then
+        // read the sleeper count; a worker announces itself, then re-checks
+        // the queue. SeqCst fences make at least one side see the other.
+        fence(Ordering::SeqCst);
+        if sleep.hint.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut st = lock(&sleep.state);
+        if st.sleeping > st.tokens {
+            st.tokens += 1;
+            sleep.hint.fetch_sub(1, Ordering::Relaxed);
+            sleep.cv.notify_one();
+        }
+    }
+
+    fn wake_all(&self) {
+        let _st = lock(&self.shared.sleep.state);
+        self.shared.sleep.cv.notify_all();
+    }
+}
+
+impl Shared {
+    fn find_job(&self) -> Option<ThreadJob<'static>> {
+        loop {
+            match self.injector.steal() {
+                Steal::Success(job) => return Some(job),
+                Steal::Empty => return None,
+                Steal::Retry => std::hint::spin_loop(),
+            }
+        }
+    }
+}
+
+fn worker_main(shared: Arc<Shared>, index: usize) {
+    CURRENT.with(|c| c.set((Arc::as_ptr(&shared) as usize, index)));
+    let ctx = WorkerCtx {
+        worker: index,
+        timeline: shared.timeline.as_deref(),
+    };
+    let backoff = Backoff::new();
+    loop {
+        // BUSY: run whatever is queued.
+        if let Some(job) = shared.find_job() {
+            (job.0)(&ctx);
+            backoff.reset();
+            continue;
+        }
+        // SHUTDOWN: closed and drained, or terminated.
+        if shared.state.load(Ordering::Acquire) != OPEN && shared.injector.is_empty() {
+            break;
+        }
+        // IDLE: spin and yield briefly (a job is often microseconds away),
+        // then sleep until a submitter hands us a wake-up token.
+        if !backoff.is_completed() {
+            backoff.snooze();
+            continue;
+        }
+        let sleep = &shared.sleep;
+        let mut st = lock(&sleep.state);
+        st.sleeping += 1;
+        sleep.hint.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if shared.injector.is_empty() && shared.state.load(Ordering::Acquire) == OPEN {
+            loop {
+                st = sleep.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                if st.tokens > 0 {
+                    // Woken on purpose: the waker already took us off `hint`.
+                    st.tokens -= 1;
+                    st.sleeping -= 1;
+                    break;
+                }
+                if shared.state.load(Ordering::Acquire) != OPEN {
+                    st.sleeping -= 1;
+                    sleep.hint.fetch_sub(1, Ordering::Relaxed);
+                    break;
+                }
+                // Spurious wake-up: sleep again.
+            }
+        } else {
+            st.sleeping -= 1;
+            sleep.hint.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(st);
+        backoff.reset();
+    }
+    let mut alive = lock(&shared.alive);
+    *alive -= 1;
+    shared.exited.notify_all();
+}
+
+impl Backend for Threads {
+    type Job<'s> = ThreadJob<'s>;
+
+    fn workers(&self) -> usize {
+        self.shared.workers
+    }
+
+    unsafe fn execute<'s>(&self, job: Self::Job<'s>) -> std::result::Result<(), Self::Job<'s>> {
+        if self.shared.state.load(Ordering::Acquire) != OPEN {
+            return Err(job);
+        }
+        // SAFETY: the caller guarantees (see `Backend::execute`) that what the
+        // job borrows for `'s` outlives the job's run or drop; erasing the
+        // lifetime only lets it sit in our `'static` queue meanwhile.
+        let job: ThreadJob<'static> = unsafe { std::mem::transmute::<ThreadJob<'s>, ThreadJob<'static>>(job) };
+        self.shared.injector.push(job);
+        self.wake_one();
+        Ok(())
+    }
+
+    fn close(&self) {
+        let _ = self
+            .shared
+            .state
+            .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire);
+        self.wake_all();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) != OPEN
+    }
+
+    fn cancel_pending(&self) -> usize {
+        let mut n = 0;
+        while let Some(job) = self.shared.find_job() {
+            drop(job);
+            n += 1;
+        }
+        n
+    }
+
+    fn terminate(&self) {
+        self.shared.state.store(TERMINATED, Ordering::Release);
+        self.cancel_pending();
+        self.wake_all();
+    }
+
+    fn join(&self, deadline: Option<Instant>) -> bool {
+        if self.current_worker().is_some() {
+            // A worker cannot wait for itself to exit.
+            return false;
+        }
+        let mut alive = lock(&self.shared.alive);
+        while *alive > 0 {
+            match deadline {
+                None => alive = self.shared.exited.wait(alive).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    alive = self
+                        .shared
+                        .exited
+                        .wait_timeout(alive, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        true
+    }
+
+    fn help(&self) -> bool {
+        let Some(worker) = self.current_worker() else {
+            return false;
+        };
+        match self.shared.find_job() {
+            Some(job) => {
+                let ctx = WorkerCtx {
+                    worker,
+                    timeline: self.shared.timeline.as_deref(),
+                };
+                (job.0)(&ctx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn timeline(&self) -> Option<&Arc<Timeline>> {
+        self.shared.timeline.as_ref()
+    }
+}
+
+/// A single call in flight: fields drop in order, so the task and its
+/// input are gone before the promise (the last field) completes.
+struct CallJob<T, X, R: Send> {
+    task: Option<T>,
+    input: Option<X>,
+    promise: Promise<Result<R>>,
+}
+
+/// A chunk in flight; same drop order rule as [`CallJob`].
+struct ChunkJob<'s, T, X, R> {
+    task: Option<Arc<T>>,
+    chunk: Option<Chunk<X>>,
+    sink: ChunkSink<'s, R>,
+}
+
+impl<'s, T, X, R> Runs<'s, T, X, R> for Threads
+where
+    T: Call<X, R> + Send + Sync + 's,
+    X: Send + 's,
+    R: Send + 's,
+{
+    fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ThreadJob<'s> {
+        let mut job = CallJob {
+            task: Some(task),
+            input: Some(input),
+            promise,
+        };
+        ThreadJob::new(move |ctx| {
+            if !job.promise.start() {
+                return;
+            }
+            let task = job.task.take().expect("job runs once");
+            let input = job.input.take().expect("job runs once");
+            let start = ctx.timeline.map(|_| Instant::now());
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.call(input)))
+                .map_err(|p| Error::from_panic(p).with_worker(ctx.worker));
+            if let (Some(t), Some(start)) = (ctx.timeline, start) {
+                t.record(ctx.worker, 0, start, Instant::now());
+            }
+            drop(task);
+            let CallJob { promise, .. } = job;
+            promise.complete(outcome);
+        })
+    }
+
+    fn chunk_job(&self, task: Arc<T>, chunk: Chunk<X>, sink: ChunkSink<'s, R>) -> ThreadJob<'s> {
+        let mut job = ChunkJob {
+            task: Some(task),
+            chunk: Some(chunk),
+            sink,
+        };
+        ThreadJob::new(move |ctx| {
+            if job.sink.is_cancelled() {
+                return;
+            }
+            let task = job.task.take().expect("job runs once");
+            let chunk = job.chunk.take().expect("job runs once");
+            let out = run_chunk(&*task, chunk, ctx.worker, ctx.timeline);
+            drop(task);
+            let ChunkJob { sink, .. } = job;
+            sink.deliver(out);
+        })
+    }
+}

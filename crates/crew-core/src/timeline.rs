@@ -1,0 +1,113 @@
+//! What each worker did and when: a cheap, opt-in log of task spans,
+//! exported as Chrome trace-event JSON (Perfetto, `chrome://tracing`).
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// One task's run on one worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The worker that ran the task.
+    pub worker: usize,
+    /// The task's position in its map, or its submission number.
+    pub task: usize,
+    /// When it started.
+    pub start: Instant,
+    /// When it ended.
+    pub end: Instant,
+}
+
+/// A recorder of task spans, shared by a pool's workers.
+///
+/// Recording costs two clock reads and a short lock per task, so it is off
+/// unless a pool is built with `.timeline(true)`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Instant;
+/// let t = crew_core::Timeline::new();
+/// let now = Instant::now();
+/// t.record(0, 7, now, now);
+/// let json = t.to_chrome_trace();
+/// assert!(json.contains("\"traceEvents\""));
+/// assert_eq!(t.spans().len(), 1);
+/// ```
+#[derive(Debug)]
+pub struct Timeline {
+    origin: Instant,
+    spans: Mutex<Vec<Span>>,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline::new()
+    }
+}
+
+impl Timeline {
+    /// An empty timeline whose clock starts now.
+    pub fn new() -> Timeline {
+        Timeline {
+            origin: Instant::now(),
+            spans: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records that `worker` ran `task` from `start` to `end`.
+    pub fn record(&self, worker: usize, task: usize, start: Instant, end: Instant) {
+        self.spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Span {
+                worker,
+                task,
+                start,
+                end,
+            });
+    }
+
+    /// Every span recorded so far, in recording order.
+    pub fn spans(&self) -> Vec<Span> {
+        self.spans.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The spans as a Chrome trace-event document: one complete (`"ph":"X"`)
+    /// event per task, one track (`tid`) per worker, times in microseconds
+    /// since the pool started.
+    pub fn to_chrome_trace(&self) -> String {
+        let spans = self.spans();
+        let mut out = String::with_capacity(64 + spans.len() * 96);
+        out.push_str("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[");
+        let mut workers: Vec<usize> = spans.iter().map(|s| s.worker).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        let mut first = true;
+        for w in &workers {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let _ = write!(
+                out,
+                "{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":{w},\"args\":{{\"name\":\"worker {w}\"}}}}"
+            );
+        }
+        for s in &spans {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let ts = s.start.saturating_duration_since(self.origin).as_nanos() as f64 / 1e3;
+            let dur = s.end.saturating_duration_since(s.start).as_nanos() as f64 / 1e3;
+            let _ = write!(
+                out,
+                "{{\"name\":\"task {}\",\"cat\":\"task\",\"ph\":\"X\",\"pid\":1,\"tid\":{},\"ts\":{ts:.3},\"dur\":{dur:.3},\"args\":{{\"task\":{}}}}}",
+                s.task, s.worker, s.task
+            );
+        }
+        out.push_str("]}");
+        out
+    }
+}

@@ -1,0 +1,257 @@
+//! `wait` and `as_completed` over many futures, as in `concurrent.futures`.
+//!
+//! Both register one callback per future that pushes the future's index into
+//! a shared queue; the caller sleeps on a condition variable, never polls.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::future::Future;
+
+/// When [`wait`] returns, as Python's `return_when`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReturnWhen {
+    /// As soon as any future is done (or cancelled).
+    FirstCompleted,
+    /// As soon as any future fails; if none fails, when all are done.
+    FirstException,
+    /// When every future is done.
+    AllCompleted,
+}
+
+/// What [`wait`] found: the futures that are done and those that are not.
+#[derive(Debug)]
+pub struct Waited<T> {
+    /// Futures that are done, in the order they were given.
+    pub done: Vec<Future<T>>,
+    /// Futures still pending or running, in the order they were given.
+    pub not_done: Vec<Future<T>>,
+}
+
+struct Completions {
+    ready: Mutex<VecDeque<(usize, bool)>>,
+    cv: Condvar,
+}
+
+impl Completions {
+    /// Watches every future; `futures` yields `(index, future)`.
+    fn watch<'a, T: Send + 'a>(
+        futures: impl ExactSizeIterator<Item = (usize, &'a Future<T>)>,
+    ) -> Arc<Completions> {
+        let c = Arc::new(Completions {
+            ready: Mutex::new(VecDeque::with_capacity(futures.len())),
+            cv: Condvar::new(),
+        });
+        for (i, f) in futures {
+            let c2 = c.clone();
+            f.on_done_boxed(Box::new(move |r: &Result<T>| {
+                c2.ready
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back((i, r.is_err()));
+                c2.cv.notify_all();
+            }));
+        }
+        c
+    }
+
+    /// Next completion, or `None` when `deadline` passed first.
+    fn next(&self, deadline: Option<Instant>) -> Option<(usize, bool)> {
+        let mut q = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(x) = q.pop_front() {
+                return Some(x);
+            }
+            match deadline {
+                None => q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    q = self
+                        .cv
+                        .wait_timeout(q, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the futures as `return_when` says, or until `timeout` passes,
+/// and splits them into done and not done (Python's
+/// `concurrent.futures.wait`). A timeout is not an error: the futures still
+/// pending come back in `not_done`.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Future, ReturnWhen, wait};
+///
+/// let (_p, slow) = Future::<u32>::pending();
+/// let fast = Future::ready(Ok(1));
+/// let w = wait(vec![slow, fast], ReturnWhen::FirstCompleted, None);
+/// assert_eq!(w.done.len(), 1);
+/// assert_eq!(w.not_done.len(), 1);
+/// ```
+pub fn wait<T: Send>(
+    futures: impl IntoIterator<Item = Future<T>>,
+    return_when: ReturnWhen,
+    timeout: Option<Duration>,
+) -> Waited<T> {
+    let futures: Vec<Future<T>> = futures.into_iter().collect();
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let total = futures.len();
+    let completions = Completions::watch(futures.iter().enumerate());
+    let mut finished = 0;
+    let mut stop = total == 0;
+    while !stop {
+        match completions.next(deadline) {
+            None => stop = true,
+            Some((_, failed)) => {
+                finished += 1;
+                stop = finished == total
+                    || return_when == ReturnWhen::FirstCompleted
+                    || (return_when == ReturnWhen::FirstException && failed);
+            }
+        }
+    }
+    let (done, not_done) = futures.into_iter().partition(|f| f.done());
+    Waited { done, not_done }
+}
+
+/// An iterator over futures in the order they complete (Python's
+/// `concurrent.futures.as_completed`). Each yielded future is done, so its
+/// `result()` does not block.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Future, as_completed};
+///
+/// let futures = vec![Future::ready(Ok(1)), Future::ready(Ok(2))];
+/// let mut sum = 0;
+/// for f in as_completed(futures) {
+///     sum += f.result().unwrap();
+/// }
+/// assert_eq!(sum, 3);
+/// ```
+pub fn as_completed<T: Send>(futures: impl IntoIterator<Item = Future<T>>) -> AsCompleted<T> {
+    let futures: Vec<Option<Future<T>>> = futures.into_iter().map(Some).collect();
+    let completions = Completions::watch(
+        futures
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i, f.as_ref().expect("fresh"))),
+    );
+    AsCompleted {
+        remaining: futures.len(),
+        futures,
+        completions,
+        deadline: None,
+    }
+}
+
+/// Like [`as_completed`], but the iteration ends with one
+/// `Err(e)` (`e.is_timeout()`) if the futures are not all done within
+/// `timeout`; the futures not yet yielded stay in the iterator
+/// ([`AsCompleted::into_remaining`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use crew_core::{Future, as_completed_timeout};
+///
+/// let (_p, never) = Future::<u8>::pending();
+/// let mut it = as_completed_timeout(vec![Future::ready(Ok(1)), never], Duration::from_millis(10));
+/// assert_eq!(it.next().unwrap().unwrap().result().unwrap(), 1);
+/// assert!(it.next().unwrap().unwrap_err().is_timeout());
+/// assert!(it.next().is_none());
+/// assert_eq!(it.into_remaining().len(), 1);
+/// ```
+pub fn as_completed_timeout<T: Send>(
+    futures: impl IntoIterator<Item = Future<T>>,
+    timeout: Duration,
+) -> AsCompletedTimeout<T> {
+    let mut inner = as_completed(futures);
+    inner.deadline = Some(Instant::now() + timeout);
+    AsCompletedTimeout {
+        inner,
+        timed_out: false,
+    }
+}
+
+/// Iterator returned by [`as_completed`].
+#[derive(Debug)]
+pub struct AsCompleted<T> {
+    futures: Vec<Option<Future<T>>>,
+    completions: Arc<Completions>,
+    remaining: usize,
+    deadline: Option<Instant>,
+}
+
+impl std::fmt::Debug for Completions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completions").finish_non_exhaustive()
+    }
+}
+
+impl<T: Send> AsCompleted<T> {
+    /// The futures not yielded yet, in their original order.
+    pub fn into_remaining(self) -> Vec<Future<T>> {
+        self.futures.into_iter().flatten().collect()
+    }
+}
+
+impl<T: Send> Iterator for AsCompleted<T> {
+    type Item = Future<T>;
+
+    fn next(&mut self) -> Option<Future<T>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let (i, _) = self.completions.next(self.deadline)?;
+        self.remaining -= 1;
+        self.futures[i].take()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
+    }
+}
+
+/// Iterator returned by [`as_completed_timeout`].
+#[derive(Debug)]
+pub struct AsCompletedTimeout<T> {
+    inner: AsCompleted<T>,
+    timed_out: bool,
+}
+
+impl<T: Send> AsCompletedTimeout<T> {
+    /// The futures not yielded yet, in their original order.
+    pub fn into_remaining(self) -> Vec<Future<T>> {
+        self.inner.into_remaining()
+    }
+}
+
+impl<T: Send> Iterator for AsCompletedTimeout<T> {
+    type Item = Result<Future<T>>;
+
+    fn next(&mut self) -> Option<Result<Future<T>>> {
+        if self.timed_out || self.inner.remaining == 0 {
+            return None;
+        }
+        match self.inner.next() {
+            Some(f) => Some(Ok(f)),
+            None => {
+                self.timed_out = true;
+                Some(Err(Error::timeout()))
+            }
+        }
+    }
+}

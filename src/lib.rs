@@ -1,0 +1,3 @@
+//! crew placeholder
+#![deny(missing_docs)]
+pub use crew_core::*;
