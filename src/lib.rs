@@ -1,3 +1,59 @@
-//! crew placeholder
+//! crew: Python's parallel-processing toolkit — `multiprocessing`,
+//! `concurrent.futures` and `joblib` — in Rust, behind one API.
+//!
+//! | Python | crew |
+//! |---|---|
+//! | `multiprocessing.cpu_count()` | [`cpu_count()`] (honours affinity and cgroup quotas) |
+//! | `ThreadPool(n)` | [`Pool::threads(n)`](Pool::threads) |
+//! | `pool.map / starmap / apply` | [`Pool::map`], [`Pool::starmap`], [`Pool::apply`] |
+//! | `apply_async / map_async / starmap_async` | [`AsyncResult`] with `callback` / `error_callback` |
+//! | `imap / imap_unordered` | lazy iterators of `Result<T>` with bounded work in flight |
+//! | `ThreadPoolExecutor(n)` | [`Executor::threads(n)`](Executor::threads), [`Future`] |
+//! | `wait`, `as_completed` | [`wait`], [`as_completed`] |
+//! | `joblib.Parallel(n_jobs=-1)(delayed(f)(x) for x in xs)` | `Parallel::new().n_jobs(-1).run(xs.map(\|x\| delayed(f, (x,))))` |
+//! | Cython `prange` / OpenMP `parallel for` | [`prange`], [`par_for_each_mut`] with a [`Schedule`] |
+//!
+//! A task that panics fails alone, with an [`Error`] that says so
+//! (`is_panic()`, with the message); every other task still runs and the pool
+//! stays usable. Every blocking call has a variant with a timeout.
+//!
+//! # Examples
+//!
+//! ```
+//! use crew::{Executor, Pool};
+//!
+//! fn howmany_within_range(row: Vec<i64>, minimum: i64, maximum: i64) -> usize {
+//!     row.iter().filter(|&&x| minimum <= x && x <= maximum).count()
+//! }
+//!
+//! let data = vec![vec![1, 5, 9, 4, 7], vec![0, 0, 4, 8, 8]];
+//! let pool = Pool::threads(crew::cpu_count())?;
+//! let counts = pool.starmap(howmany_within_range, data.iter().map(|row| (row.clone(), 4, 8)))?;
+//! assert_eq!(counts, [3, 3]);
+//!
+//! let ex = Executor::threads(2)?;
+//! let future = ex.submit(|a: u64, b: u64| a.pow(b as u32), (2, 10));
+//! assert_eq!(future.result()?, 1024);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
-pub use crew_core::*;
+
+mod executor;
+mod parallel;
+mod pool;
+
+pub use crew_core::engine::Imap;
+pub use crew_core::{
+    AsCompleted, AsCompletedTimeout, AsyncResult, Backend, Error, Future, MapAsyncResult, MapError,
+    ParRange, ProgressStyle, Result, ReturnWhen, Schedule, Span, Threads, Timeline, Waited,
+    as_completed, as_completed_timeout, cpu_count, par_for_each_mut, prange, wait,
+};
+pub use executor::Executor;
+pub use parallel::{BatchSize, Delayed, Parallel, Prefer, RunDelayed, delayed};
+pub use pool::{Pool, PoolBuilder};
+
+/// The engine behind the facade, for back-end authors: the [`Backend`] and
+/// [`Runs`](crew_core::Runs) seam, jobs, chunks and sinks.
+pub mod core {
+    pub use crew_core::*;
+}

@@ -103,4 +103,3 @@ pub trait Runs<'s, T, X, R>: Backend {
     /// the task may borrow data that then goes away).
     fn chunk_job(&self, task: Arc<T>, chunk: Chunk<X>, sink: ChunkSink<'s, R>) -> Self::Job<'s>;
 }
-

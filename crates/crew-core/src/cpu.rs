@@ -35,7 +35,11 @@ pub fn cpu_count() -> usize {
 /// (`-3` on a 2-CPU machine); joblib raises `ValueError` there too.
 pub fn resolve_n_jobs(n_jobs: isize) -> crate::Result<usize> {
     let cpus = cpu_count() as isize;
-    let n = if n_jobs < 0 { cpus + 1 + n_jobs } else { n_jobs };
+    let n = if n_jobs < 0 {
+        cpus + 1 + n_jobs
+    } else {
+        n_jobs
+    };
     if n_jobs == 0 || n < 1 {
         return Err(crate::Error::invalid_input(format!(
             "n_jobs={n_jobs} leaves no worker on {cpus} CPUs (use a positive count, or -1 for every CPU)"

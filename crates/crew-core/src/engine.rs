@@ -51,8 +51,15 @@ impl<R> ChunkOut<R> {
     /// If `values.len() + errors.len() != len`, or if the errors are not
     /// sorted by position.
     pub fn new(len: usize, values: Vec<R>, errors: Vec<(usize, Error)>, elapsed: Duration) -> Self {
-        assert_eq!(values.len() + errors.len(), len, "every item has one outcome");
-        assert!(errors.windows(2).all(|w| w[0].0 < w[1].0), "errors sorted by position");
+        assert_eq!(
+            values.len() + errors.len(),
+            len,
+            "every item has one outcome"
+        );
+        assert!(
+            errors.windows(2).all(|w| w[0].0 < w[1].0),
+            "errors sorted by position"
+        );
         ChunkOut {
             len,
             values,
@@ -88,7 +95,11 @@ impl<R> ChunkOut<R> {
         (0..self.len).map(move |i| match errors.peek() {
             Some((at, _)) if *at == i => {
                 let (_, e) = errors.next().expect("peeked");
-                Err(if e.index().is_none() { e.with_index(offset + i) } else { e })
+                Err(if e.index().is_none() {
+                    e.with_index(offset + i)
+                } else {
+                    e
+                })
             }
             _ => Ok(values.next().expect("one value per successful item")),
         })
@@ -163,7 +174,11 @@ impl<'s, R> ChunkSink<'s, R> {
 impl<R> Drop for ChunkSink<'_, R> {
     fn drop(&mut self) {
         if let Some(c) = self.collector.take() {
-            c.deliver(self.index, self.offset, ChunkOut::failed(self.len, Error::cancelled()));
+            c.deliver(
+                self.index,
+                self.offset,
+                ChunkOut::failed(self.len, Error::cancelled()),
+            );
         }
     }
 }
@@ -327,8 +342,14 @@ impl<'s, R: Send + 's> Collect<R> for Gather<'s, R> {
 }
 
 /// Turns the outcomes of every chunk into the map's result.
-fn assemble<R>(outs: Vec<Option<ChunkOut<R>>>, n: usize) -> std::result::Result<Vec<R>, MapError<R>> {
-    let outs: Vec<ChunkOut<R>> = outs.into_iter().map(|o| o.expect("every chunk delivered")).collect();
+fn assemble<R>(
+    outs: Vec<Option<ChunkOut<R>>>,
+    n: usize,
+) -> std::result::Result<Vec<R>, MapError<R>> {
+    let outs: Vec<ChunkOut<R>> = outs
+        .into_iter()
+        .map(|o| o.expect("every chunk delivered"))
+        .collect();
     if outs.iter().all(|o| o.errors.is_empty()) {
         let mut values = Vec::with_capacity(n);
         for o in outs {
@@ -377,7 +398,9 @@ where
     if backend.is_closed() {
         return Err(MapError::from(Error::shutdown()));
     }
-    let chunksize = opts.chunksize.unwrap_or_else(|| auto_chunksize(n, backend.workers()));
+    let chunksize = opts
+        .chunksize
+        .unwrap_or_else(|| auto_chunksize(n, backend.workers()));
     let chunks = split(items, chunksize);
     let progress = start_progress(opts, Some(n));
     let gather = Arc::new(Gather::new(chunks.len(), progress.clone()));
@@ -440,7 +463,12 @@ impl<R: Send, B: Backend> Drop for WaitGuard<'_, '_, R, B> {
 
 /// `map_async`: queues every chunk and returns at once; the last chunk to
 /// finish assembles the result.
-pub fn map_async<B, T, X, R>(backend: &B, task: T, items: Vec<X>, opts: &MapOptions) -> MapAsyncResult<R>
+pub fn map_async<B, T, X, R>(
+    backend: &B,
+    task: T,
+    items: Vec<X>,
+    opts: &MapOptions,
+) -> MapAsyncResult<R>
 where
     B: Runs<'static, T, X, R>,
     T: 'static,
@@ -457,7 +485,9 @@ where
         promise.fail(Error::shutdown());
         return result;
     }
-    let chunksize = opts.chunksize.unwrap_or_else(|| auto_chunksize(n, backend.workers()));
+    let chunksize = opts
+        .chunksize
+        .unwrap_or_else(|| auto_chunksize(n, backend.workers()));
     let chunks = split(items, chunksize);
     let progress = start_progress(opts, Some(n));
     let gather = Arc::new(Gather::new(chunks.len(), progress.clone()));
@@ -511,8 +541,9 @@ where
     }
 }
 
-/// Queues one call and returns its future at once.
-pub fn call_async<B, T, X, R>(backend: &B, task: T, input: X) -> Future<R>
+/// Queues one call that completes `promise` (the producing side of a
+/// `Future` or an `AsyncResult`).
+pub fn spawn_call<B, T, X, R>(backend: &B, task: T, input: X, promise: crate::Promise<Result<R>>)
 where
     B: Runs<'static, T, X, R>,
     T: 'static,
@@ -520,13 +551,12 @@ where
     R: Send + 'static,
 {
     if backend.is_closed() {
-        return Future::ready(Err(Error::shutdown()));
+        promise.fail(Error::shutdown());
+        return;
     }
-    let (promise, future) = Future::pending();
     if let Err(job) = backend.spawn(backend.call_job(task, input, promise)) {
         drop(job);
     }
-    future
 }
 
 /// The collector of a lazy map: chunks arrive in any order; the consumer
@@ -550,7 +580,11 @@ impl<R: Send> Collect<R> for Stream<R> {
 
 impl<R: Send> Stream<R> {
     /// The chunk `index` (or, if `None`, any chunk), or `None` at `deadline`.
-    fn take(&self, index: Option<usize>, deadline: Option<Instant>) -> Option<(usize, ChunkOut<R>)> {
+    fn take(
+        &self,
+        index: Option<usize>,
+        deadline: Option<Instant>,
+    ) -> Option<(usize, ChunkOut<R>)> {
         let mut ready = lock(&self.ready);
         loop {
             let found = match index {
@@ -616,8 +650,8 @@ impl ChunkPolicy {
 /// Input is pulled on the consumer's thread only when fewer than a window
 /// of chunks (4 per worker) are in flight, so an endless input works and
 /// memory stays flat. Dropping the iterator cancels the chunks not started.
-pub struct Imap<'p, B: Backend, T, I: Iterator, R> {
-    backend: &'p B,
+pub struct Imap<B: Backend, T, I: Iterator, R> {
+    backend: Arc<Owned<B>>,
     task: Arc<T>,
     input: std::iter::Fuse<I>,
     stream: Arc<Stream<R>>,
@@ -629,13 +663,13 @@ pub struct Imap<'p, B: Backend, T, I: Iterator, R> {
     in_flight: usize,
     window: usize,
     policy: ChunkPolicy,
-    current: Option<Box<dyn Iterator<Item = Result<R>> + Send>>,
+    current: Option<Box<dyn Iterator<Item = Result<R>>>>,
     deadline: Option<Instant>,
     finished: bool,
     progress: Option<Progress>,
 }
 
-impl<B: Backend, T, I: Iterator, R> std::fmt::Debug for Imap<'_, B, T, I, R> {
+impl<B: Backend, T, I: Iterator, R> std::fmt::Debug for Imap<B, T, I, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Imap")
             .field("ordered", &self.ordered)
@@ -645,7 +679,7 @@ impl<B: Backend, T, I: Iterator, R> std::fmt::Debug for Imap<'_, B, T, I, R> {
     }
 }
 
-impl<'p, B, T, I, R> Imap<'p, B, T, I, R>
+impl<B, T, I, R> Imap<B, T, I, R>
 where
     B: Runs<'static, T, I::Item, R>,
     T: Send + Sync + 'static,
@@ -655,7 +689,7 @@ where
 {
     /// A lazy map of `task` over `input`.
     pub fn new(
-        backend: &'p B,
+        backend: Arc<Owned<B>>,
         task: T,
         input: I,
         ordered: bool,
@@ -668,7 +702,6 @@ where
             cancelled: AtomicBool::new(false),
         });
         Imap {
-            backend,
             task: Arc::new(task),
             input: input.fuse(),
             collector: stream.clone(),
@@ -679,6 +712,7 @@ where
             next_to_yield: 0,
             in_flight: 0,
             window: (backend.workers() * 4).max(2),
+            backend,
             policy: ChunkPolicy {
                 fixed: opts.chunksize.is_some(),
                 size: opts.chunksize.unwrap_or(1).max(1),
@@ -697,16 +731,21 @@ where
                 return;
             }
             let len = items.len();
-            let sink = ChunkSink::new(self.collector.clone(), self.next_index, self.next_offset, len);
+            let sink = ChunkSink::new(
+                self.collector.clone(),
+                self.next_index,
+                self.next_offset,
+                len,
+            );
             let chunk = Chunk {
                 offset: self.next_offset,
                 items,
             };
             if self.backend.is_closed() {
                 sink.fail(Error::shutdown());
-            } else if let Err(job) = self
-                .backend
-                .spawn(self.backend.chunk_job(self.task.clone(), chunk, sink))
+            } else if let Err(job) =
+                self.backend
+                    .spawn(self.backend.chunk_job(self.task.clone(), chunk, sink))
             {
                 drop(job);
             }
@@ -717,7 +756,7 @@ where
     }
 }
 
-impl<B, T, I, R> Iterator for Imap<'_, B, T, I, R>
+impl<B, T, I, R> Iterator for Imap<B, T, I, R>
 where
     B: Runs<'static, T, I::Item, R>,
     T: Send + Sync + 'static,
@@ -767,8 +806,50 @@ where
     }
 }
 
-impl<B: Backend, T, I: Iterator, R> Drop for Imap<'_, B, T, I, R> {
+impl<B: Backend, T, I: Iterator, R> Drop for Imap<B, T, I, R> {
     fn drop(&mut self) {
         self.stream.cancelled.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What happens to a back-end when its last owner goes away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDrop {
+    /// Drop queued work and stop (Python's `with Pool() as p:`).
+    Terminate,
+    /// Let queued work finish in the background (Python's
+    /// `ThreadPoolExecutor` shutdown without waiting).
+    Close,
+}
+
+/// A back-end owned by a `Pool`, an `Executor` or a lazy iterator: the last
+/// owner to go shuts it down as [`OnDrop`] says, without blocking.
+#[derive(Debug)]
+pub struct Owned<B: Backend> {
+    backend: B,
+    on_drop: OnDrop,
+}
+
+impl<B: Backend> Owned<B> {
+    /// Takes ownership of `backend`.
+    pub fn new(backend: B, on_drop: OnDrop) -> Owned<B> {
+        Owned { backend, on_drop }
+    }
+}
+
+impl<B: Backend> std::ops::Deref for Owned<B> {
+    type Target = B;
+
+    fn deref(&self) -> &B {
+        &self.backend
+    }
+}
+
+impl<B: Backend> Drop for Owned<B> {
+    fn drop(&mut self) {
+        match self.on_drop {
+            OnDrop::Terminate => self.backend.terminate(),
+            OnDrop::Close => self.backend.close(),
+        }
     }
 }

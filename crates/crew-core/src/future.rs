@@ -276,7 +276,10 @@ impl<T: Send> std::future::Future for FutureOutput<T> {
     type Output = Result<T>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        let future = self.future.as_ref().expect("FutureOutput polled after completion");
+        let future = self
+            .future
+            .as_ref()
+            .expect("FutureOutput polled after completion");
         if future.slot.is_done() || !future.slot.register_waker(cx.waker()) {
             let f = self.future.take().expect("checked above");
             return Poll::Ready(f.slot.take());
@@ -491,4 +494,3 @@ impl<T, E> fmt::Debug for AsyncResult<T, E> {
 
 /// An `AsyncResult` of a whole map: its error keeps every task's outcome.
 pub type MapAsyncResult<R> = AsyncResult<Vec<R>, MapError<R>>;
-

@@ -22,7 +22,7 @@ mod wait;
 pub use backend::{Backend, Runs};
 pub use call::{Call, Star, Unary};
 pub use cpu::{cpu_count, resolve_n_jobs};
-pub use engine::{Chunk, ChunkOut, ChunkSink, Imap, MapOptions};
+pub use engine::{Chunk, ChunkOut, ChunkSink, Imap, MapOptions, OnDrop, Owned};
 pub use error::{Error, FromError, MapError, Result};
 pub use future::{AsyncResult, Future, FutureOutput, MapAsyncResult};
 pub use loops::{ParRange, Schedule, par_for_each_mut, prange};
@@ -30,4 +30,6 @@ pub use progress::{Progress, ProgressStyle};
 pub use slot::Promise;
 pub use threads::{ThreadJob, Threads, ThreadsConfig, WorkerCtx};
 pub use timeline::{Span, Timeline};
-pub use wait::{AsCompleted, AsCompletedTimeout, ReturnWhen, Waited, as_completed, as_completed_timeout, wait};
+pub use wait::{
+    AsCompleted, AsCompletedTimeout, ReturnWhen, Waited, as_completed, as_completed_timeout, wait,
+};

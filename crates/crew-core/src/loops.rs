@@ -164,7 +164,11 @@ impl ParRange {
 /// crew_core::par_for_each_mut(&mut v, crew_core::Schedule::Static, |i, x| *x *= i as f64);
 /// assert_eq!(v[3], 3.0);
 /// ```
-pub fn par_for_each_mut<T: Send>(data: &mut [T], schedule: Schedule, body: impl Fn(usize, &mut T) + Send + Sync) {
+pub fn par_for_each_mut<T: Send>(
+    data: &mut [T],
+    schedule: Schedule,
+    body: impl Fn(usize, &mut T) + Send + Sync,
+) {
     let (min, max) = block(data.len(), schedule, rayon::current_num_threads());
     data.par_iter_mut()
         .enumerate()

@@ -32,7 +32,10 @@ struct Shared {
 
 enum Sink {
     Bar(indicatif::ProgressBar),
-    Lines { every_task: bool, at_least_every: Option<Duration> },
+    Lines {
+        every_task: bool,
+        at_least_every: Option<Duration>,
+    },
     Capture(Arc<Mutex<Vec<String>>>),
 }
 
@@ -167,7 +170,12 @@ impl Progress {
                     remaining
                 )
             }
-            None => format!("[{}]: Done {:>3} tasks | elapsed: {}", s.label, done, secs(elapsed)),
+            None => format!(
+                "[{}]: Done {:>3} tasks | elapsed: {}",
+                s.label,
+                done,
+                secs(elapsed)
+            ),
         }
     }
 

@@ -190,12 +190,10 @@ impl<V> Slot<V> {
                 }
                 return;
             }
-            match self.state.compare_exchange_weak(
-                s,
-                s | DONE,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .state
+                .compare_exchange_weak(s, s | DONE, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(now) => s = now,
             }
@@ -229,7 +227,10 @@ impl<V> Slot<V> {
             }
             std::hint::spin_loop();
         }
-        if self.register(Waiter::Thread(std::thread::current())).is_some() {
+        if self
+            .register(Waiter::Thread(std::thread::current()))
+            .is_some()
+        {
             return true;
         }
         loop {

@@ -36,14 +36,25 @@ struct Inner {
 
 #[derive(Debug)]
 enum Kind {
-    Panicked { message: String },
+    Panicked {
+        message: String,
+    },
     TimedOut,
     Cancelled,
-    WorkerLost { cause: String },
+    WorkerLost {
+        cause: String,
+    },
     Shutdown,
-    InvalidInput { message: String },
-    Io { context: String, source: std::io::Error },
-    Protocol { message: String },
+    InvalidInput {
+        message: String,
+    },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    Protocol {
+        message: String,
+    },
 }
 
 impl Error {

@@ -30,7 +30,8 @@ fn annotations_survive_clones() {
 
 #[test]
 fn map_error_converts_to_its_first_failure() {
-    let err: MapError<u8> = MapError::new(vec![Ok(1), Err(Error::timeout()), Err(Error::cancelled())]);
+    let err: MapError<u8> =
+        MapError::new(vec![Ok(1), Err(Error::timeout()), Err(Error::cancelled())]);
     assert_eq!(err.failed(), 2);
     assert_eq!(err.errors().map(|(i, _)| i).collect::<Vec<_>>(), [1, 2]);
     let e: Error = err.into();

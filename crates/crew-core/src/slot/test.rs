@@ -9,7 +9,10 @@ fn complete_then_take() {
     let slot = Arc::new(Slot::<V>::new());
     assert!(slot.try_start());
     assert!(slot.complete(Ok(7)).is_ok());
-    assert!(slot.complete(Ok(8)).is_err(), "second completion is refused");
+    assert!(
+        slot.complete(Ok(8)).is_err(),
+        "second completion is refused"
+    );
     assert!(slot.wait(None));
     assert_eq!(slot.take().unwrap(), 7);
 }

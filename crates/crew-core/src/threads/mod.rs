@@ -304,17 +304,18 @@ impl Backend for Threads {
         // SAFETY: the caller guarantees (see `Backend::execute`) that what the
         // job borrows for `'s` outlives the job's run or drop; erasing the
         // lifetime only lets it sit in our `'static` queue meanwhile.
-        let job: ThreadJob<'static> = unsafe { std::mem::transmute::<ThreadJob<'s>, ThreadJob<'static>>(job) };
+        let job: ThreadJob<'static> =
+            unsafe { std::mem::transmute::<ThreadJob<'s>, ThreadJob<'static>>(job) };
         self.shared.injector.push(job);
         self.wake_one();
         Ok(())
     }
 
     fn close(&self) {
-        let _ = self
-            .shared
-            .state
-            .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire);
+        let _ =
+            self.shared
+                .state
+                .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire);
         self.wake_all();
     }
 
@@ -345,7 +346,13 @@ impl Backend for Threads {
         let mut alive = lock(&self.shared.alive);
         while *alive > 0 {
             match deadline {
-                None => alive = self.shared.exited.wait(alive).unwrap_or_else(|p| p.into_inner()),
+                None => {
+                    alive = self
+                        .shared
+                        .exited
+                        .wait(alive)
+                        .unwrap_or_else(|p| p.into_inner())
+                }
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
@@ -419,8 +426,9 @@ where
             let task = job.task.take().expect("job runs once");
             let input = job.input.take().expect("job runs once");
             let start = ctx.timeline.map(|_| Instant::now());
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.call(input)))
-                .map_err(|p| Error::from_panic(p).with_worker(ctx.worker));
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.call(input)))
+                    .map_err(|p| Error::from_panic(p).with_worker(ctx.worker));
             if let (Some(t), Some(start)) = (ctx.timeline, start) {
                 t.record(ctx.worker, 0, start, Instant::now());
             }

@@ -11,7 +11,13 @@ fn zero_workers_is_invalid() {
 fn map_borrows_local_data() {
     let t = Threads::new(2).unwrap();
     let data: Vec<u64> = (0..1000).collect();
-    let out = map_blocking(&t, Unary(|i: usize| data[i] * 2), (0..1000).collect(), &MapOptions::default()).unwrap();
+    let out = map_blocking(
+        &t,
+        Unary(|i: usize| data[i] * 2),
+        (0..1000).collect(),
+        &MapOptions::default(),
+    )
+    .unwrap();
     assert_eq!(out[999], 1998);
 }
 

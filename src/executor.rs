@@ -1,0 +1,205 @@
+//! `Executor`: Python's `concurrent.futures` executors, over any back-end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crew_core::engine::{self, OnDrop, Owned};
+use crew_core::{Backend, Future, Imap, MapOptions, Result, Runs, Star, Threads, Unary};
+
+/// Runs submitted calls and hands out [`Future`]s: Python's
+/// `ThreadPoolExecutor` (from [`Executor::threads`]) and
+/// `ProcessPoolExecutor`.
+///
+/// Dropping the last handle is Python's `shutdown(wait=False)`: queued tasks
+/// still run in the background and their futures complete; nothing blocks.
+/// Call [`shutdown`](Executor::shutdown) to wait or to cancel.
+///
+/// # Examples
+///
+/// ```
+/// use crew::{Executor, ReturnWhen, as_completed, wait};
+///
+/// let ex = Executor::threads(2)?;
+/// let futures: Vec<_> = (1..=5).map(|i| ex.submit(|x: u64| x * x, (i,))).collect();
+/// let total: u64 = as_completed(futures).map(|f| f.result().unwrap()).sum();
+/// assert_eq!(total, 55);
+///
+/// let f = ex.submit(|| "hello", ());
+/// let w = wait(vec![f], ReturnWhen::AllCompleted, None);
+/// assert_eq!(w.done.len(), 1);
+/// # Ok::<(), crew::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Executor<B: Backend = Threads> {
+    backend: Arc<Owned<B>>,
+}
+
+impl Executor<Threads> {
+    /// An executor with `n` worker threads (Python's
+    /// `ThreadPoolExecutor(max_workers=n)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::threads(2)?;
+    /// assert_eq!(ex.submit(|| 1 + 1, ()).result()?, 2);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for `n == 0`; `is_io` if a thread cannot start.
+    pub fn threads(n: usize) -> Result<Executor<Threads>> {
+        Ok(Executor::from_backend(Threads::new(n)?))
+    }
+}
+
+impl<B: Backend> Executor<B> {
+    /// An executor over any back-end.
+    pub fn from_backend(backend: B) -> Executor<B> {
+        Executor {
+            backend: Arc::new(Owned::new(backend, OnDrop::Close)),
+        }
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.backend.workers()
+    }
+
+    /// Queues `f(args…)` and returns its [`Future`] (Python's `submit`).
+    /// `args` is a tuple: `()`, `(x,)`, `(a, b)`, … After `shutdown`, the
+    /// future fails with `is_shutdown` (Python raises `RuntimeError`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::threads(1)?;
+    /// let f = ex.submit(|s: String, n: usize| s.repeat(n), ("ab".to_string(), 3));
+    /// assert_eq!(f.result()?, "ababab");
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn submit<F, A, R>(&self, f: F, args: A) -> Future<R>
+    where
+        B: Runs<'static, Star<F>, A, R>,
+        F: 'static,
+        A: 'static,
+        R: Send + 'static,
+    {
+        let (promise, future) = Future::pending();
+        engine::spawn_call(&**self.backend, Star(f), args, promise);
+        future
+    }
+
+    /// A lazy map whose results come in input order (Python's
+    /// `Executor.map`, but lazy: the input is read as results are consumed,
+    /// with a bounded number of tasks in flight).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::threads(2)?;
+    /// let v: Vec<i32> = ex.map(|x: i32| -x, vec![1, 2, 3]).collect::<Result<_, _>>()?;
+    /// assert_eq!(v, [-1, -2, -3]);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn map<F, I, R>(&self, f: F, items: I) -> Imap<B, Unary<F>, I::IntoIter, R>
+    where
+        I: IntoIterator,
+        B: Runs<'static, Unary<F>, I::Item, R>,
+        Unary<F>: Send + Sync + 'static,
+        I::Item: 'static,
+        R: Send + 'static,
+    {
+        Imap::new(
+            self.backend.clone(),
+            Unary(f),
+            items.into_iter(),
+            true,
+            &MapOptions::default(),
+            None,
+        )
+    }
+
+    /// Like [`map`](Executor::map), with Python's `timeout`: if a result is
+    /// not ready `timeout` after this call, the iterator yields one error
+    /// with `is_timeout()` and ends; the tasks not started are cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let ex = crew::Executor::threads(1)?;
+    /// let mut it = ex.map_timeout(|ms: u64| std::thread::sleep(Duration::from_millis(ms)), vec![0, 5_000], Duration::from_millis(200));
+    /// assert!(it.next().unwrap().is_ok());
+    /// assert!(it.next().unwrap().unwrap_err().is_timeout());
+    /// assert!(it.next().is_none());
+    /// # ex.shutdown(false, true);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn map_timeout<F, I, R>(
+        &self,
+        f: F,
+        items: I,
+        timeout: Duration,
+    ) -> Imap<B, Unary<F>, I::IntoIter, R>
+    where
+        I: IntoIterator,
+        B: Runs<'static, Unary<F>, I::Item, R>,
+        Unary<F>: Send + Sync + 'static,
+        I::Item: 'static,
+        R: Send + 'static,
+    {
+        Imap::new(
+            self.backend.clone(),
+            Unary(f),
+            items.into_iter(),
+            true,
+            &MapOptions::default(),
+            Some(timeout),
+        )
+    }
+
+    /// Stops accepting tasks (Python's `shutdown`). With `cancel_futures`,
+    /// queued tasks are cancelled (their futures report `cancelled()`); with
+    /// `wait`, blocks until running and remaining tasks are done and the
+    /// workers have exited. Calling it again is harmless.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::threads(1)?;
+    /// let f = ex.submit(|| 3, ());
+    /// ex.shutdown(true, false);
+    /// assert_eq!(f.result()?, 3);
+    /// assert!(ex.submit(|| 4, ()).result().unwrap_err().is_shutdown());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.backend.close();
+        if cancel_futures {
+            self.backend.cancel_pending();
+        }
+        if wait {
+            self.backend.join(None);
+        }
+    }
+
+    /// Like [`shutdown`](Executor::shutdown) with `wait`, but gives up
+    /// waiting after `timeout`; true if every worker exited.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::threads(1)?;
+    /// assert!(ex.shutdown_timeout(std::time::Duration::from_secs(5), false));
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn shutdown_timeout(&self, timeout: Duration, cancel_futures: bool) -> bool {
+        self.backend.close();
+        if cancel_futures {
+            self.backend.cancel_pending();
+        }
+        self.backend.join(Some(Instant::now() + timeout))
+    }
+}

@@ -1,0 +1,347 @@
+//! `Parallel` and `delayed`: joblib's interface.
+
+use crew_core::engine::{self, OnDrop, Owned};
+use crew_core::{
+    Call, Error, Imap, MapError, MapOptions, ProgressStyle, Result, Star, Threads, resolve_n_jobs,
+};
+use std::sync::Arc;
+
+/// A call waiting to be run: `f` and its arguments, built by [`delayed`].
+#[derive(Clone, Copy, Debug)]
+pub struct Delayed<F, A> {
+    f: F,
+    args: A,
+}
+
+/// Wraps a call for [`Parallel`]: joblib's `delayed(f)(a, b)` is
+/// `delayed(f, (a, b))` here.
+///
+/// # Examples
+///
+/// ```
+/// use crew::{Parallel, delayed};
+/// let roots = Parallel::new().n_jobs(2).run((0..10).map(|i| delayed(|x: f64| x.sqrt(), ((i * i) as f64,))))?;
+/// assert_eq!(roots[3], 3.0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn delayed<F, A>(f: F, args: A) -> Delayed<F, A> {
+    Delayed { f, args }
+}
+
+/// The task that runs a [`Delayed`] call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunDelayed;
+
+impl<F, A, R> Call<Delayed<F, A>, R> for RunDelayed
+where
+    Star<F>: Call<A, R>,
+{
+    fn call(&self, d: Delayed<F, A>) -> R {
+        Star(d.f).call(d.args)
+    }
+}
+
+/// Which workers [`Parallel`] uses, as joblib's `prefer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Prefer {
+    /// Threads: no start-up cost, shared memory; for tasks that release no
+    /// GIL in Python terms, i.e. any Rust code.
+    #[default]
+    Threads,
+}
+
+/// How many calls each job carries, as joblib's `batch_size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BatchSize {
+    /// Chosen from the number of calls and workers (about 16 batches per
+    /// worker), and grown from measured durations for the lazy results.
+    #[default]
+    Auto,
+    /// Exactly this many calls per job.
+    Fixed(usize),
+}
+
+/// Runs many [`delayed`] calls in parallel: joblib's `Parallel`.
+///
+/// `n_jobs` counts workers as joblib does: a positive number is taken as
+/// is, `-1` means every CPU ([`cpu_count`](crate::cpu_count)), `-2` all but
+/// one. Unlike joblib, whose default is one job, the default here is `-1`.
+/// `n_jobs(1)` runs the calls one after another in the calling thread, with
+/// no pool at all (joblib's sequential back-end, handy when debugging).
+///
+/// Results come back as a `Vec` ([`run`](Parallel::run)), an ordered lazy
+/// iterator ([`run_iter`](Parallel::run_iter), joblib's
+/// `return_as="generator"`) or an unordered one
+/// ([`run_unordered`](Parallel::run_unordered)).
+///
+/// # Examples
+///
+/// ```
+/// use crew::{Parallel, Prefer, delayed};
+///
+/// let out = Parallel::new()
+///     .n_jobs(-1)
+///     .prefer(Prefer::Threads)
+///     .run((1..=4).map(|i| delayed(|a: u32, b: u32| a * b, (i, 10))))?;
+/// assert_eq!(out, [10, 20, 30, 40]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Parallel {
+    n_jobs: isize,
+    prefer: Prefer,
+    verbose: u32,
+    batch_size: BatchSize,
+    progress: Option<ProgressStyle>,
+}
+
+impl Default for Parallel {
+    fn default() -> Self {
+        Parallel::new()
+    }
+}
+
+impl Parallel {
+    /// `n_jobs = -1`, threads, quiet, automatic batches.
+    pub fn new() -> Parallel {
+        Parallel {
+            n_jobs: -1,
+            prefer: Prefer::default(),
+            verbose: 0,
+            batch_size: BatchSize::Auto,
+            progress: None,
+        }
+    }
+
+    /// The number of workers, joblib-style (negative counts back from the
+    /// number of CPUs).
+    pub fn n_jobs(mut self, n_jobs: isize) -> Parallel {
+        self.n_jobs = n_jobs;
+        self
+    }
+
+    /// The kind of workers.
+    pub fn prefer(mut self, prefer: Prefer) -> Parallel {
+        self.prefer = prefer;
+        self
+    }
+
+    /// Prints joblib-style progress lines on stderr
+    /// (`[Parallel(n_jobs=2)]: Done   4 out of  10 | elapsed: 0.1s
+    /// remaining: 0.2s`): 0 is quiet, 1–9 about every tenth of the work, 10
+    /// and more also at least once a second, above 50 after every task.
+    pub fn verbose(mut self, level: u32) -> Parallel {
+        self.verbose = level;
+        self
+    }
+
+    /// Calls per job; see [`BatchSize`].
+    pub fn batch_size(mut self, batch_size: BatchSize) -> Parallel {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// Shows a progress bar on a terminal (plain lines elsewhere), like
+    /// wrapping joblib's input in tqdm.
+    pub fn progress(mut self, on: bool) -> Parallel {
+        self.progress = on.then_some(ProgressStyle::Auto);
+        self
+    }
+
+    /// The progress reporting of this `Parallel`, explicitly.
+    pub fn progress_style(mut self, style: Option<ProgressStyle>) -> Parallel {
+        self.progress = style;
+        self
+    }
+
+    fn options(&self, workers: usize) -> MapOptions {
+        let label = format!("Parallel(n_jobs={workers})");
+        let progress = self
+            .progress
+            .clone()
+            .or_else(|| (self.verbose > 0).then_some(ProgressStyle::Lines(self.verbose)));
+        if self.verbose > 0 {
+            eprintln!(
+                "[{label}]: Using backend {:?} with {workers} concurrent workers.",
+                self.prefer
+            );
+        }
+        MapOptions {
+            chunksize: match self.batch_size {
+                BatchSize::Auto => None,
+                BatchSize::Fixed(n) => Some(n.max(1)),
+            },
+            progress,
+            label,
+        }
+    }
+
+    /// Runs every call and returns the results in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{Parallel, delayed};
+    /// let double = |x: i32| 2 * x;
+    /// let v = Parallel::new().n_jobs(1).run(vec![delayed(double, (1,)), delayed(double, (2,))])?;
+    /// assert_eq!(v, [2, 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`MapError`] with every call's outcome if any call failed (all calls
+    /// still ran); one whose only error is `is_invalid_input` for a bad
+    /// `n_jobs`; `is_io` if the workers could not start.
+    pub fn run<'s, F, A, R>(
+        &self,
+        tasks: impl IntoIterator<Item = Delayed<F, A>>,
+    ) -> std::result::Result<Vec<R>, MapError<R>>
+    where
+        Star<F>: Call<A, R>,
+        F: Send + Sync + 's,
+        A: Send + 's,
+        R: Send + 's,
+    {
+        let workers = resolve_n_jobs(self.n_jobs)?;
+        let tasks: Vec<Delayed<F, A>> = tasks.into_iter().collect();
+        let opts = self.options(workers);
+        if workers == 1 {
+            return run_serial(tasks, &opts);
+        }
+        let threads = Threads::new(workers.min(tasks.len().max(1)))?;
+        let out = engine::map_blocking(&threads, RunDelayed, tasks, &opts);
+        crew_core::Backend::terminate(&threads);
+        out
+    }
+
+    /// Runs the calls lazily and yields their results in order (joblib's
+    /// `return_as="generator"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{Parallel, delayed};
+    /// let total: u64 = Parallel::new()
+    ///     .n_jobs(2)
+    ///     .run_iter((0..100u64).map(|i| delayed(|x: u64| x, (i,))))?
+    ///     .map(|r| r.unwrap())
+    ///     .sum();
+    /// assert_eq!(total, 4950);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for a bad `n_jobs`, `is_io` if the workers could
+    /// not start; each call's own error comes through the iterator.
+    pub fn run_iter<F, A, R, I>(
+        &self,
+        tasks: I,
+    ) -> Result<Imap<Threads, RunDelayed, I::IntoIter, R>>
+    where
+        I: IntoIterator<Item = Delayed<F, A>>,
+        Star<F>: Call<A, R>,
+        F: Send + Sync + 'static,
+        A: Send + 'static,
+        R: Send + 'static,
+    {
+        self.lazy(tasks, true)
+    }
+
+    /// Runs the calls lazily and yields their results as they finish
+    /// (joblib's `return_as="generator_unordered"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{Parallel, delayed};
+    /// let mut v: Vec<u8> = Parallel::new()
+    ///     .n_jobs(2)
+    ///     .run_unordered((0..5u8).map(|i| delayed(|x: u8| x, (i,))))?
+    ///     .collect::<Result<_, _>>()?;
+    /// v.sort();
+    /// assert_eq!(v, [0, 1, 2, 3, 4]);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`run_iter`](Parallel::run_iter).
+    pub fn run_unordered<F, A, R, I>(
+        &self,
+        tasks: I,
+    ) -> Result<Imap<Threads, RunDelayed, I::IntoIter, R>>
+    where
+        I: IntoIterator<Item = Delayed<F, A>>,
+        Star<F>: Call<A, R>,
+        F: Send + Sync + 'static,
+        A: Send + 'static,
+        R: Send + 'static,
+    {
+        self.lazy(tasks, false)
+    }
+
+    fn lazy<F, A, R, I>(
+        &self,
+        tasks: I,
+        ordered: bool,
+    ) -> Result<Imap<Threads, RunDelayed, I::IntoIter, R>>
+    where
+        I: IntoIterator<Item = Delayed<F, A>>,
+        Star<F>: Call<A, R>,
+        F: Send + Sync + 'static,
+        A: Send + 'static,
+        R: Send + 'static,
+    {
+        let workers = resolve_n_jobs(self.n_jobs)?;
+        let opts = self.options(workers);
+        let threads = Threads::new(workers)?;
+        let owned = Arc::new(Owned::new(threads, OnDrop::Terminate));
+        Ok(Imap::new(
+            owned,
+            RunDelayed,
+            tasks.into_iter(),
+            ordered,
+            &opts,
+            None,
+        ))
+    }
+}
+
+fn run_serial<F, A, R>(
+    tasks: Vec<Delayed<F, A>>,
+    opts: &MapOptions,
+) -> std::result::Result<Vec<R>, MapError<R>>
+where
+    Star<F>: Call<A, R>,
+{
+    let progress = opts
+        .progress
+        .clone()
+        .map(|s| crew_core::Progress::start(s, &opts.label, Some(tasks.len())));
+    let results: Vec<Result<R>> = tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| RunDelayed.call(d)))
+                .map_err(|p| Error::from_panic(p).with_index(i));
+            if let Some(p) = &progress {
+                p.advance(1);
+            }
+            r
+        })
+        .collect();
+    if let Some(p) = progress {
+        p.finish();
+    }
+    if results.iter().all(|r| r.is_ok()) {
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|_| unreachable!()))
+            .collect())
+    } else {
+        Err(MapError::new(results))
+    }
+}

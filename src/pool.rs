@@ -1,0 +1,580 @@
+//! `Pool`: Python's `multiprocessing.Pool` (and `ThreadPool`), over any
+//! back-end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crew_core::engine::{self, OnDrop, Owned};
+use crew_core::{
+    AsyncResult, Backend, Error, Imap, MapAsyncResult, MapError, MapOptions, ProgressStyle, Result,
+    Runs, Star, Threads, ThreadsConfig, Timeline, Unary,
+};
+
+/// A pool of workers with Python's `multiprocessing.Pool` interface: `map`,
+/// `starmap`, `apply`, their `_async` variants, `imap`, `imap_unordered`,
+/// `close`, `join`, `terminate`.
+///
+/// `B` is the back-end: [`Threads`] from [`Pool::threads`]. The blocking
+/// calls (`map`, `starmap`, `apply`) may borrow local data on threads; the
+/// async calls and the lazy iterators need `'static` tasks.
+///
+/// A task that panics fails alone: `map` still runs every other task and
+/// returns a [`MapError`] holding every outcome; the pool stays usable.
+///
+/// Cloning a `Pool` gives another handle to the same workers (with its own
+/// options, see [`with_chunksize`](Pool::with_chunksize)). When the last
+/// handle is dropped the pool is terminated, as Python's `with Pool() as p:`
+/// does: queued tasks are cancelled, nothing waits.
+///
+/// # Examples
+///
+/// ```
+/// use crew::Pool;
+///
+/// let pool = Pool::threads(4)?;
+/// let squares = pool.map(|x: u64| x * x, 0..10)?;
+/// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+///
+/// let products = pool.starmap(|a: u32, b: u32| a * b, vec![(1, 2), (3, 4)])?;
+/// assert_eq!(products, [2, 12]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Pool<B: Backend = Threads> {
+    backend: Arc<Owned<B>>,
+    opts: MapOptions,
+}
+
+impl<B: Backend> Clone for Pool<B> {
+    fn clone(&self) -> Self {
+        Pool {
+            backend: self.backend.clone(),
+            opts: self.opts.clone(),
+        }
+    }
+}
+
+impl Pool<Threads> {
+    /// A pool of `n` worker threads (Python's `ThreadPool(n)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(2)?;
+    /// assert_eq!(pool.workers(), 2);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for `n == 0`; `is_io` if a thread cannot start.
+    pub fn threads(n: usize) -> Result<Pool<Threads>> {
+        Pool::builder().threads(n).build()
+    }
+}
+
+impl Pool {
+    /// A builder for a pool with options (timeline, default chunk size,
+    /// progress, thread names and stack size).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().threads(2).timeline(true).build()?;
+    /// pool.map(|x: u8| x, 0..4)?;
+    /// assert_eq!(pool.timeline().unwrap().spans().len(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder() -> PoolBuilder<()> {
+        PoolBuilder {
+            kind: (),
+            opts: MapOptions::default(),
+            timeline: false,
+        }
+    }
+}
+
+/// Builds a [`Pool`]; start with [`Pool::builder`], pick the back-end with
+/// [`threads`](PoolBuilder::threads), then set options.
+#[derive(Debug)]
+pub struct PoolBuilder<K> {
+    kind: K,
+    opts: MapOptions,
+    timeline: bool,
+}
+
+impl PoolBuilder<()> {
+    /// Runs tasks on `n` worker threads.
+    pub fn threads(self, n: usize) -> PoolBuilder<ThreadsConfig> {
+        PoolBuilder {
+            kind: ThreadsConfig {
+                workers: n,
+                ..ThreadsConfig::default()
+            },
+            opts: self.opts,
+            timeline: self.timeline,
+        }
+    }
+}
+
+impl<K> PoolBuilder<K> {
+    /// Records what each worker did; read it with [`Pool::timeline`].
+    pub fn timeline(mut self, on: bool) -> Self {
+        self.timeline = on;
+        self
+    }
+
+    /// The default number of items per job for `map` and friends (Python's
+    /// `chunksize`); without it, crew chooses (see
+    /// [`with_chunksize`](Pool::with_chunksize)).
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.opts.chunksize = Some(n.max(1));
+        self
+    }
+
+    /// Shows the progress of every map: a bar on a terminal, joblib-style
+    /// lines otherwise.
+    pub fn progress(mut self, on: bool) -> Self {
+        self.opts.progress = on.then_some(ProgressStyle::Auto);
+        self
+    }
+}
+
+impl PoolBuilder<ThreadsConfig> {
+    /// Names the worker threads `{prefix}-0`, `{prefix}-1`, …
+    pub fn name(mut self, prefix: impl Into<String>) -> Self {
+        self.kind.name = Some(prefix.into());
+        self
+    }
+
+    /// Sets each worker thread's stack size in bytes.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.kind.stack_size = Some(bytes);
+        self
+    }
+
+    /// Starts the pool.
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for 0 threads; `is_io` if a thread cannot start.
+    pub fn build(self) -> Result<Pool<Threads>> {
+        let workers = self.kind.workers;
+        let threads = Threads::with_config(ThreadsConfig {
+            timeline: self.timeline,
+            ..self.kind
+        })?;
+        let mut opts = self.opts;
+        opts.label = format!("Pool(threads={workers})");
+        Ok(Pool::from_backend(threads, opts))
+    }
+}
+
+impl<B: Backend> Pool<B> {
+    /// A pool over any back-end, terminated when its last handle is dropped.
+    pub fn from_backend(backend: B, opts: MapOptions) -> Pool<B> {
+        Pool {
+            backend: Arc::new(Owned::new(backend, OnDrop::Terminate)),
+            opts,
+        }
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.backend.workers()
+    }
+
+    /// The back-end, for what the pool itself does not offer.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// This pool with `n` items per job for the calls made through it
+    /// (Python's `chunksize`). Without it, `map` splits its input into about
+    /// 16 chunks per worker, and the lazy iterators start with one item per
+    /// job and grow chunks until each takes about half a millisecond.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(2)?;
+    /// let v: Vec<u32> = pool.with_chunksize(100).map(|x: u32| x + 1, 0..1000)?;
+    /// assert_eq!(v[999], 1000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_chunksize(&self, n: usize) -> Pool<B> {
+        let mut p = self.clone();
+        p.opts.chunksize = Some(n.max(1));
+        p
+    }
+
+    /// This pool, showing (or not) the progress of the calls made through it:
+    /// an indicatif bar with rate and ETA on a terminal, joblib-style lines
+    /// (`[Pool(threads=2)]: Done  40 out of 100 | elapsed: 1.2s remaining:
+    /// 1.8s`) when stderr is not a terminal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(2)?;
+    /// let v = pool.with_progress(true).map(|x: u32| x, 0..10)?;
+    /// assert_eq!(v.len(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_progress(&self, on: bool) -> Pool<B> {
+        self.with_progress_style(on.then_some(ProgressStyle::Auto))
+    }
+
+    /// This pool with an explicit progress style (`None` for none).
+    pub fn with_progress_style(&self, style: Option<ProgressStyle>) -> Pool<B> {
+        let mut p = self.clone();
+        p.opts.progress = style;
+        p
+    }
+
+    /// Applies `f` to every item and returns the results in input order
+    /// (Python's `Pool.map`). Blocks until every task is done. The input is
+    /// collected first, split into chunks, and the chunks run on the workers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(2)?;
+    /// let words = vec!["a", "bb", "ccc"];
+    /// let lens = pool.map(|w: &str| w.len(), words.iter().copied())?;
+    /// assert_eq!(lens, [1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// If any task fails, a [`MapError`] with every task's outcome (the other
+    /// tasks still ran); if the pool is closed, a `MapError` whose only error
+    /// is `is_shutdown`.
+    pub fn map<'s, F, X, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = X>,
+    ) -> std::result::Result<Vec<R>, MapError<R>>
+    where
+        B: Runs<'s, Unary<F>, X, R>,
+        F: 's,
+        X: 's,
+        R: Send + 's,
+    {
+        engine::map_blocking(
+            &**self.backend,
+            Unary(f),
+            items.into_iter().collect(),
+            &self.opts,
+        )
+    }
+
+    /// Like [`map`](Pool::map), for a function of several arguments: each
+    /// item is a tuple of arguments, `f(a, b, …)` (Python's `starmap`). Up to
+    /// 8 arguments.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(2)?;
+    /// let rows = vec![(vec![1, 5, 9], 4, 8), (vec![4, 4, 0], 4, 8)];
+    /// let counts = pool.starmap(
+    ///     |row: Vec<i32>, lo: i32, hi: i32| row.iter().filter(|&&x| lo <= x && x <= hi).count(),
+    ///     rows,
+    /// )?;
+    /// assert_eq!(counts, [1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Pool::map).
+    pub fn starmap<'s, F, X, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = X>,
+    ) -> std::result::Result<Vec<R>, MapError<R>>
+    where
+        B: Runs<'s, Star<F>, X, R>,
+        F: 's,
+        X: 's,
+        R: Send + 's,
+    {
+        engine::map_blocking(
+            &**self.backend,
+            Star(f),
+            items.into_iter().collect(),
+            &self.opts,
+        )
+    }
+
+    /// Runs `f(args…)` on a worker and waits for the result (Python's
+    /// `apply`). `args` is a tuple: `()`, `(x,)`, `(a, b)`, …
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(1)?;
+    /// assert_eq!(pool.apply(|a: i32, b: i32| a + b, (2, 3))?, 5);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The task's error (`is_panic`, …), or `is_shutdown` for a closed pool.
+    pub fn apply<'s, F, A, R>(&self, f: F, args: A) -> Result<R>
+    where
+        B: Runs<'s, Star<F>, A, R>,
+        F: 's,
+        A: 's,
+        R: Send + 's,
+    {
+        engine::call_blocking(&**self.backend, Star(f), args)
+    }
+
+    /// Queues `f(args…)` and returns at once (Python's `apply_async`); attach
+    /// `callback`/`error_callback` to the [`AsyncResult`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// let pool = crew::Pool::threads(2)?;
+    /// let results = Arc::new(Mutex::new(Vec::new()));
+    /// let handles: Vec<_> = (0..4)
+    ///     .map(|i| {
+    ///         let r = results.clone();
+    ///         pool.apply_async(|x: u32| x * 10, (i,)).callback(move |v| r.lock().unwrap().push(*v))
+    ///     })
+    ///     .collect();
+    /// for h in handles {
+    ///     h.wait();
+    /// }
+    /// let mut got = results.lock().unwrap().clone();
+    /// got.sort();
+    /// assert_eq!(got, [0, 10, 20, 30]);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> AsyncResult<R>
+    where
+        B: Runs<'static, Star<F>, A, R>,
+        F: 'static,
+        A: 'static,
+        R: Send + 'static,
+    {
+        let (promise, result) = AsyncResult::pending();
+        engine::spawn_call(&**self.backend, Star(f), args, promise);
+        result
+    }
+
+    /// Queues a whole map and returns at once (Python's `map_async`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(2)?;
+    /// let r = pool.map_async(|x: i64| x - 1, vec![1, 2, 3]);
+    /// assert_eq!(r.get()?, [0, 1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_async<F, X, R>(&self, f: F, items: impl IntoIterator<Item = X>) -> MapAsyncResult<R>
+    where
+        B: Runs<'static, Unary<F>, X, R>,
+        F: 'static,
+        X: 'static,
+        R: Send + 'static,
+    {
+        engine::map_async(
+            &**self.backend,
+            Unary(f),
+            items.into_iter().collect(),
+            &self.opts,
+        )
+    }
+
+    /// Queues a whole starmap and returns at once (Python's `starmap_async`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(2)?;
+    /// let r = pool.starmap_async(|a: u8, b: u8| a + b, vec![(1, 1), (2, 2)]);
+    /// assert_eq!(r.get()?, [2, 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn starmap_async<F, X, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = X>,
+    ) -> MapAsyncResult<R>
+    where
+        B: Runs<'static, Star<F>, X, R>,
+        F: 'static,
+        X: 'static,
+        R: Send + 'static,
+    {
+        engine::map_async(
+            &**self.backend,
+            Star(f),
+            items.into_iter().collect(),
+            &self.opts,
+        )
+    }
+
+    /// A lazy map whose results come in input order (Python's `imap`). The
+    /// input is read only as results are consumed, with at most 4 chunks per
+    /// worker in flight, so an endless iterator works; dropping the iterator
+    /// cancels the work not started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(2)?;
+    /// // An endless input, consumed partially.
+    /// let first: Vec<u64> = pool.imap(|x: u64| x * 2, 0..).take(5).collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [0, 2, 4, 6, 8]);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn imap<F, I, R>(&self, f: F, items: I) -> Imap<B, Unary<F>, I::IntoIter, R>
+    where
+        I: IntoIterator,
+        B: Runs<'static, Unary<F>, I::Item, R>,
+        Unary<F>: Send + Sync + 'static,
+        I::Item: 'static,
+        R: Send + 'static,
+    {
+        Imap::new(
+            self.backend.clone(),
+            Unary(f),
+            items.into_iter(),
+            true,
+            &self.opts,
+            None,
+        )
+    }
+
+    /// A lazy map whose results come as they finish (Python's
+    /// `imap_unordered`); each result appears exactly once. Errors carry
+    /// their task's input position ([`Error::index`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(2)?;
+    /// let mut v: Vec<u32> = pool.imap_unordered(|x: u32| x + 1, 0..100).collect::<Result<_, _>>()?;
+    /// v.sort();
+    /// assert_eq!(v, (1..=100).collect::<Vec<_>>());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn imap_unordered<F, I, R>(&self, f: F, items: I) -> Imap<B, Unary<F>, I::IntoIter, R>
+    where
+        I: IntoIterator,
+        B: Runs<'static, Unary<F>, I::Item, R>,
+        Unary<F>: Send + Sync + 'static,
+        I::Item: 'static,
+        R: Send + 'static,
+    {
+        Imap::new(
+            self.backend.clone(),
+            Unary(f),
+            items.into_iter(),
+            false,
+            &self.opts,
+            None,
+        )
+    }
+
+    /// Stops accepting tasks; queued tasks still run (Python's `close`).
+    /// Later calls fail with `is_shutdown`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(1)?;
+    /// pool.close();
+    /// assert!(pool.apply(|| 1, ()).unwrap_err().is_shutdown());
+    /// pool.join()?;
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.backend.close();
+    }
+
+    /// Cancels queued tasks and stops the workers without waiting for
+    /// running tasks (Python's `terminate`). Outstanding results complete as
+    /// cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(1)?;
+    /// pool.terminate();
+    /// pool.join()?;
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn terminate(&self) {
+        self.backend.terminate();
+    }
+
+    /// Waits for the workers to exit, after [`close`](Pool::close) or
+    /// [`terminate`](Pool::terminate) (Python's `join`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(1)?;
+    /// assert!(pool.join().unwrap_err().is_invalid_input()); // still open
+    /// pool.close();
+    /// pool.join()?;
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` if the pool is still open (Python raises
+    /// `ValueError`), or if called from one of the pool's own workers.
+    pub fn join(&self) -> Result<()> {
+        self.join_deadline(None).map(|_| ())
+    }
+
+    /// Like [`join`](Pool::join), but gives up after `timeout`; true if every
+    /// worker exited.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(1)?;
+    /// pool.close();
+    /// assert!(pool.join_timeout(std::time::Duration::from_secs(5))?);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](Pool::join).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.join_deadline(Some(Instant::now() + timeout))
+    }
+
+    fn join_deadline(&self, deadline: Option<Instant>) -> Result<bool> {
+        if !self.backend.is_closed() {
+            return Err(Error::invalid_input(
+                "join() needs close() or terminate() first",
+            ));
+        }
+        let joined = self.backend.join(deadline);
+        if deadline.is_none() && !joined {
+            return Err(Error::invalid_input("a worker cannot join its own pool"));
+        }
+        Ok(joined)
+    }
+
+    /// What each worker did, if the pool was built with
+    /// [`timeline(true)`](PoolBuilder::timeline); export it with
+    /// [`Timeline::to_chrome_trace`] and open it in Perfetto or
+    /// `chrome://tracing`.
+    pub fn timeline(&self) -> Option<Arc<Timeline>> {
+        self.backend.timeline().cloned()
+    }
+}
