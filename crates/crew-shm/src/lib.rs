@@ -1,0 +1,65 @@
+//! Shared memory between processes for crew: Python's `multiprocessing`
+//! `Value`, `Array`, `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
+//! `Event`, `Barrier`, `Condition`, `Queue` and `Pipe`, on Linux.
+//!
+//! Every object lives in its own sealed memfd mapped `MAP_SHARED`, and every
+//! handle is `Serialize + Deserialize + Send + Sync + Clone`: send it to a
+//! worker process as part of a task's arguments and the worker maps the same
+//! memory (nothing is copied). See [`Region`] for the rule that governs
+//! crossing: a process holding the handle must be alive when another opens
+//! it; after that the memory lives as long as anyone maps it, and nothing is
+//! ever left behind in `/dev/shm`.
+//!
+//! Locks are robust: a process that dies holding one (even by `SIGKILL`)
+//! hands it to the next acquirer together with the news
+//! ([`AcquireError::is_owner_dead`]), never a deadlock. Every blocking call
+//! has a `_timeout` variant that returns by its timeout.
+//!
+//! ```
+//! use crew_shm::{Queue, Value};
+//!
+//! let counter = Value::new(0u64)?;
+//! let results = Queue::<String>::new()?;
+//! // In a worker, after receiving both handles:
+//! counter.update(|n| *n += 1);
+//! results.put("done".to_string()).unwrap();
+//! // Back in the parent:
+//! assert_eq!(results.get().unwrap(), "done");
+//! assert_eq!(counter.get(), 1);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! The protocols (lock recovery, the queue's commit rule) are described in
+//! the crate's `src/README.md`.
+#![deny(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("crew-shm needs Linux (memfd, futex, /proc/<pid>/fd)");
+
+mod array;
+mod barrier;
+mod condition;
+mod error;
+mod event;
+mod lock;
+mod monitor;
+mod pipe;
+mod pod;
+mod queue;
+mod region;
+mod semaphore;
+mod sys;
+mod value;
+
+pub use array::{Array, ArrayGuard};
+pub use barrier::Barrier;
+pub use condition::Condition;
+pub use error::{AcquireError, Error, PutError};
+pub use event::Event;
+pub use lock::{Lock, LockGuard, RLock, RLockGuard};
+pub use pipe::{Connection, Pipe};
+pub use pod::Pod;
+pub use queue::{Queue, QueueBuilder};
+pub use region::Region;
+pub use semaphore::{BoundedSemaphore, Semaphore};
+pub use value::{Value, ValueGuard};

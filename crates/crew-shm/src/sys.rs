@@ -1,0 +1,447 @@
+//! Thin, checked wrappers over the Linux calls the crate stands on: memfd,
+//! mmap, futex, robust process-shared pthread mutexes and the monotonic clock.
+//!
+//! Everything that touches `libc` directly lives here, so the rest of the crate
+//! reasons about `Mapping`, `Deadline`, `RawMutex` and `futex_wait`/`futex_wake`.
+
+use std::cell::UnsafeCell;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// Turns a `-1`-style libc return into an `io::Result`.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The seals every region carries: its size can never change, so a mapping
+/// of the full size can never take SIGBUS, whoever else holds the file.
+const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// Creates a sealed, zero-filled (sparse) memfd of `size` bytes.
+///
+/// The fd is `O_CLOEXEC`: a spawned child never inherits it by accident; it
+/// reaches the memory only by opening `/proc/<pid>/fd/<fd>` of a holder.
+pub(crate) fn create_memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let size = libc::off_t::try_from(size).map_err(|_| too_large())?;
+    // SAFETY: `name` is a valid NUL-terminated string; the flags are constants.
+    let fd = check(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: `memfd_create` just returned this fd and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain syscalls on an fd we own.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) })?;
+    Ok(fd)
+}
+
+fn too_large() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "shared memory size does not fit in the address space",
+    )
+}
+
+/// Opens the memfd that process `pid` holds as fd `fd`, checking that it is a
+/// sealed region of exactly `size` bytes.
+pub(crate) fn open_proc_fd(pid: u32, fd: i32, size: u64) -> io::Result<OwnedFd> {
+    let path = CString::new(format!("/proc/{pid}/fd/{fd}")).expect("no NUL in a formatted path");
+    // SAFETY: `path` is a valid NUL-terminated string.
+    let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    let raw = check(raw).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot open shared memory held as fd {fd} by process {pid} \
+                 (a holder must be alive when a handle is opened): {e}"
+            ),
+        )
+    })?;
+    // SAFETY: `open` just returned this fd and nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: `stat` is plain data, so all-zero is a valid value to overwrite.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `stat` is a valid out-pointer and the fd is open.
+    check(unsafe { libc::fstat(owned.as_raw_fd(), &mut stat) })?;
+    // SAFETY: a plain fcntl query on an fd we own.
+    let seals = unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals == -1 || seals & SEALS != SEALS || stat.st_size as u64 != size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("fd {fd} of process {pid} is not a crew shared memory region"),
+        ));
+    }
+    Ok(owned)
+}
+
+/// A `MAP_SHARED` mapping of a whole memfd, unmapped (and the fd closed) on
+/// drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    size: usize,
+    fd: OwnedFd,
+}
+
+// SAFETY: a `Mapping` is an address range and an fd; it hands out raw pointers
+// only, and every typed access above it synchronises through atomics or the
+// region's process-shared mutex.
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps all `size` bytes of `fd` read-write and shared.
+    pub(crate) fn new(fd: OwnedFd, size: u64) -> io::Result<Mapping> {
+        let size = usize::try_from(size).map_err(|_| too_large())?;
+        // SAFETY: we ask the kernel for a fresh mapping (addr = NULL) of an fd
+        // we own; the result is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns NULL on success");
+        Ok(Mapping { ptr, size, fd })
+    }
+
+    /// The first byte of the mapping (page aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length of the mapping in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The fd number this process holds the memory by.
+    pub(crate) fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// Frees the pages backing `[offset, offset + len)` (both page aligned):
+    /// the range reads as zeros afterwards, in every process.
+    ///
+    /// Only an optimisation, so a failure is ignored.
+    pub(crate) fn discard(&self, offset: usize, len: usize) {
+        debug_assert!(offset + len <= self.size);
+        if !offset.is_multiple_of(page_size()) || !len.is_multiple_of(page_size()) {
+            return; // e.g. 64 KiB pages: keep the memory, it is only an optimisation
+        }
+        // SAFETY: the range lies inside our mapping; the caller guarantees no
+        // live data is stored there (it holds the region's lock).
+        unsafe {
+            libc::madvise(self.ptr.as_ptr().add(offset).cast(), len, libc::MADV_REMOVE);
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`size` are exactly what `mmap` returned, and nothing
+        // borrows the memory any more: every handle and guard holds the
+        // `Arc<Mapping>` it reads through.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.size);
+        }
+    }
+}
+
+/// The system page size.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// A random 64-bit number, to tell regions apart across processes.
+pub(crate) fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` is valid for 8 bytes of writes.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(buf)
+    } else {
+        // getrandom cannot fail for 8 bytes after boot; stay unique anyway.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        t ^ (u64::from(std::process::id()) << 32)
+    }
+}
+
+/// A point on `CLOCK_MONOTONIC` (the clock futexes and
+/// `pthread_mutex_clocklock` use), or "never".
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline {
+    at: Option<libc::timespec>,
+}
+
+fn monotonic_now() -> libc::timespec {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts
+}
+
+impl Deadline {
+    /// Never expires.
+    pub(crate) fn never() -> Deadline {
+        Deadline { at: None }
+    }
+
+    /// Already expired: the `try_` calls.
+    pub(crate) fn now() -> Deadline {
+        Deadline {
+            at: Some(monotonic_now()),
+        }
+    }
+
+    /// `timeout` from now; a timeout too large to represent never expires.
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        let now = monotonic_now();
+        let nanos = now.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
+        let secs = (now.tv_sec as u64)
+            .checked_add(timeout.as_secs())
+            .and_then(|s| s.checked_add(nanos / 1_000_000_000))
+            .and_then(|s| libc::time_t::try_from(s).ok());
+        match secs {
+            Some(tv_sec) => Deadline {
+                at: Some(libc::timespec {
+                    tv_sec,
+                    tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+                }),
+            },
+            None => Deadline::never(),
+        }
+    }
+
+    /// Whether the deadline is in the past.
+    pub(crate) fn has_passed(&self) -> bool {
+        match self.at {
+            None => false,
+            Some(at) => {
+                let now = monotonic_now();
+                (now.tv_sec, now.tv_nsec) >= (at.tv_sec, at.tv_nsec)
+            }
+        }
+    }
+
+    /// Whether this is `never`.
+    pub(crate) fn is_never(&self) -> bool {
+        self.at.is_none()
+    }
+
+    /// Sleeps until the deadline (which must not be `never`).
+    fn sleep_until(&self) {
+        let Some(at) = self.at else { return };
+        while !self.has_passed() {
+            // SAFETY: `at` is a valid timespec; a NULL remainder is allowed
+            // with TIMER_ABSTIME. EINTR returns early; the loop re-checks.
+            unsafe {
+                libc::clock_nanosleep(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TIMER_ABSTIME,
+                    &at,
+                    std::ptr::null_mut(),
+                );
+            }
+        }
+    }
+
+    fn as_ptr(&self) -> *const libc::timespec {
+        self.at
+            .as_ref()
+            .map_or(std::ptr::null(), |at| at as *const _)
+    }
+}
+
+/// Sleeps while `*word == expected`, until woken or `deadline`. Spurious
+/// returns are possible; callers re-check their condition.
+///
+/// Not `FUTEX_PRIVATE_FLAG`: the word lives in a `MAP_SHARED` memfd, and the
+/// kernel keys a shared futex by (inode, offset), so processes that map the
+/// region at different addresses still meet on the same futex.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) {
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
+    // the timeout pointer is NULL or points to a live timespec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            deadline.as_ptr(),
+            std::ptr::null::<u32>(),
+            libc::FUTEX_BITSET_MATCH_ANY,
+        );
+    }
+}
+
+/// Wakes up to `n` sleepers on `word`, in any process.
+pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE only reads its address.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n);
+    }
+}
+
+unsafe extern "C" {
+    // In glibc since 2.30; the `libc` crate does not declare it yet.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clockid: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// The flavour of a [`RawMutex`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MutexKind {
+    /// Relocking from the owning thread is reported, not deadlocked.
+    ErrorCheck,
+    /// The owning thread may lock again; it unlocks as often.
+    Recursive,
+}
+
+/// What [`RawMutex::lock`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Locked {
+    /// Locked normally.
+    Clean,
+    /// Locked, but the previous owner died holding it. The mutex has already
+    /// been marked consistent; the data it protects may not be.
+    Recovered,
+    /// The deadline passed first; not locked.
+    TimedOut,
+}
+
+/// A robust, process-shared pthread mutex stored inside a region.
+///
+/// Robust: when the owner thread (or its whole process) dies, the kernel
+/// walks the owner's robust list, marks the mutex `OWNER_DIED` and wakes one
+/// waiter, whose lock call returns `EOWNERDEAD`.
+#[repr(C)]
+pub(crate) struct RawMutex {
+    inner: UnsafeCell<libc::pthread_mutex_t>,
+}
+
+// SAFETY: a pthread mutex is made to be used from many threads at once.
+unsafe impl Sync for RawMutex {}
+
+impl RawMutex {
+    /// Initialises a robust process-shared mutex in place.
+    ///
+    /// # Safety
+    ///
+    /// `this` must be valid for writes and no other thread or process may use
+    /// the mutex until this returns.
+    pub(crate) unsafe fn init(this: *mut RawMutex, kind: MutexKind) {
+        // SAFETY: all calls get valid pointers: `attr` is a local, `this` is
+        // valid by the caller's contract. The calls only fail on invalid
+        // arguments, which these constants are not.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            assert_eq!(libc::pthread_mutexattr_init(&mut attr), 0);
+            let ty = match kind {
+                MutexKind::ErrorCheck => libc::PTHREAD_MUTEX_ERRORCHECK,
+                MutexKind::Recursive => libc::PTHREAD_MUTEX_RECURSIVE,
+            };
+            assert_eq!(libc::pthread_mutexattr_settype(&mut attr, ty), 0);
+            assert_eq!(
+                libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED),
+                0
+            );
+            assert_eq!(
+                libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST),
+                0
+            );
+            assert_eq!(
+                libc::pthread_mutex_init(UnsafeCell::raw_get(&raw const (*this).inner), &attr),
+                0
+            );
+            libc::pthread_mutexattr_destroy(&mut attr);
+        }
+    }
+
+    /// Locks, waiting until `deadline`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the calling thread already holds an error-checking mutex
+    /// and `deadline` is never (waiting would deadlock forever; with a
+    /// deadline the call sleeps until it and times out), or if the mutex has been made
+    /// unrecoverable, which this crate never does.
+    pub(crate) fn lock(&self, deadline: Deadline) -> Locked {
+        let m = self.inner.get();
+        let ret = if deadline.is_never() {
+            // SAFETY: `m` points to an initialised process-shared mutex.
+            unsafe { libc::pthread_mutex_lock(m) }
+        } else if deadline.has_passed() {
+            // SAFETY: as above.
+            unsafe { libc::pthread_mutex_trylock(m) }
+        } else {
+            // SAFETY: as above; the timespec is live for the call.
+            unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, deadline.as_ptr()) }
+        };
+        match ret {
+            0 => Locked::Clean,
+            libc::EOWNERDEAD => {
+                // We mark it consistent at once, so a mutex can never end up
+                // ENOTRECOVERABLE; the caller is told through `Recovered`.
+                // SAFETY: we own the mutex (EOWNERDEAD means acquired).
+                let r = unsafe { libc::pthread_mutex_consistent(m) };
+                debug_assert_eq!(r, 0);
+                Locked::Recovered
+            }
+            libc::ETIMEDOUT | libc::EBUSY => Locked::TimedOut,
+            libc::EDEADLK if deadline.is_never() => {
+                panic!("lock already held by this thread (use an RLock to re-enter)")
+            }
+            libc::EDEADLK => {
+                // Like Python: a thread cannot get a lock it holds, so a
+                // bounded attempt simply times out.
+                deadline.sleep_until();
+                Locked::TimedOut
+            }
+            libc::EAGAIN => panic!("recursive lock acquired too many times"),
+            e => panic!(
+                "pthread mutex lock failed: {}",
+                io::Error::from_raw_os_error(e)
+            ),
+        }
+    }
+
+    /// Unlocks.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread must hold the mutex.
+    pub(crate) unsafe fn unlock(&self) {
+        // SAFETY: the caller holds the mutex.
+        let r = unsafe { libc::pthread_mutex_unlock(self.inner.get()) };
+        debug_assert_eq!(r, 0, "unlocking a mutex this thread does not hold");
+    }
+}
