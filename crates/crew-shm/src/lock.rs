@@ -234,6 +234,8 @@ impl Lock {
 
 /// Proof that the current thread holds a [`Lock`]; releases it on drop.
 ///
+/// Not `Send`: a pthread mutex must be released by the thread that took it.
+///
 /// # Examples
 ///
 /// ```
@@ -241,6 +243,16 @@ impl Lock {
 /// let guard = lock.acquire().unwrap();
 /// drop(guard);
 /// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// A guard cannot move to another thread:
+///
+/// ```compile_fail
+/// let lock = crew_shm::Lock::new().unwrap();
+/// let guard = lock.acquire().unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard));
+/// });
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {

@@ -6,6 +6,42 @@ use crew_shm::{Array, Event, Queue};
 use crate::common::{self, Child};
 
 #[test]
+fn every_handle_is_send_sync_and_serde() {
+    fn check<T: Send + Sync + Clone + serde::Serialize + serde::de::DeserializeOwned>() {}
+    check::<crew_shm::Region>();
+    check::<crew_shm::Value<u64>>();
+    check::<Array<f64>>();
+    check::<crew_shm::Lock>();
+    check::<crew_shm::RLock>();
+    check::<crew_shm::Semaphore>();
+    check::<crew_shm::BoundedSemaphore>();
+    check::<Event>();
+    check::<crew_shm::Barrier>();
+    check::<crew_shm::Condition>();
+    check::<Queue<String>>();
+    check::<crew_shm::Connection<Vec<u8>>>();
+}
+
+#[test]
+fn a_handle_opens_only_as_its_own_kind_and_type() {
+    let value = crew_shm::Value::new(1u32).unwrap(); // this process is the holder
+    let bytes = postcard::to_allocvec(&value).unwrap();
+    assert!(postcard::from_bytes::<crew_shm::Value<u32>>(&bytes).is_ok());
+    assert!(
+        postcard::from_bytes::<crew_shm::Value<f32>>(&bytes).is_err(),
+        "another element type"
+    );
+    assert!(
+        postcard::from_bytes::<crew_shm::Lock>(&bytes).is_err(),
+        "another kind"
+    );
+    assert!(
+        postcard::from_bytes::<Array<u32>>(&bytes).is_err(),
+        "another kind"
+    );
+}
+
+#[test]
 fn parent_and_child_map_the_same_memory() {
     if let Some(role) = common::role() {
         assert_eq!(role, "child");

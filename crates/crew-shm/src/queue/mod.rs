@@ -308,6 +308,11 @@ impl<T> Queue<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn len(&self) -> usize {
+        // Under the monitor, so a count left stale by a dead process is
+        // recounted first.
+        let _guard = self
+            .lock(Deadline::never())
+            .expect("a lock without deadline cannot time out");
         self.state().count.load(Relaxed) as usize
     }
 
@@ -703,3 +708,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.get_until(Deadline::now(), false)
     }
 }
+
+#[cfg(test)]
+mod test;
