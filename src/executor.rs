@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crew_core::engine::{self, OnDrop, Owned};
 use crew_core::{Backend, Future, Imap, MapOptions, Result, Runs, Star, Threads, Unary};
+use crew_process::Processes;
 
 /// Runs submitted calls and hands out [`Future`]s: Python's
 /// `ThreadPoolExecutor` (from [`Executor::threads`]) and
@@ -51,6 +52,29 @@ impl Executor<Threads> {
     /// `is_invalid_input` for `n == 0`; `is_io` if a thread cannot start.
     pub fn threads(n: usize) -> Result<Executor<Threads>> {
         Ok(Executor::from_backend(Threads::new(n)?))
+    }
+}
+
+impl Executor<Processes> {
+    /// An executor with `n` worker processes (Python's
+    /// `ProcessPoolExecutor(max_workers=n)`); tasks follow the rules of
+    /// [`Pool::processes`](crate::Pool::processes). A running task can be
+    /// cancelled: its worker is killed and replaced.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::processes(2)?;
+    /// let f = ex.submit(|n: u64| (2..n).filter(|d| n % d == 0).count() == 0, (97,));
+    /// assert!(f.result()?);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for `n == 0`.
+    pub fn processes(n: usize) -> Result<Executor<Processes>> {
+        Ok(Executor::from_backend(Processes::new(n)?))
     }
 }
 

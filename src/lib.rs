@@ -48,9 +48,34 @@ pub use crew_core::{
     ParRange, ProgressStyle, Result, ReturnWhen, Schedule, Span, Threads, Timeline, Waited,
     as_completed, as_completed_timeout, cpu_count, par_for_each_mut, prange, wait,
 };
+pub use crew_process::{ProcessConfig, Processes};
 pub use executor::Executor;
 pub use parallel::{BatchSize, Delayed, Parallel, Prefer, RunDelayed, delayed};
 pub use pool::{Pool, PoolBuilder};
+
+/// Makes this program able to serve as a crew worker process; call it as
+/// the first line of `main`.
+///
+/// Worker processes are this program re-executed. On Linux crew enters
+/// worker mode from a constructor that runs *before* `main`, so code in
+/// `main` never runs in a worker, and process pools work in `cargo test`
+/// binaries and doctests with no set-up at all. `init()` is the explicit,
+/// portable spelling of that contract: in a worker it serves tasks and
+/// never returns; in the parent it returns at once.
+///
+/// # Examples
+///
+/// ```
+/// fn main() {
+///     crew::init();
+///     let pool = crew::Pool::processes(2).unwrap();
+///     assert_eq!(pool.apply(|x: u8| x + 1, (1,)).unwrap(), 2);
+/// }
+/// # main();
+/// ```
+pub fn init() {
+    crew_process::run_if_worker();
+}
 
 /// The engine behind the facade, for back-end authors: the [`Backend`] and
 /// [`Runs`](crew_core::Runs) seam, jobs, chunks and sinks.

@@ -9,6 +9,7 @@ use crew_core::{
     AsyncResult, Backend, Error, Imap, MapAsyncResult, MapError, MapOptions, ProgressStyle, Result,
     Runs, Star, Threads, ThreadsConfig, Timeline, Unary,
 };
+use crew_process::{ProcessConfig, Processes};
 
 /// A pool of workers with Python's `multiprocessing.Pool` interface: `map`,
 /// `starmap`, `apply`, their `_async` variants, `imap`, `imap_unordered`,
@@ -73,6 +74,33 @@ impl Pool<Threads> {
     }
 }
 
+impl Pool<Processes> {
+    /// A pool of `n` worker processes (Python's `multiprocessing.Pool(n)`).
+    ///
+    /// Each worker is this program re-executed; a task must be a fn item or
+    /// a closure that captures nothing, and its arguments and result must be
+    /// `Serialize + DeserializeOwned`. A task that crashes its worker (panic
+    /// aside: a segfault, an abort, `kill -9`) fails alone with
+    /// `is_worker_lost`; the worker is replaced.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::processes(2)?;
+    /// let pids = pool.map(|_: u32| std::process::id(), 0..4)?;
+    /// assert!(pids.iter().all(|&p| p != std::process::id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for `n == 0`; `is_io` if a supervising thread
+    /// cannot start.
+    pub fn processes(n: usize) -> Result<Pool<Processes>> {
+        Pool::builder().processes(n).build()
+    }
+}
+
 impl Pool {
     /// A builder for a pool with options (timeline, default chunk size,
     /// progress, thread names and stack size).
@@ -114,6 +142,70 @@ impl PoolBuilder<()> {
             opts: self.opts,
             timeline: self.timeline,
         }
+    }
+}
+
+impl PoolBuilder<()> {
+    /// Runs tasks on `n` worker processes.
+    pub fn processes(self, n: usize) -> PoolBuilder<ProcessConfig> {
+        PoolBuilder {
+            kind: ProcessConfig {
+                workers: n,
+                ..ProcessConfig::default()
+            },
+            opts: self.opts,
+            timeline: self.timeline,
+        }
+    }
+}
+
+impl PoolBuilder<ProcessConfig> {
+    /// Kills a worker whose task (or map item) runs longer than `timeout`;
+    /// that task fails with `is_timeout()` and the worker is replaced.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.kind.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Replaces each worker after it has run `n` jobs (Python's
+    /// `maxtasksperchild`; a chunk of a map counts as one job).
+    pub fn max_tasks_per_child(mut self, n: usize) -> Self {
+        self.kind.max_tasks_per_child = Some(n.max(1));
+        self
+    }
+
+    /// Re-runs a task whose worker died or timed out, up to `n` times,
+    /// waiting `backoff` before the first retry and twice as long before
+    /// each next one.
+    pub fn retries(mut self, n: u32, backoff: Duration) -> Self {
+        self.kind.retries = n;
+        self.kind.retry_backoff = backoff;
+        self
+    }
+
+    /// Limits each worker's address space to `bytes` (`RLIMIT_AS`): a task
+    /// that allocates beyond it kills its worker (the allocation aborts) and
+    /// fails alone with `is_worker_lost`.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.kind.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Starts the pool.
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for 0 workers; `is_io` if a supervising thread
+    /// cannot start.
+    pub fn build(self) -> Result<Pool<Processes>> {
+        let workers = self.kind.workers;
+        let processes = Processes::with_config(ProcessConfig {
+            timeline: self.timeline,
+            ..self.kind
+        })?;
+        let mut opts = self.opts;
+        opts.label = format!("Pool(processes={workers})");
+        Ok(Pool::from_backend(processes, opts))
     }
 }
 

@@ -38,6 +38,7 @@ struct Inner {
 enum Kind {
     Panicked {
         message: String,
+        backtrace: Option<String>,
     },
     TimedOut,
     Cancelled,
@@ -80,6 +81,24 @@ impl Error {
     pub fn panic(message: impl Into<String>) -> Error {
         Error::new(Kind::Panicked {
             message: message.into(),
+            backtrace: None,
+        })
+    }
+
+    /// The error of a task that panicked with `message`, with the backtrace
+    /// captured where it panicked (worker processes capture one when
+    /// `RUST_BACKTRACE` is set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = crew_core::Error::panic_with_backtrace("boom", "0: main".into());
+    /// assert_eq!(e.backtrace(), Some("0: main"));
+    /// ```
+    pub fn panic_with_backtrace(message: impl Into<String>, backtrace: String) -> Error {
+        Error::new(Kind::Panicked {
+            message: message.into(),
+            backtrace: Some(backtrace),
         })
     }
 
@@ -291,8 +310,73 @@ impl Error {
     /// The panic message, if the task panicked.
     pub fn panic_message(&self) -> Option<&str> {
         match &self.inner.kind {
-            Kind::Panicked { message } => Some(message),
+            Kind::Panicked { message, .. } => Some(message),
             _ => None,
+        }
+    }
+
+    /// The backtrace of a panic, when one was captured.
+    pub fn backtrace(&self) -> Option<&str> {
+        match &self.inner.kind {
+            Kind::Panicked { backtrace, .. } => backtrace.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The error's detail without its kind: the panic message, the cause of
+    /// a lost worker, the protocol or input complaint (empty for kinds
+    /// without detail). With [`kind_code`](Error::kind_code) and
+    /// [`from_code`](Error::from_code) it lets an error cross a process
+    /// boundary.
+    pub fn detail(&self) -> String {
+        match &self.inner.kind {
+            Kind::Panicked { message, .. } => message.clone(),
+            Kind::WorkerLost { cause } => cause.clone(),
+            Kind::InvalidInput { message } | Kind::Protocol { message } => message.clone(),
+            Kind::Io { context, source } => format!("{context}: {source}"),
+            Kind::TimedOut | Kind::Cancelled | Kind::Shutdown => String::new(),
+        }
+    }
+
+    /// A number naming the error's kind, stable across processes of one
+    /// build; see [`detail`](Error::detail).
+    pub fn kind_code(&self) -> u8 {
+        match &self.inner.kind {
+            Kind::Panicked { .. } => 0,
+            Kind::TimedOut => 1,
+            Kind::Cancelled => 2,
+            Kind::WorkerLost { .. } => 3,
+            Kind::Shutdown => 4,
+            Kind::InvalidInput { .. } => 5,
+            Kind::Io { .. } => 6,
+            Kind::Protocol { .. } => 7,
+        }
+    }
+
+    /// Rebuilds an error from [`kind_code`](Error::kind_code),
+    /// [`detail`](Error::detail) and [`backtrace`](Error::backtrace).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = crew_core::Error::panic("x");
+    /// let back = crew_core::Error::from_code(e.kind_code(), e.detail(), None);
+    /// assert!(back.is_panic());
+    /// assert_eq!(back.panic_message(), Some("x"));
+    /// ```
+    pub fn from_code(code: u8, detail: String, backtrace: Option<String>) -> Error {
+        match code {
+            0 => Error::new(Kind::Panicked {
+                message: detail,
+                backtrace,
+            }),
+            1 => Error::timeout(),
+            2 => Error::cancelled(),
+            3 => Error::worker_lost(detail),
+            4 => Error::shutdown(),
+            5 => Error::invalid_input(detail),
+            6 => Error::io(detail, std::io::Error::other("error in a worker process")),
+            _ => Error::protocol(detail),
         }
     }
 
@@ -318,8 +402,9 @@ impl Error {
 impl Kind {
     fn clone_kind(&self) -> Kind {
         match self {
-            Kind::Panicked { message } => Kind::Panicked {
+            Kind::Panicked { message, backtrace } => Kind::Panicked {
                 message: message.clone(),
+                backtrace: backtrace.clone(),
             },
             Kind::TimedOut => Kind::TimedOut,
             Kind::Cancelled => Kind::Cancelled,
@@ -347,7 +432,7 @@ impl fmt::Display for Error {
             write!(f, "task {index}: ")?;
         }
         match &self.inner.kind {
-            Kind::Panicked { message } => write!(f, "task panicked: {message}")?,
+            Kind::Panicked { message, .. } => write!(f, "task panicked: {message}")?,
             Kind::TimedOut => f.write_str("task timed out")?,
             Kind::Cancelled => f.write_str("task cancelled")?,
             Kind::WorkerLost { cause } => match self.inner.worker {

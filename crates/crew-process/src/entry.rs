@@ -1,0 +1,212 @@
+//! Task identity across processes of one binary.
+//!
+//! A worker is the parent's own executable re-executed, so every function
+//! sits at the same offset from [`anchor`] in both. A task is sent as the
+//! offset of a monomorphised trampoline (`call_entry::<T, X, R>` or
+//! `chunk_entry::<T, X, R>`) from the anchor; the worker adds its own
+//! anchor's address and calls it. The task value itself is a zero-sized
+//! type (a non-capturing closure or fn item), so the trampoline conjures it
+//! from nothing: there is no state to send. A capturing closure is refused
+//! at compile time by [`assert_non_capturing`].
+//!
+//! The handshake compares [`build_fingerprint`] of both sides, and workers
+//! are started from `/proc/self/exe`, which names the parent's exact
+//! executable even if the file was replaced on disk since.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crew_core::{Call, Error};
+
+use crate::worker::Control;
+
+/// The type of every trampoline: decode `input`, run, encode into `out`.
+pub(crate) type Entry = fn(input: &[u8], control: &Control, out: &mut Vec<u8>);
+
+/// The reference point of task offsets.
+#[inline(never)]
+pub(crate) fn anchor() -> usize {
+    std::hint::black_box(0x63726577)
+}
+
+fn anchor_addr() -> usize {
+    anchor as fn() -> usize as *const () as usize
+}
+
+/// Offset of `entry` from the anchor in this binary.
+pub(crate) fn offset_of(entry: Entry) -> u64 {
+    (entry as *const () as usize).wrapping_sub(anchor_addr()) as u64
+}
+
+/// The trampoline at `offset` in this binary.
+///
+/// # Safety
+///
+/// `offset` must have been produced by [`offset_of`] in a process running
+/// the same executable (checked by the handshake's fingerprint).
+pub(crate) unsafe fn entry_at(offset: u64) -> Entry {
+    let addr = anchor_addr().wrapping_add(offset as usize);
+    // SAFETY: per the contract, `addr` is the address of an `Entry` in this
+    // very image.
+    unsafe { std::mem::transmute::<usize, Entry>(addr) }
+}
+
+/// A fingerprint of this executable's layout: offsets between functions of
+/// different crates change with any rebuild that moves code.
+pub(crate) fn build_fingerprint() -> u64 {
+    let probes = [
+        (crate::worker::serve as fn(i32, &Control) as *const () as usize)
+            .wrapping_sub(anchor_addr()) as u64
+            ^ 0x9e37_79b9_7f4a_7c15,
+        (crew_core::cpu_count as fn() -> usize as *const () as usize).wrapping_sub(anchor_addr())
+            as u64,
+        (postcard::to_allocvec::<u64> as fn(&u64) -> postcard::Result<Vec<u8>> as *const ()
+            as usize)
+            .wrapping_sub(anchor_addr()) as u64,
+    ];
+    probes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, p| {
+        (h ^ p).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Refuses, at compile time, a task that captures its environment: only a
+/// zero-sized task (fn item or non-capturing closure) can be re-created in
+/// another process.
+pub(crate) const fn assert_non_capturing<T>() {
+    assert!(
+        std::mem::size_of::<T>() == 0,
+        "a process task cannot capture its environment: use a fn item or a closure that captures nothing, and pass the data as an argument"
+    );
+}
+
+/// Creates the zero-sized task value.
+///
+/// # Safety
+///
+/// `T` must be zero-sized (checked by [`assert_non_capturing`] where the
+/// task was submitted) and a value of it must have existed in the parent.
+unsafe fn conjure<T>() -> T {
+    debug_assert_eq!(std::mem::size_of::<T>(), 0);
+    // SAFETY: a zero-sized type has no bytes, so any pointer that is
+    // well-aligned and non-null reads a valid value; a value existed in
+    // the parent (the task was submitted), so the type is inhabited.
+    unsafe { std::ptr::NonNull::<T>::dangling().as_ptr().read() }
+}
+
+/// An error as it crosses the pipe.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct WireError {
+    code: u8,
+    detail: String,
+    backtrace: Option<String>,
+}
+
+impl From<&Error> for WireError {
+    fn from(e: &Error) -> WireError {
+        WireError {
+            code: e.kind_code(),
+            detail: e.detail(),
+            backtrace: e.backtrace().map(str::to_owned),
+        }
+    }
+}
+
+impl WireError {
+    pub(crate) fn into_error(self) -> Error {
+        Error::from_code(self.code, self.detail, self.backtrace)
+    }
+}
+
+fn encode<V: Serialize>(value: &V, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+    let start = out.len();
+    match postcard::to_extend(value, std::mem::take(out)) {
+        Ok(v) => {
+            *out = v;
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+fn run_one<T: Call<X, R>, X, R>(task: &T, x: X) -> Result<R, WireError> {
+    catch_unwind(AssertUnwindSafe(|| task.call(x)))
+        .map_err(|p| WireError::from(&crate::worker::panic_error(p)))
+}
+
+/// Runs one call: `input` is `X`, `out` receives `Result<R, WireError>`.
+pub(crate) fn call_entry<T, X, R>(input: &[u8], control: &Control, out: &mut Vec<u8>)
+where
+    T: Call<X, R>,
+    X: DeserializeOwned,
+    R: Serialize,
+{
+    control.set_item(0);
+    // SAFETY: `Processes` only sends offsets of trampolines whose `T` passed
+    // `assert_non_capturing`.
+    let task: T = unsafe { conjure() };
+    let result: Result<R, WireError> = match postcard::from_bytes::<X>(input) {
+        Ok(x) => run_one(&task, x),
+        Err(e) => Err(WireError::from(&Error::protocol(format!(
+            "cannot decode the task's arguments: {e}"
+        )))),
+    };
+    if let Err(e) = encode(&result, out) {
+        let fail: Result<R, WireError> = Err(WireError::from(&Error::protocol(format!(
+            "cannot encode the task's result: {e}"
+        ))));
+        encode(&fail, out).expect("an error always encodes");
+    }
+}
+
+/// Runs a chunk: `input` is `Vec<X>`; `out` receives the values of the
+/// items that succeeded and the failures with their positions.
+pub(crate) fn chunk_entry<T, X, R>(input: &[u8], control: &Control, out: &mut Vec<u8>)
+where
+    T: Call<X, R>,
+    X: DeserializeOwned,
+    R: Serialize,
+{
+    // SAFETY: as in `call_entry`.
+    let task: T = unsafe { conjure() };
+    let mut values: Vec<R> = Vec::new();
+    let mut errors: Vec<(u32, WireError)> = Vec::new();
+    match postcard::from_bytes::<Vec<X>>(input) {
+        Ok(items) => {
+            values.reserve(items.len());
+            for (i, x) in items.into_iter().enumerate() {
+                control.set_item(i as u64);
+                match run_one(&task, x) {
+                    Ok(v) => values.push(v),
+                    Err(e) => errors.push((i as u32, e)),
+                }
+            }
+        }
+        Err(e) => {
+            let fail: ChunkWire<R> = ChunkWire::Undecodable(WireError::from(&Error::protocol(
+                format!("cannot decode the chunk's arguments: {e}"),
+            )));
+            encode(&fail, out).expect("an error always encodes");
+            return;
+        }
+    }
+    let done = ChunkWire::Done(values, errors);
+    if let Err(e) = encode(&done, out) {
+        let fail: ChunkWire<R> = ChunkWire::Undecodable(WireError::from(&Error::protocol(
+            format!("cannot encode the chunk's results: {e}"),
+        )));
+        encode(&fail, out).expect("an error always encodes");
+    }
+}
+
+/// A chunk's outcome on the wire.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ChunkWire<R> {
+    /// Values of the items that succeeded, in order; failures with positions.
+    Done(Vec<R>, Vec<(u32, WireError)>),
+    /// The whole chunk could not be decoded or encoded.
+    Undecodable(WireError),
+}

@@ -1,0 +1,343 @@
+//! crew's worker processes: the [`Processes`] back-end (crash-isolated,
+//! killable workers that are this binary re-executed), the wire protocol,
+//! supervision, and [`run_if_worker`], the entry of a worker.
+//!
+//! Users name the `crew` crate; see `Pool::processes` there.
+#![deny(missing_docs)]
+
+mod entry;
+mod spawn;
+mod supervisor;
+mod wire;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crew_core::engine::{Chunk, ChunkOut, ChunkSink};
+use crew_core::{Backend, Call, Error, Promise, Result, Runs, Timeline};
+
+use entry::{ChunkWire, WireError, assert_non_capturing, call_entry, chunk_entry, offset_of};
+use supervisor::{Completion, Shared};
+pub use supervisor::{ProcJob, ProcessConfig};
+pub use worker::run_if_worker;
+
+/// A pool of worker processes: the back-end of `Pool::processes` and
+/// `Executor::processes`.
+///
+/// Each worker is this executable re-executed (never a `fork` of the
+/// running parent); it serves tasks until the pool closes. A worker that
+/// dies (crash, signal, memory limit, timeout kill) fails only the task it
+/// was running, with `is_worker_lost` (or `is_timeout`), and is replaced.
+/// Cloning gives another handle to the same workers.
+#[derive(Clone)]
+pub struct Processes {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Processes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processes")
+            .field("workers", &self.shared.workers())
+            .field("closed", &self.shared.is_closed())
+            .finish()
+    }
+}
+
+impl Processes {
+    /// Starts `workers` worker processes.
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for 0 workers; `is_io` if a proxy thread cannot
+    /// start. A worker that cannot start is retried; after three failures in
+    /// a row the pool fails its tasks with `is_worker_lost` saying why.
+    pub fn new(workers: usize) -> Result<Processes> {
+        Processes::with_config(ProcessConfig {
+            workers,
+            ..ProcessConfig::default()
+        })
+    }
+
+    /// Starts a pool as `config` says.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Processes::new).
+    pub fn with_config(config: ProcessConfig) -> Result<Processes> {
+        Ok(Processes {
+            shared: Shared::start(config)?,
+        })
+    }
+}
+
+impl Backend for Processes {
+    type Job<'s> = ProcJob<'s>;
+
+    fn workers(&self) -> usize {
+        self.shared.workers()
+    }
+
+    unsafe fn execute<'s>(&self, job: Self::Job<'s>) -> std::result::Result<(), Self::Job<'s>> {
+        // SAFETY: per `Backend::execute`, what the job borrows for `'s` (its
+        // result sink) outlives the job; the queue only needs the lifetime
+        // erased while the job waits.
+        let job: ProcJob<'static> =
+            unsafe { std::mem::transmute::<ProcJob<'s>, ProcJob<'static>>(job) };
+        self.shared.submit(job).map_err(|job| {
+            // SAFETY: handing the job back with the lifetime it came with.
+            unsafe { std::mem::transmute::<ProcJob<'static>, ProcJob<'s>>(job) }
+        })
+    }
+
+    fn close(&self) {
+        self.shared.close();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    fn cancel_pending(&self) -> usize {
+        self.shared.cancel_pending()
+    }
+
+    fn terminate(&self) {
+        self.shared.terminate();
+    }
+
+    fn join(&self, deadline: Option<Instant>) -> bool {
+        self.shared.join(deadline)
+    }
+
+    fn timeline(&self) -> Option<&Arc<Timeline>> {
+        self.shared.timeline.as_ref()
+    }
+}
+
+/// The completion of a single call.
+struct CallCompletion<R: Send> {
+    promise: Option<Promise<Result<R>>>,
+    attempts: u32,
+}
+
+impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
+    fn start(&mut self) -> bool {
+        self.promise.as_ref().is_some_and(|p| p.start())
+    }
+
+    fn set_interrupt(&mut self, hook: Option<Arc<dyn Fn() + Send + Sync>>) {
+        if let Some(p) = &self.promise {
+            p.set_interrupt(hook);
+        }
+    }
+
+    fn finish(&mut self, output: &[u8], worker: usize) {
+        let Some(p) = self.promise.take() else { return };
+        let outcome = match postcard::from_bytes::<std::result::Result<R, WireError>>(output) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.into_error().with_worker(worker)),
+            Err(e) => Err(
+                Error::protocol(format!("cannot decode a task's result: {e}")).with_worker(worker),
+            ),
+        };
+        p.complete(outcome);
+    }
+
+    fn fail(&mut self, error: Error) {
+        if let Some(p) = self.promise.take() {
+            p.fail(error);
+        }
+    }
+
+    fn cancelled(&mut self) {
+        if let Some(p) = self.promise.take() {
+            p.cancelled();
+        }
+    }
+
+    fn lost(&mut self, _payload: &mut Vec<u8>, _item: usize, error: Error, retry: bool) -> bool {
+        if retry {
+            self.attempts += 1;
+            if let Some(p) = &self.promise {
+                p.set_interrupt(None);
+            }
+            return true;
+        }
+        self.fail(error);
+        false
+    }
+}
+
+/// The completion of a chunk. When its worker dies mid-chunk, the item that
+/// was running fails (or is retried), and the rest run again as a smaller
+/// job; `positions` maps that job's items back to the chunk.
+struct ChunkCompletion<'s, X, R> {
+    sink: Option<ChunkSink<'s, R>>,
+    positions: Vec<u32>,
+    outcomes: Vec<Option<Result<R>>>,
+    started: Instant,
+    _input: std::marker::PhantomData<fn(X)>,
+}
+
+impl<X, R> ChunkCompletion<'_, X, R> {
+    fn deliver_if_complete(&mut self) {
+        if self.outcomes.iter().any(Option::is_none) {
+            return;
+        }
+        let Some(sink) = self.sink.take() else { return };
+        let len = self.outcomes.len();
+        let mut values = Vec::with_capacity(len);
+        let mut errors = Vec::new();
+        for (i, o) in self.outcomes.drain(..).enumerate() {
+            match o.expect("checked complete") {
+                Ok(v) => values.push(v),
+                Err(e) => errors.push((i, e)),
+            }
+        }
+        sink.deliver(ChunkOut::new(len, values, errors, self.started.elapsed()));
+    }
+}
+
+impl<X, R> Completion for ChunkCompletion<'_, X, R>
+where
+    X: Serialize + DeserializeOwned + Send,
+    R: DeserializeOwned + Send,
+{
+    fn start(&mut self) -> bool {
+        self.sink.as_ref().is_some_and(|s| !s.is_cancelled())
+    }
+
+    fn finish(&mut self, output: &[u8], worker: usize) {
+        match postcard::from_bytes::<ChunkWire<R>>(output) {
+            Ok(ChunkWire::Done(values, errors)) => {
+                let mut values = values.into_iter();
+                let mut errors = errors.into_iter().peekable();
+                for (i, &pos) in self.positions.iter().enumerate() {
+                    let outcome = match errors.peek() {
+                        Some((at, _)) if *at as usize == i => {
+                            let (_, e) = errors.next().expect("peeked");
+                            Err(e.into_error().with_worker(worker))
+                        }
+                        _ => match values.next() {
+                            Some(v) => Ok(v),
+                            None => Err(Error::protocol("a chunk's result has too few values")
+                                .with_worker(worker)),
+                        },
+                    };
+                    self.outcomes[pos as usize] = Some(outcome);
+                }
+            }
+            Ok(ChunkWire::Undecodable(e)) => {
+                let e = e.into_error().with_worker(worker);
+                for &pos in &self.positions {
+                    self.outcomes[pos as usize] = Some(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                let e = Error::protocol(format!("cannot decode a chunk's results: {e}"))
+                    .with_worker(worker);
+                for &pos in &self.positions {
+                    self.outcomes[pos as usize] = Some(Err(e.clone()));
+                }
+            }
+        }
+        self.deliver_if_complete();
+    }
+
+    fn fail(&mut self, error: Error) {
+        for &pos in &self.positions {
+            self.outcomes[pos as usize].get_or_insert_with(|| Err(error.clone()));
+        }
+        self.deliver_if_complete();
+    }
+
+    fn cancelled(&mut self) {
+        self.fail(Error::cancelled());
+    }
+
+    fn lost(&mut self, payload: &mut Vec<u8>, item: usize, error: Error, retry: bool) -> bool {
+        let Ok(mut items) = postcard::from_bytes::<Vec<X>>(payload) else {
+            self.fail(error);
+            return false;
+        };
+        if item >= items.len() {
+            self.fail(error);
+            return false;
+        }
+        if !retry {
+            let pos = self.positions.remove(item);
+            self.outcomes[pos as usize] = Some(Err(error));
+            items.remove(item);
+        }
+        if items.is_empty() {
+            self.deliver_if_complete();
+            return false;
+        }
+        match postcard::to_allocvec(&items) {
+            Ok(bytes) => {
+                *payload = bytes;
+                true
+            }
+            Err(e) => {
+                self.fail(Error::protocol(format!("cannot re-encode a chunk: {e}")));
+                false
+            }
+        }
+    }
+}
+
+impl<'s, T, X, R> Runs<'s, T, X, R> for Processes
+where
+    T: Call<X, R> + Send + Sync + 'static,
+    X: Serialize + DeserializeOwned + Send + 's,
+    R: Serialize + DeserializeOwned + Send + 's,
+{
+    fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ProcJob<'s> {
+        const { assert_non_capturing::<T>() };
+        drop(task);
+        match postcard::to_allocvec(&input) {
+            Ok(payload) => ProcJob::new(
+                offset_of(call_entry::<T, X, R>),
+                payload,
+                Box::new(CallCompletion {
+                    promise: Some(promise),
+                    attempts: 0,
+                }),
+            ),
+            Err(e) => {
+                promise.fail(Error::protocol(format!(
+                    "cannot encode the task's arguments: {e}"
+                )));
+                ProcJob::settled()
+            }
+        }
+    }
+
+    fn chunk_job(&self, task: Arc<T>, chunk: Chunk<X>, sink: ChunkSink<'s, R>) -> ProcJob<'s> {
+        const { assert_non_capturing::<T>() };
+        drop(task);
+        let len = chunk.items.len();
+        match postcard::to_allocvec(&chunk.items) {
+            Ok(payload) => ProcJob::new(
+                offset_of(chunk_entry::<T, X, R>),
+                payload,
+                Box::new(ChunkCompletion::<X, R> {
+                    sink: Some(sink),
+                    positions: (0..len as u32).collect(),
+                    outcomes: (0..len).map(|_| None).collect(),
+                    started: Instant::now(),
+                    _input: std::marker::PhantomData,
+                }),
+            ),
+            Err(e) => {
+                sink.fail(Error::protocol(format!(
+                    "cannot encode a chunk's arguments: {e}"
+                )));
+                ProcJob::settled()
+            }
+        }
+    }
+}

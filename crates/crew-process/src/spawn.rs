@@ -1,0 +1,135 @@
+//! Starting a worker: the parent's own executable, re-executed from
+//! `/proc/self/exe` (never a `fork` of a multi-threaded parent that goes on
+//! running Rust code), with its socket at fd 3 and its control page at fd 4.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+use crate::worker::{CONTROL_LEN, Control, ENV_CONTROL, ENV_FD, ENV_MEMORY, ENV_PARENT};
+
+/// A started worker process, seen from the parent.
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) sock: OwnedFd,
+    pub(crate) control: Control,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Socket buffers big enough that a window of small frames never blocks
+/// either side (the default holds only ~278 small frames, ipc-floor.md).
+const SOCKET_BUFFER: libc::c_int = 1 << 20;
+
+fn set_buffers(fd: &OwnedFd) {
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: setting an int socket option from a local.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&SOCKET_BUFFER as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+/// Starts one worker process.
+pub(crate) fn spawn_worker(memory_limit: Option<u64>) -> io::Result<Spawned> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two fds into `fds`.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: fresh fds we own.
+    let (parent_end, child_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    set_buffers(&parent_end);
+    set_buffers(&child_end);
+    // SAFETY: valid name and flags.
+    let raw = cvt(unsafe { libc::memfd_create(c"crew-control".as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: a fresh fd we own.
+    let control_fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: sizing our memfd.
+    cvt(unsafe { libc::ftruncate(control_fd.as_raw_fd(), CONTROL_LEN as libc::off_t) })?;
+    let control = Control::map(control_fd.as_raw_fd())?;
+
+    let mut cmd = Command::new("/proc/self/exe");
+    if let Some(arg0) = std::env::args_os().next() {
+        cmd.arg0(arg0);
+    }
+    cmd.env(ENV_FD, "3")
+        .env(ENV_CONTROL, "4")
+        .env(ENV_PARENT, std::process::id().to_string())
+        .stdin(Stdio::null());
+    if let Some(bytes) = memory_limit {
+        cmd.env(ENV_MEMORY, bytes.to_string());
+    }
+    let (sock_raw, control_raw) = (child_end.as_raw_fd(), control_fd.as_raw_fd());
+    // SAFETY: the closure runs in the forked child before exec and uses only
+    // async-signal-safe calls (fcntl, dup2, prctl).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move both fds out of the way of 3 and 4 first, then into place;
+            // dup2 clears close-on-exec on the copies.
+            let s = cvt(libc::fcntl(sock_raw, libc::F_DUPFD, 10))?;
+            let c = cvt(libc::fcntl(control_raw, libc::F_DUPFD, 10))?;
+            cvt(libc::dup2(s, 3))?;
+            cvt(libc::dup2(c, 4))?;
+            libc::close(s);
+            libc::close(c);
+            cvt(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(child_end);
+    drop(control_fd);
+    Ok(Spawned {
+        child,
+        sock: parent_end,
+        control,
+    })
+}
+
+/// Describes how a worker ended, for `Error::worker_lost`.
+pub(crate) fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        format!("killed by signal {sig} ({})", signal_name(sig))
+    } else if let Some(code) = status.code() {
+        format!("exited with code {code}")
+    } else {
+        format!("ended with status {status}")
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGXCPU => "SIGXCPU",
+        _ => "signal",
+    }
+}

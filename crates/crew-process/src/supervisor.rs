@@ -1,0 +1,776 @@
+//! The parent side of a process pool: one *proxy* thread per worker slot
+//! spawns its worker, feeds it jobs from the shared queue (many frames per
+//! write), reads results, notices death at once (socket EOF), attributes it
+//! to the task that was running (the control page says which), restarts the
+//! worker, and re-queues what the dead worker had not finished. See
+//! `README.md` beside this file for the protocol and the rules.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use crew_core::{Error, Timeline};
+
+use crate::spawn::{Spawned, describe_exit, spawn_worker};
+use crate::wire::{self, Fields, Inbox, Outbox, Read};
+use crate::worker::monotonic_ns;
+
+/// A job's owner-side half: how its outcome reaches the caller. Every
+/// method delivers at most once; dropping an undelivered completion reports
+/// the task cancelled.
+pub(crate) trait Completion: Send {
+    /// Marks the task running; false if it was cancelled while queued.
+    fn start(&mut self) -> bool;
+    /// Installs the hook `Future::cancel` calls while the task runs.
+    fn set_interrupt(&mut self, _hook: Option<Arc<dyn Fn() + Send + Sync>>) {}
+    /// The worker's output for the job.
+    fn finish(&mut self, output: &[u8], worker: usize);
+    /// The whole job failed.
+    fn fail(&mut self, error: Error);
+    /// The job was stopped on request (its worker killed).
+    fn cancelled(&mut self);
+    /// The worker died while running item `item` of the job. Returns true
+    /// if the job should run again with the (rewritten) `payload`: the items
+    /// not done, and the failed one too if `retry`.
+    fn lost(&mut self, payload: &mut Vec<u8>, item: usize, error: Error, retry: bool) -> bool;
+}
+
+/// A job of the process back-end: a trampoline offset, the encoded input,
+/// and where the outcome goes.
+pub struct ProcJob<'s> {
+    pub(crate) entry: u64,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) completion: Option<Box<dyn Completion + 's>>,
+    pub(crate) attempt: u32,
+    pub(crate) not_before: Option<Instant>,
+}
+
+impl std::fmt::Debug for ProcJob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcJob")
+            .field("entry", &self.entry)
+            .field("bytes", &self.payload.len())
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl<'s> ProcJob<'s> {
+    pub(crate) fn new(
+        entry: u64,
+        payload: Vec<u8>,
+        completion: Box<dyn Completion + 's>,
+    ) -> ProcJob<'s> {
+        ProcJob {
+            entry,
+            payload,
+            completion: Some(completion),
+            attempt: 0,
+            not_before: None,
+        }
+    }
+
+    /// A job whose outcome was already delivered (its input failed to
+    /// encode); running it does nothing.
+    pub(crate) fn settled() -> ProcJob<'s> {
+        ProcJob {
+            entry: 0,
+            payload: Vec::new(),
+            completion: None,
+            attempt: 0,
+            not_before: None,
+        }
+    }
+
+    fn completion(&mut self) -> &mut (dyn Completion + 's) {
+        self.completion
+            .as_deref_mut()
+            .expect("a queued job has a completion")
+    }
+}
+
+/// Options of a process pool.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessConfig {
+    /// Number of workers (at least 1).
+    pub workers: usize,
+    /// Kill a worker whose current task (or chunk item) runs longer.
+    pub task_timeout: Option<Duration>,
+    /// Replace a worker after it ran this many jobs.
+    pub max_tasks_per_child: Option<usize>,
+    /// Re-run a task whose worker died (or timed out) up to this many times.
+    pub retries: u32,
+    /// Wait before the first retry; doubles with each further attempt.
+    pub retry_backoff: Duration,
+    /// Address-space limit of each worker, in bytes (`RLIMIT_AS`).
+    pub memory_limit: Option<u64>,
+    /// Record a timeline of the jobs.
+    pub timeline: bool,
+}
+
+const OPEN: u8 = 0;
+const CLOSED: u8 = 1;
+const TERMINATED: u8 = 2;
+
+/// After this many workers in a row fail to start, the pool fails its
+/// queued jobs instead of respawning forever (Python's pool loops here).
+const MAX_START_FAILURES: u32 = 3;
+/// A worker that has not said hello by then is considered failed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Target queue depth per worker, in time: enough queued work to hide a
+/// round trip, little enough that a long task does not strand others.
+const TARGET_QUEUE_TIME: Duration = Duration::from_micros(500);
+const MAX_IN_FLIGHT: usize = 1024;
+
+struct Queue {
+    jobs: VecDeque<ProcJob<'static>>,
+    delayed: Vec<ProcJob<'static>>,
+    idle: Vec<usize>,
+    broken: Option<Error>,
+    start_failures: u32,
+}
+
+pub(crate) struct Proxy {
+    wake: OwnedFd,
+    kills: Mutex<Vec<u64>>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: ProcessConfig,
+    queue: Mutex<Queue>,
+    state: AtomicU8,
+    proxies: Vec<Proxy>,
+    alive: Mutex<usize>,
+    exited: Condvar,
+    pub(crate) timeline: Option<Arc<Timeline>>,
+    fingerprint: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn take_all(q: &mut Queue) -> Vec<ProcJob<'static>> {
+    let mut jobs: Vec<_> = q.jobs.drain(..).collect();
+    jobs.append(&mut q.delayed);
+    jobs
+}
+
+fn eventfd() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the fd is owned below.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn signal(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes from a local to an eventfd.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+fn drain(fd: &OwnedFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reading 8 bytes into a local from a non-blocking eventfd.
+    unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+}
+
+impl Shared {
+    pub(crate) fn start(config: ProcessConfig) -> Result<Arc<Shared>, Error> {
+        if config.workers == 0 {
+            return Err(Error::invalid_input("a pool needs at least one worker"));
+        }
+        let proxies = (0..config.workers)
+            .map(|_| {
+                Ok(Proxy {
+                    wake: eventfd()?,
+                    kills: Mutex::new(Vec::new()),
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("creating an eventfd", e))?;
+        let shared = Arc::new(Shared {
+            timeline: config.timeline.then(|| Arc::new(Timeline::new())),
+            config,
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                delayed: Vec::new(),
+                idle: Vec::new(),
+                broken: None,
+                start_failures: 0,
+            }),
+            state: AtomicU8::new(OPEN),
+            proxies,
+            alive: Mutex::new(0),
+            exited: Condvar::new(),
+            fingerprint: crate::entry::build_fingerprint(),
+        });
+        for slot in 0..shared.config.workers {
+            let s = shared.clone();
+            *lock(&shared.alive) += 1;
+            let spawned = std::thread::Builder::new()
+                .name(format!("crew-proxy-{slot}"))
+                .spawn(move || proxy_main(s, slot));
+            if let Err(e) = spawned {
+                *lock(&shared.alive) -= 1;
+                shared.terminate();
+                return Err(Error::io("spawning a proxy thread", e));
+            }
+        }
+        Ok(shared)
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        self.config.workers
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) != OPEN
+    }
+
+    pub(crate) fn submit(&self, mut job: ProcJob<'static>) -> Result<(), ProcJob<'static>> {
+        if job.completion.is_none() {
+            return Ok(());
+        }
+        let mut q = lock(&self.queue);
+        if self.is_closed() {
+            return Err(job);
+        }
+        if let Some(e) = &q.broken {
+            let e = e.clone();
+            drop(q);
+            job.completion().fail(e);
+            return Ok(());
+        }
+        q.jobs.push_back(job);
+        let idle = q.idle.pop();
+        drop(q);
+        if let Some(slot) = idle {
+            signal(&self.proxies[slot].wake);
+        }
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<ProcJob<'static>> {
+        let mut q = lock(&self.queue);
+        if !q.delayed.is_empty() {
+            let now = Instant::now();
+            let mut i = 0;
+            while i < q.delayed.len() {
+                if q.delayed[i].not_before.is_none_or(|t| t <= now) {
+                    let job = q.delayed.swap_remove(i);
+                    q.jobs.push_front(job);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        q.jobs.pop_front()
+    }
+
+    fn next_delay(&self) -> Option<Duration> {
+        let q = lock(&self.queue);
+        let now = Instant::now();
+        q.delayed
+            .iter()
+            .filter_map(|j| j.not_before)
+            .min()
+            .map(|t| t.saturating_duration_since(now))
+    }
+
+    /// Parks `slot` as idle unless work is queued; true if parked.
+    fn park_idle(&self, slot: usize) -> bool {
+        let mut q = lock(&self.queue);
+        if !q.jobs.is_empty() {
+            return false;
+        }
+        if !q.idle.contains(&slot) {
+            q.idle.push(slot);
+        }
+        true
+    }
+
+    fn unpark(&self, slot: usize) {
+        lock(&self.queue).idle.retain(|&s| s != slot);
+    }
+
+    fn requeue_front(&self, jobs: Vec<ProcJob<'static>>) {
+        let mut q = lock(&self.queue);
+        for job in jobs.into_iter().rev() {
+            if job.not_before.is_some() {
+                q.delayed.push(job);
+            } else {
+                q.jobs.push_front(job);
+            }
+        }
+        let idle: Vec<usize> = std::mem::take(&mut q.idle);
+        drop(q);
+        for slot in idle {
+            signal(&self.proxies[slot].wake);
+        }
+    }
+
+    fn wake_all(&self) {
+        for p in &self.proxies {
+            signal(&p.wake);
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        let _ = self
+            .state
+            .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire);
+        self.wake_all();
+    }
+
+    pub(crate) fn cancel_pending(&self) -> usize {
+        let mut q = lock(&self.queue);
+        let jobs = take_all(&mut q);
+        drop(q);
+        let n = jobs.len();
+        drop(jobs);
+        n
+    }
+
+    pub(crate) fn terminate(&self) {
+        self.state.store(TERMINATED, Ordering::Release);
+        self.cancel_pending();
+        self.wake_all();
+    }
+
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
+        let mut alive = lock(&self.alive);
+        while *alive > 0 {
+            match deadline {
+                None => alive = self.exited.wait(alive).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    alive = self
+                        .exited
+                        .wait_timeout(alive, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        true
+    }
+
+    fn start_failed(&self, error: Error) {
+        let mut q = lock(&self.queue);
+        q.start_failures += 1;
+        if q.start_failures < MAX_START_FAILURES {
+            return;
+        }
+        let e = Error::worker_lost(format!("workers fail to start: {}", error.detail()));
+        q.broken = Some(e.clone());
+        let jobs = take_all(&mut q);
+        drop(q);
+        for mut job in jobs {
+            if let Some(c) = job.completion.as_deref_mut() {
+                c.fail(e.clone());
+            }
+        }
+    }
+
+    fn started(&self) {
+        let mut q = lock(&self.queue);
+        q.start_failures = 0;
+        q.broken = None;
+    }
+
+    fn interrupt_hook(self: &Arc<Self>, slot: usize, seq: u64) -> Arc<dyn Fn() + Send + Sync> {
+        let weak: Weak<Shared> = Arc::downgrade(self);
+        Arc::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                lock(&shared.proxies[slot].kills).push(seq);
+                signal(&shared.proxies[slot].wake);
+            }
+        })
+    }
+}
+
+fn proxy_main(shared: Arc<Shared>, slot: usize) {
+    let mut seq = ((slot as u64 + 1) << 40) + 1;
+    loop {
+        let state = shared.state.load(Ordering::Acquire);
+        if state == TERMINATED {
+            break;
+        }
+        if state == CLOSED
+            && lock(&shared.queue).jobs.is_empty()
+            && lock(&shared.queue).delayed.is_empty()
+        {
+            break;
+        }
+        match spawn_worker(shared.config.memory_limit) {
+            Ok(worker) => drive(&shared, slot, worker, &mut seq),
+            Err(e) => {
+                shared.start_failed(Error::io("starting a worker process", e));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let mut alive = lock(&shared.alive);
+    *alive -= 1;
+    shared.exited.notify_all();
+}
+
+/// Why the parent killed a worker.
+enum Kill {
+    Timeout,
+    Cancelled,
+    Terminated,
+    Protocol(String),
+}
+
+struct InFlight {
+    seq: u64,
+    job: ProcJob<'static>,
+    sent: Instant,
+}
+
+fn set_nonblocking(fd: &OwnedFd) {
+    // SAFETY: fcntl flag update on our own fd.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+fn allowance(avg: Option<Duration>) -> usize {
+    match avg {
+        None => 1,
+        Some(d) if d.is_zero() => MAX_IN_FLIGHT,
+        Some(d) => ((TARGET_QUEUE_TIME.as_nanos() / d.as_nanos()) as usize).clamp(1, MAX_IN_FLIGHT),
+    }
+}
+
+/// Runs one worker incarnation until it exits or dies, then settles its
+/// jobs. See the README for each state.
+fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) {
+    let sock = worker.sock.as_raw_fd();
+    set_nonblocking(&worker.sock);
+    let proxy = &shared.proxies[slot];
+    let timeout_ns = shared.config.task_timeout.map(|t| t.as_nanos() as u64);
+    let mut inbox = Inbox::new();
+    let mut outbox = Outbox::default();
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    let mut hello = false;
+    let spawned_at = Instant::now();
+    let mut stopping = false;
+    let mut sent_jobs = 0usize;
+    let mut kill: Option<Kill> = None;
+    let mut cancel_wanted: Vec<u64> = Vec::new();
+    let mut avg: Option<Duration> = None;
+    let mut last_done = Instant::now();
+    let mut dead = false;
+
+    while !dead {
+        // TOP UP: hand queued jobs to the worker, up to its allowance.
+        if hello
+            && !stopping
+            && kill.is_none()
+            && shared.state.load(Ordering::Acquire) != TERMINATED
+        {
+            let limit = allowance(avg);
+            while inflight.len() < limit {
+                let Some(mut job) = shared.pop() else { break };
+                if !job.completion().start() {
+                    continue;
+                }
+                let s = *seq;
+                *seq += 1;
+                job.completion()
+                    .set_interrupt(Some(shared.interrupt_hook(slot, s)));
+                let mut head = [0u8; 17];
+                head[..8].copy_from_slice(&s.to_le_bytes());
+                head[8..16].copy_from_slice(&job.entry.to_le_bytes());
+                head[16] = timeout_ns.is_some() as u8;
+                if let Err(e) = outbox.push(wire::RUN, wire::RUN_SHM, &head, &job.payload) {
+                    job.completion()
+                        .fail(Error::io("sending a task through shared memory", e));
+                    continue;
+                }
+                inflight.push_back(InFlight {
+                    seq: s,
+                    job,
+                    sent: Instant::now(),
+                });
+                sent_jobs += 1;
+                if shared
+                    .config
+                    .max_tasks_per_child
+                    .is_some_and(|m| sent_jobs >= m)
+                {
+                    let _ = outbox.push(wire::STOP, wire::STOP, &[], &[]);
+                    stopping = true;
+                    break;
+                }
+            }
+        }
+        // SHUTDOWN (orderly): closed, nothing queued, nothing in flight.
+        if hello
+            && !stopping
+            && inflight.is_empty()
+            && shared.state.load(Ordering::Acquire) == CLOSED
+            && lock(&shared.queue).jobs.is_empty()
+        {
+            let _ = outbox.push(wire::STOP, wire::STOP, &[], &[]);
+            stopping = true;
+        }
+        if !outbox.is_empty() && outbox.flush(sock).is_err() {
+            dead = true;
+            continue;
+        }
+        // IDLE: wait for the worker, a wake-up, or the next deadline.
+        let mut wait_ms: i32 = -1;
+        if timeout_ns.is_some() && !inflight.is_empty() {
+            wait_ms = 10;
+        }
+        if !hello {
+            wait_ms = 100;
+        }
+        if let Some(d) = shared.next_delay() {
+            wait_ms = wait_ms.min(d.as_millis() as i32 + 1).max(0);
+            if wait_ms < 0 {
+                wait_ms = d.as_millis() as i32 + 1;
+            }
+        }
+        let parked = hello && inflight.is_empty() && !stopping && shared.park_idle(slot);
+        if !hello || !inflight.is_empty() || parked || stopping {
+            let mut fds = [
+                libc::pollfd {
+                    fd: sock,
+                    events: libc::POLLIN | if outbox.is_empty() { 0 } else { libc::POLLOUT },
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: proxy.wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: polling two valid pollfds.
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
+            if fds[1].revents != 0 {
+                drain(&proxy.wake);
+            }
+        }
+        if parked {
+            shared.unpark(slot);
+        }
+        // READ: every frame the worker sent.
+        loop {
+            match inbox.read_nonblocking(sock) {
+                Ok(Read::Data) => {}
+                Ok(Read::WouldBlock) => break,
+                Ok(Read::Eof) | Err(_) => {
+                    dead = true;
+                    break;
+                }
+            }
+        }
+        loop {
+            let frame = match inbox.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(wire::Garbage(msg)) => {
+                    kill = Some(Kill::Protocol(format!("garbage from worker {slot}: {msg}")));
+                    break;
+                }
+            };
+            match frame.kind {
+                wire::HELLO => {
+                    let mut f = Fields::new(&frame.body);
+                    match (f.u32(), f.u64()) {
+                        (Ok(wire::VERSION), Ok(fp)) if fp == shared.fingerprint => {
+                            hello = true;
+                            shared.started();
+                        }
+                        (Ok(v), Ok(fp)) => {
+                            kill = Some(Kill::Protocol(format!(
+                                "worker {slot} runs a different build or protocol (version {v}, fingerprint {fp:x}; expected {}, {:x})",
+                                wire::VERSION,
+                                shared.fingerprint
+                            )));
+                        }
+                        _ => {
+                            kill = Some(Kill::Protocol(format!("worker {slot} sent a short hello")))
+                        }
+                    }
+                }
+                wire::DONE | wire::DONE_SHM => {
+                    let mut f = Fields::new(&frame.body);
+                    let Ok(done_seq) = f.u64() else {
+                        kill = Some(Kill::Protocol(format!(
+                            "worker {slot} sent a result without a task number"
+                        )));
+                        break;
+                    };
+                    if inflight.front().map(|i| i.seq) != Some(done_seq) {
+                        kill = Some(Kill::Protocol(format!(
+                            "worker {slot} answered task {done_seq}, which is not the one it was running"
+                        )));
+                        break;
+                    }
+                    let mut done = inflight.pop_front().expect("checked above");
+                    let now = Instant::now();
+                    let began = done.sent.max(last_done);
+                    let took = now - began;
+                    avg = Some(match avg {
+                        None => took,
+                        Some(a) => (a * 4 + took) / 5,
+                    });
+                    last_done = now;
+                    if let Some(t) = &shared.timeline {
+                        t.record(slot, (done.seq & ((1 << 40) - 1)) as usize, began, now);
+                    }
+                    let read = wire::with_payload(&frame, f, |bytes| {
+                        done.job.completion().finish(bytes, slot)
+                    });
+                    if let Err(wire::Garbage(msg)) = read {
+                        done.job
+                            .completion()
+                            .fail(Error::protocol(msg).with_worker(slot));
+                    }
+                    cancel_wanted.retain(|&s| s != done_seq);
+                }
+                wire::FATAL => {
+                    let msg = String::from_utf8_lossy(&frame.body).into_owned();
+                    kill = Some(Kill::Protocol(format!("worker {slot} gave up: {msg}")));
+                }
+                other => {
+                    kill = Some(Kill::Protocol(format!(
+                        "worker {slot} sent a frame of kind {other}, meant for workers"
+                    )));
+                }
+            }
+            if kill.is_some() {
+                break;
+            }
+        }
+        if dead && inbox.has_partial() && kill.is_none() {
+            kill = Some(Kill::Protocol(format!(
+                "worker {slot} died in the middle of a frame (truncated frame)"
+            )));
+        }
+        // CANCEL: kill the worker when the task to cancel is the one running.
+        cancel_wanted.extend(lock(&proxy.kills).drain(..));
+        let (running, _, started_ns) = worker.control.running();
+        if kill.is_none() && running != 0 && cancel_wanted.contains(&running) {
+            kill = Some(Kill::Cancelled);
+        }
+        // TIMEOUT
+        if let (None, Some(limit)) = (&kill, timeout_ns)
+            && running != 0
+            && started_ns != 0
+            && monotonic_ns().saturating_sub(started_ns) > limit
+        {
+            kill = Some(Kill::Timeout);
+        }
+        if kill.is_none() && shared.state.load(Ordering::Acquire) == TERMINATED {
+            kill = Some(Kill::Terminated);
+        }
+        if kill.is_none() && !hello && spawned_at.elapsed() > HANDSHAKE_TIMEOUT {
+            kill = Some(Kill::Protocol(format!(
+                "worker {slot} did not say hello within {HANDSHAKE_TIMEOUT:?}"
+            )));
+        }
+        if kill.is_some() {
+            let _ = worker.child.kill();
+            dead = true;
+        }
+    }
+    // REAP: the worker is gone or going; collect its exit status.
+    let status = reap(&mut worker.child);
+    let (running, item, _) = worker.control.running();
+    let cause = describe_exit(status);
+    if !hello {
+        let why = match &kill {
+            Some(Kill::Protocol(m)) => m.clone(),
+            _ => format!("worker {slot} {cause} before its handshake"),
+        };
+        if !matches!(kill, Some(Kill::Terminated)) {
+            shared.start_failed(Error::protocol(why));
+        }
+    }
+    settle(shared, slot, inflight, running, item as usize, kill, &cause);
+}
+
+fn reap(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            _ => {
+                // Closed its socket but did not exit: it must not linger.
+                let _ = child.kill();
+                if let Ok(status) = child.wait() {
+                    return status;
+                }
+                use std::os::unix::process::ExitStatusExt;
+                return std::process::ExitStatus::from_raw(libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Decides the fate of every job the dead worker held.
+fn settle(
+    shared: &Arc<Shared>,
+    slot: usize,
+    inflight: VecDeque<InFlight>,
+    running: u64,
+    item: usize,
+    kill: Option<Kill>,
+    cause: &str,
+) {
+    let terminated = matches!(kill, Some(Kill::Terminated));
+    let mut again = Vec::new();
+    for mut f in inflight {
+        if terminated {
+            continue; // dropped: reported cancelled
+        }
+        if f.seq != running {
+            // Never started, or finished without its result reaching us:
+            // it runs again on the next worker.
+            again.push(f.job);
+            continue;
+        }
+        let error = match &kill {
+            Some(Kill::Cancelled) => {
+                f.job.completion().cancelled();
+                continue;
+            }
+            Some(Kill::Timeout) => Error::timeout().with_worker(slot),
+            Some(Kill::Protocol(m)) => Error::protocol(m.clone()).with_worker(slot),
+            Some(Kill::Terminated) => unreachable!("handled above"),
+            None => Error::worker_lost(cause.to_owned()).with_worker(slot),
+        };
+        let retry =
+            (error.is_worker_lost() || error.is_timeout()) && f.job.attempt < shared.config.retries;
+        let mut payload = std::mem::take(&mut f.job.payload);
+        if f.job.completion().lost(&mut payload, item, error, retry) {
+            f.job.payload = payload;
+            if retry {
+                f.job.attempt += 1;
+                let backoff = shared.config.retry_backoff * 2u32.saturating_pow(f.job.attempt - 1);
+                f.job.not_before = (!backoff.is_zero()).then(|| Instant::now() + backoff);
+            }
+            again.push(f.job);
+        }
+    }
+    if !again.is_empty() {
+        shared.requeue_front(again);
+    }
+}

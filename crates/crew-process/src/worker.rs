@@ -1,0 +1,392 @@
+//! The worker side: entered before `main` when the binary was started as a
+//! worker, serves tasks until its parent says stop or goes away, and exits.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crew_core::Error;
+
+use crate::entry::{build_fingerprint, entry_at};
+use crate::wire::{self, Fields, Inbox, Outbox, Read};
+
+/// Names the socket fd of a worker; its presence makes a process a worker.
+pub(crate) const ENV_FD: &str = "CREW_WORKER_FD";
+/// Names the fd of the worker's control page.
+pub(crate) const ENV_CONTROL: &str = "CREW_WORKER_CONTROL";
+/// The parent's pid, to detect a parent that died before we started.
+pub(crate) const ENV_PARENT: &str = "CREW_WORKER_PARENT";
+/// The worker's memory limit in bytes (`RLIMIT_AS`), if any.
+pub(crate) const ENV_MEMORY: &str = "CREW_WORKER_MEMORY";
+
+/// A page shared by a worker and its parent: what the worker is running, so
+/// the parent can attribute a crash, enforce a timeout, or cancel the right
+/// task without asking the (possibly stuck) worker.
+pub(crate) struct Control {
+    words: *const AtomicU64,
+}
+
+// SAFETY: the page is a shared mapping of atomics; every access is atomic.
+unsafe impl Send for Control {}
+// SAFETY: as above.
+unsafe impl Sync for Control {}
+
+/// Word 0: sequence number of the job running (0: none).
+const SEQ: usize = 0;
+/// Word 1: index of the item running within the job.
+const ITEM: usize = 1;
+/// Word 2: CLOCK_MONOTONIC nanoseconds when that item started (if timed).
+const STARTED: usize = 2;
+/// Word 3: non-zero when the parent enforces a timeout (the worker then
+/// stamps every item; otherwise it skips the clock read).
+const TIMED: usize = 3;
+pub(crate) const CONTROL_LEN: usize = 4096;
+
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writing into a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Control {
+    /// Maps the control page held by `fd`.
+    pub(crate) fn map(fd: RawFd) -> io::Result<Control> {
+        // SAFETY: mapping a page-sized memfd read-write and shared.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                CONTROL_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Control { words: ptr.cast() })
+    }
+
+    fn word(&self, i: usize) -> &AtomicU64 {
+        // SAFETY: the page holds CONTROL_LEN / 8 aligned u64 words, mapped
+        // for as long as `self` lives.
+        unsafe { &*self.words.add(i) }
+    }
+
+    pub(crate) fn begin(&self, seq: u64) {
+        self.word(ITEM).store(0, Ordering::Relaxed);
+        self.word(SEQ).store(seq, Ordering::Release);
+    }
+
+    pub(crate) fn set_item(&self, item: u64) {
+        if self.word(TIMED).load(Ordering::Relaxed) != 0 {
+            self.word(STARTED).store(monotonic_ns(), Ordering::Relaxed);
+        }
+        self.word(ITEM).store(item, Ordering::Release);
+    }
+
+    pub(crate) fn set_timed(&self, timed: bool) {
+        self.word(TIMED).store(timed as u64, Ordering::Relaxed);
+    }
+
+    /// `(seq, item, started_ns)` of what is running.
+    pub(crate) fn running(&self) -> (u64, u64, u64) {
+        let seq = self.word(SEQ).load(Ordering::Acquire);
+        let item = self.word(ITEM).load(Ordering::Acquire);
+        (seq, item, self.word(STARTED).load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the page mapped in `map`.
+        unsafe { libc::munmap(self.words as *mut libc::c_void, CONTROL_LEN) };
+    }
+}
+
+thread_local! {
+    /// The last panic on this thread: message and backtrace, captured by
+    /// the worker's panic hook (the payload alone has no backtrace).
+    static LAST_PANIC: RefCell<Option<(String, Option<String>)>> = const { RefCell::new(None) };
+}
+
+/// Turns a caught panic into an error, with the backtrace the hook captured.
+pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
+    let from_payload = Error::from_panic(payload);
+    match LAST_PANIC.with(|p| p.borrow_mut().take()) {
+        Some((message, Some(bt))) => Error::panic_with_backtrace(message, bt),
+        Some((message, None)) => Error::panic(message),
+        None => from_payload,
+    }
+}
+
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = info.payload().downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "Box<dyn Any>".to_owned()
+        };
+        let bt = std::backtrace::Backtrace::capture();
+        let bt = (bt.status() == std::backtrace::BacktraceStatus::Captured).then(|| {
+            match info.location() {
+                Some(l) => format!("panicked at {l}\n{bt}"),
+                None => bt.to_string(),
+            }
+        });
+        LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, bt)));
+    }));
+}
+
+// Enter worker mode before `main` runs, so no code of `main` runs twice.
+// glibc calls `.init_array` entries with (argc, argv, envp); a function
+// taking no arguments is compatible with that C call.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ENTER_WORKER: extern "C" fn() = enter_worker;
+
+extern "C" fn enter_worker() {
+    if std::env::var_os(ENV_FD).is_some() {
+        run_worker();
+    }
+}
+
+/// Serves as a worker if this process was started as one (never returns
+/// then); otherwise returns at once. Called before `main` automatically;
+/// `crew::init()` calls it too.
+pub fn run_if_worker() {
+    if std::env::var_os(ENV_FD).is_some() {
+        run_worker();
+    }
+}
+
+fn env_fd(name: &str) -> Option<RawFd> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
+fn run_worker() -> ! {
+    let code = match serve_from_env() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("crew worker {}: {e}", std::process::id());
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn serve_from_env() -> io::Result<()> {
+    let sock = env_fd(ENV_FD)
+        .ok_or_else(|| io::Error::other(format!("{ENV_FD} is not a file descriptor")))?;
+    let control =
+        env_fd(ENV_CONTROL).ok_or_else(|| io::Error::other(format!("{ENV_CONTROL} is missing")))?;
+    let parent: Option<i32> = std::env::var(ENV_PARENT).ok().and_then(|p| p.parse().ok());
+    let memory: Option<u64> = std::env::var(ENV_MEMORY).ok().and_then(|p| p.parse().ok());
+    // SAFETY: we run before `main`, single-threaded: nothing reads the
+    // environment concurrently. Removing the variables keeps processes that
+    // tasks start from becoming workers themselves.
+    unsafe {
+        for name in [ENV_FD, ENV_CONTROL, ENV_PARENT, ENV_MEMORY] {
+            std::env::remove_var(name);
+        }
+    }
+    // SAFETY: plain process-attribute syscalls.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    if let Some(parent) = parent {
+        // SAFETY: getppid cannot fail.
+        if unsafe { libc::getppid() } != parent {
+            // The parent died before we could ask to die with it.
+            return Ok(());
+        }
+    }
+    if let Some(bytes) = memory {
+        let lim = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        };
+        // SAFETY: setting our own limit from a valid struct.
+        unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+    }
+    // SAFETY: the parent gave us these fds; we own them from now on.
+    let sock_owned = unsafe { OwnedFd::from_raw_fd(sock) };
+    let control_fd = unsafe { OwnedFd::from_raw_fd(control) };
+    let control = Control::map(control)?;
+    drop(control_fd);
+    install_panic_hook();
+    start_watchdog(sock);
+    serve(sock, &control);
+    drop(sock_owned);
+    Ok(())
+}
+
+/// Exits the moment the parent's end of the socket closes, even while a
+/// task is running: a killed parent leaves no worker behind, whatever thread
+/// spawned us (`PR_SET_PDEATHSIG` follows the spawning *thread*).
+fn start_watchdog(sock: RawFd) {
+    let spawned = std::thread::Builder::new()
+        .name("crew-watchdog".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            loop {
+                let mut pfd = libc::pollfd {
+                    fd: sock,
+                    events: libc::POLLRDHUP,
+                    revents: 0,
+                };
+                // SAFETY: polling one valid pollfd.
+                let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+                if n > 0
+                    && pfd.revents
+                        & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL)
+                        != 0
+                {
+                    // SAFETY: immediate exit, no unwinding or destructors.
+                    unsafe { libc::_exit(0) };
+                }
+            }
+        });
+    if spawned.is_err() {
+        // Without a watchdog the socket EOF still ends us between tasks.
+    }
+}
+
+/// How long the worker polls for the next frame before blocking: waking
+/// a sleeping vCPU costs ~60 µs here, polling ~10 µs costs little.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(20);
+
+/// Flush results at least this often while busy, so the parent hears of
+/// long tasks promptly (and loses fewer results if the worker dies).
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The worker's loop. `pub(crate)` so its address can serve the fingerprint.
+pub(crate) fn serve(sock: RawFd, control: &Control) {
+    let mut inbox = Inbox::new();
+    let mut outbox = Outbox::default();
+    let mut out = Vec::new();
+    let mut hello = Vec::with_capacity(16);
+    hello.extend_from_slice(&wire::VERSION.to_le_bytes());
+    hello.extend_from_slice(&build_fingerprint().to_le_bytes());
+    hello.extend_from_slice(&std::process::id().to_le_bytes());
+    if outbox.push(wire::HELLO, wire::HELLO, &hello, &[]).is_err() || outbox.flush(sock).is_err() {
+        return;
+    }
+    let mut last_flush = Instant::now();
+    loop {
+        // BUSY: run every complete frame we have.
+        loop {
+            let frame = match inbox.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(wire::Garbage(msg)) => {
+                    fatal(
+                        sock,
+                        &mut outbox,
+                        &format!("garbage from the parent: {msg}"),
+                    );
+                    return;
+                }
+            };
+            match frame.kind {
+                wire::RUN | wire::RUN_SHM => {
+                    let mut fields = Fields::new(&frame.body);
+                    let header =
+                        (|| Ok::<_, wire::Garbage>((fields.u64()?, fields.u64()?, fields.u8()?)))();
+                    let Ok((seq, entry, timed)) = header else {
+                        fatal(sock, &mut outbox, "a task frame too short for its header");
+                        return;
+                    };
+                    control.set_timed(timed != 0);
+                    control.begin(seq);
+                    // SAFETY: the handshake established that the parent runs
+                    // this same executable, so `entry` is a trampoline here.
+                    let run = unsafe { entry_at(entry) };
+                    out.clear();
+                    let ran =
+                        wire::with_payload(&frame, fields, |input| run(input, control, &mut out));
+                    if let Err(wire::Garbage(msg)) = ran {
+                        fatal(sock, &mut outbox, &msg);
+                        return;
+                    }
+                    control.begin(0);
+                    if outbox
+                        .push(wire::DONE, wire::DONE_SHM, &seq.to_le_bytes(), &out)
+                        .is_err()
+                    {
+                        fatal(
+                            sock,
+                            &mut outbox,
+                            "cannot create a shared-memory buffer for a result",
+                        );
+                        return;
+                    }
+                    if out.capacity() > 1 << 20 {
+                        out = Vec::new();
+                    }
+                    if last_flush.elapsed() >= FLUSH_EVERY {
+                        if outbox.flush(sock).is_err() {
+                            return;
+                        }
+                        last_flush = Instant::now();
+                    }
+                }
+                wire::STOP => {
+                    let _ = outbox.flush(sock);
+                    return;
+                }
+                other => {
+                    fatal(
+                        sock,
+                        &mut outbox,
+                        &format!("unexpected frame kind {other} from the parent"),
+                    );
+                    return;
+                }
+            }
+        }
+        // IDLE: send what we have, then wait for more.
+        if outbox.flush(sock).is_err() {
+            return;
+        }
+        last_flush = Instant::now();
+        let spin_until = Instant::now() + SPIN;
+        let got = loop {
+            match inbox.read_nonblocking(sock) {
+                Ok(Read::Data) => break Ok(true),
+                Ok(Read::Eof) => break Ok(false),
+                Ok(Read::WouldBlock) if Instant::now() < spin_until => std::hint::spin_loop(),
+                Ok(Read::WouldBlock) => break inbox.read(sock).map(|r| matches!(r, Read::Data)),
+                Err(e) => break Err(e),
+            }
+        };
+        match got {
+            Ok(true) => {}
+            // SHUTDOWN: the parent closed its end, or the socket broke.
+            Ok(false) | Err(_) => {
+                if inbox.has_partial() {
+                    eprintln!(
+                        "crew worker {}: the parent's last frame was truncated",
+                        std::process::id()
+                    );
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn fatal(sock: RawFd, outbox: &mut Outbox, message: &str) {
+    eprintln!("crew worker {}: {message}", std::process::id());
+    let _ = outbox.push(wire::FATAL, wire::FATAL, message.as_bytes(), &[]);
+    let _ = outbox.flush(sock);
+}
