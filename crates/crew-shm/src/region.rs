@@ -14,10 +14,11 @@
 //! The state holds only atomics and `RawMutex`es, so `&S` is sound while
 //! other processes write to it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::mem::{align_of, size_of};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -107,6 +108,12 @@ pub(crate) struct Wire {
     id: u64,
 }
 
+/// The regions this process maps, by id. Opening a handle to a region that
+/// is already mapped here reuses the mapping: a pool that sends the same
+/// `Array` with every task opens it once per worker, not once per task, and
+/// holds one fd for it.
+static MAPPED: LazyLock<Mutex<HashMap<u64, Weak<Mapping>>>> = LazyLock::new(Default::default);
+
 /// A mapped region of some kind; clones share the mapping.
 #[derive(Clone)]
 pub(crate) struct Shm {
@@ -175,7 +182,9 @@ impl Shm {
         // SAFETY: STATE_OFFSET is within the first page, suitably aligned for
         // `S` (checked above), and `S` fits before DATA_OFFSET.
         init(unsafe { map.as_ptr().add(STATE_OFFSET).cast::<S>() });
-        Ok(Shm { map: Arc::new(map) })
+        let shm = Shm { map: Arc::new(map) };
+        shm.register();
+        Ok(shm)
     }
 
     /// Opens the region a handle names, checking it is of `kind` with
@@ -196,6 +205,9 @@ impl Shm {
         if (wire.size as usize) < DATA_OFFSET {
             return Err(mismatch("size too small"));
         }
+        if let Some(shm) = Shm::lookup(wire) {
+            return Ok(shm);
+        }
         let fd = sys::open_proc_fd(wire.pid, wire.fd, wire.size)?;
         let map = Mapping::new(fd, wire.size)?;
         let shm = Shm { map: Arc::new(map) };
@@ -212,7 +224,26 @@ impl Shm {
                 "the fd now names another region (was the holder restarted?)",
             ));
         }
+        shm.register();
         Ok(shm)
+    }
+
+    /// Remembers this mapping, so that handles to the same region opened
+    /// later in this process reuse it.
+    fn register(&self) {
+        let mut mapped = MAPPED.lock().unwrap_or_else(|e| e.into_inner());
+        mapped.retain(|_, map| map.strong_count() > 0);
+        mapped.insert(self.id(), Arc::downgrade(&self.map));
+    }
+
+    /// The mapping of the region `wire` names, if this process has it.
+    fn lookup(wire: &Wire) -> Option<Shm> {
+        let mapped = MAPPED.lock().unwrap_or_else(|e| e.into_inner());
+        let shm = Shm {
+            map: mapped.get(&wire.id)?.upgrade()?,
+        };
+        let h = shm.header();
+        (h.kind == wire.kind && h.type_tag == wire.type_tag && h.size == wire.size).then_some(shm)
     }
 
     fn header(&self) -> &Header {
@@ -316,7 +347,9 @@ pub(crate) use impl_handle_serde;
 /// *a holder must be alive when the handle is opened*; once opened, the memory
 /// lives for as long as any process maps it. The opener becomes a holder too,
 /// and serializes as itself. Unlike Python's `/dev/shm` segments, nothing is
-/// ever left behind when processes die.
+/// ever left behind when processes die. Opening a handle to a region this
+/// process already maps reuses that mapping, so each process holds one fd and
+/// one mapping per region however often a handle arrives.
 ///
 /// `Region` itself only gives raw pointers; [`Array<u8>`](crate::Array) is the
 /// safe view of shared bytes.

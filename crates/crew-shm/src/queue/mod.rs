@@ -520,6 +520,11 @@ impl<T> Queue<T> {
         }
         let head = state.head.load(Relaxed);
         let len = self.read_prefix(head);
+        // Only memory corruption from outside this crate can break this.
+        assert!(
+            PREFIX + u64::from(len) <= state.tail.load(Relaxed) - head,
+            "shared queue ring is corrupted"
+        );
         let mut bytes = vec![0; len as usize];
         self.read_ring(head + PREFIX, &mut bytes);
         let new_head = head + PREFIX + u64::from(len);
