@@ -1,0 +1,65 @@
+//! The timeline: one span per task, exported as Chrome trace-event JSON.
+
+macro_rules! timeline_tests {
+    ($pool:expr, $timeline_pool:expr) => {
+        use crate::common::tasks::*;
+
+        #[test]
+        fn timeline_records_one_span_per_task() {
+            let pool = $timeline_pool;
+            pool.map(double, 0..40u64).unwrap();
+            let timeline = pool.timeline().expect("built with timeline(true)");
+            let spans = timeline.spans();
+            assert_eq!(spans.len(), 40);
+            let mut tasks: Vec<usize> = spans.iter().map(|s| s.task).collect();
+            tasks.sort_unstable();
+            assert_eq!(tasks, (0..40).collect::<Vec<usize>>());
+            for s in &spans {
+                assert!(s.start <= s.end);
+                assert!(s.worker < pool.workers());
+            }
+            pool.starmap(add, vec![(1u64, 2u64); 5]).unwrap();
+            assert_eq!(timeline.spans().len(), 45);
+        }
+
+        #[test]
+        fn chrome_trace_is_json_with_one_complete_event_per_task() {
+            let pool = $timeline_pool;
+            pool.with_chunksize(3).map(jitter, 0..25u64).unwrap();
+            let trace = pool.timeline().unwrap().to_chrome_trace();
+            let doc: serde_json::Value = serde_json::from_str(&trace).expect("valid JSON");
+            let events = doc["traceEvents"].as_array().expect("a traceEvents array");
+            let complete: Vec<&serde_json::Value> =
+                events.iter().filter(|e| e["ph"] == "X").collect();
+            assert_eq!(complete.len(), 25);
+            let mut tasks: Vec<u64> = complete
+                .iter()
+                .map(|e| {
+                    assert!(e["ts"].as_f64().unwrap() >= 0.0);
+                    assert!(e["dur"].as_f64().unwrap() >= 0.0);
+                    assert!(e["tid"].as_u64().unwrap() < pool.workers() as u64);
+                    e["args"]["task"].as_u64().unwrap()
+                })
+                .collect();
+            tasks.sort_unstable();
+            assert_eq!(tasks, (0..25).collect::<Vec<u64>>());
+        }
+
+        #[test]
+        fn calls_outside_maps_are_recorded_too() {
+            let pool = $timeline_pool;
+            pool.apply(answer, ()).unwrap();
+            pool.apply_async(double, (1u64,))
+                .get_timeout(crate::common::LONG)
+                .unwrap();
+            assert_eq!(pool.timeline().unwrap().spans().len(), 2);
+        }
+
+        #[test]
+        fn a_pool_without_timeline_has_none() {
+            let pool = $pool;
+            pool.map(double, 0..4u64).unwrap();
+            assert!(pool.timeline().is_none());
+        }
+    };
+}

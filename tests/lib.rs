@@ -1,0 +1,14 @@
+//! crew's behaviour tests, in one integration binary so that builds stay
+//! fast (STYLE.md, "Put each test at its distance"):
+//!
+//! - `conformance`: every `Pool`/`Executor` behaviour, written once and
+//!   expanded per back-end by `conformance_suite!`;
+//! - `threads_only`: what only the thread back-end does (nested maps,
+//!   borrowing, capturing closures, a running task that cannot be cancelled);
+//! - `parallel`: joblib's `Parallel` and `delayed`;
+//! - `loops`: `prange`, `par_for_each_mut`, `cpu_count`.
+//!
+//! Run with `cargo test -p crew --test lib`.
+
+mod common;
+mod conformance;
