@@ -48,9 +48,9 @@ pub use crew_core::{
     ParRange, ProgressStyle, Result, ReturnWhen, Schedule, Span, Threads, Timeline, Waited,
     as_completed, as_completed_timeout, cpu_count, par_for_each_mut, prange, wait,
 };
-pub use crew_process::{ProcessConfig, Processes};
+pub use crew_process::{Process, ProcessConfig, Processes};
 pub use executor::Executor;
-pub use parallel::{BatchSize, Delayed, Parallel, Prefer, RunDelayed, delayed};
+pub use parallel::{BatchSize, Delayed, Parallel, ParallelIter, Prefer, RunDelayed, delayed};
 pub use pool::{Pool, PoolBuilder};
 
 /// Makes this program able to serve as a crew worker process; call it as

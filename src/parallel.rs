@@ -1,10 +1,15 @@
 //! `Parallel` and `delayed`: joblib's interface.
 
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
+
 use crew_core::engine::{self, OnDrop, Owned};
 use crew_core::{
-    Call, Error, Imap, MapError, MapOptions, ProgressStyle, Result, Star, Threads, resolve_n_jobs,
+    Call, Error, Imap, MapError, MapOptions, ProgressStyle, Result, Runs, Star, Threads,
+    resolve_n_jobs,
 };
-use std::sync::Arc;
+use crew_process::Processes;
 
 /// A call waiting to be run: `f` and its arguments, built by [`delayed`].
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +33,35 @@ pub fn delayed<F, A>(f: F, args: A) -> Delayed<F, A> {
     Delayed { f, args }
 }
 
+const fn assert_fn_item<F>() {
+    assert!(
+        std::mem::size_of::<F>() == 0,
+        "a task given to `delayed` cannot capture its environment: use a fn item or a closure that captures nothing, and pass the data as an argument"
+    );
+}
+
+/// A delayed call crosses to a worker process as its arguments alone: the
+/// function is a zero-sized fn item or non-capturing closure (checked at
+/// compile time), identical in the worker, which is this same program.
+impl<F, A: Serialize> Serialize for Delayed<F, A> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        const { assert_fn_item::<F>() };
+        self.args.serialize(serializer)
+    }
+}
+
+impl<'de, F: Copy, A: Deserialize<'de>> Deserialize<'de> for Delayed<F, A> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        const { assert_fn_item::<F>() };
+        let args = A::deserialize(deserializer)?;
+        // SAFETY: `F` is zero-sized (checked above), so it has no bytes to be
+        // invalid; fn items and non-capturing closures are inhabited `Copy`
+        // types, and this value stands for the one the parent serialized.
+        let f = unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() };
+        Ok(Delayed { f, args })
+    }
+}
+
 /// The task that runs a [`Delayed`] call.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunDelayed;
@@ -43,11 +77,13 @@ where
 
 /// Which workers [`Parallel`] uses, as joblib's `prefer`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[non_exhaustive]
 pub enum Prefer {
-    /// Threads: no start-up cost, shared memory; for tasks that release no
-    /// GIL in Python terms, i.e. any Rust code.
+    /// Worker processes (joblib's default, loky): a crash, abort or
+    /// runaway allocation in one call fails that call alone.
     #[default]
+    Processes,
+    /// Threads: no start-up cost and no copying of arguments; Rust has no
+    /// GIL, so threads run CPU-bound calls in parallel too.
     Threads,
 }
 
@@ -63,6 +99,11 @@ pub enum BatchSize {
 }
 
 /// Runs many [`delayed`] calls in parallel: joblib's `Parallel`.
+///
+/// Tasks are fn items or non-capturing closures whose arguments and
+/// results are `Serialize + DeserializeOwned`, so that the same code runs on
+/// processes (the default, as in joblib) and on threads
+/// ([`Prefer::Threads`]); a capturing closure is a compile error.
 ///
 /// `n_jobs` counts workers as joblib does: a positive number is taken as
 /// is, `-1` means every CPU ([`cpu_count`](crate::cpu_count)), `-2` all but
@@ -103,7 +144,7 @@ impl Default for Parallel {
 }
 
 impl Parallel {
-    /// `n_jobs = -1`, threads, quiet, automatic batches.
+    /// `n_jobs = -1`, processes, quiet, automatic batches.
     pub fn new() -> Parallel {
         Parallel {
             n_jobs: -1,
@@ -194,15 +235,15 @@ impl Parallel {
     /// A [`MapError`] with every call's outcome if any call failed (all calls
     /// still ran); one whose only error is `is_invalid_input` for a bad
     /// `n_jobs`; `is_io` if the workers could not start.
-    pub fn run<'s, F, A, R>(
+    pub fn run<F, A, R>(
         &self,
         tasks: impl IntoIterator<Item = Delayed<F, A>>,
     ) -> std::result::Result<Vec<R>, MapError<R>>
     where
         Star<F>: Call<A, R>,
-        F: Send + Sync + 's,
-        A: Send + 's,
-        R: Send + 's,
+        F: Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         let workers = resolve_n_jobs(self.n_jobs)?;
         let tasks: Vec<Delayed<F, A>> = tasks.into_iter().collect();
@@ -210,10 +251,11 @@ impl Parallel {
         if workers == 1 {
             return run_serial(tasks, &opts);
         }
-        let threads = Threads::new(workers.min(tasks.len().max(1)))?;
-        let out = engine::map_blocking(&threads, RunDelayed, tasks, &opts);
-        crew_core::Backend::terminate(&threads);
-        out
+        let workers = workers.min(tasks.len().max(1));
+        match self.prefer {
+            Prefer::Threads => run_on(Threads::new(workers)?, tasks, &opts),
+            Prefer::Processes => run_on(Processes::new(workers)?, tasks, &opts),
+        }
     }
 
     /// Runs the calls lazily and yields their results in order (joblib's
@@ -236,16 +278,14 @@ impl Parallel {
     ///
     /// `is_invalid_input` for a bad `n_jobs`, `is_io` if the workers could
     /// not start; each call's own error comes through the iterator.
-    pub fn run_iter<F, A, R, I>(
-        &self,
-        tasks: I,
-    ) -> Result<Imap<Threads, RunDelayed, I::IntoIter, R>>
+    pub fn run_iter<F, A, R, I>(&self, tasks: I) -> Result<ParallelIter<R>>
     where
         I: IntoIterator<Item = Delayed<F, A>>,
+        I::IntoIter: 'static,
         Star<F>: Call<A, R>,
-        F: Send + Sync + 'static,
-        A: Send + 'static,
-        R: Send + 'static,
+        F: Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.lazy(tasks, true)
     }
@@ -269,45 +309,86 @@ impl Parallel {
     /// # Errors
     ///
     /// As [`run_iter`](Parallel::run_iter).
-    pub fn run_unordered<F, A, R, I>(
-        &self,
-        tasks: I,
-    ) -> Result<Imap<Threads, RunDelayed, I::IntoIter, R>>
+    pub fn run_unordered<F, A, R, I>(&self, tasks: I) -> Result<ParallelIter<R>>
     where
         I: IntoIterator<Item = Delayed<F, A>>,
+        I::IntoIter: 'static,
         Star<F>: Call<A, R>,
-        F: Send + Sync + 'static,
-        A: Send + 'static,
-        R: Send + 'static,
+        F: Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.lazy(tasks, false)
     }
 
-    fn lazy<F, A, R, I>(
-        &self,
-        tasks: I,
-        ordered: bool,
-    ) -> Result<Imap<Threads, RunDelayed, I::IntoIter, R>>
+    fn lazy<F, A, R, I>(&self, tasks: I, ordered: bool) -> Result<ParallelIter<R>>
     where
         I: IntoIterator<Item = Delayed<F, A>>,
+        I::IntoIter: 'static,
         Star<F>: Call<A, R>,
-        F: Send + Sync + 'static,
-        A: Send + 'static,
-        R: Send + 'static,
+        F: Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         let workers = resolve_n_jobs(self.n_jobs)?;
         let opts = self.options(workers);
-        let threads = Threads::new(workers)?;
-        let owned = Arc::new(Owned::new(threads, OnDrop::Terminate));
-        Ok(Imap::new(
-            owned,
-            RunDelayed,
-            tasks.into_iter(),
-            ordered,
-            &opts,
-            None,
-        ))
+        let tasks = tasks.into_iter();
+        let inner: Box<dyn Iterator<Item = Result<R>>> = match self.prefer {
+            Prefer::Threads => Box::new(lazy_on(Threads::new(workers)?, tasks, ordered, &opts)),
+            Prefer::Processes => Box::new(lazy_on(Processes::new(workers)?, tasks, ordered, &opts)),
+        };
+        Ok(ParallelIter { inner })
     }
+}
+
+/// The lazy results of [`Parallel::run_iter`] and
+/// [`Parallel::run_unordered`]; dropping it stops the workers.
+pub struct ParallelIter<R> {
+    inner: Box<dyn Iterator<Item = Result<R>>>,
+}
+
+impl<R> std::fmt::Debug for ParallelIter<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParallelIter").finish_non_exhaustive()
+    }
+}
+
+impl<R> Iterator for ParallelIter<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.inner.next()
+    }
+}
+
+fn run_on<B, F, A, R>(
+    backend: B,
+    tasks: Vec<Delayed<F, A>>,
+    opts: &MapOptions,
+) -> std::result::Result<Vec<R>, MapError<R>>
+where
+    B: for<'s> Runs<'s, RunDelayed, Delayed<F, A>, R>,
+    R: Send,
+{
+    let out = engine::map_blocking(&backend, RunDelayed, tasks, opts);
+    backend.terminate();
+    out
+}
+
+fn lazy_on<B, I, F, A, R>(
+    backend: B,
+    tasks: I,
+    ordered: bool,
+    opts: &MapOptions,
+) -> Imap<B, RunDelayed, I, R>
+where
+    B: Runs<'static, RunDelayed, Delayed<F, A>, R>,
+    I: Iterator<Item = Delayed<F, A>>,
+    Delayed<F, A>: 'static,
+    R: Send + 'static,
+{
+    let owned = Arc::new(Owned::new(backend, OnDrop::Terminate));
+    Imap::new(owned, RunDelayed, tasks, ordered, opts, None)
 }
 
 fn run_serial<F, A, R>(

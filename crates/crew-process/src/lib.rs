@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 mod entry;
+mod process;
 mod spawn;
 mod supervisor;
 mod wire;
@@ -20,6 +21,7 @@ use crew_core::engine::{Chunk, ChunkOut, ChunkSink};
 use crew_core::{Backend, Call, Error, Promise, Result, Runs, Timeline};
 
 use entry::{ChunkWire, WireError, assert_non_capturing, call_entry, chunk_entry, offset_of};
+pub use process::Process;
 use supervisor::{Completion, Shared};
 pub use supervisor::{ProcJob, ProcessConfig};
 pub use worker::run_if_worker;

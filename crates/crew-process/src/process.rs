@@ -1,0 +1,316 @@
+//! `Process`: one task in a process of its own, as Python's
+//! `multiprocessing.Process(target=f, args=…)`.
+
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crew_core::{Call, Error, Future, Result, Star};
+
+use crate::entry::{assert_non_capturing, call_entry, offset_of};
+use crate::spawn::{describe_exit, spawn_worker};
+use crate::supervisor::Completion;
+use crate::wire::{self, Fields, Inbox, Outbox, Read};
+use crate::{CallCompletion, entry::build_fingerprint};
+
+/// One task run in a process of its own (Python's
+/// `multiprocessing.Process`): create it with [`Process::new`], then
+/// [`start`](Process::start), [`join`](Process::join) and read its
+/// [`result`](Process::result).
+///
+/// The process is this program re-executed; the task follows the rules of
+/// process pools (a fn item or non-capturing closure with serde arguments
+/// and result). Dropping a `Process` that is still running kills it, so no
+/// process outlives its handle unnoticed.
+///
+/// # Examples
+///
+/// ```
+/// use crew_process::Process;
+///
+/// let mut p = Process::new(|a: u64, b: u64| a * b, (6, 7));
+/// p.start()?;
+/// assert!(p.pid().is_some());
+/// p.join()?;
+/// assert_eq!(p.exitcode(), Some(0));
+/// assert_eq!(p.result()?, 42);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+pub struct Process<R: Send> {
+    job: Option<(u64, Vec<u8>)>,
+    state: Arc<State>,
+    pid: Option<u32>,
+    result: Option<Future<R>>,
+}
+
+impl<R: Send> std::fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("pid", &self.pid)
+            .field("exitcode", &self.exitcode())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    status: Mutex<Option<std::process::ExitStatus>>,
+    exited: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
+    /// A process that will run `f(args…)` once started. `args` is a tuple.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = crew_process::Process::new(|| println!("hello from a child"), ());
+    /// assert!(!p.is_alive());
+    /// ```
+    pub fn new<F, A>(f: F, args: A) -> Process<R>
+    where
+        Star<F>: Call<A, R>,
+        F: Send + Sync + 'static,
+        A: Serialize + DeserializeOwned,
+    {
+        const { assert_non_capturing::<Star<F>>() };
+        drop(f);
+        let entry = offset_of(call_entry::<Star<F>, A, R>);
+        let (job, result) = match postcard::to_allocvec(&args) {
+            Ok(payload) => (Some((entry, payload)), None),
+            Err(e) => (
+                None,
+                Some(Future::ready(Err(Error::protocol(format!(
+                    "cannot encode the task's arguments: {e}"
+                ))))),
+            ),
+        };
+        Process {
+            job,
+            state: Arc::new(State::default()),
+            pid: None,
+            result,
+        }
+    }
+
+    /// Starts the process; returns at once.
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` if already started; `is_io` if the process cannot
+    /// be created.
+    pub fn start(&mut self) -> Result<()> {
+        let Some((entry, payload)) = self.job.take() else {
+            return Err(Error::invalid_input("a process can be started only once"));
+        };
+        let worker = spawn_worker(None).map_err(|e| Error::io("starting a process", e))?;
+        self.pid = Some(worker.child.id());
+        let (promise, future) = Future::pending();
+        self.result = Some(future);
+        let state = self.state.clone();
+        let mut completion = CallCompletion::<R> {
+            promise: Some(promise),
+            attempts: 0,
+        };
+        std::thread::Builder::new()
+            .name("crew-process".into())
+            .spawn(move || {
+                let mut worker = worker;
+                completion.start();
+                let outcome = converse(worker.sock.as_raw_fd(), entry, &payload);
+                // Ends the conversation: a worker still running sees EOF.
+                drop(worker.sock);
+                let status = worker
+                    .child
+                    .wait()
+                    .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
+                match outcome {
+                    Ok(bytes) => completion.finish(&bytes, 0),
+                    Err(None) => completion.fail(Error::worker_lost(describe_exit(status))),
+                    Err(Some(e)) => completion.fail(e),
+                }
+                *lock(&state.status) = Some(status);
+                state.exited.notify_all();
+            })
+            .map_err(|e| Error::io("spawning a process's driver thread", e))?;
+        Ok(())
+    }
+}
+
+/// Handshake, send the task and STOP, read the result. `Err(None)`: the
+/// process died before answering.
+fn converse(sock: i32, entry: u64, payload: &[u8]) -> std::result::Result<Vec<u8>, Option<Error>> {
+    let mut inbox = Inbox::new();
+    let mut outbox = Outbox::default();
+    let mut head = [0u8; 17];
+    head[..8].copy_from_slice(&1u64.to_le_bytes());
+    head[8..16].copy_from_slice(&entry.to_le_bytes());
+    outbox
+        .push(wire::RUN, wire::RUN_SHM, &head, payload)
+        .map_err(|e| Some(Error::io("sending a task", e)))?;
+    outbox
+        .push(wire::STOP, wire::STOP, &[], &[])
+        .map_err(|e| Some(Error::io("sending a task", e)))?;
+    let mut hello = false;
+    loop {
+        match inbox.next_frame() {
+            Err(wire::Garbage(m)) => return Err(Some(Error::protocol(m))),
+            Ok(Some(frame)) => match frame.kind {
+                wire::HELLO => {
+                    let mut f = Fields::new(&frame.body);
+                    if f.u32().ok() != Some(wire::VERSION)
+                        || f.u64().ok() != Some(build_fingerprint())
+                    {
+                        return Err(Some(Error::protocol(
+                            "the process runs a different build or protocol",
+                        )));
+                    }
+                    hello = true;
+                    if outbox.flush(sock).is_err() {
+                        return Err(None);
+                    }
+                }
+                wire::DONE | wire::DONE_SHM if hello => {
+                    let mut f = Fields::new(&frame.body);
+                    f.u64()
+                        .map_err(|wire::Garbage(m)| Some(Error::protocol(m)))?;
+                    return wire::with_payload(&frame, f, <[u8]>::to_vec)
+                        .map_err(|wire::Garbage(m)| Some(Error::protocol(m)));
+                }
+                wire::FATAL => {
+                    return Err(Some(Error::protocol(
+                        String::from_utf8_lossy(&frame.body).into_owned(),
+                    )));
+                }
+                other => {
+                    return Err(Some(Error::protocol(format!(
+                        "unexpected frame kind {other} from a process"
+                    ))));
+                }
+            },
+            Ok(None) => match inbox.read(sock) {
+                Ok(Read::Data) => {}
+                Ok(Read::WouldBlock) => {}
+                Ok(Read::Eof) | Err(_) => return Err(None),
+            },
+        }
+    }
+}
+
+impl<R: Send> Process<R> {
+    /// The process id, once started.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// True between `start` and the process's exit.
+    pub fn is_alive(&self) -> bool {
+        self.pid.is_some() && lock(&self.state.status).is_none()
+    }
+
+    /// The exit code once the process has ended: 0 on success, the code it
+    /// exited with, or minus the signal that killed it (as Python's
+    /// `exitcode`); `None` while it runs or before it starts.
+    pub fn exitcode(&self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = (*lock(&self.state.status))?;
+        status.code().or_else(|| status.signal().map(|s| -s))
+    }
+
+    /// Waits for the process to end.
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` if the process was not started.
+    pub fn join(&self) -> Result<()> {
+        self.join_deadline(None).map(|_| ())
+    }
+
+    /// Waits for the process to end or for `timeout`; true if it ended.
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` if the process was not started.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.join_deadline(Some(Instant::now() + timeout))
+    }
+
+    fn join_deadline(&self, deadline: Option<Instant>) -> Result<bool> {
+        if self.pid.is_none() {
+            return Err(Error::invalid_input(
+                "join() on a process that was not started",
+            ));
+        }
+        let mut status = lock(&self.state.status);
+        while status.is_none() {
+            match deadline {
+                None => {
+                    status = self
+                        .state
+                        .exited
+                        .wait(status)
+                        .unwrap_or_else(|p| p.into_inner())
+                }
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(false);
+                    }
+                    status = self
+                        .state
+                        .exited
+                        .wait_timeout(status, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn signal(&self, sig: i32) {
+        if let (Some(pid), true) = (self.pid, self.is_alive()) {
+            // SAFETY: signalling our own child, which is not yet reaped (its
+            // driver thread records the status only after `wait`).
+            unsafe { libc::kill(pid as libc::pid_t, sig) };
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM), as Python's `terminate`.
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Stops the process at once (SIGKILL), as Python's `kill`.
+    pub fn kill(&self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    /// Waits for the task and returns what it returned.
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` if the process was not started; the task's panic
+    /// (`is_panic`); `is_worker_lost` with the signal or exit code if the
+    /// process died before returning a result.
+    pub fn result(mut self) -> Result<R> {
+        match self.result.take() {
+            Some(f) => f.result(),
+            None => Err(Error::invalid_input(
+                "result() of a process that was not started",
+            )),
+        }
+    }
+}
+
+impl<R: Send> Drop for Process<R> {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
