@@ -1,0 +1,112 @@
+//! `crew bench`: the harness (interleaved rounds behind an idle gate, as the
+//! anchors), the suites (`overhead`, `seeds`) and their reports.
+//!
+//! Sizes, repetitions and timing live here, not in `examples/` (STYLE:
+//! examples are for reading, benches for measuring).
+
+pub(crate) mod harness;
+pub(crate) mod overhead;
+pub(crate) mod python;
+pub(crate) mod report;
+pub(crate) mod seeds;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use harness::{IdleGate, Measured, check_same, interleave};
+use report::Record;
+use seeds::{Pools, Sizes, Variant};
+
+use crate::workloads::{Kde, howmany_matrix};
+
+/// Where the project is: the nearest folder above the current one whose
+/// `Cargo.toml` declares a `[workspace]`, else the checkout this binary was
+/// built from, else the current folder.
+pub(crate) fn repo_root() -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let is_root = |d: &Path| {
+        std::fs::read_to_string(d.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"))
+    };
+    if let Some(d) = cwd.ancestors().find(|d| is_root(d)) {
+        return d.to_path_buf();
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if is_root(&built) {
+        return built;
+    }
+    cwd
+}
+
+/// Runs the variants of one workload interleaved and checks that they all
+/// computed the same thing.
+pub(crate) fn run_variants(
+    what: &str,
+    variants: &mut [Variant<'_>],
+    warmup: usize,
+    rounds: usize,
+    gate: &IdleGate,
+) -> anyhow::Result<Vec<Measured>> {
+    let mut cases: Vec<_> = variants.iter_mut().map(|v| &mut v.case).collect();
+    let measured = interleave(&mut cases, warmup, rounds, gate, what);
+    check_same(&measured, what)?;
+    Ok(measured)
+}
+
+/// Options of `crew bench seeds`.
+#[derive(Debug, Clone)]
+pub(crate) struct SeedsOptions {
+    pub(crate) rounds: usize,
+    pub(crate) workers: usize,
+    pub(crate) sizes: Sizes,
+    pub(crate) gate: IdleGate,
+    pub(crate) target: PathBuf,
+}
+
+/// `crew bench seeds`: every seed workload, serial vs crew threads vs
+/// rayon, in ms; writes `seeds.json` and `seeds.md`.
+pub(crate) fn run_seeds(o: &SeedsOptions) -> anyhow::Result<Vec<Record>> {
+    let pools = Pools::new(o.workers)?;
+    let data = Arc::new(howmany_matrix(o.sizes.rows));
+    let (ns, nq, nw) = o.sizes.kde;
+    let kde = Kde::new(ns, nq, nw);
+    let mut records = Vec::new();
+    let mut notes = Vec::new();
+    let groups: Vec<(&str, Vec<Variant<'_>>, usize)> = vec![
+        ("howmany", seeds::howmany(&data, &pools, true), o.rounds),
+        ("pi", seeds::pi(o.sizes.pi_samples, &pools, true), o.rounds),
+        ("kde", seeds::kde(&kde, &pools, true), o.rounds),
+        (
+            "crunch",
+            seeds::crunch(o.sizes.crunch, &pools, true),
+            o.rounds,
+        ),
+        (
+            "sleep",
+            seeds::sleep(o.sizes.sleep, &pools, true),
+            o.rounds.min(3),
+        ),
+    ];
+    for (what, mut variants, rounds) in groups {
+        let warmup = usize::from(what != "sleep");
+        let measured = run_variants(what, &mut variants, warmup, rounds, &o.gate)?;
+        for (m, v) in measured.iter().zip(&variants) {
+            records.push(Record::from_measured("seeds", m, "ms", 1e3));
+            notes.push((m.name.clone(), format!("{} ({} workers)", v.how, v.workers)));
+        }
+    }
+    let dir = report::bench_dir(&o.target);
+    let md = report::markdown(
+        &format!(
+            "seeds: serial vs crew threads vs rayon, {} workers, median of {} rounds",
+            o.workers, o.rounds
+        ),
+        &records,
+        &notes,
+    );
+    println!("\n{md}");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("seeds.md"), &md)?;
+    let path = report::write_json(&dir, "seeds", &records)?;
+    eprintln!("wrote {}", path.display());
+    Ok(records)
+}

@@ -1,0 +1,183 @@
+//! `crew bench overhead`: what crew costs per task on a trivial task (`x*x`),
+//! next to rayon and a serial loop, all cases interleaved in one run.
+//!
+//! Two kinds of figure, each divided by its own task count:
+//! - one task per call, many in flight: `threads.submit` (N = 100,000
+//!   `Executor::submit`, then `result()` each) against `rayon.spawn_channel`
+//!   (a `spawn` per task plus an `mpsc` channel back, the anchors' 0.52 µs);
+//! - per element of a map with automatic chunking: `threads.map`
+//!   (`Pool::map` over 10,000,000 elements) against `rayon.par_iter`
+//!   (`into_par_iter().map().collect()`) and `serial`.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use crew::{Executor, Pool};
+use rayon::prelude::*;
+
+use super::harness::{Case, IdleGate, check_same, interleave};
+use super::python::{self, PythonOptions};
+use super::report::{self, Record};
+use super::seeds::rayon_spawn_channel;
+
+fn square(x: u64) -> u64 {
+    x.wrapping_mul(x)
+}
+
+fn fold(v: &[u64]) -> f64 {
+    v.iter().fold(0u64, |a, &b| a.wrapping_add(b)) as f64
+}
+
+/// Options of `crew bench overhead`.
+#[derive(Debug, Clone)]
+pub(crate) struct OverheadOptions {
+    /// Tasks of the one-task-per-call cases.
+    pub(crate) tasks: usize,
+    /// Elements of the map cases.
+    pub(crate) elements: usize,
+    pub(crate) rounds: usize,
+    pub(crate) workers: usize,
+    pub(crate) gate: IdleGate,
+    pub(crate) target: PathBuf,
+    /// Python anchor rows, if asked for.
+    pub(crate) python: Option<PythonOptions>,
+}
+
+/// Runs the suite, prints the table and writes `overhead.json` and
+/// `overhead.md`.
+pub(crate) fn run(o: &OverheadOptions) -> anyhow::Result<Vec<Record>> {
+    let (n, m, w) = (o.tasks, o.elements, o.workers);
+    let ex = Executor::threads(w)?;
+    let pool = Pool::threads(w)?;
+    let rp = rayon::ThreadPoolBuilder::new().num_threads(w).build()?;
+    let (ex, pool, rp) = (&ex, &pool, &rp);
+
+    let mut submit = Case::new("threads.submit", move || {
+        let futures: Vec<crew::Future<u64>> = (0..n as u64)
+            .map(|x| ex.submit(|x: u64| square(black_box(x)), (x,)))
+            .collect();
+        futures.into_iter().fold(0u64, |a, f| {
+            a.wrapping_add(f.result().expect("no task fails"))
+        }) as f64
+    })
+    .per(n);
+    let mut spawn = Case::new("rayon.spawn_channel", move || {
+        rayon_spawn_channel(rp, n as u64, square) as f64
+    })
+    .per(n);
+    let mut map = Case::new("threads.map", move || {
+        let v = pool.map(|x: u64| square(black_box(x)), 0..m as u64);
+        fold(&v.expect("no task fails"))
+    })
+    .per(m);
+    let mut par_iter = Case::new("rayon.par_iter", move || {
+        let v: Vec<u64> = rp.install(|| {
+            (0..m as u64)
+                .into_par_iter()
+                .map(|x| square(black_box(x)))
+                .collect()
+        });
+        fold(&v)
+    })
+    .per(m);
+    let mut serial = Case::new("serial", move || {
+        let v: Vec<u64> = (0..m as u64).map(|x| square(black_box(x))).collect();
+        fold(&v)
+    })
+    .per(m);
+
+    let mut cases = vec![
+        &mut submit,
+        &mut spawn,
+        &mut map,
+        &mut par_iter,
+        &mut serial,
+    ];
+    let measured = interleave(&mut cases, 1, o.rounds, &o.gate, "overhead");
+    check_same(&measured[..2], "one task per call")?;
+    check_same(&measured[2..], "map per element")?;
+
+    let mut records: Vec<Record> = measured
+        .iter()
+        .map(|r| Record::from_measured("overhead", r, "us/task", 1e6))
+        .collect();
+    let mut notes = vec![
+        (
+            "threads.submit".to_string(),
+            format!("Executor::threads({w}).submit × {n}, then result() each"),
+        ),
+        (
+            "rayon.spawn_channel".to_string(),
+            format!("rayon pool({w}).spawn + mpsc × {n}"),
+        ),
+        (
+            "threads.map".to_string(),
+            format!("Pool::threads({w}).map over {m} elements (automatic chunks)"),
+        ),
+        (
+            "rayon.par_iter".to_string(),
+            format!("into_par_iter().map().collect() over {m}, {w} threads"),
+        ),
+        ("serial".to_string(), format!("map().collect() over {m}")),
+    ];
+    if let Some(py) = &o.python {
+        match python::overhead_rows(py) {
+            Ok(rows) => {
+                for (record, label) in rows {
+                    notes.push((record.case.clone(), format!("Python: {label}")));
+                    records.push(record);
+                }
+            }
+            Err(skip) => eprintln!("python rows skipped: {skip}"),
+        }
+    }
+
+    let md = report::markdown(
+        &format!(
+            "per-task overhead, x*x, {w} workers, median of {} interleaved rounds",
+            o.rounds
+        ),
+        &records,
+        &notes,
+    );
+    println!("\n{md}");
+    println!("{}", verdict(&records));
+    let dir = report::bench_dir(&o.target);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("overhead.md"),
+        format!("{md}\n{}\n", verdict(&records)),
+    )?;
+    let path = report::write_json(&dir, "overhead", &records)?;
+    eprintln!("wrote {} and overhead.md", path.display());
+    Ok(records)
+}
+
+/// The targets of the overhead suite, each with the figure it was held to.
+fn verdict(records: &[Record]) -> String {
+    let get = |case: &str| records.iter().find(|r| r.case == case).map(|r| r.median);
+    let mut out = String::from("targets:\n");
+    let mut line = |ok: bool, text: String| {
+        out.push_str(&format!(
+            "- [{}] {text}\n",
+            if ok { "met" } else { "MISSED" }
+        ));
+    };
+    if let (Some(s), Some(r)) = (get("threads.submit"), get("rayon.spawn_channel")) {
+        line(s <= 0.25, format!("threads.submit {s:.3} µs/task <= 0.25"));
+        line(
+            s < r,
+            format!("threads.submit {s:.3} < rayon.spawn_channel {r:.3} µs/task"),
+        );
+    }
+    if let (Some(m), Some(p)) = (get("threads.map"), get("rayon.par_iter")) {
+        line(
+            m <= 2.0 * p,
+            format!(
+                "threads.map {m:.4} µs/element within 2x of rayon.par_iter {p:.4} ({:.2}x)",
+                m / p
+            ),
+        );
+    }
+    out
+}

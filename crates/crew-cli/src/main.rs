@@ -1,0 +1,225 @@
+//! The `crew` command: `crew demo` runs the seeds' workloads serially and in
+//! parallel and draws the speed-ups; `crew bench` measures crew against
+//! rayon (and, with `--python`, the Python anchors).
+
+mod bench;
+mod chart;
+mod demo;
+mod workloads;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use bench::harness::IdleGate;
+use bench::overhead::OverheadOptions;
+use bench::python::{DEFAULT_METHODS, PythonOptions};
+use bench::seeds::Sizes;
+use bench::{SeedsOptions, repo_root};
+
+/// crew: Python's multiprocessing, concurrent.futures and joblib, in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "crew", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the seeds' workloads serially and on threads: a table of time,
+    /// speed-up and efficiency, `crew-bench/demo.json` and
+    /// `crew-demo/speedup.png` under the target folder.
+    Demo {
+        /// Tiny sizes, one round, no idle gate (for tests).
+        #[arg(long)]
+        quick: bool,
+        /// Rounds per workload (default 3; 1 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Also runs the KDE on a pool that records a timeline and writes it
+        /// here as a Chrome trace (Perfetto, chrome://tracing).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        suite: Suite,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Suite {
+    /// Per-task overhead of a trivial task: crew threads vs rayon vs serial.
+    Overhead(OverheadArgs),
+    /// The seed workloads: serial vs crew threads vs rayon.
+    Seeds(SeedsArgs),
+    /// Every suite, one after the other.
+    All {
+        #[command(flatten)]
+        overhead: OverheadArgs,
+        /// Rounds of the seeds suite.
+        #[arg(long, default_value_t = 5)]
+        seeds_rounds: usize,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+struct Common {
+    /// Where the reports go (`<DIR>/crew-bench/`, `<DIR>/crew-demo/`);
+    /// default: `target/` of the workspace around the current folder.
+    #[arg(long, value_name = "DIR", global = true)]
+    target_dir: Option<PathBuf>,
+    /// Do not wait for idle CPUs before each round.
+    #[arg(long, global = true)]
+    no_idle_gate: bool,
+    /// Give up waiting for idle CPUs after this many seconds
+    /// (default: $ANCHORS_IDLE_TIMEOUT, else 120 for benchmarks, 5 for the demo).
+    #[arg(long, value_name = "SECONDS", global = true)]
+    idle_timeout: Option<f64>,
+}
+
+impl Common {
+    fn target(&self) -> PathBuf {
+        self.target_dir
+            .clone()
+            .unwrap_or_else(|| repo_root().join("target"))
+    }
+
+    fn gate(&self, default: IdleGate) -> IdleGate {
+        if self.no_idle_gate {
+            return IdleGate::off();
+        }
+        match self.idle_timeout {
+            Some(s) => IdleGate {
+                timeout: Duration::from_secs_f64(s),
+                enabled: true,
+            },
+            None => default,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+struct OverheadArgs {
+    /// Tasks of the one-task-per-call cases (threads.submit, rayon.spawn_channel).
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Elements of the map cases (threads.map, rayon.par_iter, serial).
+    #[arg(long, default_value_t = 10_000_000)]
+    elements: usize,
+    /// Interleaved rounds.
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// Workers of every pool.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Adds rows from the Python anchors (`python/overhead.py`).
+    #[arg(long)]
+    python: bool,
+    /// The anchors folder; default `../shared/anchors` beside the repository.
+    #[arg(long, value_name = "DIR")]
+    anchors: Option<PathBuf>,
+    /// The Python methods to run (names from overhead.py).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_METHODS.iter().map(|s| s.to_string()))]
+    python_methods: Vec<String>,
+    /// Rounds of the Python run.
+    #[arg(long, default_value_t = 3)]
+    python_rounds: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Clone, Args)]
+struct SeedsArgs {
+    /// Interleaved rounds (sleep: at most 3).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Workers of every pool.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Tiny sizes.
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn overhead_options(a: &OverheadArgs) -> OverheadOptions {
+    let target = a.common.target();
+    OverheadOptions {
+        tasks: a.tasks,
+        elements: a.elements,
+        rounds: a.rounds,
+        workers: a.workers,
+        gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
+        python: a.python.then(|| PythonOptions {
+            anchors: a
+                .anchors
+                .clone()
+                .unwrap_or_else(|| repo_root().join("../shared/anchors")),
+            tasks: a.tasks,
+            rounds: a.python_rounds,
+            methods: a.python_methods.clone(),
+            jsonl: bench::report::bench_dir(&target).join("python-overhead.jsonl"),
+        }),
+        target,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo {
+            quick,
+            rounds,
+            trace,
+            common,
+        } => {
+            demo::run(&demo::DemoOptions {
+                quick,
+                rounds: rounds.unwrap_or(if quick { 1 } else { 3 }).max(1),
+                target: common.target(),
+                trace,
+                gate: common.gate(demo::demo_gate(quick)),
+            })?;
+        }
+        Command::Bench { suite } => match suite {
+            Suite::Overhead(a) => {
+                bench::overhead::run(&overhead_options(&a))?;
+            }
+            Suite::Seeds(a) => {
+                bench::run_seeds(&SeedsOptions {
+                    rounds: a.rounds.max(1),
+                    workers: a.workers,
+                    sizes: if a.quick {
+                        Sizes::quick()
+                    } else {
+                        Sizes::full()
+                    },
+                    gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
+                    target: a.common.target(),
+                })?;
+            }
+            Suite::All {
+                overhead,
+                seeds_rounds,
+            } => {
+                let o = overhead_options(&overhead);
+                bench::overhead::run(&o)?;
+                bench::run_seeds(&SeedsOptions {
+                    rounds: seeds_rounds.max(1),
+                    workers: o.workers,
+                    sizes: Sizes::full(),
+                    gate: o.gate,
+                    target: o.target.clone(),
+                })?;
+            }
+        },
+    }
+    Ok(())
+}
