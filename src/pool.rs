@@ -118,6 +118,7 @@ impl Pool {
             kind: (),
             opts: MapOptions::default(),
             timeline: false,
+            error: None,
         }
     }
 }
@@ -129,6 +130,7 @@ pub struct PoolBuilder<K> {
     kind: K,
     opts: MapOptions,
     timeline: bool,
+    error: Option<Error>,
 }
 
 impl PoolBuilder<()> {
@@ -141,6 +143,7 @@ impl PoolBuilder<()> {
             },
             opts: self.opts,
             timeline: self.timeline,
+            error: self.error,
         }
     }
 }
@@ -155,11 +158,40 @@ impl PoolBuilder<()> {
             },
             opts: self.opts,
             timeline: self.timeline,
+            error: self.error,
         }
     }
 }
 
 impl PoolBuilder<ProcessConfig> {
+    /// Runs `f(args…)` once in each worker process before its first task
+    /// (Python's `initializer`/`initargs`); what it returns is that worker's
+    /// state, which tasks read with [`worker_state`](crate::worker_state).
+    /// If it panics, the worker does not start; after three workers in a row
+    /// fail so, the pool's tasks fail with `is_worker_lost` saying why.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().processes(2).initializer(|n: usize| vec![1u8; n], (3,)).build()?;
+    /// let lens = pool.map(|_: u8| crew::worker_state::<Vec<u8>>().unwrap().len(), 0..4)?;
+    /// assert_eq!(lens, [3, 3, 3, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn initializer<F, A, S>(mut self, f: F, args: A) -> Self
+    where
+        Star<F>: crew_core::Call<A, S>,
+        F: Send + Sync + 'static,
+        A: serde::Serialize + serde::de::DeserializeOwned,
+        S: std::any::Any + Send + Sync,
+    {
+        match Processes::initializer(f, args) {
+            Ok(init) => self.kind.initializer = Some(init),
+            Err(e) => self.error = Some(e),
+        }
+        self
+    }
+
     /// Kills a worker whose task (or map item) runs longer than `timeout`;
     /// that task fails with `is_timeout()` and the worker is replaced.
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
@@ -198,6 +230,9 @@ impl PoolBuilder<ProcessConfig> {
     /// `is_invalid_input` for 0 workers; `is_io` if a supervising thread
     /// cannot start.
     pub fn build(self) -> Result<Pool<Processes>> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
         let workers = self.kind.workers;
         let processes = Processes::with_config(ProcessConfig {
             timeline: self.timeline,
@@ -233,6 +268,34 @@ impl<K> PoolBuilder<K> {
 }
 
 impl PoolBuilder<ThreadsConfig> {
+    /// Runs `f(args…)` once on each worker thread before its first task
+    /// (Python's `initializer`/`initargs`); what it returns is that worker's
+    /// state, which tasks read with [`worker_state`](crate::worker_state).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().threads(2).initializer(|base: u64| base * 100, (7,)).build()?;
+    /// let v = pool.map(|x: u64| x + *crew::worker_state::<u64>().unwrap(), 0..3)?;
+    /// assert_eq!(v, [700, 701, 702]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn initializer<F, A, S>(mut self, f: F, args: A) -> Self
+    where
+        Star<F>: crew_core::Call<A, S>,
+        F: Send + Sync + 'static,
+        A: Clone + Send + Sync + 'static,
+        S: std::any::Any + Send + Sync,
+    {
+        let task = Star(f);
+        self.kind.initializer = Some(Arc::new(move || {
+            let state: Arc<dyn std::any::Any + Send + Sync> =
+                Arc::new(crew_core::Call::call(&task, args.clone()));
+            state
+        }));
+        self
+    }
+
     /// Names the worker threads `{prefix}-0`, `{prefix}-1`, …
     pub fn name(mut self, prefix: impl Into<String>) -> Self {
         self.kind.name = Some(prefix.into());

@@ -15,6 +15,7 @@ mod future;
 mod loops;
 pub mod progress;
 mod slot;
+mod state;
 mod threads;
 mod timeline;
 mod wait;
@@ -28,7 +29,8 @@ pub use future::{AsyncResult, Future, FutureOutput, MapAsyncResult};
 pub use loops::{ParRange, Schedule, par_for_each_mut, prange};
 pub use progress::{Progress, ProgressStyle};
 pub use slot::Promise;
-pub use threads::{ThreadJob, Threads, ThreadsConfig, WorkerCtx};
+pub use state::{set_worker_state, worker_state};
+pub use threads::{Initializer, ThreadJob, Threads, ThreadsConfig, WorkerCtx};
 pub use timeline::{Span, Timeline};
 pub use wait::{
     AsCompleted, AsCompletedTimeout, ReturnWhen, Waited, as_completed, as_completed_timeout, wait,

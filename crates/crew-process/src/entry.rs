@@ -210,3 +210,25 @@ pub(crate) enum ChunkWire<R> {
     /// The whole chunk could not be decoded or encoded.
     Undecodable(WireError),
 }
+
+/// Runs a pool's initializer in a new worker: `input` is `A`; the value it
+/// returns becomes the worker's state; `out` receives `Result<(), WireError>`.
+pub(crate) fn init_entry<T, A, S>(input: &[u8], control: &Control, out: &mut Vec<u8>)
+where
+    T: Call<A, S>,
+    A: DeserializeOwned,
+    S: std::any::Any + Send + Sync,
+{
+    control.set_item(0);
+    // SAFETY: as in `call_entry`.
+    let task: T = unsafe { conjure() };
+    let result: Result<(), WireError> = match postcard::from_bytes::<A>(input) {
+        Ok(a) => {
+            run_one(&task, a).map(|state| crew_core::set_worker_state(std::sync::Arc::new(state)))
+        }
+        Err(e) => Err(WireError::from(&Error::protocol(format!(
+            "cannot decode the initializer's arguments: {e}"
+        )))),
+    };
+    encode(&result, out).expect("a unit result always encodes");
+}

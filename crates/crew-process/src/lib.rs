@@ -20,7 +20,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use crew_core::engine::{Chunk, ChunkOut, ChunkSink};
 use crew_core::{Backend, Call, Error, Promise, Result, Runs, Timeline};
 
-use entry::{ChunkWire, WireError, assert_non_capturing, call_entry, chunk_entry, offset_of};
+use entry::{
+    ChunkWire, WireError, assert_non_capturing, call_entry, chunk_entry, init_entry, offset_of,
+};
 pub use process::Process;
 use supervisor::{Completion, Shared};
 pub use supervisor::{ProcJob, ProcessConfig};
@@ -61,6 +63,28 @@ impl Processes {
             workers,
             ..ProcessConfig::default()
         })
+    }
+
+    /// The `initializer` field of a [`ProcessConfig`] that runs `f(args…)`
+    /// once in each new worker; what it returns is the worker's state,
+    /// read by tasks with `crew::worker_state::<S>()`.
+    ///
+    /// # Errors
+    ///
+    /// `is_protocol` if the arguments cannot be encoded.
+    pub fn initializer<F, A, S>(f: F, args: A) -> Result<(u64, Vec<u8>)>
+    where
+        crew_core::Star<F>: Call<A, S>,
+        F: Send + Sync + 'static,
+        A: Serialize + DeserializeOwned,
+        S: std::any::Any + Send + Sync,
+    {
+        const { assert_non_capturing::<crew_core::Star<F>>() };
+        drop(f);
+        let payload = postcard::to_allocvec(&args).map_err(|e| {
+            Error::protocol(format!("cannot encode the initializer's arguments: {e}"))
+        })?;
+        Ok((offset_of(init_entry::<crew_core::Star<F>, A, S>), payload))
     }
 
     /// Starts a pool as `config` says.

@@ -108,6 +108,10 @@ pub struct ProcessConfig {
     pub memory_limit: Option<u64>,
     /// Record a timeline of the jobs.
     pub timeline: bool,
+    /// Runs in each new worker before its first task: the offset of an
+    /// initializer trampoline and its encoded arguments (see
+    /// `Processes::initializer`).
+    pub initializer: Option<(u64, Vec<u8>)>,
 }
 
 const OPEN: u8 = 0;
@@ -123,6 +127,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// round trip, little enough that a long task does not strand others.
 const TARGET_QUEUE_TIME: Duration = Duration::from_micros(500);
 const MAX_IN_FLIGHT: usize = 1024;
+/// The sequence number of a worker's initializer run.
+const INIT_SEQ: u64 = u64::MAX;
 
 struct Queue {
     jobs: VecDeque<ProcJob<'static>>,
@@ -593,8 +599,22 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                     let mut f = Fields::new(&frame.body);
                     match (f.u32(), f.u64()) {
                         (Ok(wire::VERSION), Ok(fp)) if fp == shared.fingerprint => {
-                            hello = true;
-                            shared.started();
+                            match &shared.config.initializer {
+                                None => {
+                                    hello = true;
+                                    shared.started();
+                                }
+                                Some((entry, args)) => {
+                                    let mut head = [0u8; 17];
+                                    head[..8].copy_from_slice(&INIT_SEQ.to_le_bytes());
+                                    head[8..16].copy_from_slice(&entry.to_le_bytes());
+                                    if outbox.push(wire::RUN, wire::RUN_SHM, &head, args).is_err() {
+                                        kill = Some(Kill::Protocol(
+                                            "cannot send the initializer".into(),
+                                        ));
+                                    }
+                                }
+                            }
                         }
                         (Ok(v), Ok(fp)) => {
                             kill = Some(Kill::Protocol(format!(
@@ -616,6 +636,29 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                         )));
                         break;
                     };
+                    if done_seq == INIT_SEQ && !hello {
+                        let outcome = wire::with_payload(&frame, f, |b| {
+                            postcard::from_bytes::<Result<(), crate::entry::WireError>>(b)
+                        });
+                        match outcome {
+                            Ok(Ok(Ok(()))) => {
+                                hello = true;
+                                shared.started();
+                            }
+                            Ok(Ok(Err(e))) => {
+                                let e = e.into_error();
+                                kill = Some(Kill::Protocol(format!(
+                                    "the initializer failed in worker {slot}: {e}"
+                                )));
+                            }
+                            _ => {
+                                kill = Some(Kill::Protocol(format!(
+                                    "worker {slot} sent a garbled initializer result"
+                                )))
+                            }
+                        }
+                        continue;
+                    }
                     if inflight.front().map(|i| i.seq) != Some(done_seq) {
                         kill = Some(Kill::Protocol(format!(
                             "worker {slot} answered task {done_seq}, which is not the one it was running"

@@ -103,8 +103,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Makes a worker's state; see [`worker_state`](crate::worker_state).
+pub type Initializer = Arc<dyn Fn() -> Arc<dyn std::any::Any + Send + Sync> + Send + Sync>;
+
 /// Options of a thread pool.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ThreadsConfig {
     /// Number of workers (at least 1).
     pub workers: usize,
@@ -114,6 +117,20 @@ pub struct ThreadsConfig {
     pub stack_size: Option<usize>,
     /// Record a timeline of the tasks.
     pub timeline: bool,
+    /// Runs once on each worker thread before its first task.
+    pub initializer: Option<Initializer>,
+}
+
+impl std::fmt::Debug for ThreadsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadsConfig")
+            .field("workers", &self.workers)
+            .field("name", &self.name)
+            .field("stack_size", &self.stack_size)
+            .field("timeline", &self.timeline)
+            .field("initializer", &self.initializer.is_some())
+            .finish()
+    }
 }
 
 impl Threads {
@@ -177,8 +194,20 @@ impl Threads {
                 builder = builder.stack_size(size);
             }
             let s = shared.clone();
+            let init = config.initializer.clone();
             *lock(&shared.alive) += 1;
-            if let Err(e) = builder.spawn(move || worker_main(s, index)) {
+            if let Err(e) = builder.spawn(move || {
+                if let Some(init) = init {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init())) {
+                        Ok(state) => crate::state::set_worker_state(state),
+                        Err(p) => eprintln!(
+                            "crew: the initializer of worker {index} panicked: {}",
+                            Error::from_panic(p)
+                        ),
+                    }
+                }
+                worker_main(s, index)
+            }) {
                 *lock(&shared.alive) -= 1;
                 let t = Threads { shared };
                 t.terminate();

@@ -1,0 +1,35 @@
+//! Per-worker state made by a pool's initializer (Python's
+//! `initializer=`/`initargs=`, mpire's `worker_state`).
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+thread_local! {
+    static STATE: RefCell<Option<Arc<dyn Any + Send + Sync>>> = const { RefCell::new(None) };
+}
+
+/// The state the pool's initializer made for the worker running the
+/// current task, if it made one of type `S`.
+///
+/// A pool built with `.initializer(f, args)` runs `f(args…)` once in each
+/// worker (each thread of a thread pool, each process of a process pool)
+/// before its first task; what `f` returns is this worker's state.
+///
+/// # Examples
+///
+/// ```
+/// // Outside a worker there is no state.
+/// assert!(crew_core::worker_state::<String>().is_none());
+/// ```
+pub fn worker_state<S: Any + Send + Sync>() -> Option<Arc<S>> {
+    STATE
+        .with(|s| s.borrow().clone())
+        .and_then(|a| a.downcast::<S>().ok())
+}
+
+/// Sets the calling worker's state (back-ends call this after running the
+/// initializer).
+pub fn set_worker_state(state: Arc<dyn Any + Send + Sync>) {
+    STATE.with(|s| *s.borrow_mut() = Some(state));
+}
