@@ -7,6 +7,8 @@ use crew_core::engine::{self, OnDrop, Owned};
 use crew_core::{Backend, Future, Imap, MapOptions, Result, Runs, Star, Threads, Unary};
 use crew_process::Processes;
 
+use crate::registry::{ByName, NamedCall};
+
 /// Runs submitted calls and hands out [`Future`]s: Python's
 /// `ThreadPoolExecutor` (from [`Executor::threads`]) and
 /// `ProcessPoolExecutor`.
@@ -113,6 +115,40 @@ impl<B: Backend> Executor<B> {
         let (promise, future) = Future::pending();
         engine::spawn_call(&**self.backend, Star(f), args, promise);
         future
+    }
+
+    /// Queues the task registered (with `#[crew::task]`) as `name`, with
+    /// arguments `args` (a tuple), and returns its future.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[crew::task]
+    /// fn add(a: i32, b: i32) -> i32 { a + b }
+    ///
+    /// let ex = crew::Executor::threads(1)?;
+    /// let name = crew::registry::tasks().find(|t| t.name().ends_with("::add")).unwrap().name();
+    /// assert_eq!(ex.submit_named::<_, i32>(name, (2, 3)).result()?, 5);
+    /// let px = crew::Executor::processes(1)?;
+    /// assert_eq!(px.submit_named::<_, i32>(name, (4, 5)).result()?, 9);
+    /// let wrong = ex.submit_named::<_, String>(name, (2, 3));
+    /// assert!(wrong.result().unwrap_err().is_invalid_input());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn submit_named<A, R>(&self, name: &str, args: A) -> Future<R>
+    where
+        A: serde::Serialize,
+        B: Runs<'static, ByName<R>, NamedCall, R>,
+        R: serde::de::DeserializeOwned + Send + 'static,
+    {
+        match NamedCall::new::<A, R>(name, &args) {
+            Ok(call) => {
+                let (promise, future) = Future::pending();
+                engine::spawn_call(&**self.backend, ByName::new(), call, promise);
+                future
+            }
+            Err(e) => Future::ready(Err(e)),
+        }
     }
 
     /// A lazy map whose results come in input order (Python's

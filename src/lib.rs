@@ -41,6 +41,7 @@
 mod executor;
 mod parallel;
 mod pool;
+pub mod registry;
 
 pub use crew_core::engine::Imap;
 pub use crew_core::{
@@ -48,6 +49,7 @@ pub use crew_core::{
     ParRange, ProgressStyle, Result, ReturnWhen, Schedule, Span, Threads, Timeline, Waited,
     as_completed, as_completed_timeout, cpu_count, par_for_each_mut, prange, wait, worker_state,
 };
+pub use crew_macros::{main, task};
 pub use crew_process::{Process, ProcessConfig, Processes};
 pub use executor::Executor;
 pub use parallel::{BatchSize, Delayed, Parallel, ParallelIter, Prefer, RunDelayed, delayed};

@@ -1,0 +1,119 @@
+//! crew's attributes. Use them through the `crew` crate: `#[crew::main]`
+//! and `#[crew::task]`.
+#![deny(missing_docs)]
+
+use proc_macro::TokenStream;
+use quote::quote;
+use syn::{FnArg, ItemFn, ReturnType, parse_macro_input};
+
+/// Makes `main` start with `crew::init()`, so the program can serve as its
+/// own worker processes.
+///
+/// ```ignore
+/// #[crew::main]
+/// fn main() {
+///     let pool = crew::Pool::processes(4).unwrap();
+///     // …
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[crew::main] takes no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let mut f = parse_macro_input!(item as ItemFn);
+    if f.sig.ident != "main" {
+        return syn::Error::new_spanned(&f.sig.ident, "#[crew::main] goes on `fn main`")
+            .to_compile_error()
+            .into();
+    }
+    let body = &f.block;
+    f.block = syn::parse_quote!({
+        ::crew::init();
+        #body
+    });
+    quote!(#f).into()
+}
+
+/// Registers a function as a named task: under `module::path::name` (or
+/// `#[crew::task(name = "…")]`) with a fingerprint of its signature, so it
+/// can be called by name (`Executor::submit_named`) in this program's
+/// workers, and by other programs that register the same name. Calling it
+/// with other argument or result types fails at once with a clear error.
+///
+/// ```ignore
+/// #[crew::task]
+/// fn square(x: u64) -> u64 { x * x }
+/// ```
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let f = parse_macro_input!(item as ItemFn);
+    let mut name_override: Option<syn::LitStr> = None;
+    if !attr.is_empty() {
+        let parser = syn::meta::parser(|meta| {
+            if meta.path.is_ident("name") {
+                name_override = Some(meta.value()?.parse()?);
+                Ok(())
+            } else {
+                Err(meta.error("expected `name = \"…\"`"))
+            }
+        });
+        parse_macro_input!(attr with parser);
+    }
+    let ident = &f.sig.ident;
+    if !f.sig.generics.params.is_empty() {
+        return syn::Error::new_spanned(
+            &f.sig.generics,
+            "a #[crew::task] cannot be generic: it needs one signature to register",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let mut arg_types = Vec::new();
+    for input in &f.sig.inputs {
+        match input {
+            FnArg::Typed(pat) => arg_types.push((*pat.ty).clone()),
+            FnArg::Receiver(r) => {
+                return syn::Error::new_spanned(r, "a #[crew::task] cannot take `self`")
+                    .to_compile_error()
+                    .into();
+            }
+        }
+    }
+    let ret = match &f.sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    let name = match name_override {
+        Some(lit) => quote!(#lit),
+        None => {
+            let s = ident.to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #s))
+        }
+    };
+    let args_ty = quote!((#(#arg_types,)*));
+    let indices: Vec<syn::Index> = (0..arg_types.len()).map(syn::Index::from).collect();
+    let expanded = quote! {
+        #f
+
+        const _: () = {
+            fn __crew_thunk(input: &[u8]) -> ::core::result::Result<::std::vec::Vec<u8>, ::crew::Error> {
+                let args: #args_ty = ::crew::registry::decode(input)?;
+                let out: #ret = #ident(#(args.#indices,)*);
+                ::crew::registry::encode(&out)
+            }
+            fn __crew_signature() -> ::crew::registry::Signature {
+                ::crew::registry::Signature::of::<#args_ty, #ret>()
+            }
+            ::crew::registry::submit! {
+                ::crew::registry::TaskEntry::new(#name, __crew_signature, __crew_thunk)
+            }
+        };
+    };
+    expanded.into()
+}

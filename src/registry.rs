@@ -1,0 +1,209 @@
+//! Named tasks: functions registered with `#[crew::task]` under a stable
+//! name and a fingerprint of their signature, callable by name
+//! ([`Executor::submit_named`](crate::Executor::submit_named)).
+//!
+//! A process pool normally identifies a task by its place in this very
+//! executable, which is all a local pool needs; a name is what survives a
+//! rebuild or another machine (the cluster back-end ships names). Calling a
+//! name with other argument or result types than it was registered with
+//! fails at once with `is_invalid_input`, never with a hang or a garbled
+//! value.
+
+use std::any::type_name;
+use std::marker::PhantomData;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crew_core::{Call, Error, Result};
+
+#[doc(hidden)]
+pub use inventory::submit;
+
+/// The signature a task was registered with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// The argument tuple's type name.
+    pub args: &'static str,
+    /// The result's type name.
+    pub result: &'static str,
+}
+
+impl Signature {
+    /// The signature of a task taking `A` (a tuple) and returning `R`.
+    pub fn of<A, R>() -> Signature {
+        Signature {
+            args: type_name::<A>(),
+            result: type_name::<R>(),
+        }
+    }
+
+    /// A 64-bit fingerprint of the signature (FNV-1a of the type names and
+    /// the wire format's version).
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for b in self
+            .args
+            .bytes()
+            .chain([0u8])
+            .chain(self.result.bytes())
+            .chain([0, 1])
+        {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        h
+    }
+}
+
+/// One registered task; made by `#[crew::task]`.
+#[derive(Debug)]
+pub struct TaskEntry {
+    name: &'static str,
+    signature: fn() -> Signature,
+    call: fn(&[u8]) -> Result<Vec<u8>>,
+}
+
+impl TaskEntry {
+    #[doc(hidden)]
+    pub const fn new(
+        name: &'static str,
+        signature: fn() -> Signature,
+        call: fn(&[u8]) -> Result<Vec<u8>>,
+    ) -> TaskEntry {
+        TaskEntry {
+            name,
+            signature,
+            call,
+        }
+    }
+
+    /// The task's name (`my_crate::module::function` by default).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The task's signature.
+    pub fn signature(&self) -> Signature {
+        (self.signature)()
+    }
+}
+
+inventory::collect!(TaskEntry);
+
+/// Every registered task.
+///
+/// # Examples
+///
+/// ```
+/// #[crew::task]
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// assert!(crew::registry::tasks().any(|t| t.name().ends_with("::square")));
+/// ```
+pub fn tasks() -> impl Iterator<Item = &'static TaskEntry> {
+    inventory::iter::<TaskEntry>.into_iter()
+}
+
+/// The task registered as `name`, if any.
+pub fn lookup(name: &str) -> Option<&'static TaskEntry> {
+    tasks().find(|t| t.name == name)
+}
+
+/// Checks that `name` is registered with arguments `A` and result `R`.
+///
+/// # Errors
+///
+/// `is_invalid_input` naming the problem: unknown name (with the
+/// registered names), or a different signature (both shown).
+pub fn resolve<A, R>(name: &str) -> Result<&'static TaskEntry> {
+    let Some(entry) = lookup(name) else {
+        let known: Vec<&str> = tasks().map(|t| t.name).collect();
+        return Err(Error::invalid_input(format!(
+            "no task is registered as `{name}` (registered: {})",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    let want = Signature::of::<A, R>();
+    let have = entry.signature();
+    if want.fingerprint() != have.fingerprint() {
+        return Err(Error::invalid_input(format!(
+            "task `{name}` takes {} and returns {}, but was called with {} for {}",
+            have.args, have.result, want.args, want.result
+        )));
+    }
+    Ok(entry)
+}
+
+#[doc(hidden)]
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::protocol(format!("cannot decode a named task's arguments: {e}")))
+}
+
+#[doc(hidden)]
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(value)
+        .map_err(|e| Error::protocol(format!("cannot encode a named task's result: {e}")))
+}
+
+/// A call by name, as it travels to a worker.
+#[doc(hidden)]
+#[derive(Serialize, Deserialize, Debug)]
+pub struct NamedCall {
+    name: String,
+    fingerprint: u64,
+    args: Vec<u8>,
+}
+
+impl NamedCall {
+    pub(crate) fn new<A: Serialize, R>(name: &str, args: &A) -> Result<NamedCall> {
+        resolve::<A, R>(name)?;
+        Ok(NamedCall {
+            name: name.to_owned(),
+            fingerprint: Signature::of::<A, R>().fingerprint(),
+            args: encode(args)?,
+        })
+    }
+}
+
+/// The task that runs a [`NamedCall`] through the registry.
+#[doc(hidden)]
+pub struct ByName<R>(PhantomData<fn() -> R>);
+
+impl<R> ByName<R> {
+    pub(crate) fn new() -> Self {
+        ByName(PhantomData)
+    }
+}
+
+impl<R> std::fmt::Debug for ByName<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ByName")
+    }
+}
+
+impl<R> Clone for ByName<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for ByName<R> {}
+
+impl<R: DeserializeOwned> Call<NamedCall, R> for ByName<R> {
+    fn call(&self, call: NamedCall) -> R {
+        // The caller resolved the name in its own registry; a worker of the
+        // same program has the same one. Failing here means the worker is
+        // another build, which the panic reports as the task's error.
+        let entry = match lookup(&call.name) {
+            Some(e) if e.signature().fingerprint() == call.fingerprint => e,
+            Some(_) => panic!("task `{}` has another signature in this worker", call.name),
+            None => panic!("task `{}` is not registered in this worker", call.name),
+        };
+        let out = (entry.call)(&call.args).unwrap_or_else(|e| panic!("{e}"));
+        decode(&out).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
