@@ -84,3 +84,8 @@ pub fn init() {
 pub mod core {
     pub use crew_core::*;
 }
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
