@@ -40,7 +40,8 @@ struct ArrayState {
 ///   because every process that follows this API holds the array's lock while
 ///   it looks. Zero-copy, whole array, one lock; [`get`](Array::get),
 ///   [`set`](Array::set) and [`to_vec`](Array::to_vec) are shorthands.
-/// - [`as_slice`](Array::as_slice) and [`slice_mut`](Array::slice_mut):
+/// - [`as_slice`](Array::as_slice), [`as_mut_slice`](Array::as_mut_slice)
+///   and [`slice_mut`](Array::slice_mut):
 ///   `unsafe`, no lock, for the data-parallel pattern where each worker owns
 ///   a disjoint chunk (the caller promises the disjointness).
 ///
@@ -353,6 +354,29 @@ impl<T: Pod> Array<T> {
         // SAFETY: the data area holds `len` initialised `T`s (any bits are
         // valid for `Pod`); the caller rules out concurrent writes.
         unsafe { std::slice::from_raw_parts(self.shm.data().cast::<T>(), self.len) }
+    }
+
+    /// All elements as a mutable slice, without taking the lock; the same as
+    /// `slice_mut(0..len())`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = crew_shm::Array::<u8>::new(3)?;
+    /// // SAFETY: no other thread or process uses the array yet.
+    /// unsafe { a.as_mut_slice() }.copy_from_slice(&[1, 2, 3]);
+    /// assert_eq!(a.to_vec(), [1, 2, 3]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// While the returned slice lives, no other thread of any process may
+    /// read or write any element, by any means.
+    #[allow(clippy::mut_from_ref)] // the aliasing rule is the caller's, see # Safety
+    pub unsafe fn as_mut_slice(&self) -> &mut [T] {
+        // SAFETY: forwarded: the caller guarantees exclusive access.
+        unsafe { self.slice_mut(0..self.len) }
     }
 
     /// Elements `range` as a mutable slice, without taking the lock: for

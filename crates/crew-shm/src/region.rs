@@ -351,6 +351,12 @@ pub(crate) use impl_handle_serde;
 /// process already maps reuses that mapping, so each process holds one fd and
 /// one mapping per region however often a handle arrives.
 ///
+/// Opening fails with a deserialization error when no holder is alive, the
+/// fd now names other memory, or the handle is of another kind or element
+/// type (formats that keep custom messages, unlike postcard, say which).
+/// Each process holds one fd per region it maps (mind `ulimit -n` when
+/// creating thousands of objects).
+///
 /// `Region` itself only gives raw pointers; [`Array<u8>`](crate::Array) is the
 /// safe view of shared bytes.
 ///

@@ -1,7 +1,7 @@
 //! Robust locks: a holder killed with SIGKILL hands the lock to the next
 //! acquirer with the news, never a deadlock.
 
-use crew_shm::{Event, Lock, RLock, Value};
+use crew_shm::{Condition, Event, Lock, RLock, Value};
 
 use crate::common::{self, Child};
 
@@ -92,4 +92,50 @@ fn lock_excludes_across_processes() {
     for child in children {
         child.assert_success();
     }
+}
+
+#[test]
+fn condition_waiter_is_told_when_the_lock_holder_dies() {
+    const NAME: &str = concat!(
+        module_path!(),
+        "::condition_waiter_is_told_when_the_lock_holder_dies"
+    );
+    if common::role().is_some() {
+        let (cond, holding): (Condition, Event) = common::arg();
+        let _guard = cond.acquire().unwrap(); // granted once the parent waits
+        holding.set();
+        std::thread::sleep(common::PATIENCE);
+        unreachable!("the parent kills this process");
+    }
+    let cond = Condition::new().unwrap();
+    let holding = Event::new().unwrap();
+    let mut guard = cond.acquire().unwrap();
+    let child = Child::spawn(NAME, "holder", &(cond.clone(), holding.clone()));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut child = child;
+            assert!(
+                holding.wait_timeout(common::PATIENCE),
+                "child never took the lock"
+            );
+            child.kill();
+            let _ = child.wait();
+        });
+        // Each wait releases the lock; once the child has taken it, the wait
+        // times out and can only re-acquire it after the child is killed.
+        let start = std::time::Instant::now();
+        let error = loop {
+            assert!(
+                start.elapsed() < common::PATIENCE,
+                "never saw the holder die"
+            );
+            match cond.wait_timeout(&mut guard, std::time::Duration::from_millis(50)) {
+                Ok(_) => continue, // the child had not taken the lock yet
+                Err(error) => break error,
+            }
+        };
+        assert!(error.is_owner_dead(), "told: {error}");
+    });
+    drop(guard); // still a valid guard
+    assert!(cond.acquire().is_ok(), "the lock is clean again");
 }

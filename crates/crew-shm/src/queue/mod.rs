@@ -329,6 +329,23 @@ impl<T> Queue<T> {
         state.head.load(Relaxed) == state.tail.load(Relaxed)
     }
 
+    /// Whether the queue holds its item limit now, like Python's `full()`
+    /// (a hint). A queue without an item limit is never full by this
+    /// measure, though a large item may still wait for ring space.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = crew_shm::Queue::<u32>::bounded(1)?;
+    /// queue.put(1).unwrap();
+    /// assert!(queue.is_full());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_full(&self) -> bool {
+        let max_items = self.state().max_items.load(Relaxed);
+        max_items != 0 && self.len() as u64 >= max_items
+    }
+
     /// Whether the queue has been closed (it may still hold items).
     ///
     /// # Examples
