@@ -12,3 +12,4 @@
 
 mod common;
 mod conformance;
+mod threads_only;

@@ -274,5 +274,48 @@ macro_rules! executor_tests {
                 .unwrap();
             assert_eq!(got, (0..50).map(|x| 2 * x).collect::<Vec<u64>>());
         }
+
+        #[test]
+        fn a_panicking_done_callback_does_not_stop_the_others() {
+            let ex = $executor;
+            let gate = Gate::new();
+            let hits = Arc::new(AtomicUsize::new(0));
+            let f = ex.submit(gated, (gate.key(), 1u64));
+            f.add_done_callback(|_: &crew::Result<u64>| panic!("callback panics on purpose"));
+            let h = hits.clone();
+            f.add_done_callback(move |_: &crew::Result<u64>| {
+                h.fetch_add(1, Ordering::SeqCst);
+            });
+            gate.open();
+            assert_eq!(f.result_timeout(LONG).unwrap(), 1);
+            assert_eq!(hits.load(Ordering::SeqCst), 1);
+            assert_eq!(ex.submit(double, (2u64,)).result_timeout(LONG).unwrap(), 4);
+        }
+
+        #[test]
+        fn future_timeouts_accept_duration_max() {
+            let ex = $executor;
+            let f = ex.submit(double, (3u64,));
+            assert!(f.wait_timeout(Duration::MAX));
+            assert_eq!(f.result_timeout(Duration::MAX).unwrap(), 6);
+        }
+
+        #[test]
+        #[ignore = "bug: Executor::map_timeout(Duration::MAX) panics: `Instant::now() + timeout` overflows in Imap::new"]
+        fn map_timeout_accepts_duration_max() {
+            let ex = $executor;
+            let got: Vec<u64> = ex
+                .map_timeout(double, 0..3u64, Duration::MAX)
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(got, [0, 2, 4]);
+        }
+
+        #[test]
+        #[ignore = "bug: Executor::shutdown_timeout(Duration::MAX, _) panics: `Instant::now() + timeout` overflows"]
+        fn shutdown_timeout_accepts_duration_max() {
+            let ex = $executor;
+            assert!(ex.shutdown_timeout(Duration::MAX, false));
+        }
     };
 }

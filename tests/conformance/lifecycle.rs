@@ -90,11 +90,9 @@ macro_rules! lifecycle_tests {
             let queued_map = pool.map_async(double, 0..4u64);
             let handle = pool.clone();
             returns_within_long("terminate() with running tasks", move || handle.terminate());
-            // `terminate` did not wait for the running tasks: they are still
-            // held on the closed gate.
-            for r in &running {
-                assert!(!r.ready());
-            }
+            // `terminate` returned although the running tasks are held on a
+            // gate that stays closed for longer than `LONG`: it did not wait
+            // for them. (Threads finish them later; processes kill them.)
             for r in queued {
                 assert!(r.get_timeout(LONG).unwrap_err().is_cancelled());
             }
@@ -169,6 +167,14 @@ macro_rules! lifecycle_tests {
             assert!(pool.join_timeout(LONG).unwrap());
             pool.close();
             assert!(pool.map(double, 0..3u64).unwrap_err().first().is_shutdown());
+        }
+
+        #[test]
+        #[ignore = "bug: Pool::join_timeout(Duration::MAX) panics: `Instant::now() + timeout` overflows"]
+        fn join_timeout_accepts_duration_max() {
+            let pool = $pool;
+            pool.close();
+            assert!(pool.join_timeout(std::time::Duration::MAX).unwrap());
         }
     };
 }

@@ -161,5 +161,40 @@ macro_rules! wait_tests {
                 0
             );
         }
+
+        #[test]
+        #[ignore = "bug: wait/as_completed_timeout with Duration::MAX panic: `Instant::now() + timeout` overflows"]
+        fn wait_and_as_completed_accept_duration_max() {
+            let ex = $executor;
+            let w = crew::wait(vec![ex.submit(double, (1u64,))], ReturnWhen::AllCompleted, Some(Duration::MAX));
+            assert_eq!(w.done.len(), 1);
+            let mut it = crew::as_completed_timeout(vec![ex.submit(double, (2u64,))], Duration::MAX);
+            assert_eq!(it.next().unwrap().unwrap().result().unwrap(), 4);
+            assert!(it.next().is_none());
+        }
+
+        #[test]
+        #[ignore = "bug: wait(FirstException) returns on a cancelled future; Python's FIRST_EXCEPTION ignores cancellations"]
+        fn wait_first_exception_does_not_stop_at_a_cancellation() {
+            let ex = $executor;
+            let gate = Gate::new();
+            let running: Vec<_> =
+                (0..ex.workers() as u64).map(|i| ex.submit(gated, (gate.key(), i))).collect();
+            for i in 0..ex.workers() as u64 {
+                gate.wait_started(i);
+            }
+            let cancelled = ex.submit(double, (1u64,));
+            assert!(cancelled.cancel());
+            let mut futures = running;
+            futures.push(cancelled);
+            let opener = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                drop(gate); // opens it
+            });
+            // No future raises: FIRST_EXCEPTION is ALL_COMPLETED here.
+            let w = crew::wait(futures, ReturnWhen::FirstException, Some(LONG));
+            opener.join().unwrap();
+            assert!(w.not_done.is_empty(), "wait returned at the cancellation");
+        }
     };
 }
