@@ -172,6 +172,8 @@ fn overhead_options(a: &OverheadArgs) -> OverheadOptions {
 }
 
 fn main() -> anyhow::Result<()> {
+    // In a re-executed worker process this serves tasks and never returns.
+    crew::init();
     let cli = Cli::parse();
     match cli.command {
         Command::Demo {

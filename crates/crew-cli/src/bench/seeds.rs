@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use crew::{Executor, Parallel, Pool, delayed};
+use crew::{Executor, Parallel, Pool, Prefer, delayed};
 use rayon::prelude::*;
 
 use super::harness::Case;
@@ -396,11 +396,14 @@ pub(crate) fn crunch<'a>(n: u64, p: &'a Pools, extended: bool) -> Vec<Variant<'a
             "crunch",
             Backend::Threads,
             "",
-            "Parallel(n_jobs=-1), 4 delayed calls",
+            "Parallel(n_jobs=-1, prefer=threads), 4 delayed calls",
             crew::cpu_count().min(4),
             move || {
                 let calls = (0..4).map(|_| delayed(crunch_numbers, (black_box(n),)));
-                let out = Parallel::new().n_jobs(-1).run(calls);
+                let out = Parallel::new()
+                    .n_jobs(-1)
+                    .prefer(Prefer::Threads)
+                    .run(calls);
                 out.expect("no task fails").iter().sum::<u64>() as f64
             },
         ),

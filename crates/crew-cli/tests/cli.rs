@@ -1,0 +1,147 @@
+//! Runs the `crew` binary: `demo --quick` writes the records, the chart and
+//! the trace; the bench suites write their records.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("crew-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn crew(args: &[&str], target: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_crew"))
+        .args(args)
+        .arg("--target-dir")
+        .arg(target)
+        .output()
+        .expect("run crew");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "crew {args:?} failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn cases(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("records");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&text).expect("a JSON array");
+    for r in &records {
+        for field in ["suite", "case", "unit", "median", "min", "max", "runs"] {
+            assert!(r.get(field).is_some(), "record {r} has no {field}");
+        }
+        assert!(
+            r["median"].as_f64().is_some_and(|m| m > 0.0),
+            "record {r} measured nothing"
+        );
+    }
+    records
+        .iter()
+        .map(|r| r["case"].as_str().expect("case").to_string())
+        .collect()
+}
+
+#[test]
+fn demo_quick_writes_records_chart_and_trace() {
+    let dir = scratch("demo");
+    let trace = dir.join("trace.json");
+    let stdout = crew(
+        &["demo", "--quick", "--trace", trace.to_str().expect("utf-8")],
+        &dir,
+    );
+    assert!(stdout.contains("| pi | threads |"), "{stdout}");
+
+    let cases = cases(&dir.join("crew-bench/demo.json"));
+    for w in ["pi", "kde", "howmany", "crunch", "sleep"] {
+        for case in [
+            format!("{w}.threads.speedup"),
+            format!("{w}.serial.ms"),
+            format!("{w}.threads.ms"),
+        ] {
+            assert!(cases.contains(&case), "demo.json has no {case}: {cases:?}");
+        }
+    }
+    assert!(cases.contains(&"howmany.threads_per_row.speedup".to_string()));
+
+    let png = std::fs::read(dir.join("crew-demo/speedup.png")).expect("speedup.png");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "speedup.png is not a PNG"
+    );
+    assert!(png.len() > 10_000, "speedup.png is suspiciously small");
+
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).expect("trace.json")).expect("JSON");
+    let events = trace["traceEvents"].as_array().expect("traceEvents");
+    assert!(
+        events.iter().any(|e| e["ph"] == "X"),
+        "no task span in the trace"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_overhead_writes_every_case() {
+    let dir = scratch("overhead");
+    let args = [
+        "bench",
+        "overhead",
+        "--tasks",
+        "2000",
+        "--elements",
+        "20000",
+        "--rounds",
+        "1",
+        "--no-idle-gate",
+    ];
+    let stdout = crew(&args, &dir);
+    assert!(stdout.contains("targets:"), "{stdout}");
+    let cases = cases(&dir.join("crew-bench/overhead.json"));
+    assert_eq!(
+        cases,
+        [
+            "threads.submit",
+            "rayon.spawn_channel",
+            "threads.map",
+            "rayon.par_iter",
+            "serial"
+        ]
+    );
+    assert!(dir.join("crew-bench/overhead.md").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_seeds_quick_checks_every_variant() {
+    let dir = scratch("seeds");
+    crew(
+        &[
+            "bench",
+            "seeds",
+            "--quick",
+            "--rounds",
+            "1",
+            "--no-idle-gate",
+        ],
+        &dir,
+    );
+    let cases = cases(&dir.join("crew-bench/seeds.json"));
+    for case in [
+        "howmany.serial",
+        "pi.threads.per_sample",
+        "kde.rayon.nested",
+        "crunch.threads",
+        "sleep.rayon",
+    ] {
+        assert!(
+            cases.contains(&case.to_string()),
+            "seeds.json has no {case}: {cases:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
