@@ -1,0 +1,247 @@
+//! A task that crashes its worker (segfault, abort, stack overflow, memory
+//! limit, exit, endless loop under a timeout) or panics fails alone: the
+//! other tasks of the same map succeed, including those that shared its
+//! chunk, and the pool still works afterwards.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use crew::core::{Runs, Unary};
+use crew::{Error, Pool, Processes};
+
+use crate::support::{LONG, SIGSEGV, raise_signal, within};
+
+/// The item that faults in every map below; with chunks of 4 it shares its
+/// chunk with items 4, 6 and 7, which must be re-run on the next worker.
+const FAULTY: u32 = 5;
+const ITEMS: u32 = 16;
+
+/// Maps `task` over `0..ITEMS` in chunks of 4 and checks that exactly item
+/// [`FAULTY`] failed, as `expect` says, and every other item returned
+/// `x * 2`; then checks the pool still runs a map. `F` is generic, not a
+/// `fn` pointer: a process task must be zero-sized.
+fn only_the_faulty_item_fails<F>(pool: Pool<Processes>, task: F, expect: fn(&Error))
+where
+    F: Send + 'static,
+    Processes: Runs<'static, Unary<F>, u32, u32>,
+{
+    let outcome = within(LONG, "a map with a crashing task", {
+        let pool = pool.clone();
+        move || pool.with_chunksize(4).map(task, 0..ITEMS)
+    });
+    let err = outcome.expect_err("the faulty item must fail the map");
+    assert_eq!(err.len(), ITEMS as usize);
+    let failed: Vec<usize> = err.errors().map(|(i, _)| i).collect();
+    assert_eq!(failed, [FAULTY as usize], "only the faulty item fails");
+    for (i, r) in err.results().iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(*v, i as u32 * 2, "item {i}"),
+            Err(e) => {
+                assert_eq!(e.index(), Some(i), "{e}");
+                expect(e);
+            }
+        }
+    }
+    still_works(pool);
+}
+
+/// Separate from the generic caller, whose `Runs` bound would take this
+/// closure for its `F`.
+fn still_works(pool: Pool<Processes>) {
+    let after = within(LONG, "a map after the crash", move || {
+        pool.map(|x: u32| x + 1, 0..8)
+    });
+    assert_eq!(
+        after.expect("the pool still works"),
+        (1..9).collect::<Vec<_>>()
+    );
+}
+
+fn lost_with(e: &Error, causes: &[&str]) {
+    assert!(e.is_worker_lost(), "{e}");
+    let cause = e.worker_lost_cause().expect("a lost worker has a cause");
+    assert!(
+        causes.iter().any(|c| cause.contains(c)),
+        "cause {cause:?} names none of {causes:?}"
+    );
+    assert!(e.worker().is_some(), "the error names its worker: {e}");
+}
+
+fn segfaults(x: u32) -> u32 {
+    if x == FAULTY {
+        // SAFETY: none; this write is the fault under test. It is volatile
+        // so that it is not optimised out.
+        unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+    }
+    x * 2
+}
+
+#[test]
+fn segfaulting_task_fails_alone() {
+    only_the_faulty_item_fails(Pool::processes(2).unwrap(), segfaults, |e| {
+        lost_with(e, &["SIGSEGV"])
+    });
+}
+
+fn raises_sigsegv(x: u32) -> u32 {
+    if x == FAULTY {
+        raise_signal(SIGSEGV);
+    }
+    x * 2
+}
+
+#[test]
+fn task_raising_sigsegv_fails_alone() {
+    only_the_faulty_item_fails(Pool::processes(2).unwrap(), raises_sigsegv, |e| {
+        lost_with(e, &["SIGSEGV"])
+    });
+}
+
+fn aborts(x: u32) -> u32 {
+    if x == FAULTY {
+        std::process::abort();
+    }
+    x * 2
+}
+
+#[test]
+fn aborting_task_fails_alone() {
+    only_the_faulty_item_fails(Pool::processes(2).unwrap(), aborts, |e| {
+        lost_with(e, &["SIGABRT"])
+    });
+}
+
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth as u8; 512]);
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1) + u64::from(frame[(depth % 512) as usize])
+}
+
+fn overflows_stack(x: u32) -> u32 {
+    if x == FAULTY {
+        black_box(recurse(0));
+    }
+    x * 2
+}
+
+#[test]
+fn stack_overflowing_task_fails_alone() {
+    // The task runs on the worker's main thread, entered before `main`,
+    // where std's guard-page handler (which prints "has overflowed its
+    // stack" and aborts) may not be installed: either signal is a crash.
+    only_the_faulty_item_fails(Pool::processes(2).unwrap(), overflows_stack, |e| {
+        lost_with(e, &["SIGSEGV", "SIGABRT"])
+    });
+}
+
+fn allocates_2_gib(x: u32) -> u32 {
+    if x == FAULTY {
+        // Touch it page by page in 64 MiB steps, so that the test does not
+        // take 2 GiB of this machine should the limit not hold.
+        let mut blocks = Vec::new();
+        for _ in 0..32 {
+            let mut block = vec![0u8; 64 << 20];
+            for page in block.iter_mut().step_by(4096) {
+                *page = 1;
+            }
+            blocks.push(black_box(block));
+        }
+        black_box(&blocks);
+    }
+    x * 2
+}
+
+#[test]
+fn task_over_the_memory_limit_fails_alone() {
+    let pool = Pool::builder()
+        .processes(2)
+        .memory_limit(512 << 20)
+        .build()
+        .unwrap();
+    // An allocation that fails aborts the process (`handle_alloc_error`).
+    only_the_faulty_item_fails(pool, allocates_2_gib, |e| {
+        lost_with(e, &["SIGABRT", "SIGSEGV", "SIGKILL"])
+    });
+}
+
+fn exits_3(x: u32) -> u32 {
+    if x == FAULTY {
+        std::process::exit(3);
+    }
+    x * 2
+}
+
+#[test]
+fn exiting_task_fails_alone() {
+    only_the_faulty_item_fails(Pool::processes(2).unwrap(), exits_3, |e| {
+        lost_with(e, &["exited with code 3"])
+    });
+}
+
+fn loops_forever(x: u32) -> u32 {
+    if x == FAULTY {
+        let mut n = 0u64;
+        loop {
+            n = black_box(n.wrapping_add(1));
+        }
+    }
+    x * 2
+}
+
+#[test]
+fn endless_task_times_out_alone() {
+    let pool = Pool::builder()
+        .processes(2)
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    only_the_faulty_item_fails(pool, loops_forever, |e| {
+        assert!(e.is_timeout(), "{e}");
+        assert!(e.worker().is_some(), "{e}");
+    });
+}
+
+fn panics(x: u32) -> u32 {
+    if x == FAULTY {
+        panic!("boom at {x}");
+    }
+    x * 2
+}
+
+#[test]
+fn panicking_task_fails_alone_with_its_message() {
+    only_the_faulty_item_fails(Pool::processes(2).unwrap(), panics, |e| {
+        assert!(e.is_panic(), "{e}");
+        assert_eq!(e.panic_message(), Some("boom at 5"));
+        assert!(e.worker().is_some(), "{e}");
+    });
+}
+
+fn panics_on_odd(x: u32) -> u32 {
+    assert!(x.is_multiple_of(2), "odd item {x}");
+    x * 2
+}
+
+#[test]
+fn every_panic_keeps_its_message() {
+    // Panics are caught in the worker, one per item, each with its own
+    // message, while the same chunk's other items succeed.
+    let pool = Pool::processes(1).unwrap();
+    let err = within(LONG, "a map of panicking tasks", move || {
+        pool.with_chunksize(3).map(panics_on_odd, 0..12)
+    })
+    .expect_err("odd items panic");
+    assert_eq!(err.failed(), 6);
+    for (i, r) in err.results().iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(*v as usize, i * 2),
+            Err(e) => {
+                assert_eq!(i % 2, 1, "{e}");
+                let message = e.panic_message().expect("a panic");
+                assert!(message.contains(&format!("odd item {i}")), "{message}");
+            }
+        }
+    }
+}
