@@ -199,31 +199,59 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
 
 /// The completion of a chunk. When its worker dies mid-chunk, the item that
 /// was running fails (or is retried), and the rest run again as a smaller
-/// job; `positions` maps that job's items back to the chunk.
+/// job; `positions` maps that job's items back to the chunk, and `outcomes`
+/// keeps what the earlier attempts settled. A chunk that never lost a worker
+/// (the common case) skips both and hands its values straight through.
 struct ChunkCompletion<'s, X, R> {
     sink: Option<ChunkSink<'s, R>>,
-    positions: Vec<u32>,
-    outcomes: Vec<Option<Result<R>>>,
+    len: usize,
+    /// `None` until a worker died mid-chunk: then the chunk positions of the
+    /// items the current payload holds, and every settled outcome.
+    partial: Option<(Vec<u32>, Vec<Option<Result<R>>>)>,
     started: Instant,
     _input: std::marker::PhantomData<fn(X)>,
 }
 
 impl<X, R> ChunkCompletion<'_, X, R> {
+    fn deliver(&mut self, out: ChunkOut<R>) {
+        if let Some(sink) = self.sink.take() {
+            sink.deliver(out);
+        }
+    }
+
+    fn partial(&mut self) -> &mut (Vec<u32>, Vec<Option<Result<R>>>) {
+        let len = self.len;
+        self.partial
+            .get_or_insert_with(|| ((0..len as u32).collect(), (0..len).map(|_| None).collect()))
+    }
+
     fn deliver_if_complete(&mut self) {
-        if self.outcomes.iter().any(Option::is_none) {
+        let Some((_, outcomes)) = &mut self.partial else {
+            return;
+        };
+        if outcomes.iter().any(Option::is_none) {
             return;
         }
-        let Some(sink) = self.sink.take() else { return };
-        let len = self.outcomes.len();
+        let len = outcomes.len();
         let mut values = Vec::with_capacity(len);
         let mut errors = Vec::new();
-        for (i, o) in self.outcomes.drain(..).enumerate() {
+        for (i, o) in outcomes.drain(..).enumerate() {
             match o.expect("checked complete") {
                 Ok(v) => values.push(v),
                 Err(e) => errors.push((i, e)),
             }
         }
-        sink.deliver(ChunkOut::new(len, values, errors, self.started.elapsed()));
+        let out = ChunkOut::new(len, values, errors, self.started.elapsed());
+        self.deliver(out);
+    }
+
+    /// Settles every item of the current payload with `e` (unless settled).
+    fn settle_all(&mut self, e: &Error) {
+        let (positions, outcomes) = self.partial();
+        for &pos in positions.iter() {
+            outcomes[pos as usize].get_or_insert_with(|| Err(e.clone()));
+        }
+        self.deliver_if_complete();
     }
 }
 
@@ -237,47 +265,53 @@ where
     }
 
     fn finish(&mut self, output: &[u8], worker: usize) {
-        match postcard::from_bytes::<ChunkWire<R>>(output) {
-            Ok(ChunkWire::Done(values, errors)) => {
-                let mut values = values.into_iter();
-                let mut errors = errors.into_iter().peekable();
-                for (i, &pos) in self.positions.iter().enumerate() {
-                    let outcome = match errors.peek() {
-                        Some((at, _)) if *at as usize == i => {
-                            let (_, e) = errors.next().expect("peeked");
-                            Err(e.into_error().with_worker(worker))
-                        }
-                        _ => match values.next() {
-                            Some(v) => Ok(v),
-                            None => Err(Error::protocol("a chunk's result has too few values")
-                                .with_worker(worker)),
-                        },
-                    };
-                    self.outcomes[pos as usize] = Some(outcome);
-                }
-            }
+        let (values, errors) = match postcard::from_bytes::<ChunkWire<R>>(output) {
+            Ok(ChunkWire::Done(values, errors)) => (values, errors),
             Ok(ChunkWire::Undecodable(e)) => {
-                let e = e.into_error().with_worker(worker);
-                for &pos in &self.positions {
-                    self.outcomes[pos as usize] = Some(Err(e.clone()));
-                }
+                return self.settle_all(&e.into_error().with_worker(worker));
             }
             Err(e) => {
                 let e = Error::protocol(format!("cannot decode a chunk's results: {e}"))
                     .with_worker(worker);
-                for &pos in &self.positions {
-                    self.outcomes[pos as usize] = Some(Err(e.clone()));
-                }
+                return self.settle_all(&e);
             }
+        };
+        let Some((positions, outcomes)) = &mut self.partial else {
+            // Fast path: the payload is the whole chunk, in order.
+            if values.len() + errors.len() != self.len {
+                let e = Error::protocol("a chunk's result has the wrong number of items")
+                    .with_worker(worker);
+                return self.settle_all(&e);
+            }
+            let errors = errors
+                .into_iter()
+                .map(|(i, e)| (i as usize, e.into_error().with_worker(worker)))
+                .collect();
+            let out = ChunkOut::new(self.len, values, errors, self.started.elapsed());
+            return self.deliver(out);
+        };
+        let mut values = values.into_iter();
+        let mut errors = errors.into_iter().peekable();
+        for (i, &pos) in positions.iter().enumerate() {
+            let outcome =
+                match errors.peek() {
+                    Some((at, _)) if *at as usize == i => {
+                        let (_, e) = errors.next().expect("peeked");
+                        Err(e.into_error().with_worker(worker))
+                    }
+                    _ => match values.next() {
+                        Some(v) => Ok(v),
+                        None => Err(Error::protocol("a chunk's result has too few values")
+                            .with_worker(worker)),
+                    },
+                };
+            outcomes[pos as usize] = Some(outcome);
         }
         self.deliver_if_complete();
     }
 
     fn fail(&mut self, error: Error) {
-        for &pos in &self.positions {
-            self.outcomes[pos as usize].get_or_insert_with(|| Err(error.clone()));
-        }
-        self.deliver_if_complete();
+        self.settle_all(&error);
     }
 
     fn cancelled(&mut self) {
@@ -294,8 +328,9 @@ where
             return false;
         }
         if !retry {
-            let pos = self.positions.remove(item);
-            self.outcomes[pos as usize] = Some(Err(error));
+            let (positions, outcomes) = self.partial();
+            let pos = positions.remove(item);
+            outcomes[pos as usize] = Some(Err(error));
             items.remove(item);
         }
         if items.is_empty() {
@@ -352,8 +387,8 @@ where
                 payload,
                 Box::new(ChunkCompletion::<X, R> {
                     sink: Some(sink),
-                    positions: (0..len as u32).collect(),
-                    outcomes: (0..len).map(|_| None).collect(),
+                    len,
+                    partial: None,
                     started: Instant::now(),
                     _input: std::marker::PhantomData,
                 }),

@@ -452,11 +452,17 @@ fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
+/// Jobs longer than this are sent one at a time, so none waits in a busy
+/// worker's pipe while another worker idles; shorter ones are sent at least
+/// two at a time, so the worker never waits for the parent between them.
+const LONG_JOB: Duration = Duration::from_millis(5);
+
 fn allowance(avg: Option<Duration>) -> usize {
     match avg {
         None => 1,
         Some(d) if d.is_zero() => MAX_IN_FLIGHT,
-        Some(d) => ((TARGET_QUEUE_TIME.as_nanos() / d.as_nanos()) as usize).clamp(1, MAX_IN_FLIGHT),
+        Some(d) if d >= LONG_JOB => 1,
+        Some(d) => ((TARGET_QUEUE_TIME.as_nanos() / d.as_nanos()) as usize).clamp(2, MAX_IN_FLIGHT),
     }
 }
 
@@ -479,6 +485,9 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
     let mut avg: Option<Duration> = None;
     let mut last_done = Instant::now();
     let mut dead = false;
+    // Results read but not yet decoded: the next jobs go out first, so the
+    // worker does not wait while we decode.
+    let mut finished: Vec<(ProcJob<'static>, wire::Frame)> = Vec::new();
 
     while !dead {
         // TOP UP: hand queued jobs to the worker, up to its allowance.
@@ -537,6 +546,7 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             dead = true;
             continue;
         }
+        deliver(&mut finished, slot);
         // IDLE: wait for the worker, a wake-up, or the next deadline.
         let mut wait_ms: i32 = -1;
         if timeout_ns.is_some() && !inflight.is_empty() {
@@ -733,6 +743,7 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             dead = true;
         }
     }
+    deliver(&mut finished, slot);
     // REAP: the worker is gone or going; collect its exit status.
     let status = reap(&mut worker.child);
     let (running, item, _) = worker.control.running();
@@ -747,6 +758,19 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         }
     }
     settle(shared, slot, inflight, running, item as usize, kill, &cause);
+}
+
+/// Decodes and delivers the results read from a worker.
+fn deliver(finished: &mut Vec<(ProcJob<'static>, wire::Frame)>, slot: usize) {
+    for (mut job, frame) in finished.drain(..) {
+        let mut f = Fields::new(&frame.body);
+        let _seq = f.u64();
+        let read = wire::with_payload(&frame, f, |bytes| job.completion().finish(bytes, slot));
+        if let Err(wire::Garbage(msg)) = read {
+            job.completion()
+                .fail(Error::protocol(msg).with_worker(slot));
+        }
+    }
 }
 
 fn reap(child: &mut std::process::Child) -> std::process::ExitStatus {

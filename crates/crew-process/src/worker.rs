@@ -26,12 +26,14 @@ pub(crate) const ENV_MEMORY: &str = "CREW_WORKER_MEMORY";
 /// task without asking the (possibly stuck) worker.
 pub(crate) struct Control {
     words: *const AtomicU64,
+    /// The worker's copy of word `TIMED`, read once per job rather than
+    /// once per item.
+    timed: std::cell::Cell<bool>,
 }
 
 // SAFETY: the page is a shared mapping of atomics; every access is atomic.
+// (`timed` is a `Cell`, so `Control` is not `Sync`: one thread per worker.)
 unsafe impl Send for Control {}
-// SAFETY: as above.
-unsafe impl Sync for Control {}
 
 /// Word 0: sequence number of the job running (0: none).
 const SEQ: usize = 0;
@@ -71,7 +73,10 @@ impl Control {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Control { words: ptr.cast() })
+        Ok(Control {
+            words: ptr.cast(),
+            timed: std::cell::Cell::new(false),
+        })
     }
 
     fn word(&self, i: usize) -> &AtomicU64 {
@@ -86,13 +91,14 @@ impl Control {
     }
 
     pub(crate) fn set_item(&self, item: u64) {
-        if self.word(TIMED).load(Ordering::Relaxed) != 0 {
+        if self.timed.get() {
             self.word(STARTED).store(monotonic_ns(), Ordering::Relaxed);
         }
         self.word(ITEM).store(item, Ordering::Release);
     }
 
     pub(crate) fn set_timed(&self, timed: bool) {
+        self.timed.set(timed);
         self.word(TIMED).store(timed as u64, Ordering::Relaxed);
     }
 
