@@ -12,4 +12,6 @@
 
 mod common;
 mod conformance;
+mod loops;
+mod parallel;
 mod threads_only;
