@@ -127,6 +127,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// round trip, little enough that a long task does not strand others.
 const TARGET_QUEUE_TIME: Duration = Duration::from_micros(500);
 const MAX_IN_FLIGHT: usize = 1024;
+/// How long an idle proxy looks for work before sleeping.
+const SPIN: Duration = Duration::from_micros(15);
 /// The sequence number of a worker's initializer run.
 const INIT_SEQ: u64 = u64::MAX;
 
@@ -146,6 +148,9 @@ pub(crate) struct Proxy {
 pub(crate) struct Shared {
     pub(crate) config: ProcessConfig,
     queue: Mutex<Queue>,
+    /// Mirrors `queue.jobs.len()`, so a spinning proxy can look without
+    /// taking the lock.
+    queued: std::sync::atomic::AtomicUsize,
     state: AtomicU8,
     proxies: Vec<Proxy>,
     alive: Mutex<usize>,
@@ -159,6 +164,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn take_all(q: &mut Queue) -> Vec<ProcJob<'static>> {
+    // (`queued` may briefly over-count: a spinning proxy then takes the lock
+    // and finds nothing, which is harmless.)
     let mut jobs: Vec<_> = q.jobs.drain(..).collect();
     jobs.append(&mut q.delayed);
     jobs
@@ -210,6 +217,7 @@ impl Shared {
                 broken: None,
                 start_failures: 0,
             }),
+            queued: std::sync::atomic::AtomicUsize::new(0),
             state: AtomicU8::new(OPEN),
             proxies,
             alive: Mutex::new(0),
@@ -254,6 +262,7 @@ impl Shared {
             return Ok(());
         }
         q.jobs.push_back(job);
+        self.queued.store(q.jobs.len(), Ordering::Release);
         let idle = q.idle.pop();
         drop(q);
         if let Some(slot) = idle {
@@ -276,7 +285,9 @@ impl Shared {
                 }
             }
         }
-        q.jobs.pop_front()
+        let job = q.jobs.pop_front();
+        self.queued.store(q.jobs.len(), Ordering::Release);
+        job
     }
 
     fn next_delay(&self) -> Option<Duration> {
@@ -314,6 +325,7 @@ impl Shared {
                 q.jobs.push_front(job);
             }
         }
+        self.queued.store(q.jobs.len(), Ordering::Release);
         let idle: Vec<usize> = std::mem::take(&mut q.idle);
         drop(q);
         for slot in idle {
@@ -561,8 +573,27 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                 wait_ms = d.as_millis() as i32 + 1;
             }
         }
-        let parked = hello && inflight.is_empty() && !stopping && shared.park_idle(slot);
-        if !hello || !inflight.is_empty() || parked || stopping {
+        // SPIN: a job or a result is often microseconds away, and a sleeping
+        // vCPU takes ~60 µs to wake here (ipc-floor.md); look for ~15 µs
+        // before sleeping.
+        let mut got = false;
+        if hello && !stopping && kill.is_none() {
+            let until = Instant::now() + SPIN;
+            while Instant::now() < until {
+                if inflight.is_empty() {
+                    if shared.queued.load(Ordering::Acquire) > 0 {
+                        got = true;
+                        break;
+                    }
+                } else if matches!(inbox.read_nonblocking(sock), Ok(Read::Data | Read::Eof) | Err(_)) {
+                    got = true;
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let parked = !got && hello && inflight.is_empty() && !stopping && shared.park_idle(slot);
+        if !got && (!hello || !inflight.is_empty() || parked || stopping) {
             let mut fds = [
                 libc::pollfd {
                     fd: sock,

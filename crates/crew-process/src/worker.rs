@@ -205,9 +205,13 @@ fn serve_from_env() -> io::Result<()> {
             std::env::remove_var(name);
         }
     }
-    // SAFETY: plain process-attribute syscalls.
+    // SAFETY: plain process-attribute syscalls. Workers ignore SIGINT: a
+    // Ctrl-C reaches the whole process group, and the parent decides (by
+    // default it dies, and its workers with it; a parent that handles
+    // SIGINT can `terminate` its pools).
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
     if let Some(parent) = parent {
         // SAFETY: getppid cannot fail.
