@@ -272,12 +272,15 @@ fn split<X>(items: Vec<X>, chunksize: usize) -> Vec<Chunk<X>> {
     chunks
 }
 
+/// What a finished async map does with every chunk's outcome.
+type OnComplete<'s, R> = Box<dyn FnOnce(Vec<Option<ChunkOut<R>>>) + Send + 's>;
+
 /// Gathers every chunk of a map of known length.
 struct Gather<'s, R> {
     state: Mutex<GatherState<R>>,
     cv: Condvar,
     progress: Option<Progress>,
-    on_complete: Mutex<Option<Box<dyn FnOnce(Vec<Option<ChunkOut<R>>>) + Send + 's>>>,
+    on_complete: Mutex<Option<OnComplete<'s, R>>>,
 }
 
 struct GatherState<R> {

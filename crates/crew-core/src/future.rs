@@ -234,7 +234,7 @@ impl<T: Send> Future<T> {
         self.slot.on_done(Box::new(callback));
     }
 
-    pub(crate) fn on_done_boxed(&self, callback: Box<dyn FnOnce(&Result<T>) + Send>) {
+    pub(crate) fn on_done_boxed(&self, callback: crate::slot::Callback<Result<T>>) {
         self.slot.on_done(callback);
     }
 }

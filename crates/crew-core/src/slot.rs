@@ -52,7 +52,7 @@ const CANCEL_REQUESTED: usize = 1 << 4;
 /// short spin pays when the result is microseconds away.
 const SPIN_LIMIT: u32 = 2_000;
 
-type Callback<V> = Box<dyn FnOnce(&V) + Send>;
+pub(crate) type Callback<V> = Box<dyn FnOnce(&V) + Send>;
 
 enum Waiter<V> {
     Thread(Thread),

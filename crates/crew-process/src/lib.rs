@@ -202,12 +202,16 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
 /// job; `positions` maps that job's items back to the chunk, and `outcomes`
 /// keeps what the earlier attempts settled. A chunk that never lost a worker
 /// (the common case) skips both and hands its values straight through.
+/// Chunk positions of the items a re-run payload holds, and every settled
+/// outcome of the chunk.
+type Partial<R> = (Vec<u32>, Vec<Option<Result<R>>>);
+
 struct ChunkCompletion<'s, X, R> {
     sink: Option<ChunkSink<'s, R>>,
     len: usize,
     /// `None` until a worker died mid-chunk: then the chunk positions of the
     /// items the current payload holds, and every settled outcome.
-    partial: Option<(Vec<u32>, Vec<Option<Result<R>>>)>,
+    partial: Option<Partial<R>>,
     started: Instant,
     _input: std::marker::PhantomData<fn(X)>,
 }
@@ -219,7 +223,7 @@ impl<X, R> ChunkCompletion<'_, X, R> {
         }
     }
 
-    fn partial(&mut self) -> &mut (Vec<u32>, Vec<Option<Result<R>>>) {
+    fn partial(&mut self) -> &mut Partial<R> {
         let len = self.len;
         self.partial
             .get_or_insert_with(|| ((0..len as u32).collect(), (0..len).map(|_| None).collect()))

@@ -228,8 +228,9 @@ fn serve_from_env() -> io::Result<()> {
         // SAFETY: setting our own limit from a valid struct.
         unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
     }
-    // SAFETY: the parent gave us these fds; we own them from now on.
+    // SAFETY: the parent gave us this fd; we own it from now on.
     let sock_owned = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: likewise for the control page's fd.
     let control_fd = unsafe { OwnedFd::from_raw_fd(control) };
     let control = Control::map(control)?;
     drop(control_fd);
