@@ -9,7 +9,9 @@ use std::time::Duration;
 use crew::core::{Runs, Unary};
 use crew::{Error, Pool, Processes};
 
-use crate::support::{LONG, SIGSEGV, raise_signal, within};
+use crate::support::{
+    LONG, Registry, SIGKILL, SIGSEGV, is_dead, raise_signal, register_pid, send_signal, within,
+};
 
 /// The item that faults in every map below; with chunks of 4 it shares its
 /// chunk with items 4, 6 and 7, which must be re-run on the next worker.
@@ -242,6 +244,50 @@ fn every_panic_keeps_its_message() {
                 let message = e.panic_message().expect("a panic");
                 assert!(message.contains(&format!("odd item {i}")), "{message}");
             }
+        }
+    }
+}
+
+fn starts_a_sleeper_then_aborts(x: u32) -> u32 {
+    if x == FAULTY {
+        let sleeper = std::process::Command::new("sleep")
+            .arg("120")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start sleep");
+        register_pid("sleeper", sleeper.id());
+        std::process::abort();
+    }
+    x * 2
+}
+
+#[test]
+#[ignore = "bug: a crash goes unnoticed while a subprocess of the task lives"]
+fn crash_is_noticed_while_a_subprocess_of_the_task_lives() {
+    // The task's subprocess inherits the worker's socket; the worker's
+    // death must still be noticed at once, not when the subprocess ends.
+    let sleepers = Registry::new("sleeper");
+    let _cleanup = KillOnDrop(&sleepers);
+    only_the_faulty_item_fails(
+        Pool::processes(2).unwrap(),
+        starts_a_sleeper_then_aborts,
+        |e| lost_with(e, &["SIGABRT"]),
+    );
+    let sleeper = sleepers.wait_for(1)[0];
+    assert!(
+        !is_dead(sleeper),
+        "the map returned before the sleeper ended"
+    );
+}
+
+/// Kills every process registered in a [`Registry`] when dropped.
+struct KillOnDrop<'a>(&'a Registry);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        for pid in self.0.pids() {
+            send_signal(pid, SIGKILL);
         }
     }
 }

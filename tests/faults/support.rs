@@ -109,6 +109,13 @@ pub(crate) fn register_worker(tag: &str) {
     }
 }
 
+/// Called by a task in a worker: records `pid` (a process the task
+/// started) under `tag`.
+pub(crate) fn register_pid(tag: &str, pid: u32) {
+    let dir = registry_dir(std::os::unix::process::parent_id(), tag);
+    std::fs::write(dir.join(pid.to_string()), b"").expect("register a pid");
+}
+
 impl Registry {
     /// An empty registry for the workers of this process tagged `tag`.
     pub(crate) fn new(tag: &str) -> Registry {
