@@ -25,6 +25,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A run of consecutive inputs of a map, sent to one worker as one job.
+///
+/// # Examples
+///
+/// ```
+/// let c = crew_core::Chunk { offset: 10, items: vec!['a', 'b'] };
+/// assert_eq!(c.items.len(), 2);
+/// ```
 #[derive(Debug)]
 pub struct Chunk<X> {
     /// Position of the first input in the whole map.
@@ -35,6 +42,18 @@ pub struct Chunk<X> {
 
 /// What a chunk produced: the values of the items that succeeded, in order,
 /// and the failures with their position in the chunk.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use crew_core::{ChunkOut, Error};
+/// let out = ChunkOut::new(3, vec![1, 3], vec![(1, Error::panic("two"))], Duration::ZERO);
+/// assert_eq!(out.len(), 3);
+/// let all: Vec<_> = out.into_results(100).collect();
+/// assert_eq!(all[1].as_ref().unwrap_err().index(), Some(101));
+/// assert!(!ChunkOut::<u8>::failed(2, Error::cancelled()).is_empty());
+/// ```
 #[derive(Debug)]
 pub struct ChunkOut<R> {
     len: usize,
@@ -113,7 +132,20 @@ pub(crate) trait Collect<R>: Send + Sync {
 }
 
 /// The receiving end of one chunk's outcome. Dropping it undelivered reports
-/// every item of the chunk as cancelled.
+/// every item of the chunk as cancelled. Back-ends receive sinks in
+/// [`Runs::chunk_job`](crate::Runs::chunk_job); [`run_chunk`] shows the
+/// whole round trip on the calling thread.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Backend, Runs, Unary, engine::{MapOptions, map_blocking}};
+/// // A back-end's chunk jobs deliver to sinks; map_blocking collects them.
+/// let t = crew_core::Threads::new(2)?;
+/// let v = map_blocking(&t, Unary(|x: i8| -x), vec![1, 2], &MapOptions { chunksize: Some(1), ..Default::default() }).unwrap();
+/// assert_eq!(v, [-1, -2]);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 pub struct ChunkSink<'s, R> {
     collector: Option<Arc<dyn Collect<R> + 's>>,
     index: usize,
@@ -186,6 +218,17 @@ impl<R> Drop for ChunkSink<'_, R> {
 /// Runs `task` over a chunk in the calling thread, catching each item's
 /// panic so that it fails only that item: the shared helper of in-process
 /// back-ends.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Chunk, Unary, engine::run_chunk};
+/// let out = run_chunk(&Unary(|x: u32| if x == 2 { panic!("two") } else { x }), Chunk { offset: 0, items: vec![1, 2, 3] }, 0, None);
+/// let r: Vec<_> = out.into_results(0).collect();
+/// assert_eq!(*r[0].as_ref().unwrap(), 1);
+/// assert!(r[1].as_ref().unwrap_err().is_panic());
+/// assert_eq!(*r[2].as_ref().unwrap(), 3);
+/// ```
 pub fn run_chunk<T, X, R>(
     task: &T,
     chunk: Chunk<X>,
@@ -229,6 +272,13 @@ where
 }
 
 /// Options of one map call.
+///
+/// # Examples
+///
+/// ```
+/// let opts = crew_core::MapOptions { chunksize: Some(64), ..Default::default() };
+/// assert!(opts.progress.is_none());
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct MapOptions {
     /// Items per job; `None` chooses automatically.
@@ -379,6 +429,17 @@ fn start_progress(opts: &MapOptions, total: Option<usize>) -> Option<Progress> {
 /// `map` that blocks until every item is done; the task may borrow data
 /// that outlives the call (`'s`).
 ///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Threads, Unary, engine::{MapOptions, map_blocking}};
+/// let t = Threads::new(2)?;
+/// let table = vec![10, 20, 30];
+/// let v = map_blocking(&t, Unary(|i: usize| table[i]), vec![2, 0], &MapOptions::default()).unwrap();
+/// assert_eq!(v, [30, 10]);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+///
 /// # Errors
 ///
 /// A [`MapError`] with every item's outcome if at least one item failed.
@@ -466,6 +527,16 @@ impl<R: Send, B: Backend> Drop for WaitGuard<'_, '_, R, B> {
 
 /// `map_async`: queues every chunk and returns at once; the last chunk to
 /// finish assembles the result.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Threads, Unary, engine::{MapOptions, map_async}};
+/// let t = Threads::new(2)?;
+/// let r = map_async(&t, Unary(|x: u16| x * 2), vec![1, 2, 3], &MapOptions::default());
+/// assert_eq!(r.get().unwrap(), [2, 4, 6]);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 pub fn map_async<B, T, X, R>(
     backend: &B,
     task: T,
@@ -513,6 +584,16 @@ where
 
 /// Runs one call and waits for it; the task may borrow data outliving `'s`.
 ///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Star, Threads, engine::call_blocking};
+/// let t = Threads::new(1)?;
+/// let name = String::from("crew");
+/// assert_eq!(call_blocking(&t, Star(|n: usize| name.len() * n), (2,))?, 8);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+///
 /// # Errors
 ///
 /// The task's error.
@@ -546,6 +627,17 @@ where
 
 /// Queues one call that completes `promise` (the producing side of a
 /// `Future` or an `AsyncResult`).
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Future, Star, Threads, engine::spawn_call};
+/// let t = Threads::new(1)?;
+/// let (promise, future) = Future::pending();
+/// spawn_call(&t, Star(|| 7u8), (), promise);
+/// assert_eq!(future.result()?, 7);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 pub fn spawn_call<B, T, X, R>(backend: &B, task: T, input: X, promise: crate::Promise<Result<R>>)
 where
     B: Runs<'static, T, X, R>,
@@ -650,6 +742,18 @@ impl ChunkPolicy {
 
 /// The lazy iterator behind `imap`, `imap_unordered` and `Executor::map`.
 ///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use crew_core::{Imap, MapOptions, OnDrop, Owned, Threads, Unary};
+/// let t = Arc::new(Owned::new(Threads::new(2)?, OnDrop::Terminate));
+/// let it = Imap::new(t, Unary(|x: u64| x + 1), 0.., true, &MapOptions::default(), None);
+/// let v: Vec<u64> = it.take(4).map(Result::unwrap).collect();
+/// assert_eq!(v, [1, 2, 3, 4]);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+///
 /// Input is pulled on the consumer's thread only when fewer than a window
 /// of chunks (4 per worker) are in flight, so an endless input works and
 /// memory stays flat. Dropping the iterator cancels the chunks not started.
@@ -690,7 +794,10 @@ where
     I::Item: 'static,
     R: Send + 'static,
 {
-    /// A lazy map of `task` over `input`.
+    /// A lazy map of `task` over `input`: in input order if `ordered`, as
+    /// they finish otherwise; with a `timeout`, one timeout error ends the
+    /// iteration if a result is not ready that long after this call. See the
+    /// type's example.
     pub fn new(
         backend: Arc<Owned<B>>,
         task: T,
@@ -816,6 +923,16 @@ impl<B: Backend, T, I: Iterator, R> Drop for Imap<B, T, I, R> {
 }
 
 /// What happens to a back-end when its last owner goes away.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Backend, OnDrop, Owned, Threads};
+/// let t = Threads::new(1)?;
+/// drop(Owned::new(t.clone(), OnDrop::Close));
+/// assert!(t.is_closed());
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnDrop {
     /// Drop queued work and stop (Python's `with Pool() as p:`).
@@ -826,7 +943,8 @@ pub enum OnDrop {
 }
 
 /// A back-end owned by a `Pool`, an `Executor` or a lazy iterator: the last
-/// owner to go shuts it down as [`OnDrop`] says, without blocking.
+/// owner to go shuts it down as [`OnDrop`] says, without blocking. See
+/// [`OnDrop`] for an example.
 #[derive(Debug)]
 pub struct Owned<B: Backend> {
     backend: B,
@@ -834,7 +952,7 @@ pub struct Owned<B: Backend> {
 }
 
 impl<B: Backend> Owned<B> {
-    /// Takes ownership of `backend`.
+    /// Takes ownership of `backend`; see [`OnDrop`] for an example.
     pub fn new(backend: B, on_drop: OnDrop) -> Owned<B> {
         Owned { backend, on_drop }
     }

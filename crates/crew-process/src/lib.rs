@@ -36,6 +36,18 @@ pub use worker::run_if_worker;
 /// dies (crash, signal, memory limit, timeout kill) fails only the task it
 /// was running, with `is_worker_lost` (or `is_timeout`), and is replaced.
 /// Cloning gives another handle to the same workers.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Backend, engine::{MapOptions, map_blocking}, Unary};
+/// let p = crew_process::Processes::new(2)?;
+/// let v = map_blocking(&p, Unary(|x: u32| x * 3), vec![1, 2, 3], &MapOptions::default()).unwrap();
+/// assert_eq!(v, [3, 6, 9]);
+/// p.close();
+/// assert!(p.join(None));
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Processes {
     shared: Arc<Shared>,
@@ -53,6 +65,16 @@ impl std::fmt::Debug for Processes {
 impl Processes {
     /// Starts `workers` worker processes.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::Backend;
+    /// let p = crew_process::Processes::new(1)?;
+    /// assert_eq!(p.workers(), 1);
+    /// assert!(crew_process::Processes::new(0).unwrap_err().is_invalid_input());
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// `is_invalid_input` for 0 workers; `is_io` if a proxy thread cannot
@@ -68,6 +90,16 @@ impl Processes {
     /// The `initializer` field of a [`ProcessConfig`] that runs `f(args…)`
     /// once in each new worker; what it returns is the worker's state,
     /// read by tasks with `crew::worker_state::<S>()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_process::{ProcessConfig, Processes};
+    /// let init = Processes::initializer(|n: u32| n * 2, (21,))?;
+    /// let p = Processes::with_config(ProcessConfig { workers: 1, initializer: Some(init), ..Default::default() })?;
+    /// # drop(p);
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -88,6 +120,21 @@ impl Processes {
     }
 
     /// Starts a pool as `config` says.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crew_process::{ProcessConfig, Processes};
+    /// let p = Processes::with_config(ProcessConfig {
+    ///     workers: 2,
+    ///     task_timeout: Some(Duration::from_secs(30)),
+    ///     retries: 1,
+    ///     ..Default::default()
+    /// })?;
+    /// # drop(p);
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -101,6 +101,16 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
 
     /// Starts the process; returns at once.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut p = crew_process::Process::new(|| 1u8, ());
+    /// p.start()?;
+    /// assert!(p.start().unwrap_err().is_invalid_input());
+    /// assert_eq!(p.result()?, 1);
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// `is_invalid_input` if already started; `is_io` if the process cannot
@@ -205,11 +215,34 @@ fn converse(sock: i32, entry: u64, payload: &[u8]) -> std::result::Result<Vec<u8
 
 impl<R: Send> Process<R> {
     /// The process id, once started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut p = crew_process::Process::new(|| std::process::id(), ());
+    /// assert_eq!(p.pid(), None);
+    /// p.start()?;
+    /// let pid = p.pid().unwrap();
+    /// assert_eq!(p.result()?, pid);
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     pub fn pid(&self) -> Option<u32> {
         self.pid
     }
 
     /// True between `start` and the process's exit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut p = crew_process::Process::new(|| std::thread::sleep(std::time::Duration::from_secs(60)), ());
+    /// p.start()?;
+    /// assert!(p.is_alive());
+    /// p.kill();
+    /// p.join()?;
+    /// assert!(!p.is_alive());
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     pub fn is_alive(&self) -> bool {
         self.pid.is_some() && lock(&self.state.status).is_none()
     }
@@ -217,6 +250,16 @@ impl<R: Send> Process<R> {
     /// The exit code once the process has ended: 0 on success, the code it
     /// exited with, or minus the signal that killed it (as Python's
     /// `exitcode`); `None` while it runs or before it starts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut p = crew_process::Process::new(|| -> () { std::process::exit(3) }, ());
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(3));
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     pub fn exitcode(&self) -> Option<i32> {
         use std::os::unix::process::ExitStatusExt;
         let status = (*lock(&self.state.status))?;
@@ -224,6 +267,17 @@ impl<R: Send> Process<R> {
     }
 
     /// Waits for the process to end.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut p = crew_process::Process::new(|| (), ());
+    /// assert!(p.join().unwrap_err().is_invalid_input());
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -233,6 +287,19 @@ impl<R: Send> Process<R> {
     }
 
     /// Waits for the process to end or for `timeout`; true if it ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut p = crew_process::Process::new(|| std::thread::sleep(Duration::from_secs(60)), ());
+    /// p.start()?;
+    /// assert!(!p.join_timeout(Duration::from_millis(20))?);
+    /// p.terminate();
+    /// assert!(p.join_timeout(Duration::from_secs(10))?);
+    /// assert_eq!(p.exitcode(), Some(-15));
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -282,17 +349,42 @@ impl<R: Send> Process<R> {
         }
     }
 
-    /// Asks the process to stop (SIGTERM), as Python's `terminate`.
+    /// Asks the process to stop (SIGTERM), as Python's `terminate`; see
+    /// [`join_timeout`](Process::join_timeout) for an example.
     pub fn terminate(&self) {
         self.signal(libc::SIGTERM);
     }
 
     /// Stops the process at once (SIGKILL), as Python's `kill`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut p = crew_process::Process::new(|| -> () { loop { std::hint::spin_loop() } }, ());
+    /// p.start()?;
+    /// p.kill();
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(-9));
+    /// assert!(p.result().unwrap_err().is_worker_lost());
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     pub fn kill(&self) {
         self.signal(libc::SIGKILL);
     }
 
     /// Waits for the task and returns what it returned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut p = crew_process::Process::new(|s: String| s.to_uppercase(), ("abc".to_string(),));
+    /// p.start()?;
+    /// assert_eq!(p.result()?, "ABC");
+    /// let mut q = crew_process::Process::new(|| -> u8 { panic!("no") }, ());
+    /// q.start()?;
+    /// assert_eq!(q.result().unwrap_err().panic_message(), Some("no"));
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -38,7 +38,20 @@ pub(crate) trait Completion: Send {
 }
 
 /// A job of the process back-end: a trampoline offset, the encoded input,
-/// and where the outcome goes.
+/// and where the outcome goes. Built by the back-end's `Runs` impl; opaque
+/// to everyone else.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Backend, Future, Runs, Star};
+/// let p = crew_process::Processes::new(1)?;
+/// let (promise, future) = Future::pending();
+/// let job: crew_process::ProcJob<'static> = p.call_job(Star(|x: u8| x + 1), (1,), promise);
+/// p.spawn(job).unwrap();
+/// assert_eq!(future.result()?, 2);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 pub struct ProcJob<'s> {
     pub(crate) entry: u64,
     pub(crate) payload: Vec<u8>,
@@ -92,6 +105,13 @@ impl<'s> ProcJob<'s> {
 }
 
 /// Options of a process pool.
+///
+/// # Examples
+///
+/// ```
+/// let config = crew_process::ProcessConfig { workers: 4, max_tasks_per_child: Some(100), ..Default::default() };
+/// assert_eq!(config.retries, 0);
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ProcessConfig {
     /// Number of workers (at least 1).
@@ -585,7 +605,10 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                         got = true;
                         break;
                     }
-                } else if matches!(inbox.read_nonblocking(sock), Ok(Read::Data | Read::Eof) | Err(_)) {
+                } else if matches!(
+                    inbox.read_nonblocking(sock),
+                    Ok(Read::Data | Read::Eof) | Err(_)
+                ) {
                     got = true;
                     break;
                 }

@@ -169,6 +169,13 @@ extern "C" fn enter_worker() {
 /// Serves as a worker if this process was started as one (never returns
 /// then); otherwise returns at once. Called before `main` automatically;
 /// `crew::init()` calls it too.
+///
+/// # Examples
+///
+/// ```
+/// // In a program that was not started as a worker, this returns at once.
+/// crew_process::run_if_worker();
+/// ```
 pub fn run_if_worker() {
     if std::env::var_os(ENV_FD).is_some() {
         run_worker();
