@@ -39,8 +39,12 @@ impl Gate {
     /// A closed gate with a path no other gate uses.
     pub(crate) fn new() -> Gate {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
+        static SWEEP: std::sync::Once = std::sync::Once::new();
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("crew-gates");
         std::fs::create_dir_all(&dir).expect("create the gate directory");
+        // Gate files cannot be removed while a task may still poll them;
+        // instead each run sweeps what runs older than an hour left behind.
+        SWEEP.call_once(|| sweep_stale_gates(&dir, Duration::from_secs(3600)));
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{}-{n}", std::process::id()));
         let gate = Gate { path };
@@ -83,6 +87,21 @@ impl Gate {
 impl Drop for Gate {
     fn drop(&mut self) {
         let _ = std::fs::write(&self.path, b"open");
+    }
+}
+
+fn sweep_stale_gates(dir: &Path, older_than: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > older_than));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
