@@ -55,6 +55,49 @@ pub use executor::Executor;
 pub use parallel::{BatchSize, Delayed, Parallel, ParallelIter, Prefer, RunDelayed, delayed};
 pub use pool::{Pool, PoolBuilder};
 
+/// Shared memory across processes (Python's `multiprocessing.Value` and
+/// `Array`): memfd regions that cross to workers as handles, so a 1 GB
+/// array reaches every worker without a copy.
+///
+/// # Examples
+///
+/// ```
+/// use crew::shm::Value;
+/// let counter = Value::new(0i64)?;
+/// let pool = crew::Pool::processes(2)?;
+/// pool.map(|c: Value<i64>| c.update(|v| *v += 1), vec![counter.clone(); 8])?;
+/// assert_eq!(counter.get(), 8);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub mod shm {
+    pub use crew_shm::{Array, ArrayGuard, Error, Pod, Region, Value, ValueGuard};
+}
+
+/// Process-shared synchronisation (Python's `multiprocessing.Lock`,
+/// `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Barrier`,
+/// `Condition`), every wait with a timeout variant. A lock whose holder dies
+/// is recovered by the next acquirer, who is told (`is_owner_dead`) that the
+/// data may be inconsistent — never a deadlock.
+///
+/// # Examples
+///
+/// ```
+/// use crew::sync::Event;
+/// let ready = Event::new()?;
+/// let mut p = crew::Process::new(|e: Event| e.set(), (ready.clone(),));
+/// p.start()?;
+/// assert!(ready.wait_timeout(std::time::Duration::from_secs(30)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub mod sync {
+    pub use crew_shm::{
+        AcquireError, Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
+        RLockGuard, Semaphore,
+    };
+}
+
+pub use crew_shm::{Connection, Pipe, PutError, Queue, QueueBuilder};
+
 /// Makes this program able to serve as a crew worker process; call it as
 /// the first line of `main`.
 ///
