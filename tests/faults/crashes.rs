@@ -291,3 +291,57 @@ impl Drop for KillOnDrop<'_> {
         }
     }
 }
+
+fn always_aborts_on_faulty(x: u32) -> u32 {
+    if x == FAULTY {
+        crate::support::register_worker("always-aborts");
+        std::process::abort();
+    }
+    x * 2
+}
+
+#[test]
+fn retries_give_up_on_a_task_that_always_crashes() {
+    // Two retries: the faulty item runs three times, on three workers, then
+    // fails like any lost task; the rest of the map is unaffected.
+    let attempts = Registry::new("always-aborts");
+    let pool = Pool::builder()
+        .processes(2)
+        .retries(2, Duration::from_millis(1))
+        .build()
+        .unwrap();
+    only_the_faulty_item_fails(pool, always_aborts_on_faulty, |e| {
+        lost_with(e, &["SIGABRT"])
+    });
+    assert_eq!(attempts.pids().len(), 3, "1 run + 2 retries");
+}
+
+#[test]
+fn retried_timeouts_still_time_out() {
+    let pool = Pool::builder()
+        .processes(2)
+        .task_timeout(Duration::from_millis(200))
+        .retries(1, Duration::from_millis(1))
+        .build()
+        .unwrap();
+    only_the_faulty_item_fails(pool, loops_forever, |e| assert!(e.is_timeout(), "{e}"));
+}
+
+#[test]
+fn imap_goes_on_past_a_crash() {
+    let pool = Pool::processes(2).unwrap();
+    let results: Vec<crew::Result<u32>> = within(LONG, "imap over a crash", move || {
+        pool.imap(segfaults, 0..ITEMS).collect()
+    });
+    assert_eq!(results.len(), ITEMS as usize);
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(*v, i as u32 * 2),
+            Err(e) => {
+                assert_eq!(i, FAULTY as usize, "{e}");
+                lost_with(e, &["SIGSEGV"]);
+            }
+        }
+    }
+    assert!(results[FAULTY as usize].is_err());
+}

@@ -269,3 +269,66 @@ fn killed_worker_pid_is_not_reused_by_the_pool() {
     .expect("a task after an idle worker died runs on its replacement");
     assert_ne!(pid, victim);
 }
+
+fn registers_then_sleeps_5_s() -> u32 {
+    register_worker("frozen");
+    std::thread::sleep(Duration::from_secs(5));
+    std::process::id()
+}
+
+#[test]
+fn frozen_worker_times_out() {
+    // SIGSTOP freezes the worker, watchdog thread and all; the timeout
+    // still kills it (SIGKILL works on a stopped process).
+    const SIGSTOP: i32 = 19;
+    let registry = Registry::new("frozen");
+    let ex = Executor::from_backend(
+        crew::Processes::with_config(crew::ProcessConfig {
+            workers: 1,
+            task_timeout: Some(Duration::from_millis(300)),
+            ..crew::ProcessConfig::default()
+        })
+        .unwrap(),
+    );
+    let task = ex.submit(registers_then_sleeps_5_s, ());
+    let worker = registry.wait_for(1)[0];
+    assert!(send_signal(worker, SIGSTOP));
+    let outcome = task.result_timeout(LONG);
+    assert!(
+        outcome.as_ref().is_err_and(|e| e.is_timeout()),
+        "{outcome:?}"
+    );
+    eventually(LONG, "the frozen worker is reaped", || {
+        proc_state(worker).is_none()
+    });
+    let next = ex.submit(|x: u8| x, (7,));
+    assert_eq!(next.result_timeout(LONG).unwrap(), 7);
+    ex.shutdown_timeout(LONG, true);
+}
+
+fn registers_then_loops() -> u32 {
+    register_worker("terminated");
+    let mut n = 0u64;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+#[test]
+fn terminate_kills_a_looping_worker() {
+    let registry = Registry::new("terminated");
+    let pool = Pool::processes(1).unwrap();
+    let looping = pool.apply_async(registers_then_loops, ());
+    let worker = registry.wait_for(1)[0];
+    pool.terminate();
+    assert!(pool.join_timeout(LONG).unwrap(), "the workers exit");
+    let outcome = looping.get_timeout(LONG);
+    assert!(
+        outcome.as_ref().is_err_and(|e| e.is_cancelled()),
+        "{outcome:?}"
+    );
+    assert!(
+        proc_state(worker).is_none(),
+        "the worker is gone and reaped"
+    );
+}
