@@ -24,6 +24,30 @@ use crate::timeline::Timeline;
 /// Jobs are opaque to callers; they are built by [`Runs`]. A back-end must
 /// eventually run or drop every job it accepted: dropping a job completes
 /// its result slots as cancelled, so nobody waits forever.
+///
+/// # Examples
+///
+/// [`Threads`](crate::Threads) used through the trait: queue a job, then
+/// close the back-end and wait for its workers to exit.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use crew_core::{Backend, ThreadJob, Threads};
+///
+/// let threads = Threads::new(2)?;
+/// assert_eq!(threads.workers(), 2);
+///
+/// let (tx, rx) = mpsc::channel();
+/// threads.spawn(ThreadJob::new(move |ctx| tx.send(ctx.worker).unwrap())).unwrap();
+/// assert!(rx.recv().unwrap() < 2); // the index of the worker that ran it
+///
+/// threads.close();
+/// assert!(threads.is_closed());
+/// // A closed back-end gives the job back instead of queueing it.
+/// assert!(threads.spawn(ThreadJob::new(|_| {})).is_err());
+/// assert!(threads.join(None));
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 pub trait Backend: Send + Sync + 'static {
     /// A unit of work, possibly borrowing data for `'s` (blocking maps on
     /// threads borrow; process jobs own everything).
@@ -86,6 +110,27 @@ pub trait Backend: Send + Sync + 'static {
 ///
 /// The bounds of each implementation are the rules a task must follow on
 /// that back-end.
+///
+/// # Examples
+///
+/// [`Threads`](crate::Threads) used through the trait: a call job completes
+/// the promise of a [`Future`](crate::Future); the map machinery
+/// ([`engine::map_blocking`](crate::engine::map_blocking)) builds chunk jobs.
+///
+/// ```
+/// use crew_core::engine::{MapOptions, map_blocking};
+/// use crew_core::{Backend, Future, Runs, Star, Threads, Unary};
+///
+/// let threads = Threads::new(2)?;
+/// let (promise, future) = Future::pending();
+/// let job = threads.call_job(Star(|a: u32, b: u32| a + b), (2, 3), promise);
+/// threads.spawn(job).unwrap();
+/// assert_eq!(future.result()?, 5);
+///
+/// let squares = map_blocking(&threads, Unary(|x: u32| x * x), vec![1, 2, 3], &MapOptions::default());
+/// assert_eq!(squares.unwrap(), [1, 4, 9]);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 #[diagnostic::on_unimplemented(
     message = "this task cannot run on `{Self}`",
     label = "the function, its arguments or its result do not meet the bounds of this back-end",

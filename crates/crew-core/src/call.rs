@@ -6,6 +6,21 @@
 ///
 /// Implemented by [`Unary`] (`f(x)`) and [`Star`] (`f(a, b, …)` from a tuple,
 /// up to 8 arguments). Back-ends run `Call`s; users never implement it.
+///
+/// # Examples
+///
+/// Code written once against `Call` runs either shape of task:
+///
+/// ```
+/// use crew_core::{Call, Star, Unary};
+///
+/// fn run_all<X, R>(task: &impl Call<X, R>, inputs: Vec<X>) -> Vec<R> {
+///     inputs.into_iter().map(|x| task.call(x)).collect()
+/// }
+///
+/// assert_eq!(run_all(&Unary(|x: i32| -x), vec![1, 2]), [-1, -2]);
+/// assert_eq!(run_all(&Star(|a: i32, b: i32| a - b), vec![(5, 1), (3, 3)]), [4, 0]);
+/// ```
 pub trait Call<X, R> {
     /// Runs the task on `input`.
     fn call(&self, input: X) -> R;

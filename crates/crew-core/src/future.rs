@@ -257,6 +257,26 @@ impl<T> fmt::Debug for Future<T> {
 }
 
 /// The Rust-future side of a [`Future`], produced by `.await`.
+///
+/// Polling registers the task's waker with the result slot, so no thread
+/// blocks; the waker is woken on the thread that completes the task.
+///
+/// # Examples
+///
+/// Polled by hand here; an async runtime does the same for `.await`.
+///
+/// ```
+/// use std::future::{Future as _, IntoFuture};
+/// use std::pin::pin;
+/// use std::task::{Context, Poll, Waker};
+///
+/// let (promise, future) = crew_core::Future::<u32>::pending();
+/// let mut output = pin!(future.into_future());
+/// let mut cx = Context::from_waker(Waker::noop());
+/// assert!(output.as_mut().poll(&mut cx).is_pending());
+/// promise.complete(Ok(7));
+/// assert!(matches!(output.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
+/// ```
 #[derive(Debug)]
 pub struct FutureOutput<T> {
     future: Option<Future<T>>,
@@ -493,4 +513,16 @@ impl<T, E> fmt::Debug for AsyncResult<T, E> {
 }
 
 /// An `AsyncResult` of a whole map: its error keeps every task's outcome.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Error, MapAsyncResult, MapError};
+///
+/// let (promise, r) = MapAsyncResult::<u32>::pending();
+/// promise.complete(Err(MapError::new(vec![Ok(1), Err(Error::panic("boom"))])));
+/// let err = r.get().unwrap_err();
+/// assert_eq!(err.failed(), 1);
+/// assert_eq!(*err.results()[0].as_ref().unwrap(), 1); // the success is kept
+/// ```
 pub type MapAsyncResult<R> = AsyncResult<Vec<R>, MapError<R>>;

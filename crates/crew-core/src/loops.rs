@@ -6,6 +6,20 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 /// How a parallel loop hands iterations to threads, as OpenMP's `schedule`.
+///
+/// The schedule changes only how iterations are grouped, never the result:
+/// [`ParRange::map_collect`] is in index order whatever the schedule.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Schedule, prange};
+///
+/// assert_eq!(Schedule::default(), Schedule::Adaptive);
+/// // Iterations of uneven cost: hand them out in blocks of 16.
+/// let v = prange(0..100).schedule(Schedule::Dynamic(16)).map_collect(|i| i * 2);
+/// assert_eq!(v, (0..100).map(|i| i * 2).collect::<Vec<_>>());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Schedule {
     /// One contiguous block per thread (OpenMP `schedule(static)`): no
@@ -20,6 +34,18 @@ pub enum Schedule {
 }
 
 /// A parallel loop over a range of indices; see [`prange`].
+///
+/// Set the [`schedule`](ParRange::schedule) and the
+/// [`threads`](ParRange::threads), then run it with one of `for_each`,
+/// `map_sum`, `map_reduce` or `map_collect`, each of which blocks until
+/// every iteration has run.
+///
+/// # Examples
+///
+/// ```
+/// let squares = crew_core::prange(0..5).threads(2).map_collect(|i| i * i);
+/// assert_eq!(squares, [0, 1, 4, 9, 16]);
+/// ```
 #[derive(Clone, Debug)]
 pub struct ParRange {
     range: Range<usize>,
@@ -63,13 +89,33 @@ fn block(len: usize, schedule: Schedule, threads: usize) -> (usize, usize) {
 }
 
 impl ParRange {
-    /// Sets the schedule.
+    /// Sets the schedule (by default [`Schedule::Adaptive`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Schedule, prange};
+    /// assert_eq!(prange(0..10).schedule(Schedule::Static).map_sum(|i| i), 45);
+    /// ```
     pub fn schedule(mut self, schedule: Schedule) -> ParRange {
         self.schedule = schedule;
         self
     }
 
     /// Runs on a dedicated pool of `n` threads instead of rayon's global one.
+    ///
+    /// The pool is built when the loop runs and dropped when it ends, so
+    /// this costs a thread start-up per loop; `n` of 0 counts as 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashSet;
+    /// let ids = crew_core::prange(0..64).threads(2).map_collect(|_| std::thread::current().id());
+    /// let distinct: HashSet<_> = ids.into_iter().collect();
+    /// assert!(distinct.len() <= 2);
+    /// assert!(!distinct.contains(&std::thread::current().id()));
+    /// ```
     pub fn threads(mut self, n: usize) -> ParRange {
         self.threads = Some(n.max(1));
         self
@@ -90,7 +136,23 @@ impl ParRange {
         self.threads.unwrap_or_else(rayon::current_num_threads)
     }
 
-    /// Calls `body(i)` for every index, in parallel.
+    /// Calls `body(i)` for every index, in parallel, in no particular
+    /// order; blocks until every call has returned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// let sum = AtomicUsize::new(0);
+    /// crew_core::prange(0..100).for_each(|i| {
+    ///     sum.fetch_add(i, Ordering::Relaxed);
+    /// });
+    /// assert_eq!(sum.into_inner(), 4950);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `body` panics, the panic is raised again on the calling thread.
     pub fn for_each(self, body: impl Fn(usize) + Send + Sync) {
         let (min, max) = block(self.range.len(), self.schedule, self.threads_used());
         let range = self.range.clone();
@@ -103,7 +165,19 @@ impl ParRange {
         })
     }
 
-    /// Maps every index and adds the results (OpenMP `reduction(+:…)`).
+    /// Maps every index and adds the results (OpenMP `reduction(+:…)`);
+    /// blocks until done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let total: u64 = crew_core::prange(1..101).map_sum(|i| i as u64);
+    /// assert_eq!(total, 5050);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `body` panics, the panic is raised again on the calling thread.
     pub fn map_sum<S>(self, body: impl Fn(usize) -> S + Send + Sync) -> S
     where
         S: Send + std::iter::Sum<S> + std::iter::Sum<S>,
@@ -121,7 +195,21 @@ impl ParRange {
     }
 
     /// Maps every index and combines the results with `reduce`, starting
-    /// from `identity()` in each block.
+    /// from `identity()` in each block; blocks until done. Blocks are
+    /// combined in no fixed grouping, so `reduce` should be associative and
+    /// `identity()` neutral for it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let largest = crew_core::prange(0..1000).map_reduce(|i| (i * 7919) % 1000, || 0, usize::max);
+    /// assert_eq!(largest, 999);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `body` or `reduce` panics, the panic is raised again on the
+    /// calling thread.
     pub fn map_reduce<T: Send>(
         self,
         body: impl Fn(usize) -> T + Send + Sync,
@@ -140,7 +228,19 @@ impl ParRange {
         })
     }
 
-    /// Maps every index into a `Vec`, in index order.
+    /// Maps every index into a `Vec`, in index order; blocks until done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Schedule, prange};
+    /// let v = prange(3..7).schedule(Schedule::Dynamic(1)).map_collect(|i| i.to_string());
+    /// assert_eq!(v, ["3", "4", "5", "6"]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `body` panics, the panic is raised again on the calling thread.
     pub fn map_collect<T: Send>(self, body: impl Fn(usize) -> T + Send + Sync) -> Vec<T> {
         let (min, max) = block(self.range.len(), self.schedule, self.threads_used());
         let range = self.range.clone();

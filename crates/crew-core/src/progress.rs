@@ -2,6 +2,21 @@
 //! joblib-style lines (`[Pool(threads=2)]: Done  40 out of 100 | elapsed:
 //! 1.2s remaining: 1.8s`) when stderr is not a terminal, where indicatif
 //! would print nothing.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use crew_core::progress::{Progress, ProgressStyle};
+//!
+//! let lines = Arc::new(Mutex::new(Vec::new()));
+//! let progress = Progress::start(ProgressStyle::Capture(lines.clone()), "Pool(threads=2)", Some(100));
+//! progress.advance(40);
+//! progress.finish();
+//! let lines = lines.lock().unwrap();
+//! assert!(lines[0].starts_with("[Pool(threads=2)]: Done  40 out of 100 | elapsed: "));
+//! assert!(lines[1].ends_with(" finished"));
+//! ```
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -9,6 +24,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How a map reports its progress.
+///
+/// # Examples
+///
+/// A map on threads whose progress lines are captured:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use crew_core::engine::{MapOptions, map_blocking};
+/// use crew_core::{ProgressStyle, Threads, Unary};
+///
+/// let lines = Arc::new(Mutex::new(Vec::new()));
+/// let opts = MapOptions {
+///     progress: Some(ProgressStyle::Capture(lines.clone())),
+///     label: "Pool(threads=2)".into(),
+///     ..MapOptions::default()
+/// };
+/// let threads = Threads::new(2)?;
+/// map_blocking(&threads, Unary(|x: u32| x + 1), (0..100).collect(), &opts).unwrap();
+/// let last = lines.lock().unwrap().last().unwrap().clone();
+/// assert!(last.starts_with("[Pool(threads=2)]: Done 100 out of 100"), "{last}");
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub enum ProgressStyle {
     /// A bar on a terminal, plain lines otherwise.
@@ -40,6 +77,28 @@ enum Sink {
 }
 
 /// A progress reporter for one map; cheap to clone.
+///
+/// Clones share one count, so every worker (or every chunk's completion)
+/// can [`advance`](Progress::advance) the same reporter.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use crew_core::{Progress, ProgressStyle};
+///
+/// let lines = Arc::new(Mutex::new(Vec::new()));
+/// let progress = Progress::start(ProgressStyle::Capture(lines.clone()), "demo", Some(10));
+/// std::thread::scope(|s| {
+///     for _ in 0..2 {
+///         let p = progress.clone();
+///         s.spawn(move || (0..5).for_each(|_| p.advance(1)));
+///     }
+/// });
+/// progress.finish();
+/// let lines = lines.lock().unwrap();
+/// assert!(lines.last().unwrap().starts_with("[demo]: Done  10 out of  10"));
+/// ```
 #[derive(Clone)]
 pub struct Progress {
     shared: Arc<Shared>,
@@ -68,6 +127,22 @@ fn secs(d: Duration) -> String {
 
 impl Progress {
     /// Starts reporting a map of `total` tasks (if known) labelled `label`.
+    ///
+    /// With [`ProgressStyle::Auto`] on a terminal this draws an indicatif
+    /// bar (a spinner without a `total`); nothing is written until the
+    /// first [`advance`](Progress::advance).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use crew_core::{Progress, ProgressStyle};
+    ///
+    /// let lines = Arc::new(Mutex::new(Vec::new()));
+    /// let progress = Progress::start(ProgressStyle::Capture(lines.clone()), "stream", None);
+    /// progress.finish();
+    /// assert!(lines.lock().unwrap()[0].starts_with("[stream]: Done   0 tasks | elapsed: "));
+    /// ```
     pub fn start(style: ProgressStyle, label: &str, total: Option<usize>) -> Progress {
         let sink = match style {
             ProgressStyle::Auto if std::io::stderr().is_terminal() => {
@@ -109,6 +184,24 @@ impl Progress {
     }
 
     /// Records that `n` more tasks finished.
+    ///
+    /// Never blocks for long: a line is written (or the bar moved) only when
+    /// the count crosses a tenth of `total`, or as often as the style says;
+    /// the 100 % line is left to [`finish`](Progress::finish).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use crew_core::{Progress, ProgressStyle};
+    ///
+    /// let lines = Arc::new(Mutex::new(Vec::new()));
+    /// let progress = Progress::start(ProgressStyle::Capture(lines.clone()), "demo", Some(100));
+    /// progress.advance(5); // still within the first tenth: no line
+    /// assert_eq!(lines.lock().unwrap().len(), 0);
+    /// progress.advance(20); // crosses 10 % and 20 %: one line
+    /// assert_eq!(lines.lock().unwrap().len(), 1);
+    /// ```
     pub fn advance(&self, n: usize) {
         let s = &self.shared;
         let before = s.done.fetch_add(n, Ordering::Relaxed);
@@ -190,6 +283,22 @@ impl Progress {
     }
 
     /// Reports the end of the map (the last line, or the bar's completion).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use crew_core::{Progress, ProgressStyle};
+    ///
+    /// let lines = Arc::new(Mutex::new(Vec::new()));
+    /// let progress = Progress::start(ProgressStyle::Capture(lines.clone()), "demo", Some(3));
+    /// progress.advance(3);
+    /// progress.finish();
+    /// let lines = lines.lock().unwrap();
+    /// assert_eq!(lines.len(), 1);
+    /// assert!(lines[0].starts_with("[demo]: Done   3 out of   3 | elapsed: "));
+    /// assert!(lines[0].ends_with(" finished"));
+    /// ```
     pub fn finish(&self) {
         let done = self.shared.done.load(Ordering::Relaxed);
         match &self.shared.sink {
