@@ -57,6 +57,7 @@ pub(crate) type Callback<V> = Box<dyn FnOnce(&V) + Send>;
 enum Waiter<V> {
     Thread(Thread),
     Waker(Waker),
+    /// A user's callback: runs before waiters are released.
     Callback(Callback<V>),
 }
 
@@ -336,6 +337,26 @@ fn run_callback<V>(f: Callback<V>, value: &V) {
 /// The producing side of a slot, held by a job. Dropping it without a result
 /// (the job was discarded by `terminate`, `cancel_pending`, or a dead
 /// process) completes the slot as cancelled, so no handle waits forever.
+///
+/// A back-end gets one from [`Future::pending`](crate::Future::pending) or
+/// [`AsyncResult::pending`](crate::AsyncResult::pending) and completes it
+/// once: with the task's outcome, a failure, or as cancelled.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::Future;
+///
+/// let (promise, future) = Future::<u32>::pending();
+/// assert!(promise.start()); // a worker picks the task up
+/// assert!(future.running());
+/// promise.complete(Ok(4));
+/// assert_eq!(future.result().unwrap(), 4);
+///
+/// let (promise, future) = Future::<u32>::pending();
+/// drop(promise); // the job was discarded
+/// assert!(future.result().unwrap_err().is_cancelled());
+/// ```
 pub struct Promise<V: FromError> {
     slot: Option<Arc<Slot<V>>>,
 }
@@ -356,33 +377,100 @@ impl<V: FromError> Promise<V> {
     }
 
     /// Marks the task running; false if it was cancelled and must be skipped.
+    ///
+    /// Once started, the task can no longer be cancelled from its handle
+    /// unless an interrupt hook is installed ([`set_interrupt`](Promise::set_interrupt)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (promise, future) = crew_core::Future::<()>::pending();
+    /// assert!(future.cancel());
+    /// assert!(!promise.start()); // cancelled while pending: skip the task
+    /// ```
     pub fn start(&self) -> bool {
         self.slot().try_start()
     }
 
     /// True if the task was cancelled while pending.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (promise, future) = crew_core::Future::<()>::pending();
+    /// assert!(!promise.is_cancelled());
+    /// future.cancel();
+    /// assert!(promise.is_cancelled());
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         self.slot().is_cancelled()
     }
 
     /// True if someone asked to cancel the task while it was running.
+    ///
+    /// Only a task with an interrupt hook ([`set_interrupt`](Promise::set_interrupt))
+    /// can be asked: without one, cancelling a running task does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let (promise, future) = crew_core::Future::<()>::pending();
+    /// assert!(promise.start());
+    /// assert!(!future.cancel()); // running, no hook: cannot be stopped
+    /// assert!(!promise.cancel_requested());
+    /// promise.set_interrupt(Some(Arc::new(|| {})));
+    /// assert!(future.cancel());
+    /// assert!(promise.cancel_requested());
+    /// ```
     pub fn cancel_requested(&self) -> bool {
         self.slot().cancel_requested()
     }
 
-    /// Delivers the outcome.
+    /// Delivers the outcome and wakes whoever waits for it. Ignored if the
+    /// slot was already completed (the task was cancelled while pending).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (promise, future) = crew_core::Future::<u8>::pending();
+    /// future.cancel();
+    /// promise.complete(Ok(1)); // too late: the task was cancelled
+    /// assert!(future.result().unwrap_err().is_cancelled());
+    /// ```
     pub fn complete(mut self, value: V) {
         if let Some(slot) = self.slot.take() {
             let _ = slot.complete(value);
         }
     }
 
-    /// Delivers a failure.
+    /// Delivers a failure, as [`complete`](Promise::complete) with an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (promise, future) = crew_core::Future::<u8>::pending();
+    /// promise.fail(crew_core::Error::worker_lost("exited with code 3"));
+    /// assert!(future.result().unwrap_err().is_worker_lost());
+    /// ```
     pub fn fail(self, e: Error) {
         self.complete(V::from_error(e));
     }
 
     /// Completes as cancelled (the back-end stopped the task on request).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let (promise, future) = crew_core::Future::<()>::pending();
+    /// promise.start();
+    /// promise.set_interrupt(Some(Arc::new(|| {})));
+    /// assert!(future.cancel());
+    /// assert!(!future.cancelled()); // asked, not yet stopped
+    /// promise.cancelled(); // the back-end stopped it
+    /// assert!(future.cancelled());
+    /// ```
     pub fn cancelled(mut self) {
         if let Some(slot) = self.slot.take() {
             slot.complete_cancelled();
@@ -392,6 +480,23 @@ impl<V: FromError> Promise<V> {
     /// Installs (or removes) the hook that stops the task while it runs;
     /// `Future::cancel` calls it. Back-ends that can kill a running task
     /// (processes) install one when the task starts.
+    ///
+    /// The hook runs on the thread that calls `cancel`, only while the task
+    /// is running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// let killed = Arc::new(AtomicBool::new(false));
+    /// let (promise, future) = crew_core::Future::<()>::pending();
+    /// promise.start();
+    /// let k = killed.clone();
+    /// promise.set_interrupt(Some(Arc::new(move || k.store(true, Ordering::SeqCst))));
+    /// future.cancel();
+    /// assert!(killed.load(Ordering::SeqCst));
+    /// ```
     pub fn set_interrupt(&self, hook: Option<Arc<dyn Fn() + Send + Sync>>) {
         self.slot().set_interrupt(hook);
     }

@@ -30,6 +30,18 @@ pub fn worker_state<S: Any + Send + Sync>() -> Option<Arc<S>> {
 
 /// Sets the calling worker's state (back-ends call this after running the
 /// initializer).
+///
+/// The state belongs to the calling thread and replaces any it had; tasks
+/// that later run on this thread see it through [`worker_state`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// crew_core::set_worker_state(Arc::new(5u32));
+/// assert_eq!(*crew_core::worker_state::<u32>().unwrap(), 5);
+/// assert!(crew_core::worker_state::<String>().is_none()); // another type
+/// ```
 pub fn set_worker_state(state: Arc<dyn Any + Send + Sync>) {
     STATE.with(|s| *s.borrow_mut() = Some(state));
 }

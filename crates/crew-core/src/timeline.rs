@@ -6,6 +6,22 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// One task's run on one worker.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::engine::{MapOptions, map_blocking};
+/// use crew_core::{Backend, Threads, ThreadsConfig, Unary};
+///
+/// let threads = Threads::with_config(ThreadsConfig { workers: 2, timeline: true, ..Default::default() })?;
+/// map_blocking(&threads, Unary(|x: u32| x), (0..8).collect(), &MapOptions::default()).unwrap();
+/// let spans = threads.timeline().unwrap().spans();
+/// let mut tasks: Vec<usize> = spans.iter().map(|s| s.task).collect();
+/// tasks.sort();
+/// assert_eq!(tasks, (0..8).collect::<Vec<_>>()); // one span per map item
+/// assert!(spans.iter().all(|s| s.worker < 2 && s.start <= s.end));
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
     /// The worker that ran the task.
@@ -48,6 +64,12 @@ impl Default for Timeline {
 
 impl Timeline {
     /// An empty timeline whose clock starts now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(crew_core::Timeline::new().spans().is_empty());
+    /// ```
     pub fn new() -> Timeline {
         Timeline {
             origin: Instant::now(),
@@ -56,6 +78,20 @@ impl Timeline {
     }
 
     /// Records that `worker` ran `task` from `start` to `end`.
+    ///
+    /// Takes a short lock; safe to call from many workers at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let t = crew_core::Timeline::new();
+    /// let start = Instant::now();
+    /// t.record(1, 5, start, start + Duration::from_millis(2));
+    /// let span = t.spans()[0];
+    /// assert_eq!((span.worker, span.task), (1, 5));
+    /// assert_eq!(span.end - span.start, Duration::from_millis(2));
+    /// ```
     pub fn record(&self, worker: usize, task: usize, start: Instant, end: Instant) {
         self.spans
             .lock()
@@ -68,7 +104,19 @@ impl Timeline {
             });
     }
 
-    /// Every span recorded so far, in recording order.
+    /// Every span recorded so far, in recording order (a copy).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// let t = crew_core::Timeline::new();
+    /// let now = Instant::now();
+    /// t.record(0, 2, now, now);
+    /// t.record(1, 1, now, now);
+    /// let order: Vec<usize> = t.spans().iter().map(|s| s.task).collect();
+    /// assert_eq!(order, [2, 1]);
+    /// ```
     pub fn spans(&self) -> Vec<Span> {
         self.spans.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -76,6 +124,20 @@ impl Timeline {
     /// The spans as a Chrome trace-event document: one complete (`"ph":"X"`)
     /// event per task, one track (`tid`) per worker, times in microseconds
     /// since the pool started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let t = crew_core::Timeline::new();
+    /// let start = Instant::now();
+    /// t.record(3, 0, start, start + Duration::from_micros(1500));
+    /// let json = t.to_chrome_trace();
+    /// assert!(json.starts_with("{\"displayTimeUnit\":\"ms\",\"traceEvents\":["));
+    /// assert!(json.contains("\"ph\":\"X\""));
+    /// assert!(json.contains("\"tid\":3"));
+    /// assert!(json.contains("\"dur\":1500.000"));
+    /// ```
     pub fn to_chrome_trace(&self) -> String {
         let spans = self.spans();
         let mut out = String::with_capacity(64 + spans.len() * 96);

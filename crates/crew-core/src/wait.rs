@@ -11,6 +11,21 @@ use crate::error::{Error, Result};
 use crate::future::Future;
 
 /// When [`wait`] returns, as Python's `return_when`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use crew_core::{Error, Future, ReturnWhen, wait};
+///
+/// let (_p, pending) = Future::<u32>::pending();
+/// let ok = Future::ready(Ok(1));
+/// let failed = Future::ready(Err(Error::panic("boom")));
+/// // Returns at the failure, without waiting for `pending`.
+/// let w = wait(vec![ok, pending, failed], ReturnWhen::FirstException, Some(Duration::from_secs(10)));
+/// assert_eq!(w.done.len(), 2);
+/// assert_eq!(w.not_done.len(), 1);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReturnWhen {
     /// As soon as any future is done (or cancelled).
@@ -22,6 +37,19 @@ pub enum ReturnWhen {
 }
 
 /// What [`wait`] found: the futures that are done and those that are not.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use crew_core::{Future, ReturnWhen, wait};
+///
+/// let (_p, stuck) = Future::<u8>::pending();
+/// let w = wait(vec![Future::ready(Ok(1)), stuck], ReturnWhen::AllCompleted, Some(Duration::from_millis(5)));
+/// assert_eq!(w.not_done.len(), 1); // the timeout passed: not an error
+/// let [done] = <[_; 1]>::try_from(w.done).unwrap();
+/// assert_eq!(done.result().unwrap(), 1);
+/// ```
 #[derive(Debug)]
 pub struct Waited<T> {
     /// Futures that are done, in the order they were given.
@@ -187,6 +215,24 @@ pub fn as_completed_timeout<T: Send>(
 }
 
 /// Iterator returned by [`as_completed`].
+///
+/// `next` blocks until another future completes; the iteration ends when
+/// every future was yielded.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Future, as_completed};
+///
+/// let (first, f_first) = Future::<&str>::pending();
+/// let (second, f_second) = Future::<&str>::pending();
+/// let mut it = as_completed(vec![f_first, f_second]);
+/// second.complete(Ok("second"));
+/// assert_eq!(it.next().unwrap().result().unwrap(), "second");
+/// first.complete(Ok("first"));
+/// assert_eq!(it.next().unwrap().result().unwrap(), "first");
+/// assert!(it.next().is_none());
+/// ```
 #[derive(Debug)]
 pub struct AsCompleted<T> {
     futures: Vec<Option<Future<T>>>,
@@ -203,6 +249,19 @@ impl std::fmt::Debug for Completions {
 
 impl<T: Send> AsCompleted<T> {
     /// The futures not yielded yet, in their original order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Future, as_completed};
+    ///
+    /// let (_p, pending) = Future::<u8>::pending();
+    /// let mut it = as_completed(vec![pending, Future::ready(Ok(2))]);
+    /// assert_eq!(it.next().unwrap().result().unwrap(), 2);
+    /// let rest = it.into_remaining();
+    /// assert_eq!(rest.len(), 1);
+    /// assert!(!rest[0].done());
+    /// ```
     pub fn into_remaining(self) -> Vec<Future<T>> {
         self.futures.into_iter().flatten().collect()
     }
@@ -226,6 +285,22 @@ impl<T: Send> Iterator for AsCompleted<T> {
 }
 
 /// Iterator returned by [`as_completed_timeout`].
+///
+/// Yields `Ok(future)` as futures complete, then ends; or yields one
+/// `Err` (`is_timeout()`) and ends if the deadline passes first.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use crew_core::{Future, as_completed_timeout};
+///
+/// let futures = vec![Future::ready(Ok(1)), Future::ready(Ok(2))];
+/// let sum: u32 = as_completed_timeout(futures, Duration::from_secs(10))
+///     .map(|f| f.unwrap().result().unwrap())
+///     .sum();
+/// assert_eq!(sum, 3);
+/// ```
 #[derive(Debug)]
 pub struct AsCompletedTimeout<T> {
     inner: AsCompleted<T>,
@@ -234,6 +309,19 @@ pub struct AsCompletedTimeout<T> {
 
 impl<T: Send> AsCompletedTimeout<T> {
     /// The futures not yielded yet, in their original order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crew_core::{Future, as_completed_timeout};
+    ///
+    /// let (_p, never) = Future::<u8>::pending();
+    /// let mut it = as_completed_timeout(vec![never], Duration::from_millis(1));
+    /// assert!(it.next().unwrap().unwrap_err().is_timeout());
+    /// let rest = it.into_remaining();
+    /// assert!(rest.len() == 1 && !rest[0].done());
+    /// ```
     pub fn into_remaining(self) -> Vec<Future<T>> {
         self.inner.into_remaining()
     }
