@@ -1,7 +1,7 @@
 //! `Executor`: Python's `concurrent.futures` executors, over any back-end.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crew_core::engine::{self, OnDrop, Owned};
 use crew_core::{Backend, Future, Imap, MapOptions, Result, Runs, Star, Threads, Unary};
@@ -260,6 +260,6 @@ impl<B: Backend> Executor<B> {
         if cancel_futures {
             self.backend.cancel_pending();
         }
-        self.backend.join(Some(Instant::now() + timeout))
+        self.backend.join(Some(engine::deadline(timeout)))
     }
 }

@@ -709,7 +709,7 @@ impl<B: Backend> Pool<B> {
     ///
     /// As [`join`](Pool::join).
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.join_deadline(Some(Instant::now() + timeout))
+        self.join_deadline(Some(engine::deadline(timeout)))
     }
 
     fn join_deadline(&self, deadline: Option<Instant>) -> Result<bool> {

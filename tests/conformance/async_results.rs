@@ -200,7 +200,6 @@ macro_rules! async_result_tests {
         }
 
         #[test]
-        #[ignore = "bug: AsyncResult::wait/ready return while the callback still runs (DONE is published before callbacks)"]
         fn wait_returns_only_after_the_callback_has_run() {
             // Python's AsyncResult runs `callback` before it sets the event
             // that `wait`/`ready` read, and the `Pool::apply_async` example

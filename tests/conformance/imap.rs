@@ -111,7 +111,6 @@ macro_rules! imap_tests {
         }
 
         #[test]
-        #[ignore = "bug: automatic imap chunks grow 2x per result received, not per round trip; take(1000) reads ~50k items ahead"]
         fn imap_with_automatic_chunks_reads_a_bounded_prefix() {
             let pool = $pool;
             let n = 1000;
@@ -158,8 +157,6 @@ macro_rules! imap_tests {
         }
 
         #[test]
-        #[ignore = "bug: automatic imap chunks grow 2x per result received, not per round trip; take(1000) reads ~50k items ahead"]
-        fn executor_map_reads_input_lazily() {
             let ex = $executor;
             let n = 1000;
             let (input, pulled) = Counted::new(0u64..);

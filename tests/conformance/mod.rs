@@ -91,5 +91,4 @@ conformance_suite!(
     pool: crew::Pool::processes(2).unwrap(),
     executor: crew::Executor::processes(2).unwrap(),
     timeline_pool: crew::Pool::builder().processes(2).timeline(true).build().unwrap(),
-    span_per_task: #[ignore = "bug: the process timeline records one span per chunk, not per task"],
 );

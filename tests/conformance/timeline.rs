@@ -71,7 +71,6 @@ macro_rules! timeline_tests {
         /// `Span::task` is "the task's position in its map, or its
         /// submission number".
         #[test]
-        #[ignore = "bug: spans of single calls repeat task numbers (threads: always 0; processes: job sequence)"]
         fn calls_outside_maps_get_distinct_task_numbers() {
             let pool = $timeline_pool;
             for i in 0..3u64 {

@@ -163,7 +163,6 @@ macro_rules! wait_tests {
         }
 
         #[test]
-        #[ignore = "bug: wait/as_completed_timeout with Duration::MAX panic: `Instant::now() + timeout` overflows"]
         fn wait_and_as_completed_accept_duration_max() {
             let ex = $executor;
             let w = crew::wait(vec![ex.submit(double, (1u64,))], ReturnWhen::AllCompleted, Some(Duration::MAX));
@@ -174,8 +173,6 @@ macro_rules! wait_tests {
         }
 
         #[test]
-        #[ignore = "bug: wait(FirstException) returns on a cancelled future; Python's FIRST_EXCEPTION ignores cancellations"]
-        fn wait_first_exception_does_not_stop_at_a_cancellation() {
             let ex = $executor;
             let gate = Gate::new();
             let running: Vec<_> =

@@ -24,6 +24,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The instant `timeout` from now; a timeout too large to represent
+/// (`Duration::MAX`) means a century, i.e. no deadline in practice.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// assert!(crew_core::engine::deadline(Duration::MAX) > Instant::now());
+/// ```
+pub fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// A run of consecutive inputs of a map, sent to one worker as one job.
 ///
 /// # Examples
@@ -246,6 +262,7 @@ where
     let mut items = chunk.items.into_iter().enumerate();
     loop {
         let mut current = 0;
+        let mut current_start = Instant::now();
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match timeline {
             None => {
                 for (i, x) in &mut items {
@@ -256,16 +273,21 @@ where
             Some(t) => {
                 for (i, x) in &mut items {
                     current = i;
-                    let start = Instant::now();
+                    current_start = Instant::now();
                     let v = task.call(x);
-                    t.record(worker, offset + i, start, Instant::now());
+                    t.record(worker, offset + i, current_start, Instant::now());
                     values.push(v);
                 }
             }
         }));
         match run {
             Ok(()) => break,
-            Err(payload) => errors.push((current, Error::from_panic(payload).with_worker(worker))),
+            Err(payload) => {
+                if let Some(t) = timeline {
+                    t.record(worker, offset + current, current_start, Instant::now());
+                }
+                errors.push((current, Error::from_panic(payload).with_worker(worker)))
+            }
         }
     }
     ChunkOut::new(len, values, errors, started.elapsed())
@@ -675,10 +697,13 @@ impl<R: Send> Collect<R> for Stream<R> {
 
 impl<R: Send> Stream<R> {
     /// The chunk `index` (or, if `None`, any chunk), or `None` at `deadline`.
+    /// While waiting, runs queued jobs through `help` (when the consumer is
+    /// itself a worker of the pool, its chunks may be queued behind it).
     fn take(
         &self,
         index: Option<usize>,
         deadline: Option<Instant>,
+        help: &dyn Fn() -> bool,
     ) -> Option<(usize, ChunkOut<R>)> {
         let mut ready = lock(&self.ready);
         loop {
@@ -688,6 +713,12 @@ impl<R: Send> Stream<R> {
             };
             if found.is_some() {
                 return found;
+            }
+            drop(ready);
+            let helped = help();
+            ready = lock(&self.ready);
+            if helped || ready.keys().any(|&k| index.is_none_or(|i| i == k)) {
+                continue;
             }
             match deadline {
                 None => ready = self.cv.wait(ready).unwrap_or_else(|p| p.into_inner()),
@@ -734,9 +765,10 @@ impl ChunkPolicy {
             TARGET_CHUNK_TIME.as_nanos() as f64 / per_item
         };
         let ideal = ideal.clamp(1.0, MAX_CHUNK as f64) as usize;
-        // Grow at most 2x per observation so one fast outlier cannot make a
-        // chunk of slow items huge.
-        self.size = ideal.min(self.size * 2).max(1);
+        // Grow to at most twice the chunk just observed: one fast outlier
+        // cannot make a chunk of slow items huge, and the chunks in flight
+        // (whose sizes were chosen before) do not compound the growth.
+        self.size = ideal.min(len.saturating_mul(2)).max(1);
     }
 }
 
@@ -770,7 +802,7 @@ pub struct Imap<B: Backend, T, I: Iterator, R> {
     in_flight: usize,
     window: usize,
     policy: ChunkPolicy,
-    current: Option<Box<dyn Iterator<Item = Result<R>>>>,
+    current: Option<Box<dyn Iterator<Item = Result<R>> + Send>>,
     deadline: Option<Instant>,
     finished: bool,
     progress: Option<Progress>,
@@ -828,7 +860,7 @@ where
                 size: opts.chunksize.unwrap_or(1).max(1),
             },
             current: None,
-            deadline: timeout.map(|t| Instant::now() + t),
+            deadline: timeout.map(deadline),
             finished: false,
             progress: start_progress(opts, None),
         }
@@ -897,7 +929,8 @@ where
                 return None;
             }
             let want = self.ordered.then_some(self.next_to_yield);
-            match self.stream.take(want, self.deadline) {
+            let backend = &self.backend;
+            match self.stream.take(want, self.deadline, &|| backend.help()) {
                 None => {
                     self.finished = true;
                     self.stream.cancelled.store(true, Ordering::Relaxed);

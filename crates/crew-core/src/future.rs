@@ -8,18 +8,12 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, MapError, Result};
 use crate::slot::{Promise, Slot};
 
-fn deadline(timeout: Duration) -> Instant {
-    // A timeout too large to add (Duration::MAX) means "no deadline" in
-    // practice: a century away.
-    Instant::now()
-        .checked_add(timeout)
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600))
-}
+use crate::engine::deadline;
 
 /// The outcome of a task submitted to an [`Executor`](../crew/struct.Executor.html):
 /// Python's `concurrent.futures.Future`.
@@ -235,7 +229,7 @@ impl<T: Send> Future<T> {
     }
 
     pub(crate) fn on_done_boxed(&self, callback: crate::slot::Callback<Result<T>>) {
-        self.slot.on_done(callback);
+        self.slot.on_done_listener(callback);
     }
 }
 

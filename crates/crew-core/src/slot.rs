@@ -46,6 +46,10 @@ const CANCELLED: usize = 1 << 2;
 const WAITERS: usize = 1 << 3;
 /// A cancel of the running task was asked for (process back-ends).
 const CANCEL_REQUESTED: usize = 1 << 4;
+/// `DONE`, but the completer is still running callbacks: waiters are not
+/// released until they have run (Python runs a result's callbacks before
+/// its `wait()` returns).
+const CALLBACKS: usize = 1 << 5;
 
 /// How long a blocking wait spins before parking. Waking a parked thread on
 /// the other vCPU costs ~60 µs on the project's VMs (notes/ipc-floor.md), so a
@@ -59,6 +63,9 @@ enum Waiter<V> {
     Waker(Waker),
     /// A user's callback: runs before waiters are released.
     Callback(Callback<V>),
+    /// An internal observer (`wait`, `as_completed`): runs once the slot is
+    /// fully done, like a woken thread.
+    Listener(Callback<V>),
 }
 
 /// The hook a back-end installs to stop a running task (kill its worker).
@@ -102,7 +109,8 @@ impl<V> Slot<V> {
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        self.phase() == DONE
+        let s = self.state.load(Ordering::Acquire);
+        s & PHASE == DONE && s & CALLBACKS == 0
     }
 
     pub(crate) fn is_running(&self) -> bool {
@@ -181,12 +189,20 @@ impl<V> Slot<V> {
         loop {
             if s & WAITERS != 0 {
                 let mut waiters = lock(&self.waiters);
-                self.state.fetch_or(DONE, Ordering::AcqRel);
+                self.state.fetch_or(DONE | CALLBACKS, Ordering::AcqRel);
                 let list = std::mem::take(&mut *waiters);
                 // SAFETY: the value was written before `DONE`; while we hold
                 // the waiter lock the owner cannot move it out (see module docs).
                 let value = unsafe { (*self.value.get()).as_ref() }.expect("value written");
+                let mut wake_later = Vec::new();
                 for w in list {
+                    match w {
+                        Waiter::Callback(f) => run_callback(f, value),
+                        other => wake_later.push(other),
+                    }
+                }
+                self.state.fetch_and(!CALLBACKS, Ordering::AcqRel);
+                for w in wake_later {
                     wake(w, value);
                 }
                 return;
@@ -220,6 +236,14 @@ impl<V> Slot<V> {
         }
     }
 
+    /// Runs `f(&value)` once the slot is done and its callbacks have run:
+    /// the hook of `wait` and `as_completed`, which then see `is_done()`.
+    pub(crate) fn on_done_listener(&self, f: Callback<V>) {
+        if let Some(Waiter::Listener(f)) = self.register(Waiter::Listener(f)) {
+            self.with_value(|v| run_callback(f, v));
+        }
+    }
+
     /// Blocks until done or until `deadline`; true if done.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
         for _ in 0..SPIN_LIMIT {
@@ -232,6 +256,8 @@ impl<V> Slot<V> {
             .register(Waiter::Thread(std::thread::current()))
             .is_some()
         {
+            // Done; wait out callbacks the completer may still be running.
+            self.sync();
             return true;
         }
         loop {
@@ -266,7 +292,7 @@ impl<V> Slot<V> {
     /// Calls `f` with the value. Only the slot's owner may call this, and only
     /// once the slot is done.
     pub(crate) fn with_value<T>(&self, f: impl FnOnce(&V) -> T) -> T {
-        assert!(self.is_done(), "slot read before it was done");
+        assert!(self.phase() == DONE, "slot read before it was done");
         self.sync();
         // SAFETY: `DONE` was observed with `Acquire`, and `sync()` waited out
         // the completer's callbacks; the owner is the only other reader.
@@ -275,7 +301,7 @@ impl<V> Slot<V> {
 
     /// Moves the value out. Only the slot's owner may call this, once.
     pub(crate) fn take(&self) -> V {
-        assert!(self.is_done(), "slot taken before it was done");
+        assert!(self.phase() == DONE, "slot taken before it was done");
         self.sync();
         // SAFETY: as in `with_value`; the owner takes the value once.
         unsafe { (*self.value.get()).take() }.expect("slot value taken twice")
@@ -321,7 +347,7 @@ fn wake<V>(w: Waiter<V>, value: &V) {
     match w {
         Waiter::Thread(t) => t.unpark(),
         Waiter::Waker(w) => w.wake(),
-        Waiter::Callback(f) => run_callback(f, value),
+        Waiter::Callback(f) | Waiter::Listener(f) => run_callback(f, value),
     }
 }
 

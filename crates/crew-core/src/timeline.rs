@@ -53,6 +53,7 @@ pub struct Span {
 #[derive(Debug)]
 pub struct Timeline {
     origin: Instant,
+    calls: std::sync::atomic::AtomicUsize,
     spans: Mutex<Vec<Span>>,
 }
 
@@ -73,8 +74,24 @@ impl Timeline {
     pub fn new() -> Timeline {
         Timeline {
             origin: Instant::now(),
+            calls: std::sync::atomic::AtomicUsize::new(0),
             spans: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The submission number of the next single call (`apply`, `submit`):
+    /// its [`Span::task`]. Map items use their position in the map instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let t = crew_core::Timeline::new();
+    /// assert_eq!(t.next_call(), 0);
+    /// assert_eq!(t.next_call(), 1);
+    /// ```
+    pub fn next_call(&self) -> usize {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records that `worker` ran `task` from `start` to `end`.

@@ -78,7 +78,7 @@ impl Completions {
                 c2.ready
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push_back((i, r.is_err()));
+                    .push_back((i, r.as_ref().is_err_and(|e| !e.is_cancelled())));
                 c2.cv.notify_all();
             }));
         }
@@ -132,7 +132,7 @@ pub fn wait<T: Send>(
     timeout: Option<Duration>,
 ) -> Waited<T> {
     let futures: Vec<Future<T>> = futures.into_iter().collect();
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(crate::engine::deadline);
     let total = futures.len();
     let completions = Completions::watch(futures.iter().enumerate());
     let mut finished = 0;
@@ -207,7 +207,7 @@ pub fn as_completed_timeout<T: Send>(
     timeout: Duration,
 ) -> AsCompletedTimeout<T> {
     let mut inner = as_completed(futures);
-    inner.deadline = Some(Instant::now() + timeout);
+    inner.deadline = Some(crate::engine::deadline(timeout));
     AsCompletedTimeout {
         inner,
         timed_out: false,

@@ -148,16 +148,21 @@ where
     // SAFETY: `Processes` only sends offsets of trampolines whose `T` passed
     // `assert_non_capturing`.
     let task: T = unsafe { conjure() };
+    let start = control.span_clock();
     let result: Result<R, WireError> = match postcard::from_bytes::<X>(input) {
         Ok(x) => run_one(&task, x),
         Err(e) => Err(WireError::from(&Error::protocol(format!(
             "cannot decode the task's arguments: {e}"
         )))),
     };
-    if let Err(e) = encode(&result, out) {
-        let fail: Result<R, WireError> = Err(WireError::from(&Error::protocol(format!(
-            "cannot encode the task's result: {e}"
-        ))));
+    let span = start.zip(control.span_clock());
+    if let Err(e) = encode(&CallWire { result, span }, out) {
+        let fail: CallWire<R> = CallWire {
+            result: Err(WireError::from(&Error::protocol(format!(
+                "cannot encode the task's result: {e}"
+            )))),
+            span,
+        };
         encode(&fail, out).expect("an error always encodes");
     }
 }
@@ -174,14 +179,19 @@ where
     let task: T = unsafe { conjure() };
     let mut values: Vec<R> = Vec::new();
     let mut errors: Vec<(u32, WireError)> = Vec::new();
+    let mut spans: Vec<(u64, u64)> = Vec::new();
     match postcard::from_bytes::<Vec<X>>(input) {
         Ok(items) => {
             values.reserve(items.len());
             for (i, x) in items.into_iter().enumerate() {
                 control.set_item(i as u64);
+                let start = control.span_clock();
                 match run_one(&task, x) {
                     Ok(v) => values.push(v),
                     Err(e) => errors.push((i as u32, e)),
+                }
+                if let Some(span) = start.zip(control.span_clock()) {
+                    spans.push(span);
                 }
             }
         }
@@ -193,7 +203,7 @@ where
             return;
         }
     }
-    let done = ChunkWire::Done(values, errors);
+    let done = ChunkWire::Done(values, errors, spans);
     if let Err(e) = encode(&done, out) {
         let fail: ChunkWire<R> = ChunkWire::Undecodable(WireError::from(&Error::protocol(
             format!("cannot encode the chunk's results: {e}"),
@@ -202,11 +212,20 @@ where
     }
 }
 
+/// A call's outcome on the wire, with when it ran (`CLOCK_MONOTONIC` ns)
+/// if the parent keeps a timeline.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CallWire<R> {
+    pub(crate) result: Result<R, WireError>,
+    pub(crate) span: Option<(u64, u64)>,
+}
+
 /// A chunk's outcome on the wire.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ChunkWire<R> {
-    /// Values of the items that succeeded, in order; failures with positions.
-    Done(Vec<R>, Vec<(u32, WireError)>),
+    /// Values of the items that succeeded, in order; failures with
+    /// positions; when each item ran, if the parent keeps a timeline.
+    Done(Vec<R>, Vec<(u32, WireError)>, Vec<(u64, u64)>),
     /// The whole chunk could not be decoded or encoded.
     Undecodable(WireError),
 }
@@ -231,4 +250,19 @@ where
         )))),
     };
     encode(&result, out).expect("a unit result always encodes");
+}
+
+/// Converts a `CLOCK_MONOTONIC` reading (a worker's) to an `Instant` of
+/// this process: both clocks are the same system-wide clock, only the
+/// representation differs.
+pub(crate) fn instant_of(ns: u64) -> std::time::Instant {
+    static BASE: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    let (at, base) =
+        *BASE.get_or_init(|| (std::time::Instant::now(), crate::worker::monotonic_ns()));
+    if ns >= base {
+        at + std::time::Duration::from_nanos(ns - base)
+    } else {
+        at.checked_sub(std::time::Duration::from_nanos(base - ns))
+            .unwrap_or(at)
+    }
 }

@@ -21,7 +21,8 @@ use crew_core::engine::{Chunk, ChunkOut, ChunkSink};
 use crew_core::{Backend, Call, Error, Promise, Result, Runs, Timeline};
 
 use entry::{
-    ChunkWire, WireError, assert_non_capturing, call_entry, chunk_entry, init_entry, offset_of,
+    CallWire, ChunkWire, assert_non_capturing, call_entry, chunk_entry, init_entry, instant_of,
+    offset_of,
 };
 pub use process::Process;
 use supervisor::{Completion, Shared};
@@ -194,6 +195,8 @@ impl Backend for Processes {
 struct CallCompletion<R: Send> {
     promise: Option<Promise<Result<R>>>,
     attempts: u32,
+    /// Submission number for the timeline, if the pool keeps one.
+    number: Option<usize>,
 }
 
 impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
@@ -207,11 +210,15 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
         }
     }
 
-    fn finish(&mut self, output: &[u8], worker: usize) {
+    fn finish(&mut self, output: &[u8], worker: usize, timeline: Option<&Timeline>) {
         let Some(p) = self.promise.take() else { return };
-        let outcome = match postcard::from_bytes::<std::result::Result<R, WireError>>(output) {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.into_error().with_worker(worker)),
+        let outcome = match postcard::from_bytes::<CallWire<R>>(output) {
+            Ok(CallWire { result, span }) => {
+                if let (Some(t), Some((start, end)), Some(n)) = (timeline, span, self.number) {
+                    t.record(worker, n, instant_of(start), instant_of(end));
+                }
+                result.map_err(|e| e.into_error().with_worker(worker))
+            }
             Err(e) => Err(
                 Error::protocol(format!("cannot decode a task's result: {e}")).with_worker(worker),
             ),
@@ -315,9 +322,23 @@ where
         self.sink.as_ref().is_some_and(|s| !s.is_cancelled())
     }
 
-    fn finish(&mut self, output: &[u8], worker: usize) {
+    fn finish(&mut self, output: &[u8], worker: usize, timeline: Option<&Timeline>) {
         let (values, errors) = match postcard::from_bytes::<ChunkWire<R>>(output) {
-            Ok(ChunkWire::Done(values, errors)) => (values, errors),
+            Ok(ChunkWire::Done(values, errors, spans)) => {
+                if let (Some(t), Some(sink)) = (timeline, &self.sink) {
+                    let positions = self.partial.as_ref().map(|(p, _)| p);
+                    for (i, &(start, end)) in spans.iter().enumerate() {
+                        let pos = positions.map_or(i, |p| p.get(i).map_or(i, |&x| x as usize));
+                        t.record(
+                            worker,
+                            sink.offset() + pos,
+                            instant_of(start),
+                            instant_of(end),
+                        );
+                    }
+                }
+                (values, errors)
+            }
             Ok(ChunkWire::Undecodable(e)) => {
                 return self.settle_all(&e.into_error().with_worker(worker));
             }
@@ -417,6 +438,7 @@ where
                 Box::new(CallCompletion {
                     promise: Some(promise),
                     attempts: 0,
+                    number: self.shared.timeline.as_ref().map(|t| t.next_call()),
                 }),
             ),
             Err(e) => {

@@ -127,6 +127,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
         let mut completion = CallCompletion::<R> {
             promise: Some(promise),
             attempts: 0,
+            number: None,
         };
         std::thread::Builder::new()
             .name("crew-process".into())
@@ -141,7 +142,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
                     .wait()
                     .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
                 match outcome {
-                    Ok(bytes) => completion.finish(&bytes, 0),
+                    Ok(bytes) => completion.finish(&bytes, 0, None),
                     Err(None) => completion.fail(Error::worker_lost(describe_exit(status))),
                     Err(Some(e)) => completion.fail(e),
                 }

@@ -15,7 +15,7 @@ use crew_core::{Error, Timeline};
 
 use crate::spawn::{Spawned, describe_exit, spawn_worker};
 use crate::wire::{self, Fields, Inbox, Outbox, Read};
-use crate::worker::monotonic_ns;
+use crate::worker::{FLAG_SPANS, FLAG_TIMED, monotonic_ns};
 
 /// A job's owner-side half: how its outcome reaches the caller. Every
 /// method delivers at most once; dropping an undelivered completion reports
@@ -25,8 +25,8 @@ pub(crate) trait Completion: Send {
     fn start(&mut self) -> bool;
     /// Installs the hook `Future::cancel` calls while the task runs.
     fn set_interrupt(&mut self, _hook: Option<Arc<dyn Fn() + Send + Sync>>) {}
-    /// The worker's output for the job.
-    fn finish(&mut self, output: &[u8], worker: usize);
+    /// The worker's output for the job; spans go to `timeline` if kept.
+    fn finish(&mut self, output: &[u8], worker: usize, timeline: Option<&Timeline>);
     /// The whole job failed.
     fn fail(&mut self, error: Error);
     /// The job was stopped on request (its worker killed).
@@ -541,7 +541,12 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                 let mut head = [0u8; 17];
                 head[..8].copy_from_slice(&s.to_le_bytes());
                 head[8..16].copy_from_slice(&job.entry.to_le_bytes());
-                head[16] = timeout_ns.is_some() as u8;
+                head[16] = if timeout_ns.is_some() { FLAG_TIMED } else { 0 }
+                    | if shared.timeline.is_some() {
+                        FLAG_SPANS
+                    } else {
+                        0
+                    };
                 if let Err(e) = outbox.push(wire::RUN, wire::RUN_SHM, &head, &job.payload) {
                     job.completion()
                         .fail(Error::io("sending a task through shared memory", e));
@@ -578,7 +583,7 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             dead = true;
             continue;
         }
-        deliver(&mut finished, slot);
+        deliver(&mut finished, slot, shared.timeline.as_deref());
         // IDLE: wait for the worker, a wake-up, or the next deadline.
         let mut wait_ms: i32 = -1;
         if timeout_ns.is_some() && !inflight.is_empty() {
@@ -729,26 +734,15 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                         )));
                         break;
                     }
-                    let mut done = inflight.pop_front().expect("checked above");
+                    let done = inflight.pop_front().expect("checked above");
                     let now = Instant::now();
-                    let began = done.sent.max(last_done);
-                    let took = now - began;
+                    let took = now - done.sent.max(last_done);
                     avg = Some(match avg {
                         None => took,
                         Some(a) => (a * 4 + took) / 5,
                     });
                     last_done = now;
-                    if let Some(t) = &shared.timeline {
-                        t.record(slot, (done.seq & ((1 << 40) - 1)) as usize, began, now);
-                    }
-                    let read = wire::with_payload(&frame, f, |bytes| {
-                        done.job.completion().finish(bytes, slot)
-                    });
-                    if let Err(wire::Garbage(msg)) = read {
-                        done.job
-                            .completion()
-                            .fail(Error::protocol(msg).with_worker(slot));
-                    }
+                    finished.push((done.job, frame));
                     cancel_wanted.retain(|&s| s != done_seq);
                 }
                 wire::FATAL => {
@@ -797,7 +791,7 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             dead = true;
         }
     }
-    deliver(&mut finished, slot);
+    deliver(&mut finished, slot, shared.timeline.as_deref());
     // REAP: the worker is gone or going; collect its exit status.
     let status = reap(&mut worker.child);
     let (running, item, _) = worker.control.running();
@@ -815,11 +809,17 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
 }
 
 /// Decodes and delivers the results read from a worker.
-fn deliver(finished: &mut Vec<(ProcJob<'static>, wire::Frame)>, slot: usize) {
+fn deliver(
+    finished: &mut Vec<(ProcJob<'static>, wire::Frame)>,
+    slot: usize,
+    timeline: Option<&Timeline>,
+) {
     for (mut job, frame) in finished.drain(..) {
         let mut f = Fields::new(&frame.body);
         let _seq = f.u64();
-        let read = wire::with_payload(&frame, f, |bytes| job.completion().finish(bytes, slot));
+        let read = wire::with_payload(&frame, f, |bytes| {
+            job.completion().finish(bytes, slot, timeline)
+        });
         if let Err(wire::Garbage(msg)) = read {
             job.completion()
                 .fail(Error::protocol(msg).with_worker(slot));

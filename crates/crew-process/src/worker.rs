@@ -29,6 +29,8 @@ pub(crate) struct Control {
     /// The worker's copy of word `TIMED`, read once per job rather than
     /// once per item.
     timed: std::cell::Cell<bool>,
+    /// The parent keeps a timeline: report when each item ran.
+    spans: std::cell::Cell<bool>,
 }
 
 // SAFETY: the page is a shared mapping of atomics; every access is atomic.
@@ -45,6 +47,10 @@ const STARTED: usize = 2;
 /// stamps every item; otherwise it skips the clock read).
 const TIMED: usize = 3;
 pub(crate) const CONTROL_LEN: usize = 4096;
+/// Task flag: the parent enforces a timeout.
+pub(crate) const FLAG_TIMED: u8 = 1;
+/// Task flag: the parent keeps a timeline.
+pub(crate) const FLAG_SPANS: u8 = 2;
 
 pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -76,6 +82,7 @@ impl Control {
         Ok(Control {
             words: ptr.cast(),
             timed: std::cell::Cell::new(false),
+            spans: std::cell::Cell::new(false),
         })
     }
 
@@ -95,6 +102,17 @@ impl Control {
             self.word(STARTED).store(monotonic_ns(), Ordering::Relaxed);
         }
         self.word(ITEM).store(item, Ordering::Release);
+    }
+
+    /// Sets the job's flags from its frame: bit 0 timed, bit 1 spans.
+    pub(crate) fn set_flags(&self, flags: u8) {
+        self.set_timed(flags & FLAG_TIMED != 0);
+        self.spans.set(flags & FLAG_SPANS != 0);
+    }
+
+    /// The clock, if the parent wants spans.
+    pub(crate) fn span_clock(&self) -> Option<u64> {
+        self.spans.get().then(monotonic_ns)
     }
 
     pub(crate) fn set_timed(&self, timed: bool) {
@@ -320,11 +338,11 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                     let mut fields = Fields::new(&frame.body);
                     let header =
                         (|| Ok::<_, wire::Garbage>((fields.u64()?, fields.u64()?, fields.u8()?)))();
-                    let Ok((seq, entry, timed)) = header else {
+                    let Ok((seq, entry, flags)) = header else {
                         fatal(sock, &mut outbox, "a task frame too short for its header");
                         return;
                     };
-                    control.set_timed(timed != 0);
+                    control.set_flags(flags);
                     control.begin(seq);
                     // SAFETY: the handshake established that the parent runs
                     // this same executable, so `entry` is a trampoline here.
