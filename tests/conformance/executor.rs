@@ -311,6 +311,7 @@ macro_rules! executor_tests {
         }
 
         #[test]
+        fn shutdown_timeout_accepts_duration_max() {
             let ex = $executor;
             assert!(ex.shutdown_timeout(Duration::MAX, false));
         }

@@ -157,6 +157,7 @@ macro_rules! imap_tests {
         }
 
         #[test]
+        fn executor_map_reads_input_lazily() {
             let ex = $executor;
             let n = 1000;
             let (input, pulled) = Counted::new(0u64..);

@@ -173,6 +173,7 @@ macro_rules! wait_tests {
         }
 
         #[test]
+        fn wait_first_exception_does_not_stop_at_a_cancellation() {
             let ex = $executor;
             let gate = Gate::new();
             let running: Vec<_> =

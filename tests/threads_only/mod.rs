@@ -89,7 +89,6 @@ fn nested_map_inside_a_task_does_not_deadlock() {
 }
 
 #[test]
-#[ignore = "bug: Imap::next waits on a condvar without helping; imap from every worker of its own pool deadlocks"]
 fn nested_imap_inside_a_task_does_not_deadlock() {
     let pool = Pool::threads(2).unwrap();
     let inner = pool.clone();
