@@ -6,6 +6,22 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A specialised `Result` whose error is [`crew::Error`](Error).
+///
+/// The error type can be swapped, as for a map's `Result<Vec<R>, MapError<R>>`.
+///
+/// # Examples
+///
+/// ```
+/// fn halve(x: u32) -> crew_core::Result<u32> {
+///     if x % 2 == 0 {
+///         Ok(x / 2)
+///     } else {
+///         Err(crew_core::Error::invalid_input(format!("{x} is odd")))
+///     }
+/// }
+/// assert_eq!(halve(4).unwrap(), 2);
+/// assert!(halve(3).unwrap_err().is_invalid_input());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong with a task or with a pool.
@@ -268,46 +284,135 @@ impl Error {
     }
 
     /// True if the task panicked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Star, Threads, engine::call_blocking};
+    /// let threads = Threads::new(1)?;
+    /// let e = call_blocking(&threads, Star(|| -> u8 { panic!("oops") }), ()).unwrap_err();
+    /// assert!(e.is_panic());
+    /// assert_eq!(e.panic_message(), Some("oops"));
+    /// // The worker survives its task's panic.
+    /// assert_eq!(call_blocking(&threads, Star(|| 1u8), ())?, 1);
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     pub fn is_panic(&self) -> bool {
         matches!(self.inner.kind, Kind::Panicked { .. })
     }
 
     /// True if the task, or the wait for it, ran out of time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_promise, future) = crew_core::Future::<u8>::pending();
+    /// assert!(future.result_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self.inner.kind, Kind::TimedOut)
     }
 
     /// True if the task was cancelled before it produced a result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (promise, future) = crew_core::Future::<u8>::pending();
+    /// drop(promise); // the job was discarded without running
+    /// assert!(future.result().unwrap_err().is_cancelled());
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         matches!(self.inner.kind, Kind::Cancelled)
     }
 
     /// True if the worker running the task died (crash, signal, exit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = crew_core::Error::worker_lost("exited with code 3");
+    /// assert!(e.is_worker_lost());
+    /// assert!(!e.is_panic());
+    /// ```
     pub fn is_worker_lost(&self) -> bool {
         matches!(self.inner.kind, Kind::WorkerLost { .. })
     }
 
     /// True if the task was refused because its pool was closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Backend, Future, Star, Threads, engine::spawn_call};
+    /// let threads = Threads::new(1)?;
+    /// threads.close();
+    /// let (promise, future) = Future::pending();
+    /// spawn_call(&threads, Star(|| 1), (), promise);
+    /// assert!(future.result().unwrap_err().is_shutdown());
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     pub fn is_shutdown(&self) -> bool {
         matches!(self.inner.kind, Kind::Shutdown)
     }
 
     /// True if a call was given an argument it cannot accept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(crew_core::Threads::new(0).unwrap_err().is_invalid_input());
+    /// assert!(crew_core::resolve_n_jobs(0).unwrap_err().is_invalid_input());
+    /// ```
     pub fn is_invalid_input(&self) -> bool {
         matches!(self.inner.kind, Kind::InvalidInput { .. })
     }
 
     /// True if an operating-system call failed.
+    ///
+    /// The operating system's error is the [`source`](std::error::Error::source).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::error::Error as _;
+    /// let e = crew_core::Error::io("spawning a worker thread", std::io::ErrorKind::OutOfMemory.into());
+    /// assert!(e.is_io());
+    /// assert_eq!(e.to_string(), "i/o error while spawning a worker thread");
+    /// assert!(e.source().is_some());
+    /// ```
     pub fn is_io(&self) -> bool {
         matches!(self.inner.kind, Kind::Io { .. })
     }
 
     /// True if the parent and a worker could not understand each other.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = crew_core::Error::protocol("truncated frame");
+    /// assert!(e.is_protocol());
+    /// assert_eq!(e.to_string(), "protocol error: truncated frame");
+    /// ```
     pub fn is_protocol(&self) -> bool {
         matches!(self.inner.kind, Kind::Protocol { .. })
     }
 
     /// The panic message, if the task panicked.
+    ///
+    /// A payload that is neither a `&str` nor a `String` gives
+    /// `"Box<dyn Any>"`, as the standard panic hook prints.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::Error;
+    /// assert_eq!(Error::panic("boom").panic_message(), Some("boom"));
+    /// assert_eq!(Error::timeout().panic_message(), None);
+    /// let odd = std::panic::catch_unwind(|| std::panic::panic_any(7)).unwrap_err();
+    /// assert_eq!(Error::from_panic(odd).panic_message(), Some("Box<dyn Any>"));
+    /// ```
     pub fn panic_message(&self) -> Option<&str> {
         match &self.inner.kind {
             Kind::Panicked { message, .. } => Some(message),
@@ -316,6 +421,15 @@ impl Error {
     }
 
     /// The backtrace of a panic, when one was captured.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::Error;
+    /// assert_eq!(Error::panic("x").backtrace(), None);
+    /// let e = Error::panic_with_backtrace("x", "0: my_task\n1: main".into());
+    /// assert!(e.backtrace().unwrap().starts_with("0: my_task"));
+    /// ```
     pub fn backtrace(&self) -> Option<&str> {
         match &self.inner.kind {
             Kind::Panicked { backtrace, .. } => backtrace.as_deref(),
@@ -328,6 +442,14 @@ impl Error {
     /// without detail). With [`kind_code`](Error::kind_code) and
     /// [`from_code`](Error::from_code) it lets an error cross a process
     /// boundary.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::Error;
+    /// assert_eq!(Error::worker_lost("exited with code 3").detail(), "exited with code 3");
+    /// assert_eq!(Error::timeout().detail(), "");
+    /// ```
     pub fn detail(&self) -> String {
         match &self.inner.kind {
             Kind::Panicked { message, .. } => message.clone(),
@@ -340,6 +462,20 @@ impl Error {
 
     /// A number naming the error's kind, stable across processes of one
     /// build; see [`detail`](Error::detail).
+    ///
+    /// The worker and the index do not travel with it: set them again with
+    /// [`with_worker`](Error::with_worker) and [`with_index`](Error::with_index).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::Error;
+    /// for e in [Error::timeout(), Error::shutdown(), Error::protocol("bad frame")] {
+    ///     let back = Error::from_code(e.kind_code(), e.detail(), None);
+    ///     assert_eq!(back.kind_code(), e.kind_code());
+    ///     assert_eq!(back.to_string(), e.to_string());
+    /// }
+    /// ```
     pub fn kind_code(&self) -> u8 {
         match &self.inner.kind {
             Kind::Panicked { .. } => 0,
@@ -381,6 +517,15 @@ impl Error {
     }
 
     /// How the worker was lost (`"killed by signal 9 (SIGKILL)"`), if it was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::Error;
+    /// let e = Error::worker_lost("killed by signal 9 (SIGKILL)");
+    /// assert_eq!(e.worker_lost_cause(), Some("killed by signal 9 (SIGKILL)"));
+    /// assert_eq!(Error::panic("x").worker_lost_cause(), None);
+    /// ```
     pub fn worker_lost_cause(&self) -> Option<&str> {
         match &self.inner.kind {
             Kind::WorkerLost { cause } => Some(cause),
@@ -389,11 +534,36 @@ impl Error {
     }
 
     /// The worker that ran the task, when known.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Star, Threads, engine::call_blocking};
+    /// let threads = Threads::new(1)?;
+    /// let e = call_blocking(&threads, Star(|| -> () { panic!("oops") }), ()).unwrap_err();
+    /// assert_eq!(e.worker(), Some(0));
+    /// assert_eq!(e.to_string(), "task panicked: oops (worker 0)");
+    /// assert_eq!(crew_core::Error::timeout().worker(), None);
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     pub fn worker(&self) -> Option<usize> {
         self.inner.worker
     }
 
     /// The task's position in its map, when the task was part of one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::engine::{MapOptions, map_blocking};
+    /// use crew_core::{Threads, Unary};
+    /// let threads = Threads::new(2)?;
+    /// let task = Unary(|x: u32| if x == 3 { panic!("three") } else { x });
+    /// let err = map_blocking(&threads, task, (0..8).collect(), &MapOptions::default()).unwrap_err();
+    /// assert_eq!(err.first().index(), Some(3));
+    /// assert_eq!(crew_core::Error::panic("x").index(), None);
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     pub fn index(&self) -> Option<usize> {
         self.inner.index
     }
@@ -498,6 +668,14 @@ pub struct MapError<R> {
 impl<R> MapError<R> {
     /// Wraps the per-task outcomes of a map.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Error, MapError};
+    /// let err = MapError::new(vec![Ok('a'), Err(Error::timeout())]);
+    /// assert_eq!((err.len(), err.failed()), (2, 1));
+    /// ```
+    ///
     /// # Panics
     ///
     /// If no outcome is an error: a map without failures is not an error.
@@ -515,6 +693,14 @@ impl<R> MapError<R> {
     }
 
     /// The first failure in input order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Error, MapError};
+    /// let err = MapError::new(vec![Ok(0), Err(Error::timeout()), Err(Error::panic("later"))]);
+    /// assert!(err.first().is_timeout());
+    /// ```
     pub fn first(&self) -> &Error {
         match &self.results[self.first] {
             Err(e) => e,
@@ -523,22 +709,54 @@ impl<R> MapError<R> {
     }
 
     /// The number of tasks that failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Error, MapError};
+    /// let err = MapError::new(vec![Err(Error::cancelled()), Ok(1), Err(Error::cancelled())]);
+    /// assert_eq!(err.failed(), 2);
+    /// ```
     pub fn failed(&self) -> usize {
         self.failed
     }
 
     /// The number of tasks in the map.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Error, MapError};
+    /// let err = MapError::new(vec![Ok(1), Ok(2), Err(Error::timeout())]);
+    /// assert_eq!(err.len(), 3);
+    /// ```
     pub fn len(&self) -> usize {
         self.results.len()
     }
 
     /// Always false: a map error has at least one task. Present for symmetry
     /// with [`len`](MapError::len).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err: crew_core::MapError<u8> = crew_core::Error::shutdown().into();
+    /// assert!(!err.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.results.is_empty()
     }
 
     /// Every failure, with its position in the input.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Error, MapError};
+    /// let err = MapError::new(vec![Ok(1), Err(Error::panic("a")), Ok(3), Err(Error::panic("b"))]);
+    /// let at: Vec<usize> = err.errors().map(|(i, _)| i).collect();
+    /// assert_eq!(at, [1, 3]);
+    /// ```
     pub fn errors(&self) -> impl Iterator<Item = (usize, &Error)> {
         self.results
             .iter()
@@ -547,16 +765,43 @@ impl<R> MapError<R> {
     }
 
     /// Every task's outcome, in input order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Error, MapError};
+    /// let err = MapError::new(vec![Ok(10), Err(Error::timeout())]);
+    /// assert_eq!(*err.results()[0].as_ref().unwrap(), 10);
+    /// assert!(err.results()[1].is_err());
+    /// ```
     pub fn results(&self) -> &[Result<R>] {
         &self.results
     }
 
     /// Every task's outcome, in input order, by value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Error, MapError};
+    /// let err = MapError::new(vec![Ok(1), Err(Error::timeout()), Ok(3)]);
+    /// let retried: Vec<i32> = err.into_results().into_iter().map(|r| r.unwrap_or(0)).collect();
+    /// assert_eq!(retried, [1, 0, 3]);
+    /// ```
     pub fn into_results(self) -> Vec<Result<R>> {
         self.results
     }
 
-    /// The first failure, dropping the results.
+    /// The first failure, dropping the results. `?` does the same when it
+    /// turns a `MapError` into an [`Error`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Error, MapError};
+    /// let err = MapError::new(vec![Ok(1), Err(Error::panic("first")), Err(Error::timeout())]);
+    /// assert_eq!(err.into_first().panic_message(), Some("first"));
+    /// ```
     pub fn into_first(mut self) -> Error {
         match self.results.swap_remove(self.first) {
             Err(e) => e,
@@ -614,6 +859,16 @@ impl<R> std::error::Error for MapError<R> {
 /// Converts a failure into a value of the error type a result slot holds;
 /// lets one slot type serve `Future` (error [`Error`]) and map results
 /// (error [`MapError`]).
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Error, FromError, MapError};
+/// let one = crew_core::Result::<u8>::from_error(Error::cancelled());
+/// assert!(one.unwrap_err().is_cancelled());
+/// let map = Result::<Vec<u8>, MapError<u8>>::from_error(Error::shutdown());
+/// assert!(map.unwrap_err().first().is_shutdown());
+/// ```
 pub trait FromError: Sized {
     /// Builds the failed value.
     fn from_error(e: Error) -> Self;

@@ -20,6 +20,23 @@ use crate::timeline::Timeline;
 mod test;
 
 /// A job of the thread back-end: a closure run on a worker thread.
+///
+/// A job runs once, or is dropped without running (the back-end was
+/// terminated, or `cancel_pending` discarded it); a job built by [`Runs`]
+/// then completes its result as cancelled.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Future, Runs, Star, ThreadJob, Threads};
+///
+/// let threads = Threads::new(1)?;
+/// let (promise, future) = Future::pending();
+/// let job: ThreadJob<'static> = threads.call_job(Star(|| "hi"), (), promise);
+/// drop(job); // discarded without running
+/// assert!(future.result().unwrap_err().is_cancelled());
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 pub struct ThreadJob<'s>(Box<dyn FnOnce(&WorkerCtx<'_>) + Send + 's>);
 
 impl std::fmt::Debug for ThreadJob<'_> {
@@ -30,12 +47,39 @@ impl std::fmt::Debug for ThreadJob<'_> {
 
 impl<'s> ThreadJob<'s> {
     /// A job running `f` on a worker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use crew_core::{Backend, ThreadJob, Threads};
+    ///
+    /// let threads = Threads::new(1)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// threads.spawn(ThreadJob::new(move |ctx| tx.send(ctx.worker * 10).unwrap())).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 0);
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     pub fn new(f: impl FnOnce(&WorkerCtx<'_>) + Send + 's) -> ThreadJob<'s> {
         ThreadJob(Box::new(f))
     }
 }
 
 /// What a job knows about the worker running it.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::mpsc;
+/// use crew_core::{Backend, ThreadJob, Threads, ThreadsConfig, WorkerCtx};
+///
+/// let threads = Threads::with_config(ThreadsConfig { workers: 1, timeline: true, ..Default::default() })?;
+/// let (tx, rx) = mpsc::channel();
+/// let job = ThreadJob::new(move |ctx: &WorkerCtx<'_>| tx.send((ctx.worker, ctx.timeline.is_some())).unwrap());
+/// threads.spawn(job).unwrap();
+/// assert_eq!(rx.recv().unwrap(), (0, true));
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct WorkerCtx<'a> {
     /// The worker's index in its pool, from 0.
@@ -59,7 +103,27 @@ thread_local! {
 /// A pool of worker threads: the back-end of `Pool::threads` and
 /// `Executor::threads`.
 ///
-/// Cloning gives another handle to the same workers.
+/// Cloning gives another handle to the same workers. The workers run until
+/// [`close`](Backend::close) or [`terminate`](Backend::terminate): dropping
+/// every handle does not stop them (`Pool` and `Executor` own theirs through
+/// an [`Owned`](crate::Owned), which does).
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::{Backend, Future, Star, Threads, engine::spawn_call};
+///
+/// let threads = Threads::new(2)?;
+/// let handle = threads.clone(); // the same two workers
+/// let (promise, future) = Future::pending();
+/// spawn_call(&handle, Star(|a: u64, b: u64| a * b), (6, 7), promise);
+/// assert_eq!(future.result()?, 42);
+///
+/// threads.close();
+/// assert!(handle.is_closed());
+/// assert!(handle.join(None));
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Threads {
     shared: Arc<Shared>,
@@ -104,9 +168,42 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Makes a worker's state; see [`worker_state`](crate::worker_state).
+///
+/// # Examples
+///
+/// ```
+/// use std::any::Any;
+/// use std::sync::{Arc, mpsc};
+/// use crew_core::{Backend, Initializer, ThreadJob, Threads, ThreadsConfig};
+///
+/// let init: Initializer = Arc::new(|| -> Arc<dyn Any + Send + Sync> { Arc::new(String::from("connection")) });
+/// let threads = Threads::with_config(ThreadsConfig { workers: 1, initializer: Some(init), ..Default::default() })?;
+/// let (tx, rx) = mpsc::channel();
+/// threads.spawn(ThreadJob::new(move |_| tx.send(crew_core::worker_state::<String>()).unwrap())).unwrap();
+/// assert_eq!(rx.recv().unwrap().unwrap().as_str(), "connection");
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 pub type Initializer = Arc<dyn Fn() -> Arc<dyn std::any::Any + Send + Sync> + Send + Sync>;
 
 /// Options of a thread pool.
+///
+/// The default has 0 workers, which [`Threads::with_config`] refuses: set
+/// `workers`.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::mpsc;
+/// use crew_core::{Backend, ThreadJob, Threads, ThreadsConfig};
+///
+/// let config = ThreadsConfig { workers: 2, name: Some("render".into()), ..Default::default() };
+/// let threads = Threads::with_config(config)?;
+/// let (tx, rx) = mpsc::channel();
+/// threads.spawn(ThreadJob::new(move |_| tx.send(std::thread::current().name().map(String::from)).unwrap())).unwrap();
+/// assert!(rx.recv().unwrap().unwrap().starts_with("render-"));
+/// assert!(Threads::with_config(ThreadsConfig::default()).unwrap_err().is_invalid_input());
+/// # Ok::<(), crew_core::Error>(())
+/// ```
 #[derive(Clone, Default)]
 pub struct ThreadsConfig {
     /// Number of workers (at least 1).
@@ -117,7 +214,9 @@ pub struct ThreadsConfig {
     pub stack_size: Option<usize>,
     /// Record a timeline of the tasks.
     pub timeline: bool,
-    /// Runs once on each worker thread before its first task.
+    /// Runs once on each worker thread before its first task. If it
+    /// panics, the panic is reported on stderr and the worker runs without
+    /// state.
     pub initializer: Option<Initializer>,
 }
 
@@ -159,9 +258,9 @@ impl Threads {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Threads, ThreadsConfig};
+    /// use crew_core::{Backend, Threads, ThreadsConfig};
     /// let t = Threads::with_config(ThreadsConfig { workers: 1, timeline: true, ..Default::default() }).unwrap();
-    /// # drop(t);
+    /// assert!(t.timeline().is_some());
     /// ```
     ///
     /// # Errors
@@ -222,6 +321,22 @@ impl Threads {
     }
 
     /// The index of the calling thread if it is one of this pool's workers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use crew_core::{Backend, ThreadJob, Threads};
+    ///
+    /// let threads = Threads::new(2)?;
+    /// assert_eq!(threads.current_worker(), None); // the calling thread is not a worker
+    /// let (tx, rx) = mpsc::channel();
+    /// let t = threads.clone();
+    /// threads.spawn(ThreadJob::new(move |ctx| tx.send((t.current_worker(), ctx.worker)).unwrap())).unwrap();
+    /// let (seen, index) = rx.recv().unwrap();
+    /// assert_eq!(seen, Some(index));
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     pub fn current_worker(&self) -> Option<usize> {
         let (pool, index) = CURRENT.with(|c| c.get());
         (pool == self.id()).then_some(index)
