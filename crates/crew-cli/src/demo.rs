@@ -45,7 +45,7 @@ pub(crate) fn run(o: &DemoOptions) -> anyhow::Result<Vec<Record>> {
     let sizes = if o.quick {
         Sizes::quick()
     } else {
-        Sizes::full()
+        Sizes::demo()
     };
     let cpus = crew::cpu_count();
     let pools = Pools::new(cpus)?;
@@ -102,7 +102,7 @@ pub(crate) fn run(o: &DemoOptions) -> anyhow::Result<Vec<Record>> {
         records.push(Record::new("demo", &format!("{case}.ms"), "ms", r.ms));
         if let Some(s) = r.speedup {
             records.push(Record::new("demo", &format!("{case}.speedup"), "x", s));
-            let category = match r.variant_key.strip_prefix(r.backend.name()) {
+            let mut category = match r.variant_key.strip_prefix(r.backend.name()) {
                 Some("") | None => r.workload.to_string(),
                 Some(rest) => format!(
                     "{} ({})",
@@ -110,6 +110,9 @@ pub(crate) fn run(o: &DemoOptions) -> anyhow::Result<Vec<Record>> {
                     rest.trim_start_matches(['_', '.']).replace('_', " ")
                 ),
             };
+            if r.workers != cpus {
+                category.push_str(&format!(" ({} threads)", r.workers));
+            }
             bars.push(Bar {
                 category,
                 backend: r.backend,

@@ -91,6 +91,15 @@ impl Sizes {
         }
     }
 
+    /// The demo's sizes: the anchors' ones, with a crunch of ~0.25 s a call
+    /// so that the whole demo stays well under 2 minutes on 2 CPUs.
+    pub(crate) fn demo() -> Sizes {
+        Sizes {
+            crunch: crate::workloads::CRUNCH_HALF_SECOND / 2,
+            ..Sizes::full()
+        }
+    }
+
     /// Tiny sizes that run in well under a second (tests).
     pub(crate) fn quick() -> Sizes {
         Sizes {
