@@ -28,6 +28,7 @@ fn color(backend: Backend) -> RGBColor {
     match backend {
         Backend::Serial => RGBColor(150, 150, 150),
         Backend::Threads => RGBColor(31, 119, 180),
+        Backend::Processes => RGBColor(44, 160, 44),
         Backend::Rayon => RGBColor(255, 127, 14),
     }
 }

@@ -1,7 +1,7 @@
 //! `crew demo`: the seeds' workloads run serially and on crew's back-ends,
 //! with a table of time, speed-up and efficiency, `demo.json` and a chart.
 //!
-//! The rows come from [`Backend`]: serial and threads today; the process
+//! The rows come from [`Backend`]: serial, threads and processes; a new
 //! back-end adds its variants in `bench/seeds.rs` and shows up here as more
 //! rows and more bars, with nothing else to change.
 
@@ -26,6 +26,8 @@ pub(crate) struct DemoOptions {
     pub(crate) target: PathBuf,
     pub(crate) trace: Option<PathBuf>,
     pub(crate) gate: IdleGate,
+    /// Also run every workload on worker processes.
+    pub(crate) processes: bool,
 }
 
 /// One row of the table.
@@ -48,7 +50,7 @@ pub(crate) fn run(o: &DemoOptions) -> anyhow::Result<Vec<Record>> {
         Sizes::demo()
     };
     let cpus = crew::cpu_count();
-    let pools = Pools::new(cpus)?;
+    let pools = Pools::new(cpus, o.processes)?;
     let data = Arc::new(howmany_matrix(sizes.rows));
     let (ns, nq, nw) = sizes.kde;
     let kde = Kde::new(ns, nq, nw);
@@ -111,7 +113,7 @@ pub(crate) fn run(o: &DemoOptions) -> anyhow::Result<Vec<Record>> {
                 ),
             };
             if r.workers != cpus {
-                category.push_str(&format!(" ({} threads)", r.workers));
+                category.push_str(&format!(" ({} workers)", r.workers));
             }
             bars.push(Bar {
                 category,

@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the seeds' workloads serially and on threads: a table of time,
+    /// Runs the seeds' workloads serially, on threads and on processes: a table of time,
     /// speed-up and efficiency, `crew-bench/demo.json` and
     /// `crew-demo/speedup.png` under the target folder.
     Demo {
@@ -42,6 +42,9 @@ enum Command {
         /// here as a Chrome trace (Perfetto, chrome://tracing).
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
+        /// Leave out the worker-process rows.
+        #[arg(long)]
+        no_processes: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -56,7 +59,7 @@ enum Command {
 enum Suite {
     /// Per-task overhead of a trivial task: crew threads vs rayon vs serial.
     Overhead(OverheadArgs),
-    /// The seed workloads: serial vs crew threads vs rayon.
+    /// The seed workloads: serial vs crew threads and processes vs rayon.
     Seeds(SeedsArgs),
     /// Every suite, one after the other.
     All {
@@ -145,6 +148,9 @@ struct SeedsArgs {
     /// Tiny sizes.
     #[arg(long)]
     quick: bool,
+    /// Leave out the worker-process cases.
+    #[arg(long)]
+    no_processes: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -180,6 +186,7 @@ fn main() -> anyhow::Result<()> {
             quick,
             rounds,
             trace,
+            no_processes,
             common,
         } => {
             demo::run(&demo::DemoOptions {
@@ -188,6 +195,7 @@ fn main() -> anyhow::Result<()> {
                 target: common.target(),
                 trace,
                 gate: common.gate(demo::demo_gate(quick)),
+                processes: !no_processes,
             })?;
         }
         Command::Bench { suite } => match suite {
@@ -205,6 +213,7 @@ fn main() -> anyhow::Result<()> {
                     },
                     gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
                     target: a.common.target(),
+                    processes: !a.no_processes,
                 })?;
             }
             Suite::All {
@@ -219,6 +228,7 @@ fn main() -> anyhow::Result<()> {
                     sizes: Sizes::full(),
                     gate: o.gate,
                     target: o.target.clone(),
+                    processes: true,
                 })?;
             }
         },

@@ -67,6 +67,10 @@ fn demo_quick_writes_records_chart_and_trace() {
         }
     }
     assert!(cases.contains(&"howmany.threads_per_row.speedup".to_string()));
+    assert!(
+        cases.contains(&"pi.processes.speedup".to_string()),
+        "{cases:?}"
+    );
 
     let png = std::fs::read(dir.join("crew-demo/speedup.png")).expect("speedup.png");
     assert!(
@@ -135,6 +139,7 @@ fn bench_seeds_quick_checks_every_variant() {
         "howmany.serial",
         "pi.threads.per_sample",
         "kde.rayon.nested",
+        "kde.processes",
         "crunch.threads",
         "sleep.rayon",
     ] {

@@ -60,12 +60,14 @@ pub(crate) struct SeedsOptions {
     pub(crate) sizes: Sizes,
     pub(crate) gate: IdleGate,
     pub(crate) target: PathBuf,
+    /// Also run every workload on worker processes.
+    pub(crate) processes: bool,
 }
 
 /// `crew bench seeds`: every seed workload, serial vs crew threads vs
 /// rayon, in ms; writes `seeds.json` and `seeds.md`.
 pub(crate) fn run_seeds(o: &SeedsOptions) -> anyhow::Result<Vec<Record>> {
-    let pools = Pools::new(o.workers)?;
+    let pools = Pools::new(o.workers, o.processes)?;
     let data = Arc::new(howmany_matrix(o.sizes.rows));
     let (ns, nq, nw) = o.sizes.kde;
     let kde = Kde::new(ns, nq, nw);
@@ -97,7 +99,7 @@ pub(crate) fn run_seeds(o: &SeedsOptions) -> anyhow::Result<Vec<Record>> {
     let dir = report::bench_dir(&o.target);
     let md = report::markdown(
         &format!(
-            "seeds: serial vs crew threads vs rayon, {} workers, median of {} rounds",
+            "seeds: serial vs crew threads and processes vs rayon, {} workers, median of {} rounds",
             o.workers, o.rounds
         ),
         &records,

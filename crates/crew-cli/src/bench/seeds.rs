@@ -7,24 +7,26 @@ use std::hint::black_box;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use crew::{Executor, Parallel, Pool, Prefer, delayed};
+use crew::{Executor, Parallel, Pool, Prefer, Processes, delayed};
 use rayon::prelude::*;
 
 use super::harness::Case;
 use crate::workloads::{
-    Kde, count_inside, crunch_numbers, howmany_within_range, only_sleep, parzen_density,
+    Kde, P3, count_inside, crunch_numbers, howmany_within_range, only_sleep, parzen_density,
     pi_sample_inside, split_range, total,
 };
 
-/// What runs a variant. The demo shows `Serial` and `Threads`; the process
-/// back-end will add a `Processes` variant here, which becomes one more
-/// row per workload in the demo table and one more bar in its chart.
+/// What runs a variant. Each back-end is one more row per workload in the
+/// demo table and one more bar in its chart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Backend {
     /// One thread, no pool: the reference of every speed-up.
     Serial,
     /// crew's thread back-end (`Pool::threads`, `Executor::threads`, `Parallel`).
     Threads,
+    /// crew's worker processes (`Pool::processes`, `Executor::processes`):
+    /// arguments and results cross as serialised bytes.
+    Processes,
     /// rayon, the Rust baseline (benchmarks only).
     Rayon,
 }
@@ -35,6 +37,7 @@ impl Backend {
         match self {
             Backend::Serial => "serial",
             Backend::Threads => "threads",
+            Backend::Processes => "processes",
             Backend::Rayon => "rayon",
         }
     }
@@ -118,15 +121,21 @@ pub(crate) struct Pools {
     pub(crate) pool: Pool,
     pub(crate) sleep_executor: Executor,
     pub(crate) rayon: rayon::ThreadPool,
+    /// Worker processes, unless `--no-processes`.
+    pub(crate) processes: Option<Pool<Processes>>,
+    pub(crate) sleep_processes: Option<Executor<Processes>>,
 }
 
 impl Pools {
-    /// `workers` crew threads, and as many rayon threads; 4 threads for the
-    /// sleeping workload, as the seed's `ThreadPoolExecutor` with 4 workers.
-    pub(crate) fn new(workers: usize) -> anyhow::Result<Pools> {
+    /// `workers` crew threads, and as many rayon threads and (if asked)
+    /// worker processes; 4 workers for the sleeping workload, as the seed's
+    /// `ThreadPoolExecutor` with 4 workers.
+    pub(crate) fn new(workers: usize, processes: bool) -> anyhow::Result<Pools> {
         Ok(Pools {
             pool: Pool::threads(workers)?,
             sleep_executor: Executor::threads(4)?,
+            processes: processes.then(|| Pool::processes(workers)).transpose()?,
+            sleep_processes: processes.then(|| Executor::processes(4)).transpose()?,
             rayon: rayon::ThreadPoolBuilder::new()
                 .num_threads(workers)
                 .build()?,
@@ -166,6 +175,22 @@ pub(crate) fn howmany<'a>(
             move || sum(per_row.map(count, rows.iter()).expect("no task fails")),
         ),
     ];
+    if let Some(pp) = &p.processes {
+        v.push(variant(
+            "howmany",
+            Backend::Processes,
+            "",
+            "Pool.map, automatic chunks (rows serialised)",
+            w,
+            move || {
+                let counts = pp.map(
+                    |row: Vec<i64>| howmany_within_range(&row, 4, 8),
+                    rows.to_vec(),
+                );
+                sum(counts.expect("no task fails"))
+            },
+        ));
+    }
     if extended {
         v.push(variant(
             "howmany",
@@ -231,6 +256,17 @@ pub(crate) fn pi<'a>(n: u64, p: &'a Pools, extended: bool) -> Vec<Variant<'a>> {
             }
         }),
     ];
+    if let Some(pp) = &p.processes {
+        let chunks = chunks.clone();
+        let how = how.clone();
+        v.push(variant("pi", Backend::Processes, "", &how, w, move || {
+            let counts = pp.map(
+                |(lo, hi): (u64, u64)| count_inside(lo, hi),
+                chunks.iter().copied(),
+            );
+            counts.expect("no task fails").iter().sum::<u64>() as f64
+        }));
+    }
     if extended {
         v.push(variant(
             "pi",
@@ -290,7 +326,7 @@ pub(crate) fn kde<'a>(k: &'a Kde, p: &'a Pools, extended: bool) -> Vec<Variant<'
     let (s, q) = (&k.samples[..], &k.queries[..]);
     let how = format!(
         "Pool.map over {} (width, query block) tasks",
-        kde_tasks(k).len()
+        kde_tasks(k, 10).len()
     );
     let mut v = vec![
         variant(
@@ -308,6 +344,22 @@ pub(crate) fn kde<'a>(k: &'a Kde, p: &'a Pools, extended: bool) -> Vec<Variant<'
             total(&kde_on(&p.pool, k))
         }),
     ];
+    if let Some(pp) = &p.processes {
+        // Each task carries the samples and its query points (postcard), so
+        // fewer, bigger tasks than on threads: every width × 2 halves.
+        let tasks = kde_tasks(k, 2);
+        let how = format!("Pool.map over {} tasks, data sent with each", tasks.len());
+        v.push(variant("kde", Backend::Processes, "", &how, w, move || {
+            let args = tasks
+                .iter()
+                .map(|(h, block)| (*h, s.to_vec(), q[block.clone()].to_vec()));
+            let d = pp.map(
+                |(h, s, q): (f64, Vec<P3>, Vec<P3>)| parzen_density(&s, &q, h),
+                args,
+            );
+            total(&d.expect("no task fails"))
+        }));
+    }
     if extended {
         v.push(variant(
             "kde",
@@ -366,9 +418,9 @@ pub(crate) fn kde<'a>(k: &'a Kde, p: &'a Pools, extended: bool) -> Vec<Variant<'
 /// width-major so that the densities come back in the serial order and the
 /// checksums agree to the bit. Ten tasks (one per width) leave a worker
 /// idle at the end whenever the widths' costs do not split evenly.
-fn kde_tasks(k: &Kde) -> Vec<(f64, std::ops::Range<usize>)> {
+fn kde_tasks(k: &Kde, blocks: usize) -> Vec<(f64, std::ops::Range<usize>)> {
     let n = k.queries.len();
-    let block = n.div_ceil(10).max(1);
+    let block = n.div_ceil(blocks).max(1);
     k.widths
         .iter()
         .flat_map(|&h| {
@@ -384,7 +436,7 @@ pub(crate) fn kde_on(pool: &Pool, k: &Kde) -> Vec<Vec<f64>> {
     let (s, q) = (&k.samples[..], &k.queries[..]);
     pool.map(
         |(h, block): (f64, std::ops::Range<usize>)| parzen_density(s, &q[block], h),
-        kde_tasks(k),
+        kde_tasks(k, 10),
     )
     .expect("no task fails")
 }
@@ -417,6 +469,19 @@ pub(crate) fn crunch<'a>(n: u64, p: &'a Pools, extended: bool) -> Vec<Variant<'a
             },
         ),
     ];
+    if let Some(pp) = &p.processes {
+        v.push(variant(
+            "crunch",
+            Backend::Processes,
+            "",
+            "Pool.map, chunksize=1",
+            w,
+            move || {
+                let out = pp.with_chunksize(1).map(crunch_numbers, [n; 4]);
+                out.expect("no task fails").iter().sum::<u64>() as f64
+            },
+        ));
+    }
     if extended {
         v.push(variant(
             "crunch",
@@ -474,6 +539,19 @@ pub(crate) fn sleep<'a>(d: Duration, p: &'a Pools, extended: bool) -> Vec<Varian
             },
         ),
     ];
+    if let Some(pe) = &p.sleep_processes {
+        v.push(variant(
+            "sleep",
+            Backend::Processes,
+            "",
+            "Executor::processes(4), 4 submits",
+            pe.workers(),
+            move || {
+                let fs: Vec<_> = (0..4).map(|_| pe.submit(only_sleep, (d,))).collect();
+                fs.into_iter().map(|f| f.result().expect("ok")).sum::<u64>() as f64
+            },
+        ));
+    }
     if extended {
         v.push(variant(
             "sleep",
