@@ -146,6 +146,26 @@ impl<V> Slot<V> {
         }
     }
 
+    /// Moves `RUNNING` back to `PENDING` (the back-end put the task back in
+    /// its queue); false if the task was completed meanwhile.
+    pub(crate) fn try_unstart(&self) -> bool {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s & PHASE != RUNNING {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                s,
+                (s & !(PHASE | CANCEL_REQUESTED)) | PENDING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+    }
+
     /// Claims the right to write the value; `extra` flags are set with it.
     /// `from_running`: a running task may be claimed (its result or its
     /// loss); a cancellation claims only a task that has not started.
@@ -416,6 +436,24 @@ impl<V: FromError> Promise<V> {
     /// ```
     pub fn start(&self) -> bool {
         self.slot().try_start()
+    }
+
+    /// Marks a started task pending again: its back-end put it back in the
+    /// queue (the worker it was sent to died before running it). A pending
+    /// task can be cancelled outright and must be started again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (promise, future) = crew_core::Future::<u8>::pending();
+    /// assert!(promise.start());
+    /// assert!(future.running());
+    /// promise.unstart();
+    /// assert!(!future.running());
+    /// assert!(future.cancel());
+    /// ```
+    pub fn unstart(&self) {
+        self.slot().try_unstart();
     }
 
     /// True if the task was cancelled while pending.

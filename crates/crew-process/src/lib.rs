@@ -204,6 +204,13 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
         self.promise.as_ref().is_some_and(|p| p.start())
     }
 
+    fn requeued(&mut self) {
+        if let Some(p) = &self.promise {
+            p.set_interrupt(None);
+            p.unstart();
+        }
+    }
+
     fn set_interrupt(&mut self, hook: Option<Arc<dyn Fn() + Send + Sync>>) {
         if let Some(p) = &self.promise {
             p.set_interrupt(hook);
@@ -241,9 +248,6 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
     fn lost(&mut self, _payload: &mut Vec<u8>, _item: usize, error: Error, retry: bool) -> bool {
         if retry {
             self.attempts += 1;
-            if let Some(p) = &self.promise {
-                p.set_interrupt(None);
-            }
             return true;
         }
         self.fail(error);

@@ -14,6 +14,9 @@ pub(crate) struct Spawned {
     pub(crate) child: Child,
     pub(crate) sock: OwnedFd,
     pub(crate) control: Control,
+    /// Readable once the worker has exited, even if something else still
+    /// holds its socket open (`pidfd_open`, Linux 5.3+; `None` before).
+    pub(crate) pidfd: Option<OwnedFd>,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -99,10 +102,15 @@ pub(crate) fn spawn_worker(memory_limit: Option<u64>) -> io::Result<Spawned> {
     let child = cmd.spawn()?;
     drop(child_end);
     drop(control_fd);
+    // SAFETY: a plain syscall; a non-negative result is a new fd we own.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    // SAFETY: as above.
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as i32) });
     Ok(Spawned {
         child,
         sock: parent_end,
         control,
+        pidfd,
     })
 }
 

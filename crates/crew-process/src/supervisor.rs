@@ -25,6 +25,9 @@ pub(crate) trait Completion: Send {
     fn start(&mut self) -> bool;
     /// Installs the hook `Future::cancel` calls while the task runs.
     fn set_interrupt(&mut self, _hook: Option<Arc<dyn Fn() + Send + Sync>>) {}
+    /// The job goes back to the queue (its worker died before running it,
+    /// or it will be retried): it is pending again, and cancellable as such.
+    fn requeued(&mut self) {}
     /// The worker's output for the job; spans go to `timeline` if kept.
     fn finish(&mut self, output: &[u8], worker: usize, timeline: Option<&Timeline>);
     /// The whole job failed.
@@ -147,6 +150,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// round trip, little enough that a long task does not strand others.
 const TARGET_QUEUE_TIME: Duration = Duration::from_micros(500);
 const MAX_IN_FLIGHT: usize = 1024;
+/// A partial frame that makes no progress this long while its worker is
+/// idle is garbage.
+const STALLED_FRAME: Duration = Duration::from_secs(1);
 /// How long an idle proxy looks for work before sleeping.
 const SPIN: Duration = Duration::from_micros(15);
 /// The sequence number of a worker's initializer run.
@@ -449,12 +455,30 @@ fn proxy_main(shared: Arc<Shared>, slot: usize) {
         {
             break;
         }
-        match spawn_worker(shared.config.memory_limit) {
+        let started = match spawn_worker(shared.config.memory_limit) {
             Ok(worker) => drive(&shared, slot, worker, &mut seq),
             Err(e) => {
                 shared.start_failed(Error::io("starting a worker process", e));
-                std::thread::sleep(Duration::from_millis(50));
+                false
             }
+        };
+        if !started && shared.state.load(Ordering::Acquire) != TERMINATED {
+            // Back off: 50 ms, doubling; once the pool gave up (its tasks
+            // fail at once), try again only every 2 s. Wakes on terminate.
+            let failures = lock(&shared.queue).start_failures;
+            let pause = if failures >= MAX_START_FAILURES {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_millis(50 << failures.min(5))
+            };
+            let mut pfd = libc::pollfd {
+                fd: shared.proxies[slot].wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polling one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, pause.as_millis() as i32) };
+            drain(&shared.proxies[slot].wake);
         }
     }
     let mut alive = lock(&shared.alive);
@@ -499,8 +523,9 @@ fn allowance(avg: Option<Duration>) -> usize {
 }
 
 /// Runs one worker incarnation until it exits or dies, then settles its
-/// jobs. See the README for each state.
-fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) {
+/// jobs; true if the worker got through its handshake. See the README for
+/// each state.
+fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) -> bool {
     let sock = worker.sock.as_raw_fd();
     set_nonblocking(&worker.sock);
     let proxy = &shared.proxies[slot];
@@ -520,6 +545,8 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
     // Results read but not yet decoded: the next jobs go out first, so the
     // worker does not wait while we decode.
     let mut finished: Vec<(ProcJob<'static>, wire::Frame)> = Vec::new();
+    let mut partial_since: Option<Instant> = None;
+    let mut exited = false;
 
     while !dead {
         // TOP UP: hand queued jobs to the worker, up to its allowance.
@@ -531,13 +558,15 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             let limit = allowance(avg);
             while inflight.len() < limit {
                 let Some(mut job) = shared.pop() else { break };
-                if !job.completion().start() {
-                    continue;
-                }
+                // The hook goes in before the task is marked running, so a
+                // `cancel()` that sees it running always finds the hook.
                 let s = *seq;
                 *seq += 1;
                 job.completion()
                     .set_interrupt(Some(shared.interrupt_hook(slot, s)));
+                if !job.completion().start() {
+                    continue;
+                }
                 let mut head = [0u8; 17];
                 head[..8].copy_from_slice(&s.to_le_bytes());
                 head[8..16].copy_from_slice(&job.entry.to_le_bytes());
@@ -585,19 +614,27 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         }
         deliver(&mut finished, slot, shared.timeline.as_deref());
         // IDLE: wait for the worker, a wake-up, or the next deadline.
-        let mut wait_ms: i32 = -1;
+        // Wake up in time for whatever must be checked without an event:
+        // timeouts, the handshake deadline, a pending cancel (the task may
+        // start any moment), a stalled partial frame, a delayed retry.
+        let mut wait: Option<u64> = None;
+        let mut cap = |ms: u64| wait = Some(wait.map_or(ms, |w: u64| w.min(ms)));
         if timeout_ns.is_some() && !inflight.is_empty() {
-            wait_ms = 10;
+            cap(10);
         }
         if !hello {
-            wait_ms = 100;
+            cap(100);
+        }
+        if !cancel_wanted.is_empty() {
+            cap(1);
+        }
+        if partial_since.is_some() {
+            cap(100);
         }
         if let Some(d) = shared.next_delay() {
-            wait_ms = wait_ms.min(d.as_millis() as i32 + 1).max(0);
-            if wait_ms < 0 {
-                wait_ms = d.as_millis() as i32 + 1;
-            }
+            cap(d.as_millis() as u64 + 1);
         }
+        let wait_ms: i32 = wait.map_or(-1, |w| w.min(i32::MAX as u64) as i32);
         // SPIN: a job or a result is often microseconds away, and a sleeping
         // vCPU takes ~60 µs to wake here (ipc-floor.md); look for ~15 µs
         // before sleeping.
@@ -633,11 +670,21 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                     events: libc::POLLIN,
                     revents: 0,
                 },
+                libc::pollfd {
+                    fd: worker.pidfd.as_ref().map_or(-1, |p| p.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
-            // SAFETY: polling two valid pollfds.
-            unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
+            // SAFETY: polling three pollfds (a negative fd is ignored).
+            unsafe { libc::poll(fds.as_mut_ptr(), 3, wait_ms) };
             if fds[1].revents != 0 {
                 drain(&proxy.wake);
+            }
+            if fds[2].revents != 0 {
+                // The worker exited; its socket may live on in a process it
+                // started. Read what it sent, then settle.
+                exited = true;
             }
         }
         if parked {
@@ -647,7 +694,10 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         loop {
             match inbox.read_nonblocking(sock) {
                 Ok(Read::Data) => {}
-                Ok(Read::WouldBlock) => break,
+                Ok(Read::WouldBlock) => {
+                    dead |= exited;
+                    break;
+                }
                 Ok(Read::Eof) | Err(_) => {
                     dead = true;
                     break;
@@ -742,8 +792,15 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                         Some(a) => (a * 4 + took) / 5,
                     });
                     last_done = now;
-                    finished.push((done.job, frame));
-                    cancel_wanted.retain(|&s| s != done_seq);
+                    if cancel_wanted.contains(&done_seq) {
+                        // `cancel()` promised a cancellation; the result that
+                        // raced it is dropped.
+                        let mut job = done.job;
+                        job.completion().cancelled();
+                        cancel_wanted.retain(|&s| s != done_seq);
+                    } else {
+                        finished.push((done.job, frame));
+                    }
                 }
                 wire::FATAL => {
                     let msg = String::from_utf8_lossy(&frame.body).into_owned();
@@ -758,6 +815,23 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             if kill.is_some() {
                 break;
             }
+        }
+        // A frame begun and never finished while the worker sits idle is
+        // garbage (a task wrote to the worker's socket), not a slow sender:
+        // the worker writes whole frames before it goes idle.
+        partial_since = match (inbox.has_partial(), partial_since) {
+            (false, _) => None,
+            (true, None) => Some(Instant::now()),
+            (true, since) => since,
+        };
+        if let Some(since) = partial_since
+            && kill.is_none()
+            && since.elapsed() > STALLED_FRAME
+            && worker.control.running().0 == 0
+        {
+            kill = Some(Kill::Protocol(format!(
+                "worker {slot} began a frame and went silent for {STALLED_FRAME:?} (truncated frame)"
+            )));
         }
         if dead && inbox.has_partial() && kill.is_none() {
             kill = Some(Kill::Protocol(format!(
@@ -806,6 +880,7 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         }
     }
     settle(shared, slot, inflight, running, item as usize, kill, &cause);
+    hello
 }
 
 /// Decodes and delivers the results read from a worker.
@@ -857,6 +932,18 @@ fn settle(
     cause: &str,
 ) {
     let terminated = matches!(kill, Some(Kill::Terminated));
+    // The job to blame: the one running; or, when the worker garbled the
+    // stream while idle, the oldest one without an answer (its result is
+    // where the stream went wrong).
+    let culprit = match (&kill, running) {
+        (Some(Kill::Protocol(_)), 0) => inflight.front().map_or(0, |f| f.seq),
+        _ => running,
+    };
+    let (running, item) = if culprit == running {
+        (running, item)
+    } else {
+        (culprit, 0)
+    };
     let mut again = Vec::new();
     for mut f in inflight {
         if terminated {
@@ -865,6 +952,7 @@ fn settle(
         if f.seq != running {
             // Never started, or finished without its result reaching us:
             // it runs again on the next worker.
+            f.job.completion().requeued();
             again.push(f.job);
             continue;
         }
@@ -888,6 +976,7 @@ fn settle(
                 let backoff = shared.config.retry_backoff * 2u32.saturating_pow(f.job.attempt - 1);
                 f.job.not_before = (!backoff.is_zero()).then(|| Instant::now() + backoff);
             }
+            f.job.completion().requeued();
             again.push(f.job);
         }
     }

@@ -13,10 +13,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Version of this protocol; both sides must agree in the handshake.
 pub(crate) const VERSION: u32 = 1;
-/// Frames longer than this are garbage, not data.
-pub(crate) const MAX_FRAME: usize = 1 << 30;
 /// Payloads at least this long travel in a memfd.
 pub(crate) const SHM_THRESHOLD: usize = 128 * 1024;
+/// Frames longer than this are garbage, not data: a longer payload travels
+/// in a memfd, so no frame carries more than the threshold plus its header.
+pub(crate) const MAX_FRAME: usize = SHM_THRESHOLD + 64;
 
 /// Parent → worker: run a task (`seq`, `entry`, `chunk`, payload).
 pub(crate) const RUN: u8 = 1;
