@@ -22,8 +22,10 @@ fn unknown_kind() -> Vec<u8> {
     vec![4, 0, 0, 0, 0x77, 1, 2, 3]
 }
 
-/// Applies `task` to each of 4 items (item 2 misbehaves, one task at a
-/// time) and returns the outcome of item 2 after checking the others.
+/// Maps `task` over 3 items, one per job on one worker, and returns the
+/// error of item 2, which misbehaves, after checking the others. Item 2 is
+/// the last, so that no innocent task runs after it: which task the parent
+/// blames for garbage is racy (see `garbage_writer_runs_once_and_alone_fails`).
 fn misbehaving_item<F>(task: F) -> Error
 where
     F: Send + 'static,
@@ -32,7 +34,7 @@ where
     let pool = Pool::processes(1).unwrap();
     let outcome = within(LONG, "a map with a task writing garbage", {
         let pool = pool.clone();
-        move || pool.with_chunksize(1).map(task, 0..4)
+        move || pool.with_chunksize(1).map(task, 0..3)
     });
     let err = outcome.expect_err("the garbage-writing item fails");
     let failed: Vec<usize> = err.errors().map(|(i, _)| i).collect();
@@ -177,5 +179,34 @@ fn frame_header_claiming_512_mib_is_refused() {
         assert!(!e.is_timeout(), "kind {kind}: the task hangs");
         assert_protocol(&e, "frame");
         recovers(&pool);
+    }
+}
+
+fn writes_garbage_once_per_run(x: u32) -> u32 {
+    if x == 20 {
+        crate::support::register_worker("garbage-runs");
+        write_fd(SOCKET, &unknown_kind());
+    }
+    x
+}
+
+#[test]
+#[ignore = "bug: garbage blames whatever runs when it is read; the writer re-runs, or an innocent fails"]
+fn garbage_writer_runs_once_and_alone_fails() {
+    // Item 20 of 40 writes garbage and returns at once, while the worker
+    // holds the next items. Whatever the timing, the writer must run once
+    // (it finished: running it again repeats its side effects) and be the
+    // only one to fail. It is a race, so thirty rounds.
+    for round in 0..30 {
+        let runs = crate::support::Registry::new("garbage-runs");
+        let pool = Pool::processes(1).unwrap();
+        let outcome = within(LONG, "a map with a garbage writer", move || {
+            pool.with_chunksize(1)
+                .map(writes_garbage_once_per_run, 0..40)
+        });
+        let err = outcome.expect_err("the writer fails");
+        let failed: Vec<usize> = err.errors().map(|(i, _)| i).collect();
+        assert_eq!(failed, [20], "round {round}: only the writer fails");
+        assert_eq!(runs.pids().len(), 1, "round {round}: the writer ran again");
     }
 }
