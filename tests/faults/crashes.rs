@@ -264,7 +264,6 @@ fn starts_a_sleeper_then_aborts(x: u32) -> u32 {
 }
 
 #[test]
-#[ignore = "bug: a crash goes unnoticed while a subprocess of the task lives"]
 fn crash_is_noticed_while_a_subprocess_of_the_task_lives() {
     // The task's subprocess inherits the worker's socket; the worker's
     // death must still be noticed at once, not when the subprocess ends.
@@ -382,7 +381,6 @@ fn open_gate(gate: &str) {
 }
 
 #[test]
-#[ignore = "bug: a finished result waits in the worker while the next task runs, and is lost if it crashes"]
 fn finished_result_survives_the_next_task_crashing() {
     // One worker, warmed up so that it is sent several tasks at a time. While
     // a first task holds it, a quick task and one that crashes on request
@@ -420,7 +418,6 @@ fn finished_result_survives_the_next_task_crashing() {
 }
 
 #[test]
-#[ignore = "bug: calls re-queued after their worker died end cancelled"]
 fn calls_queued_on_a_dead_worker_run_on_the_next() {
     // While a first task holds the (warmed-up) worker, five more calls are
     // sent to it. The first crashes: the five never started, so they must
@@ -462,7 +459,6 @@ fn crashes_on_first_attempt() -> u32 {
 }
 
 #[test]
-#[ignore = "bug: a retried call ends cancelled instead of running again"]
 fn retried_call_succeeds() {
     let marker = gate_path("first-attempt");
     let pool = Pool::builder()

@@ -50,7 +50,6 @@ fn sleeps_3_s() -> u32 {
 }
 
 #[test]
-#[ignore = "bug: a cancel that arrives before the worker begins the task is lost"]
 fn cancel_as_the_task_starts_is_not_lost() {
     // Cancel the moment `running()` turns true, before the worker has
     // necessarily read the task's frame. `cancel()` says true, so the task
@@ -229,7 +228,6 @@ fn pool_of_unstartable_workers() {
 }
 
 #[test]
-#[ignore = "bug: a pool whose workers cannot start respawns them forever (~250/s)"]
 fn unstartable_workers_fail_the_task() {
     if role().as_deref() == Some("unstartable") {
         return pool_of_unstartable_workers();

@@ -213,7 +213,9 @@ impl Role {
     /// Starts this binary running only test `name`, with [`ROLE`] = `role`.
     pub(crate) fn start(name: &str, role: &str) -> Role {
         let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            // `--include-ignored`: the role must run even if its test is ignored.
+            .args(["--exact", name, "--include-ignored", "--nocapture"])
+            .arg("--test-threads=1")
             .env(ROLE, role)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
