@@ -81,7 +81,22 @@ impl Executor<Processes> {
 }
 
 impl<B: Backend> Executor<B> {
-    /// An executor over any back-end.
+    /// An executor over any back-end. Dropping its last handle closes the
+    /// back-end: queued tasks still run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{Backend, Executor, Threads};
+    ///
+    /// let threads = Threads::new(2)?;
+    /// let ex = Executor::from_backend(threads.clone());
+    /// let f = ex.submit(|| 5, ());
+    /// drop(ex);
+    /// assert!(threads.is_closed());
+    /// assert_eq!(f.result()?, 5); // queued work still ran
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     pub fn from_backend(backend: B) -> Executor<B> {
         Executor {
             backend: Arc::new(Owned::new(backend, OnDrop::Close)),
@@ -89,6 +104,13 @@ impl<B: Backend> Executor<B> {
     }
 
     /// The number of workers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(crew::Executor::threads(3)?.workers(), 3);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     pub fn workers(&self) -> usize {
         self.backend.workers()
     }

@@ -12,6 +12,24 @@ use crew_core::{
 use crew_process::Processes;
 
 /// A call waiting to be run: `f` and its arguments, built by [`delayed`].
+///
+/// # Examples
+///
+/// ```
+/// use crew::{Parallel, delayed};
+/// let calls = vec![delayed(u32::pow, (2, 10)), delayed(u32::pow, (3, 2))];
+/// assert_eq!(Parallel::new().n_jobs(2).run(calls)?, [1024, 9]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// The function must capture nothing, so that it is the same in a worker
+/// process; pass the data as an argument instead:
+///
+/// ```compile_fail
+/// use crew::{Parallel, delayed};
+/// let offset = 10;
+/// Parallel::new().run(vec![delayed(move |x: i32| x + offset, (1,))]);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Delayed<F, A> {
     f: F,
@@ -63,6 +81,14 @@ impl<'de, F: Copy, A: Deserialize<'de>> Deserialize<'de> for Delayed<F, A> {
 }
 
 /// The task that runs a [`Delayed`] call.
+///
+/// # Examples
+///
+/// ```
+/// use crew::core::Call;
+/// use crew::{RunDelayed, delayed};
+/// assert_eq!(RunDelayed.call(delayed(|a: i32, b: i32| a - b, (5, 3))), 2);
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunDelayed;
 
@@ -76,6 +102,20 @@ where
 }
 
 /// Which workers [`Parallel`] uses, as joblib's `prefer`.
+///
+/// # Examples
+///
+/// ```
+/// use crew::{Parallel, Prefer, delayed};
+///
+/// assert_eq!(Prefer::default(), Prefer::Processes);
+/// let calls = || (0..4).map(|_| delayed(std::process::id, ()));
+/// let on_threads = Parallel::new().n_jobs(2).prefer(Prefer::Threads).run(calls())?;
+/// assert!(on_threads.iter().all(|&pid| pid == std::process::id()));
+/// let on_processes = Parallel::new().n_jobs(2).prefer(Prefer::Processes).run(calls())?;
+/// assert!(on_processes.iter().all(|&pid| pid != std::process::id()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Prefer {
     /// Worker processes (joblib's default, loky): a crash, abort or
@@ -88,6 +128,20 @@ pub enum Prefer {
 }
 
 /// How many calls each job carries, as joblib's `batch_size`.
+///
+/// # Examples
+///
+/// ```
+/// use crew::{BatchSize, Parallel, Prefer, delayed};
+///
+/// let names = Parallel::new()
+///     .n_jobs(2)
+///     .prefer(Prefer::Threads)
+///     .batch_size(BatchSize::Fixed(10))
+///     .run((0..10).map(|_| delayed(|| std::thread::current().name().map(String::from), ())))?;
+/// assert!(names.iter().all(|n| *n == names[0])); // one batch: one worker ran it all
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BatchSize {
     /// Chosen from the number of calls and workers (about 16 batches per
@@ -145,6 +199,15 @@ impl Default for Parallel {
 
 impl Parallel {
     /// `n_jobs = -1`, processes, quiet, automatic batches.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{Parallel, delayed};
+    /// let squares = Parallel::new().run((1..=3).map(|i| delayed(|x: u64| x * x, (i,))))?;
+    /// assert_eq!(squares, [1, 4, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> Parallel {
         Parallel {
             n_jobs: -1,
@@ -157,12 +220,36 @@ impl Parallel {
 
     /// The number of workers, joblib-style (negative counts back from the
     /// number of CPUs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{Parallel, delayed};
+    ///
+    /// let square = |x: i64| x * x;
+    /// assert_eq!(Parallel::new().n_jobs(2).run((0..4).map(|i| delayed(square, (i,))))?, [0, 1, 4, 9]);
+    /// // One job: the calls run in this very process, one after another.
+    /// assert_eq!(Parallel::new().n_jobs(1).run([delayed(std::process::id, ())])?, [std::process::id()]);
+    /// // No worker at all is refused when the calls run.
+    /// let err = Parallel::new().n_jobs(0).run([delayed(square, (1,))]).unwrap_err();
+    /// assert!(err.first().is_invalid_input());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn n_jobs(mut self, n_jobs: isize) -> Parallel {
         self.n_jobs = n_jobs;
         self
     }
 
     /// The kind of workers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{Parallel, Prefer, delayed};
+    /// let out = Parallel::new().prefer(Prefer::Threads).run([delayed(|s: String| s.len(), ("four".into(),))])?;
+    /// assert_eq!(out, [4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn prefer(mut self, prefer: Prefer) -> Parallel {
         self.prefer = prefer;
         self
@@ -172,12 +259,32 @@ impl Parallel {
     /// (`[Parallel(n_jobs=2)]: Done   4 out of  10 | elapsed: 0.1s
     /// remaining: 0.2s`): 0 is quiet, 1–9 about every tenth of the work, 10
     /// and more also at least once a second, above 50 after every task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{Parallel, Prefer, delayed};
+    /// // Prints `[Parallel(n_jobs=2)]: Using backend Threads with 2 concurrent workers.`
+    /// // and then a line about every tenth of the calls.
+    /// let out = Parallel::new().n_jobs(2).prefer(Prefer::Threads).verbose(5).run((0..20).map(|i| delayed(|x: u8| x, (i,))))?;
+    /// assert_eq!(out.len(), 20);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn verbose(mut self, level: u32) -> Parallel {
         self.verbose = level;
         self
     }
 
     /// Calls per job; see [`BatchSize`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{BatchSize, Parallel, delayed};
+    /// let out = Parallel::new().n_jobs(2).batch_size(BatchSize::Fixed(50)).run((0..100u32).map(|i| delayed(|x: u32| x + 1, (i,))))?;
+    /// assert_eq!(out[99], 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn batch_size(mut self, batch_size: BatchSize) -> Parallel {
         self.batch_size = batch_size;
         self
@@ -185,12 +292,39 @@ impl Parallel {
 
     /// Shows a progress bar on a terminal (plain lines elsewhere), like
     /// wrapping joblib's input in tqdm.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{Parallel, Prefer, delayed};
+    /// let out = Parallel::new().n_jobs(2).prefer(Prefer::Threads).progress(true).run((0..10).map(|i| delayed(|x: u8| x * 2, (i,))))?;
+    /// assert_eq!(out[9], 18);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn progress(mut self, on: bool) -> Parallel {
         self.progress = on.then_some(ProgressStyle::Auto);
         self
     }
 
     /// The progress reporting of this `Parallel`, explicitly.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use crew::{Parallel, Prefer, ProgressStyle, delayed};
+    ///
+    /// let lines = Arc::new(Mutex::new(Vec::new()));
+    /// let out = Parallel::new()
+    ///     .n_jobs(2)
+    ///     .prefer(Prefer::Threads)
+    ///     .progress_style(Some(ProgressStyle::Capture(lines.clone())))
+    ///     .run((0..20).map(|i| delayed(|x: u32| x, (i,))))?;
+    /// assert_eq!(out.len(), 20);
+    /// let last = lines.lock().unwrap().last().unwrap().clone();
+    /// assert!(last.starts_with("[Parallel(n_jobs=2)]: Done  20 out of  20"), "{last}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn progress_style(mut self, style: Option<ProgressStyle>) -> Parallel {
         self.progress = style;
         self
@@ -343,6 +477,20 @@ impl Parallel {
 
 /// The lazy results of [`Parallel::run_iter`] and
 /// [`Parallel::run_unordered`]; dropping it stops the workers.
+///
+/// # Examples
+///
+/// ```
+/// use crew::{Parallel, Prefer, delayed};
+/// let mut results = Parallel::new()
+///     .n_jobs(2)
+///     .prefer(Prefer::Threads)
+///     .run_iter((0..).map(|i| delayed(|x: u64| x * 3, (i,))))?; // an endless input
+/// assert_eq!(results.next().unwrap()?, 0);
+/// assert_eq!(results.next().unwrap()?, 3);
+/// drop(results); // stops the workers; the rest never runs
+/// # Ok::<(), crew::Error>(())
+/// ```
 pub struct ParallelIter<R> {
     inner: Box<dyn Iterator<Item = Result<R>>>,
 }

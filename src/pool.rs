@@ -125,6 +125,15 @@ impl Pool {
 
 /// Builds a [`Pool`]; start with [`Pool::builder`], pick the back-end with
 /// [`threads`](PoolBuilder::threads), then set options.
+///
+/// # Examples
+///
+/// ```
+/// let pool = crew::Pool::builder().threads(2).name("crunch").chunksize(4).build()?;
+/// let names = pool.map(|_: u8| std::thread::current().name().map(String::from), 0..8)?;
+/// assert!(names.iter().all(|n| n.as_deref().unwrap().starts_with("crunch-")));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct PoolBuilder<K> {
     kind: K,
@@ -135,6 +144,14 @@ pub struct PoolBuilder<K> {
 
 impl PoolBuilder<()> {
     /// Runs tasks on `n` worker threads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().threads(3).build()?;
+    /// assert_eq!(pool.workers(), 3);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     pub fn threads(self, n: usize) -> PoolBuilder<ThreadsConfig> {
         PoolBuilder {
             kind: ThreadsConfig {
@@ -150,6 +167,14 @@ impl PoolBuilder<()> {
 
 impl PoolBuilder<()> {
     /// Runs tasks on `n` worker processes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().processes(1).build()?;
+    /// assert_ne!(pool.apply(std::process::id, ())?, std::process::id());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     pub fn processes(self, n: usize) -> PoolBuilder<ProcessConfig> {
         PoolBuilder {
             kind: ProcessConfig {
@@ -194,6 +219,20 @@ impl PoolBuilder<ProcessConfig> {
 
     /// Kills a worker whose task (or map item) runs longer than `timeout`;
     /// that task fails with `is_timeout()` and the worker is replaced.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = crew::Pool::builder().processes(1).task_timeout(Duration::from_millis(50)).build()?;
+    /// let nap = |ms: u64| std::thread::sleep(Duration::from_millis(ms));
+    /// // The 2-second nap is cut short after 50 ms; the other naps still run.
+    /// let err = pool.with_chunksize(1).map(nap, [0, 2_000, 0]).unwrap_err();
+    /// assert_eq!(err.failed(), 1);
+    /// assert!(err.first().is_timeout());
+    /// assert_eq!(err.first().index(), Some(1));
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.kind.task_timeout = Some(timeout);
         self
@@ -201,6 +240,16 @@ impl PoolBuilder<ProcessConfig> {
 
     /// Replaces each worker after it has run `n` jobs (Python's
     /// `maxtasksperchild`; a chunk of a map counts as one job).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashSet;
+    /// let pool = crew::Pool::builder().processes(1).max_tasks_per_child(1).build()?;
+    /// let pids = pool.with_chunksize(1).map(|_: u8| std::process::id(), 0..3)?;
+    /// assert_eq!(pids.iter().collect::<HashSet<_>>().len(), 3); // a fresh worker per job
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_tasks_per_child(mut self, n: usize) -> Self {
         self.kind.max_tasks_per_child = Some(n.max(1));
         self
@@ -209,6 +258,28 @@ impl PoolBuilder<ProcessConfig> {
     /// Re-runs a task whose worker died or timed out, up to `n` times,
     /// waiting `backoff` before the first retry and twice as long before
     /// each next one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::path::PathBuf;
+    /// use std::time::Duration;
+    ///
+    /// // Kills its worker the first time it runs, succeeds the second time.
+    /// fn crash_once(marker: PathBuf) -> String {
+    ///     if std::fs::File::create_new(&marker).is_ok() {
+    ///         std::process::exit(3);
+    ///     }
+    ///     "second attempt".to_owned()
+    /// }
+    ///
+    /// let marker = std::env::temp_dir().join(format!("crew-retries-{}", std::process::id()));
+    /// # let _ = std::fs::remove_file(&marker);
+    /// let pool = crew::Pool::builder().processes(1).retries(1, Duration::from_millis(1)).build()?;
+    /// assert_eq!(pool.apply(crash_once, (marker.clone(),))?, "second attempt");
+    /// # std::fs::remove_file(&marker)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn retries(mut self, n: u32, backoff: Duration) -> Self {
         self.kind.retries = n;
         self.kind.retry_backoff = backoff;
@@ -218,12 +289,31 @@ impl PoolBuilder<ProcessConfig> {
     /// Limits each worker's address space to `bytes` (`RLIMIT_AS`): a task
     /// that allocates beyond it kills its worker (the allocation aborts) and
     /// fails alone with `is_worker_lost`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().processes(1).memory_limit(512 << 20).build()?;
+    /// let e = pool.apply(|gib: usize| vec![1u8; gib << 30].len(), (2,)).unwrap_err();
+    /// assert!(e.is_worker_lost());
+    /// assert_eq!(pool.apply(|x: u8| x + 1, (1,))?, 2); // the worker was replaced
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.kind.memory_limit = Some(bytes);
         self
     }
 
     /// Starts the pool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().processes(2).build()?;
+    /// assert_eq!(pool.workers(), 2);
+    /// assert!(crew::Pool::builder().processes(0).build().unwrap_err().is_invalid_input());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -246,6 +336,15 @@ impl PoolBuilder<ProcessConfig> {
 
 impl<K> PoolBuilder<K> {
     /// Records what each worker did; read it with [`Pool::timeline`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().threads(1).timeline(true).build()?;
+    /// pool.apply(|| 1, ())?;
+    /// assert_eq!(pool.timeline().unwrap().spans().len(), 1);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     pub fn timeline(mut self, on: bool) -> Self {
         self.timeline = on;
         self
@@ -254,6 +353,15 @@ impl<K> PoolBuilder<K> {
     /// The default number of items per job for `map` and friends (Python's
     /// `chunksize`); without it, crew chooses (see
     /// [`with_chunksize`](Pool::with_chunksize)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().threads(2).chunksize(10).build()?;
+    /// let names = pool.map(|_: u8| std::thread::current().name().map(String::from), 0..10)?;
+    /// assert!(names.iter().all(|n| *n == names[0])); // one chunk: one worker ran it all
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn chunksize(mut self, n: usize) -> Self {
         self.opts.chunksize = Some(n.max(1));
         self
@@ -261,6 +369,15 @@ impl<K> PoolBuilder<K> {
 
     /// Shows the progress of every map: a bar on a terminal, joblib-style
     /// lines otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().threads(2).progress(true).build()?;
+    /// // Reports on stderr: `[Pool(threads=2)]: Done 100 out of 100 | elapsed: 0.0s finished`.
+    /// assert_eq!(pool.map(|x: u32| x, 0..100)?.len(), 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn progress(mut self, on: bool) -> Self {
         self.opts.progress = on.then_some(ProgressStyle::Auto);
         self
@@ -297,18 +414,45 @@ impl PoolBuilder<ThreadsConfig> {
     }
 
     /// Names the worker threads `{prefix}-0`, `{prefix}-1`, …
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().threads(1).name("io").build()?;
+    /// assert_eq!(pool.apply(|| std::thread::current().name().map(String::from), ())?.as_deref(), Some("io-0"));
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     pub fn name(mut self, prefix: impl Into<String>) -> Self {
         self.kind.name = Some(prefix.into());
         self
     }
 
     /// Sets each worker thread's stack size in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // A task with 4 MiB on its stack, more than a thread gets by default.
+    /// let pool = crew::Pool::builder().threads(1).stack_size(32 << 20).build()?;
+    /// let last = pool.apply(|| std::hint::black_box([7u8; 4 << 20])[(4 << 20) - 1], ())?;
+    /// assert_eq!(last, 7);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.kind.stack_size = Some(bytes);
         self
     }
 
     /// Starts the pool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().threads(2).build()?;
+    /// assert_eq!(pool.workers(), 2);
+    /// assert!(crew::Pool::builder().threads(0).build().unwrap_err().is_invalid_input());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -327,6 +471,20 @@ impl PoolBuilder<ThreadsConfig> {
 
 impl<B: Backend> Pool<B> {
     /// A pool over any back-end, terminated when its last handle is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::core::MapOptions;
+    /// use crew::{Backend, Pool, Threads};
+    ///
+    /// let threads = Threads::new(2)?;
+    /// let pool = Pool::from_backend(threads.clone(), MapOptions::default());
+    /// assert_eq!(pool.map(|x: u8| x * 2, 0..3)?, [0, 2, 4]);
+    /// drop(pool);
+    /// assert!(threads.is_closed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_backend(backend: B, opts: MapOptions) -> Pool<B> {
         Pool {
             backend: Arc::new(Owned::new(backend, OnDrop::Terminate)),
@@ -335,11 +493,28 @@ impl<B: Backend> Pool<B> {
     }
 
     /// The number of workers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(crew::Pool::threads(3)?.workers(), 3);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
     pub fn workers(&self) -> usize {
         self.backend.workers()
     }
 
     /// The back-end, for what the pool itself does not offer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::threads(2)?;
+    /// let threads = pool.backend().clone();
+    /// let on_workers = pool.map(move |_: u8| threads.current_worker().is_some(), 0..4)?;
+    /// assert_eq!(on_workers, [true; 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn backend(&self) -> &B {
         &self.backend
     }
@@ -381,6 +556,20 @@ impl<B: Backend> Pool<B> {
     }
 
     /// This pool with an explicit progress style (`None` for none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use crew::ProgressStyle;
+    ///
+    /// let lines = Arc::new(Mutex::new(Vec::new()));
+    /// let pool = crew::Pool::threads(2)?;
+    /// pool.with_progress_style(Some(ProgressStyle::Capture(lines.clone()))).map(|x: u32| x, 0..100)?;
+    /// let last = lines.lock().unwrap().last().unwrap().clone();
+    /// assert!(last.starts_with("[Pool(threads=2)]: Done 100 out of 100"), "{last}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_progress_style(&self, style: Option<ProgressStyle>) -> Pool<B> {
         let mut p = self.clone();
         p.opts.progress = style;
@@ -729,6 +918,17 @@ impl<B: Backend> Pool<B> {
     /// [`timeline(true)`](PoolBuilder::timeline); export it with
     /// [`Timeline::to_chrome_trace`] and open it in Perfetto or
     /// `chrome://tracing`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::builder().threads(2).timeline(true).build()?;
+    /// pool.map(|x: u64| x + 1, 0..10)?;
+    /// let trace = pool.timeline().unwrap().to_chrome_trace();
+    /// assert!(trace.contains("\"ph\":\"X\""));
+    /// assert!(crew::Pool::threads(1)?.timeline().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn timeline(&self) -> Option<Arc<Timeline>> {
         self.backend.timeline().cloned()
     }

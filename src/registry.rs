@@ -20,6 +20,19 @@ use crew_core::{Call, Error, Result};
 pub use inventory::submit;
 
 /// The signature a task was registered with.
+///
+/// # Examples
+///
+/// ```
+/// use crew::registry::Signature;
+///
+/// #[crew::task]
+/// fn area(w: u32, h: u32) -> u32 { w * h }
+///
+/// let entry = crew::registry::tasks().find(|t| t.name().ends_with("::area")).unwrap();
+/// assert_eq!(entry.signature(), Signature::of::<(u32, u32), u32>());
+/// assert_eq!(entry.signature().result, "u32");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signature {
     /// The argument tuple's type name.
@@ -30,6 +43,15 @@ pub struct Signature {
 
 impl Signature {
     /// The signature of a task taking `A` (a tuple) and returning `R`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::registry::Signature;
+    /// let one_arg = Signature::of::<(u64,), bool>();
+    /// assert_eq!(one_arg.result, "bool");
+    /// assert_ne!(one_arg, Signature::of::<(u32,), bool>());
+    /// ```
     pub fn of<A, R>() -> Signature {
         Signature {
             args: type_name::<A>(),
@@ -39,6 +61,15 @@ impl Signature {
 
     /// A 64-bit fingerprint of the signature (FNV-1a of the type names and
     /// the wire format's version).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::registry::Signature;
+    /// let a = Signature::of::<(u32, u32), u32>();
+    /// assert_eq!(a.fingerprint(), Signature::of::<(u32, u32), u32>().fingerprint());
+    /// assert_ne!(a.fingerprint(), Signature::of::<(u32, u32), u64>().fingerprint());
+    /// ```
     pub fn fingerprint(&self) -> u64 {
         let mut h = 0xcbf2_9ce4_8422_2325u64;
         for b in self
@@ -55,6 +86,17 @@ impl Signature {
 }
 
 /// One registered task; made by `#[crew::task]`.
+///
+/// # Examples
+///
+/// ```
+/// #[crew::task(name = "docs::task_entry::cube")]
+/// fn cube(x: i64) -> i64 { x * x * x }
+///
+/// let entry = crew::registry::lookup("docs::task_entry::cube").unwrap();
+/// assert_eq!(entry.name(), "docs::task_entry::cube");
+/// assert_eq!(entry.signature().args, "(i64,)");
+/// ```
 #[derive(Debug)]
 pub struct TaskEntry {
     name: &'static str,
@@ -77,11 +119,37 @@ impl TaskEntry {
     }
 
     /// The task's name (`my_crate::module::function` by default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[crew::task]
+    /// fn name_example() {}
+    ///
+    /// #[crew::task(name = "docs::renamed")]
+    /// fn renamed_example() {}
+    ///
+    /// let names: Vec<&str> = crew::registry::tasks().map(|t| t.name()).collect();
+    /// assert!(names.iter().any(|n| n.ends_with("::name_example")));
+    /// assert!(names.contains(&"docs::renamed"));
+    /// ```
     pub fn name(&self) -> &'static str {
         self.name
     }
 
     /// The task's signature.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::registry::Signature;
+    ///
+    /// #[crew::task(name = "docs::signature::greet")]
+    /// fn greet(times: u8) -> Vec<u8> { vec![b'!'; times as usize] }
+    ///
+    /// let entry = crew::registry::lookup("docs::signature::greet").unwrap();
+    /// assert_eq!(entry.signature(), Signature::of::<(u8,), Vec<u8>>());
+    /// ```
     pub fn signature(&self) -> Signature {
         (self.signature)()
     }
@@ -104,11 +172,37 @@ pub fn tasks() -> impl Iterator<Item = &'static TaskEntry> {
 }
 
 /// The task registered as `name`, if any.
+///
+/// Looks only at the name; [`resolve`] also checks the types.
+///
+/// # Examples
+///
+/// ```
+/// #[crew::task(name = "docs::lookup::inc")]
+/// fn inc(x: u32) -> u32 { x + 1 }
+///
+/// assert!(crew::registry::lookup("docs::lookup::inc").is_some());
+/// assert!(crew::registry::lookup("docs::lookup::missing").is_none());
+/// ```
 pub fn lookup(name: &str) -> Option<&'static TaskEntry> {
     tasks().find(|t| t.name == name)
 }
 
 /// Checks that `name` is registered with arguments `A` and result `R`.
+///
+/// # Examples
+///
+/// ```
+/// use crew::registry::resolve;
+///
+/// #[crew::task(name = "docs::resolve::add")]
+/// fn add(a: i32, b: i32) -> i32 { a + b }
+///
+/// assert!(resolve::<(i32, i32), i32>("docs::resolve::add").is_ok());
+/// // Other types, or an unknown name, fail at once.
+/// assert!(resolve::<(i64, i64), i64>("docs::resolve::add").unwrap_err().is_invalid_input());
+/// assert!(resolve::<(i32, i32), i32>("docs::resolve::nope").unwrap_err().is_invalid_input());
+/// ```
 ///
 /// # Errors
 ///
