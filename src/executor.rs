@@ -60,8 +60,9 @@ impl Executor<Threads> {
 impl Executor<Processes> {
     /// An executor with `n` worker processes (Python's
     /// `ProcessPoolExecutor(max_workers=n)`); tasks follow the rules of
-    /// [`Pool::processes`](crate::Pool::processes). A running task can be
-    /// cancelled: its worker is killed and replaced.
+    /// [`Pool::processes`](crate::Pool::processes).
+    ///
+    /// A running task can be cancelled: its worker is killed and replaced.
     ///
     /// # Examples
     ///
@@ -81,8 +82,9 @@ impl Executor<Processes> {
 }
 
 impl<B: Backend> Executor<B> {
-    /// An executor over any back-end. Dropping its last handle closes the
-    /// back-end: queued tasks still run.
+    /// An executor over any back-end.
+    ///
+    /// Dropping its last handle closes the back-end: queued tasks still run.
     ///
     /// # Examples
     ///
@@ -116,6 +118,7 @@ impl<B: Backend> Executor<B> {
     }
 
     /// Queues `f(args…)` and returns its [`Future`] (Python's `submit`).
+    ///
     /// `args` is a tuple: `()`, `(x,)`, `(a, b)`, … After `shutdown`, the
     /// future fails with `is_shutdown` (Python raises `RuntimeError`).
     ///
@@ -242,10 +245,11 @@ impl<B: Backend> Executor<B> {
         )
     }
 
-    /// Stops accepting tasks (Python's `shutdown`). With `cancel_futures`,
-    /// queued tasks are cancelled (their futures report `cancelled()`); with
-    /// `wait`, blocks until running and remaining tasks are done and the
-    /// workers have exited. Calling it again is harmless.
+    /// Stops accepting tasks (Python's `shutdown`).
+    ///
+    /// With `cancel_futures`, queued tasks are cancelled (their futures report
+    /// `cancelled()`); with `wait`, blocks until running and remaining tasks
+    /// are done and the workers have exited. Calling it again is harmless.
     ///
     /// # Examples
     ///

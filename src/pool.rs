@@ -192,6 +192,7 @@ impl PoolBuilder<ProcessConfig> {
     /// Runs `f(args…)` once in each worker process before its first task
     /// (Python's `initializer`/`initargs`); what it returns is that worker's
     /// state, which tasks read with [`worker_state`](crate::worker_state).
+    ///
     /// If it panics, the worker does not start; after three workers in a row
     /// fail so, the pool's tasks fail with `is_worker_lost` saying why.
     ///
@@ -520,9 +521,11 @@ impl<B: Backend> Pool<B> {
     }
 
     /// This pool with `n` items per job for the calls made through it
-    /// (Python's `chunksize`). Without it, `map` splits its input into about
-    /// 16 chunks per worker, and the lazy iterators start with one item per
-    /// job and grow chunks until each takes about half a millisecond.
+    /// (Python's `chunksize`).
+    ///
+    /// Without it, `map` splits its input into about 16 chunks per worker, and
+    /// the lazy iterators start with one item per job and grow chunks until
+    /// each takes about half a millisecond.
     ///
     /// # Examples
     ///
@@ -577,8 +580,10 @@ impl<B: Backend> Pool<B> {
     }
 
     /// Applies `f` to every item and returns the results in input order
-    /// (Python's `Pool.map`). Blocks until every task is done. The input is
-    /// collected first, split into chunks, and the chunks run on the workers.
+    /// (Python's `Pool.map`).
+    ///
+    /// Blocks until every task is done. The input is collected first, split
+    /// into chunks, and the chunks run on the workers.
     ///
     /// # Examples
     ///
@@ -615,8 +620,9 @@ impl<B: Backend> Pool<B> {
     }
 
     /// Like [`map`](Pool::map), for a function of several arguments: each
-    /// item is a tuple of arguments, `f(a, b, …)` (Python's `starmap`). Up to
-    /// 8 arguments.
+    /// item is a tuple of arguments, `f(a, b, …)` (Python's `starmap`).
+    ///
+    /// Up to 8 arguments.
     ///
     /// # Examples
     ///
@@ -654,7 +660,9 @@ impl<B: Backend> Pool<B> {
     }
 
     /// Runs `f(args…)` on a worker and waits for the result (Python's
-    /// `apply`). `args` is a tuple: `()`, `(x,)`, `(a, b)`, …
+    /// `apply`).
+    ///
+    /// `args` is a tuple: `()`, `(x,)`, `(a, b)`, …
     ///
     /// # Examples
     ///
@@ -766,10 +774,11 @@ impl<B: Backend> Pool<B> {
         )
     }
 
-    /// A lazy map whose results come in input order (Python's `imap`). The
-    /// input is read only as results are consumed, with at most 4 chunks per
-    /// worker in flight, so an endless iterator works; dropping the iterator
-    /// cancels the work not started.
+    /// A lazy map whose results come in input order (Python's `imap`).
+    ///
+    /// The input is read only as results are consumed, with at most 4 chunks
+    /// per worker in flight, so an endless iterator works; dropping the
+    /// iterator cancels the work not started.
     ///
     /// # Examples
     ///
@@ -799,8 +808,9 @@ impl<B: Backend> Pool<B> {
     }
 
     /// A lazy map whose results come as they finish (Python's
-    /// `imap_unordered`); each result appears exactly once. Errors carry
-    /// their task's input position ([`Error::index`]).
+    /// `imap_unordered`); each result appears exactly once.
+    ///
+    /// Errors carry their task's input position ([`Error::index`]).
     ///
     /// # Examples
     ///
@@ -830,6 +840,7 @@ impl<B: Backend> Pool<B> {
     }
 
     /// Stops accepting tasks; queued tasks still run (Python's `close`).
+    ///
     /// Later calls fail with `is_shutdown`.
     ///
     /// # Examples
@@ -846,8 +857,9 @@ impl<B: Backend> Pool<B> {
     }
 
     /// Cancels queued tasks and stops the workers without waiting for
-    /// running tasks (Python's `terminate`). Outstanding results complete as
-    /// cancelled.
+    /// running tasks (Python's `terminate`).
+    ///
+    /// Outstanding results complete as cancelled.
     ///
     /// # Examples
     ///

@@ -80,12 +80,16 @@ pub trait Backend: Send + Sync + 'static {
     fn is_closed(&self) -> bool;
 
     /// Drops every queued job (their results complete as cancelled) and
-    /// returns how many there were. Running jobs are not affected.
+    /// returns how many there were.
+    ///
+    /// Running jobs are not affected.
     fn cancel_pending(&self) -> usize;
 
     /// Stops now: closes, drops queued jobs, and stops running ones where the
     /// back-end can (processes are killed; threads finish their current job
-    /// in the background). Never blocks on a running task.
+    /// in the background).
+    ///
+    /// Never blocks on a running task.
     fn terminate(&self);
 
     /// Waits until every worker has exited (after `close` or `terminate`) or
@@ -93,8 +97,9 @@ pub trait Backend: Send + Sync + 'static {
     fn join(&self, deadline: Option<Instant>) -> bool;
 
     /// Runs one queued job on the calling thread if it is one of this
-    /// back-end's workers and a job is queued; true if it ran one. Blocking
-    /// calls made from inside a task use this to avoid waiting on work
+    /// back-end's workers and a job is queued; true if it ran one.
+    ///
+    /// Blocking calls made from inside a task use this to avoid waiting on work
     /// queued behind themselves.
     fn help(&self) -> bool {
         false
@@ -142,9 +147,11 @@ pub trait Runs<'s, T, X, R>: Backend {
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> Self::Job<'s>;
 
     /// A job that runs `task` on every input of `chunk` and delivers the
-    /// outcomes, in order, to `sink`. The task is shared by the chunks of one
-    /// map; a job must drop its clone of it *before* delivering to `sink`
-    /// (the blocking calls return as soon as the last chunk is delivered, and
-    /// the task may borrow data that then goes away).
+    /// outcomes, in order, to `sink`.
+    ///
+    /// The task is shared by the chunks of one map; a job must drop its clone
+    /// of it *before* delivering to `sink` (the blocking calls return as soon
+    /// as the last chunk is delivered, and the task may borrow data that then
+    /// goes away).
     fn chunk_job(&self, task: Arc<T>, chunk: Chunk<X>, sink: ChunkSink<'s, R>) -> Self::Job<'s>;
 }

@@ -3,7 +3,9 @@
 /// The number of CPUs this process may run on: Python's
 /// `multiprocessing.cpu_count()`, but honouring the CPU affinity mask and
 /// cgroup CPU quotas (a container limited to 2 CPUs on a 64-core host gets 2),
-/// as `os.process_cpu_count()` does. Never less than 1.
+/// as `os.process_cpu_count()` does.
+///
+/// Never less than 1.
 ///
 /// # Examples
 ///

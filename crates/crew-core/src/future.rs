@@ -95,7 +95,9 @@ impl<T: Send> Future<T> {
     }
 
     /// Like [`result`](Future::result), but gives up after `timeout` with an
-    /// error for which `is_timeout()` holds. The task is not cancelled.
+    /// error for which `is_timeout()` holds.
+    ///
+    /// The task is not cancelled.
     ///
     /// # Examples
     ///
@@ -165,11 +167,12 @@ impl<T: Send> Future<T> {
         self.slot.is_running()
     }
 
-    /// Cancels the task. A task that has not started is cancelled at once; a
-    /// running task is stopped only on back-ends that can stop it (worker
-    /// processes are killed and replaced); a thread keeps running its task.
-    /// Returns true if the task is (or will shortly be) cancelled, as
-    /// Python's `Future.cancel`.
+    /// Cancels the task.
+    ///
+    /// A task that has not started is cancelled at once; a running task is
+    /// stopped only on back-ends that can stop it (worker processes are killed
+    /// and replaced); a thread keeps running its task. Returns true if the task
+    /// is (or will shortly be) cancelled, as Python's `Future.cancel`.
     ///
     /// # Examples
     ///
@@ -195,6 +198,7 @@ impl<T: Send> Future<T> {
     }
 
     /// The task's error, if it is done and failed; `None` if it succeeded.
+    ///
     /// Blocks until the task is done.
     ///
     /// # Examples
@@ -210,8 +214,10 @@ impl<T: Send> Future<T> {
 
     /// Runs `callback` with the outcome once the task is done: at once, on
     /// this thread, if it already is; otherwise on the thread that completes
-    /// it. Each callback runs exactly once; a panicking callback is reported
-    /// on stderr and does not affect the task or other callbacks.
+    /// it.
+    ///
+    /// Each callback runs exactly once; a panicking callback is reported on
+    /// stderr and does not affect the task or other callbacks.
     ///
     /// # Examples
     ///
@@ -450,7 +456,9 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
 
     /// Runs `callback` with the value once the call succeeds (Python's
     /// `callback=`): at once if it already has, else on the completing
-    /// thread. Runs at most once; not at all if the call fails.
+    /// thread.
+    ///
+    /// Runs at most once; not at all if the call fails.
     ///
     /// # Examples
     ///
@@ -474,7 +482,9 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     }
 
     /// Runs `callback` with the error once the call fails (Python's
-    /// `error_callback=`). Runs at most once; not at all on success.
+    /// `error_callback=`).
+    ///
+    /// Runs at most once; not at all on success.
     ///
     /// # Examples
     ///

@@ -195,9 +195,10 @@ impl ParRange {
     }
 
     /// Maps every index and combines the results with `reduce`, starting
-    /// from `identity()` in each block; blocks until done. Blocks are
-    /// combined in no fixed grouping, so `reduce` should be associative and
-    /// `identity()` neutral for it.
+    /// from `identity()` in each block; blocks until done.
+    ///
+    /// Blocks are combined in no fixed grouping, so `reduce` should be
+    /// associative and `identity()` neutral for it.
     ///
     /// # Examples
     ///

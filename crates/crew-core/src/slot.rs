@@ -380,9 +380,11 @@ fn run_callback<V>(f: Callback<V>, value: &V) {
     }
 }
 
-/// The producing side of a slot, held by a job. Dropping it without a result
-/// (the job was discarded by `terminate`, `cancel_pending`, or a dead
-/// process) completes the slot as cancelled, so no handle waits forever.
+/// The producing side of a slot, held by a job.
+///
+/// Dropping it without a result (the job was discarded by `terminate`,
+/// `cancel_pending`, or a dead process) completes the slot as cancelled, so no
+/// handle waits forever.
 ///
 /// A back-end gets one from [`Future::pending`](crate::Future::pending) or
 /// [`AsyncResult::pending`](crate::AsyncResult::pending) and completes it
@@ -491,8 +493,10 @@ impl<V: FromError> Promise<V> {
         self.slot().cancel_requested()
     }
 
-    /// Delivers the outcome and wakes whoever waits for it. Ignored if the
-    /// slot was already completed (the task was cancelled while pending).
+    /// Delivers the outcome and wakes whoever waits for it.
+    ///
+    /// Ignored if the slot was already completed (the task was cancelled while
+    /// pending).
     ///
     /// # Examples
     ///
@@ -542,8 +546,10 @@ impl<V: FromError> Promise<V> {
     }
 
     /// Installs (or removes) the hook that stops the task while it runs;
-    /// `Future::cancel` calls it. Back-ends that can kill a running task
-    /// (processes) install one when the task starts.
+    /// `Future::cancel` calls it.
+    ///
+    /// Back-ends that can kill a running task (processes) install one when the
+    /// task starts.
     ///
     /// The hook runs on the thread that calls `cancel`, only while the task
     /// is running.

@@ -80,7 +80,9 @@ impl Timeline {
     }
 
     /// The submission number of the next single call (`apply`, `submit`):
-    /// its [`Span::task`]. Map items use their position in the map instead.
+    /// its [`Span::task`].
+    ///
+    /// Map items use their position in the map instead.
     ///
     /// # Examples
     ///

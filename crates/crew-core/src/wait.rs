@@ -112,8 +112,10 @@ impl Completions {
 
 /// Waits for the futures as `return_when` says, or until `timeout` passes,
 /// and splits them into done and not done (Python's
-/// `concurrent.futures.wait`). A timeout is not an error: the futures still
-/// pending come back in `not_done`.
+/// `concurrent.futures.wait`).
+///
+/// A timeout is not an error: the futures still pending come back in
+/// `not_done`.
 ///
 /// # Examples
 ///
@@ -153,8 +155,9 @@ pub fn wait<T: Send>(
 }
 
 /// An iterator over futures in the order they complete (Python's
-/// `concurrent.futures.as_completed`). Each yielded future is done, so its
-/// `result()` does not block.
+/// `concurrent.futures.as_completed`).
+///
+/// Each yielded future is done, so its `result()` does not block.
 ///
 /// # Examples
 ///

@@ -439,9 +439,10 @@ impl Error {
 
     /// The error's detail without its kind: the panic message, the cause of
     /// a lost worker, the protocol or input complaint (empty for kinds
-    /// without detail). With [`kind_code`](Error::kind_code) and
-    /// [`from_code`](Error::from_code) it lets an error cross a process
-    /// boundary.
+    /// without detail).
+    ///
+    /// With [`kind_code`](Error::kind_code) and [`from_code`](Error::from_code)
+    /// it lets an error cross a process boundary.
     ///
     /// # Examples
     ///
@@ -734,8 +735,9 @@ impl<R> MapError<R> {
         self.results.len()
     }
 
-    /// Always false: a map error has at least one task. Present for symmetry
-    /// with [`len`](MapError::len).
+    /// Always false: a map error has at least one task.
+    ///
+    /// Present for symmetry with [`len`](MapError::len).
     ///
     /// # Examples
     ///
@@ -792,8 +794,9 @@ impl<R> MapError<R> {
         self.results
     }
 
-    /// The first failure, dropping the results. `?` does the same when it
-    /// turns a `MapError` into an [`Error`].
+    /// The first failure, dropping the results.
+    ///
+    /// `?` does the same when it turns a `MapError` into an [`Error`].
     ///
     /// # Examples
     ///
