@@ -40,21 +40,7 @@ pub fn deadline(timeout: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-/// A run of consecutive inputs of a map, sent to one worker as one job.
-///
-/// # Examples
-///
-/// ```
-/// let c = crew_core::Chunk { offset: 10, items: vec!['a', 'b'] };
-/// assert_eq!(c.items.len(), 2);
-/// ```
-#[derive(Debug)]
-pub struct Chunk<X> {
-    /// Position of the first input in the whole map.
-    pub offset: usize,
-    /// The inputs.
-    pub items: Vec<X>,
-}
+pub use crate::chunk::{Chunk, ChunkIter};
 
 /// What a chunk produced: the values of the items that succeeded, in order,
 /// and the failures with their position in the chunk.
@@ -76,6 +62,8 @@ pub struct ChunkOut<R> {
     values: Vec<R>,
     errors: Vec<(usize, Error)>,
     elapsed: Duration,
+    /// The values were written through the chunk's [`Dest`], not returned.
+    in_place: bool,
 }
 
 impl<R> ChunkOut<R> {
@@ -100,6 +88,19 @@ impl<R> ChunkOut<R> {
             values,
             errors,
             elapsed,
+            in_place: false,
+        }
+    }
+
+    /// The outcome of a chunk that wrote its values through its [`Dest`]:
+    /// every item not among `errors` was written.
+    fn in_place(len: usize, errors: Vec<(usize, Error)>, elapsed: Duration) -> Self {
+        ChunkOut {
+            len,
+            values: Vec::new(),
+            errors,
+            elapsed,
+            in_place: true,
         }
     }
 
@@ -110,6 +111,7 @@ impl<R> ChunkOut<R> {
             values: Vec::new(),
             errors: (0..len).map(|i| (i, e.clone())).collect(),
             elapsed: Duration::ZERO,
+            in_place: false,
         }
     }
 
@@ -124,7 +126,13 @@ impl<R> ChunkOut<R> {
     }
 
     /// Every item's outcome in order; errors learn their position in the map.
+    ///
+    /// # Panics
+    ///
+    /// On an outcome whose values were written in place (the map engine
+    /// reads those from its buffer).
     pub fn into_results(self, offset: usize) -> impl Iterator<Item = Result<R>> {
+        assert!(!self.in_place, "in-place values live in the map's buffer");
         let mut values = self.values.into_iter();
         let mut errors = self.errors.into_iter().peekable();
         (0..self.len).map(move |i| match errors.peek() {
@@ -147,6 +155,39 @@ pub(crate) trait Collect<R>: Send + Sync {
     fn is_cancelled(&self) -> bool;
 }
 
+/// A chunk's slice of its map's output buffer: an in-process back-end
+/// writes each value straight to its place, so a map of known length makes
+/// one output allocation and no copy.
+pub struct Dest<R> {
+    ptr: *mut R,
+    len: usize,
+}
+
+// SAFETY: a `Dest` is the only handle to its (disjoint) slice of the output
+// buffer; values of `R: Send` may be written there from any thread.
+unsafe impl<R: Send> Send for Dest<R> {}
+
+impl<R> std::fmt::Debug for Dest<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dest").field("len", &self.len).finish()
+    }
+}
+
+impl<R> Dest<R> {
+    /// Writes item `i`'s value.
+    ///
+    /// # Safety
+    ///
+    /// Each `i < len` is written at most once, and only items later
+    /// reported as successes (not among the chunk's errors) are written.
+    unsafe fn write(&mut self, i: usize, value: R) {
+        debug_assert!(i < self.len);
+        // SAFETY: in bounds of this chunk's slice (caller), which the
+        // output buffer reserves for it and nobody else writes.
+        unsafe { self.ptr.add(i).write(value) };
+    }
+}
+
 /// The receiving end of one chunk's outcome. Dropping it undelivered reports
 /// every item of the chunk as cancelled. Back-ends receive sinks in
 /// [`Runs::chunk_job`](crate::Runs::chunk_job); [`run_chunk`] shows the
@@ -167,6 +208,7 @@ pub struct ChunkSink<'s, R> {
     index: usize,
     offset: usize,
     len: usize,
+    dest: Option<Dest<R>>,
 }
 
 impl<R> std::fmt::Debug for ChunkSink<'_, R> {
@@ -186,7 +228,15 @@ impl<'s, R> ChunkSink<'s, R> {
             index,
             offset,
             len,
+            dest: None,
         }
+    }
+
+    /// Takes the chunk's slice of the output buffer, if its map has one (a
+    /// map of known length does); pass it to [`run_chunk`]. Back-ends that
+    /// return values instead (processes) simply never take it.
+    pub fn take_dest(&mut self) -> Option<Dest<R>> {
+        self.dest.take()
     }
 
     /// True if nobody wants this chunk's outcome any more (the lazy iterator
@@ -239,7 +289,7 @@ impl<R> Drop for ChunkSink<'_, R> {
 ///
 /// ```
 /// use crew_core::{Chunk, Unary, engine::run_chunk};
-/// let out = run_chunk(&Unary(|x: u32| if x == 2 { panic!("two") } else { x }), Chunk { offset: 0, items: vec![1, 2, 3] }, 0, None);
+/// let out = run_chunk(&Unary(|x: u32| if x == 2 { panic!("two") } else { x }), Chunk::new(0, vec![1, 2, 3]), 0, None, None);
 /// let r: Vec<_> = out.into_results(0).collect();
 /// assert_eq!(*r[0].as_ref().unwrap(), 1);
 /// assert!(r[1].as_ref().unwrap_err().is_panic());
@@ -250,33 +300,52 @@ pub fn run_chunk<T, X, R>(
     chunk: Chunk<X>,
     worker: usize,
     timeline: Option<&Timeline>,
+    mut dest: Option<Dest<R>>,
 ) -> ChunkOut<R>
 where
     T: Call<X, R> + ?Sized,
 {
     let started = Instant::now();
-    let len = chunk.items.len();
-    let offset = chunk.offset;
-    let mut values = Vec::with_capacity(len);
+    let len = chunk.len();
+    let offset = chunk.offset();
+    if let Some(d) = &dest {
+        assert_eq!(d.len, len, "a chunk's destination has its length");
+    }
+    let mut values = Vec::with_capacity(if dest.is_some() { 0 } else { len });
     let mut errors = Vec::new();
-    let mut items = chunk.items.into_iter().enumerate();
+    let mut items = chunk.into_iter().enumerate();
     loop {
         let mut current = 0;
         let mut current_start = Instant::now();
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match timeline {
-            None => {
-                for (i, x) in &mut items {
-                    current = i;
-                    values.push(task.call(x));
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match (timeline, &mut dest) {
+                (None, None) => {
+                    for (i, x) in &mut items {
+                        current = i;
+                        values.push(task.call(x));
+                    }
                 }
-            }
-            Some(t) => {
-                for (i, x) in &mut items {
-                    current = i;
-                    current_start = Instant::now();
-                    let v = task.call(x);
-                    t.record(worker, offset + i, current_start, Instant::now());
-                    values.push(v);
+                (None, Some(d)) => {
+                    for (i, x) in &mut items {
+                        current = i;
+                        let v = task.call(x);
+                        // SAFETY: each `i` comes once from the chunk's iterator,
+                        // and only after the call succeeded.
+                        unsafe { d.write(i, v) };
+                    }
+                }
+                (Some(t), _) => {
+                    for (i, x) in &mut items {
+                        current = i;
+                        current_start = Instant::now();
+                        let v = task.call(x);
+                        t.record(worker, offset + i, current_start, Instant::now());
+                        match &mut dest {
+                            // SAFETY: as above.
+                            Some(d) => unsafe { d.write(i, v) },
+                            None => values.push(v),
+                        }
+                    }
                 }
             }
         }));
@@ -290,7 +359,11 @@ where
             }
         }
     }
-    ChunkOut::new(len, values, errors, started.elapsed())
+    if dest.is_some() {
+        ChunkOut::in_place(len, errors, started.elapsed())
+    } else {
+        ChunkOut::new(len, values, errors, started.elapsed())
+    }
 }
 
 /// Options of one map call.
@@ -329,23 +402,56 @@ pub fn auto_chunksize(n: usize, workers: usize) -> usize {
 }
 
 fn split<X>(items: Vec<X>, chunksize: usize) -> Vec<Chunk<X>> {
-    let n = items.len();
-    let mut chunks = Vec::with_capacity(n.div_ceil(chunksize));
-    let mut rest = items.into_iter();
-    let mut offset = 0;
-    while offset < n {
-        let take = chunksize.min(n - offset);
-        chunks.push(Chunk {
-            offset,
-            items: rest.by_ref().take(take).collect(),
-        });
-        offset += take;
+    Chunk::split(items, chunksize)
+}
+
+/// The output buffer of a map of known length: one slot per item, written
+/// in place by its chunk's [`Dest`] or filled from a chunk's returned
+/// values when the map is assembled. Dropping it frees the memory only.
+struct OutBuf<R> {
+    ptr: *mut R,
+    cap: usize,
+    n: usize,
+}
+
+// SAFETY: the buffer is memory for `R`s written by the chunks' disjoint
+// `Dest`s and read once by `assemble`; moving it between threads moves
+// (future) `R`s, which needs `R: Send`.
+unsafe impl<R: Send> Send for OutBuf<R> {}
+
+impl<R> OutBuf<R> {
+    fn new(n: usize) -> OutBuf<R> {
+        let mut v = std::mem::ManuallyDrop::new(Vec::<R>::with_capacity(n));
+        OutBuf {
+            ptr: v.as_mut_ptr(),
+            cap: v.capacity(),
+            n,
+        }
     }
-    chunks
+
+    fn dest(&self, offset: usize, len: usize) -> Dest<R> {
+        assert!(
+            offset + len <= self.n,
+            "a chunk's destination is in the buffer"
+        );
+        Dest {
+            // SAFETY: in bounds of the allocation (checked above).
+            ptr: unsafe { self.ptr.add(offset) },
+            len,
+        }
+    }
+}
+
+impl<R> Drop for OutBuf<R> {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`cap` come from a `Vec<R>`; length 0 drops nothing
+        // (values still in it, if any, are leaked rather than double-dropped).
+        unsafe { drop(Vec::from_raw_parts(self.ptr, 0, self.cap)) };
+    }
 }
 
 /// What a finished async map does with every chunk's outcome.
-type OnComplete<'s, R> = Box<dyn FnOnce(Vec<Option<ChunkOut<R>>>) + Send + 's>;
+type OnComplete<'s, R> = Box<dyn FnOnce(Vec<Option<ChunkOut<R>>>, OutBuf<R>) + Send + 's>;
 
 /// Gathers every chunk of a map of known length.
 struct Gather<'s, R> {
@@ -358,14 +464,16 @@ struct Gather<'s, R> {
 struct GatherState<R> {
     outs: Vec<Option<ChunkOut<R>>>,
     remaining: usize,
+    buf: Option<OutBuf<R>>,
 }
 
 impl<'s, R: Send + 's> Gather<'s, R> {
-    fn new(chunks: usize, progress: Option<Progress>) -> Self {
+    fn new(chunks: usize, n: usize, progress: Option<Progress>) -> Self {
         Gather {
             state: Mutex::new(GatherState {
                 outs: (0..chunks).map(|_| None).collect(),
                 remaining: chunks,
+                buf: Some(OutBuf::new(n)),
             }),
             cv: Condvar::new(),
             progress,
@@ -375,7 +483,7 @@ impl<'s, R: Send + 's> Gather<'s, R> {
 
     /// Waits for every chunk, running queued jobs meanwhile if this thread is
     /// one of the back-end's workers (a map called from inside a task).
-    fn wait_all(&self, backend: &impl Backend) -> Vec<Option<ChunkOut<R>>> {
+    fn wait_all(&self, backend: &impl Backend) -> (Vec<Option<ChunkOut<R>>>, OutBuf<R>) {
         let mut state = lock(&self.state);
         while state.remaining > 0 {
             drop(state);
@@ -385,7 +493,16 @@ impl<'s, R: Send + 's> Gather<'s, R> {
                 state = self.cv.wait(state).unwrap_or_else(|p| p.into_inner());
             }
         }
-        std::mem::take(&mut state.outs)
+        let buf = state.buf.take().expect("a map is assembled once");
+        (std::mem::take(&mut state.outs), buf)
+    }
+
+    /// A sink for chunk `index`, writing its values into the map's buffer.
+    fn sink(self: &Arc<Self>, index: usize, offset: usize, len: usize) -> ChunkSink<'s, R> {
+        let dest = lock(&self.state).buf.as_ref().map(|b| b.dest(offset, len));
+        let mut sink = ChunkSink::new(self.clone(), index, offset, len);
+        sink.dest = dest;
+        sink
     }
 }
 
@@ -403,8 +520,9 @@ impl<'s, R: Send + 's> Collect<R> for Gather<'s, R> {
             match outs_ready {
                 Some(done) => {
                     let outs = std::mem::take(&mut state.outs);
+                    let buf = state.buf.take().expect("a map is assembled once");
                     drop(state);
-                    done(outs);
+                    done(outs, buf);
                 }
                 None => self.cv.notify_all(),
             }
@@ -416,29 +534,66 @@ impl<'s, R: Send + 's> Collect<R> for Gather<'s, R> {
     }
 }
 
-/// Turns the outcomes of every chunk into the map's result.
+/// Turns the outcomes of every chunk into the map's result: without
+/// failures, the output buffer itself becomes the result `Vec` (values
+/// returned rather than written in place are moved into it first).
 fn assemble<R>(
     outs: Vec<Option<ChunkOut<R>>>,
-    n: usize,
+    buf: OutBuf<R>,
 ) -> std::result::Result<Vec<R>, MapError<R>> {
     let outs: Vec<ChunkOut<R>> = outs
         .into_iter()
         .map(|o| o.expect("every chunk delivered"))
         .collect();
+    debug_assert_eq!(outs.iter().map(|o| o.len).sum::<usize>(), buf.n);
     if outs.iter().all(|o| o.errors.is_empty()) {
-        let mut values = Vec::with_capacity(n);
+        let mut offset = 0;
         for o in outs {
-            values.extend(o.values);
+            if !o.in_place {
+                let mut values = o.values;
+                assert_eq!(values.len(), o.len, "one value per item");
+                // SAFETY: the chunk's slots are in bounds and unwritten (its
+                // values were returned, not written in place); the values
+                // move into them and leave `values` empty.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(values.as_ptr(), buf.ptr.add(offset), o.len);
+                    values.set_len(0);
+                }
+            }
+            offset += o.len;
         }
-        return Ok(values);
+        let buf = std::mem::ManuallyDrop::new(buf);
+        // SAFETY: every one of the `n` slots now holds a value: written in
+        // place by a chunk without failures, or moved in above.
+        return Ok(unsafe { Vec::from_raw_parts(buf.ptr, buf.n, buf.cap) });
     }
-    let mut results = Vec::with_capacity(n);
+    let mut results = Vec::with_capacity(buf.n);
     let mut offset = 0;
     for o in outs {
         let len = o.len;
-        results.extend(o.into_results(offset));
+        if o.in_place {
+            let mut errors = o.errors.into_iter().peekable();
+            for i in 0..len {
+                match errors.peek() {
+                    Some((at, _)) if *at == i => {
+                        let (_, e) = errors.next().expect("peeked");
+                        results.push(Err(if e.index().is_none() {
+                            e.with_index(offset + i)
+                        } else {
+                            e
+                        }));
+                    }
+                    // SAFETY: a success of an in-place chunk was written to
+                    // its slot; each slot is read once, here.
+                    _ => results.push(Ok(unsafe { buf.ptr.add(offset + i).read() })),
+                }
+            }
+        } else {
+            results.extend(o.into_results(offset));
+        }
         offset += len;
     }
+    drop(buf);
     Err(MapError::new(results))
 }
 
@@ -489,22 +644,20 @@ where
         .unwrap_or_else(|| auto_chunksize(n, backend.workers()));
     let chunks = split(items, chunksize);
     let progress = start_progress(opts, Some(n));
-    let gather = Arc::new(Gather::new(chunks.len(), progress.clone()));
+    let gather = Arc::new(Gather::new(chunks.len(), n, progress.clone()));
     let task = Arc::new(task);
     {
         // Every chunk gets its sink before any job is queued: should this
         // loop unwind, the jobs not yet queued drop their sinks, which
         // report them; `wait_all` below then still sees every chunk.
-        let collector: Arc<dyn Collect<R> + 's> = gather.clone();
         let mut pending: Vec<(Chunk<X>, ChunkSink<'s, R>)> = chunks
             .into_iter()
             .enumerate()
             .map(|(i, c)| {
-                let sink = ChunkSink::new(collector.clone(), i, c.offset, c.items.len());
+                let sink = gather.sink(i, c.offset(), c.len());
                 (c, sink)
             })
             .collect();
-        drop(collector);
         let wait_guard = WaitGuard {
             gather: &gather,
             backend,
@@ -519,12 +672,12 @@ where
                 drop(job);
             }
         }
-        let outs = wait_guard.finish();
+        let (outs, buf) = wait_guard.finish();
         drop(task);
         if let Some(p) = progress {
             p.finish();
         }
-        assemble(outs, n)
+        assemble(outs, buf)
     }
 }
 
@@ -534,7 +687,7 @@ struct WaitGuard<'g, 's, R: Send + 's, B: Backend> {
 }
 
 impl<R: Send, B: Backend> WaitGuard<'_, '_, R, B> {
-    fn finish(self) -> Vec<Option<ChunkOut<R>>> {
+    fn finish(self) -> (Vec<Option<ChunkOut<R>>>, OutBuf<R>) {
         let outs = self.gather.wait_all(self.backend);
         std::mem::forget(self);
         outs
@@ -586,17 +739,16 @@ where
         .unwrap_or_else(|| auto_chunksize(n, backend.workers()));
     let chunks = split(items, chunksize);
     let progress = start_progress(opts, Some(n));
-    let gather = Arc::new(Gather::new(chunks.len(), progress.clone()));
-    *lock(&gather.on_complete) = Some(Box::new(move |outs| {
+    let gather = Arc::new(Gather::new(chunks.len(), n, progress.clone()));
+    *lock(&gather.on_complete) = Some(Box::new(move |outs, buf| {
         if let Some(p) = progress {
             p.finish();
         }
-        promise.complete(assemble(outs, n));
+        promise.complete(assemble(outs, buf));
     }));
     let task = Arc::new(task);
-    let collector: Arc<dyn Collect<R>> = gather;
     for (i, chunk) in chunks.into_iter().enumerate() {
-        let sink = ChunkSink::new(collector.clone(), i, chunk.offset, chunk.items.len());
+        let sink = gather.sink(i, chunk.offset(), chunk.len());
         if let Err(job) = backend.spawn(backend.chunk_job(task.clone(), chunk, sink)) {
             drop(job);
         }
@@ -879,10 +1031,7 @@ where
                 self.next_offset,
                 len,
             );
-            let chunk = Chunk {
-                offset: self.next_offset,
-                items,
-            };
+            let chunk = Chunk::new(self.next_offset, items);
             if self.backend.is_closed() {
                 sink.fail(Error::shutdown());
             } else if let Err(job) =

@@ -22,6 +22,7 @@
 
 mod backend;
 mod call;
+mod chunk;
 mod cpu;
 pub mod engine;
 mod error;

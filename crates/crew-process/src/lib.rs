@@ -457,8 +457,10 @@ where
     fn chunk_job(&self, task: Arc<T>, chunk: Chunk<X>, sink: ChunkSink<'s, R>) -> ProcJob<'s> {
         const { assert_non_capturing::<T>() };
         drop(task);
-        let len = chunk.items.len();
-        match postcard::to_allocvec(&chunk.items) {
+        let len = chunk.len();
+        let encoded = postcard::to_allocvec(chunk.as_slice());
+        drop(chunk);
+        match encoded {
             Ok(payload) => ProcJob::new(
                 offset_of(chunk_entry::<T, X, R>),
                 payload,
