@@ -189,6 +189,6 @@ pub(crate) fn demo_gate(quick: bool) -> IdleGate {
     if quick {
         IdleGate::off()
     } else {
-        IdleGate::new(Duration::from_secs(5))
+        IdleGate::new(Duration::from_secs(2))
     }
 }

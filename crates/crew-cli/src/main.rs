@@ -81,7 +81,7 @@ struct Common {
     #[arg(long, global = true)]
     no_idle_gate: bool,
     /// Give up waiting for idle CPUs after this many seconds
-    /// (default: $ANCHORS_IDLE_TIMEOUT, else 120 for benchmarks, 5 for the demo).
+    /// (default: $ANCHORS_IDLE_TIMEOUT, else 120 for benchmarks, 2 for the demo).
     #[arg(long, value_name = "SECONDS", global = true)]
     idle_timeout: Option<f64>,
 }
