@@ -611,12 +611,7 @@ impl<B: Backend> Pool<B> {
         X: 's,
         R: Send + 's,
     {
-        engine::map_blocking(
-            &**self.backend,
-            Unary(f),
-            items.into_iter().collect(),
-            &self.opts,
-        )
+        engine::map_blocking(&**self.backend, Unary(f), items, &self.opts)
     }
 
     /// Like [`map`](Pool::map), for a function of several arguments: each
@@ -651,12 +646,7 @@ impl<B: Backend> Pool<B> {
         X: 's,
         R: Send + 's,
     {
-        engine::map_blocking(
-            &**self.backend,
-            Star(f),
-            items.into_iter().collect(),
-            &self.opts,
-        )
+        engine::map_blocking(&**self.backend, Star(f), items, &self.opts)
     }
 
     /// Runs `f(args…)` on a worker and waits for the result (Python's

@@ -623,7 +623,7 @@ fn start_progress(opts: &MapOptions, total: Option<usize>) -> Option<Progress> {
 pub fn map_blocking<'s, B, T, X, R>(
     backend: &B,
     task: T,
-    items: Vec<X>,
+    items: impl IntoIterator<Item = X>,
     opts: &MapOptions,
 ) -> std::result::Result<Vec<R>, MapError<R>>
 where
@@ -632,53 +632,134 @@ where
     X: 's,
     R: Send + 's,
 {
-    let n = items.len();
-    if n == 0 {
-        return Ok(Vec::new());
-    }
+    let mut items = items.into_iter();
     if backend.is_closed() {
         return Err(MapError::from(Error::shutdown()));
     }
+    let (lo, hi) = items.size_hint();
+    if hi != Some(lo) {
+        // Unknown length: collect first, then cut the buffer into chunks
+        // without copying.
+        let all: Vec<X> = items.collect();
+        let n = all.len();
+        let chunksize = opts
+            .chunksize
+            .unwrap_or_else(|| auto_chunksize(n, backend.workers()));
+        let mut chunks = split(all, chunksize).into_iter();
+        return map_chunks(backend, task, n, chunksize, |_, _| chunks.next(), opts);
+    }
+    // Known length: chunks are cut from the iterator as they are dispatched,
+    // so the workers start while the rest of the input is still being read.
+    let n = lo;
     let chunksize = opts
         .chunksize
         .unwrap_or_else(|| auto_chunksize(n, backend.workers()));
-    let chunks = split(items, chunksize);
-    let progress = start_progress(opts, Some(n));
-    let gather = Arc::new(Gather::new(chunks.len(), n, progress.clone()));
-    let task = Arc::new(task);
-    {
-        // Every chunk gets its sink before any job is queued: should this
-        // loop unwind, the jobs not yet queued drop their sinks, which
-        // report them; `wait_all` below then still sees every chunk.
-        let mut pending: Vec<(Chunk<X>, ChunkSink<'s, R>)> = chunks
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let sink = gather.sink(i, c.offset(), c.len());
-                (c, sink)
-            })
-            .collect();
-        let wait_guard = WaitGuard {
-            gather: &gather,
-            backend,
-        };
-        for (chunk, sink) in pending.drain(..) {
-            let job = backend.chunk_job(task.clone(), chunk, sink);
-            // SAFETY: `wait_guard` waits for every chunk's sink before this
-            // function returns or unwinds, and a job drops its borrows
-            // before it delivers (the `Runs::chunk_job` contract), so nothing
-            // borrowed for `'s` is used after we return.
-            if let Err(job) = unsafe { backend.execute(job) } {
-                drop(job);
+    let mut short = false;
+    let out = map_chunks(
+        backend,
+        task,
+        n,
+        chunksize,
+        |offset, len| {
+            let part: Vec<X> = items.by_ref().take(len).collect();
+            if part.len() < len {
+                short = true;
+                return None;
             }
-        }
-        let (outs, buf) = wait_guard.finish();
-        drop(task);
-        if let Some(p) = progress {
-            p.finish();
-        }
-        assemble(outs, buf)
+            Some(Chunk::new(offset, part))
+        },
+        opts,
+    );
+    if short {
+        // The iterator promised `n` items and yielded fewer: its size hint
+        // lied. Report it on the items that never came.
+        return Err(match out {
+            Ok(_) => unreachable!("a short input leaves chunks unfilled"),
+            Err(e) => e,
+        });
     }
+    // More items than the size hint said: the hint lied; keep what was
+    // mapped and report the first item beyond it.
+    if items.next().is_none() {
+        return out;
+    }
+    let e = Error::invalid_input(format!(
+        "the input iterator yielded more items than its size hint ({n}) promised"
+    ))
+    .with_index(n);
+    let mut results: Vec<Result<R>> = match out {
+        Ok(values) => values.into_iter().map(Ok).collect(),
+        Err(m) => m.into_results(),
+    };
+    results.push(Err(e));
+    Err(MapError::new(results))
+}
+
+/// Dispatches the chunks `next(offset, len)` gives, in order, and waits for
+/// all of them. A `None` (the input ran short) fails the chunks not given.
+fn map_chunks<'s, B, T, X, R>(
+    backend: &B,
+    task: T,
+    n: usize,
+    chunksize: usize,
+    mut next: impl FnMut(usize, usize) -> Option<Chunk<X>>,
+    opts: &MapOptions,
+) -> std::result::Result<Vec<R>, MapError<R>>
+where
+    B: Runs<'s, T, X, R>,
+    T: 's,
+    X: 's,
+    R: Send + 's,
+{
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let chunks = n.div_ceil(chunksize);
+    let progress = start_progress(opts, Some(n));
+    let gather = Arc::new(Gather::new(chunks, n, progress.clone()));
+    let task = Arc::new(task);
+    // Every chunk gets its sink before any job is queued: should this
+    // function unwind (the input iterator may panic), the sinks not yet used
+    // are dropped, which reports their chunks; `wait_all` still sees every
+    // chunk.
+    let mut sinks: Vec<ChunkSink<'s, R>> = (0..chunks)
+        .rev()
+        .map(|i| {
+            let offset = i * chunksize;
+            gather.sink(i, offset, chunksize.min(n - offset))
+        })
+        .collect();
+    let wait_guard = WaitGuard {
+        gather: &gather,
+        backend,
+    };
+    while let Some(sink) = sinks.pop() {
+        let Some(chunk) = next(sink.offset(), sink.len) else {
+            let e = Error::invalid_input(format!(
+                "the input iterator yielded fewer items than its size hint ({n}) promised"
+            ));
+            sink.fail(e.clone());
+            for s in sinks.drain(..) {
+                s.fail(e.clone());
+            }
+            break;
+        };
+        debug_assert_eq!(chunk.len(), sink.len);
+        let job = backend.chunk_job(task.clone(), chunk, sink);
+        // SAFETY: `wait_guard` waits for every chunk's sink before this
+        // function returns or unwinds, and a job drops its borrows before it
+        // delivers (the `Runs::chunk_job` contract), so nothing borrowed for
+        // `'s` is used after we return.
+        if let Err(job) = unsafe { backend.execute(job) } {
+            drop(job);
+        }
+    }
+    let (outs, buf) = wait_guard.finish();
+    drop(task);
+    if let Some(p) = progress {
+        p.finish();
+    }
+    assemble(outs, buf)
 }
 
 struct WaitGuard<'g, 's, R: Send + 's, B: Backend> {
