@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 ///     ..MapOptions::default()
 /// };
 /// let threads = Threads::new(2)?;
-/// map_blocking(&threads, Unary(|x: u32| x + 1), (0..100).collect(), &opts).unwrap();
+/// map_blocking(&threads, Unary(|x: u32| x + 1), 0..100u32, &opts).unwrap();
 /// let last = lines.lock().unwrap().last().unwrap().clone();
 /// assert!(last.starts_with("[Pool(threads=2)]: Done 100 out of 100"), "{last}");
 /// # Ok::<(), crew_core::Error>(())

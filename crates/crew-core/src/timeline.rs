@@ -14,7 +14,7 @@ use std::time::Instant;
 /// use crew_core::{Backend, Threads, ThreadsConfig, Unary};
 ///
 /// let threads = Threads::with_config(ThreadsConfig { workers: 2, timeline: true, ..Default::default() })?;
-/// map_blocking(&threads, Unary(|x: u32| x), (0..8).collect(), &MapOptions::default()).unwrap();
+/// map_blocking(&threads, Unary(|x: u32| x), 0..8u32, &MapOptions::default()).unwrap();
 /// let spans = threads.timeline().unwrap().spans();
 /// let mut tasks: Vec<usize> = spans.iter().map(|s| s.task).collect();
 /// tasks.sort();

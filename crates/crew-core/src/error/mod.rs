@@ -560,7 +560,7 @@ impl Error {
     /// use crew_core::{Threads, Unary};
     /// let threads = Threads::new(2)?;
     /// let task = Unary(|x: u32| if x == 3 { panic!("three") } else { x });
-    /// let err = map_blocking(&threads, task, (0..8).collect(), &MapOptions::default()).unwrap_err();
+    /// let err = map_blocking(&threads, task, 0..8, &MapOptions::default()).unwrap_err();
     /// assert_eq!(err.first().index(), Some(3));
     /// assert_eq!(crew_core::Error::panic("x").index(), None);
     /// # Ok::<(), crew_core::Error>(())
