@@ -209,16 +209,22 @@ macro_rules! async_result_tests {
             let (running_tx, running_rx) = std::sync::mpsc::channel();
             let finished = Arc::new(AtomicUsize::new(0));
             let f = finished.clone();
-            let r = pool.apply_async(gated, (gate.key(), 1u64)).callback(move |_| {
-                running_tx.send(()).unwrap();
-                std::thread::sleep(Duration::from_millis(300));
-                f.fetch_add(1, Ordering::SeqCst);
-            });
+            let r = pool
+                .apply_async(gated, (gate.key(), 1u64))
+                .callback(move |_| {
+                    running_tx.send(()).unwrap();
+                    std::thread::sleep(Duration::from_millis(300));
+                    f.fetch_add(1, Ordering::SeqCst);
+                });
             gate.open();
             running_rx.recv_timeout(LONG).expect("the callback started");
             // The callback is running now (and will for a while).
             r.wait();
-            assert_eq!(finished.load(Ordering::SeqCst), 1, "wait() returned before the callback finished");
+            assert_eq!(
+                finished.load(Ordering::SeqCst),
+                1,
+                "wait() returned before the callback finished"
+            );
             assert!(r.ready());
             assert_eq!(r.get().unwrap(), 1);
         }

@@ -104,10 +104,17 @@ macro_rules! imap_tests {
             let window = (WINDOW_PER_WORKER * pool.workers()).max(2);
             let n = 1000;
             let (input, pulled) = Counted::new(0u64..);
-            let got: Vec<u64> = pool.imap(double, input).take(n).collect::<Result<_, _>>().unwrap();
+            let got: Vec<u64> = pool
+                .imap(double, input)
+                .take(n)
+                .collect::<Result<_, _>>()
+                .unwrap();
             assert_eq!(got, (0..n as u64).map(|x| 2 * x).collect::<Vec<u64>>());
             let pulled = pulled.load(Ordering::Relaxed);
-            assert!(pulled <= n + window * MAX_CHUNK, "pulled {pulled} items for {n} results");
+            assert!(
+                pulled <= n + window * MAX_CHUNK,
+                "pulled {pulled} items for {n} results"
+            );
         }
 
         #[test]

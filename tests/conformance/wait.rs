@@ -165,9 +165,14 @@ macro_rules! wait_tests {
         #[test]
         fn wait_and_as_completed_accept_duration_max() {
             let ex = $executor;
-            let w = crew::wait(vec![ex.submit(double, (1u64,))], ReturnWhen::AllCompleted, Some(Duration::MAX));
+            let w = crew::wait(
+                vec![ex.submit(double, (1u64,))],
+                ReturnWhen::AllCompleted,
+                Some(Duration::MAX),
+            );
             assert_eq!(w.done.len(), 1);
-            let mut it = crew::as_completed_timeout(vec![ex.submit(double, (2u64,))], Duration::MAX);
+            let mut it =
+                crew::as_completed_timeout(vec![ex.submit(double, (2u64,))], Duration::MAX);
             assert_eq!(it.next().unwrap().unwrap().result().unwrap(), 4);
             assert!(it.next().is_none());
         }
@@ -176,8 +181,9 @@ macro_rules! wait_tests {
         fn wait_first_exception_does_not_stop_at_a_cancellation() {
             let ex = $executor;
             let gate = Gate::new();
-            let running: Vec<_> =
-                (0..ex.workers() as u64).map(|i| ex.submit(gated, (gate.key(), i))).collect();
+            let running: Vec<_> = (0..ex.workers() as u64)
+                .map(|i| ex.submit(gated, (gate.key(), i)))
+                .collect();
             for i in 0..ex.workers() as u64 {
                 gate.wait_started(i);
             }
