@@ -150,8 +150,9 @@ fn cpu_jiffies() -> (u64, u64) {
 }
 
 /// Runs every case `warmup` times, then `rounds` rounds in which each case
-/// runs once, in order, so that load drifting on the machine hits all cases
-/// alike. Prints one progress line per round on stderr.
+/// runs once, so that load drifting on the machine hits all cases alike
+/// (the order rotates by one case per round). Prints one progress line per
+/// round on stderr.
 pub(crate) fn interleave(
     cases: &mut [&mut Case<'_>],
     warmup: usize,
@@ -173,13 +174,19 @@ pub(crate) fn interleave(
             std::hint::black_box((c.run)());
         }
     }
+    let k = cases.len();
     for round in 0..rounds {
         gate.wait();
-        for (m, c) in out.iter_mut().zip(cases.iter_mut()) {
+        // Each round starts one case further on, so that what the first case
+        // after the idle gate pays (CPUs waking up: a woken thread may share
+        // a CPU for a few ms before Linux migrates it, RESULTS.md) is spread
+        // over every case instead of always falling on the same one.
+        for j in 0..k {
+            let i = (round + j) % k;
             let start = Instant::now();
-            let checksum = (c.run)();
-            m.seconds.push(start.elapsed().as_secs_f64());
-            m.checksum = checksum;
+            let checksum = (cases[i].run)();
+            out[i].seconds.push(start.elapsed().as_secs_f64());
+            out[i].checksum = checksum;
         }
         eprintln!("{label}: round {}/{rounds} done", round + 1);
     }
