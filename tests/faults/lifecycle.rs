@@ -330,3 +330,80 @@ fn terminate_kills_a_looping_worker() {
         "the worker is gone and reaped"
     );
 }
+
+unsafe extern "C" {
+    fn setpgid(pid: i32, pgid: i32) -> i32;
+}
+
+const SIGINT: i32 = 2;
+
+/// The child's side of [`one_ctrl_c_stops_a_running_map`]: its own process
+/// group (as a shell gives a foreground job), workers, then a long map.
+fn parent_to_be_interrupted() {
+    // SAFETY: puts this process in a group of its own; no memory involved.
+    unsafe { setpgid(0, 0) };
+    parent_to_be_killed();
+}
+
+#[test]
+fn one_ctrl_c_stops_a_running_map() {
+    if role().as_deref() == Some("parent-to-be-interrupted") {
+        return parent_to_be_interrupted();
+    }
+    let name = test_name(module_path!(), "one_ctrl_c_stops_a_running_map");
+    let mut parent = Role::start(&name, "parent-to-be-interrupted");
+    let workers: Vec<u32> = parent
+        .expect_line("WORKERS ", LONG)
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    parent.also_kill = workers.clone();
+    // Ctrl-C: SIGINT to the whole foreground group, parent and workers.
+    assert!(send_signal_group(parent.pid(), SIGINT));
+    let status = parent.wait(Duration::from_secs(10));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(SIGINT),
+        "the parent stops at the first Ctrl-C: {status:?}"
+    );
+    eventually(Duration::from_secs(10), "every worker exits", || {
+        workers.iter().all(|&pid| is_dead(pid))
+    });
+}
+
+fn send_signal_group(pgid: u32, sig: i32) -> bool {
+    unsafe extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    // SAFETY: signals the process group we created; no memory involved.
+    unsafe { kill(-(pgid as i32), sig) == 0 }
+}
+
+fn prints_from_the_worker(x: u32) -> u32 {
+    println!("HELLO FROM WORKER {} #{x}", std::process::id());
+    eprintln!("and on stderr #{x}");
+    x
+}
+
+/// The child's side of [`worker_output_reaches_the_parent`].
+fn pool_that_prints() {
+    let pool = Pool::processes(1).unwrap();
+    assert_eq!(pool.apply(prints_from_the_worker, (7,)).unwrap(), 7);
+    println!("PARENT DONE");
+}
+
+#[test]
+fn worker_output_reaches_the_parent() {
+    if role().as_deref() == Some("pool-that-prints") {
+        return pool_that_prints();
+    }
+    let name = test_name(module_path!(), "worker_output_reaches_the_parent");
+    let mut parent = Role::start(&name, "pool-that-prints");
+    let line = parent.expect_line("HELLO FROM WORKER ", LONG);
+    assert!(line.ends_with("#7"), "{line}");
+    let worker: u32 = line.split_whitespace().next().unwrap().parse().unwrap();
+    assert_ne!(worker, parent.pid(), "printed by the worker process");
+    parent.expect_line("PARENT DONE", LONG);
+    assert!(parent.wait(LONG).success());
+}
