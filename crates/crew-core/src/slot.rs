@@ -54,7 +54,7 @@ const CALLBACKS: usize = 1 << 5;
 /// How long a blocking wait spins before parking. Waking a parked thread on
 /// the other vCPU costs ~60 µs on the project's VMs (notes/ipc-floor.md), so a
 /// short spin pays when the result is microseconds away.
-const SPIN_LIMIT: u32 = 2_000;
+const SPIN_LIMIT: u32 = 2000;
 
 pub(crate) type Callback<V> = Box<dyn FnOnce(&V) + Send>;
 
@@ -266,11 +266,17 @@ impl<V> Slot<V> {
 
     /// Blocks until done or until `deadline`; true if done.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
-        for _ in 0..SPIN_LIMIT {
+        for i in 0..SPIN_LIMIT {
             if self.is_done() {
                 return true;
             }
-            std::hint::spin_loop();
+            // Yield now and then: the thread that will complete us may be
+            // waiting for this very CPU (2 vCPUs, often 3 runnable threads).
+            if i % 256 == 255 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         if self
             .register(Waiter::Thread(std::thread::current()))

@@ -177,6 +177,8 @@ pub(crate) struct Shared {
     /// Mirrors `queue.jobs.len()`, so a spinning proxy can look without
     /// taking the lock.
     queued: std::sync::atomic::AtomicUsize,
+    /// Mirrors `queue.delayed.len()`, for the same reason.
+    delayed: std::sync::atomic::AtomicUsize,
     state: AtomicU8,
     proxies: Vec<Proxy>,
     alive: Mutex<usize>,
@@ -244,6 +246,7 @@ impl Shared {
                 start_failures: 0,
             }),
             queued: std::sync::atomic::AtomicUsize::new(0),
+            delayed: std::sync::atomic::AtomicUsize::new(0),
             state: AtomicU8::new(OPEN),
             proxies,
             alive: Mutex::new(0),
@@ -313,10 +316,14 @@ impl Shared {
         }
         let job = q.jobs.pop_front();
         self.queued.store(q.jobs.len(), Ordering::Release);
+        self.delayed.store(q.delayed.len(), Ordering::Release);
         job
     }
 
     fn next_delay(&self) -> Option<Duration> {
+        if self.delayed.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let q = lock(&self.queue);
         let now = Instant::now();
         q.delayed
@@ -352,6 +359,7 @@ impl Shared {
             }
         }
         self.queued.store(q.jobs.len(), Ordering::Release);
+        self.delayed.store(q.delayed.len(), Ordering::Release);
         let idle: Vec<usize> = std::mem::take(&mut q.idle);
         drop(q);
         for slot in idle {
