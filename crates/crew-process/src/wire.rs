@@ -106,7 +106,9 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 prot,
-                libc::MAP_SHARED,
+                // Populate up front: one pass in the kernel instead of a page
+                // fault per 4 KiB (2,560 of them for 10 MB).
+                libc::MAP_SHARED | libc::MAP_POPULATE,
                 fd.as_raw_fd(),
                 0,
             )
