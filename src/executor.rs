@@ -75,7 +75,8 @@ impl Executor<Processes> {
     ///
     /// # Errors
     ///
-    /// `is_invalid_input` for `n == 0`.
+    /// `is_invalid_input` for `n == 0`; `is_io` if a supervising thread
+    /// cannot start.
     pub fn processes(n: usize) -> Result<Executor<Processes>> {
         Ok(Executor::from_backend(Processes::new(n)?))
     }

@@ -157,7 +157,9 @@ pub enum BatchSize {
 /// Tasks are fn items or non-capturing closures whose arguments and
 /// results are `Serialize + DeserializeOwned`, so that the same code runs on
 /// processes (the default, as in joblib) and on threads
-/// ([`Prefer::Threads`]); a capturing closure is a compile error.
+/// ([`Prefer::Threads`]); a capturing closure is a compile error (reported
+/// by `cargo build` and `cargo test`, not by `cargo check`, which stops
+/// before the check runs).
 ///
 /// `n_jobs` counts workers as joblib does: a positive number is taken as
 /// is, `-1` means every CPU ([`cpu_count`](crate::cpu_count)), `-2` all but
@@ -467,6 +469,13 @@ impl Parallel {
         let workers = resolve_n_jobs(self.n_jobs)?;
         let opts = self.options(workers);
         let tasks = tasks.into_iter();
+        if workers == 1 {
+            // Sequential, in the calling thread, as `run` with one job.
+            let inner = tasks.enumerate().map(|(i, d)| call_here(i, d));
+            return Ok(ParallelIter {
+                inner: Box::new(inner),
+            });
+        }
         let inner: Box<dyn Iterator<Item = Result<R>>> = match self.prefer {
             Prefer::Threads => Box::new(lazy_on(Threads::new(workers)?, tasks, ordered, &opts)),
             Prefer::Processes => Box::new(lazy_on(Processes::new(workers)?, tasks, ordered, &opts)),
@@ -539,6 +548,15 @@ where
     Imap::new(owned, RunDelayed, tasks, ordered, opts, None)
 }
 
+/// Runs one delayed call on this thread; a panic fails that call alone.
+fn call_here<F, A, R>(index: usize, d: Delayed<F, A>) -> Result<R>
+where
+    Star<F>: Call<A, R>,
+{
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| RunDelayed.call(d)))
+        .map_err(|p| Error::from_panic(p).with_index(index))
+}
+
 fn run_serial<F, A, R>(
     tasks: Vec<Delayed<F, A>>,
     opts: &MapOptions,
@@ -554,8 +572,7 @@ where
         .into_iter()
         .enumerate()
         .map(|(i, d)| {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| RunDelayed.call(d)))
-                .map_err(|p| Error::from_panic(p).with_index(i));
+            let r = call_here(i, d);
             if let Some(p) = &progress {
                 p.advance(1);
             }

@@ -15,9 +15,13 @@ use crew_process::{ProcessConfig, Processes};
 /// `starmap`, `apply`, their `_async` variants, `imap`, `imap_unordered`,
 /// `close`, `join`, `terminate`.
 ///
-/// `B` is the back-end: [`Threads`] from [`Pool::threads`]. The blocking
-/// calls (`map`, `starmap`, `apply`) may borrow local data on threads; the
-/// async calls and the lazy iterators need `'static` tasks.
+/// `B` is the back-end: [`Threads`] from [`Pool::threads`], or
+/// [`Processes`] from [`Pool::processes`]. On threads, the blocking calls
+/// (`map`, `starmap`, `apply`) may borrow local data, and the async calls
+/// and the lazy iterators need `'static` tasks. On processes, a task is a fn
+/// item or a closure that captures nothing, with `Serialize +
+/// DeserializeOwned` arguments and result; a program whose tasks follow
+/// those rules switches back-end by changing the constructor alone.
 ///
 /// A task that panics fails alone: `map` still runs every other task and
 /// returns a [`MapError`] holding every outcome; the pool stays usable.
@@ -319,7 +323,8 @@ impl PoolBuilder<ProcessConfig> {
     /// # Errors
     ///
     /// `is_invalid_input` for 0 workers; `is_io` if a supervising thread
-    /// cannot start.
+    /// cannot start; `is_protocol` if the initializer's arguments cannot be
+    /// encoded.
     pub fn build(self) -> Result<Pool<Processes>> {
         if let Some(e) = self.error {
             return Err(e);
@@ -389,6 +394,10 @@ impl PoolBuilder<ThreadsConfig> {
     /// Runs `f(args…)` once on each worker thread before its first task
     /// (Python's `initializer`/`initargs`); what it returns is that worker's
     /// state, which tasks read with [`worker_state`](crate::worker_state).
+    ///
+    /// If it panics, the panic is reported on stderr and that worker runs
+    /// its tasks without state (`worker_state` gives `None`); a thread cannot
+    /// be replaced the way a process is.
     ///
     /// # Examples
     ///
@@ -898,7 +907,9 @@ impl<B: Backend> Pool<B> {
     ///
     /// # Errors
     ///
-    /// As [`join`](Pool::join).
+    /// `is_invalid_input` if the pool is still open. Called from one of the
+    /// pool's own workers it returns `Ok(false)` at once (a worker cannot
+    /// outwait itself), where [`join`](Pool::join) reports an error.
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
         self.join_deadline(Some(engine::deadline(timeout)))
     }

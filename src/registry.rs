@@ -3,11 +3,14 @@
 //! ([`Executor::submit_named`](crate::Executor::submit_named)).
 //!
 //! A process pool normally identifies a task by its place in this very
-//! executable, which is all a local pool needs; a name is what survives a
-//! rebuild or another machine (the cluster back-end ships names). Calling a
-//! name with other argument or result types than it was registered with
-//! fails at once with `is_invalid_input`, never with a hang or a garbled
-//! value.
+//! executable, which is all a local pool needs; a name does not depend on
+//! where the code sits in the binary (the cluster back-end ships names).
+//! Calling a name with other argument or result types than it was
+//! registered with fails at once with `is_invalid_input`, never with a hang
+//! or a garbled value. The signature's fingerprint is made of
+//! `std::any::type_name`s, which name types by their full path and may
+//! differ between compiler versions: programs that call each other's tasks
+//! by name should be built by one compiler from one version of the code.
 
 use std::any::type_name;
 use std::marker::PhantomData;

@@ -15,7 +15,7 @@ use crate::slot::{Promise, Slot};
 
 use crate::engine::deadline;
 
-/// The outcome of a task submitted to an [`Executor`](../crew/struct.Executor.html):
+/// The outcome of a task submitted to an `Executor` (in the `crew` crate):
 /// Python's `concurrent.futures.Future`.
 ///
 /// A `Future` is a handle: the task runs whether or not anyone waits for it.

@@ -180,7 +180,7 @@ impl ParRange {
     /// If `body` panics, the panic is raised again on the calling thread.
     pub fn map_sum<S>(self, body: impl Fn(usize) -> S + Send + Sync) -> S
     where
-        S: Send + std::iter::Sum<S> + std::iter::Sum<S>,
+        S: Send + std::iter::Sum<S>,
     {
         let (min, max) = block(self.range.len(), self.schedule, self.threads_used());
         let range = self.range.clone();

@@ -30,7 +30,8 @@ use crate::future::Future;
 pub enum ReturnWhen {
     /// As soon as any future is done (or cancelled).
     FirstCompleted,
-    /// As soon as any future fails; if none fails, when all are done.
+    /// As soon as any future fails (a cancellation is not a failure, as in
+    /// Python); if none fails, when all are done.
     FirstException,
     /// When every future is done.
     AllCompleted,

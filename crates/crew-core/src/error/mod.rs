@@ -656,7 +656,9 @@ impl std::error::Error for Error {
 /// let err = MapError::new(vec![Ok(1), Err(Error::panic("boom").with_index(1)), Ok(9)]);
 /// assert_eq!(err.failed(), 1);
 /// assert!(err.first().is_panic());
-/// assert_eq!(err.to_string(), "1 of 3 tasks failed; first: task 1: task panicked: boom");
+/// assert_eq!(err.to_string(), "1 of 3 tasks failed, the first at position 1");
+/// use std::error::Error as _;
+/// assert_eq!(err.source().unwrap().to_string(), "task 1: task panicked: boom");
 /// let values: Vec<i32> = err.into_results().into_iter().flatten().collect();
 /// assert_eq!(values, [1, 9]);
 /// ```
@@ -833,12 +835,13 @@ impl<R> From<MapError<R>> for Error {
 
 impl<R> fmt::Display for MapError<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The first failure itself is the `source()`; not repeated here.
         write!(
             f,
-            "{} of {} tasks failed; first: {}",
+            "{} of {} tasks failed, the first at position {}",
             self.failed,
             self.results.len(),
-            self.first()
+            self.first
         )
     }
 }

@@ -186,9 +186,9 @@ thread_local! {
 /// `Executor::threads`.
 ///
 /// Cloning gives another handle to the same workers. The workers run until
-/// [`close`](Backend::close) or [`terminate`](Backend::terminate): dropping
-/// every handle does not stop them (`Pool` and `Executor` own theirs through
-/// an [`Owned`](crate::Owned), which does).
+/// [`close`](Backend::close) or [`terminate`](Backend::terminate), or until
+/// the last handle is dropped, which closes the pool: queued jobs still run,
+/// then the threads end. Nothing waits for them.
 ///
 /// # Examples
 ///
@@ -209,6 +209,23 @@ thread_local! {
 #[derive(Clone)]
 pub struct Threads {
     shared: Arc<Shared>,
+    /// Shared by the handles only (not the workers): when the last handle
+    /// goes, the pool closes, so its threads end once the queue is drained.
+    _handles: Arc<LastHandle>,
+}
+
+/// Closes the pool when dropped; see `Threads::_handles`.
+struct LastHandle(Arc<Shared>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .state
+            .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire);
+        let _st = lock(&self.0.sleep.state);
+        self.0.sleep.cv.notify_all();
+    }
 }
 
 impl std::fmt::Debug for Threads {
@@ -393,12 +410,18 @@ impl Threads {
                 worker_main(s, index)
             }) {
                 *lock(&shared.alive) -= 1;
-                let t = Threads { shared };
+                let t = Threads {
+                    _handles: Arc::new(LastHandle(shared.clone())),
+                    shared,
+                };
                 t.terminate();
                 return Err(Error::io("spawning a worker thread", e));
             }
         }
-        Ok(Threads { shared })
+        Ok(Threads {
+            _handles: Arc::new(LastHandle(shared.clone())),
+            shared,
+        })
     }
 
     fn id(&self) -> usize {
