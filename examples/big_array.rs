@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total: f64 = sums.iter().sum();
     println!(
         "filled {} MB in {:.0?} on {} workers; sum of squares = {total:.6e}",
-        len * 8 >> 20,
+        (len * 8) >> 20,
         t.elapsed(),
         pool.workers()
     );

@@ -7,7 +7,7 @@ use crew::{Process, Queue};
 
 /// A short random string from a small xorshift generator seeded by `seed`.
 fn rand_string(length: usize, pos: usize, output: Queue<(usize, String)>) {
-    let mut x = (std::process::id() as u64) << 16 ^ (pos as u64 + 1) * 0x9e37_79b9_7f4a_7c15;
+    let mut x = ((std::process::id() as u64) << 16) ^ ((pos as u64 + 1) * 0x9e37_79b9_7f4a_7c15);
     let s: String = (0..length)
         .map(|_| {
             x ^= x << 13;
