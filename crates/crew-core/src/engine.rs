@@ -190,7 +190,7 @@ impl<R> Dest<R> {
 
 /// The receiving end of one chunk's outcome. Dropping it undelivered reports
 /// every item of the chunk as cancelled. Back-ends receive sinks in
-/// [`Runs::chunk_job`](crate::Runs::chunk_job); [`run_chunk`] shows the
+/// [`Runs::chunk_job`]; [`run_chunk`] shows the
 /// whole round trip on the calling thread.
 ///
 /// # Examples
