@@ -203,6 +203,12 @@ where
             return;
         }
     }
+    out.reserve(
+        16 + std::mem::size_of::<R>()
+            .saturating_mul(values.len())
+            .saturating_mul(5)
+            / 4,
+    );
     let done = ChunkWire::Done(values, errors, spans);
     if let Err(e) = encode(&done, out) {
         let fail: ChunkWire<R> = ChunkWire::Undecodable(WireError::from(&Error::protocol(

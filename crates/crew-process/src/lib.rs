@@ -458,7 +458,10 @@ where
         const { assert_non_capturing::<T>() };
         drop(task);
         let len = chunk.len();
-        let encoded = postcard::to_allocvec(chunk.as_slice());
+        // Sized up front: growing a multi-megabyte buffer by doubling
+        // copies it again and again.
+        let guess = 8 + std::mem::size_of_val(chunk.as_slice()).saturating_mul(5) / 4;
+        let encoded = postcard::to_extend(chunk.as_slice(), Vec::with_capacity(guess));
         drop(chunk);
         match encoded {
             Ok(payload) => ProcJob::new(

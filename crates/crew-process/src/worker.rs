@@ -97,6 +97,7 @@ impl Control {
         self.word(SEQ).store(seq, Ordering::Release);
     }
 
+    #[inline]
     pub(crate) fn set_item(&self, item: u64) {
         if self.timed.get() {
             self.word(STARTED).store(monotonic_ns(), Ordering::Relaxed);
@@ -111,6 +112,7 @@ impl Control {
     }
 
     /// The clock, if the parent wants spans.
+    #[inline]
     pub(crate) fn span_clock(&self) -> Option<u64> {
         self.spans.get().then(monotonic_ns)
     }
@@ -377,7 +379,9 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                         );
                         return;
                     }
-                    if out.capacity() > 1 << 20 {
+                    // Keep the buffer for the next result (growing it again
+                    // costs a copy per doubling), unless it got huge.
+                    if out.capacity() > 256 << 20 {
                         out = Vec::new();
                     }
                     if task_start.elapsed() >= FLUSH_AFTER_TASK
