@@ -18,12 +18,12 @@ fn only_sleep(d: Duration) -> u64 {
     1
 }
 
-/// Count to `n` one step at a time; `black_box` stops the compiler from
+/// Count to `n` one step at a time; `black_box(1)` stops the compiler from
 /// replacing the loop by its result.
 fn crunch_numbers(n: u64) -> u64 {
     let mut x = 0;
     while x < n {
-        x = black_box(x) + 1;
+        x += black_box(1);
     }
     x
 }
@@ -31,7 +31,7 @@ fn crunch_numbers(n: u64) -> u64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let small = std::env::var_os("CREW_EXAMPLE_SMALL").is_some();
     let nap = Duration::from_millis(if small { 20 } else { 1_000 });
-    let count = if small { 1_000_000 } else { 400_000_000 };
+    let count = if small { 1_000_000 } else { 800_000_000 };
     let executor = Executor::threads(NUM_WORKERS)?;
     println!("{} CPUs, {NUM_WORKERS} threads", crew::cpu_count());
 
