@@ -35,7 +35,7 @@ enum Command {
         /// Tiny sizes, one round, no idle gate (for tests).
         #[arg(long)]
         quick: bool,
-        /// Rounds per workload (default 3; 1 with --quick).
+        /// Rounds per workload (default 5, crunch and sleep 3; 1 with --quick).
         #[arg(long)]
         rounds: Option<usize>,
         /// Also runs the KDE on a pool that records a timeline and writes it
@@ -191,7 +191,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             demo::run(&demo::DemoOptions {
                 quick,
-                rounds: rounds.unwrap_or(if quick { 1 } else { 3 }).max(1),
+                rounds: rounds.unwrap_or(if quick { 1 } else { 5 }).max(1),
                 target: common.target(),
                 trace,
                 gate: common.gate(demo::demo_gate(quick)),

@@ -89,7 +89,9 @@ pub(crate) fn pi_sample_inside(seed: u64, i: u64) -> bool {
     x * x + y * y <= 1.0
 }
 
-/// The samples of `lo..hi` that fall inside.
+/// The samples of `lo..hi` that fall inside (never inlined, as
+/// [`parzen_density`]).
+#[inline(never)]
 pub(crate) fn count_inside(lo: u64, hi: u64) -> u64 {
     (lo..hi).filter(|&i| pi_sample_inside(PI_SEED, i)).count() as u64
 }
@@ -131,7 +133,9 @@ impl Kde {
 }
 
 /// The Parzen-window (hypercube of side `h`) density at each query point:
-/// k / (n·h³) where k counts the samples inside the window.
+/// k / (n·h³) where k counts the samples inside the window. Never inlined,
+/// so that the serial loop and every pool run the very same machine code.
+#[inline(never)]
 pub(crate) fn parzen_density(samples: &[P3], queries: &[P3], h: f64) -> Vec<f64> {
     let half = h / 2.0;
     let norm = 1.0 / (samples.len() as f64 * h * h * h);
