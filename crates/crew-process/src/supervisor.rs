@@ -877,7 +877,15 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
     // REAP: the worker is gone or going; collect its exit status.
     let status = reap(&mut worker.child);
     let (running, item, _) = worker.control.running();
-    let cause = describe_exit(status);
+    let mut cause = describe_exit(status);
+    if let Some(limit) = shared.config.memory_limit {
+        use std::os::unix::process::ExitStatusExt;
+        if status.signal() == Some(libc::SIGABRT) {
+            cause.push_str(&format!(
+                " (the worker's memory limit is {limit} bytes: an allocation beyond it aborts)"
+            ));
+        }
+    }
     if !hello {
         let why = match &kill {
             Some(Kill::Protocol(m)) => m.clone(),

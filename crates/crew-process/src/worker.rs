@@ -207,10 +207,24 @@ fn env_fd(name: &str) -> Option<RawFd> {
 }
 
 fn run_worker() -> ! {
+    // Read before `serve_from_env` clears the environment.
+    let sock = env_fd(ENV_FD);
     let code = match serve_from_env() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("crew worker {}: {e}", std::process::id());
+            let message = format!("cannot start: {e}");
+            eprintln!("crew worker {}: {message}", std::process::id());
+            // Tell the parent why, if the socket is there: a frame built by
+            // hand, with no allocation beyond the message (memory may be
+            // what failed).
+            if let Some(sock) = sock {
+                let mut frame = Vec::with_capacity(5 + message.len());
+                frame.extend_from_slice(&(1 + message.len() as u32).to_le_bytes());
+                frame.push(wire::FATAL);
+                frame.extend_from_slice(message.as_bytes());
+                // SAFETY: writing our own bytes to the socket fd we were given.
+                unsafe { libc::write(sock, frame.as_ptr().cast(), frame.len()) };
+            }
             2
         }
     };
@@ -261,12 +275,14 @@ fn serve_from_env() -> io::Result<()> {
         // SAFETY: setting a descriptor flag on an fd we were given.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
-    // SAFETY: the parent gave us this fd; we own it from now on.
-    let sock_owned = unsafe { OwnedFd::from_raw_fd(sock) };
-    // SAFETY: likewise for the control page's fd.
+    // SAFETY: the parent gave us the control page's fd; we own it now.
     let control_fd = unsafe { OwnedFd::from_raw_fd(control) };
     let control = Control::map(control)?;
     drop(control_fd);
+    // The socket is taken over only now: on an error above it stays open,
+    // so `run_worker` can still tell the parent why we cannot start.
+    // SAFETY: the parent gave us this fd; we own it from now on.
+    let sock_owned = unsafe { OwnedFd::from_raw_fd(sock) };
     install_panic_hook();
     start_watchdog(sock);
     serve(sock, &control);
