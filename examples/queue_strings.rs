@@ -7,7 +7,8 @@ use crew::{Process, Queue};
 
 /// A short random string from a small xorshift generator seeded by `seed`.
 fn rand_string(length: usize, pos: usize, output: Queue<(usize, String)>) {
-    let mut x = ((std::process::id() as u64) << 16) ^ ((pos as u64 + 1) * 0x9e37_79b9_7f4a_7c15);
+    let mut x =
+        ((std::process::id() as u64) << 16) ^ (pos as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let s: String = (0..length)
         .map(|_| {
             x ^= x << 13;
@@ -28,12 +29,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in &mut procs {
         p.start()?;
     }
-    let mut results: Vec<(usize, String)> = Vec::new();
-    for _ in 0..procs.len() {
-        results.push(output.get_timeout(std::time::Duration::from_secs(60))?);
-    }
+    // As the seed does: wait for every process (a failed one reports its
+    // panic here instead of leaving us waiting on the queue), then collect.
     for p in procs {
-        p.join()?;
+        p.result()?;
+    }
+    let mut results: Vec<(usize, String)> = Vec::new();
+    while let Ok(item) = output.try_get() {
+        results.push(item);
     }
     println!("as they came: {results:?}");
     results.sort();

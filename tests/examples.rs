@@ -178,11 +178,7 @@ const TESTED: [&str; 8] = [
 
 /// Examples known not to pass here, each with why; they are reported, not
 /// run. Remove an entry once its cause is fixed.
-const KNOWN_BROKEN: [(&str, &str); 1] = [(
-    "queue_strings",
-    "debug builds: `(pos + 1) * 0x9e37_79b9_7f4a_7c15` overflows for pos >= 1, yet the children \
-     exit 0 and print nothing, and the parent's Queue::get_timeout(60 s) times out",
-)];
+const KNOWN_BROKEN: [(&str, &str); 0] = [];
 
 /// Every other file in `examples/` (added without a test above) must at
 /// least run to success and print something.

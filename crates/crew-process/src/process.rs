@@ -162,6 +162,7 @@ fn converse(sock: i32, entry: u64, payload: &[u8]) -> std::result::Result<Vec<u8
     let mut head = [0u8; 17];
     head[..8].copy_from_slice(&1u64.to_le_bytes());
     head[8..16].copy_from_slice(&entry.to_le_bytes());
+    head[16] = crate::worker::FLAG_SOLO;
     outbox
         .push(wire::RUN, wire::RUN_SHM, &head, payload)
         .map_err(|e| Some(Error::io("sending a task", e)))?;
@@ -248,9 +249,11 @@ impl<R: Send> Process<R> {
         self.pid.is_some() && lock(&self.state.status).is_none()
     }
 
-    /// The exit code once the process has ended: 0 on success, the code it
-    /// exited with, or minus the signal that killed it (as Python's
-    /// `exitcode`); `None` while it runs or before it starts.
+    /// The exit code once the process has ended: 0 on success, 1 if the
+    /// task panicked (the panic is printed on the process's stderr, as
+    /// Python prints a target's traceback), the code it exited with, or
+    /// minus the signal that killed it (as Python's `exitcode`); `None`
+    /// while it runs or before it starts.
     ///
     /// # Examples
     ///
@@ -383,6 +386,8 @@ impl<R: Send> Process<R> {
     /// assert_eq!(p.result()?, "ABC");
     /// let mut q = crew_process::Process::new(|| -> u8 { panic!("no") }, ());
     /// q.start()?;
+    /// q.join()?;
+    /// assert_eq!(q.exitcode(), Some(1));
     /// assert_eq!(q.result().unwrap_err().panic_message(), Some("no"));
     /// # Ok::<(), crew_core::Error>(())
     /// ```

@@ -51,6 +51,15 @@ pub(crate) const CONTROL_LEN: usize = 4096;
 pub(crate) const FLAG_TIMED: u8 = 1;
 /// Task flag: the parent keeps a timeline.
 pub(crate) const FLAG_SPANS: u8 = 2;
+/// Task flag: this worker is a `crew::Process` running one task. As in
+/// Python, a task that panics then prints its panic on stderr and the
+/// process exits with code 1 (a pool worker returns the panic silently).
+pub(crate) const FLAG_SOLO: u8 = 4;
+
+/// Set once this worker saw `FLAG_SOLO`.
+static SOLO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set once a task of this worker panicked.
+static PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -109,6 +118,9 @@ impl Control {
     pub(crate) fn set_flags(&self, flags: u8) {
         self.set_timed(flags & FLAG_TIMED != 0);
         self.spans.set(flags & FLAG_SPANS != 0);
+        if flags & FLAG_SOLO != 0 {
+            SOLO.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The clock, if the parent wants spans.
@@ -169,6 +181,13 @@ fn install_panic_hook() {
                 None => bt.to_string(),
             }
         });
+        PANICKED.store(true, Ordering::Relaxed);
+        if SOLO.load(Ordering::Relaxed) {
+            match info.location() {
+                Some(l) => eprintln!("crew process {}: task panicked at {l}:\n{message}", std::process::id()),
+                None => eprintln!("crew process {}: task panicked: {message}", std::process::id()),
+            }
+        }
         LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, bt)));
     }));
 }
@@ -210,6 +229,7 @@ fn run_worker() -> ! {
     // Read before `serve_from_env` clears the environment.
     let sock = env_fd(ENV_FD);
     let code = match serve_from_env() {
+        Ok(()) if SOLO.load(Ordering::Relaxed) && PANICKED.load(Ordering::Relaxed) => 1,
         Ok(()) => 0,
         Err(e) => {
             let message = format!("cannot start: {e}");
