@@ -61,6 +61,12 @@ enum Suite {
     Overhead(OverheadArgs),
     /// The seed workloads: serial vs crew threads and processes vs rayon.
     Seeds(SeedsArgs),
+    /// From creating a pool to its first result: processes, threads, rayon.
+    Startup(SmallArgs),
+    /// 10 MB into and out of a worker process: serde bytes vs shared memory.
+    Transfer(SmallArgs),
+    /// Shared Queue and locked Value across processes, beside Python's.
+    Shm(ShmArgs),
     /// Every suite, one after the other.
     All {
         #[command(flatten)]
@@ -69,6 +75,30 @@ enum Suite {
         #[arg(long, default_value_t = 5)]
         seeds_rounds: usize,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+struct SmallArgs {
+    /// Interleaved rounds.
+    #[arg(long, default_value_t = 15)]
+    rounds: usize,
+    /// Workers of every pool.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ShmArgs {
+    /// Rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Adds the Python rows (`crates/crew-shm/bench/shm_anchor.py`).
+    #[arg(long)]
+    python: bool,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -178,8 +208,10 @@ fn overhead_options(a: &OverheadArgs) -> OverheadOptions {
 }
 
 fn main() -> anyhow::Result<()> {
-    // In a re-executed worker process this serves tasks and never returns.
+    // In a re-executed worker process this serves tasks and never returns;
+    // likewise for procspawn's workers (the `procspawn.pool` anchor).
     crew::init();
+    procspawn::init();
     let cli = Cli::parse();
     match cli.command {
         Command::Demo {
@@ -216,12 +248,54 @@ fn main() -> anyhow::Result<()> {
                     processes: !a.no_processes,
                 })?;
             }
+            Suite::Startup(a) => {
+                bench::startup::run(&bench::startup::StartupOptions {
+                    rounds: a.rounds.max(1),
+                    workers: a.workers,
+                    gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
+                    target: a.common.target(),
+                })?;
+            }
+            Suite::Transfer(a) => {
+                bench::transfer::run(&bench::transfer::TransferOptions {
+                    rounds: a.rounds.max(1),
+                    workers: a.workers,
+                    gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
+                    target: a.common.target(),
+                })?;
+            }
+            Suite::Shm(a) => {
+                bench::shm::run(&bench::shm::ShmOptions {
+                    rounds: a.rounds.max(1),
+                    gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
+                    target: a.common.target(),
+                    python: a.python,
+                })?;
+            }
             Suite::All {
                 overhead,
                 seeds_rounds,
             } => {
                 let o = overhead_options(&overhead);
                 bench::overhead::run(&o)?;
+                bench::startup::run(&bench::startup::StartupOptions {
+                    rounds: 15,
+                    workers: o.workers,
+                    gate: o.gate,
+                    target: o.target.clone(),
+                })?;
+                bench::transfer::run(&bench::transfer::TransferOptions {
+                    rounds: 15,
+                    workers: o.workers,
+                    gate: o.gate,
+                    target: o.target.clone(),
+                })?;
+                bench::shm::run(&bench::shm::ShmOptions {
+                    rounds: 5,
+                    gate: o.gate,
+                    target: o.target.clone(),
+                    python: o.python.is_some(),
+                })?;
                 bench::run_seeds(&SeedsOptions {
                     rounds: seeds_rounds.max(1),
                     workers: o.workers,

@@ -9,6 +9,9 @@ pub(crate) mod overhead;
 pub(crate) mod python;
 pub(crate) mod report;
 pub(crate) mod seeds;
+pub(crate) mod shm;
+pub(crate) mod startup;
+pub(crate) mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -7,12 +7,21 @@
 //!   (a `spawn` per task plus an `mpsc` channel back, the anchors' 0.52 µs);
 //! - per element of a map with automatic chunking: `threads.map`
 //!   (`Pool::map` over 10,000,000 elements) against `rayon.par_iter`
-//!   (`into_par_iter().map().collect()`) and `serial`.
+//!   (`into_par_iter().map().collect()`) and `serial`;
+//! - the same on worker processes: `processes.submit`, `processes.map`,
+//!   and `processes.apply_latency` (one `apply` at a time, nothing else in
+//!   flight), beside `procspawn.pool` (procspawn's pool, one `spawn` per
+//!   task, joined by a second thread as the anchors do).
 
 use std::hint::black_box;
 use std::path::PathBuf;
 
 use crew::{Executor, Pool};
+
+/// Tasks of `procspawn.pool`: at ~40 µs a task, 10,000 take 0.4 s a round.
+const PROCSPAWN_TASKS: usize = 10_000;
+/// Calls of `processes.apply_latency`.
+const LATENCY_CALLS: usize = 2_000;
 use rayon::prelude::*;
 
 use super::harness::{Case, IdleGate, check_same, interleave};
@@ -51,6 +60,13 @@ pub(crate) fn run(o: &OverheadOptions) -> anyhow::Result<Vec<Record>> {
     let pool = Pool::threads(w)?;
     let rp = rayon::ThreadPoolBuilder::new().num_threads(w).build()?;
     let (ex, pool, rp) = (&ex, &pool, &rp);
+    let pex = Executor::processes(w)?;
+    let ppool = Pool::processes(w)?;
+    let spool = procspawn::Pool::new(w)?;
+    let (pex, ppool, spool) = (&pex, &ppool, &spool);
+    // Warm the worker processes before the clock starts.
+    pex.submit(|x: u64| x, (1,)).result()?;
+    ppool.map(|x: u64| x, 0..1000u64)?;
 
     let mut submit = Case::new("threads.submit", move || {
         let futures: Vec<crew::Future<u64>> = (0..n as u64)
@@ -86,16 +102,49 @@ pub(crate) fn run(o: &OverheadOptions) -> anyhow::Result<Vec<Record>> {
     })
     .per(m);
 
+    let mut psubmit = Case::new("processes.submit", move || {
+        let futures: Vec<crew::Future<u64>> = (0..n as u64)
+            .map(|x| pex.submit(|x: u64| square(black_box(x)), (x,)))
+            .collect();
+        futures.into_iter().fold(0u64, |a, f| {
+            a.wrapping_add(f.result().expect("no task fails"))
+        }) as f64
+    })
+    .per(n);
+    let mut pmap = Case::new("processes.map", move || {
+        let v = ppool.map(|x: u64| square(black_box(x)), 0..m as u64);
+        fold(&v.expect("no task fails"))
+    })
+    .per(m);
+    let mut latency = Case::new("processes.apply_latency", move || {
+        (0..LATENCY_CALLS as u64).fold(0u64, |a, x| {
+            a.wrapping_add(
+                ppool
+                    .apply(|x: u64| square(x), (x,))
+                    .expect("no task fails"),
+            )
+        }) as f64
+    })
+    .per(LATENCY_CALLS);
+    let mut procspawn_pool = Case::new("procspawn.pool", move || {
+        procspawn_tasks(spool, PROCSPAWN_TASKS as u64) as f64
+    })
+    .per(PROCSPAWN_TASKS);
+
     let mut cases = vec![
         &mut submit,
         &mut spawn,
+        &mut psubmit,
         &mut map,
         &mut par_iter,
         &mut serial,
+        &mut pmap,
+        &mut latency,
+        &mut procspawn_pool,
     ];
     let measured = interleave(&mut cases, 1, o.rounds, &o.gate, "overhead");
-    check_same(&measured[..2], "one task per call")?;
-    check_same(&measured[2..], "map per element")?;
+    check_same(&measured[..3], "one task per call")?;
+    check_same(&measured[3..7], "map per element")?;
 
     let mut records: Vec<Record> = measured
         .iter()
@@ -119,6 +168,22 @@ pub(crate) fn run(o: &OverheadOptions) -> anyhow::Result<Vec<Record>> {
             format!("into_par_iter().map().collect() over {m}, {w} threads"),
         ),
         ("serial".to_string(), format!("map().collect() over {m}")),
+        (
+            "processes.submit".to_string(),
+            format!("Executor::processes({w}).submit × {n}, then result() each"),
+        ),
+        (
+            "processes.map".to_string(),
+            format!("Pool::processes({w}).map over {m} elements (automatic chunks)"),
+        ),
+        (
+            "processes.apply_latency".to_string(),
+            format!("Pool::processes({w}).apply, one at a time, × {LATENCY_CALLS}"),
+        ),
+        (
+            "procspawn.pool".to_string(),
+            format!("procspawn::Pool({w}).spawn × {PROCSPAWN_TASKS}, joined by a second thread"),
+        ),
     ];
     if let Some(py) = &o.python {
         match python::overhead_rows(py) {
@@ -170,6 +235,21 @@ fn verdict(records: &[Record]) -> String {
             format!("threads.submit {s:.3} < rayon.spawn_channel {r:.3} µs/task"),
         );
     }
+    if let Some(s) = get("processes.submit") {
+        line(s <= 1.0, format!("processes.submit {s:.3} µs/task <= 1"));
+    }
+    if let Some(m) = get("processes.map") {
+        line(
+            m <= 0.02,
+            format!("processes.map {m:.4} µs/element <= 0.02"),
+        );
+    }
+    if let Some(l) = get("processes.apply_latency") {
+        line(
+            l <= 10.0,
+            format!("processes.apply_latency {l:.1} µs <= 10"),
+        );
+    }
     if let (Some(m), Some(p)) = (get("threads.map"), get("rayon.par_iter")) {
         line(
             m <= 2.0 * p,
@@ -180,4 +260,27 @@ fn verdict(records: &[Record]) -> String {
         );
     }
     out
+}
+
+/// procspawn's pool, one `spawn` per task: a second thread joins the
+/// handles while this one spawns, with at most 1,000 in flight (each
+/// pending handle holds file descriptors; spawning all before joining
+/// deadlocks with large arguments, anchors/RESULTS.md).
+fn procspawn_tasks(pool: &procspawn::Pool, n: u64) -> u64 {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<procspawn::JoinHandle<u64>>(1_000);
+    std::thread::scope(|s| {
+        let joiner = s.spawn(move || {
+            rx.iter().fold(0u64, |a, h| {
+                a.wrapping_add(h.join().expect("a procspawn task"))
+            })
+        });
+        for x in 0..n {
+            let h = pool.spawn(x, |x: u64| x.wrapping_mul(x));
+            if tx.send(h).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        joiner.join().expect("the joiner thread")
+    })
 }
