@@ -8,7 +8,8 @@ fn cube(x: i64) -> i64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let pool = Pool::threads(4)?;
+    // mp.Pool(processes=4): four worker processes.
+    let pool = Pool::processes(4)?;
 
     // pool.map(cube, range(1, 7))
     let results = pool.map(cube, 1..7)?;
