@@ -42,6 +42,54 @@ pub fn deadline(timeout: Duration) -> Instant {
 
 pub use crate::chunk::{Chunk, ChunkIter};
 
+/// Waits once on `cv`, until notified (or woken spuriously) or until
+/// `deadline`: `Ok` with the guard after a wait, `Err` with it, unwaited, if
+/// the deadline has passed. The one place crew waits on a condition
+/// variable with a deadline; callers loop re-checking their condition.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Condvar, Mutex};
+/// use std::time::{Duration, Instant};
+/// let (m, cv) = (Mutex::new(false), Condvar::new());
+/// let mut ready = m.lock().unwrap();
+/// let deadline = Some(Instant::now() + Duration::from_millis(5));
+/// let timed_out = loop {
+///     if *ready {
+///         break false;
+///     }
+///     ready = match crew_core::engine::wait_deadline(&cv, ready, deadline) {
+///         Ok(g) => g,
+///         Err(_) => break true,
+///     };
+/// };
+/// assert!(timed_out);
+/// ```
+///
+/// # Errors
+///
+/// The guard, unwaited, once `deadline` has passed.
+pub fn wait_deadline<'a, T>(
+    cv: &std::sync::Condvar,
+    guard: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+) -> std::result::Result<MutexGuard<'a, T>, MutexGuard<'a, T>> {
+    match deadline {
+        None => Ok(cv.wait(guard).unwrap_or_else(|p| p.into_inner())),
+        Some(d) => {
+            let now = Instant::now();
+            if now >= d {
+                return Err(guard);
+            }
+            Ok(cv
+                .wait_timeout(guard, d - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0)
+        }
+    }
+}
+
 /// What a chunk produced: the values of the items that succeeded, in order,
 /// and the failures with their position in the chunk.
 ///
@@ -953,20 +1001,7 @@ impl<R: Send> Stream<R> {
             if helped || ready.keys().any(|&k| index.is_none_or(|i| i == k)) {
                 continue;
             }
-            match deadline {
-                None => ready = self.cv.wait(ready).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    ready = self
-                        .cv
-                        .wait_timeout(ready, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
+            ready = wait_deadline(&self.cv, ready, deadline).ok()?;
         }
     }
 }

@@ -93,20 +93,7 @@ impl Completions {
             if let Some(x) = q.pop_front() {
                 return Some(x);
             }
-            match deadline {
-                None => q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    q = self
-                        .cv
-                        .wait_timeout(q, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
+            q = crate::engine::wait_deadline(&self.cv, q, deadline).ok()?;
         }
     }
 }

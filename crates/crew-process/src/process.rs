@@ -135,12 +135,14 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
                 let mut worker = worker;
                 completion.start();
                 let outcome = converse(worker.sock.as_raw_fd(), entry, &payload);
-                // Ends the conversation: a worker still running sees EOF.
-                drop(worker.sock);
+                // The process exits after STOP; the socket stays open until
+                // then, or its watchdog would see our end close and `_exit(0)`
+                // first, hiding its exit code (1 after a panic).
                 let status = worker
                     .child
                     .wait()
                     .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
+                drop(worker.sock);
                 match outcome {
                     Ok(bytes) => completion.finish(&bytes, 0, None),
                     Err(None) => completion.fail(Error::worker_lost(describe_exit(status))),
@@ -320,27 +322,10 @@ impl<R: Send> Process<R> {
         }
         let mut status = lock(&self.state.status);
         while status.is_none() {
-            match deadline {
-                None => {
-                    status = self
-                        .state
-                        .exited
-                        .wait(status)
-                        .unwrap_or_else(|p| p.into_inner())
-                }
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Ok(false);
-                    }
-                    status = self
-                        .state
-                        .exited
-                        .wait_timeout(status, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
+            status = match crew_core::engine::wait_deadline(&self.state.exited, status, deadline) {
+                Ok(g) => g,
+                Err(_) => return Ok(false),
+            };
         }
         Ok(true)
     }

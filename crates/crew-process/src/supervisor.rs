@@ -403,20 +403,10 @@ impl Shared {
     pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
         let mut alive = lock(&self.alive);
         while *alive > 0 {
-            match deadline {
-                None => alive = self.exited.wait(alive).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    alive = self
-                        .exited
-                        .wait_timeout(alive, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
+            alive = match crew_core::engine::wait_deadline(&self.exited, alive, deadline) {
+                Ok(g) => g,
+                Err(_) => return false,
+            };
         }
         true
     }

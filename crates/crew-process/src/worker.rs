@@ -184,8 +184,14 @@ fn install_panic_hook() {
         PANICKED.store(true, Ordering::Relaxed);
         if SOLO.load(Ordering::Relaxed) {
             match info.location() {
-                Some(l) => eprintln!("crew process {}: task panicked at {l}:\n{message}", std::process::id()),
-                None => eprintln!("crew process {}: task panicked: {message}", std::process::id()),
+                Some(l) => eprintln!(
+                    "crew process {}: task panicked at {l}:\n{message}",
+                    std::process::id()
+                ),
+                None => eprintln!(
+                    "crew process {}: task panicked: {message}",
+                    std::process::id()
+                ),
             }
         }
         LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, bt)));

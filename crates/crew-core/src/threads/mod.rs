@@ -634,27 +634,10 @@ impl Backend for Threads {
         }
         let mut alive = lock(&self.shared.alive);
         while *alive > 0 {
-            match deadline {
-                None => {
-                    alive = self
-                        .shared
-                        .exited
-                        .wait(alive)
-                        .unwrap_or_else(|p| p.into_inner())
-                }
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    alive = self
-                        .shared
-                        .exited
-                        .wait_timeout(alive, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
+            alive = match crate::engine::wait_deadline(&self.shared.exited, alive, deadline) {
+                Ok(g) => g,
+                Err(_) => return false,
+            };
         }
         true
     }
