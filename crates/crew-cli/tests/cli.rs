@@ -111,12 +111,48 @@ fn bench_overhead_writes_every_case() {
         [
             "threads.submit",
             "rayon.spawn_channel",
+            "processes.submit",
             "threads.map",
             "rayon.par_iter",
-            "serial"
+            "serial",
+            "processes.map",
+            "processes.apply_latency",
+            "procspawn.pool"
         ]
     );
     assert!(dir.join("crew-bench/overhead.md").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_startup_transfer_and_shm_write_their_cases() {
+    let dir = scratch("small-suites");
+    for (suite, expected) in [
+        (
+            "startup",
+            &[
+                "processes.first_result",
+                "threads.first_result",
+                "rayon.first_result",
+            ][..],
+        ),
+        (
+            "transfer",
+            &[
+                "processes.roundtrip_10mb",
+                "processes.roundtrip_10mb_shm",
+                "memcpy_10mb",
+            ][..],
+        ),
+        (
+            "shm",
+            &["rust.queue.items_per_s", "rust.lock.increments_per_s"][..],
+        ),
+    ] {
+        crew(&["bench", suite, "--rounds", "1", "--no-idle-gate"], &dir);
+        let got = cases(&dir.join(format!("crew-bench/{suite}.json")));
+        assert_eq!(got, expected, "{suite}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
