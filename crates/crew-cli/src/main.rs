@@ -181,6 +181,13 @@ struct SeedsArgs {
     /// Leave out the worker-process cases.
     #[arg(long)]
     no_processes: bool,
+    /// Adds rows from the Python anchors (`python/seeds.py`; needs numpy
+    /// and joblib).
+    #[arg(long)]
+    python: bool,
+    /// The anchors folder; default `../shared/anchors` beside the repository.
+    #[arg(long, value_name = "DIR")]
+    anchors: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -246,6 +253,11 @@ fn main() -> anyhow::Result<()> {
                     gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
                     target: a.common.target(),
                     processes: !a.no_processes,
+                    python: a.python.then(|| {
+                        a.anchors
+                            .clone()
+                            .unwrap_or_else(|| repo_root().join("../shared/anchors"))
+                    }),
                 })?;
             }
             Suite::Startup(a) => {
@@ -303,6 +315,7 @@ fn main() -> anyhow::Result<()> {
                     gate: o.gate,
                     target: o.target.clone(),
                     processes: true,
+                    python: o.python.as_ref().map(|p| p.anchors.clone()),
                 })?;
             }
         },

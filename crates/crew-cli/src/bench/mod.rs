@@ -65,6 +65,8 @@ pub(crate) struct SeedsOptions {
     pub(crate) target: PathBuf,
     /// Also run every workload on worker processes.
     pub(crate) processes: bool,
+    /// The anchors folder, to add Python rows (`python/seeds.py`).
+    pub(crate) python: Option<PathBuf>,
 }
 
 /// `crew bench seeds`: every seed workload, serial vs crew threads vs
@@ -100,6 +102,19 @@ pub(crate) fn run_seeds(o: &SeedsOptions) -> anyhow::Result<Vec<Record>> {
         }
     }
     let dir = report::bench_dir(&o.target);
+    if let Some(anchors) = &o.python {
+        let which = ["howmany", "pi", "parzen", "crunch"];
+        let jsonl = dir.join("python-seeds.jsonl");
+        match python::seeds_rows(anchors, &which, o.rounds.min(3), &jsonl) {
+            Ok(rows) => {
+                for (record, label) in rows {
+                    notes.push((record.case.clone(), format!("Python: {label}")));
+                    records.push(record);
+                }
+            }
+            Err(skip) => eprintln!("python rows skipped: {skip}"),
+        }
+    }
     let md = report::markdown(
         &format!(
             "seeds: serial vs crew threads and processes vs rayon, {} workers, median of {} rounds",

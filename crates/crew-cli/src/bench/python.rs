@@ -149,3 +149,89 @@ pub(crate) fn overhead_rows(o: &PythonOptions) -> Result<Vec<(Record, String)>, 
         })
         .collect())
 }
+
+/// One line `seeds.py` appends to `$ANCHORS_JSONL`.
+#[derive(Debug, Deserialize)]
+struct SeedLine {
+    case: String,
+    unit: String,
+    median: f64,
+    min: f64,
+    max: f64,
+    runs: usize,
+}
+
+/// A case label as a record name: lowercase words joined by `_`.
+fn slug(label: &str) -> String {
+    let mut out = String::new();
+    for c in label.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') && !out.is_empty() {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
+}
+
+/// Runs the Python seed anchors (`python/seeds.py <which> --rounds N`) for
+/// each workload and returns `(record, Python label)` per case, named
+/// `python.<which>.<case>`; or why it could not (no python3, no numpy or
+/// joblib, which the script imports: `pip install joblib numpy`).
+pub(crate) fn seeds_rows(
+    anchors: &std::path::Path,
+    which: &[&str],
+    rounds: usize,
+    jsonl: &std::path::Path,
+) -> Result<Vec<(Record, String)>, String> {
+    let script = anchors.join("python").join("seeds.py");
+    if !script.is_file() {
+        return Err(format!(
+            "{} not found (pass --anchors DIR)",
+            script.display()
+        ));
+    }
+    for module in ["numpy", "joblib"] {
+        if !has_module(module) {
+            return Err(format!(
+                "python3 has no {module} (pip install joblib numpy)"
+            ));
+        }
+    }
+    if let Some(dir) = jsonl.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let mut rows = Vec::new();
+    for w in which {
+        let _ = std::fs::remove_file(jsonl);
+        eprintln!("python: {} {w} --rounds {rounds}", script.display());
+        let status = Command::new("python3")
+            .arg(&script)
+            .arg(w)
+            .args(["--rounds", &rounds.to_string()])
+            .env("ANCHORS_JSONL", jsonl)
+            .stdout(Stdio::from(std::io::stderr()))
+            .status()
+            .map_err(|e| format!("running python3: {e}"))?;
+        if !status.success() {
+            return Err(format!("{} {w} exited with {status}", script.display()));
+        }
+        let text = std::fs::read_to_string(jsonl)
+            .map_err(|e| format!("reading {}: {e}", jsonl.display()))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let l: SeedLine =
+                serde_json::from_str(line).map_err(|e| format!("parsing {line}: {e}"))?;
+            let record = Record {
+                suite: "seeds".into(),
+                case: format!("python.{w}.{}", slug(&l.case)),
+                unit: l.unit,
+                median: l.median,
+                min: l.min,
+                max: l.max,
+                runs: l.runs,
+            };
+            rows.push((record, l.case));
+        }
+    }
+    Ok(rows)
+}
