@@ -15,7 +15,10 @@
 //!
 //! A task that panics fails alone, with an [`Error`] that says so
 //! (`is_panic()`, with the message); every other task still runs and the pool
-//! stays usable. Every blocking call has a variant with a timeout.
+//! stays usable. Every blocking call can be bounded: a `_timeout` variant
+//! (`result_timeout`, `get_timeout`, `join_timeout`, `wait(…, timeout)`,
+//! [`Imap::next_timeout`]), or, for `map` and `apply`, their `_async` form
+//! and `get_timeout`.
 //!
 //! # Examples
 //!

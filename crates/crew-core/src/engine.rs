@@ -1174,6 +1174,44 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
+        self.next_until(None)
+    }
+}
+
+impl<B, T, I, R> Imap<B, T, I, R>
+where
+    B: Runs<'static, T, I::Item, R>,
+    T: Send + Sync + 'static,
+    I: Iterator,
+    I::Item: 'static,
+    R: Send + 'static,
+{
+    /// The next result, waiting at most `timeout` for it (Python's
+    /// `IMapIterator.next(timeout)`): `Some(Err(e))` with `e.is_timeout()`
+    /// if it is not ready in time. Unlike the deadline of
+    /// `Executor::map_timeout`, this one ends nothing: the result is still
+    /// on its way, and a later call returns it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use crew_core::{Imap, MapOptions, OnDrop, Owned, Threads, Unary};
+    /// let t = Arc::new(Owned::new(Threads::new(1)?, OnDrop::Terminate));
+    /// let slow = |ms: u64| { std::thread::sleep(Duration::from_millis(ms)); ms };
+    /// let mut it = Imap::new(t, Unary(slow), vec![300u64].into_iter(), true, &MapOptions::default(), None);
+    /// assert!(it.next_timeout(Duration::from_millis(1)).unwrap().unwrap_err().is_timeout());
+    /// assert_eq!(it.next_timeout(Duration::from_secs(30)).unwrap().unwrap(), 300);
+    /// assert!(it.next().is_none());
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_until(Some(deadline(timeout)))
+    }
+
+    /// `next` with an extra deadline for this call only.
+    fn next_until(&mut self, call_deadline: Option<Instant>) -> Option<Result<R>> {
         loop {
             if let Some(r) = self.current.as_mut().and_then(|c| c.next()) {
                 if let Some(p) = &self.progress {
@@ -1195,7 +1233,15 @@ where
             }
             let want = self.ordered.then_some(self.next_to_yield);
             let backend = &self.backend;
-            match self.stream.take(want, self.deadline, &|| backend.help()) {
+            let until = match (self.deadline, call_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match self.stream.take(want, until, &|| backend.help()) {
+                None if self.deadline.is_none_or(|d| Instant::now() < d) => {
+                    // This call's own deadline: nothing ends.
+                    return Some(Err(Error::timeout()));
+                }
                 None => {
                     self.finished = true;
                     self.stream.cancelled.store(true, Ordering::Relaxed);
