@@ -4,18 +4,28 @@
 //! | Python | crew |
 //! |---|---|
 //! | `multiprocessing.cpu_count()` | [`cpu_count()`] (honours affinity and cgroup quotas) |
-//! | `ThreadPool(n)` | [`Pool::threads(n)`](Pool::threads) |
+//! | `Pool(n)` / `ThreadPool(n)` | [`Pool::processes(n)`](Pool::processes) / [`Pool::threads(n)`](Pool::threads), [`Pool::builder`] |
 //! | `pool.map / starmap / apply` | [`Pool::map`], [`Pool::starmap`], [`Pool::apply`] |
 //! | `apply_async / map_async / starmap_async` | [`AsyncResult`] with `callback` / `error_callback` |
 //! | `imap / imap_unordered` | lazy iterators of `Result<T>` with bounded work in flight |
-//! | `ThreadPoolExecutor(n)` | [`Executor::threads(n)`](Executor::threads), [`Future`] |
+//! | `ProcessPoolExecutor(n)` / `ThreadPoolExecutor(n)` | [`Executor::processes(n)`](Executor::processes) / [`Executor::threads(n)`](Executor::threads), [`Future`] |
+//! | `Process(target=f, args=…)` | [`Process`] |
+//! | `Value`, `Array`, `Lock`, `Event`, …, `Queue`, `Pipe` | [`shm`], [`sync`], [`Queue`], [`Pipe`] |
 //! | `wait`, `as_completed` | [`wait`], [`as_completed`] |
 //! | `joblib.Parallel(n_jobs=-1)(delayed(f)(x) for x in xs)` | `Parallel::new().n_jobs(-1).run(xs.map(\|x\| delayed(f, (x,))))` |
 //! | Cython `prange` / OpenMP `parallel for` | [`prange`], [`par_for_each_mut`] with a [`Schedule`] |
 //!
+//! The same calls run on threads or on worker processes; only the
+//! constructor changes. On processes a task is a fn item or a closure that
+//! captures nothing, and its arguments and result are serde types (derive
+//! `serde::Serialize` and `Deserialize` for your own); a worker is this
+//! program re-executed, entered before `main`, so nothing in `main` runs
+//! twice and tests need no set-up ([`init`] spells it out).
+//!
 //! A task that panics fails alone, with an [`Error`] that says so
-//! (`is_panic()`, with the message); every other task still runs and the pool
-//! stays usable. Every blocking call can be bounded: a `_timeout` variant
+//! (`is_panic()`, with the message); a task that crashes its worker process
+//! fails alone too (`is_worker_lost()`, with the signal); every other task
+//! still runs and the pool stays usable. Every blocking call can be bounded: a `_timeout` variant
 //! (`result_timeout`, `get_timeout`, `join_timeout`, `wait(…, timeout)`,
 //! [`Imap::next_timeout`]), or, for `map` and `apply`, their `_async` form
 //! and `get_timeout`.
