@@ -158,8 +158,10 @@ const MAX_IN_FLIGHT: usize = 1024;
 /// A partial frame that makes no progress this long while its worker is
 /// idle is garbage.
 const STALLED_FRAME: Duration = Duration::from_secs(1);
-/// How long an idle proxy looks for work before sleeping.
+/// How long a proxy looks for its worker's answer before sleeping.
 const SPIN: Duration = Duration::from_micros(15);
+/// How long the one watching idle proxy looks for new work before sleeping.
+const IDLE_WATCH: Duration = Duration::from_micros(60);
 /// The sequence number of a worker's initializer run.
 const INIT_SEQ: u64 = u64::MAX;
 
@@ -184,6 +186,8 @@ pub(crate) struct Shared {
     queued: std::sync::atomic::AtomicUsize,
     /// Mirrors `queue.delayed.len()`, for the same reason.
     delayed: std::sync::atomic::AtomicUsize,
+    /// 1 while an idle proxy is watching the queue (see `IDLE_WATCH`).
+    idle_watchers: std::sync::atomic::AtomicUsize,
     state: AtomicU8,
     proxies: Vec<Proxy>,
     alive: Mutex<usize>,
@@ -252,6 +256,7 @@ impl Shared {
             }),
             queued: std::sync::atomic::AtomicUsize::new(0),
             delayed: std::sync::atomic::AtomicUsize::new(0),
+            idle_watchers: std::sync::atomic::AtomicUsize::new(0),
             state: AtomicU8::new(OPEN),
             proxies,
             alive: Mutex::new(0),
@@ -652,9 +657,25 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         // vCPU takes ~60 µs to wake here (ipc-floor.md); look for ~15 µs
         // before sleeping.
         let mut got = false;
-        if hello && !stopping && kill.is_none() {
-            let until = Instant::now() + SPIN;
+        // One idle proxy at a time watches the queue a little longer (a
+        // caller's next `apply` is often tens of microseconds away); the
+        // others sleep at once rather than compete for the CPUs.
+        let idle_watch = hello
+            && !stopping
+            && kill.is_none()
+            && inflight.is_empty()
+            && shared
+                .idle_watchers
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+        if hello && !stopping && kill.is_none() && (idle_watch || !inflight.is_empty()) {
+            let until = Instant::now() + if idle_watch { IDLE_WATCH } else { SPIN };
+            let mut spins = 0u32;
             while Instant::now() < until {
+                spins += 1;
+                if spins % 64 == 0 {
+                    std::thread::yield_now();
+                }
                 if inflight.is_empty() {
                     if shared.queued.load(Ordering::Acquire) > 0 {
                         got = true;
@@ -669,6 +690,9 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                 }
                 std::hint::spin_loop();
             }
+        }
+        if idle_watch {
+            shared.idle_watchers.store(0, Ordering::Release);
         }
         let parked = !got && hello && inflight.is_empty() && !stopping && shared.park_idle(slot);
         if !got && (!hello || !inflight.is_empty() || parked || stopping) {
