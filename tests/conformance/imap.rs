@@ -13,6 +13,19 @@ macro_rules! imap_tests {
         const WINDOW_PER_WORKER: usize = 4;
 
         #[test]
+        fn next_timeout_times_out_and_the_result_still_comes() {
+            let pool = $pool;
+            let gate = crate::common::Gate::new();
+            let mut it = pool.imap(gated_item, vec![(gate.key(), 7u64)]);
+            let early = it.next_timeout(std::time::Duration::from_millis(1));
+            assert!(early.unwrap().unwrap_err().is_timeout());
+            gate.open();
+            let later = it.next_timeout(crate::common::LONG);
+            assert_eq!(later.unwrap().unwrap(), 7);
+            assert!(it.next().is_none());
+        }
+
+        #[test]
         fn imap_yields_in_input_order() {
             let pool = $pool;
             let got: Vec<u64> = pool
