@@ -273,7 +273,11 @@ impl Progress {
     }
 
     fn emit(&self, done: usize) {
-        let line = self.line(done);
+        self.write(self.line(done));
+    }
+
+    /// Writes one plain line: to the capture buffer, else to stderr.
+    fn write(&self, line: String) {
         match &self.shared.sink {
             Sink::Capture(buf) => buf.lock().unwrap_or_else(|p| p.into_inner()).push(line),
             _ => {
@@ -319,12 +323,7 @@ impl Progress {
                         secs(self.shared.started.elapsed())
                     ),
                 };
-                match &self.shared.sink {
-                    Sink::Capture(buf) => buf.lock().unwrap_or_else(|p| p.into_inner()).push(line),
-                    _ => {
-                        let _ = writeln!(std::io::stderr().lock(), "{line}");
-                    }
-                }
+                self.write(line);
             }
         }
     }
