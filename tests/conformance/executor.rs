@@ -53,6 +53,8 @@ macro_rules! executor_tests {
                     .is_timeout()
             );
             let g = ex.submit(gated, (gate.key(), 1u64));
+            // The gate is closed: the task cannot finish, however slow the
+            // machine; the short wait only bounds the test.
             assert!(!g.wait_timeout(Duration::from_millis(20)));
             gate.open();
             assert!(g.wait_timeout(LONG));

@@ -125,19 +125,26 @@ fn parent_to_be_killed() {
     let _ = pool.with_chunksize(1).map(sleeps_a_second, 0..60);
 }
 
-#[test]
-fn killed_parent_leaves_no_worker() {
-    if role().as_deref() == Some("parent-to-be-killed") {
-        return parent_to_be_killed();
-    }
-    let name = test_name(module_path!(), "killed_parent_leaves_no_worker");
-    let mut parent = Role::start(&name, "parent-to-be-killed");
+/// Starts this test binary as `role` (a parent of a process pool), reads the
+/// pids of its workers, and has them killed too should the test fail.
+fn parent_with_workers(name: &str, role: &str) -> (Role, Vec<u32>) {
+    let mut parent = Role::start(name, role);
     let workers: Vec<u32> = parent
         .expect_line("WORKERS ", LONG)
         .split_whitespace()
         .map(|p| p.parse().expect("a pid"))
         .collect();
     parent.also_kill = workers.clone();
+    (parent, workers)
+}
+
+#[test]
+fn killed_parent_leaves_no_worker() {
+    if role().as_deref() == Some("parent-to-be-killed") {
+        return parent_to_be_killed();
+    }
+    let name = test_name(module_path!(), "killed_parent_leaves_no_worker");
+    let (mut parent, workers) = parent_with_workers(&name, "parent-to-be-killed");
     assert_eq!(workers.len(), 2, "two workers: {workers:?}");
     for &pid in &workers {
         assert_eq!(
@@ -351,13 +358,7 @@ fn one_ctrl_c_stops_a_running_map() {
         return parent_to_be_interrupted();
     }
     let name = test_name(module_path!(), "one_ctrl_c_stops_a_running_map");
-    let mut parent = Role::start(&name, "parent-to-be-interrupted");
-    let workers: Vec<u32> = parent
-        .expect_line("WORKERS ", LONG)
-        .split_whitespace()
-        .map(|p| p.parse().expect("a pid"))
-        .collect();
-    parent.also_kill = workers.clone();
+    let (mut parent, workers) = parent_with_workers(&name, "parent-to-be-interrupted");
     // Ctrl-C: SIGINT to the whole foreground group, parent and workers.
     assert!(send_signal_group(parent.pid(), SIGINT));
     let status = parent.wait(Duration::from_secs(10));
