@@ -7,6 +7,7 @@
 
 mod entry;
 mod process;
+pub mod remote;
 mod spawn;
 mod supervisor;
 mod wire;
