@@ -10,7 +10,7 @@ use crossbeam_deque::{Injector, Steal};
 
 use crate::backend::{Backend, Runs};
 use crate::call::Call;
-use crate::engine::{Chunk, ChunkSink, run_chunk};
+use crate::engine::{Chunk, ChunkSink, run_chunk_into};
 use crate::error::{Error, Result};
 use crate::slot::Promise;
 use crate::timeline::Timeline;
@@ -724,7 +724,7 @@ where
             let task = job.task.take().expect("job runs once");
             let chunk = job.chunk.take().expect("job runs once");
             let dest = job.sink.take_dest();
-            let out = run_chunk(&*task, chunk, ctx.worker, ctx.timeline, dest);
+            let out = run_chunk_into(&*task, chunk, ctx.worker, ctx.timeline, dest);
             drop(task);
             let ChunkJob { sink, .. } = job;
             sink.deliver(out);
