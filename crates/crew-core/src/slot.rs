@@ -407,9 +407,19 @@ fn run_callback<V>(f: Callback<V>, value: &V) {
     // A panicking callback must not take the worker (or the other callbacks)
     // with it; Python's pools likewise report and go on.
     if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(value))) {
-        let e = Error::from_panic(p);
-        eprintln!("crew: a result callback panicked: {e}");
+        // The callback's panic, not the task's: the task itself succeeded
+        // or failed on its own, and its outcome stands.
+        eprintln!("{}", callback_panic_report(&*p));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(p)));
     }
+}
+
+/// The line printed for a callback that panicked with `payload`.
+fn callback_panic_report(payload: &(dyn std::any::Any + Send)) -> String {
+    format!(
+        "crew: a result callback panicked (the task's outcome stands): {}",
+        Error::panic_payload_message(payload)
+    )
 }
 
 /// The producing side of a slot, held by a job.
