@@ -410,6 +410,9 @@ fn worker_output_reaches_the_parent() {
 }
 
 /// Starts `sleep 1000` (registered under `tag`), then spins until killed.
+// Never waits for the sleep: the point is what happens to it when the
+// worker is killed.
+#[allow(clippy::zombie_processes)]
 fn starts_a_sleep_then_loops(tag: String) -> u32 {
     // Away from the test's pipes: a sleep left behind by a failing test
     // must not hold its output open.
