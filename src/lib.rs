@@ -52,6 +52,7 @@
 #![deny(missing_docs)]
 
 mod executor;
+pub mod memory;
 mod parallel;
 mod pool;
 pub mod registry;
@@ -65,6 +66,7 @@ pub use crew_core::{
 pub use crew_macros::{main, task};
 pub use crew_process::{Process, ProcessConfig, Processes};
 pub use executor::Executor;
+pub use memory::{Cached, Memory};
 pub use parallel::{BatchSize, Delayed, Parallel, ParallelIter, Prefer, RunDelayed, delayed};
 pub use pool::{Pool, PoolBuilder};
 
