@@ -160,19 +160,19 @@ impl Memory {
     /// `is_invalid_input` if `location` is a file.
     pub fn new(location: impl AsRef<Path>) -> Result<Memory> {
         let location = location.as_ref().to_path_buf();
-        if let Err(e) = std::fs::create_dir_all(&location) {
-            if !location.is_dir() {
-                return Err(Error::io(
-                    format!("cannot create the cache folder {}", location.display()),
-                    e,
-                ));
-            }
-        }
-        if !location.is_dir() {
+        if location.exists() && !location.is_dir() {
             return Err(Error::invalid_input(format!(
                 "the cache location {} is not a folder",
                 location.display()
             )));
+        }
+        if let Err(e) = std::fs::create_dir_all(&location)
+            && !location.is_dir()
+        {
+            return Err(Error::io(
+                format!("cannot create the cache folder {}", location.display()),
+                e,
+            ));
         }
         Ok(Memory {
             location: Arc::new(location),
@@ -481,10 +481,10 @@ impl Memory {
                         short(&slot.path)
                     )
                 });
-                if self.bytes_limit.is_some() {
-                    if let Err(e) = self.reduce_size() {
-                        self.log(1, || format!("reduce_size: {e}"));
-                    }
+                if self.bytes_limit.is_some()
+                    && let Err(e) = self.reduce_size()
+                {
+                    self.log(1, || format!("reduce_size: {e}"));
                 }
             }
             Err(why) => {
@@ -580,10 +580,8 @@ impl Memory {
         R: Serialize + DeserializeOwned,
     {
         let slot = self.slot::<A, R>(id, ignore, &args);
-        if !force {
-            if let Some(v) = slot.as_ref().and_then(|s| self.load(id, s)) {
-                return v;
-            }
+        if !force && let Some(v) = slot.as_ref().and_then(|s| self.load(id, s)) {
+            return v;
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
@@ -1261,7 +1259,7 @@ fn in_place<T: MapElement>(map: &[u8], payload: usize) -> Option<(usize, usize)>
     let at = payload + used;
     let len = usize::try_from(n).ok()?;
     let size = len.checked_mul(std::mem::size_of::<T>())?;
-    let aligned = (map.as_ptr() as usize + at) % std::mem::align_of::<T>() == 0;
+    let aligned = (map.as_ptr() as usize + at).is_multiple_of(std::mem::align_of::<T>());
     (aligned && map.len().checked_sub(at)? == size).then_some((at, len))
 }
 
