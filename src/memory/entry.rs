@@ -22,6 +22,9 @@ pub(crate) const HEADER: usize = 64;
 /// Entries at least this large are read through a memory map rather than
 /// into a buffer: below it `read` is cheaper than setting up a mapping.
 const MAP_FROM: u64 = 1 << 20;
+/// How stale an entry's "last used" time may get before a hit refreshes
+/// it: eviction order is exact to this much.
+const TOUCH_EVERY: Duration = Duration::from_secs(10);
 /// The name every entry file ends with.
 pub(crate) const SUFFIX: &str = ".entry";
 /// Temporary files start with this; they are never read as entries.
@@ -142,7 +145,8 @@ pub(crate) fn read(path: &Path, func: u64) -> io::Result<Found> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
         Err(e) => return Err(e),
     };
-    let len = file.metadata()?.len();
+    let meta = file.metadata()?;
+    let len = meta.len();
     let bytes = if len >= MAP_FROM {
         // SAFETY: entries are only ever replaced by rename, never written in
         // place, so the mapped file does not change while the map lives
@@ -152,8 +156,13 @@ pub(crate) fn read(path: &Path, func: u64) -> io::Result<Found> {
         let map = unsafe { MmapOptions::new().populate().map(&file)? };
         Bytes::Mapped(map)
     } else {
-        let mut v = Vec::with_capacity(len as usize);
-        file.read_to_end(&mut v)?;
+        // One `read` of the known length; a file that shrank meanwhile
+        // (replaced by rename: this handle still reads the old one, so
+        // this means damage) fails `read_exact` and is reported.
+        let mut v = vec![0u8; len as usize];
+        if let Err(e) = file.read_exact(&mut v) {
+            return Ok(Found::Corrupt(format!("cannot read {len} bytes: {e}")));
+        }
         Bytes::Read(v)
     };
     let all = match &bytes {
@@ -164,8 +173,16 @@ pub(crate) fn read(path: &Path, func: u64) -> io::Result<Found> {
         Ok((payload_at, compute)) => {
             // The access time, for least-recently-used eviction: `atime` is
             // unreliable (`relatime`, `noatime`), the modification time is
-            // ours to set. A read-only cache cannot, and need not.
-            let _ = file.set_modified(SystemTime::now());
+            // ours to set. At most once per `TOUCH_EVERY`, which saves a
+            // system call on most hits of a busy entry. A read-only cache
+            // cannot, and need not.
+            let now = SystemTime::now();
+            let stale = meta.modified().map_or(true, |m| {
+                now.duration_since(m).unwrap_or_default() > TOUCH_EVERY
+            });
+            if stale {
+                let _ = file.set_modified(now);
+            }
             Found::Whole(Entry {
                 bytes,
                 payload_at,

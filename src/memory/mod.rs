@@ -364,7 +364,8 @@ impl Memory {
     /// returns the bytes freed. Without a limit only the leftovers go.
     ///
     /// "Used" is the last read or write: a hit refreshes the entry's
-    /// modification time.
+    /// modification time (when it is more than 10 s old, to save a system
+    /// call on most hits).
     ///
     /// # Examples
     ///

@@ -1,5 +1,6 @@
 //! Runs the `crew` binary: `demo --quick` writes the records, the chart and
-//! the trace; the bench suites write their records.
+//! the trace; the bench suites write their records (`memory` without its
+//! Python rows, which need joblib).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -184,5 +185,38 @@ fn bench_seeds_quick_checks_every_variant() {
             "seeds.json has no {case}: {cases:?}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_memory_writes_its_cases() {
+    let dir = scratch("memory");
+    let stdout = crew(
+        &[
+            "bench",
+            "memory",
+            "--rounds",
+            "1",
+            "--calls",
+            "20",
+            "--size-mb",
+            "2",
+            "--no-idle-gate",
+        ],
+        &dir,
+    );
+    assert!(stdout.contains("crew::Memory vs joblib.Memory"), "{stdout}");
+    let got = cases(&dir.join("crew-bench/memory.json"));
+    assert_eq!(
+        got,
+        [
+            "memory.hit_small",
+            "memory.hit_100mb",
+            "memory.hit_100mb_mapped"
+        ]
+    );
+    // The cache is emptied afterwards.
+    let left = dir.join("crew-bench/memory-cache/crew-memory");
+    assert!(!left.exists(), "{} is left", left.display());
     let _ = std::fs::remove_dir_all(&dir);
 }
