@@ -56,6 +56,10 @@ fn demo_quick_writes_records_chart_and_trace() {
         &dir,
     );
     assert!(stdout.contains("| pi | threads |"), "{stdout}");
+    assert!(
+        stdout.contains("KDE sweep through crew::Memory") && stdout.contains("read from the cache"),
+        "{stdout}"
+    );
 
     let cases = cases(&dir.join("crew-bench/demo.json"));
     for w in ["pi", "kde", "howmany", "crunch", "sleep"] {
@@ -68,6 +72,7 @@ fn demo_quick_writes_records_chart_and_trace() {
         }
     }
     assert!(cases.contains(&"howmany.threads_per_row.speedup".to_string()));
+    assert!(cases.contains(&"kde.memory_rerun.ms".to_string()));
     assert!(
         cases.contains(&"pi.processes.speedup".to_string()),
         "{cases:?}"
