@@ -290,7 +290,7 @@ impl Memory {
         F: 'static,
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         self.cache(f).call(args)
     }
@@ -502,9 +502,9 @@ impl Memory {
 
     /// The entry at `slot`, decoded, if it is there and whole; a damaged
     /// one is reported and counted.
-    fn load<R: DeserializeOwned>(&self, id: &Identity, slot: &Slot) -> Option<R> {
+    fn load<R: DeserializeOwned + 'static>(&self, id: &Identity, slot: &Slot) -> Option<R> {
         match entry::read(&slot.path, slot.func) {
-            Ok(Found::Whole(e)) => match postcard::from_bytes(e.payload()) {
+            Ok(Found::Whole(e)) => match decode::<R>(e.payload()) {
                 Ok(v) => {
                     self.hit(id, &slot.path, e.compute);
                     Some(v)
@@ -578,7 +578,7 @@ impl Memory {
     where
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let slot = self.slot::<A, R>(id, ignore, &args);
         if !force && let Some(v) = slot.as_ref().and_then(|s| self.load(id, s)) {
@@ -790,7 +790,7 @@ impl<F: 'static> Cached<F> {
     where
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         self.memory
             .run(&self.id, &self.ignore, &self.f, args, false)
@@ -818,7 +818,7 @@ impl<F: 'static> Cached<F> {
     where
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         self.memory.run(&self.id, &self.ignore, &self.f, args, true)
     }
@@ -958,7 +958,7 @@ impl<F: 'static> Cached<F> {
     where
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let mut found = Vec::new();
         let mut missing = Vec::new();
@@ -1009,7 +1009,7 @@ impl<F: 'static> Cached<F> {
         Star<F>: Call<(X,), R>,
         (X,): Args,
         X: 's,
-        R: Serialize + DeserializeOwned + Send + 's,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.starmap(pool, items.into_iter().map(|x| (x,)))
     }
@@ -1041,7 +1041,7 @@ impl<F: 'static> Cached<F> {
         F: Clone + 's,
         Star<F>: Call<A, R>,
         A: Args + 's,
-        R: Serialize + DeserializeOwned + Send + 's,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         let (mut found, missing) = self.split::<A, R>(items);
         if missing.is_empty() {
@@ -1240,6 +1240,38 @@ impl<T: MapElement + std::fmt::Debug> std::fmt::Debug for Mapped<T> {
     }
 }
 
+/// Decodes a result. A `Vec<f64>` or `Vec<f32>` (a large array, most of
+/// the time) is copied out in one pass, the values being stored raw:
+/// serde's generic path pushes them one by one into a vector it may not
+/// size in advance (it caps its preallocation), several times slower.
+fn decode<R: DeserializeOwned + 'static>(payload: &[u8]) -> postcard::Result<R> {
+    use std::any::{Any, TypeId};
+    fn raw<T: MapElement>(payload: &[u8], from: fn(&[u8]) -> T) -> Option<Box<dyn Any>> {
+        let (at, len) = seq_of::<T>(payload)?;
+        let size = std::mem::size_of::<T>();
+        let v: Vec<T> = payload[at..at + len * size]
+            .chunks_exact(size)
+            .map(from)
+            .collect();
+        Some(Box::new(v))
+    }
+    let fast = if TypeId::of::<R>() == TypeId::of::<Vec<f64>>() {
+        raw::<f64>(payload, |b| {
+            f64::from_le_bytes(b.try_into().expect("8 bytes"))
+        })
+    } else if TypeId::of::<R>() == TypeId::of::<Vec<f32>>() {
+        raw::<f32>(payload, |b| {
+            f32::from_le_bytes(b.try_into().expect("4 bytes"))
+        })
+    } else {
+        None
+    };
+    match fast.map(|b| b.downcast::<R>()) {
+        Some(Ok(v)) => Ok(*v),
+        _ => postcard::from_bytes(payload),
+    }
+}
+
 /// Where the values of a postcard `Vec<T>` at `payload` in `map` start and
 /// how many there are, if they can be used in place: a little-endian host,
 /// an aligned start, and a payload of exactly that many values.
@@ -1247,7 +1279,16 @@ fn in_place<T: MapElement>(map: &[u8], payload: usize) -> Option<(usize, usize)>
     if cfg!(target_endian = "big") {
         return None;
     }
-    let bytes = map.get(payload..)?;
+    let (used, len) = seq_of::<T>(map.get(payload..)?)?;
+    let at = payload + used;
+    let aligned = (map.as_ptr() as usize + at).is_multiple_of(std::mem::align_of::<T>());
+    aligned.then_some((at, len))
+}
+
+/// The offset of the values of a postcard sequence of `T` at the start of
+/// `bytes` (after its varint length) and how many there are, if `bytes`
+/// holds exactly that many values.
+fn seq_of<T>(bytes: &[u8]) -> Option<(usize, usize)> {
     let mut n: u64 = 0;
     let mut used = 0;
     for (i, &b) in bytes.iter().take(10).enumerate() {
@@ -1257,11 +1298,9 @@ fn in_place<T: MapElement>(map: &[u8], payload: usize) -> Option<(usize, usize)>
             break;
         }
     }
-    let at = payload + used;
     let len = usize::try_from(n).ok()?;
     let size = len.checked_mul(std::mem::size_of::<T>())?;
-    let aligned = (map.as_ptr() as usize + at).is_multiple_of(std::mem::align_of::<T>());
-    (aligned && map.len().checked_sub(at)? == size).then_some((at, len))
+    (bytes.len().checked_sub(used)? == size).then_some((used, len))
 }
 
 /// The task of [`Cached::delayed`]: conjures the zero-sized function and
@@ -1271,7 +1310,7 @@ where
     F: Copy + 'static,
     Star<F>: Call<A, R>,
     A: Args,
-    R: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + 'static,
 {
     const {
         assert!(
@@ -1315,7 +1354,7 @@ impl<F, A, R> Call<(CacheHandle, A), R> for CachedTask<F>
 where
     Star<F>: Call<A, R>,
     A: Args,
-    R: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + 'static,
 {
     fn call(&self, (handle, args): (CacheHandle, A)) -> R {
         handle.run(&self.f, args)
@@ -1349,7 +1388,7 @@ impl CacheHandle {
     where
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let memory = Memory {
             location: Arc::new(self.location.clone()),

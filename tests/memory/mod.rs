@@ -403,6 +403,30 @@ fn large_float_results_are_read_in_place() {
     assert_eq!(small[9], 4.5);
 }
 
+fn halves(n: usize) -> Vec<f32> {
+    (0..n).map(|i| i as f32 / 2.0).collect()
+}
+
+fn empty(_: u8) -> Vec<f64> {
+    Vec::new()
+}
+
+#[test]
+fn float_vectors_of_every_size_read_back_equal() {
+    let dir = folder();
+    let mem = Memory::new(dir.path()).unwrap();
+    let f = mem.cache(halves);
+    for n in [0, 1, 127, 128, 300_000] {
+        let computed = f.call((n,));
+        assert!(f.call((n,)) == computed, "{n} f32s");
+        assert!(*f.call_mapped((n,)) == computed[..], "{n} f32s mapped");
+    }
+    assert!(mem.cache(empty).call((0,)).is_empty());
+    assert!(mem.cache(empty).call((0,)).is_empty());
+    assert_eq!(mem.stats().hits, 11);
+    assert_eq!(mem.stats().corrupt, 0);
+}
+
 #[cfg(target_os = "linux")]
 mod unwritable {
     //! A folder that cannot be written: read-only (tested as another user
