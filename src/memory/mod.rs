@@ -603,6 +603,18 @@ impl Memory {
                 A::ARITY
             );
         }
+        let result = std::any::type_name::<R>();
+        if result.contains("crew_shm::") {
+            // A handle serializes as (process, fd): storing it would store
+            // a pointer to memory that dies with this run, not the data.
+            warn_once(Path::new(result), || {
+                format!(
+                    "results of type {result} are handles to shared memory, not cached \
+                     (Cached::call_array stores an Array's contents)"
+                )
+            });
+            return None;
+        }
         let Some(hash) = key::args_hash(args, ignore) else {
             warn_once(Path::new(&id.name), || {
                 format!(
@@ -863,6 +875,64 @@ impl<F: 'static> Cached<F> {
             m.store(&self.id, slot, &value, start.elapsed());
         }
         Mapped::owned(value)
+    }
+
+    /// As [`call`](Cached::call) for a function returning a shared-memory
+    /// [`shm::Array`](crate::shm::Array) of `f64` or `f32`: the array's
+    /// contents are stored, and a hit fills a fresh `Array` from the entry
+    /// (one copy, from the page cache into the shared memory: an `Array` is
+    /// memory that worker processes can map, which a cache file is not).
+    ///
+    /// [`call`](Cached::call) does not cache such results: an `Array`
+    /// serializes as a handle to memory of this run, not as its values.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::shm::Array;
+    /// fn ramp(n: usize) -> Array<f64> {
+    ///     let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    ///     Array::from_slice(&values).unwrap()
+    /// }
+    /// # let dir = tempfile::tempdir()?;
+    /// let mem = crew::Memory::new(dir.path())?;
+    /// let ramp = mem.cache(ramp);
+    /// let first = ramp.call_array((1000,))?;
+    /// let again = ramp.call_array((1000,))?; // read back into a new Array
+    /// assert_eq!(again.to_vec(), first.to_vec());
+    /// assert_eq!(mem.stats().hits, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_io` if a stored result is found but no shared memory can be
+    /// made for it.
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Cached::call).
+    pub fn call_array<A, T>(&self, args: A) -> Result<crate::shm::Array<T>>
+    where
+        Star<F>: Call<A, crate::shm::Array<T>>,
+        A: Args,
+        T: MapElement + crate::shm::Pod,
+    {
+        let m = &self.memory;
+        // Keyed as the `Vec<T>` it is stored as.
+        let slot = m.slot::<A, Vec<T>>(&self.id, &self.ignore, &args);
+        if let Some(hit) = slot.as_ref().and_then(|s| m.load_mapped::<T>(&self.id, s)) {
+            return crate::shm::Array::from_slice(&hit)
+                .map_err(|e| Error::io("cannot make a shared array for a cached result", e));
+        }
+        m.shared.misses.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let array = self.f.call(args);
+        if let Some(slot) = &slot {
+            let took = start.elapsed();
+            m.store(&self.id, slot, &array.to_vec(), took);
+        }
+        Ok(array)
     }
 
     /// True if `f(args…)` has an entry, without running anything (joblib's
