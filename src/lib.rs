@@ -59,8 +59,9 @@ pub mod registry;
 pub use crew_core::engine::Imap;
 pub use crew_core::{
     AsCompleted, AsCompletedTimeout, AsyncResult, Backend, Error, Future, MapAsyncResult, MapError,
-    ParRange, ProgressStyle, Result, ReturnWhen, Schedule, Span, Threads, Timeline, Waited,
-    as_completed, as_completed_timeout, cpu_count, par_for_each_mut, prange, wait, worker_state,
+    Mark, MarkKind, ParRange, ProgressStyle, Result, ReturnWhen, Schedule, Span, Threads, Timeline,
+    Waited, as_completed, as_completed_timeout, cpu_count, par_for_each_mut, prange, wait,
+    worker_state,
 };
 pub use crew_macros::{main, task};
 pub use crew_process::{Process, ProcessConfig, Processes};

@@ -99,6 +99,10 @@ where
     fn call(&self, d: Delayed<F, A>) -> R {
         Star(d.f).call(d.args)
     }
+
+    fn name(&self) -> Option<&'static str> {
+        Some(std::any::type_name::<F>())
+    }
 }
 
 /// Which workers [`Parallel`] uses, as joblib's `prefer`.

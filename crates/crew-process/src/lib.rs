@@ -197,6 +197,8 @@ struct CallCompletion<R: Send> {
     attempts: u32,
     /// Submission number for the timeline, if the pool keeps one.
     number: Option<usize>,
+    /// The span's name on the timeline.
+    name: &'static str,
 }
 
 impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
@@ -222,7 +224,7 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
         let outcome = match postcard::from_bytes::<CallWire<R>>(output) {
             Ok(CallWire { result, span }) => {
                 if let (Some(t), Some((start, end)), Some(n)) = (timeline, span, self.number) {
-                    t.record(worker, n, instant_of(start), instant_of(end));
+                    t.record(worker, n, self.name, instant_of(start), instant_of(end));
                 }
                 result.map_err(|e| e.into_error().with_worker(worker))
             }
@@ -271,6 +273,8 @@ struct ChunkCompletion<'s, X, R> {
     /// items the current payload holds, and every settled outcome.
     partial: Option<Partial<R>>,
     started: Instant,
+    /// The spans' name on the timeline.
+    name: &'static str,
     _input: std::marker::PhantomData<fn(X)>,
 }
 
@@ -336,6 +340,7 @@ where
                         t.record(
                             worker,
                             sink.offset() + pos,
+                            self.name,
                             instant_of(start),
                             instant_of(end),
                         );
@@ -434,6 +439,7 @@ where
 {
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ProcJob<'s> {
         const { assert_non_capturing::<T>() };
+        let name = task.name().and_then(crew_core::task_name).unwrap_or("call");
         drop(task);
         match postcard::to_allocvec(&input) {
             Ok(payload) => ProcJob::new(
@@ -443,6 +449,7 @@ where
                     promise: Some(promise),
                     attempts: 0,
                     number: self.shared.timeline.as_ref().map(|t| t.next_call()),
+                    name,
                 }),
             ),
             Err(e) => {
@@ -456,6 +463,7 @@ where
 
     fn chunk_job(&self, task: Arc<T>, chunk: Chunk<X>, sink: ChunkSink<'s, R>) -> ProcJob<'s> {
         const { assert_non_capturing::<T>() };
+        let name = task.name().and_then(crew_core::task_name).unwrap_or("map");
         drop(task);
         let len = chunk.len();
         // Sized up front: growing a multi-megabyte buffer by doubling
@@ -472,6 +480,7 @@ where
                     len,
                     partial: None,
                     started: Instant::now(),
+                    name,
                     _input: std::marker::PhantomData,
                 }),
             ),
