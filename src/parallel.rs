@@ -263,7 +263,7 @@ impl Parallel {
 
     /// Prints joblib-style progress lines on stderr
     /// (`[Parallel(n_jobs=2)]: Done   4 out of  10 | elapsed: 0.1s
-    /// remaining: 0.2s`): 0 is quiet, 1–9 about every tenth of the work, 10
+    /// remaining: 0.2s | 40.0 it/s`): 0 is quiet, 1–9 about every tenth of the work, 10
     /// and more also at least once a second, above 50 after every task.
     ///
     /// # Examples
