@@ -6,7 +6,8 @@
 //! - `threads_only`: what only the thread back-end does (nested maps,
 //!   borrowing, capturing closures, a running task that cannot be cancelled);
 //! - `parallel`: joblib's `Parallel` and `delayed`;
-//! - `loops`: `prange`, `par_for_each_mut`, `cpu_count`.
+//! - `loops`: `prange`, `par_for_each_mut`, `cpu_count`;
+//! - `platform`: the README's supported systems match what the build enforces.
 //!
 //! Run with `cargo test -p crew --test lib`.
 
@@ -14,4 +15,5 @@ mod common;
 mod conformance;
 mod loops;
 mod parallel;
+mod platform;
 mod threads_only;
