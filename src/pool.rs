@@ -623,6 +623,21 @@ impl<B: Backend> Pool<B> {
         engine::map_blocking(&**self.backend, Unary(f), items, &self.opts)
     }
 
+    /// `map` with a task that is not a plain function (the cache's).
+    pub(crate) fn run_map<'s, T, X, R>(
+        &self,
+        task: T,
+        items: impl IntoIterator<Item = X>,
+    ) -> std::result::Result<Vec<R>, MapError<R>>
+    where
+        B: Runs<'s, T, X, R>,
+        T: 's,
+        X: 's,
+        R: Send + 's,
+    {
+        engine::map_blocking(&**self.backend, task, items, &self.opts)
+    }
+
     /// Like [`map`](Pool::map), for a function of several arguments: each
     /// item is a tuple of arguments, `f(a, b, …)` (Python's `starmap`).
     ///
