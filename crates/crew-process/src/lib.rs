@@ -212,6 +212,10 @@ impl Backend for Processes {
     fn timeline(&self) -> Option<&Arc<Timeline>> {
         self.shared.timeline.as_ref()
     }
+
+    fn worker_pids(&self) -> Vec<u32> {
+        self.shared.worker_pids()
+    }
 }
 
 /// The completion of a single call.
