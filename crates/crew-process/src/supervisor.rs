@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crew_core::{Error, Timeline};
+use crew_core::{Error, MarkKind, Timeline};
 
 use crate::spawn::{Spawned, describe_exit, has_exited, kill_group, spawn_worker};
 use crate::wire::{self, Fields, Inbox, Outbox, Read};
@@ -543,6 +543,7 @@ impl Shared {
 
 fn proxy_main(shared: Arc<Shared>, slot: usize) {
     let mut seq = ((slot as u64 + 1) << 40) + 1;
+    let mut spawned = false;
     loop {
         {
             let mut pids = lock(&shared.pids);
@@ -561,6 +562,14 @@ fn proxy_main(shared: Arc<Shared>, slot: usize) {
         let started = match spawn_worker(shared.config.memory_limit, true) {
             Ok(worker) => {
                 shared.set_slot(slot, Slot::Running(worker.child.id()));
+                if let (Some(t), true) = (&shared.timeline, spawned) {
+                    t.mark(
+                        slot,
+                        MarkKind::Restart,
+                        format!("pid {}", worker.child.id()),
+                    );
+                }
+                spawned = true;
                 drive(&shared, slot, worker, &mut seq)
             }
             Err(e) => {
@@ -1007,6 +1016,9 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             ));
         }
     }
+    if let Some(t) = &shared.timeline {
+        mark_exit(t, slot, &kill, stopping && status.success(), &cause, shared);
+    }
     if !hello {
         let why = match &kill {
             Some(Kill::Protocol(m)) => m.clone(),
@@ -1027,6 +1039,35 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         isolating,
     );
     hello
+}
+
+/// Marks on the timeline why a worker ended, unless it stopped as asked.
+fn mark_exit(
+    t: &Timeline,
+    slot: usize,
+    kill: &Option<Kill>,
+    clean: bool,
+    cause: &str,
+    shared: &Shared,
+) {
+    let (kind, detail) = match kill {
+        Some(Kill::Timeout) => (
+            MarkKind::Timeout,
+            format!(
+                "a task ran past its {:?} timeout: worker killed",
+                shared.config.task_timeout.unwrap_or_default()
+            ),
+        ),
+        Some(Kill::Cancelled) => (
+            MarkKind::Kill,
+            "killed to cancel its running task".to_owned(),
+        ),
+        Some(Kill::Terminated) => (MarkKind::Kill, "killed: the pool terminated".to_owned()),
+        Some(Kill::Protocol(m)) => (MarkKind::Kill, format!("killed: {m}")),
+        None if clean => return,
+        None => (MarkKind::Crash, format!("worker {cause}")),
+    };
+    t.mark(slot, kind, detail);
 }
 
 /// Decodes and delivers the results read from a worker.
