@@ -726,6 +726,8 @@ fn handle_note(shared: &Arc<Shared>, note: Note) {
 struct CallCompletion<R: Send> {
     promise: Option<Promise<Result<R>>>,
     number: Option<usize>,
+    /// The task's name, for the timeline.
+    name: &'static str,
 }
 
 impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
@@ -748,7 +750,7 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
                 let worker = at.base + worker as usize;
                 let (result, span) = remote::decode_call::<R>(&output);
                 if let (Some(t), Some((start, end)), Some(n)) = (at.timeline, span, self.number) {
-                    t.record(worker, n, at.instant(start), at.instant(end));
+                    t.record(worker, n, self.name, at.instant(start), at.instant(end));
                 }
                 p.complete(result.map_err(|e| e.with_worker(worker)));
             }
@@ -764,6 +766,8 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
 /// The completion of a map chunk.
 struct ChunkCompletion<'s, R> {
     sink: Option<ChunkSink<'s, R>>,
+    /// The task's name, for the timeline.
+    name: &'static str,
     len: usize,
     sent: Instant,
 }
@@ -786,6 +790,7 @@ impl<R: Send + DeserializeOwned> Completion for ChunkCompletion<'_, R> {
                         t.record(
                             worker,
                             sink.offset() + pos,
+                            self.name,
                             at.instant(start),
                             at.instant(end),
                         );
@@ -820,6 +825,7 @@ where
 {
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ClusterJob<'s> {
         let entry = remote::call_task::<T, X, R>(&task);
+        let name = task.name().and_then(crew_core::task_name).unwrap_or("call");
         drop(task);
         match remote::encode(&input) {
             Ok(bytes) => ClusterJob {
@@ -829,6 +835,7 @@ where
                 completion: Some(Box::new(CallCompletion {
                     promise: Some(promise),
                     number: self.shared().timeline.as_ref().map(|t| t.next_call()),
+                    name,
                 })),
             },
             Err(e) => {
@@ -840,6 +847,7 @@ where
 
     fn chunk_job(&self, task: Arc<T>, chunk: Chunk<X>, sink: ChunkSink<'s, R>) -> ClusterJob<'s> {
         let entry = remote::chunk_task::<T, X, R>(&*task);
+        let name = task.name().and_then(crew_core::task_name).unwrap_or("map");
         drop(task);
         let len = chunk.len();
         let items = remote::encode_items(chunk.as_slice());
@@ -851,6 +859,7 @@ where
                 notify_start: false,
                 completion: Some(Box::new(ChunkCompletion {
                     sink: Some(sink),
+                    name,
                     len,
                     sent: Instant::now(),
                 })),
