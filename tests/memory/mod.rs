@@ -480,8 +480,12 @@ fn shared_arrays_store_their_values_and_come_back_as_new_arrays() {
     // A new array, not the first one's memory: writing one leaves the other.
     again.set(0, -1.0);
     assert_eq!(first.get(0), Some(0.0));
+    // It crosses to a worker process like any Array (while this process
+    // holds it: a handle is opened from a live holder).
+    let pool = Pool::processes(1).unwrap();
     let want: f64 = (0..n).map(|i| i as f64 * 0.25).sum::<f64>() - 1.0;
-    assert_eq!(array_sum(again), want);
+    assert_eq!(pool.apply(array_sum, (again.clone(),)).unwrap(), want);
+    drop(again);
     // `call` does not store a handle to this run's memory.
     let plain = mem.cache(shared_ramp);
     plain.call((10,));
