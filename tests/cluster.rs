@@ -13,5 +13,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
+#[path = "cluster/api.rs"]
+mod api;
 #[path = "cluster/faults.rs"]
 mod faults;
