@@ -17,6 +17,11 @@ fn add(x: i64, y: i64) -> i64 {
     x + y
 }
 
+#[crew::task(name = "tasks.total")]
+fn total(xs: Vec<i64>) -> i64 {
+    xs.iter().sum()
+}
+
 #[crew::task(name = "tasks.scale")]
 fn scale(xs: Vec<f64>, by: f64) -> Vec<f64> {
     xs.iter().map(|x| x * by).collect()
@@ -229,6 +234,14 @@ fn python_client_runs_rust_tasks() {
     // The node outlived the segfault and the killed task.
     assert_eq!(ok(&r["after_crash"]), 15);
     assert_eq!(ok(&r["chain"]), 113);
+    // A chord whose header and body are Rust tasks completes; a failed
+    // member fails the body instead of hanging it.
+    assert_eq!(ok(&r["chord"]), 12);
+    let chord_failed = err(&r["chord_failed"]);
+    assert!(
+        chord_failed.contains("ChordError") && chord_failed.contains("member"),
+        "{chord_failed}"
+    );
 }
 
 #[test]

@@ -557,6 +557,10 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
         {
             after.push(next);
         }
+        let chord = chord_member(shared, &mut backend, &msg, &outcome);
+        if let Some(Chord::Fire(body, _)) = &chord {
+            after.push(body.clone());
+        }
         let origin = shared.hostname.clone();
         let r = broker.call(&stop, |con| {
             let mut p = redis::pipe();
@@ -577,11 +581,151 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
         if let Some(Err(e)) = r {
             eprintln!("crew celery node {}: acknowledging: {e}", shared.hostname);
         }
+        if let Some(Chord::Fire(_, keys)) = chord {
+            let cleanup = redis::Script::new(wire::CHORD_CLEANUP);
+            let _ = backend.call(&stop, |con| {
+                cleanup
+                    .key(&keys[5])
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .key(&keys[2])
+                    .key(&keys[3])
+                    .arg(&keys[6])
+                    .arg(300)
+                    .invoke::<i64>(con)
+            });
+        }
         lock(&shared.held).remove(&msg.tag);
         let mut running = lock(&shared.running);
         *running = running.saturating_sub(1);
         shared.room.notify_all();
     }
+}
+
+/// What a chord header member's end did to its chord.
+enum Chord {
+    /// The header is complete and this node claimed the body: send it,
+    /// then clean up with these keys (`.j .t .s .d` group `.c`, then the
+    /// claim token).
+    Fire(Outgoing, Vec<String>),
+}
+
+/// Records the result of a chord header member; when it completes the
+/// header, either sends back the body to run (all succeeded) or fails the
+/// body with a `ChordError` (a member failed), as Celery's Redis backend
+/// does.
+fn chord_member(
+    shared: &Shared,
+    backend: &mut Link,
+    msg: &Message,
+    outcome: &Outcome,
+) -> Option<Chord> {
+    let callback = msg.embed.get("chord").and_then(Value::as_object)?;
+    let gid = msg.header("group")?;
+    let score = msg
+        .headers
+        .get("group_index")
+        .and_then(Value::as_u64)
+        .map_or_else(|| "+inf".to_owned(), |i| i.to_string());
+    let key = |suffix: &str| format!("{}{gid}{suffix}", wire::TASKSET);
+    let token = wire::new_id();
+    let keys = vec![
+        key(".j"),
+        key(".t"),
+        key(".s"),
+        key(".d"),
+        key(""),
+        key(".c"),
+        token.clone(),
+    ];
+    let part = wire::chord_part(&msg.id, outcome);
+    let script = redis::Script::new(wire::CHORD_PART);
+    let stop = || false;
+    let claimed = backend.call(&stop, |con| {
+        script
+            .key(&keys[..6])
+            .arg(&msg.id)
+            .arg(&part)
+            .arg(&score)
+            .arg(wire::RESULT_EXPIRES_S)
+            .arg(10)
+            .arg(&token)
+            .invoke::<i64>(con)
+    });
+    match claimed {
+        Some(Ok(1)) => {}
+        Some(Err(e)) => {
+            eprintln!("crew celery node {}: chord {gid}: {e}", shared.hostname);
+            return None;
+        }
+        _ => return None,
+    }
+    let parts: Vec<String> = match backend.call(&stop, |con| {
+        redis::cmd("ZRANGE").arg(&keys[0]).arg(0).arg(-1).query(con)
+    }) {
+        Some(Ok(p)) => p,
+        _ => return None,
+    };
+    let mut results = Vec::with_capacity(parts.len());
+    let mut failed = None;
+    for p in &parts {
+        let v: Value = serde_json::from_str(p).unwrap_or(Value::Null);
+        let state = v.get(2).and_then(Value::as_str).unwrap_or("");
+        if matches!(state, "FAILURE" | "REVOKED") && failed.is_none() {
+            let tid = v.get(1).and_then(Value::as_str).unwrap_or("?").to_owned();
+            let exc = v.get(3).cloned().unwrap_or(Value::Null);
+            let name = exc.get("exc_type").and_then(Value::as_str).unwrap_or("Exception");
+            let text = match exc.get("exc_message") {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            failed = Some(format!("Dependency {tid} raised {name}('{text}')"));
+        }
+        results.push(v.get(3).cloned().unwrap_or(Value::Null));
+    }
+    let callback_id = callback
+        .get("options")
+        .and_then(|o| o.get("task_id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(reason) = failed {
+        // Fail the body, and drop the chord size so a late copy of a
+        // member cannot fail it again.
+        if let Some(cid) = callback_id {
+            let err = JsonError {
+                exc_type: "ChordError".into(),
+                exc_module: "celery.exceptions".into(),
+                message: reason.clone(),
+            };
+            let payload = wire::meta(&cid, &Outcome::Failure(err, format!("{reason}\n")));
+            let meta_key = format!("{}{cid}", wire::META);
+            let _ = backend.call(&stop, |con| {
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&meta_key)
+                    .arg(&payload)
+                    .arg("EX")
+                    .arg(wire::RESULT_EXPIRES_S)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(&meta_key)
+                    .arg(&payload)
+                    .ignore()
+                    .cmd("DEL")
+                    .arg(&keys[2])
+                    .ignore()
+                    .query::<()>(con)
+            });
+        }
+        return None;
+    }
+    let body = signature_message(callback, Some(Value::Array(results)), msg, Vec::new())?;
+    Some(Chord::Fire(body, keys))
 }
 
 /// The next task of a chain this message is part of, given its result:
@@ -590,7 +734,18 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
 fn next_in_chain(msg: &Message, result: &Value) -> Option<Outgoing> {
     let mut chain = msg.embed.get("chain")?.as_array()?.clone();
     let sig = chain.pop()?;
-    let sig = sig.as_object()?;
+    signature_message(sig.as_object()?, Some(result.clone()), msg, chain)
+}
+
+/// The message of a signature (a dict of `task`, `args`, `kwargs`,
+/// `options`, `immutable`) sent after `parent`: `prepend` goes before its
+/// arguments unless it is immutable, `chain` is what remains of a chain.
+fn signature_message(
+    sig: &serde_json::Map<String, Value>,
+    prepend: Option<Value>,
+    parent: &Message,
+    chain: Vec<Value>,
+) -> Option<Outgoing> {
     let task = sig.get("task")?.as_str()?.to_owned();
     let options = sig
         .get("options")
@@ -602,12 +757,13 @@ fn next_in_chain(msg: &Message, result: &Value) -> Option<Outgoing> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if !sig
-        .get("immutable")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
+    if let Some(v) = prepend
+        && !sig
+            .get("immutable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     {
-        args.insert(0, result.clone());
+        args.insert(0, v);
     }
     let kwargs = sig
         .get("kwargs")
@@ -626,43 +782,28 @@ fn next_in_chain(msg: &Message, result: &Value) -> Option<Outgoing> {
             Value::Array(chain)
         },
     );
-    let queue = options
-        .get("queue")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| {
-            options
-                .get("routing_key")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "celery".into());
+    let text = |k: &str| options.get(k).and_then(Value::as_str).map(str::to_owned);
     let f = |k: &str| options.get(k).and_then(Value::as_f64);
     Some(Outgoing {
-        id: options
-            .get("task_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(wire::new_id),
+        id: text("task_id").unwrap_or_else(wire::new_id),
         task,
         args,
         kwargs,
         embed,
-        queue,
+        queue: text("queue")
+            .or_else(|| text("routing_key"))
+            .unwrap_or_else(|| "celery".into()),
         priority: options
             .get("priority")
             .and_then(Value::as_u64)
             .unwrap_or(0)
             .min(9) as u8,
-        root_id: msg
+        root_id: parent
             .header("root_id")
             .map(str::to_owned)
-            .or_else(|| Some(msg.id.clone())),
-        parent_id: Some(msg.id.clone()),
-        group: options
-            .get("group_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+            .or_else(|| Some(parent.id.clone())),
+        parent_id: Some(parent.id.clone()),
+        group: text("group_id"),
         group_index: options.get("group_index").and_then(Value::as_u64),
         countdown: f("countdown"),
         expires: None,
