@@ -360,3 +360,47 @@ fn a_python_worker_and_a_crew_node_share_a_queue() {
     assert_eq!(who.len(), 60);
     assert!(who.contains(&"rust") && who.contains(&"python"), "{who:?}");
 }
+
+#[test]
+fn celery_events_dump_shows_the_node() {
+    let s = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events");
+    let dump = Command::new(python())
+        .args(["-m", "celery", "-A", "crewtest", "events", "--dump"])
+        .current_dir(here())
+        .env("CREW_TEST_REDIS", s.url())
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start celery events --dump");
+    let _dump = Kid(dump);
+    let _node = s.node(1, 3_600_000);
+    // Tasks until the dump has shown the node's events (it subscribes at
+    // some point after starting; events sent before are not seen).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = s.drive(&["send", "tasks.add", "[20, 22]", "0"]);
+        let id = r["id"].as_str().unwrap().to_owned();
+        assert_eq!(ok(&s.drive(&["wait", &id, "30"])["result"]), 42);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let mine = |what: &str| {
+            text.lines()
+                .any(|l| l.starts_with("crew@") && l.contains(what))
+        };
+        if mine("task received")
+            && mine("task started")
+            && mine("task succeeded")
+            && mine(&id)
+            && mine("heartbeat")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dump never showed the node:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
