@@ -30,6 +30,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crew_core::engine::{Chunk, ChunkOut, ChunkSink};
 use crew_core::{Backend, Call, Error, Promise, Result, Runs, Timeline};
 
+pub use entry::NonCapturing;
 use entry::{
     CallWire, ChunkWire, assert_non_capturing, call_entry, chunk_entry, init_entry, instant_of,
     offset_of,
@@ -131,7 +132,7 @@ impl Processes {
     /// `is_protocol` if the arguments cannot be encoded.
     pub fn initializer<F, A, S>(f: F, args: A) -> Result<(u64, Vec<u8>)>
     where
-        crew_core::Star<F>: Call<A, S>,
+        crew_core::Star<F>: Call<A, S> + NonCapturing,
         F: Send + Sync + 'static,
         A: Serialize + DeserializeOwned,
         S: std::any::Any + Send + Sync,
@@ -465,14 +466,14 @@ where
 // "add `move`" (E0373), which only leads to the same check.
 impl<'s, T, X, R> Runs<'s, T, X, R> for Processes
 where
-    T: Call<X, R> + Send + Sync,
+    T: Call<X, R> + NonCapturing + Send + Sync,
     X: Serialize + DeserializeOwned + Send + 's,
     R: Serialize + DeserializeOwned + Send + 's,
 {
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ProcJob<'s> {
         const { assert_non_capturing::<T>() };
         let name = task.name().and_then(crew_core::task_name).unwrap_or("call");
-        drop(task);
+        let _ = task;
         match postcard::to_allocvec(&input) {
             Ok(payload) => ProcJob::new(
                 offset_of(call_entry::<T, X, R>),

@@ -75,7 +75,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
     /// ```
     pub fn new<F, A>(f: F, args: A) -> Process<R>
     where
-        Star<F>: Call<A, R>,
+        Star<F>: Call<A, R> + crate::NonCapturing,
         F: Send + Sync + 'static,
         A: Serialize + DeserializeOwned,
     {
