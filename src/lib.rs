@@ -52,6 +52,15 @@
 //! ```
 #![deny(missing_docs)]
 
+// crew's worker processes and shared memory are built on Linux kernel
+// interfaces (see the README, "Supported systems"): say so, rather than let
+// the build fail on a missing `libc` item.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "crew runs on Linux only (kernel 3.17+: memfd, robust futexes, PR_SET_PDEATHSIG; pidfd from 5.3): \
+     this target is not supported; see the README, \"Supported systems\""
+);
+
 mod executor;
 pub mod memory;
 mod parallel;
@@ -61,8 +70,9 @@ pub mod registry;
 pub use crew_core::engine::Imap;
 pub use crew_core::{
     AsCompleted, AsCompletedTimeout, AsyncResult, Backend, Error, Future, MapAsyncResult, MapError,
-    ParRange, ProgressStyle, Result, ReturnWhen, Schedule, Span, Threads, Timeline, Waited,
-    as_completed, as_completed_timeout, cpu_count, par_for_each_mut, prange, wait, worker_state,
+    Mark, MarkKind, ParRange, ProgressStyle, Result, ReturnWhen, Schedule, Span, Threads, Timeline,
+    Waited, as_completed, as_completed_timeout, cpu_count, par_for_each_mut, prange, wait,
+    worker_state,
 };
 pub use crew_macros::{main, task};
 pub use crew_process::{Process, ProcessConfig, Processes};

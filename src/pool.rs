@@ -398,7 +398,7 @@ impl<K> PoolBuilder<K> {
     ///
     /// ```
     /// let pool = crew::Pool::builder().threads(2).progress(true).build()?;
-    /// // Reports on stderr: `[Pool(threads=2)]: Done 100 out of 100 | elapsed: 0.0s finished`.
+    /// // Reports on stderr: `[Pool(threads=2)]: Done 100 out of 100 | elapsed: 0.0s finished | 1.2M it/s`.
     /// assert_eq!(pool.map(|x: u32| x, 0..100)?.len(), 100);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -606,7 +606,7 @@ impl<B: Backend> Pool<B> {
     /// This pool, showing (or not) the progress of the calls made through it:
     /// an indicatif bar with rate and ETA on a terminal, joblib-style lines
     /// (`[Pool(threads=2)]: Done  40 out of 100 | elapsed: 1.2s remaining:
-    /// 1.8s`) when stderr is not a terminal.
+    /// 1.8s | 33.3 it/s`) when stderr is not a terminal.
     ///
     /// # Examples
     ///

@@ -403,6 +403,66 @@ fn large_float_results_are_read_in_place() {
     assert_eq!(small[9], 4.5);
 }
 
+fn halves(n: usize) -> Vec<f32> {
+    (0..n).map(|i| i as f32 / 2.0).collect()
+}
+
+fn empty(_: u8) -> Vec<f64> {
+    Vec::new()
+}
+
+#[test]
+fn float_vectors_of_every_size_read_back_equal() {
+    let dir = folder();
+    let mem = Memory::new(dir.path()).unwrap();
+    let f = mem.cache(halves);
+    for n in [0, 1, 127, 128, 300_000] {
+        let computed = f.call((n,));
+        assert!(f.call((n,)) == computed, "{n} f32s");
+        assert!(*f.call_mapped((n,)) == computed[..], "{n} f32s mapped");
+    }
+    assert!(mem.cache(empty).call((0,)).is_empty());
+    assert!(mem.cache(empty).call((0,)).is_empty());
+    assert_eq!(mem.stats().hits, 11);
+    assert_eq!(mem.stats().corrupt, 0);
+}
+
+fn shared_ramp(n: usize) -> crew::shm::Array<f64> {
+    RAMP_ARRAYS.fetch_add(1, Ordering::SeqCst);
+    let values: Vec<f64> = (0..n).map(|i| i as f64 * 0.25).collect();
+    crew::shm::Array::from_slice(&values).unwrap()
+}
+
+static RAMP_ARRAYS: AtomicUsize = AtomicUsize::new(0);
+
+fn array_sum(a: crew::shm::Array<f64>) -> f64 {
+    a.to_vec().iter().sum()
+}
+
+#[test]
+fn shared_arrays_store_their_values_and_come_back_as_new_arrays() {
+    let dir = folder();
+    let mem = Memory::new(dir.path()).unwrap();
+    let f = mem.cache(shared_ramp);
+    let n = 1 << 18; // 2 MB: read through a map
+    let first = f.call_array((n,)).unwrap();
+    let again = f.call_array((n,)).unwrap();
+    assert_eq!(RAMP_ARRAYS.load(Ordering::SeqCst), 1);
+    assert!(again.to_vec() == first.to_vec());
+    // A new array, not the first one's memory: writing one leaves the other.
+    again.set(0, -1.0);
+    assert_eq!(first.get(0), Some(0.0));
+    let want: f64 = (0..n).map(|i| i as f64 * 0.25).sum::<f64>() - 1.0;
+    assert_eq!(array_sum(again), want);
+    // `call` does not store a handle to this run's memory.
+    let plain = mem.cache(shared_ramp);
+    plain.call((10,));
+    plain.call((10,));
+    assert_eq!(RAMP_ARRAYS.load(Ordering::SeqCst), 3);
+    assert!(!plain.check_call_in_cache(&(10,)));
+    assert_eq!(entries(dir.path()).len(), 1);
+}
+
 #[cfg(target_os = "linux")]
 mod unwritable {
     //! A folder that cannot be written: read-only (tested as another user

@@ -16,7 +16,7 @@ use bench::harness::IdleGate;
 use bench::overhead::OverheadOptions;
 use bench::python::{DEFAULT_METHODS, PythonOptions};
 use bench::seeds::Sizes;
-use bench::{SeedsOptions, repo_root};
+use bench::{SeedsOptions, default_anchors, default_target, prepare_dir};
 
 /// crew: Python's multiprocessing, concurrent.futures and joblib, in Rust.
 #[derive(Debug, Parser)]
@@ -127,7 +127,8 @@ struct MemoryArgs {
 #[derive(Debug, Clone, Args)]
 struct Common {
     /// Where the reports go (`<DIR>/crew-bench/`, `<DIR>/crew-demo/`);
-    /// default: `target/` of the workspace around the current folder.
+    /// default: `target/` of the Cargo project around the current folder,
+    /// else the current folder.  Created if missing.
     #[arg(long, value_name = "DIR", global = true)]
     target_dir: Option<PathBuf>,
     /// Do not wait for idle CPUs before each round.
@@ -140,10 +141,11 @@ struct Common {
 }
 
 impl Common {
+    /// The reports' folder, created, as a clean absolute path; if it cannot
+    /// be created, the path as given (writing the first report says why).
     fn target(&self) -> PathBuf {
-        self.target_dir
-            .clone()
-            .unwrap_or_else(|| repo_root().join("target"))
+        let dir = self.target_dir.clone().unwrap_or_else(default_target);
+        prepare_dir(&dir).unwrap_or(dir)
     }
 
     fn gate(&self, default: IdleGate) -> IdleGate {
@@ -177,7 +179,8 @@ struct OverheadArgs {
     /// Adds rows from the Python anchors (`python/overhead.py`).
     #[arg(long)]
     python: bool,
-    /// The anchors folder; default `../shared/anchors` beside the repository.
+    /// The anchors folder; default `../shared/anchors` beside the Cargo
+    /// project around the current folder.
     #[arg(long, value_name = "DIR")]
     anchors: Option<PathBuf>,
     /// The Python methods to run (names from overhead.py).
@@ -208,7 +211,8 @@ struct SeedsArgs {
     /// and joblib).
     #[arg(long)]
     python: bool,
-    /// The anchors folder; default `../shared/anchors` beside the repository.
+    /// The anchors folder; default `../shared/anchors` beside the Cargo
+    /// project around the current folder.
     #[arg(long, value_name = "DIR")]
     anchors: Option<PathBuf>,
     #[command(flatten)]
@@ -224,10 +228,7 @@ fn overhead_options(a: &OverheadArgs) -> OverheadOptions {
         workers: a.workers,
         gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
         python: a.python.then(|| PythonOptions {
-            anchors: a
-                .anchors
-                .clone()
-                .unwrap_or_else(|| repo_root().join("../shared/anchors")),
+            anchors: a.anchors.clone().unwrap_or_else(default_anchors),
             tasks: a.tasks,
             rounds: a.python_rounds,
             methods: a.python_methods.clone(),
@@ -276,11 +277,9 @@ fn main() -> anyhow::Result<()> {
                     gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
                     target: a.common.target(),
                     processes: !a.no_processes,
-                    python: a.python.then(|| {
-                        a.anchors
-                            .clone()
-                            .unwrap_or_else(|| repo_root().join("../shared/anchors"))
-                    }),
+                    python: a
+                        .python
+                        .then(|| a.anchors.clone().unwrap_or_else(default_anchors)),
                 })?;
             }
             Suite::Startup(a) => {

@@ -5,6 +5,15 @@
 //! Users name the `crew` crate; see `Pool::processes` there.
 #![deny(missing_docs)]
 
+// crew's worker processes and shared memory are built on Linux kernel
+// interfaces (see the README, "Supported systems"): say so, rather than let
+// the build fail on a missing `libc` item.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "crew runs on Linux only (kernel 3.17+: memfd, robust futexes, PR_SET_PDEATHSIG; pidfd from 5.3): \
+     this target is not supported; see the README, \"Supported systems\""
+);
+
 mod entry;
 mod process;
 mod spawn;
@@ -215,6 +224,8 @@ struct CallCompletion<R: Send> {
     attempts: u32,
     /// Submission number for the timeline, if the pool keeps one.
     number: Option<usize>,
+    /// The span's name on the timeline.
+    name: &'static str,
 }
 
 impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
@@ -240,7 +251,7 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
         let outcome = match postcard::from_bytes::<CallWire<R>>(output) {
             Ok(CallWire { result, span }) => {
                 if let (Some(t), Some((start, end)), Some(n)) = (timeline, span, self.number) {
-                    t.record(worker, n, instant_of(start), instant_of(end));
+                    t.record(worker, n, self.name, instant_of(start), instant_of(end));
                 }
                 result.map_err(|e| e.into_error().with_worker(worker))
             }
@@ -289,6 +300,8 @@ struct ChunkCompletion<'s, X, R> {
     /// items the current payload holds, and every settled outcome.
     partial: Option<Partial<R>>,
     started: Instant,
+    /// The spans' name on the timeline.
+    name: &'static str,
     _input: std::marker::PhantomData<fn(X)>,
 }
 
@@ -354,6 +367,7 @@ where
                         t.record(
                             worker,
                             sink.offset() + pos,
+                            self.name,
                             instant_of(start),
                             instant_of(end),
                         );
@@ -452,6 +466,7 @@ where
 {
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ProcJob<'s> {
         const { assert_non_capturing::<T>() };
+        let name = task.name().and_then(crew_core::task_name).unwrap_or("call");
         drop(task);
         match postcard::to_allocvec(&input) {
             Ok(payload) => ProcJob::new(
@@ -461,6 +476,7 @@ where
                     promise: Some(promise),
                     attempts: 0,
                     number: self.shared.timeline.as_ref().map(|t| t.next_call()),
+                    name,
                 }),
             ),
             Err(e) => {
@@ -474,6 +490,7 @@ where
 
     fn chunk_job(&self, task: Arc<T>, chunk: Chunk<X>, sink: ChunkSink<'s, R>) -> ProcJob<'s> {
         const { assert_non_capturing::<T>() };
+        let name = task.name().and_then(crew_core::task_name).unwrap_or("map");
         drop(task);
         let len = chunk.len();
         // Sized up front: growing a multi-megabyte buffer by doubling
@@ -490,6 +507,7 @@ where
                     len,
                     partial: None,
                     started: Instant::now(),
+                    name,
                     _input: std::marker::PhantomData,
                 }),
             ),

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crew_core::{Error, Timeline};
+use crew_core::{Error, MarkKind, Timeline};
 
 use crate::spawn::{Spawned, describe_exit, has_exited, kill_group, spawn_worker};
 use crate::wire::{self, Fields, Inbox, Outbox, Read};
@@ -588,6 +588,7 @@ thread_local! {
 fn proxy_main(shared: Arc<Shared>, slot: usize) {
     PROXY_OF.with(|p| p.set(Arc::as_ptr(&shared) as usize));
     let mut seq = ((slot as u64 + 1) << 40) + 1;
+    let mut spawned = false;
     loop {
         {
             let mut pids = lock(&shared.pids);
@@ -606,6 +607,14 @@ fn proxy_main(shared: Arc<Shared>, slot: usize) {
         let started = match spawn_worker(shared.config.memory_limit, true) {
             Ok(worker) => {
                 shared.set_slot(slot, Slot::Running(worker.child.id()));
+                if let (Some(t), true) = (&shared.timeline, spawned) {
+                    t.mark(
+                        slot,
+                        MarkKind::Restart,
+                        format!("pid {}", worker.child.id()),
+                    );
+                }
+                spawned = true;
                 drive(&shared, slot, worker, &mut seq)
             }
             Err(e) => {
@@ -1111,6 +1120,9 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             ));
         }
     }
+    if let Some(t) = &shared.timeline {
+        mark_exit(t, slot, &kill, stopping && status.success(), &cause, shared);
+    }
     if !hello {
         let why = match &kill {
             Some(Kill::Protocol(m)) => m.clone(),
@@ -1131,6 +1143,35 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         isolating,
     );
     hello
+}
+
+/// Marks on the timeline why a worker ended, unless it stopped as asked.
+fn mark_exit(
+    t: &Timeline,
+    slot: usize,
+    kill: &Option<Kill>,
+    clean: bool,
+    cause: &str,
+    shared: &Shared,
+) {
+    let (kind, detail) = match kill {
+        Some(Kill::Timeout) => (
+            MarkKind::Timeout,
+            format!(
+                "a task ran past its {:?} timeout: worker killed",
+                shared.config.task_timeout.unwrap_or_default()
+            ),
+        ),
+        Some(Kill::Cancelled) => (
+            MarkKind::Kill,
+            "killed to cancel its running task".to_owned(),
+        ),
+        Some(Kill::Terminated) => (MarkKind::Kill, "killed: the pool terminated".to_owned()),
+        Some(Kill::Protocol(m)) => (MarkKind::Kill, format!("killed: {m}")),
+        None if clean => return,
+        None => (MarkKind::Crash, format!("worker {cause}")),
+    };
+    t.mark(slot, kind, detail);
 }
 
 /// Decodes and delivers the results read from a worker.
