@@ -97,6 +97,44 @@ impl Pool<Processes> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
+    /// A closure that captures a variable does not compile, with or without
+    /// `move`; the error says "a process task cannot capture its
+    /// environment … pass the data as an argument", and names the closure
+    /// by its file and line (`{closure@src/main.rs:4:22: 4:30}`):
+    ///
+    /// ```compile_fail,E0080
+    /// let pool = crew::Pool::processes(2)?;
+    /// let prefix = String::from("n=");
+    /// let v = pool.map(|x: u32| format!("{prefix}{x}"), 0..4)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// ```compile_fail,E0080
+    /// let pool = crew::Pool::processes(2)?;
+    /// let prefix = String::from("n=");
+    /// let v = pool.map(move |x: u32| format!("{prefix}{x}"), 0..4)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// The fix: pass the data as an argument.
+    ///
+    /// ```
+    /// let pool = crew::Pool::processes(2)?;
+    /// let prefix = String::from("n=");
+    /// let v = pool.starmap(|p: String, x: u32| format!("{p}{x}"), (0..2).map(|x| (prefix.clone(), x)))?;
+    /// assert_eq!(v, ["n=0", "n=1"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// The check runs when the program is built (`cargo build`, `cargo
+    /// test`, `cargo run`), not in `cargo check` (what an editor runs): it
+    /// looks at the size of the task's type, which only code generation
+    /// computes, and stable Rust has no trait bound meaning "captures
+    /// nothing" that `cargo check` could test. The async calls
+    /// (`apply_async`, `map_async`, `imap`, …) need a `'static` task on every
+    /// back-end, so there a closure that borrows first meets rustc's E0373
+    /// ("use the `move` keyword"); with `move` it meets the check above.
+    ///
     /// # Errors
     ///
     /// `is_invalid_input` for `n == 0`; `is_io` if a supervising thread

@@ -1466,10 +1466,7 @@ impl CacheHandle {
             verbose: self.verbose,
             shared: Arc::default(),
         };
-        let id = Identity {
-            name: self.name.clone(),
-            base: self.base,
-        };
+        let id = Identity::new(self.name.clone(), self.base);
         memory.run(&id, &self.ignore, f, args, false)
     }
 }

@@ -458,9 +458,13 @@ where
     }
 }
 
+// `T` need not be `'static`: it is never stored (only its type crosses, as
+// a trampoline), and a closure that borrows must reach the check below,
+// whose message says what to do, rather than stop at the borrow checker's
+// "add `move`" (E0373), which only leads to the same check.
 impl<'s, T, X, R> Runs<'s, T, X, R> for Processes
 where
-    T: Call<X, R> + Send + Sync + 'static,
+    T: Call<X, R> + Send + Sync,
     X: Serialize + DeserializeOwned + Send + 's,
     R: Serialize + DeserializeOwned + Send + 's,
 {

@@ -6,7 +6,9 @@
 //! `README.md` beside this file for the protocol and the rules.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::event::{PollFd, PollFlags};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -264,25 +266,32 @@ fn take_all(q: &mut Queue) -> Vec<ProcJob<'static>> {
 }
 
 fn eventfd() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the fd is owned below.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use rustix::event::EventfdFlags;
+    Ok(rustix::event::eventfd(
+        0,
+        EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
+    )?)
 }
 
 fn signal(fd: &OwnedFd) {
-    let one: u64 = 1;
-    // SAFETY: writing 8 bytes from a local to an eventfd.
-    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    // A full counter (2^64 - 2 pending wake-ups) cannot happen; a failed
+    // write would only mean the proxy is already being woken.
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
 fn drain(fd: &OwnedFd) {
-    let mut v: u64 = 0;
-    // SAFETY: reading 8 bytes into a local from a non-blocking eventfd.
-    unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    let mut v = [0u8; 8];
+    let _ = rustix::io::read(fd, &mut v);
+}
+
+/// `poll(2)` with a timeout in milliseconds (negative: none); interrupted
+/// or failed polls return early, and callers re-check their state.
+pub(crate) fn poll_ms(fds: &mut [rustix::event::PollFd<'_>], ms: i32) {
+    let timeout = (ms >= 0).then(|| rustix::event::Timespec {
+        tv_sec: (ms / 1000) as _,
+        tv_nsec: ((ms % 1000) * 1_000_000) as _,
+    });
+    let _ = rustix::event::poll(fds, timeout.as_ref());
 }
 
 impl Shared {
@@ -632,14 +641,10 @@ fn proxy_main(shared: Arc<Shared>, slot: usize) {
             } else {
                 Duration::from_millis(50 << failures.min(5))
             };
-            let mut pfd = libc::pollfd {
-                fd: shared.proxies[slot].wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: polling one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, pause.as_millis() as i32) };
-            drain(&shared.proxies[slot].wake);
+            let wake = &shared.proxies[slot].wake;
+            let mut pfd = [PollFd::new(wake, PollFlags::IN)];
+            poll_ms(&mut pfd, pause.as_millis() as i32);
+            drain(wake);
         }
     }
     let mut alive = lock(&shared.alive);
@@ -664,11 +669,7 @@ struct InFlight {
 }
 
 fn set_nonblocking(fd: &OwnedFd) {
-    // SAFETY: fcntl flag update on our own fd.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
+    let _ = rustix::io::ioctl_fionbio(fd, true);
 }
 
 /// Jobs longer than this are sent one at a time (nothing is gained by
@@ -691,8 +692,8 @@ fn allowance(avg: Option<Duration>) -> usize {
 /// jobs; true if the worker got through its handshake. See the README for
 /// each state.
 fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) -> bool {
-    let sock = worker.sock.as_raw_fd();
     set_nonblocking(&worker.sock);
+    let sock = worker.sock.as_fd();
     let proxy = &shared.proxies[slot];
     let timeout_ns = shared.config.task_timeout.map(|t| t.as_nanos() as u64);
     let mut inbox = Inbox::new();
@@ -865,32 +866,28 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             shared.request_steal(slot);
         }
         if !got && (!hello || !inflight.is_empty() || parked || stopping) {
+            let sock_events = if outbox.is_empty() {
+                PollFlags::IN
+            } else {
+                PollFlags::IN | PollFlags::OUT
+            };
+            // Without a pidfd (Linux before 5.3) the wake fd stands in
+            // for it, watched twice; only a real pidfd says "exited".
             let mut fds = [
-                libc::pollfd {
-                    fd: sock,
-                    events: libc::POLLIN | if outbox.is_empty() { 0 } else { libc::POLLOUT },
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: proxy.wake.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: worker.pidfd.as_ref().map_or(-1, |p| p.as_raw_fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
+                PollFd::new(&worker.sock, sock_events),
+                PollFd::new(&proxy.wake, PollFlags::IN),
+                match &worker.pidfd {
+                    Some(pidfd) => PollFd::new(pidfd, PollFlags::IN),
+                    None => PollFd::new(&proxy.wake, PollFlags::IN),
                 },
             ];
-            // SAFETY: polling three pollfds (a negative fd is ignored).
-            unsafe { libc::poll(fds.as_mut_ptr(), 3, wait_ms) };
-            if fds[1].revents != 0 {
+            poll_ms(&mut fds, wait_ms);
+            let woken = !fds[1].revents().is_empty();
+            // The worker exited; its socket may live on in a process it
+            // started. Read what it sent, then settle.
+            exited |= worker.pidfd.is_some() && !fds[2].revents().is_empty();
+            if woken {
                 drain(&proxy.wake);
-            }
-            if fds[2].revents != 0 {
-                // The worker exited; its socket may live on in a process it
-                // started. Read what it sent, then settle.
-                exited = true;
             }
         }
         if parked {

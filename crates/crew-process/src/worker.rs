@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -72,12 +72,7 @@ static SOLO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(
 static PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writing into a local timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -336,28 +331,26 @@ fn serve_from_env() -> io::Result<()> {
             std::env::remove_var(name);
         }
     }
-    // SAFETY: plain process-attribute syscalls. Workers ignore SIGINT: a
-    // Ctrl-C reaches the whole process group, and the parent decides (by
-    // default it dies, and its workers with it; a parent that handles
-    // SIGINT can `terminate` its pools).
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-    }
-    if let Some(parent) = parent {
-        // SAFETY: getppid cannot fail.
-        if unsafe { libc::getppid() } != parent {
-            // The parent died before we could ask to die with it.
-            return Ok(());
-        }
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // SAFETY: sets a signal's disposition to "ignore", installing no
+    // handler. Workers ignore SIGINT: a Ctrl-C the parent's group gets is
+    // the parent's to decide (by default it dies, and its workers with it;
+    // a parent that handles SIGINT can `terminate` its pools). Pool
+    // workers lead groups of their own, so only `Process` children, in the
+    // parent's group, would see it.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    if let Some(parent) = parent
+        && rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(parent)
+    {
+        // The parent died before we could ask to die with it.
+        return Ok(());
     }
     if let Some(bytes) = memory {
-        let lim = libc::rlimit {
-            rlim_cur: bytes,
-            rlim_max: bytes,
+        let lim = rustix::process::Rlimit {
+            current: Some(bytes),
+            maximum: Some(bytes),
         };
-        // SAFETY: setting our own limit from a valid struct.
-        unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+        let _ = rustix::process::setrlimit(rustix::process::Resource::As, lim);
     }
     // Processes that tasks start must not inherit the socket or the control
     // page: a child holding the socket open would hide our death.
@@ -439,6 +432,19 @@ struct Post {
     /// The task the flusher watches (0: none), and when it started.
     watch: std::sync::Mutex<(u64, Option<Instant>)>,
     wake: std::sync::Condvar,
+    /// Set (under the outbox lock) when `serve` returns: the socket is
+    /// about to close, and the flusher must not touch it any more.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Stops the flusher when `serve` returns, however it returns.
+struct StopFlusher<'a>(&'a Post);
+
+impl Drop for StopFlusher<'_> {
+    fn drop(&mut self) {
+        let _outbox = self.0.outbox();
+        self.0.closed.store(true, Ordering::Release);
+    }
 }
 
 impl Post {
@@ -485,7 +491,11 @@ fn start_flusher(sock: RawFd, post: std::sync::Arc<Post>) -> bool {
                 drop(w);
                 if post.running.load(Ordering::Acquire) == task {
                     let mut outbox = post.outbox();
-                    if !outbox.is_empty() {
+                    if !post.closed.load(Ordering::Acquire) && !outbox.is_empty() {
+                        // SAFETY: `serve` owns the socket open until it
+                        // returns, and sets `closed` (under the lock we
+                        // hold) before it does.
+                        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock) };
                         // A failed write means the parent is gone; the
                         // watchdog ends us.
                         let _ = outbox.flush(sock);
@@ -499,12 +509,15 @@ fn start_flusher(sock: RawFd, post: std::sync::Arc<Post>) -> bool {
 
 /// The worker's loop. `pub(crate)` so its address can serve the fingerprint.
 pub(crate) fn serve(sock: RawFd, control: &Control) {
+    // SAFETY: `run_worker` owns this fd (`sock_owned`) until we return.
+    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock) };
     let mut inbox = Inbox::new();
     let post = std::sync::Arc::new(Post {
         outbox: std::sync::Mutex::new(Outbox::default()),
         running: AtomicU64::new(0),
         watch: std::sync::Mutex::new((0, None)),
         wake: std::sync::Condvar::new(),
+        closed: std::sync::atomic::AtomicBool::new(false),
     });
     let mut out = Vec::new();
     let mut hello = Vec::with_capacity(16);
@@ -521,7 +534,8 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
     }
     // Without a flusher thread (none could start), results wait for the
     // next flush point, as they did before the flusher existed.
-    let flusher = start_flusher(sock, post.clone());
+    let flusher = start_flusher(sock.as_raw_fd(), post.clone());
+    let _stop = StopFlusher(&post);
     let mut last_flush = Instant::now();
     let mut tasks = 0u64;
     let mut jobs = 0u64;
@@ -645,7 +659,7 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
     }
 }
 
-fn fatal(sock: RawFd, post: &Post, message: &str) {
+fn fatal(sock: std::os::fd::BorrowedFd<'_>, post: &Post, message: &str) {
     eprintln!("crew worker {}: {message}", std::process::id());
     let mut outbox = post.outbox();
     let _ = outbox.push(wire::FATAL, wire::FATAL, message.as_bytes(), &[]);
