@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
 # Every test of the workspace: unit tests, the conformance suite, the fault
 # tests, every example, the CLI, and the doctests. This is the README's test
-# command, and CI runs it (.ci/run). Needs only cargo (and rustup, with
-# which ci/msrv.sh and ci/other-systems.sh fetch the minimum Rust version and
-# the macOS target's std); no service, no root.
+# command, and CI runs it (.ci/run). Needs cargo (and rustup, with which
+# ci/msrv.sh and ci/other-systems.sh fetch the minimum Rust version and the
+# macOS target's std), and redis-server (Redis 7 or newer; the cluster tests
+# start their own on a private port): installed here when missing if we are
+# root with apt-get, else we stop and say how.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "ci/test.sh: installing redis-server for the cluster tests" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "ci/test.sh: the cluster tests need redis-server (Redis 7 or newer) on PATH;" >&2
+        echo "  install it, e.g. 'sudo apt-get install redis-server' (Debian/Ubuntu)" >&2
+        echo "  or 'brew install redis', then run this again" >&2
+        exit 1
+    fi
+fi
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -63,8 +63,10 @@ enum Suite {
     Seeds(SeedsArgs),
     /// From creating a pool to its first result: processes, threads, rayon.
     Startup(SmallArgs),
-    /// 10 MB into and out of a worker process: serde bytes vs shared memory.
-    Transfer(SmallArgs),
+    /// 10 MB into and out of a worker process (serde bytes vs shared memory),
+    /// then echoes of 1 KB to 100 MB beside procspawn (and Python): a table
+    /// and `transfer.png`.
+    Transfer(TransferArgs),
     /// Shared Queue and locked Value across processes, beside Python's.
     Shm(ShmArgs),
     /// Cache hits of crew::Memory (small and 100 MB results), beside joblib.Memory.
@@ -89,6 +91,39 @@ struct SmallArgs {
     workers: usize,
     #[command(flatten)]
     common: Common,
+}
+
+#[derive(Debug, Clone, Args)]
+struct TransferArgs {
+    #[command(flatten)]
+    small: SmallArgs,
+    /// Payload sizes of the echo sweep (`1kb`, `10mb`, or bytes); `none`
+    /// skips it.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1kb,10kb,100kb,1mb,10mb,100mb"
+    )]
+    sizes: Vec<String>,
+    /// Interleaved rounds of each size of the echo sweep.
+    #[arg(long, default_value_t = 5)]
+    echo_rounds: usize,
+    /// Adds the Python rows (`crates/crew-cli/python/transfer_anchor.py`,
+    /// standard library only).
+    #[arg(long)]
+    python: bool,
+}
+
+impl TransferArgs {
+    fn sizes(&self) -> anyhow::Result<Vec<usize>> {
+        if self.sizes.iter().any(|s| s == "none") {
+            return Ok(Vec::new());
+        }
+        self.sizes
+            .iter()
+            .map(|s| bench::transfer::parse_size(s).map_err(anyhow::Error::msg))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -189,6 +224,13 @@ struct OverheadArgs {
     /// Rounds of the Python run.
     #[arg(long, default_value_t = 3)]
     python_rounds: usize,
+    /// Worker counts of the scaling cases (apply latency and submit cost
+    /// per worker count).
+    #[arg(long, value_delimiter = ',', default_values_t = [2, 8, 32])]
+    scaling_workers: Vec<usize>,
+    /// Submits of `processes.submit_as_completed_1m`.
+    #[arg(long, default_value_t = 1_000_000)]
+    submits: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -234,6 +276,8 @@ fn overhead_options(a: &OverheadArgs) -> OverheadOptions {
             methods: a.python_methods.clone(),
             jsonl: bench::report::bench_dir(&target).join("python-overhead.jsonl"),
         }),
+        scaling_workers: a.scaling_workers.clone(),
+        submits: a.submits.max(1),
         target,
     }
 }
@@ -290,12 +334,16 @@ fn main() -> anyhow::Result<()> {
                     target: a.common.target(),
                 })?;
             }
-            Suite::Transfer(a) => {
+            Suite::Transfer(t) => {
+                let a = &t.small;
                 bench::transfer::run(&bench::transfer::TransferOptions {
                     rounds: a.rounds.max(1),
                     workers: a.workers,
                     gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
                     target: a.common.target(),
+                    echo_sizes: t.sizes()?,
+                    echo_rounds: t.echo_rounds.max(1),
+                    python: t.python,
                 })?;
             }
             Suite::Shm(a) => {
@@ -333,6 +381,9 @@ fn main() -> anyhow::Result<()> {
                     workers: o.workers,
                     gate: o.gate,
                     target: o.target.clone(),
+                    echo_sizes: bench::transfer::ECHO_SIZES.to_vec(),
+                    echo_rounds: 5,
+                    python: o.python.is_some(),
                 })?;
                 bench::shm::run(&bench::shm::ShmOptions {
                     rounds: 5,

@@ -167,6 +167,10 @@ fn bench_overhead_writes_every_case() {
         "--rounds",
         "1",
         "--no-idle-gate",
+        "--submits",
+        "2000",
+        "--scaling-workers",
+        "2,3",
     ];
     let stdout = crew(&args, &dir);
     assert!(stdout.contains("targets:"), "{stdout}");
@@ -182,7 +186,12 @@ fn bench_overhead_writes_every_case() {
             "serial",
             "processes.map",
             "processes.apply_latency",
-            "procspawn.pool"
+            "procspawn.pool",
+            "processes.submit_as_completed_1m",
+            "processes.apply_latency_2_workers",
+            "processes.submit_2_workers",
+            "processes.apply_latency_3_workers",
+            "processes.submit_3_workers",
         ]
     );
     assert!(dir.join("crew-bench/overhead.md").is_file());
@@ -207,6 +216,16 @@ fn bench_startup_transfer_and_shm_write_their_cases() {
                 "processes.roundtrip_10mb",
                 "processes.roundtrip_10mb_shm",
                 "memcpy_10mb",
+                "processes.echo_vec_1kb",
+                "processes.echo_bytebuf_1kb",
+                "processes.echo_bytebuf_1kb_pipelined",
+                "processes.echo_array_1kb",
+                "procspawn.echo_bytebuf_1kb_pipelined",
+                "processes.echo_vec_20kb",
+                "processes.echo_bytebuf_20kb",
+                "processes.echo_bytebuf_20kb_pipelined",
+                "processes.echo_array_20kb",
+                "procspawn.echo_bytebuf_20kb_pipelined",
             ][..],
         ),
         (
@@ -214,10 +233,21 @@ fn bench_startup_transfer_and_shm_write_their_cases() {
             &["rust.queue.items_per_s", "rust.lock.increments_per_s"][..],
         ),
     ] {
-        crew(&["bench", suite, "--rounds", "1", "--no-idle-gate"], &dir);
+        let mut args = vec!["bench", suite, "--rounds", "1", "--no-idle-gate"];
+        if suite == "transfer" {
+            args.extend(["--sizes", "1kb,20kb", "--echo-rounds", "1"]);
+        }
+        crew(&args, &dir);
         let got = cases(&dir.join(format!("crew-bench/{suite}.json")));
         assert_eq!(got, expected, "{suite}");
     }
+    // The echo sweep is drawn beside its table.
+    let png = std::fs::read(dir.join("crew-bench/transfer.png")).expect("transfer.png");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "transfer.png is not a PNG"
+    );
+    assert!(png.len() > 10_000, "transfer.png is suspiciously small");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

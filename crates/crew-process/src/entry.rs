@@ -102,7 +102,7 @@ unsafe fn conjure<T>() -> T {
 }
 
 /// An error as it crosses the pipe.
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub(crate) struct WireError {
     code: u8,
     detail: String,

@@ -7,7 +7,7 @@
 
 // crew's worker processes and shared memory are built on Linux kernel
 // interfaces (see the README, "Supported systems"): say so, rather than let
-// the build fail on a missing `libc` item.
+// the build fail on a missing system item.
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "crew runs on Linux only (kernel 3.17+: memfd, robust futexes, PR_SET_PDEATHSIG; pidfd from 5.3): \
@@ -16,6 +16,7 @@ compile_error!(
 
 mod entry;
 mod process;
+pub mod remote;
 mod spawn;
 mod supervisor;
 mod wire;

@@ -66,6 +66,20 @@ pub struct ProcJob<'s> {
     /// Was in flight when its worker garbled the stream, with others: it
     /// runs again alone, so that if it was the one, it is the one blamed.
     pub(crate) suspect: bool,
+    /// This job's own limits, overriding the pool's (a cluster node runs
+    /// jobs of many callers, each with its own settings).
+    pub(crate) limits: Option<JobLimits>,
+}
+
+/// Per-job overrides of a pool's timeout and retries, for jobs that come
+/// from elsewhere (see `remote`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct JobLimits {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) backoff: Duration,
+    /// Record when each item ran, for the caller's timeline.
+    pub(crate) spans: bool,
 }
 
 impl std::fmt::Debug for ProcJob<'_> {
@@ -91,6 +105,7 @@ impl<'s> ProcJob<'s> {
             attempt: 0,
             not_before: None,
             suspect: false,
+            limits: None,
         }
     }
 
@@ -104,6 +119,7 @@ impl<'s> ProcJob<'s> {
             attempt: 0,
             not_before: None,
             suspect: false,
+            limits: None,
         }
     }
 
@@ -750,12 +766,16 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                 let mut head = [0u8; 17];
                 head[..8].copy_from_slice(&s.to_le_bytes());
                 head[8..16].copy_from_slice(&job.entry.to_le_bytes());
-                head[16] = if timeout_ns.is_some() { FLAG_TIMED } else { 0 }
-                    | if shared.timeline.is_some() {
-                        FLAG_SPANS
-                    } else {
-                        0
-                    };
+                let limits = job.limits.unwrap_or_default();
+                head[16] = if timeout_ns.is_some() || limits.timeout.is_some() {
+                    FLAG_TIMED
+                } else {
+                    0
+                } | if shared.timeline.is_some() || limits.spans {
+                    FLAG_SPANS
+                } else {
+                    0
+                };
                 if let Err(e) = outbox.push(wire::RUN, wire::RUN_SHM, &head, &job.payload) {
                     job.completion()
                         .fail(Error::io("sending a task through shared memory", e));
@@ -801,7 +821,12 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         // start any moment), a stalled partial frame, a delayed retry.
         let mut wait: Option<u64> = None;
         let mut cap = |ms: u64| wait = Some(wait.map_or(ms, |w: u64| w.min(ms)));
-        if timeout_ns.is_some() && !inflight.is_empty() {
+        if !inflight.is_empty()
+            && (timeout_ns.is_some()
+                || inflight
+                    .iter()
+                    .any(|f| f.job.limits.is_some_and(|l| l.timeout.is_some())))
+        {
             cap(10);
         }
         if !hello {
@@ -1079,7 +1104,14 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             kill = Some(Kill::Cancelled);
         }
         // TIMEOUT
-        if let (None, Some(limit)) = (&kill, timeout_ns)
+        let limit = inflight
+            .iter()
+            .find(|f| f.seq == running)
+            .and_then(|f| f.job.limits)
+            .and_then(|l| l.timeout)
+            .map(|t| t.as_nanos() as u64)
+            .or(timeout_ns);
+        if let (None, Some(limit)) = (&kill, limit)
             && running != 0
             && started_ns != 0
             && monotonic_ns().saturating_sub(started_ns) > limit
@@ -1211,6 +1243,15 @@ fn reap(child: &mut std::process::Child) -> std::process::ExitStatus {
 }
 
 /// Decides the fate of every job the dead worker held.
+/// A number in `[0, 1)` that differs between calls and processes: enough
+/// randomness to spread retries, not for anything secret.
+fn jitter_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(monotonic_ns());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn settle(
     shared: &Arc<Shared>,
@@ -1271,14 +1312,22 @@ fn settle(
             Some(Kill::Terminated) => unreachable!("handled above"),
             None => Error::worker_lost(cause.to_owned()).with_worker(slot),
         };
-        let retry =
-            (error.is_worker_lost() || error.is_timeout()) && f.job.attempt < shared.config.retries;
+        let (retries, backoff, jitter) = match f.job.limits {
+            Some(l) => (l.retries, l.backoff, true),
+            None => (shared.config.retries, shared.config.retry_backoff, false),
+        };
+        let retry = (error.is_worker_lost() || error.is_timeout()) && f.job.attempt < retries;
         let mut payload = std::mem::take(&mut f.job.payload);
         if f.job.completion().lost(&mut payload, item, error, retry) {
             f.job.payload = payload;
             if retry {
                 f.job.attempt += 1;
-                let backoff = shared.config.retry_backoff * 2u32.saturating_pow(f.job.attempt - 1);
+                let mut backoff = backoff * 2u32.saturating_pow(f.job.attempt - 1);
+                if jitter {
+                    // Up to half again, so that tasks failed together do not
+                    // all come back at the same instant.
+                    backoff += backoff.mul_f64(jitter_fraction() * 0.5);
+                }
                 f.job.not_before = (!backoff.is_zero()).then(|| Instant::now() + backoff);
             }
             f.job.completion().requeued();
