@@ -17,6 +17,11 @@ fn add(x: i64, y: i64) -> i64 {
     x + y
 }
 
+#[crew::task(name = "tasks.total")]
+fn total(xs: Vec<i64>) -> i64 {
+    xs.iter().sum()
+}
+
 #[crew::task(name = "tasks.scale")]
 fn scale(xs: Vec<f64>, by: f64) -> Vec<f64> {
     xs.iter().map(|x| x * by).collect()
@@ -229,6 +234,14 @@ fn python_client_runs_rust_tasks() {
     // The node outlived the segfault and the killed task.
     assert_eq!(ok(&r["after_crash"]), 15);
     assert_eq!(ok(&r["chain"]), 113);
+    // A chord whose header and body are Rust tasks completes; a failed
+    // member fails the body instead of hanging it.
+    assert_eq!(ok(&r["chord"]), 12);
+    let chord_failed = err(&r["chord_failed"]);
+    assert!(
+        chord_failed.contains("ChordError") && chord_failed.contains("member"),
+        "{chord_failed}"
+    );
 }
 
 #[test]
@@ -346,4 +359,48 @@ fn a_python_worker_and_a_crew_node_share_a_queue() {
         .collect();
     assert_eq!(who.len(), 60);
     assert!(who.contains(&"rust") && who.contains(&"python"), "{who:?}");
+}
+
+#[test]
+fn celery_events_dump_shows_the_node() {
+    let s = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events");
+    let dump = Command::new(python())
+        .args(["-m", "celery", "-A", "crewtest", "events", "--dump"])
+        .current_dir(here())
+        .env("CREW_TEST_REDIS", s.url())
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start celery events --dump");
+    let _dump = Kid(dump);
+    let _node = s.node(1, 3_600_000);
+    // Tasks until the dump has shown the node's events (it subscribes at
+    // some point after starting; events sent before are not seen).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = s.drive(&["send", "tasks.add", "[20, 22]", "0"]);
+        let id = r["id"].as_str().unwrap().to_owned();
+        assert_eq!(ok(&s.drive(&["wait", &id, "30"])["result"]), 42);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let mine = |what: &str| {
+            text.lines()
+                .any(|l| l.starts_with("crew@") && l.contains(what))
+        };
+        if mine("task received")
+            && mine("task started")
+            && mine("task succeeded")
+            && mine(&id)
+            && mine("heartbeat")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dump never showed the node:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -42,6 +42,7 @@
 //! ```
 
 mod client;
+mod events;
 mod node;
 mod wire;
 

@@ -16,6 +16,7 @@ use crew_redis::Link;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::events::Events;
 use super::wire::{self, Message, Outcome, Outgoing};
 use crate::registry::{self, JsonError};
 
@@ -141,6 +142,8 @@ struct Shared {
     running: Mutex<usize>,
     room: Condvar,
     stop: AtomicBool,
+    events: Events,
+    processed: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -151,6 +154,8 @@ impl Shared {
 
 struct Done {
     msg: Message,
+    /// When the node took it.
+    t0: std::time::Instant,
     /// `None`: the task never ran (the node is closing); the message stays
     /// unacknowledged, to be restored.
     outcome: Option<Outcome>,
@@ -218,15 +223,18 @@ impl Worker {
             .iter()
             .flat_map(|q| wire::STEPS.iter().map(move |&s| wire::queue_key(q, s)))
             .collect();
+        let hostname = format!("crew@{}.{}", super::hostname(), std::process::id());
         Ok(Worker {
             shared: Arc::new(Shared {
                 keys,
-                hostname: format!("crew@{}.{}", super::hostname(), std::process::id()),
                 processes,
                 held: Mutex::new(HashSet::new()),
                 running: Mutex::new(0),
                 room: Condvar::new(),
                 stop: AtomicBool::new(false),
+                events: Events::start(hostname.clone(), &config.broker)?,
+                processed: std::sync::atomic::AtomicU64::new(0),
+                hostname,
                 config,
             }),
         })
@@ -266,6 +274,7 @@ impl Worker {
             let link = Link::open(&s.config.broker, Duration::from_secs(10))?;
             spawn("crew-celery-keep", Box::new(move || keep_loop(&s, link)))?
         };
+        shared.events.send("worker-online", worker_fields(&shared));
         let r = fetch_loop(&shared, &tx);
         {
             let mut running = lock(&shared.running);
@@ -281,6 +290,8 @@ impl Worker {
         let _ = reporter.join();
         shared.stop.store(true, Ordering::SeqCst);
         let _ = keeper.join();
+        shared.events.send("worker-offline", worker_fields(&shared));
+        shared.events.close();
         shared.processes.close();
         r
     }
@@ -325,6 +336,20 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 idle = Duration::ZERO;
                 match Message::parse(&raw) {
                     Ok(m) => {
+                        shared.events.send(
+                            "task-received",
+                            serde_json::json!({
+                                "uuid": m.id,
+                                "name": m.task,
+                                "args": Value::Array(m.args.clone()).to_string(),
+                                "kwargs": Value::Object(m.kwargs.clone()).to_string(),
+                                "retries": m.headers.get("retries").cloned().unwrap_or(0.into()),
+                                "eta": m.headers.get("eta"),
+                                "expires": m.headers.get("expires"),
+                                "root_id": m.header("root_id"),
+                                "parent_id": m.header("parent_id"),
+                            }),
+                        );
                         lock(&shared.held).insert(m.tag.clone());
                         if m.eta.is_some_and(|t| t > wire::now()) {
                             later.push(m);
@@ -385,6 +410,7 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         *lock(&shared.running) += 1;
         let _ = tx.send(Done {
             msg,
+            t0: std::time::Instant::now(),
             outcome: Some(outcome),
         });
     };
@@ -421,6 +447,15 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
     };
     *lock(&shared.running) += 1;
     let tx = tx.clone();
+    let t0 = std::time::Instant::now();
+    let on_start = {
+        let s = shared.clone();
+        let id = msg.id.clone();
+        Box::new(move || {
+            s.events
+                .send("task-started", serde_json::json!({"uuid": id}))
+        })
+    };
     let task = msg.task.clone();
     let job = RawJob {
         entry: remote::call_task::<RunByName, JsonCall, JobOut>(&RunByName),
@@ -429,13 +464,13 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         retries: 0,
         backoff: Duration::ZERO,
         spans: false,
-        on_start: None,
+        on_start: Some(on_start),
         on_done: Box::new(move |out: RawOutcome| {
             let outcome = match out {
                 RawOutcome::Cancelled => None,
                 out => Some(outcome_of(&task, out, limit)),
             };
-            let _ = tx.send(Done { msg, outcome });
+            let _ = tx.send(Done { msg, t0, outcome });
         }),
     };
     // SAFETY: the entry was made by `call_task` in this very process, whose
@@ -514,7 +549,7 @@ fn error_outcome(task: &str, e: &Error, limit: Option<(f64, bool)>) -> Outcome {
 // REPORT: write the result, continue the chain, acknowledge.
 fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut backend: Link) {
     let stop = || false;
-    for Done { msg, outcome } in rx {
+    for Done { msg, t0, outcome } in rx {
         let Some(outcome) = outcome else {
             lock(&shared.held).remove(&msg.tag);
             let mut running = lock(&shared.running);
@@ -522,6 +557,8 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
             shared.room.notify_all();
             continue;
         };
+        shared.processed.fetch_add(1, Ordering::Relaxed);
+        task_event(shared, &msg, &outcome, t0.elapsed().as_secs_f64());
         let key = format!("{}{}", wire::META, msg.id);
         let payload = wire::meta(&msg.id, &outcome);
         let ignore = msg
@@ -557,6 +594,10 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
         {
             after.push(next);
         }
+        let chord = chord_member(shared, &mut backend, &msg, &outcome);
+        if let Some(Chord::Fire(body, _)) = &chord {
+            after.push(body.clone());
+        }
         let origin = shared.hostname.clone();
         let r = broker.call(&stop, |con| {
             let mut p = redis::pipe();
@@ -577,11 +618,158 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
         if let Some(Err(e)) = r {
             eprintln!("crew celery node {}: acknowledging: {e}", shared.hostname);
         }
+        if let Some(Chord::Fire(_, keys)) = chord {
+            let cleanup = redis::Script::new(wire::CHORD_CLEANUP);
+            let _ = backend.call(&stop, |con| {
+                cleanup
+                    .key(&keys[5])
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .key(&keys[2])
+                    .key(&keys[3])
+                    .arg(&keys[6])
+                    .arg(300)
+                    .invoke::<i64>(con)
+            });
+        }
         lock(&shared.held).remove(&msg.tag);
         let mut running = lock(&shared.running);
         *running = running.saturating_sub(1);
         shared.room.notify_all();
     }
+}
+
+/// What a chord header member's end did to its chord.
+enum Chord {
+    /// The header is complete and this node claimed the body: send it,
+    /// then clean up with these keys (`.j .t .s .d` group `.c`, then the
+    /// claim token).
+    Fire(Outgoing, Vec<String>),
+}
+
+/// Records the result of a chord header member; when it completes the
+/// header, either sends back the body to run (all succeeded) or fails the
+/// body with a `ChordError` (a member failed), as Celery's Redis backend
+/// does.
+fn chord_member(
+    shared: &Shared,
+    backend: &mut Link,
+    msg: &Message,
+    outcome: &Outcome,
+) -> Option<Chord> {
+    let callback = msg.embed.get("chord").and_then(Value::as_object)?;
+    let gid = msg.header("group")?;
+    let score = msg
+        .headers
+        .get("group_index")
+        .and_then(Value::as_u64)
+        .map_or_else(|| "+inf".to_owned(), |i| i.to_string());
+    let key = |suffix: &str| format!("{}{gid}{suffix}", wire::TASKSET);
+    let token = wire::new_id();
+    let keys = vec![
+        key(".j"),
+        key(".t"),
+        key(".s"),
+        key(".d"),
+        key(""),
+        key(".c"),
+        token.clone(),
+    ];
+    let part = wire::chord_part(&msg.id, outcome);
+    let script = redis::Script::new(wire::CHORD_PART);
+    let stop = || false;
+    let claimed = backend.call(&stop, |con| {
+        script
+            .key(&keys[..6])
+            .arg(&msg.id)
+            .arg(&part)
+            .arg(&score)
+            .arg(wire::RESULT_EXPIRES_S)
+            .arg(10)
+            .arg(&token)
+            .invoke::<i64>(con)
+    });
+    match claimed {
+        Some(Ok(1)) => {}
+        Some(Err(e)) => {
+            eprintln!("crew celery node {}: chord {gid}: {e}", shared.hostname);
+            return None;
+        }
+        _ => return None,
+    }
+    let parts: Vec<String> = match backend.call(&stop, |con| {
+        redis::cmd("ZRANGE").arg(&keys[0]).arg(0).arg(-1).query(con)
+    }) {
+        Some(Ok(p)) => p,
+        _ => return None,
+    };
+    let mut results = Vec::with_capacity(parts.len());
+    let mut failed = None;
+    for p in &parts {
+        let v: Value = serde_json::from_str(p).unwrap_or(Value::Null);
+        let state = v.get(2).and_then(Value::as_str).unwrap_or("");
+        if matches!(state, "FAILURE" | "REVOKED") && failed.is_none() {
+            let tid = v.get(1).and_then(Value::as_str).unwrap_or("?").to_owned();
+            let exc = v.get(3).cloned().unwrap_or(Value::Null);
+            let name = exc
+                .get("exc_type")
+                .and_then(Value::as_str)
+                .unwrap_or("Exception");
+            let text = match exc.get("exc_message") {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| x.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            failed = Some(format!("Dependency {tid} raised {name}('{text}')"));
+        }
+        results.push(v.get(3).cloned().unwrap_or(Value::Null));
+    }
+    let callback_id = callback
+        .get("options")
+        .and_then(|o| o.get("task_id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(reason) = failed {
+        // Fail the body, and drop the chord size so a late copy of a
+        // member cannot fail it again.
+        if let Some(cid) = callback_id {
+            let err = JsonError {
+                exc_type: "ChordError".into(),
+                exc_module: "celery.exceptions".into(),
+                message: reason.clone(),
+            };
+            let payload = wire::meta(&cid, &Outcome::Failure(err, format!("{reason}\n")));
+            let meta_key = format!("{}{cid}", wire::META);
+            let _ = backend.call(&stop, |con| {
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&meta_key)
+                    .arg(&payload)
+                    .arg("EX")
+                    .arg(wire::RESULT_EXPIRES_S)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(&meta_key)
+                    .arg(&payload)
+                    .ignore()
+                    .cmd("DEL")
+                    .arg(&keys[2])
+                    .ignore()
+                    .query::<()>(con)
+            });
+        }
+        return None;
+    }
+    let body = signature_message(callback, Some(Value::Array(results)), msg, Vec::new())?;
+    Some(Chord::Fire(body, keys))
 }
 
 /// The next task of a chain this message is part of, given its result:
@@ -590,7 +778,18 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
 fn next_in_chain(msg: &Message, result: &Value) -> Option<Outgoing> {
     let mut chain = msg.embed.get("chain")?.as_array()?.clone();
     let sig = chain.pop()?;
-    let sig = sig.as_object()?;
+    signature_message(sig.as_object()?, Some(result.clone()), msg, chain)
+}
+
+/// The message of a signature (a dict of `task`, `args`, `kwargs`,
+/// `options`, `immutable`) sent after `parent`: `prepend` goes before its
+/// arguments unless it is immutable, `chain` is what remains of a chain.
+fn signature_message(
+    sig: &serde_json::Map<String, Value>,
+    prepend: Option<Value>,
+    parent: &Message,
+    chain: Vec<Value>,
+) -> Option<Outgoing> {
     let task = sig.get("task")?.as_str()?.to_owned();
     let options = sig
         .get("options")
@@ -602,12 +801,13 @@ fn next_in_chain(msg: &Message, result: &Value) -> Option<Outgoing> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if !sig
-        .get("immutable")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
+    if let Some(v) = prepend
+        && !sig
+            .get("immutable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     {
-        args.insert(0, result.clone());
+        args.insert(0, v);
     }
     let kwargs = sig
         .get("kwargs")
@@ -626,48 +826,74 @@ fn next_in_chain(msg: &Message, result: &Value) -> Option<Outgoing> {
             Value::Array(chain)
         },
     );
-    let queue = options
-        .get("queue")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| {
-            options
-                .get("routing_key")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "celery".into());
+    let text = |k: &str| options.get(k).and_then(Value::as_str).map(str::to_owned);
     let f = |k: &str| options.get(k).and_then(Value::as_f64);
     Some(Outgoing {
-        id: options
-            .get("task_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(wire::new_id),
+        id: text("task_id").unwrap_or_else(wire::new_id),
         task,
         args,
         kwargs,
         embed,
-        queue,
+        queue: text("queue")
+            .or_else(|| text("routing_key"))
+            .unwrap_or_else(|| "celery".into()),
         priority: options
             .get("priority")
             .and_then(Value::as_u64)
             .unwrap_or(0)
             .min(9) as u8,
-        root_id: msg
+        root_id: parent
             .header("root_id")
             .map(str::to_owned)
-            .or_else(|| Some(msg.id.clone())),
-        parent_id: Some(msg.id.clone()),
-        group: options
-            .get("group_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+            .or_else(|| Some(parent.id.clone())),
+        parent_id: Some(parent.id.clone()),
+        group: text("group_id"),
         group_index: options.get("group_index").and_then(Value::as_u64),
         countdown: f("countdown"),
         expires: None,
         timelimit: (f("time_limit"), f("soft_time_limit")),
     })
+}
+
+/// The fields of a worker event.
+fn worker_fields(shared: &Shared) -> Value {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let loadavg: Vec<f64> = load
+        .split_whitespace()
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    serde_json::json!({
+        "freq": 2.0,
+        "active": *lock(&shared.running),
+        "processed": shared.processed.load(Ordering::Relaxed),
+        "loadavg": loadavg,
+        "sw_ident": "crew",
+        "sw_ver": env!("CARGO_PKG_VERSION"),
+        "sw_sys": "Linux",
+    })
+}
+
+/// The event of a task's end.
+fn task_event(shared: &Shared, msg: &Message, outcome: &Outcome, runtime: f64) {
+    match outcome {
+        Outcome::Success(v) => shared.events.send(
+            "task-succeeded",
+            serde_json::json!({"uuid": msg.id, "result": v.to_string(), "runtime": runtime}),
+        ),
+        Outcome::Failure(e, tb) => shared.events.send(
+            "task-failed",
+            serde_json::json!({
+                "uuid": msg.id,
+                "exception": format!("{}({:?})", e.exc_type, e.message),
+                "traceback": tb,
+            }),
+        ),
+        Outcome::Revoked(_) => shared.events.send(
+            "task-revoked",
+            serde_json::json!({"uuid": msg.id, "terminated": false, "signum": null, "expired": true}),
+        ),
+    }
 }
 
 // KEEP: renew the delivery times of the messages this node holds, and put
@@ -678,7 +904,14 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
     let every = (shared.config.visibility_timeout / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(30));
     let stop = || shared.stopping();
+    let mut beat = std::time::Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
+        if beat.elapsed() >= Duration::from_secs(2) {
+            shared
+                .events
+                .send("worker-heartbeat", worker_fields(shared));
+            beat = std::time::Instant::now();
+        }
         let held: Vec<String> = lock(&shared.held).iter().cloned().collect();
         let now = wire::now();
         let r = link.call(&stop, |con| {
@@ -704,7 +937,7 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
             Some(Err(e)) => eprintln!("crew celery node {}: restoring: {e}", shared.hostname),
             _ => {}
         }
-        let deadline = std::time::Instant::now() + every;
+        let deadline = std::time::Instant::now() + every.min(Duration::from_secs(2));
         while std::time::Instant::now() < deadline && !shared.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }

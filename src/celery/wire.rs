@@ -114,6 +114,48 @@ end
 return n
 "#;
 
+/// Celery's group key prefix on the Redis backend.
+pub(crate) const TASKSET: &str = "celery-taskset-meta-";
+
+/// Records a chord header member's result as Celery's Redis backend does
+/// (`on_chord_part_return`, ordered chords): KEYS = `.j .t .s .d` (group
+/// key) `.c`; ARGV = task id, encoded `[1, id, state, result]`, score,
+/// expiry (s), claim expiry (s), claim token. Returns 1 when this call
+/// completed the header and claimed the right to fire the body, 0 when not,
+/// -1 when the chord was already done.
+pub(crate) const CHORD_PART: &str = r#"
+local jkey, tkey, skey, dkey, gkey, ckey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local tid, value, score = ARGV[1], ARGV[2], ARGV[3]
+local expires, claim_expires, token = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+if redis.call('GET', ckey) == 'done' then return -1 end
+local member = tid .. ':' .. score
+if redis.call('SISMEMBER', dkey, member) == 0 then
+  redis.call('ZADD', jkey, score, value)
+  redis.call('SADD', dkey, member)
+end
+local ready = redis.call('ZCOUNT', jkey, '-inf', '+inf')
+for _, key in ipairs({ jkey, tkey, skey, dkey }) do redis.call('EXPIRE', key, expires) end
+redis.call('EXPIRE', gkey, expires)
+local diff = redis.call('GET', tkey)
+local size = redis.call('GET', skey)
+if size and ready == tonumber(size) + tonumber(diff or 0) then
+  if redis.call('SET', ckey, token, 'NX', 'EX', claim_expires) then return 1 end
+end
+return 0
+"#;
+
+/// After the body of a chord was sent: drops the header's results if this
+/// claim still holds, and marks the chord done. KEYS = `.c .j .t .s .d`;
+/// ARGV = claim token, done expiry (s).
+pub(crate) const CHORD_CLEANUP: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  redis.call('SET', KEYS[1], 'done', 'EX', tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"#;
+
 /// A Celery task message, read.
 #[derive(Debug, Clone)]
 pub(crate) struct Message {
@@ -369,7 +411,25 @@ pub(crate) fn meta(id: &str, outcome: &Outcome) -> String {
     .to_string()
 }
 
-fn exception(e: &JsonError) -> Value {
+/// A task's state and result as a chord header records them:
+/// `[1, id, state, result]`.
+pub(crate) fn chord_part(id: &str, outcome: &Outcome) -> String {
+    let (state, result) = match outcome {
+        Outcome::Success(v) => ("SUCCESS", v.clone()),
+        Outcome::Failure(e, _) => ("FAILURE", exception(e)),
+        Outcome::Revoked(r) => (
+            "REVOKED",
+            exception(&JsonError {
+                exc_type: "TaskRevokedError".into(),
+                exc_module: "celery.exceptions".into(),
+                message: r.clone(),
+            }),
+        ),
+    };
+    json!([1, id, state, result]).to_string()
+}
+
+pub(crate) fn exception(e: &JsonError) -> Value {
     json!({"exc_type": e.exc_type, "exc_message": [e.message], "exc_module": e.exc_module})
 }
 

@@ -60,6 +60,13 @@ def drive(scenario):
         c = chain(app.signature("tasks.add", (1, 2)), app.signature("tasks.add", (10,)),
                   app.signature("tasks.add", (100,)))
         out["chain"] = outcome(c.apply_async())
+        header = [app.signature("tasks.add", (i, i)) for i in range(4)]
+        out["chord"] = outcome(chord(header, app.signature("tasks.total"))())
+        header = [app.signature("tasks.add", (1, 1)), app.signature("tasks.panic", ("member",))]
+        body = chord(header, app.signature("tasks.total"))()
+        # The body's own result (without its parent group, whose get()
+        # would raise the member's error first).
+        out["chord_failed"] = outcome(app.AsyncResult(body.id))
     elif scenario == "chain_to_python":
         # The Rust task on the node's queue, the Python one on `celery`.
         c = chain(app.signature("tasks.add", (1, 2), queue="rust"),
