@@ -56,7 +56,12 @@ impl ShmPayload {
     /// Copies `data` into a new memfd.
     pub(crate) fn create(data: &[u8]) -> io::Result<ShmPayload> {
         // SAFETY: a valid NUL-terminated name and flags; the fd is owned below.
-        let raw = cvt(unsafe { libc::memfd_create(c"crew-payload".as_ptr(), libc::MFD_CLOEXEC) })?;
+        let raw = cvt(unsafe {
+            libc::memfd_create(
+                c"crew-payload".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        })?;
         // SAFETY: `raw` is a fresh fd we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: plain syscall on our fd.
@@ -66,6 +71,15 @@ impl ShmPayload {
         // can see yet (the fd has not been sent).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), map.ptr, data.len()) };
         drop(map);
+        // The reader maps it: it must never shrink under that mapping.
+        // SAFETY: plain fcntl on our fd.
+        cvt(unsafe {
+            libc::fcntl(
+                fd.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+            )
+        })?;
         Ok(ShmPayload {
             fd,
             len: data.len(),
@@ -73,7 +87,32 @@ impl ShmPayload {
     }
 
     /// Maps a received memfd of `len` bytes and calls `f` with its contents.
+    ///
+    /// The fd must be sealed against shrinking and at least `len` bytes long:
+    /// reading a mapping past the end of its file raises `SIGBUS`, so a
+    /// garbled length (or a peer that truncates) must fail here instead.
     pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> io::Result<T> {
+        // SAFETY: plain fcntl on an fd we own.
+        let seals = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })?;
+        if seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a payload memfd is not sealed against shrinking",
+            ));
+        }
+        // SAFETY: `fstat` fills the zeroed struct for our fd.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+        if len as u64 > st.st_size as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "payload length {len} exceeds its memfd ({} bytes)",
+                    st.st_size
+                ),
+            ));
+        }
         let map = Mapping::new(fd, len, false)?;
         // SAFETY: the mapping holds `len` readable bytes; the sender wrote
         // them before sending the fd and never touches them again.
@@ -217,7 +256,7 @@ impl Outbox {
     }
 }
 
-fn send(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<usize> {
+pub(crate) fn send(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<usize> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
