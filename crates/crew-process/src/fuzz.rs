@@ -181,10 +181,13 @@ fn call<R: Send + serde::de::DeserializeOwned + 'static>(output: &[u8]) {
     };
     assert!(c.start());
     c.finish(output, 0, None);
-    match future.result_timeout(Duration::from_secs(5)) {
-        Ok(_) => {}
-        Err(e) => assert!(!e.is_timeout(), "the call got no outcome"),
-    }
+    // Any outcome will do (a worker may well report a timeout); none is
+    // the failure.
+    assert!(
+        future.wait_timeout(Duration::from_secs(5)),
+        "the call got no outcome"
+    );
+    let _ = future.result();
 }
 
 fn chunk<R: Send + Default + serde::de::DeserializeOwned + 'static>(input: &mut Input<'_>) {
