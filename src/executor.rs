@@ -118,6 +118,30 @@ impl<B: Backend> Executor<B> {
         self.backend.workers()
     }
 
+    /// The pids of the worker processes running now, for monitoring (one
+    /// per live worker; a worker being replaced is missing for a moment).
+    ///
+    /// On threads there are no worker processes: the list is empty (the
+    /// workers are threads of [`std::process::id`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Executor::processes(2)?;
+    /// # let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    /// # while pool.worker_pids().len() < 2 && std::time::Instant::now() < deadline {
+    /// #     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// # }
+    /// let pids = pool.worker_pids();
+    /// assert_eq!(pids.len(), 2);
+    /// assert!(!pids.contains(&std::process::id()));
+    /// assert!(crew::Executor::threads(2)?.worker_pids().is_empty());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.backend.worker_pids()
+    }
+
     /// Queues `f(args…)` and returns its [`Future`] (Python's `submit`).
     ///
     /// `args` is a tuple: `()`, `(x,)`, `(a, b)`, … After `shutdown`, the

@@ -13,6 +13,7 @@
 //! | `Value`, `Array`, `Lock`, `Event`, …, `Queue`, `Pipe` | [`shm`], [`sync`], [`Queue`], [`Pipe`] |
 //! | `wait`, `as_completed` | [`wait`], [`as_completed`] |
 //! | `joblib.Parallel(n_jobs=-1)(delayed(f)(x) for x in xs)` | `Parallel::new().n_jobs(-1).run(xs.map(\|x\| delayed(f, (x,))))` |
+//! | `joblib.Memory(location).cache(f)(x)` | [`Memory::new(dir)?.cache(f).call((x,))`](Memory), [`Cached::map`] over a pool |
 //! | Cython `prange` / OpenMP `parallel for` | [`prange`], [`par_for_each_mut`] with a [`Schedule`] |
 //!
 //! The same calls run on threads or on worker processes; only the
@@ -52,6 +53,7 @@
 #![deny(missing_docs)]
 
 mod executor;
+pub mod memory;
 mod parallel;
 mod pool;
 pub mod registry;
@@ -65,6 +67,7 @@ pub use crew_core::{
 pub use crew_macros::{main, task};
 pub use crew_process::{Process, ProcessConfig, Processes};
 pub use executor::Executor;
+pub use memory::{Cached, Memory};
 pub use parallel::{BatchSize, Delayed, Parallel, ParallelIter, Prefer, RunDelayed, delayed};
 pub use pool::{Pool, PoolBuilder};
 

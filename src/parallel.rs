@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 
 use crew_core::engine::{self, OnDrop, Owned};
 use crew_core::{
@@ -30,6 +30,15 @@ use crew_process::Processes;
 /// let offset = 10;
 /// Parallel::new().run(vec![delayed(move |x: i32| x + offset, (1,))]);
 /// ```
+///
+/// A `Delayed` is not itself (de)serializable: on processes only its
+/// arguments cross, and the worker re-creates the function from the task
+/// the pool was given, so no value of an arbitrary type can be conjured
+/// from bytes:
+///
+/// ```compile_fail,E0277
+/// let d = postcard::from_bytes::<crew::Delayed<std::convert::Infallible, ()>>(&[]);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Delayed<F, A> {
     f: F,
@@ -49,35 +58,6 @@ pub struct Delayed<F, A> {
 /// ```
 pub fn delayed<F, A>(f: F, args: A) -> Delayed<F, A> {
     Delayed { f, args }
-}
-
-const fn assert_fn_item<F>() {
-    assert!(
-        std::mem::size_of::<F>() == 0,
-        "a task given to `delayed` cannot capture its environment: use a fn item or a closure that captures nothing, and pass the data as an argument"
-    );
-}
-
-/// A delayed call crosses to a worker process as its arguments alone: the
-/// function is a zero-sized fn item or non-capturing closure (checked at
-/// compile time), identical in the worker, which is this same program.
-impl<F, A: Serialize> Serialize for Delayed<F, A> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        const { assert_fn_item::<F>() };
-        self.args.serialize(serializer)
-    }
-}
-
-impl<'de, F: Copy, A: Deserialize<'de>> Deserialize<'de> for Delayed<F, A> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        const { assert_fn_item::<F>() };
-        let args = A::deserialize(deserializer)?;
-        // SAFETY: `F` is zero-sized (checked above), so it has no bytes to be
-        // invalid; fn items and non-capturing closures are inhabited `Copy`
-        // types, and this value stands for the one the parent serialized.
-        let f = unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() };
-        Ok(Delayed { f, args })
-    }
 }
 
 /// The task that runs a [`Delayed`] call.
@@ -389,8 +369,17 @@ impl Parallel {
         }
         let workers = workers.min(tasks.len().max(1));
         match self.prefer {
-            Prefer::Threads => run_on(Threads::new(workers)?, tasks, &opts),
-            Prefer::Processes => run_on(Processes::new(workers)?, tasks, &opts),
+            Prefer::Threads => run_on(Threads::new(workers)?, RunDelayed, tasks, &opts),
+            Prefer::Processes => {
+                // Every call has the same zero-sized function (the process
+                // back-end refuses any other), so the pool runs that one
+                // function and only the arguments cross.
+                let Some(f) = tasks.first().map(|d| d.f) else {
+                    return Ok(Vec::new());
+                };
+                let args: Vec<A> = tasks.into_iter().map(args_of).collect();
+                run_on(Processes::new(workers)?, Star(f), args, &opts)
+            }
         }
     }
 
@@ -477,8 +466,30 @@ impl Parallel {
             });
         }
         let inner: Box<dyn Iterator<Item = Result<R>>> = match self.prefer {
-            Prefer::Threads => Box::new(lazy_on(Threads::new(workers)?, tasks, ordered, &opts)),
-            Prefer::Processes => Box::new(lazy_on(Processes::new(workers)?, tasks, ordered, &opts)),
+            Prefer::Threads => Box::new(lazy_on(
+                Threads::new(workers)?,
+                RunDelayed,
+                tasks,
+                ordered,
+                &opts,
+            )),
+            Prefer::Processes => {
+                // As in `run`: one function, only the arguments cross.
+                let mut tasks = tasks.peekable();
+                let Some(f) = tasks.peek().map(|d| d.f) else {
+                    return Ok(ParallelIter {
+                        inner: Box::new(std::iter::empty()),
+                    });
+                };
+                let args = tasks.map(args_of::<F, A> as fn(Delayed<F, A>) -> A);
+                Box::new(lazy_on(
+                    Processes::new(workers)?,
+                    Star(f),
+                    args,
+                    ordered,
+                    &opts,
+                ))
+            }
         };
         Ok(ParallelIter { inner })
     }
@@ -518,34 +529,42 @@ impl<R> Iterator for ParallelIter<R> {
     }
 }
 
-fn run_on<B, F, A, R>(
+/// The arguments of a delayed call.
+fn args_of<F, A>(d: Delayed<F, A>) -> A {
+    d.args
+}
+
+fn run_on<B, T, X, R>(
     backend: B,
-    tasks: Vec<Delayed<F, A>>,
+    task: T,
+    items: Vec<X>,
     opts: &MapOptions,
 ) -> std::result::Result<Vec<R>, MapError<R>>
 where
-    B: for<'s> Runs<'s, RunDelayed, Delayed<F, A>, R>,
+    B: for<'s> Runs<'s, T, X, R>,
     R: Send,
 {
-    let out = engine::map_blocking(&backend, RunDelayed, tasks, opts);
+    let out = engine::map_blocking(&backend, task, items, opts);
     backend.terminate();
     out
 }
 
-fn lazy_on<B, I, F, A, R>(
+fn lazy_on<B, T, I, R>(
     backend: B,
-    tasks: I,
+    task: T,
+    items: I,
     ordered: bool,
     opts: &MapOptions,
-) -> Imap<B, RunDelayed, I, R>
+) -> Imap<B, T, I, R>
 where
-    B: Runs<'static, RunDelayed, Delayed<F, A>, R>,
-    I: Iterator<Item = Delayed<F, A>>,
-    Delayed<F, A>: 'static,
+    B: Runs<'static, T, I::Item, R>,
+    T: Send + Sync + 'static,
+    I: Iterator,
+    I::Item: 'static,
     R: Send + 'static,
 {
     let owned = Arc::new(Owned::new(backend, OnDrop::Terminate));
-    Imap::new(owned, RunDelayed, tasks, ordered, opts, None)
+    Imap::new(owned, task, items, ordered, opts, None)
 }
 
 /// Runs one delayed call on this thread; a panic fails that call alone.

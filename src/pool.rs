@@ -29,7 +29,8 @@ use crew_process::{ProcessConfig, Processes};
 /// Cloning a `Pool` gives another handle to the same workers (with its own
 /// options, see [`with_chunksize`](Pool::with_chunksize)). When the last
 /// handle is dropped the pool is terminated, as Python's `with Pool() as p:`
-/// does: queued tasks are cancelled, nothing waits.
+/// does: queued tasks are cancelled, nothing waits for a task, and no
+/// worker process is left running once the drop returns.
 ///
 /// # Examples
 ///
@@ -224,6 +225,10 @@ impl PoolBuilder<ProcessConfig> {
 
     /// Kills a worker whose task (or map item) runs longer than `timeout`;
     /// that task fails with `is_timeout()` and the worker is replaced.
+    ///
+    /// The kill reaches the worker's process group, so processes the task
+    /// started die with it, unless they left the group (`setsid`, a
+    /// daemon): see the process back-end's notes on process groups.
     ///
     /// # Examples
     ///
@@ -514,6 +519,30 @@ impl<B: Backend> Pool<B> {
         self.backend.workers()
     }
 
+    /// The pids of the worker processes running now, for monitoring (one
+    /// per live worker; a worker being replaced is missing for a moment).
+    ///
+    /// On threads there are no worker processes: the list is empty (the
+    /// workers are threads of [`std::process::id`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = crew::Pool::processes(2)?;
+    /// # let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    /// # while pool.worker_pids().len() < 2 && std::time::Instant::now() < deadline {
+    /// #     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// # }
+    /// let pids = pool.worker_pids();
+    /// assert_eq!(pids.len(), 2);
+    /// assert!(!pids.contains(&std::process::id()));
+    /// assert!(crew::Pool::threads(2)?.worker_pids().is_empty());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.backend.worker_pids()
+    }
+
     /// The back-end, for what the pool itself does not offer.
     ///
     /// # Examples
@@ -621,6 +650,21 @@ impl<B: Backend> Pool<B> {
         R: Send + 's,
     {
         engine::map_blocking(&**self.backend, Unary(f), items, &self.opts)
+    }
+
+    /// `map` with a task that is not a plain function (the cache's).
+    pub(crate) fn run_map<'s, T, X, R>(
+        &self,
+        task: T,
+        items: impl IntoIterator<Item = X>,
+    ) -> std::result::Result<Vec<R>, MapError<R>>
+    where
+        B: Runs<'s, T, X, R>,
+        T: 's,
+        X: 's,
+        R: Send + 's,
+    {
+        engine::map_blocking(&**self.backend, task, items, &self.opts)
     }
 
     /// Like [`map`](Pool::map), for a function of several arguments: each
@@ -858,7 +902,11 @@ impl<B: Backend> Pool<B> {
     /// Cancels queued tasks and stops the workers without waiting for
     /// running tasks (Python's `terminate`).
     ///
-    /// Outstanding results complete as cancelled.
+    /// Outstanding results complete as cancelled. On processes, the
+    /// workers are killed (with what their tasks started, see
+    /// [`PoolBuilder::task_timeout`]) and have exited when this returns, as
+    /// after dropping the pool. On threads, a running task cannot be
+    /// stopped: its thread ends after it.
     ///
     /// # Examples
     ///

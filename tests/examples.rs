@@ -51,8 +51,14 @@ fn example_binary(name: &str) -> PathBuf {
 /// Runs the example with small sizes; fails on a non-zero exit or after
 /// [`TIMEOUT`] (the child is killed).
 fn run(name: &str) -> String {
+    run_with(name, &[])
+}
+
+/// [`run`] with more environment variables.
+fn run_with(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
     let mut child = Command::new(example_binary(name))
         .env("CREW_EXAMPLE_SMALL", "1")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -108,6 +114,28 @@ fn kde() {
             "parallel densities equal the serial ones",
         ],
     );
+}
+
+#[test]
+fn kde_cache() {
+    // A folder of its own, so the first sweep computes every width.
+    let dir = std::env::temp_dir().join(format!("crew-kde-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = run_with("kde_cache", &[("CREW_CACHE_DIR", dir.as_os_str())]);
+    let _ = std::fs::remove_dir_all(&dir);
+    for line in [
+        "widths computed, 0 from the cache",
+        "second sweep: ",
+        "0 widths computed, 10 from the cache",
+        "h = 1.0: mean density",
+        "cached densities equal computed ones",
+    ] {
+        assert!(
+            stdout.contains(line),
+            "kde_cache did not print {line:?}:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("first sweep: ") && stdout.contains("10 widths computed, 0 from"));
 }
 
 #[test]

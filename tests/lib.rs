@@ -6,12 +6,14 @@
 //! - `threads_only`: what only the thread back-end does (nested maps,
 //!   borrowing, capturing closures, a running task that cannot be cancelled);
 //! - `parallel`: joblib's `Parallel` and `delayed`;
-//! - `loops`: `prange`, `par_for_each_mut`, `cpu_count`.
+//! - `loops`: `prange`, `par_for_each_mut`, `cpu_count`;
+//! - `memory`: `Memory`, the on-disk result cache.
 //!
 //! Run with `cargo test -p crew --test lib`.
 
 mod common;
 mod conformance;
 mod loops;
+mod memory;
 mod parallel;
 mod threads_only;

@@ -58,6 +58,12 @@ macro_rules! async_result_tests {
                     .unwrap(),
                 3
             );
+            // The timed-out handles were kept: waiting again gets the values.
+            assert_eq!(r.get_timeout(LONG).unwrap(), 0);
+            assert_eq!(m.get_timeout(LONG).unwrap(), [1]);
+            assert_eq!(s.get_timeout(LONG).unwrap(), [2]);
+            assert_eq!(r.successful(), Some(true));
+            assert!(r.get_timeout(LONG).unwrap_err().is_invalid_input());
         }
 
         #[test]

@@ -59,6 +59,11 @@ macro_rules! executor_tests {
             gate.open();
             assert!(g.wait_timeout(LONG));
             assert_eq!(g.result().unwrap(), 1);
+            // The timed-out handle was kept: waiting again gets the value,
+            // once.
+            assert_eq!(f.result_timeout(LONG).unwrap(), 0);
+            assert!(f.result_timeout(LONG).unwrap_err().is_invalid_input());
+            assert!(f.exception().is_none());
         }
 
         #[test]

@@ -31,6 +31,17 @@ macro_rules! panic_tests {
         }
 
         #[test]
+        fn a_non_string_panic_payload_is_named_as_such() {
+            let pool = $pool;
+            let e = pool
+                .apply(|x: u32| -> u32 { std::panic::panic_any(x) }, (42u32,))
+                .unwrap_err();
+            assert!(e.is_panic());
+            assert_eq!(e.panic_message(), Some("a non-string panic payload"));
+            assert!(!e.to_string().contains("Box<dyn Any>"), "{e}");
+        }
+
+        #[test]
         fn map_error_reports_first_failure_and_count() {
             let pool = $pool;
             for size in [1usize, 4, 1000] {

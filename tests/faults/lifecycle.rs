@@ -13,8 +13,8 @@ use std::time::Duration;
 use crew::{Executor, Pool};
 
 use crate::support::{
-    LONG, Registry, Role, SIGKILL, children_of, eventually, is_dead, proc_state, register_worker,
-    role, send_signal, test_name, within,
+    LONG, Registry, Role, SIGKILL, children_of, eventually, is_dead, proc_state, register_pid,
+    register_worker, role, send_signal, test_name, within,
 };
 
 fn registers_then_sleeps_a_minute() -> u32 {
@@ -407,4 +407,130 @@ fn worker_output_reaches_the_parent() {
     assert_ne!(worker, parent.pid(), "printed by the worker process");
     parent.expect_line("PARENT DONE", LONG);
     assert!(parent.wait(LONG).success());
+}
+
+/// Starts `sleep 1000` (registered under `tag`), then spins until killed.
+// Never waits for the sleep: the point is what happens to it when the
+// worker is killed.
+#[allow(clippy::zombie_processes)]
+fn starts_a_sleep_then_loops(tag: String) -> u32 {
+    // Away from the test's pipes: a sleep left behind by a failing test
+    // must not hold its output open.
+    let sleep = std::process::Command::new("sleep")
+        .arg("1000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start sleep");
+    register_pid(&tag, sleep.id());
+    let mut n = 0u64;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// SIGKILLs a pid when dropped: what a failing test started does not
+/// outlive it.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !is_dead(self.0) {
+            send_signal(self.0, SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn a_timed_out_task_takes_the_processes_it_started_with_it() {
+    let registry = Registry::new("started-timeout");
+    let pool = Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let looping = pool.apply_async(starts_a_sleep_then_loops, ("started-timeout".to_string(),));
+    let sleep = registry.wait_for(1)[0];
+    let _cleanup = KillOnDrop(sleep);
+    let outcome = looping.get_timeout(LONG);
+    assert!(
+        outcome.as_ref().is_err_and(|e| e.is_timeout()),
+        "{outcome:?}"
+    );
+    eventually(LONG, "the sleep the task started is killed too", || {
+        is_dead(sleep)
+    });
+}
+
+#[test]
+fn a_cancelled_task_takes_the_processes_it_started_with_it() {
+    let registry = Registry::new("started-cancel");
+    let ex = Executor::processes(1).unwrap();
+    let looping = ex.submit(starts_a_sleep_then_loops, ("started-cancel".to_string(),));
+    let sleep = registry.wait_for(1)[0];
+    let _cleanup = KillOnDrop(sleep);
+    assert!(looping.cancel());
+    let outcome = looping.result_timeout(LONG);
+    assert!(
+        outcome.as_ref().is_err_and(|e| e.is_cancelled()),
+        "{outcome:?}"
+    );
+    eventually(LONG, "the sleep the task started is killed too", || {
+        is_dead(sleep)
+    });
+    ex.shutdown_timeout(LONG, true);
+}
+
+fn sleeps_20_s(_: u32) -> u32 {
+    std::thread::sleep(Duration::from_secs(20));
+    std::process::id()
+}
+
+/// The pool's `n` workers, once they have all started.
+fn started_workers(pool: &Pool<crew::Processes>, n: usize) -> Vec<u32> {
+    eventually(LONG, "the workers start", || pool.worker_pids().len() == n);
+    let pids = pool.worker_pids();
+    assert!(!pids.contains(&std::process::id()));
+    pids
+}
+
+#[test]
+fn no_worker_outlives_drop_terminate_or_join() {
+    // Dropped while its workers run tasks: they are dead when drop returns.
+    let pool = Pool::processes(2).unwrap();
+    let busy: Vec<_> = (0..2)
+        .map(|i| pool.apply_async(sleeps_20_s, (i,)))
+        .collect();
+    let pids = started_workers(&pool, 2);
+    drop(pool);
+    for pid in &pids {
+        assert!(is_dead(*pid), "worker {pid} still runs after drop");
+    }
+    for r in busy {
+        assert!(r.get_timeout(LONG).unwrap_err().is_cancelled());
+    }
+    // Terminated: the same when terminate returns.
+    let pool = Pool::processes(2).unwrap();
+    let busy: Vec<_> = (0..2)
+        .map(|i| pool.apply_async(sleeps_20_s, (i,)))
+        .collect();
+    let pids = started_workers(&pool, 2);
+    pool.terminate();
+    for pid in &pids {
+        assert!(is_dead(*pid), "worker {pid} still runs after terminate");
+    }
+    assert!(pool.worker_pids().is_empty());
+    drop(busy);
+    // Closed and joined: every worker exited and was reaped.
+    let pool = Pool::processes(2).unwrap();
+    let pids = started_workers(&pool, 2);
+    pool.close();
+    assert!(pool.join_timeout(LONG).unwrap());
+    for pid in &pids {
+        assert!(
+            proc_state(*pid).is_none(),
+            "worker {pid} not reaped after join"
+        );
+    }
 }

@@ -127,6 +127,27 @@ fn run_iter_is_ordered_and_lazy() {
 }
 
 #[test]
+fn no_calls_give_no_results() {
+    for prefer in PREFER {
+        let none = || (0..0u64).map(|i| delayed(double, (i,)));
+        let v: Vec<u64> = parallel(prefer).n_jobs(2).run(none()).unwrap();
+        assert!(v.is_empty());
+        assert_eq!(
+            parallel(prefer).n_jobs(2).run_iter(none()).unwrap().count(),
+            0
+        );
+        assert_eq!(
+            parallel(prefer)
+                .n_jobs(2)
+                .run_unordered(none())
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+}
+
+#[test]
 fn run_unordered_yields_every_result_once() {
     for prefer in PREFER {
         let mut v: Vec<u64> = parallel(prefer)

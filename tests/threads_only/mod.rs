@@ -3,6 +3,7 @@
 //! cancelled, worker-thread names.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crew::{Executor, Pool};
 
@@ -155,4 +156,50 @@ fn worker_threads_carry_the_builder_name() {
             "unexpected worker name {name}"
         );
     }
+}
+
+/// Panics when dropped: a task capturing one fails when the worker drops it.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("dropping the guard");
+        }
+    }
+}
+
+#[test]
+fn a_task_whose_capture_panics_on_drop_fails_and_its_worker_survives() {
+    let pool = Pool::threads(1).unwrap();
+    let guard = PanicsOnDrop;
+    let first = pool.apply_async(
+        move || {
+            let _keep = &guard;
+            1
+        },
+        (),
+    );
+    let e = first.get_timeout(Duration::from_secs(30)).unwrap_err();
+    assert!(e.is_panic(), "{e}");
+    // The one worker is still there to run the next task.
+    let next = pool.apply_async(|| 2, ());
+    assert_eq!(next.get_timeout(Duration::from_secs(30)).unwrap(), 2);
+    // A map whose task panics on drop: whichever thread drops the task last
+    // (a worker: the map fails; the caller: the panic is the caller's), the
+    // pool lives on.
+    let guard = PanicsOnDrop;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.map(
+            move |x: u32| {
+                let _keep = &guard;
+                x
+            },
+            0..4,
+        )
+    }));
+    assert!(r.is_err() || r.unwrap().is_err());
+    assert_eq!(pool.map(|x: u32| x + 1, 0..3).unwrap(), [1, 2, 3]);
+    pool.close();
+    assert!(pool.join_timeout(Duration::from_secs(3)).unwrap());
 }

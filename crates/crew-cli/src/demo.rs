@@ -9,14 +9,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crew::Pool;
+use crew::{Memory, Pool};
 
 use crate::bench::harness::{IdleGate, fmt, summarize};
 use crate::bench::report::{self, Record};
 use crate::bench::run_variants;
 use crate::bench::seeds::{self, Backend, Pools, Sizes, Variant};
 use crate::chart::{self, Bar};
-use crate::workloads::{Kde, howmany_matrix};
+use crate::workloads::{Kde, P3, howmany_matrix, parzen_density};
 
 /// Options of `crew demo`.
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ pub(crate) fn run(o: &DemoOptions) -> anyhow::Result<Vec<Record>> {
     }
 
     print_table(&rows);
-    let mut records = Vec::new();
+    let mut records = cached_kde(o, &kde)?;
     let mut bars = Vec::new();
     for r in &rows {
         let case = format!("{}.{}", r.workload, r.variant_key);
@@ -147,6 +147,44 @@ pub(crate) fn run(o: &DemoOptions) -> anyhow::Result<Vec<Record>> {
     }
     println!("demo took {:.1} s", started.elapsed().as_secs_f64());
     Ok(records)
+}
+
+/// The KDE sweep through a `crew::Memory` cache, twice: the re-run reads
+/// every density back, which is what a cache saves a re-run of a pipeline.
+/// Records `kde.memory_first.ms` and `kde.memory_rerun.ms`.
+fn cached_kde(o: &DemoOptions, kde: &Kde) -> anyhow::Result<Vec<Record>> {
+    let dir = o.target.join("crew-demo").join("memory-cache");
+    let mem = Memory::new(&dir)?;
+    mem.clear()?;
+    let sweep = mem.cache(|s: Vec<P3>, q: Vec<P3>, h: f64| parzen_density(&s, &q, h));
+    let pool = Pool::threads(crew::cpu_count())?;
+    let calls = || {
+        kde.widths
+            .iter()
+            .map(|&h| (kde.samples.clone(), kde.queries.clone(), h))
+    };
+    let t = Instant::now();
+    let first = sweep.starmap(&pool, calls())?;
+    let first_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let rerun = sweep.starmap(&pool, calls())?;
+    let rerun_ms = t.elapsed().as_secs_f64() * 1e3;
+    anyhow::ensure!(first == rerun, "the cached densities differ");
+    let stats = mem.stats();
+    println!(
+        "\nKDE sweep through crew::Memory: first run {} ms ({} widths computed), \
+         re-run {} ms ({} read from the cache): {:.0}x faster",
+        fmt(first_ms),
+        stats.misses,
+        fmt(rerun_ms),
+        stats.hits,
+        first_ms / rerun_ms
+    );
+    mem.clear()?;
+    Ok(vec![
+        Record::new("demo", "kde.memory_first.ms", "ms", summarize(&[first_ms])),
+        Record::new("demo", "kde.memory_rerun.ms", "ms", summarize(&[rerun_ms])),
+    ])
 }
 
 /// Runs the KDE once on a pool that records its timeline and writes the

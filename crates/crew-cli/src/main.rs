@@ -86,6 +86,8 @@ enum Suite {
     Transfer(SmallArgs),
     /// Shared Queue and locked Value across processes, beside Python's.
     Shm(ShmArgs),
+    /// Cache hits of crew::Memory (small and 100 MB results), beside joblib.Memory.
+    Memory(MemoryArgs),
     /// Every suite, one after the other.
     All {
         #[command(flatten)]
@@ -114,6 +116,27 @@ struct ShmArgs {
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Adds the Python rows (`crates/crew-shm/bench/shm_anchor.py`).
+    #[arg(long)]
+    python: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Clone, Args)]
+struct MemoryArgs {
+    /// Interleaved rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Calls per round of the small case.
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    /// Size of the large result, in MB.
+    #[arg(long, default_value_t = 100.0)]
+    size_mb: f64,
+    /// Adds joblib's rows (`crates/crew-cli/python/memory_anchor.py`). When
+    /// python3 lacks joblib or numpy, a virtual environment is made under
+    /// `<target>/crew-bench/python-env` and
+    /// `crates/crew-cli/python/requirements.txt` installed into it.
     #[arg(long)]
     python: bool,
     #[command(flatten)]
@@ -324,6 +347,16 @@ fn main() -> anyhow::Result<()> {
                     python: a.python,
                 })?;
             }
+            Suite::Memory(a) => {
+                bench::memory::run(&bench::memory::MemoryOptions {
+                    rounds: a.rounds.max(1),
+                    calls: a.calls.max(1),
+                    size_mb: a.size_mb,
+                    gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
+                    target: a.common.target(),
+                    python: a.python,
+                })?;
+            }
             Suite::All {
                 overhead,
                 seeds_rounds,
@@ -344,6 +377,14 @@ fn main() -> anyhow::Result<()> {
                 })?;
                 bench::shm::run(&bench::shm::ShmOptions {
                     rounds: 5,
+                    gate: o.gate,
+                    target: o.target.clone(),
+                    python: o.python.is_some(),
+                })?;
+                bench::memory::run(&bench::memory::MemoryOptions {
+                    rounds: 5,
+                    calls: 2000,
+                    size_mb: 100.0,
                     gate: o.gate,
                     target: o.target.clone(),
                     python: o.python.is_some(),

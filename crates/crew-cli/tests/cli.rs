@@ -1,5 +1,6 @@
 //! Runs the `crew` binary: `demo --quick` writes the records, the chart and
-//! the trace; the bench suites write their records.
+//! the trace; the bench suites write their records (`memory` without its
+//! Python rows, which need joblib).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,6 +56,10 @@ fn demo_quick_writes_records_chart_and_trace() {
         &dir,
     );
     assert!(stdout.contains("| pi | threads |"), "{stdout}");
+    assert!(
+        stdout.contains("KDE sweep through crew::Memory") && stdout.contains("read from the cache"),
+        "{stdout}"
+    );
 
     let cases = cases(&dir.join("crew-bench/demo.json"));
     for w in ["pi", "kde", "howmany", "crunch", "sleep"] {
@@ -67,6 +72,7 @@ fn demo_quick_writes_records_chart_and_trace() {
         }
     }
     assert!(cases.contains(&"howmany.threads_per_row.speedup".to_string()));
+    assert!(cases.contains(&"kde.memory_rerun.ms".to_string()));
     assert!(
         cases.contains(&"pi.processes.speedup".to_string()),
         "{cases:?}"
@@ -184,5 +190,38 @@ fn bench_seeds_quick_checks_every_variant() {
             "seeds.json has no {case}: {cases:?}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_memory_writes_its_cases() {
+    let dir = scratch("memory");
+    let stdout = crew(
+        &[
+            "bench",
+            "memory",
+            "--rounds",
+            "1",
+            "--calls",
+            "20",
+            "--size-mb",
+            "2",
+            "--no-idle-gate",
+        ],
+        &dir,
+    );
+    assert!(stdout.contains("crew::Memory vs joblib.Memory"), "{stdout}");
+    let got = cases(&dir.join("crew-bench/memory.json"));
+    assert_eq!(
+        got,
+        [
+            "memory.hit_small",
+            "memory.hit_100mb",
+            "memory.hit_100mb_mapped"
+        ]
+    );
+    // The cache is emptied afterwards.
+    let left = dir.join("crew-bench/memory-cache/crew-memory");
+    assert!(!left.exists(), "{} is left", left.display());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -109,6 +109,13 @@ pub trait Backend: Send + Sync + 'static {
     fn timeline(&self) -> Option<&Arc<Timeline>> {
         None
     }
+
+    /// The pids of the worker processes running now (one per live worker,
+    /// in worker order; a worker being replaced is missing for a moment).
+    /// Empty for a back-end whose workers are threads of this process.
+    fn worker_pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 /// Builds this back-end's jobs for task `T` on inputs `X` with results `R`.

@@ -110,7 +110,7 @@ pub struct ChunkOut<R> {
     values: Vec<R>,
     errors: Vec<(usize, Error)>,
     elapsed: Duration,
-    /// The values were written through the chunk's [`Dest`], not returned.
+    /// The values were written through the chunk's `Dest`, not returned.
     in_place: bool,
 }
 
@@ -140,7 +140,7 @@ impl<R> ChunkOut<R> {
         }
     }
 
-    /// The outcome of a chunk that wrote its values through its [`Dest`]:
+    /// The outcome of a chunk that wrote its values through its `Dest`:
     /// every item not among `errors` was written.
     fn in_place(len: usize, errors: Vec<(usize, Error)>, elapsed: Duration) -> Self {
         ChunkOut {
@@ -203,10 +203,16 @@ pub(crate) trait Collect<R>: Send + Sync {
     fn is_cancelled(&self) -> bool;
 }
 
-/// A chunk's slice of its map's output buffer: an in-process back-end
-/// writes each value straight to its place, so a map of known length makes
-/// one output allocation and no copy.
-pub struct Dest<R> {
+/// A chunk's slice of its map's output buffer: the thread back-end writes
+/// each value straight to its place, so a map of known length makes one
+/// output allocation and no copy.
+///
+/// A raw pointer into a buffer that the map hands back to its caller, so it
+/// never leaves this crate: only [`run_chunk_into`], called by a job of the
+/// thread back-end while its sink is undelivered (the map cannot have
+/// returned yet), writes through it. Back-ends outside the crate return
+/// their values in a [`ChunkOut`] instead.
+pub(crate) struct Dest<R> {
     ptr: *mut R,
     len: usize,
 }
@@ -240,6 +246,18 @@ impl<R> Dest<R> {
 /// every item of the chunk as cancelled. Back-ends receive sinks in
 /// [`Runs::chunk_job`]; [`run_chunk`] shows the
 /// whole round trip on the calling thread.
+///
+/// A sink hands out values only by [`deliver`](ChunkSink::deliver): the
+/// in-place output the thread back-end uses is private to this crate, so a
+/// back-end written elsewhere cannot keep a pointer into a map's output and
+/// write through it after the map returned:
+///
+/// ```compile_fail,E0624
+/// use crew_core::engine::ChunkSink;
+/// fn keep<R>(mut sink: ChunkSink<'static, R>) {
+///     let _escaped = sink.take_dest();
+/// }
+/// ```
 ///
 /// # Examples
 ///
@@ -281,9 +299,10 @@ impl<'s, R> ChunkSink<'s, R> {
     }
 
     /// Takes the chunk's slice of the output buffer, if its map has one (a
-    /// map of known length does); pass it to [`run_chunk`]. Back-ends that
-    /// return values instead (processes) simply never take it.
-    pub fn take_dest(&mut self) -> Option<Dest<R>> {
+    /// map of known length does); pass it to [`run_chunk_into`] before
+    /// delivering. Back-ends that return values instead (processes) simply
+    /// never take it.
+    pub(crate) fn take_dest(&mut self) -> Option<Dest<R>> {
         self.dest.take()
     }
 
@@ -337,13 +356,27 @@ impl<R> Drop for ChunkSink<'_, R> {
 ///
 /// ```
 /// use crew_core::{Chunk, Unary, engine::run_chunk};
-/// let out = run_chunk(&Unary(|x: u32| if x == 2 { panic!("two") } else { x }), Chunk::new(0, vec![1, 2, 3]), 0, None, None);
+/// let out = run_chunk(&Unary(|x: u32| if x == 2 { panic!("two") } else { x }), Chunk::new(0, vec![1, 2, 3]), 0, None);
 /// let r: Vec<_> = out.into_results(0).collect();
 /// assert_eq!(*r[0].as_ref().unwrap(), 1);
 /// assert!(r[1].as_ref().unwrap_err().is_panic());
 /// assert_eq!(*r[2].as_ref().unwrap(), 3);
 /// ```
 pub fn run_chunk<T, X, R>(
+    task: &T,
+    chunk: Chunk<X>,
+    worker: usize,
+    timeline: Option<&Timeline>,
+) -> ChunkOut<R>
+where
+    T: Call<X, R> + ?Sized,
+{
+    run_chunk_into(task, chunk, worker, timeline, None)
+}
+
+/// [`run_chunk`], writing the values through `dest` (the chunk's slice of
+/// its map's output) when there is one.
+pub(crate) fn run_chunk_into<T, X, R>(
     task: &T,
     chunk: Chunk<X>,
     worker: usize,
@@ -454,7 +487,7 @@ fn split<X>(items: Vec<X>, chunksize: usize) -> Vec<Chunk<X>> {
 }
 
 /// The output buffer of a map of known length: one slot per item, written
-/// in place by its chunk's [`Dest`] or filled from a chunk's returned
+/// in place by its chunk's `Dest` or filled from a chunk's returned
 /// values when the map is assembled. Dropping it frees the memory only.
 struct OutBuf<R> {
     ptr: *mut R,

@@ -7,6 +7,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -91,31 +92,43 @@ impl<T: Send> Future<T> {
     /// The task's error: it panicked, was cancelled, its worker was lost, …
     pub fn result(self) -> Result<T> {
         self.slot.wait(None);
-        self.slot.take()
+        self.slot.try_take().unwrap_or_else(|| Err(taken()))
     }
 
     /// Like [`result`](Future::result), but gives up after `timeout` with an
-    /// error for which `is_timeout()` holds.
+    /// error for which `is_timeout()` holds, and keeps the handle: after a
+    /// timeout, wait again (as Python's `result(timeout)` allows).
     ///
-    /// The task is not cancelled.
+    /// The task is not cancelled. Once the task is done, a value is moved
+    /// out to the caller (a later call reports `is_invalid_input`: the value
+    /// was taken, and callbacks added after that do not run); an error stays
+    /// and is returned again by every later call and by
+    /// [`exception`](Future::exception).
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// let (_promise, f) = crew_core::Future::<u8>::pending();
+    /// let (promise, f) = crew_core::Future::<u8>::pending();
     /// assert!(f.result_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// promise.complete(Ok(7));
+    /// assert_eq!(f.result_timeout(Duration::from_secs(5))?, 7); // waited again
+    /// assert!(f.result_timeout(Duration::ZERO).unwrap_err().is_invalid_input()); // taken
+    /// # Ok::<(), crew_core::Error>(())
     /// ```
     ///
     /// # Errors
     ///
-    /// A timeout, or the task's own error.
-    pub fn result_timeout(self, timeout: Duration) -> Result<T> {
-        if self.slot.wait(Some(deadline(timeout))) {
-            self.slot.take()
-        } else {
-            Err(Error::timeout())
+    /// A timeout, or the task's own error; `is_invalid_input` if an earlier
+    /// call already took the value.
+    pub fn result_timeout(&self, timeout: Duration) -> Result<T> {
+        if !self.slot.wait(Some(deadline(timeout))) {
+            return Err(Error::timeout());
         }
+        self.slot.take_shared(|v| match v {
+            Some(Err(e)) => Err(e.clone()),
+            other => other.take().unwrap_or_else(|| Err(taken())),
+        })
     }
 
     /// Blocks until the task is done.
@@ -209,7 +222,10 @@ impl<T: Send> Future<T> {
     /// ```
     pub fn exception(&self) -> Option<Error> {
         self.wait();
-        self.slot.with_value(|v| v.as_ref().err().cloned())
+        // A value taken by `result_timeout` was a success.
+        self.slot
+            .with_value(|v| v.as_ref().err().cloned())
+            .flatten()
     }
 
     /// Runs `callback` with the outcome once the task is done: at once, on
@@ -302,7 +318,7 @@ impl<T: Send> std::future::Future for FutureOutput<T> {
             .expect("FutureOutput polled after completion");
         if future.slot.is_done() || !future.slot.register_waker(cx.waker()) {
             let f = self.future.take().expect("checked above");
-            return Poll::Ready(f.slot.take());
+            return Poll::Ready(f.slot.try_take().unwrap_or_else(|| Err(taken())));
         }
         Poll::Pending
     }
@@ -328,7 +344,19 @@ impl<T> Unpin for FutureOutput<T> {}
 /// ```
 pub struct AsyncResult<T, E = Error> {
     slot: Arc<Slot<std::result::Result<T, E>>>,
+    /// What `get_timeout` took: 0 nothing, [`TAKEN_OK`] or [`TAKEN_ERR`].
+    taken: AtomicU8,
     _not_sync: PhantomData<Cell<()>>,
+}
+
+/// `get_timeout` took a value.
+const TAKEN_OK: u8 = 1;
+/// `get_timeout` took an error.
+const TAKEN_ERR: u8 = 2;
+
+/// The error of a wait for an outcome that an earlier `_timeout` wait took.
+fn taken() -> Error {
+    Error::invalid_input("the result was already taken by an earlier wait")
 }
 
 // SAFETY: see `Future`: shared access exposes `&Result<T, E>` to several threads.
@@ -350,6 +378,7 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
             Promise::new(slot.clone()),
             AsyncResult {
                 slot,
+                taken: AtomicU8::new(0),
                 _not_sync: PhantomData,
             },
         )
@@ -370,30 +399,50 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// The call's error.
     pub fn get(self) -> std::result::Result<T, E> {
         self.slot.wait(None);
-        self.slot.take()
+        self.slot
+            .try_take()
+            .unwrap_or_else(|| Err(E::from(taken())))
     }
 
     /// Like [`get`](AsyncResult::get), but gives up after `timeout` with a
-    /// timeout error (`is_timeout()`); the call goes on running.
+    /// timeout error (`is_timeout()`) and keeps the handle: after a timeout,
+    /// wait again (as Python's `get(timeout)` allows). The call goes on
+    /// running.
+    ///
+    /// Once the call is done, its outcome (value or error) is moved out to
+    /// the caller; a later call reports `is_invalid_input` (the outcome was
+    /// taken), [`successful`](AsyncResult::successful) still answers, and
+    /// callbacks added after that do not run.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// let (_p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
     /// let e: crew_core::Error = r.get_timeout(Duration::from_millis(5)).unwrap_err();
     /// assert!(e.is_timeout());
+    /// p.complete(Ok(3));
+    /// assert_eq!(r.get_timeout(Duration::from_secs(5))?, 3); // waited again
+    /// assert_eq!(r.successful(), Some(true));
+    /// # Ok::<(), crew_core::Error>(())
     /// ```
     ///
     /// # Errors
     ///
-    /// A timeout, or the call's own error.
-    pub fn get_timeout(self, timeout: Duration) -> std::result::Result<T, E> {
-        if self.slot.wait(Some(deadline(timeout))) {
-            self.slot.take()
-        } else {
-            Err(E::from(Error::timeout()))
+    /// A timeout, or the call's own error; `is_invalid_input` if an earlier
+    /// call already took the outcome.
+    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, E> {
+        if !self.slot.wait(Some(deadline(timeout))) {
+            return Err(E::from(Error::timeout()));
         }
+        self.slot.take_shared(|v| match v.take() {
+            Some(outcome) => {
+                let ok = if outcome.is_ok() { TAKEN_OK } else { TAKEN_ERR };
+                self.taken.store(ok, std::sync::atomic::Ordering::Relaxed);
+                outcome
+            }
+            None => Err(E::from(taken())),
+        })
     }
 
     /// Blocks until the call is done.
@@ -451,7 +500,15 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
         if !self.slot.is_done() {
             return None;
         }
-        Some(self.slot.with_value(|v| v.is_ok()))
+        // The outcome may have been taken by `get_timeout` (which records
+        // what it was, under the same lock).
+        self.slot.with_value(|v| v.is_ok()).or(
+            match self.taken.load(std::sync::atomic::Ordering::Relaxed) {
+                TAKEN_OK => Some(true),
+                TAKEN_ERR => Some(false),
+                _ => None,
+            },
+        )
     }
 
     /// Runs `callback` with the value once the call succeeds (Python's

@@ -253,6 +253,7 @@ impl<V> Slot<V> {
     /// else on the thread that completes it.
     pub(crate) fn on_done(&self, f: Callback<V>) {
         if let Some(Waiter::Callback(f)) = self.register(Waiter::Callback(f)) {
+            // A value already moved out by a `_timeout` wait: nothing to show.
             self.with_value(|v| run_callback(f, v));
         }
     }
@@ -313,22 +314,47 @@ impl<V> Slot<V> {
         }
     }
 
-    /// Calls `f` with the value. Only the slot's owner may call this, and only
-    /// once the slot is done.
-    pub(crate) fn with_value<T>(&self, f: impl FnOnce(&V) -> T) -> T {
+    /// Calls `f` with the value, `None` if [`take_shared`](Slot::take_shared)
+    /// moved it out. Only through the slot's owning handle, once the slot is
+    /// done.
+    ///
+    /// Runs `f` under the waiter lock: a handle shared between threads may
+    /// have one thread reading here while another moves the value out.
+    pub(crate) fn with_value<T>(&self, f: impl FnOnce(&V) -> T) -> Option<T> {
         assert!(self.phase() == DONE, "slot read before it was done");
-        self.sync();
-        // SAFETY: `DONE` was observed with `Acquire`, and `sync()` waited out
-        // the completer's callbacks; the owner is the only other reader.
-        f(unsafe { (*self.value.get()).as_ref() }.expect("value written"))
+        let _waiters = lock(&self.waiters);
+        // SAFETY: `DONE` was observed with `Acquire`, so the value is
+        // written; after `DONE` every access through a shared handle holds
+        // the waiter lock (as the completer's callbacks do), so none
+        // overlaps a move out by `take_shared`.
+        unsafe { (*self.value.get()).as_ref() }.map(f)
     }
 
-    /// Moves the value out. Only the slot's owner may call this, once.
-    pub(crate) fn take(&self) -> V {
+    /// Lets `f` move the value out (or leave it) through a shared handle:
+    /// the `_timeout` waits, which keep the handle for another try. Only
+    /// through the slot's owning handle, once the slot is done.
+    pub(crate) fn take_shared<T>(&self, f: impl FnOnce(&mut Option<V>) -> T) -> T {
+        assert!(self.phase() == DONE, "slot taken before it was done");
+        let _waiters = lock(&self.waiters);
+        // SAFETY: as in `with_value`: the lock excludes every other access.
+        f(unsafe { &mut *self.value.get() })
+    }
+
+    /// Moves the value out, `None` if `take_shared` already did. Only by
+    /// the slot's owning handle as it is consumed (so no shared access of
+    /// it remains), once the slot is done.
+    pub(crate) fn try_take(&self) -> Option<V> {
         assert!(self.phase() == DONE, "slot taken before it was done");
         self.sync();
-        // SAFETY: as in `with_value`; the owner takes the value once.
-        unsafe { (*self.value.get()).take() }.expect("slot value taken twice")
+        // SAFETY: as in `with_value`; the consumed owner has no other
+        // accessor left, and `sync()` waited out the completer's callbacks.
+        unsafe { (*self.value.get()).take() }
+    }
+
+    /// [`try_take`](Slot::try_take) of a value known to be there.
+    #[cfg(test)]
+    pub(crate) fn take(&self) -> V {
+        self.try_take().expect("slot value taken twice")
     }
 
     pub(crate) fn set_interrupt(&self, hook: Option<Interrupt>) {
@@ -379,9 +405,19 @@ fn run_callback<V>(f: Callback<V>, value: &V) {
     // A panicking callback must not take the worker (or the other callbacks)
     // with it; Python's pools likewise report and go on.
     if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(value))) {
-        let e = Error::from_panic(p);
-        eprintln!("crew: a result callback panicked: {e}");
+        // The callback's panic, not the task's: the task itself succeeded
+        // or failed on its own, and its outcome stands.
+        eprintln!("{}", callback_panic_report(&*p));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(p)));
     }
+}
+
+/// The line printed for a callback that panicked with `payload`.
+fn callback_panic_report(payload: &(dyn std::any::Any + Send)) -> String {
+    format!(
+        "crew: a result callback panicked (the task's outcome stands): {}",
+        Error::panic_payload_message(payload)
+    )
 }
 
 /// The producing side of a slot, held by a job.

@@ -40,6 +40,20 @@ pub mod fuzzing {
     pub use crate::fuzz::{frame_reader, wire_decoder};
 }
 
+/// A fingerprint of this executable's build: it changes with any rebuild
+/// that moves code, and is the same in every process running this very
+/// file (the worker handshake compares it; `crew::Memory` keys results by
+/// it so that changed code never reads results of the old code).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(crew_process::build_fingerprint(), crew_process::build_fingerprint());
+/// ```
+pub fn build_fingerprint() -> u64 {
+    entry::build_fingerprint()
+}
+
 /// A pool of worker processes: the back-end of `Pool::processes` and
 /// `Executor::processes`.
 ///
@@ -199,6 +213,10 @@ impl Backend for Processes {
 
     fn timeline(&self) -> Option<&Arc<Timeline>> {
         self.shared.timeline.as_ref()
+    }
+
+    fn worker_pids(&self) -> Vec<u32> {
+        self.shared.worker_pids()
     }
 }
 

@@ -119,7 +119,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
         let Some((entry, payload)) = self.job.take() else {
             return Err(Error::invalid_input("a process can be started only once"));
         };
-        let worker = spawn_worker(None).map_err(|e| Error::io("starting a process", e))?;
+        let worker = spawn_worker(None, false).map_err(|e| Error::io("starting a process", e))?;
         self.pid = Some(worker.child.id());
         let (promise, future) = Future::pending();
         self.result = Some(future);

@@ -46,8 +46,9 @@ fn set_buffers(fd: &OwnedFd) {
     }
 }
 
-/// Starts one worker process.
-pub(crate) fn spawn_worker(memory_limit: Option<u64>) -> io::Result<Spawned> {
+/// Starts one worker process; with `own_group`, the worker leads a process
+/// group of its own (pool workers: see [`kill_group`]).
+pub(crate) fn spawn_worker(memory_limit: Option<u64>, own_group: bool) -> io::Result<Spawned> {
     let mut fds = [0; 2];
     // SAFETY: socketpair writes two fds into `fds`.
     cvt(unsafe {
@@ -82,6 +83,9 @@ pub(crate) fn spawn_worker(memory_limit: Option<u64>) -> io::Result<Spawned> {
     if let Some(bytes) = memory_limit {
         cmd.env(ENV_MEMORY, bytes.to_string());
     }
+    if own_group {
+        cmd.process_group(0);
+    }
     let (sock_raw, control_raw) = (child_end.as_raw_fd(), control_fd.as_raw_fd());
     // SAFETY: the closure runs in the forked child before exec and uses only
     // async-signal-safe calls (fcntl, dup2, prctl).
@@ -112,6 +116,31 @@ pub(crate) fn spawn_worker(memory_limit: Option<u64>) -> io::Result<Spawned> {
         control,
         pidfd,
     })
+}
+
+/// Kills (SIGKILL) the process group that worker `pid` leads: the worker
+/// and every process its tasks started that stayed in the group.
+///
+/// The caller must not have reaped the worker yet: until it is reaped its
+/// pid cannot be reused, so the group id still names this group. A process
+/// that left the group (`setsid`, `setpgid`) or was started with a group of
+/// its own is out of reach, as is anything a process of the group started
+/// after it left.
+pub(crate) fn kill_group(pid: u32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// True once child `pid` has exited (or is no longer ours to wait for),
+/// without reaping it.
+pub(crate) fn has_exited(pid: u32) -> bool {
+    use rustix::process::{Pid, WaitId, WaitIdOptions, waitid};
+    let Some(pid) = Pid::from_raw(pid as i32) else {
+        return true;
+    };
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    !matches!(waitid(WaitId::Pid(pid), options), Ok(None))
 }
 
 /// Describes how a worker ended, for `Error::worker_lost`.

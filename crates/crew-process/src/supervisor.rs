@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crew_core::{Error, Timeline};
 
-use crate::spawn::{Spawned, describe_exit, spawn_worker};
+use crate::spawn::{Spawned, describe_exit, has_exited, kill_group, spawn_worker};
 use crate::wire::{self, Fields, Inbox, Outbox, Read};
 use crate::worker::{FLAG_SPANS, FLAG_TIMED, monotonic_ns};
 
@@ -178,8 +178,32 @@ pub(crate) struct Proxy {
     kills: Mutex<Vec<u64>>,
 }
 
+/// What a proxy's worker slot holds: read by `terminate` (which kills and
+/// waits for every worker) and `worker_pids`. Changed under `Shared::pids`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// No worker.
+    Empty,
+    /// The proxy is starting a worker.
+    Starting,
+    /// A worker runs with this pid, which also names its process group.
+    /// Not yet reaped, so anyone holding the lock may signal it.
+    Running(u32),
+    /// The proxy is reaping this worker: the pid may be freed any moment,
+    /// so nobody else signals it.
+    Reaping(u32),
+}
+
+/// How long `terminate` (and so dropping a pool) waits for the killed
+/// workers to exit: a killed process exits within milliseconds; this only
+/// bounds a machine in trouble.
+const REAP_LIMIT: Duration = Duration::from_secs(10);
+
 pub(crate) struct Shared {
     pub(crate) config: ProcessConfig,
+    /// One entry per proxy; see [`Slot`]. Taken before `queue`, never after.
+    pids: Mutex<Vec<Slot>>,
+    pids_changed: Condvar,
     queue: Mutex<Queue>,
     /// Mirrors `queue.jobs.len()`, so a spinning proxy can look without
     /// taking the lock.
@@ -246,6 +270,8 @@ impl Shared {
             .map_err(|e| Error::io("creating an eventfd", e))?;
         let shared = Arc::new(Shared {
             timeline: config.timeline.then(|| Arc::new(Timeline::new())),
+            pids: Mutex::new(vec![Slot::Empty; config.workers]),
+            pids_changed: Condvar::new(),
             config,
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -399,10 +425,66 @@ impl Shared {
         n
     }
 
+    /// Stops the pool now: queued jobs are cancelled, and every worker is
+    /// killed with its process group; returns once they have all exited
+    /// (their proxies reap them), or after [`REAP_LIMIT`]. Never waits for
+    /// a task: it kills it.
     pub(crate) fn terminate(&self) {
-        self.state.store(TERMINATED, Ordering::Release);
+        {
+            // Under the lock: a proxy that has not yet marked its slot
+            // `Starting` sees the state and starts nothing.
+            let _pids = lock(&self.pids);
+            self.state.store(TERMINATED, Ordering::Release);
+        }
         self.cancel_pending();
         self.wake_all();
+        self.kill_and_wait(Instant::now() + REAP_LIMIT);
+    }
+
+    /// Kills every running worker's group and waits until each has exited
+    /// or `deadline` passes. A worker counts as exited once it no longer
+    /// runs, reaped or not, so this never waits on a proxy thread (which
+    /// may be the caller, in a callback).
+    fn kill_and_wait(&self, deadline: Instant) {
+        let mut pids = lock(&self.pids);
+        loop {
+            let mut waiting = false;
+            for slot in pids.iter() {
+                match *slot {
+                    Slot::Empty => {}
+                    Slot::Starting => waiting = true,
+                    Slot::Running(pid) => {
+                        kill_group(pid);
+                        waiting |= !has_exited(pid);
+                    }
+                    Slot::Reaping(pid) => waiting |= !has_exited(pid),
+                }
+            }
+            let now = Instant::now();
+            if !waiting || now >= deadline {
+                return;
+            }
+            let step = (now + Duration::from_millis(1)).min(deadline);
+            pids = match crew_core::engine::wait_deadline(&self.pids_changed, pids, Some(step)) {
+                Ok(g) | Err(g) => g,
+            };
+        }
+    }
+
+    fn set_slot(&self, slot: usize, value: Slot) {
+        lock(&self.pids)[slot] = value;
+        self.pids_changed.notify_all();
+    }
+
+    /// The pids of the workers running now, in proxy order.
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        lock(&self.pids)
+            .iter()
+            .filter_map(|s| match *s {
+                Slot::Running(pid) => Some(pid),
+                _ => None,
+            })
+            .collect()
     }
 
     pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
@@ -453,19 +535,27 @@ impl Shared {
 fn proxy_main(shared: Arc<Shared>, slot: usize) {
     let mut seq = ((slot as u64 + 1) << 40) + 1;
     loop {
-        let state = shared.state.load(Ordering::Acquire);
-        if state == TERMINATED {
-            break;
-        }
-        if state == CLOSED
-            && lock(&shared.queue).jobs.is_empty()
-            && lock(&shared.queue).delayed.is_empty()
         {
-            break;
+            let mut pids = lock(&shared.pids);
+            let state = shared.state.load(Ordering::Acquire);
+            if state == TERMINATED {
+                break;
+            }
+            if state == CLOSED
+                && lock(&shared.queue).jobs.is_empty()
+                && lock(&shared.queue).delayed.is_empty()
+            {
+                break;
+            }
+            pids[slot] = Slot::Starting;
         }
-        let started = match spawn_worker(shared.config.memory_limit) {
-            Ok(worker) => drive(&shared, slot, worker, &mut seq),
+        let started = match spawn_worker(shared.config.memory_limit, true) {
+            Ok(worker) => {
+                shared.set_slot(slot, Slot::Running(worker.child.id()));
+                drive(&shared, slot, worker, &mut seq)
+            }
             Err(e) => {
+                shared.set_slot(slot, Slot::Empty);
                 shared.start_failed(Error::io("starting a worker process", e));
                 false
             }
@@ -899,13 +989,17 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             )));
         }
         if kill.is_some() {
+            // The whole group: what the task started dies with it.
+            kill_group(worker.child.id());
             let _ = worker.child.kill();
             dead = true;
         }
     }
     deliver(&mut finished, slot, shared.timeline.as_deref());
     // REAP: the worker is gone or going; collect its exit status.
+    shared.set_slot(slot, Slot::Reaping(worker.child.id()));
     let status = reap(&mut worker.child);
+    shared.set_slot(slot, Slot::Empty);
     let (running, item, _) = worker.control.running();
     let mut cause = describe_exit(status);
     if let Some(limit) = shared.config.memory_limit {
@@ -965,6 +1059,7 @@ fn reap(child: &mut std::process::Child) -> std::process::ExitStatus {
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
             _ => {
                 // Closed its socket but did not exit: it must not linger.
+                kill_group(child.id());
                 let _ = child.kill();
                 if let Ok(status) = child.wait() {
                     return status;

@@ -167,13 +167,7 @@ pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
 
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
-            (*s).to_owned()
-        } else if let Some(s) = info.payload().downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "Box<dyn Any>".to_owned()
-        };
+        let message = Error::panic_payload_message(info.payload());
         let bt = std::backtrace::Backtrace::capture();
         let bt = (bt.status() == std::backtrace::BacktraceStatus::Captured).then(|| {
             match info.location() {

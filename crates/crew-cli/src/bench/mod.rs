@@ -5,6 +5,7 @@
 //! examples are for reading, benches for measuring).
 
 pub(crate) mod harness;
+pub(crate) mod memory;
 pub(crate) mod overhead;
 pub(crate) mod python;
 pub(crate) mod report;

@@ -128,16 +128,33 @@ impl Error {
     /// assert_eq!(e.panic_message(), Some("bad row 7"));
     /// ```
     pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Error {
-        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+        let message = Error::panic_payload_message(&*payload);
+        // Dropping a panic payload can itself panic; never let that escape.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
+        Error::panic(message)
+    }
+
+    /// The message a panic payload carries: the `&str` or `String` given to
+    /// `panic!`, or `"a non-string panic payload"` for anything else (a
+    /// `panic_any(42)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::Error;
+    /// let odd = std::panic::catch_unwind(|| std::panic::panic_any(42u32)).unwrap_err();
+    /// assert_eq!(Error::panic_payload_message(&*odd), "a non-string panic payload");
+    /// let text = std::panic::catch_unwind(|| panic!("at {}", 3)).unwrap_err();
+    /// assert_eq!(Error::panic_payload_message(&*text), "at 3");
+    /// ```
+    pub fn panic_payload_message(payload: &(dyn std::any::Any + Send)) -> String {
+        if let Some(s) = payload.downcast_ref::<&'static str>() {
             (*s).to_owned()
         } else if let Some(s) = payload.downcast_ref::<String>() {
             s.clone()
         } else {
-            "Box<dyn Any>".to_owned()
-        };
-        // Dropping a panic payload can itself panic; never let that escape.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
-        Error::panic(message)
+            "a non-string panic payload".to_owned()
+        }
     }
 
     /// The error of a task that did not finish within its time limit, or of a
@@ -402,7 +419,7 @@ impl Error {
     /// The panic message, if the task panicked.
     ///
     /// A payload that is neither a `&str` nor a `String` gives
-    /// `"Box<dyn Any>"`, as the standard panic hook prints.
+    /// `"a non-string panic payload"`.
     ///
     /// # Examples
     ///
@@ -411,7 +428,7 @@ impl Error {
     /// assert_eq!(Error::panic("boom").panic_message(), Some("boom"));
     /// assert_eq!(Error::timeout().panic_message(), None);
     /// let odd = std::panic::catch_unwind(|| std::panic::panic_any(7)).unwrap_err();
-    /// assert_eq!(Error::from_panic(odd).panic_message(), Some("Box<dyn Any>"));
+    /// assert_eq!(Error::from_panic(odd).panic_message(), Some("a non-string panic payload"));
     /// ```
     pub fn panic_message(&self) -> Option<&str> {
         match &self.inner.kind {

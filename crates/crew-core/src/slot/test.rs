@@ -87,3 +87,17 @@ fn racing_completion_and_registration_never_lose_a_wakeup() {
         assert_eq!(slot.take().unwrap(), 1);
     }
 }
+
+#[test]
+fn a_panicking_callback_is_reported_as_the_callback_s_not_the_task_s() {
+    let payload = std::panic::catch_unwind(|| panic!("in the callback")).unwrap_err();
+    let line = callback_panic_report(&*payload);
+    assert!(line.contains("callback panicked"), "{line}");
+    assert!(line.ends_with("in the callback"), "{line}");
+    assert!(!line.contains("task panicked"), "{line}");
+    // The callback's panic leaves the task's outcome alone.
+    let slot = Arc::new(Slot::<V>::new());
+    slot.on_done(Box::new(|_| panic!("in the callback")));
+    assert!(slot.complete(Ok(3)).is_ok());
+    assert_eq!(slot.take().unwrap(), 3);
+}

@@ -15,7 +15,7 @@ use crate::sync::{Injector, Steal};
 
 use crate::backend::{Backend, Runs};
 use crate::call::Call;
-use crate::engine::{Chunk, ChunkSink, run_chunk};
+use crate::engine::{Chunk, ChunkOut, ChunkSink, run_chunk_into};
 use crate::error::{Error, Result};
 use crate::slot::Promise;
 use crate::timeline::Timeline;
@@ -507,6 +507,19 @@ impl Shared {
     }
 }
 
+/// Runs a job; a panic that escapes it (a job dropped unrun whose captures
+/// panic on drop: jobs built by [`Runs`] catch their task's own panics)
+/// is reported and the worker carries on, so a pool never loses a thread.
+fn run_job(job: ThreadJob<'static>, ctx: &WorkerCtx<'_>) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(ctx))) {
+        eprintln!(
+            "crew: a job of worker {} panicked outside its task: {}",
+            ctx.worker,
+            Error::from_panic(p)
+        );
+    }
+}
+
 fn worker_main(shared: Arc<Shared>, index: usize) {
     CURRENT.with(|c| c.set((Arc::as_ptr(&shared) as usize, index)));
     let ctx = WorkerCtx {
@@ -527,7 +540,7 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
                     shared.wake_one();
                 }
             }
-            job.run(&ctx);
+            run_job(job, &ctx);
             spins = 0;
             continue;
         }
@@ -668,7 +681,7 @@ impl Backend for Threads {
                     worker,
                     timeline: self.shared.timeline.as_deref(),
                 };
-                job.run(&ctx);
+                run_job(job, &ctx);
                 true
             }
             None => false,
@@ -715,13 +728,17 @@ where
             let task = job.task.take().expect("job runs once");
             let input = job.input.take().expect("job runs once");
             let start = ctx.timeline.map(|_| Instant::now());
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.call(input)))
-                    .map_err(|p| Error::from_panic(p).with_worker(ctx.worker));
+            // The task is dropped inside the guard: what it captured may
+            // panic on drop, which fails the task, not its worker.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let value = task.call(input);
+                drop(task);
+                value
+            }))
+            .map_err(|p| Error::from_panic(p).with_worker(ctx.worker));
             if let (Some(t), Some(start), Some(number)) = (ctx.timeline, start, number) {
                 t.record(ctx.worker, number, start, Instant::now());
             }
-            drop(task);
             let CallJob { promise, .. } = job;
             promise.complete(outcome);
         })
@@ -740,8 +757,15 @@ where
             let task = job.task.take().expect("job runs once");
             let chunk = job.chunk.take().expect("job runs once");
             let dest = job.sink.take_dest();
-            let out = run_chunk(&*task, chunk, ctx.worker, ctx.timeline, dest);
-            drop(task);
+            let out = run_chunk_into(&*task, chunk, ctx.worker, ctx.timeline, dest);
+            // As in `call_job`: a task that panics on drop fails its chunk
+            // (values already written in place are leaked, never read).
+            let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                drop(task)
+            })) {
+                Ok(()) => out,
+                Err(p) => ChunkOut::failed(out.len(), Error::from_panic(p).with_worker(ctx.worker)),
+            };
             let ChunkJob { sink, .. } = job;
             sink.deliver(out);
         })
