@@ -326,7 +326,7 @@ pub(crate) fn run(opts: &SoakOptions) -> bool {
             std::thread::sleep(Duration::from_millis(5));
         }
         samples.push((Instant::now(), open_fds(), rss_bytes()));
-        if rounds % 50 == 0 {
+        if rounds.is_multiple_of(50) {
             let (_, fds, rss) = samples[samples.len() - 1];
             println!(
                 "soak: {:>5.0} s, {rounds} rounds, {} tasks, {} fds, RSS {} MiB, {} violations",

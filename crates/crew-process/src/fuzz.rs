@@ -109,7 +109,7 @@ pub fn frame_reader(data: &[u8]) {
                 Err(e) => panic!("send: {e}"),
             }
         }
-        let done_sending = sent >= stream.len() && !(first && !fds.is_empty());
+        let done_sending = sent >= stream.len() && (!first || fds.is_empty());
         match inbox.read_nonblocking(rx.as_raw_fd()) {
             Ok(Read::Data) => {}
             Ok(Read::WouldBlock) if done_sending => break,

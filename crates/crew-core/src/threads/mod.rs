@@ -174,7 +174,7 @@ pub struct WorkerCtx<'a> {
 /// PAUSE is ~9 ns, ipc-floor.md), the second half yielding its CPU, which a
 /// submitter sharing it needs. Less than the ~60 µs a sleeping vCPU takes
 /// to wake. Only one worker searches at a time.
-/// Under loom: two checks (one pause, one yield), enough to model the
+/// Under loom: two checks, enough to model the
 /// searching state without an explosion of interleavings.
 const IDLE_SPINS: u32 = if cfg!(loom) { 2 } else { 64 };
 const SPIN_BATCH: u32 = if cfg!(loom) { 1 } else { 16 };
@@ -559,7 +559,9 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
                 shared.searching.fetch_add(1, Ordering::SeqCst);
             }
             spins += 1;
-            if spins <= IDLE_SPINS / 2 {
+            // (No yield under loom: a yielding thread is not preempted
+            // there, which would hide the very races the models look for.)
+            if spins <= IDLE_SPINS / 2 || cfg!(loom) {
                 for _ in 0..SPIN_BATCH {
                     std::hint::spin_loop();
                 }
