@@ -82,6 +82,47 @@ impl Executor<Processes> {
     }
 }
 
+impl Executor<crew_redis::Cluster> {
+    /// An executor over the nodes of the cluster at `url` (see
+    /// [`Pool::cluster`](crate::Pool::cluster)). A running task can be
+    /// cancelled: the node running it kills its worker process.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let ex = crew::Executor::cluster("redis://10.0.0.1:6379")?;
+    /// let f = ex.submit(|a: u64, b: u64| a + b, (2, 3));
+    /// assert_eq!(f.result()?, 5);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::cluster`](crate::Pool::cluster).
+    pub fn cluster(url: &str) -> Result<Executor<crew_redis::Cluster>> {
+        Executor::cluster_config(crew_redis::ClusterConfig::new(url))
+    }
+
+    /// An executor over the cluster `config` describes.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let config = crew::cluster::ClusterConfig::new("redis://10.0.0.1:6379").queue("images");
+    /// let ex = crew::Executor::cluster_config(config)?;
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::cluster`](crate::Pool::cluster).
+    pub fn cluster_config(
+        config: crew_redis::ClusterConfig,
+    ) -> Result<Executor<crew_redis::Cluster>> {
+        Ok(Executor::from_backend(crew_redis::Cluster::new(config)?))
+    }
+}
+
 impl<B: Backend> Executor<B> {
     /// An executor over any back-end.
     ///

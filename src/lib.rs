@@ -52,6 +52,15 @@
 //! ```
 #![deny(missing_docs)]
 
+// crew's worker processes and shared memory are built on Linux kernel
+// interfaces (see the README, "Supported systems"): say so, rather than let
+// the build fail on a missing system item.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "crew runs on Linux only (kernel 3.17+: memfd, robust futexes, PR_SET_PDEATHSIG; pidfd from 5.3): \
+     this target is not supported; see the README, \"Supported systems\""
+);
+
 mod executor;
 pub mod memory;
 mod parallel;
@@ -61,8 +70,9 @@ pub mod registry;
 pub use crew_core::engine::Imap;
 pub use crew_core::{
     AsCompleted, AsCompletedTimeout, AsyncResult, Backend, Error, Future, MapAsyncResult, MapError,
-    ParRange, ProgressStyle, Result, ReturnWhen, Schedule, Span, Threads, Timeline, Waited,
-    as_completed, as_completed_timeout, cpu_count, par_for_each_mut, prange, wait, worker_state,
+    Mark, MarkKind, ParRange, ProgressStyle, Result, ReturnWhen, Schedule, Span, Threads, Timeline,
+    Waited, as_completed, as_completed_timeout, cpu_count, par_for_each_mut, prange, wait,
+    worker_state,
 };
 pub use crew_macros::{main, task};
 pub use crew_process::{Process, ProcessConfig, Processes};
@@ -136,6 +146,31 @@ pub use crew_shm::{Connection, Pipe, PutError, Queue, QueueBuilder};
 /// ```
 pub fn init() {
     crew_process::run_if_worker();
+    crew_redis::run_if_node();
+}
+
+/// Many machines through Redis: the settings of a cluster, the back-end,
+/// worker nodes, a private `redis-server` for tests and demos, and the
+/// status `crew status` prints. Start with [`Pool::cluster`].
+///
+/// A node is this program started with `CREW_WORKER=redis://host:port`
+/// (and `CREW_CONCURRENCY=n` worker processes, `CREW_QUEUE=name`); it
+/// becomes a node before `main`, like worker processes do.
+///
+/// # Examples
+///
+/// ```no_run
+/// let redis = crew::cluster::LocalRedis::start()?;
+/// redis.spawn_node("default", 2, &[])?;
+/// let pool = crew::Pool::builder().cluster(&redis.url()).build()?;
+/// assert_eq!(pool.map(|x: u32| x + 1, 0..3)?, [1, 2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub mod cluster {
+    pub use crew_redis::{
+        Cluster, ClusterConfig, DeadLetter, LocalRedis, NodeProcess, NodeStatus, QueueStatus,
+        StreamStatus, status,
+    };
 }
 
 /// The engine behind the facade, for back-end authors: the [`Backend`] and

@@ -79,6 +79,10 @@ where
     fn call(&self, d: Delayed<F, A>) -> R {
         Star(d.f).call(d.args)
     }
+
+    fn name(&self) -> Option<&'static str> {
+        Some(std::any::type_name::<F>())
+    }
 }
 
 /// Which workers [`Parallel`] uses, as joblib's `prefer`.
@@ -239,7 +243,7 @@ impl Parallel {
 
     /// Prints joblib-style progress lines on stderr
     /// (`[Parallel(n_jobs=2)]: Done   4 out of  10 | elapsed: 0.1s
-    /// remaining: 0.2s`): 0 is quiet, 1–9 about every tenth of the work, 10
+    /// remaining: 0.2s | 40.0 it/s`): 0 is quiet, 1–9 about every tenth of the work, 10
     /// and more also at least once a second, above 50 after every task.
     ///
     /// # Examples

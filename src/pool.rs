@@ -10,6 +10,7 @@ use crew_core::{
     Runs, Star, Threads, ThreadsConfig, Timeline, Unary,
 };
 use crew_process::{ProcessConfig, Processes};
+use crew_redis::{Cluster, ClusterConfig};
 
 /// A pool of workers with Python's `multiprocessing.Pool` interface: `map`,
 /// `starmap`, `apply`, their `_async` variants, `imap`, `imap_unordered`,
@@ -97,12 +98,101 @@ impl Pool<Processes> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
+    /// A closure that captures a variable does not compile, with or without
+    /// `move`; the error says "a process task cannot capture its
+    /// environment … pass the data as an argument", and names the closure
+    /// by its file and line (`{closure@src/main.rs:4:22: 4:30}`):
+    ///
+    /// ```compile_fail,E0080
+    /// let pool = crew::Pool::processes(2)?;
+    /// let prefix = String::from("n=");
+    /// let v = pool.map(|x: u32| format!("{prefix}{x}"), 0..4)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// ```compile_fail,E0080
+    /// let pool = crew::Pool::processes(2)?;
+    /// let prefix = String::from("n=");
+    /// let v = pool.map(move |x: u32| format!("{prefix}{x}"), 0..4)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// The fix: pass the data as an argument.
+    ///
+    /// ```
+    /// let pool = crew::Pool::processes(2)?;
+    /// let prefix = String::from("n=");
+    /// let v = pool.starmap(|p: String, x: u32| format!("{p}{x}"), (0..2).map(|x| (prefix.clone(), x)))?;
+    /// assert_eq!(v, ["n=0", "n=1"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// The check runs when the program is built (`cargo build`, `cargo
+    /// test`, `cargo run`), not in `cargo check` (what an editor runs): it
+    /// looks at the size of the task's type, which only code generation
+    /// computes, and stable Rust has no trait bound meaning "captures
+    /// nothing" that `cargo check` could test. The async calls
+    /// (`apply_async`, `map_async`, `imap`, …) need a `'static` task on every
+    /// back-end, so there a closure that borrows first meets rustc's E0373
+    /// ("use the `move` keyword"); with `move` it meets the check above.
+    ///
     /// # Errors
     ///
     /// `is_invalid_input` for `n == 0`; `is_io` if a supervising thread
     /// cannot start.
     pub fn processes(n: usize) -> Result<Pool<Processes>> {
         Pool::builder().processes(n).build()
+    }
+}
+
+impl Pool<Cluster> {
+    /// A pool whose workers are the nodes of a cluster: this same program
+    /// started with `CREW_WORKER=<url>` on any number of machines, sharing
+    /// the queue through the Redis at `url` (`redis://[user:password@]host:port`,
+    /// `rediss://…`, `redis+unix:///path`).
+    ///
+    /// Tasks follow the rules of [`Pool::processes`]; only nodes running
+    /// this very build take them, and they wait in Redis until one does.
+    /// Each task's result comes back exactly once; a node that dies or
+    /// stalls has its tasks taken over by the others. The queue name and
+    /// timings come from the environment (`CREW_QUEUE`, …) unless set with
+    /// [`Pool::builder`]`().cluster(url)`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// // On each worker machine: CREW_WORKER=redis://10.0.0.1:6379 ./myprog
+    /// let pool = crew::Pool::cluster("redis://10.0.0.1:6379")?;
+    /// let squares = pool.map(|x: u64| x * x, 0..1000)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for a bad URL; `is_io` if Redis cannot be reached
+    /// within 30 s or refuses the credentials.
+    pub fn cluster(url: &str) -> Result<Pool<Cluster>> {
+        Pool::builder().cluster(url).build()
+    }
+
+    /// [`Pool::cluster`] with the URL from `CREW_CLUSTER`, so a program can
+    /// be pointed at a cluster without a rebuild.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// // CREW_CLUSTER=redis://10.0.0.1:6379 CREW_QUEUE=images ./myprog
+    /// let pool = crew::Pool::cluster_from_env()?;
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` if `CREW_CLUSTER` is not set; else as
+    /// [`Pool::cluster`].
+    pub fn cluster_from_env() -> Result<Pool<Cluster>> {
+        let config = ClusterConfig::from_env()?;
+        Pool::builder().cluster_config(config).build()
     }
 }
 
@@ -190,6 +280,114 @@ impl PoolBuilder<()> {
             timeline: self.timeline,
             error: self.error,
         }
+    }
+}
+
+impl PoolBuilder<()> {
+    /// Runs tasks on the nodes of the cluster at `url` (see
+    /// [`Pool::cluster`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let pool = crew::Pool::builder()
+    ///     .cluster("redis://10.0.0.1:6379")
+    ///     .queue("images")
+    ///     .task_timeout(Duration::from_secs(60))
+    ///     .build()?;
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn cluster(self, url: &str) -> PoolBuilder<ClusterConfig> {
+        self.cluster_config(ClusterConfig::new(url))
+    }
+
+    /// Runs tasks on the cluster `config` describes.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let config = crew::cluster::ClusterConfig::new("redis://10.0.0.1:6379").queue("images");
+    /// let pool = crew::Pool::builder().cluster_config(config).build()?;
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn cluster_config(self, config: ClusterConfig) -> PoolBuilder<ClusterConfig> {
+        PoolBuilder {
+            kind: config,
+            opts: self.opts,
+            timeline: self.timeline,
+            error: self.error,
+        }
+    }
+}
+
+impl PoolBuilder<ClusterConfig> {
+    /// The queue to use (default `CREW_QUEUE`, else `default`); nodes
+    /// serve the queue named by their own `CREW_QUEUE`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let pool = crew::Pool::builder().cluster("redis://10.0.0.1:6379").queue("images").build()?;
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn queue(mut self, name: &str) -> Self {
+        self.kind = self.kind.queue(name);
+        self
+    }
+
+    /// Kills the worker process (on whichever node) running a task (or map
+    /// item) longer than `timeout`; that task fails with `is_timeout()`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let pool = crew::Pool::builder().cluster("redis://10.0.0.1:6379").task_timeout(Duration::from_secs(5)).build()?;
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.kind = self.kind.task_timeout(timeout);
+        self
+    }
+
+    /// Re-runs a task whose worker process died or timed out up to `n`
+    /// times, after `backoff`, doubled each time, plus up to half again at
+    /// random (so that tasks that failed together do not return together).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let pool = crew::Pool::builder().cluster("redis://10.0.0.1:6379").retries(3, Duration::from_millis(100)).build()?;
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn retries(mut self, n: u32, backoff: Duration) -> Self {
+        self.kind = self.kind.retries(n, backoff);
+        self
+    }
+
+    /// Connects and starts the pool.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let pool = crew::Pool::builder().cluster("redis://10.0.0.1:6379").build()?;
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::cluster`].
+    pub fn build(self) -> Result<Pool<Cluster>> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let queue = self.kind.queue_name().to_owned();
+        let cluster = Cluster::new(self.kind.timeline(self.timeline))?;
+        let mut opts = self.opts;
+        opts.label = format!("Pool(cluster={queue})");
+        Ok(Pool::from_backend(cluster, opts))
     }
 }
 
@@ -385,7 +583,7 @@ impl<K> PoolBuilder<K> {
     ///
     /// ```
     /// let pool = crew::Pool::builder().threads(2).progress(true).build()?;
-    /// // Reports on stderr: `[Pool(threads=2)]: Done 100 out of 100 | elapsed: 0.0s finished`.
+    /// // Reports on stderr: `[Pool(threads=2)]: Done 100 out of 100 | elapsed: 0.0s finished | 1.2M it/s`.
     /// assert_eq!(pool.map(|x: u32| x, 0..100)?.len(), 100);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -582,7 +780,7 @@ impl<B: Backend> Pool<B> {
     /// This pool, showing (or not) the progress of the calls made through it:
     /// an indicatif bar with rate and ETA on a terminal, joblib-style lines
     /// (`[Pool(threads=2)]: Done  40 out of 100 | elapsed: 1.2s remaining:
-    /// 1.8s`) when stderr is not a terminal.
+    /// 1.8s | 33.3 it/s`) when stderr is not a terminal.
     ///
     /// # Examples
     ///

@@ -23,3 +23,5 @@ mod kill;
 mod lifecycle;
 #[path = "faults/protocol.rs"]
 mod protocol;
+#[path = "faults/timeline.rs"]
+mod timeline;

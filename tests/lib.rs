@@ -7,7 +7,8 @@
 //!   borrowing, capturing closures, a running task that cannot be cancelled);
 //! - `parallel`: joblib's `Parallel` and `delayed`;
 //! - `loops`: `prange`, `par_for_each_mut`, `cpu_count`;
-//! - `memory`: `Memory`, the on-disk result cache.
+//! - `memory`: `Memory`, the on-disk result cache;
+//! - `platform`: the README's supported systems match what the build enforces.
 //!
 //! Run with `cargo test -p crew --test lib`.
 
@@ -16,4 +17,5 @@ mod conformance;
 mod loops;
 mod memory;
 mod parallel;
+mod platform;
 mod threads_only;

@@ -102,6 +102,9 @@ pub(crate) struct Identity {
     pub(crate) name: String,
     /// XXH3 of the name, the closure discriminator and the version.
     pub(crate) base: u64,
+    /// The folder of this function's entries (made once: every call
+    /// needs it).
+    folder: String,
 }
 
 impl Identity {
@@ -140,10 +143,26 @@ impl Identity {
                 h.update(&crew_process::build_fingerprint().to_le_bytes());
             }
         }
-        Identity {
-            name,
-            base: h.digest(),
-        }
+        Identity::new(name, h.digest())
+    }
+
+    /// The identity named `name` with key base `base`, as a handle carries
+    /// it to a worker.
+    pub(crate) fn new(name: String, base: u64) -> Identity {
+        let mut readable: String = name
+            .replace("::", ".")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        readable.truncate(80);
+        let folder = format!("{readable}-{base:016x}");
+        Identity { name, base, folder }
     }
 
     /// The key of this function called with argument tuple `A` returning
@@ -158,21 +177,8 @@ impl Identity {
 
     /// The folder of this function's entries: a readable form of the name
     /// and the base (entries of every signature share it).
-    pub(crate) fn folder(&self) -> String {
-        let mut readable: String = self
-            .name
-            .replace("::", ".")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        readable.truncate(80);
-        format!("{readable}-{:016x}", self.base)
+    pub(crate) fn folder(&self) -> &str {
+        &self.folder
     }
 }
 

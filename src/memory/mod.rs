@@ -290,7 +290,7 @@ impl Memory {
         F: 'static,
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         self.cache(f).call(args)
     }
@@ -502,9 +502,9 @@ impl Memory {
 
     /// The entry at `slot`, decoded, if it is there and whole; a damaged
     /// one is reported and counted.
-    fn load<R: DeserializeOwned>(&self, id: &Identity, slot: &Slot) -> Option<R> {
+    fn load<R: DeserializeOwned + 'static>(&self, id: &Identity, slot: &Slot) -> Option<R> {
         match entry::read(&slot.path, slot.func) {
-            Ok(Found::Whole(e)) => match postcard::from_bytes(e.payload()) {
+            Ok(Found::Whole(e)) => match decode::<R>(e.payload()) {
                 Ok(v) => {
                     self.hit(id, &slot.path, e.compute);
                     Some(v)
@@ -578,7 +578,7 @@ impl Memory {
     where
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let slot = self.slot::<A, R>(id, ignore, &args);
         if !force && let Some(v) = slot.as_ref().and_then(|s| self.load(id, s)) {
@@ -602,6 +602,18 @@ impl Memory {
                 id.name,
                 A::ARITY
             );
+        }
+        let result = std::any::type_name::<R>();
+        if result.contains("crew_shm::") {
+            // A handle serializes as (process, fd): storing it would store
+            // a pointer to memory that dies with this run, not the data.
+            warn_once(Path::new(result), || {
+                format!(
+                    "results of type {result} are handles to shared memory, not cached \
+                     (Cached::call_array stores an Array's contents)"
+                )
+            });
+            return None;
         }
         let Some(hash) = key::args_hash(args, ignore) else {
             warn_once(Path::new(&id.name), || {
@@ -790,7 +802,7 @@ impl<F: 'static> Cached<F> {
     where
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         self.memory
             .run(&self.id, &self.ignore, &self.f, args, false)
@@ -818,7 +830,7 @@ impl<F: 'static> Cached<F> {
     where
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         self.memory.run(&self.id, &self.ignore, &self.f, args, true)
     }
@@ -863,6 +875,64 @@ impl<F: 'static> Cached<F> {
             m.store(&self.id, slot, &value, start.elapsed());
         }
         Mapped::owned(value)
+    }
+
+    /// As [`call`](Cached::call) for a function returning a shared-memory
+    /// [`shm::Array`](crate::shm::Array) of `f64` or `f32`: the array's
+    /// contents are stored, and a hit fills a fresh `Array` from the entry
+    /// (one copy, from the page cache into the shared memory: an `Array` is
+    /// memory that worker processes can map, which a cache file is not).
+    ///
+    /// [`call`](Cached::call) does not cache such results: an `Array`
+    /// serializes as a handle to memory of this run, not as its values.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::shm::Array;
+    /// fn ramp(n: usize) -> Array<f64> {
+    ///     let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    ///     Array::from_slice(&values).unwrap()
+    /// }
+    /// # let dir = tempfile::tempdir()?;
+    /// let mem = crew::Memory::new(dir.path())?;
+    /// let ramp = mem.cache(ramp);
+    /// let first = ramp.call_array((1000,))?;
+    /// let again = ramp.call_array((1000,))?; // read back into a new Array
+    /// assert_eq!(again.to_vec(), first.to_vec());
+    /// assert_eq!(mem.stats().hits, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_io` if a stored result is found but no shared memory can be
+    /// made for it.
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Cached::call).
+    pub fn call_array<A, T>(&self, args: A) -> Result<crate::shm::Array<T>>
+    where
+        Star<F>: Call<A, crate::shm::Array<T>>,
+        A: Args,
+        T: MapElement + crate::shm::Pod,
+    {
+        let m = &self.memory;
+        // Keyed as the `Vec<T>` it is stored as.
+        let slot = m.slot::<A, Vec<T>>(&self.id, &self.ignore, &args);
+        if let Some(hit) = slot.as_ref().and_then(|s| m.load_mapped::<T>(&self.id, s)) {
+            return crate::shm::Array::from_slice(&hit)
+                .map_err(|e| Error::io("cannot make a shared array for a cached result", e));
+        }
+        m.shared.misses.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let array = self.f.call(args);
+        if let Some(slot) = &slot {
+            let took = start.elapsed();
+            m.store(&self.id, slot, &array.to_vec(), took);
+        }
+        Ok(array)
     }
 
     /// True if `f(args…)` has an entry, without running anything (joblib's
@@ -958,7 +1028,7 @@ impl<F: 'static> Cached<F> {
     where
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let mut found = Vec::new();
         let mut missing = Vec::new();
@@ -1009,7 +1079,7 @@ impl<F: 'static> Cached<F> {
         Star<F>: Call<(X,), R>,
         (X,): Args,
         X: 's,
-        R: Serialize + DeserializeOwned + Send + 's,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.starmap(pool, items.into_iter().map(|x| (x,)))
     }
@@ -1041,7 +1111,7 @@ impl<F: 'static> Cached<F> {
         F: Clone + 's,
         Star<F>: Call<A, R>,
         A: Args + 's,
-        R: Serialize + DeserializeOwned + Send + 's,
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         let (mut found, missing) = self.split::<A, R>(items);
         if missing.is_empty() {
@@ -1240,6 +1310,38 @@ impl<T: MapElement + std::fmt::Debug> std::fmt::Debug for Mapped<T> {
     }
 }
 
+/// Decodes a result. A `Vec<f64>` or `Vec<f32>` (a large array, most of
+/// the time) is copied out in one pass, the values being stored raw:
+/// serde's generic path pushes them one by one into a vector it may not
+/// size in advance (it caps its preallocation), several times slower.
+fn decode<R: DeserializeOwned + 'static>(payload: &[u8]) -> postcard::Result<R> {
+    use std::any::{Any, TypeId};
+    fn raw<T: MapElement>(payload: &[u8], from: fn(&[u8]) -> T) -> Option<Box<dyn Any>> {
+        let (at, len) = seq_of::<T>(payload)?;
+        let size = std::mem::size_of::<T>();
+        let v: Vec<T> = payload[at..at + len * size]
+            .chunks_exact(size)
+            .map(from)
+            .collect();
+        Some(Box::new(v))
+    }
+    let fast = if TypeId::of::<R>() == TypeId::of::<Vec<f64>>() {
+        raw::<f64>(payload, |b| {
+            f64::from_le_bytes(b.try_into().expect("8 bytes"))
+        })
+    } else if TypeId::of::<R>() == TypeId::of::<Vec<f32>>() {
+        raw::<f32>(payload, |b| {
+            f32::from_le_bytes(b.try_into().expect("4 bytes"))
+        })
+    } else {
+        None
+    };
+    match fast.map(|b| b.downcast::<R>()) {
+        Some(Ok(v)) => Ok(*v),
+        _ => postcard::from_bytes(payload),
+    }
+}
+
 /// Where the values of a postcard `Vec<T>` at `payload` in `map` start and
 /// how many there are, if they can be used in place: a little-endian host,
 /// an aligned start, and a payload of exactly that many values.
@@ -1247,7 +1349,16 @@ fn in_place<T: MapElement>(map: &[u8], payload: usize) -> Option<(usize, usize)>
     if cfg!(target_endian = "big") {
         return None;
     }
-    let bytes = map.get(payload..)?;
+    let (used, len) = seq_of::<T>(map.get(payload..)?)?;
+    let at = payload + used;
+    let aligned = (map.as_ptr() as usize + at).is_multiple_of(std::mem::align_of::<T>());
+    aligned.then_some((at, len))
+}
+
+/// The offset of the values of a postcard sequence of `T` at the start of
+/// `bytes` (after its varint length) and how many there are, if `bytes`
+/// holds exactly that many values.
+fn seq_of<T>(bytes: &[u8]) -> Option<(usize, usize)> {
     let mut n: u64 = 0;
     let mut used = 0;
     for (i, &b) in bytes.iter().take(10).enumerate() {
@@ -1257,11 +1368,9 @@ fn in_place<T: MapElement>(map: &[u8], payload: usize) -> Option<(usize, usize)>
             break;
         }
     }
-    let at = payload + used;
     let len = usize::try_from(n).ok()?;
     let size = len.checked_mul(std::mem::size_of::<T>())?;
-    let aligned = (map.as_ptr() as usize + at).is_multiple_of(std::mem::align_of::<T>());
-    (aligned && map.len().checked_sub(at)? == size).then_some((at, len))
+    (bytes.len().checked_sub(used)? == size).then_some((used, len))
 }
 
 /// The task of [`Cached::delayed`]: conjures the zero-sized function and
@@ -1271,7 +1380,7 @@ where
     F: Copy + 'static,
     Star<F>: Call<A, R>,
     A: Args,
-    R: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + 'static,
 {
     const {
         assert!(
@@ -1315,7 +1424,7 @@ impl<F, A, R> Call<(CacheHandle, A), R> for CachedTask<F>
 where
     Star<F>: Call<A, R>,
     A: Args,
-    R: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + 'static,
 {
     fn call(&self, (handle, args): (CacheHandle, A)) -> R {
         handle.run(&self.f, args)
@@ -1349,7 +1458,7 @@ impl CacheHandle {
     where
         Star<F>: Call<A, R>,
         A: Args,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let memory = Memory {
             location: Arc::new(self.location.clone()),
@@ -1357,10 +1466,7 @@ impl CacheHandle {
             verbose: self.verbose,
             shared: Arc::default(),
         };
-        let id = Identity {
-            name: self.name.clone(),
-            base: self.base,
-        };
+        let id = Identity::new(self.name.clone(), self.base);
         memory.run(&id, &self.ignore, f, args, false)
     }
 }

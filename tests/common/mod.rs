@@ -17,6 +17,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+pub(crate) mod cluster;
 pub(crate) mod tasks;
 
 /// How long a test waits for something that must happen before it calls it

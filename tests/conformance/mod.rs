@@ -92,3 +92,9 @@ conformance_suite!(
     executor: crew::Executor::processes(2).unwrap(),
     timeline_pool: crew::Pool::builder().processes(2).timeline(true).build().unwrap(),
 );
+conformance_suite!(
+    cluster,
+    pool: crate::common::cluster::pool(),
+    executor: crate::common::cluster::executor(),
+    timeline_pool: crate::common::cluster::timeline_pool(),
+);

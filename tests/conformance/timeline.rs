@@ -51,6 +51,30 @@ macro_rules! timeline_tests {
             assert_eq!(tasks, (0..25).collect::<Vec<u64>>());
         }
 
+        /// In Perfetto, a span says which function ran; the item's
+        /// position is its `task` argument.
+        #[test]
+        $(#[$span_per_task])?
+        fn spans_are_named_after_the_task_function() {
+            let pool = $timeline_pool;
+            pool.map(double, 0..6u64).unwrap();
+            pool.apply(answer, ()).unwrap();
+            let spans = pool.timeline().unwrap().spans();
+            let mut names: Vec<&str> = spans.iter().map(|s| s.name).collect();
+            names.sort_unstable();
+            assert_eq!(names, ["answer", "double", "double", "double", "double", "double", "double"]);
+            let trace = pool.timeline().unwrap().to_chrome_trace();
+            let doc: serde_json::Value = serde_json::from_str(&trace).expect("valid JSON");
+            let events = doc["traceEvents"].as_array().expect("a traceEvents array");
+            let mut items: Vec<u64> = events
+                .iter()
+                .filter(|e| e["ph"] == "X" && e["name"] == "double")
+                .map(|e| e["args"]["task"].as_u64().unwrap())
+                .collect();
+            items.sort_unstable();
+            assert_eq!(items, (0..6).collect::<Vec<u64>>());
+        }
+
         #[test]
         fn calls_outside_maps_are_recorded_too() {
             let pool = $timeline_pool;

@@ -145,6 +145,9 @@ macro_rules! wait_tests {
             let gate = Gate::new();
             let slow = ex.submit(gated, (gate.key(), 0u64));
             let fast = ex.submit(double, (4u64,));
+            // Done before the clock starts: the 100 ms bound below is only
+            // for the gated task, however slow the machine is.
+            assert!(fast.wait_timeout(LONG));
             let mut it = crew::as_completed_timeout(vec![slow, fast], Duration::from_millis(100));
             assert_eq!(it.next().unwrap().unwrap().result().unwrap(), 8);
             assert!(it.next().unwrap().unwrap_err().is_timeout());

@@ -403,6 +403,98 @@ fn large_float_results_are_read_in_place() {
     assert_eq!(small[9], 4.5);
 }
 
+#[test]
+fn a_writer_killed_mid_write_leaves_only_a_temporary_file() {
+    let dir = folder();
+    let mem = Memory::new(dir.path()).unwrap();
+    let f = mem.cache(block);
+    f.call((500,));
+    let entry = entries(dir.path()).pop().unwrap();
+    // What a writer killed mid-write leaves: half a temporary file beside
+    // the entries, under the name pattern writers use.
+    let whole = std::fs::read(&entry).unwrap();
+    let name = entry.file_name().unwrap().to_str().unwrap();
+    let fresh = entry.with_file_name(format!(".tmp.1.0.{name}"));
+    let stale = entry.with_file_name(format!(".tmp.2.0.{name}"));
+    std::fs::write(&fresh, &whole[..whole.len() / 2]).unwrap();
+    std::fs::write(&stale, &whole[..whole.len() / 2]).unwrap();
+    set_used(&stale, 2 * 3600);
+    // Never read as an entry: the entry itself is served.
+    std::fs::remove_file(&entry).unwrap();
+    assert!(!f.check_call_in_cache(&(500,)));
+    assert_eq!(f.call((500,)), vec![7; 500]);
+    assert_eq!(mem.stats().corrupt, 0);
+    // `reduce_size` removes the leftovers of dead writers (an hour old),
+    // not a temporary file a live writer may still be writing.
+    assert_eq!(mem.reduce_size().unwrap(), (whole.len() / 2) as u64);
+    assert!(!stale.exists() && fresh.exists());
+    assert!(f.check_call_in_cache(&(500,)));
+}
+
+fn halves(n: usize) -> Vec<f32> {
+    (0..n).map(|i| i as f32 / 2.0).collect()
+}
+
+fn empty(_: u8) -> Vec<f64> {
+    Vec::new()
+}
+
+#[test]
+fn float_vectors_of_every_size_read_back_equal() {
+    let dir = folder();
+    let mem = Memory::new(dir.path()).unwrap();
+    let f = mem.cache(halves);
+    for n in [0, 1, 127, 128, 300_000] {
+        let computed = f.call((n,));
+        assert!(f.call((n,)) == computed, "{n} f32s");
+        assert!(*f.call_mapped((n,)) == computed[..], "{n} f32s mapped");
+    }
+    assert!(mem.cache(empty).call((0,)).is_empty());
+    assert!(mem.cache(empty).call((0,)).is_empty());
+    assert_eq!(mem.stats().hits, 11);
+    assert_eq!(mem.stats().corrupt, 0);
+}
+
+fn shared_ramp(n: usize) -> crew::shm::Array<f64> {
+    RAMP_ARRAYS.fetch_add(1, Ordering::SeqCst);
+    let values: Vec<f64> = (0..n).map(|i| i as f64 * 0.25).collect();
+    crew::shm::Array::from_slice(&values).unwrap()
+}
+
+static RAMP_ARRAYS: AtomicUsize = AtomicUsize::new(0);
+
+fn array_sum(a: crew::shm::Array<f64>) -> f64 {
+    a.to_vec().iter().sum()
+}
+
+#[test]
+fn shared_arrays_store_their_values_and_come_back_as_new_arrays() {
+    let dir = folder();
+    let mem = Memory::new(dir.path()).unwrap();
+    let f = mem.cache(shared_ramp);
+    let n = 1 << 18; // 2 MB: read through a map
+    let first = f.call_array((n,)).unwrap();
+    let again = f.call_array((n,)).unwrap();
+    assert_eq!(RAMP_ARRAYS.load(Ordering::SeqCst), 1);
+    assert!(again.to_vec() == first.to_vec());
+    // A new array, not the first one's memory: writing one leaves the other.
+    again.set(0, -1.0);
+    assert_eq!(first.get(0), Some(0.0));
+    // It crosses to a worker process like any Array (while this process
+    // holds it: a handle is opened from a live holder).
+    let pool = Pool::processes(1).unwrap();
+    let want: f64 = (0..n).map(|i| i as f64 * 0.25).sum::<f64>() - 1.0;
+    assert_eq!(pool.apply(array_sum, (again.clone(),)).unwrap(), want);
+    drop(again);
+    // `call` does not store a handle to this run's memory.
+    let plain = mem.cache(shared_ramp);
+    plain.call((10,));
+    plain.call((10,));
+    assert_eq!(RAMP_ARRAYS.load(Ordering::SeqCst), 3);
+    assert!(!plain.check_call_in_cache(&(10,)));
+    assert_eq!(entries(dir.path()).len(), 1);
+}
+
 #[cfg(target_os = "linux")]
 mod unwritable {
     //! A folder that cannot be written: read-only (tested as another user

@@ -191,9 +191,14 @@ fn parse_progress_line(line: &str, label: &str) -> (usize, usize) {
         .unwrap_or_else(|| panic!("unexpected line {line:?}"));
     let (done, rest) = rest.split_once(" out of ").expect("`out of`");
     let (total, rest) = rest.split_once(" | elapsed: ").expect("`| elapsed:`");
+    let (rest, rate) = rest.rsplit_once(" | ").expect("`| <rate>`");
     assert!(
-        rest.ends_with("finished") || rest.contains(" remaining: "),
+        rest.ends_with(" finished") || rest.contains(" remaining: "),
         "unexpected tail {rest:?}"
+    );
+    assert!(
+        rate.ends_with(" it/s") || rate.ends_with(" s/it"),
+        "unexpected rate {rate:?}"
     );
     (
         done.trim().parse().expect("done count"),
@@ -227,7 +232,7 @@ fn verbose_lines_look_like_joblib() {
             );
             let last = lines.last().unwrap();
             assert!(
-                last.ends_with("finished"),
+                last.contains(" finished | "),
                 "last line {last:?} ends the run"
             );
             assert_eq!(counts.last().unwrap().0, 10);

@@ -1,6 +1,7 @@
-//! The demo's chart: speed-up over serial per workload, one bar per
-//! back-end, drawn with plotters into a PNG. Text is rasterised by ab_glyph
-//! from DejaVu Sans embedded in the binary (`assets/`), so the chart looks
+//! The charts, drawn with plotters into PNGs: the demo's speed-up over
+//! serial per workload (one bar per back-end) and the transfer suite's MB/s
+//! against payload size (one line per peer). Text is rasterised by ab_glyph
+//! from DejaVu Sans embedded in the binary (`assets/`), so the charts look
 //! the same on a machine without fonts.
 
 use std::path::Path;
@@ -158,6 +159,105 @@ pub(crate) fn speedup_png(
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// One line of a rate chart: a name for the legend and its points
+/// (payload bytes, MB/s).
+#[derive(Debug, Clone)]
+pub(crate) struct Line {
+    pub(crate) name: String,
+    pub(crate) points: Vec<(f64, f64)>,
+}
+
+/// Line colours of the rate chart, one per series in order.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(44, 160, 44),
+    RGBColor(31, 119, 180),
+    RGBColor(23, 190, 207),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(214, 39, 40),
+    RGBColor(140, 86, 75),
+    RGBColor(127, 127, 127),
+];
+
+/// A payload size on the x axis: `1 KB`, `10 MB`.
+fn size_tick(bytes: f64) -> String {
+    let (v, unit) = if bytes >= 1e6 {
+        (bytes / 1e6, "MB")
+    } else if bytes >= 1e3 {
+        (bytes / 1e3, "KB")
+    } else {
+        (bytes, "B")
+    };
+    format!("{v:.0} {unit}")
+}
+
+/// Draws MB/s against payload size, both axes logarithmic, one line with
+/// dots per series, into a PNG at `path`.
+pub(crate) fn rates_png(path: &Path, title: &str, lines: &[Line]) -> anyhow::Result<()> {
+    register_font(FONT, FontStyle::Normal, DEJAVU_SANS)
+        .map_err(|_| anyhow!("the embedded font does not parse"))?;
+    let points = || lines.iter().flat_map(|l| l.points.iter().copied());
+    anyhow::ensure!(points().next().is_some(), "nothing to draw");
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (x, y) in points().filter(|&(x, y)| x > 0.0 && y > 0.0) {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    anyhow::ensure!(x0 <= x1, "no positive point to draw");
+    let root = BitMapBackend::new(path, (1100, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 24))
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(
+            (x0 / 1.5..x1 * 1.5).log_scale(),
+            (y0 / 2.0..y1 * 2.0).log_scale(),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("payload size")
+        .y_desc("MB/s (payload in + out)")
+        .x_label_formatter(&|x| size_tick(*x))
+        .y_label_formatter(&|y| {
+            if *y >= 1.0 {
+                format!("{y:.0}")
+            } else {
+                format!("{y:.2}")
+            }
+        })
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (k, line) in lines.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let mut pts = line.points.clone();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(line.name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 15))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()

@@ -139,7 +139,7 @@ pub(crate) fn run(o: &DemoOptions) -> anyhow::Result<Vec<Record>> {
     )?;
     println!("\nwrote {} and {}", json.display(), png.display());
     if let Some(trace) = &o.trace {
-        write_trace(trace, cpus, &kde)?;
+        let trace = write_trace(trace, cpus, &kde)?;
         println!(
             "wrote {} (open it in https://ui.perfetto.dev)",
             trace.display()
@@ -188,18 +188,23 @@ fn cached_kde(o: &DemoOptions, kde: &Kde) -> anyhow::Result<Vec<Record>> {
 }
 
 /// Runs the KDE once on a pool that records its timeline and writes the
-/// timeline as a Chrome trace.
-fn write_trace(path: &std::path::Path, workers: usize, kde: &Kde) -> anyhow::Result<()> {
+/// timeline as a Chrome trace; returns the file's absolute path.
+fn write_trace(path: &std::path::Path, workers: usize, kde: &Kde) -> anyhow::Result<PathBuf> {
     let pool = Pool::builder().threads(workers).timeline(true).build()?;
     std::hint::black_box(seeds::kde_on(&pool, kde));
     let timeline = pool
         .timeline()
         .ok_or_else(|| anyhow::anyhow!("a pool built with timeline(true) has no timeline"))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, timeline.to_chrome_trace())?;
-    Ok(())
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => crate::bench::prepare_dir(dir)?,
+        None => std::env::current_dir()?,
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("--trace {} names no file", path.display()))?;
+    let path = dir.join(name);
+    std::fs::write(&path, timeline.to_chrome_trace())?;
+    Ok(path)
 }
 
 fn print_table(rows: &[Row]) {

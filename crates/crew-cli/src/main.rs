@@ -17,7 +17,7 @@ use bench::harness::IdleGate;
 use bench::overhead::OverheadOptions;
 use bench::python::{DEFAULT_METHODS, PythonOptions};
 use bench::seeds::Sizes;
-use bench::{SeedsOptions, repo_root};
+use bench::{SeedsOptions, default_anchors, default_target, prepare_dir};
 
 /// crew: Python's multiprocessing, concurrent.futures and joblib, in Rust.
 #[derive(Debug, Parser)]
@@ -82,8 +82,10 @@ enum Suite {
     Seeds(SeedsArgs),
     /// From creating a pool to its first result: processes, threads, rayon.
     Startup(SmallArgs),
-    /// 10 MB into and out of a worker process: serde bytes vs shared memory.
-    Transfer(SmallArgs),
+    /// 10 MB into and out of a worker process (serde bytes vs shared memory),
+    /// then echoes of 1 KB to 100 MB beside procspawn (and Python): a table
+    /// and `transfer.png`.
+    Transfer(TransferArgs),
     /// Shared Queue and locked Value across processes, beside Python's.
     Shm(ShmArgs),
     /// Cache hits of crew::Memory (small and 100 MB results), beside joblib.Memory.
@@ -108,6 +110,39 @@ struct SmallArgs {
     workers: usize,
     #[command(flatten)]
     common: Common,
+}
+
+#[derive(Debug, Clone, Args)]
+struct TransferArgs {
+    #[command(flatten)]
+    small: SmallArgs,
+    /// Payload sizes of the echo sweep (`1kb`, `10mb`, or bytes); `none`
+    /// skips it.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1kb,10kb,100kb,1mb,10mb,100mb"
+    )]
+    sizes: Vec<String>,
+    /// Interleaved rounds of each size of the echo sweep.
+    #[arg(long, default_value_t = 5)]
+    echo_rounds: usize,
+    /// Adds the Python rows (`crates/crew-cli/python/transfer_anchor.py`,
+    /// standard library only).
+    #[arg(long)]
+    python: bool,
+}
+
+impl TransferArgs {
+    fn sizes(&self) -> anyhow::Result<Vec<usize>> {
+        if self.sizes.iter().any(|s| s == "none") {
+            return Ok(Vec::new());
+        }
+        self.sizes
+            .iter()
+            .map(|s| bench::transfer::parse_size(s).map_err(anyhow::Error::msg))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -146,7 +181,8 @@ struct MemoryArgs {
 #[derive(Debug, Clone, Args)]
 struct Common {
     /// Where the reports go (`<DIR>/crew-bench/`, `<DIR>/crew-demo/`);
-    /// default: `target/` of the workspace around the current folder.
+    /// default: `target/` of the Cargo project around the current folder,
+    /// else the current folder.  Created if missing.
     #[arg(long, value_name = "DIR", global = true)]
     target_dir: Option<PathBuf>,
     /// Do not wait for idle CPUs before each round.
@@ -159,10 +195,11 @@ struct Common {
 }
 
 impl Common {
+    /// The reports' folder, created, as a clean absolute path; if it cannot
+    /// be created, the path as given (writing the first report says why).
     fn target(&self) -> PathBuf {
-        self.target_dir
-            .clone()
-            .unwrap_or_else(|| repo_root().join("target"))
+        let dir = self.target_dir.clone().unwrap_or_else(default_target);
+        prepare_dir(&dir).unwrap_or(dir)
     }
 
     fn gate(&self, default: IdleGate) -> IdleGate {
@@ -196,7 +233,8 @@ struct OverheadArgs {
     /// Adds rows from the Python anchors (`python/overhead.py`).
     #[arg(long)]
     python: bool,
-    /// The anchors folder; default `../shared/anchors` beside the repository.
+    /// The anchors folder; default `../shared/anchors` beside the Cargo
+    /// project around the current folder.
     #[arg(long, value_name = "DIR")]
     anchors: Option<PathBuf>,
     /// The Python methods to run (names from overhead.py).
@@ -205,6 +243,13 @@ struct OverheadArgs {
     /// Rounds of the Python run.
     #[arg(long, default_value_t = 3)]
     python_rounds: usize,
+    /// Worker counts of the scaling cases (apply latency and submit cost
+    /// per worker count).
+    #[arg(long, value_delimiter = ',', default_values_t = [2, 8, 32])]
+    scaling_workers: Vec<usize>,
+    /// Submits of `processes.submit_as_completed_1m`.
+    #[arg(long, default_value_t = 1_000_000)]
+    submits: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -227,7 +272,8 @@ struct SeedsArgs {
     /// and joblib).
     #[arg(long)]
     python: bool,
-    /// The anchors folder; default `../shared/anchors` beside the repository.
+    /// The anchors folder; default `../shared/anchors` beside the Cargo
+    /// project around the current folder.
     #[arg(long, value_name = "DIR")]
     anchors: Option<PathBuf>,
     #[command(flatten)]
@@ -243,15 +289,14 @@ fn overhead_options(a: &OverheadArgs) -> OverheadOptions {
         workers: a.workers,
         gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
         python: a.python.then(|| PythonOptions {
-            anchors: a
-                .anchors
-                .clone()
-                .unwrap_or_else(|| repo_root().join("../shared/anchors")),
+            anchors: a.anchors.clone().unwrap_or_else(default_anchors),
             tasks: a.tasks,
             rounds: a.python_rounds,
             methods: a.python_methods.clone(),
             jsonl: bench::report::bench_dir(&target).join("python-overhead.jsonl"),
         }),
+        scaling_workers: a.scaling_workers.clone(),
+        submits: a.submits.max(1),
         target,
     }
 }
@@ -316,11 +361,9 @@ fn main() -> anyhow::Result<()> {
                     gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
                     target: a.common.target(),
                     processes: !a.no_processes,
-                    python: a.python.then(|| {
-                        a.anchors
-                            .clone()
-                            .unwrap_or_else(|| repo_root().join("../shared/anchors"))
-                    }),
+                    python: a
+                        .python
+                        .then(|| a.anchors.clone().unwrap_or_else(default_anchors)),
                 })?;
             }
             Suite::Startup(a) => {
@@ -331,12 +374,16 @@ fn main() -> anyhow::Result<()> {
                     target: a.common.target(),
                 })?;
             }
-            Suite::Transfer(a) => {
+            Suite::Transfer(t) => {
+                let a = &t.small;
                 bench::transfer::run(&bench::transfer::TransferOptions {
                     rounds: a.rounds.max(1),
                     workers: a.workers,
                     gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
                     target: a.common.target(),
+                    echo_sizes: t.sizes()?,
+                    echo_rounds: t.echo_rounds.max(1),
+                    python: t.python,
                 })?;
             }
             Suite::Shm(a) => {
@@ -374,6 +421,9 @@ fn main() -> anyhow::Result<()> {
                     workers: o.workers,
                     gate: o.gate,
                     target: o.target.clone(),
+                    echo_sizes: bench::transfer::ECHO_SIZES.to_vec(),
+                    echo_rounds: 5,
+                    python: o.python.is_some(),
                 })?;
                 bench::shm::run(&bench::shm::ShmOptions {
                     rounds: 5,

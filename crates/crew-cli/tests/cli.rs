@@ -13,20 +13,65 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn crew(args: &[&str], target: &Path) -> String {
+    let mut with_target: Vec<&str> = args.to_vec();
+    with_target.extend(["--target-dir", target.to_str().expect("utf-8")]);
+    crew_in(&with_target, &std::env::temp_dir()).0
+}
+
+/// Runs `crew args` in the folder `cwd`; returns its stdout and stderr.
+fn crew_in(args: &[&str], cwd: &Path) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_crew"))
         .args(args)
-        .arg("--target-dir")
-        .arg(target)
+        .current_dir(cwd)
         .output()
         .expect("run crew");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "crew {args:?} failed: {}\n{stdout}\n{}",
+        "crew {args:?} failed: {}\n{stdout}\n{stderr}",
         out.status,
-        String::from_utf8_lossy(&out.stderr)
     );
-    stdout
+    (stdout, stderr)
+}
+
+/// A scratch folder outside any Cargo project, as an installed `crew` would
+/// be run from, resolved (`/tmp` may be a link).
+fn outside_any_project(name: &str) -> PathBuf {
+    let dir = scratch(name).canonicalize().expect("resolve scratch dir");
+    let project = dir.ancestors().find(|d| d.join("Cargo.toml").exists());
+    assert!(
+        project.is_none(),
+        "{} is inside a Cargo project ({project:?}); set TMPDIR elsewhere",
+        dir.display()
+    );
+    dir
+}
+
+/// The paths printed after `wrote `, each checked to be absolute and clean.
+fn written(out: &str) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    for line in out.lines() {
+        let Some(rest) = line.trim().strip_prefix("wrote ") else {
+            continue;
+        };
+        for part in rest.split(" and ") {
+            let p = PathBuf::from(part.split(" (").next().expect("a path").trim());
+            assert!(p.is_absolute(), "{line:?}: {} is not absolute", p.display());
+            assert!(
+                p.components().all(|c| matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )),
+                "{line:?}: {} is not clean",
+                p.display()
+            );
+            if p.extension().is_some() {
+                paths.push(p);
+            }
+        }
+    }
+    paths
 }
 
 fn cases(path: &Path) -> Vec<String> {
@@ -47,15 +92,23 @@ fn cases(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Run from a folder outside any project, as an installed `crew` is: the
+/// demo writes under that folder and says so with clean absolute paths.
 #[test]
 fn demo_quick_writes_records_chart_and_trace() {
-    let dir = scratch("demo");
-    let trace = dir.join("trace.json");
-    let stdout = crew(
-        &["demo", "--quick", "--trace", trace.to_str().expect("utf-8")],
-        &dir,
-    );
+    let dir = outside_any_project("demo");
+    let trace = dir.join("traces/kde.json");
+    let (stdout, _) = crew_in(&["demo", "--quick", "--trace", "traces/kde.json"], &dir);
     assert!(stdout.contains("| pi | threads |"), "{stdout}");
+    let mut wrote = written(&stdout);
+    wrote.sort();
+    let mut expected = vec![
+        dir.join("crew-bench/demo.json"),
+        dir.join("crew-demo/speedup.png"),
+        trace.clone(),
+    ];
+    expected.sort();
+    assert_eq!(wrote, expected, "{stdout}");
     assert!(
         stdout.contains("KDE sweep through crew::Memory") && stdout.contains("read from the cache"),
         "{stdout}"
@@ -88,10 +141,16 @@ fn demo_quick_writes_records_chart_and_trace() {
     let trace: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&trace).expect("trace.json")).expect("JSON");
     let events = trace["traceEvents"].as_array().expect("traceEvents");
-    assert!(
-        events.iter().any(|e| e["ph"] == "X"),
-        "no task span in the trace"
-    );
+    let spans: Vec<&serde_json::Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert!(!spans.is_empty(), "no task span in the trace");
+    for span in spans {
+        let name = span["name"].as_str().expect("a span name");
+        assert!(
+            name.starts_with("kde"),
+            "a KDE span is named {name:?}, not after its task"
+        );
+        assert!(span["args"]["task"].is_u64(), "{span}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -108,6 +167,10 @@ fn bench_overhead_writes_every_case() {
         "--rounds",
         "1",
         "--no-idle-gate",
+        "--submits",
+        "2000",
+        "--scaling-workers",
+        "2,3",
     ];
     let stdout = crew(&args, &dir);
     assert!(stdout.contains("targets:"), "{stdout}");
@@ -123,7 +186,12 @@ fn bench_overhead_writes_every_case() {
             "serial",
             "processes.map",
             "processes.apply_latency",
-            "procspawn.pool"
+            "procspawn.pool",
+            "processes.submit_as_completed_1m",
+            "processes.apply_latency_2_workers",
+            "processes.submit_2_workers",
+            "processes.apply_latency_3_workers",
+            "processes.submit_3_workers",
         ]
     );
     assert!(dir.join("crew-bench/overhead.md").is_file());
@@ -148,6 +216,16 @@ fn bench_startup_transfer_and_shm_write_their_cases() {
                 "processes.roundtrip_10mb",
                 "processes.roundtrip_10mb_shm",
                 "memcpy_10mb",
+                "processes.echo_vec_1kb",
+                "processes.echo_bytebuf_1kb",
+                "processes.echo_bytebuf_1kb_pipelined",
+                "processes.echo_array_1kb",
+                "procspawn.echo_bytebuf_1kb_pipelined",
+                "processes.echo_vec_20kb",
+                "processes.echo_bytebuf_20kb",
+                "processes.echo_bytebuf_20kb_pipelined",
+                "processes.echo_array_20kb",
+                "procspawn.echo_bytebuf_20kb_pipelined",
             ][..],
         ),
         (
@@ -155,10 +233,21 @@ fn bench_startup_transfer_and_shm_write_their_cases() {
             &["rust.queue.items_per_s", "rust.lock.increments_per_s"][..],
         ),
     ] {
-        crew(&["bench", suite, "--rounds", "1", "--no-idle-gate"], &dir);
+        let mut args = vec!["bench", suite, "--rounds", "1", "--no-idle-gate"];
+        if suite == "transfer" {
+            args.extend(["--sizes", "1kb,20kb", "--echo-rounds", "1"]);
+        }
+        crew(&args, &dir);
         let got = cases(&dir.join(format!("crew-bench/{suite}.json")));
         assert_eq!(got, expected, "{suite}");
     }
+    // The echo sweep is drawn beside its table.
+    let png = std::fs::read(dir.join("crew-bench/transfer.png")).expect("transfer.png");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "transfer.png is not a PNG"
+    );
+    assert!(png.len() > 10_000, "transfer.png is suspiciously small");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -190,6 +279,38 @@ fn bench_seeds_quick_checks_every_variant() {
             "seeds.json has no {case}: {cases:?}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every suite takes its folder from the same option: run from a folder
+/// outside any project, a suite writes under it; `--target-dir` given as a
+/// relative path with `..` is created and printed clean.
+#[test]
+fn bench_writes_under_the_current_folder_or_target_dir() {
+    let dir = outside_any_project("where");
+    let (_, stderr) = crew_in(
+        &["bench", "startup", "--rounds", "1", "--no-idle-gate"],
+        &dir,
+    );
+    assert_eq!(written(&stderr), [dir.join("crew-bench/startup.json")]);
+    assert!(dir.join("crew-bench/startup.json").is_file());
+
+    let (_, stderr) = crew_in(
+        &[
+            "bench",
+            "startup",
+            "--rounds",
+            "1",
+            "--no-idle-gate",
+            "--target-dir",
+            "new/../reports",
+        ],
+        &dir,
+    );
+    assert_eq!(
+        written(&stderr),
+        [dir.join("reports/crew-bench/startup.json")]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

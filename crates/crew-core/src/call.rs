@@ -24,6 +24,26 @@
 pub trait Call<X, R> {
     /// Runs the task on `input`.
     fn call(&self, input: X) -> R;
+
+    /// The type name ([`std::any::type_name`]) of the function this task
+    /// calls, if it has one: a timeline names the task's spans after it
+    /// (trimmed by [`task_name`](crate::task_name)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew_core::{Call, Unary};
+    ///
+    /// fn square(x: u32) -> u32 {
+    ///     x * x
+    /// }
+    ///
+    /// let name = Call::<u32, u32>::name(&Unary(square)).unwrap();
+    /// assert!(name.ends_with("::square"));
+    /// ```
+    fn name(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// `f(x)`: the task of `map`, `imap` and `imap_unordered`.
@@ -43,6 +63,10 @@ where
 {
     fn call(&self, input: X) -> R {
         (self.0)(input)
+    }
+
+    fn name(&self) -> Option<&'static str> {
+        Some(std::any::type_name::<F>())
     }
 }
 
@@ -68,6 +92,10 @@ macro_rules! star {
             #[allow(non_snake_case)]
             fn call(&self, ($($a,)*): ($($a,)*)) -> R {
                 (self.0)($($a),*)
+            }
+
+            fn name(&self) -> Option<&'static str> {
+                Some(std::any::type_name::<F>())
             }
         }
     };

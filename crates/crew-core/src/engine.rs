@@ -395,6 +395,10 @@ where
     let mut values = Vec::with_capacity(if dest.is_some() { 0 } else { len });
     let mut errors = Vec::new();
     let mut items = chunk.into_iter().enumerate();
+    let name = match timeline {
+        Some(_) => task.name().and_then(crate::task_name).unwrap_or("map"),
+        None => "",
+    };
     loop {
         let mut current = 0;
         let mut current_start = Instant::now();
@@ -420,7 +424,7 @@ where
                         current = i;
                         current_start = Instant::now();
                         let v = task.call(x);
-                        t.record(worker, offset + i, current_start, Instant::now());
+                        t.record(worker, offset + i, name, current_start, Instant::now());
                         match &mut dest {
                             // SAFETY: as above.
                             Some(d) => unsafe { d.write(i, v) },
@@ -434,7 +438,13 @@ where
             Ok(()) => break,
             Err(payload) => {
                 if let Some(t) = timeline {
-                    t.record(worker, offset + current, current_start, Instant::now());
+                    t.record(
+                        worker,
+                        offset + current,
+                        name,
+                        current_start,
+                        Instant::now(),
+                    );
                 }
                 errors.push((current, Error::from_panic(payload).with_worker(worker)))
             }

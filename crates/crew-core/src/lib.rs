@@ -47,7 +47,7 @@ pub use progress::{Progress, ProgressStyle};
 pub use slot::Promise;
 pub use state::{set_worker_state, worker_state};
 pub use threads::{Initializer, ThreadJob, Threads, ThreadsConfig, WorkerCtx};
-pub use timeline::{Span, Timeline};
+pub use timeline::{Mark, MarkKind, Span, Timeline, task_name};
 pub use wait::{
     AsCompleted, AsCompletedTimeout, ReturnWhen, Waited, as_completed, as_completed_timeout, wait,
 };

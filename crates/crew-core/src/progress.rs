@@ -1,7 +1,8 @@
 //! Progress of a map: an indicatif bar with rate and ETA on a terminal, and
 //! joblib-style lines (`[Pool(threads=2)]: Done  40 out of 100 | elapsed:
-//! 1.2s remaining: 1.8s`) when stderr is not a terminal, where indicatif
-//! would print nothing.
+//! 1.2s remaining: 1.8s | 33.3 it/s`) when stderr is not a terminal, where
+//! indicatif would print nothing. Both show the rate as tqdm does
+//! ([`format_rate`]: `81.4 it/s`, `1.2k it/s`, `2.5 s/it`).
 //!
 //! # Examples
 //!
@@ -15,7 +16,8 @@
 //! progress.finish();
 //! let lines = lines.lock().unwrap();
 //! assert!(lines[0].starts_with("[Pool(threads=2)]: Done  40 out of 100 | elapsed: "));
-//! assert!(lines[1].ends_with(" finished"));
+//! assert!(lines[0].ends_with(" it/s"));
+//! assert!(lines[1].contains(" finished | "));
 //! ```
 
 use std::io::{IsTerminal, Write};
@@ -114,6 +116,43 @@ impl std::fmt::Debug for Progress {
     }
 }
 
+/// A rate of `per_sec` tasks per second as tqdm and joblib print it: one
+/// decimal and a k/M/G suffix (`81.4 it/s`, `1.2k it/s`, `3.0M it/s`);
+/// below one task per second, seconds per task (`2.5 s/it`); `? it/s` when
+/// there is no rate yet.
+///
+/// # Examples
+///
+/// ```
+/// use crew_core::progress::format_rate;
+///
+/// assert_eq!(format_rate(81.4384), "81.4 it/s");
+/// assert_eq!(format_rate(1234.5), "1.2k it/s");
+/// assert_eq!(format_rate(0.4), "2.5 s/it");
+/// assert_eq!(format_rate(f64::NAN), "? it/s");
+/// ```
+pub fn format_rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        return "? it/s".to_owned();
+    }
+    if per_sec < 1.0 {
+        return format!("{} s/it", scaled(1.0 / per_sec));
+    }
+    format!("{} it/s", scaled(per_sec))
+}
+
+/// `x` with one decimal and a k/M/G/T suffix: `81.4`, `1.2k`, `12.3M`.
+fn scaled(mut x: f64) -> String {
+    for suffix in ["", "k", "M", "G"] {
+        // Rounded to one decimal, 999.96 would print as 1000.0.
+        if x < 999.95 {
+            return format!("{x:.1}{suffix}");
+        }
+        x /= 1000.0;
+    }
+    format!("{x:.1}T")
+}
+
 fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s < 60.0 {
@@ -150,13 +189,8 @@ impl Progress {
                     Some(n) => indicatif::ProgressBar::new(n as u64),
                     None => indicatif::ProgressBar::new_spinner(),
                 };
-                let template = if total.is_some() {
-                    "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}"
-                } else {
-                    "{prefix} [{elapsed_precise}] {spinner} {pos} {per_sec}"
-                };
-                if let Ok(s) = indicatif::ProgressStyle::with_template(template) {
-                    bar.set_style(s);
+                if let Some(style) = bar_style(total.is_some()) {
+                    bar.set_style(style);
                 }
                 bar.set_prefix(label.to_owned());
                 Sink::Bar(bar)
@@ -244,36 +278,13 @@ impl Progress {
     }
 
     /// The line describing `done` finished tasks, in joblib's words.
-    fn line(&self, done: usize) -> String {
+    fn line(&self, done: usize, finished: bool) -> String {
         let s = &self.shared;
-        let elapsed = s.started.elapsed();
-        match s.total {
-            Some(total) => {
-                let remaining = if done == 0 {
-                    String::from("?")
-                } else {
-                    secs(elapsed.mul_f64((total.saturating_sub(done)) as f64 / done as f64))
-                };
-                format!(
-                    "[{}]: Done {:>3} out of {:>3} | elapsed: {} remaining: {}",
-                    s.label,
-                    done,
-                    total,
-                    secs(elapsed),
-                    remaining
-                )
-            }
-            None => format!(
-                "[{}]: Done {:>3} tasks | elapsed: {}",
-                s.label,
-                done,
-                secs(elapsed)
-            ),
-        }
+        plain_line(&s.label, done, s.total, s.started.elapsed(), finished)
     }
 
     fn emit(&self, done: usize) {
-        self.write(self.line(done));
+        self.write(self.line(done, false));
     }
 
     /// Writes one plain line: to the capture buffer, else to stderr.
@@ -301,30 +312,114 @@ impl Progress {
     /// let lines = lines.lock().unwrap();
     /// assert_eq!(lines.len(), 1);
     /// assert!(lines[0].starts_with("[demo]: Done   3 out of   3 | elapsed: "));
-    /// assert!(lines[0].ends_with(" finished"));
+    /// assert!(lines[0].contains(" finished | "), "{}", lines[0]);
     /// ```
     pub fn finish(&self) {
         let done = self.shared.done.load(Ordering::Relaxed);
         match &self.shared.sink {
             Sink::Bar(bar) => bar.finish(),
-            _ => {
-                let line = match self.shared.total {
-                    Some(total) => format!(
-                        "[{}]: Done {:>3} out of {:>3} | elapsed: {} finished",
-                        self.shared.label,
-                        done,
-                        total,
-                        secs(self.shared.started.elapsed())
-                    ),
-                    None => format!(
-                        "[{}]: Done {:>3} tasks | elapsed: {} finished",
-                        self.shared.label,
-                        done,
-                        secs(self.shared.started.elapsed())
-                    ),
-                };
-                self.write(line);
-            }
+            _ => self.write(self.line(done, true)),
         }
+    }
+}
+
+/// The bar's look: elapsed time, bar, count, the rate as [`format_rate`]
+/// prints it (in step with the plain lines) and the ETA.
+fn bar_style(known_total: bool) -> Option<indicatif::ProgressStyle> {
+    let template = if known_total {
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {rate} ETA {eta}"
+    } else {
+        "{prefix} [{elapsed_precise}] {spinner} {pos} {rate}"
+    };
+    let style = indicatif::ProgressStyle::with_template(template).ok()?;
+    Some(style.with_key(
+        "rate",
+        |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&format_rate(s.per_sec()));
+        },
+    ))
+}
+
+/// One plain progress line: joblib's words, then the rate as tqdm prints it
+/// (`[Pool(threads=2)]: Done  40 out of 100 | elapsed: 1.2s remaining: 1.8s
+/// | 33.3 it/s`; the last line says `finished` instead of what remains).
+fn plain_line(
+    label: &str,
+    done: usize,
+    total: Option<usize>,
+    elapsed: Duration,
+    finished: bool,
+) -> String {
+    let rate = format_rate(done as f64 / elapsed.as_secs_f64());
+    let what = match total {
+        Some(total) => format!("Done {done:>3} out of {total:>3}"),
+        None => format!("Done {done:>3} tasks"),
+    };
+    let tail = match (finished, total) {
+        (true, _) => " finished".to_owned(),
+        (false, Some(_)) if done == 0 => " remaining: ?".to_owned(),
+        (false, Some(total)) => format!(
+            " remaining: {}",
+            secs(elapsed.mul_f64(total.saturating_sub(done) as f64 / done as f64))
+        ),
+        (false, None) => String::new(),
+    };
+    format!(
+        "[{label}]: {what} | elapsed: {}{tail} | {rate}",
+        secs(elapsed)
+    )
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn rates_read_as_tqdm_prints_them() {
+        assert_eq!(format_rate(81.4384), "81.4 it/s");
+        assert_eq!(format_rate(1.0), "1.0 it/s");
+        assert_eq!(format_rate(999.94), "999.9 it/s");
+        assert_eq!(format_rate(999.96), "1.0k it/s");
+        assert_eq!(format_rate(1234.5), "1.2k it/s");
+        assert_eq!(format_rate(56_789.0), "56.8k it/s");
+        assert_eq!(format_rate(3_040_000.0), "3.0M it/s");
+        assert_eq!(format_rate(7.2e9), "7.2G it/s");
+        assert_eq!(format_rate(4.0e13), "40.0T it/s");
+        assert_eq!(format_rate(0.5), "2.0 s/it");
+        assert_eq!(format_rate(0.0004), "2.5k s/it");
+        for none in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(format_rate(none), "? it/s", "{none}");
+        }
+    }
+
+    #[test]
+    fn both_bar_templates_parse() {
+        assert!(bar_style(true).is_some());
+        assert!(bar_style(false).is_some());
+    }
+
+    #[test]
+    fn plain_lines_end_with_the_same_rate() {
+        let two_s = Duration::from_secs(2);
+        assert_eq!(
+            plain_line("Pool(threads=2)", 40, Some(100), two_s, false),
+            "[Pool(threads=2)]: Done  40 out of 100 | elapsed: 2.0s remaining: 3.0s | 20.0 it/s"
+        );
+        assert_eq!(
+            plain_line("Pool(threads=2)", 100, Some(100), two_s, true),
+            "[Pool(threads=2)]: Done 100 out of 100 | elapsed: 2.0s finished | 50.0 it/s"
+        );
+        assert_eq!(
+            plain_line("stream", 5000, None, two_s, false),
+            "[stream]: Done 5000 tasks | elapsed: 2.0s | 2.5k it/s"
+        );
+        assert_eq!(
+            plain_line("stream", 0, Some(10), Duration::ZERO, false),
+            "[stream]: Done   0 out of  10 | elapsed: 0.0s remaining: ? | ? it/s"
+        );
+        assert_eq!(
+            plain_line("slow", 1, Some(3), Duration::from_secs(4), false),
+            "[slow]: Done   1 out of   3 | elapsed: 4.0s remaining: 8.0s | 4.0 s/it"
+        );
     }
 }

@@ -73,10 +73,17 @@ pub(crate) fn build_fingerprint() -> u64 {
 /// Refuses, at compile time, a task that captures its environment: only a
 /// zero-sized task (fn item or non-capturing closure) can be re-created in
 /// another process.
+///
+/// A post-monomorphization error: `cargo build` and `cargo test` report it,
+/// naming the closure by its place in the user's code (`{closure@src/main.rs:4:22}`
+/// in the "evaluation of" line); `cargo check` does not, as it never lays
+/// out the instantiated types. Stable Rust has no trait bound meaning
+/// "captures nothing" (a closure that borrows is `Copy + Send + Sync` like
+/// one that captures nothing), so no earlier check is possible.
 pub(crate) const fn assert_non_capturing<T>() {
     assert!(
         std::mem::size_of::<T>() == 0,
-        "a process task cannot capture its environment: use a fn item or a closure that captures nothing, and pass the data as an argument"
+        "a process task cannot capture its environment, and this closure does (it is the `closure@file:line:col` named on the next line): use a fn item or a closure that captures nothing, and pass the data as an argument instead, e.g. `pool.starmap(f, items.map(|x| (x, data.clone())))`"
     );
 }
 
@@ -95,7 +102,7 @@ unsafe fn conjure<T>() -> T {
 }
 
 /// An error as it crosses the pipe.
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub(crate) struct WireError {
     code: u8,
     detail: String,

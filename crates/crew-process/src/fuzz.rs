@@ -6,7 +6,7 @@
 //! must end with exactly one outcome.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,29 +39,20 @@ impl<'a> Input<'a> {
     }
 }
 
-/// A memfd holding `bytes`, as a worker sends with a `*_SHM` frame.
+/// A memfd holding `bytes`, sealed as a worker's payload is.
 fn memfd(bytes: &[u8]) -> OwnedFd {
-    // SAFETY: a NUL-terminated name and plain flags; the fd is owned below.
-    let raw = unsafe {
-        libc::memfd_create(
-            c"crew-fuzz".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    assert!(
-        raw >= 0,
-        "memfd_create: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: `raw` is a fresh fd nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, memfd_create};
+    let fd = memfd_create(
+        c"crew-fuzz",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .expect("memfd_create");
     std::fs::File::from(fd.try_clone().expect("dup a memfd"))
         .write_all(bytes)
         .expect("write a memfd");
     // Sealed as the workers' payloads are, so the length check is what
     // stands between a garbled length and a SIGBUS.
-    // SAFETY: plain fcntl on our fd.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+    fcntl_add_seals(&fd, SealFlags::SHRINK).expect("seal a memfd");
     fd
 }
 
@@ -88,18 +79,18 @@ pub fn frame_reader(data: &[u8]) {
         // Send what the socket takes, then read what arrived.
         while sent < stream.len() || (first && !fds.is_empty()) {
             let fd = if first {
-                fds.first().map(AsRawFd::as_raw_fd)
+                fds.first().map(AsFd::as_fd)
             } else {
                 None
             };
             let chunk = &stream[sent..];
             let chunk = if chunk.is_empty() { &[0u8][..] } else { chunk };
-            match wire::send(tx.as_raw_fd(), chunk, fd) {
+            match wire::send(tx.as_fd(), chunk, fd) {
                 Ok(n) => {
                     if first {
                         // The remaining memfds ride along with a byte each.
                         for extra in fds.iter().skip(1) {
-                            let _ = wire::send(tx.as_raw_fd(), &[0], Some(extra.as_raw_fd()));
+                            let _ = wire::send(tx.as_fd(), &[0], Some(extra.as_fd()));
                         }
                     }
                     first = false;
@@ -110,7 +101,7 @@ pub fn frame_reader(data: &[u8]) {
             }
         }
         let done_sending = sent >= stream.len() && (!first || fds.is_empty());
-        match inbox.read_nonblocking(rx.as_raw_fd()) {
+        match inbox.read_nonblocking(rx.as_fd()) {
             Ok(Read::Data) => {}
             Ok(Read::WouldBlock) if done_sending => break,
             Ok(Read::WouldBlock) => {}
@@ -178,6 +169,7 @@ fn call<R: Send + serde::de::DeserializeOwned + 'static>(output: &[u8]) {
         promise: Some(promise),
         attempts: 0,
         number: None,
+        name: "fuzz",
     };
     assert!(c.start());
     c.finish(output, 0, None);
@@ -266,6 +258,7 @@ where
                 len: items.len(),
                 partial: None,
                 started: Instant::now(),
+                name: "fuzz",
                 _input: std::marker::PhantomData,
             };
             assert!(c.start());

@@ -5,10 +5,20 @@
 //! Users name the `crew` crate; see `Pool::processes` there.
 #![deny(missing_docs)]
 
+// crew's worker processes and shared memory are built on Linux kernel
+// interfaces (see the README, "Supported systems"): say so, rather than let
+// the build fail on a missing system item.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "crew runs on Linux only (kernel 3.17+: memfd, robust futexes, PR_SET_PDEATHSIG; pidfd from 5.3): \
+     this target is not supported; see the README, \"Supported systems\""
+);
+
 mod entry;
 #[cfg(any(test, feature = "fuzzing"))]
 mod fuzz;
 mod process;
+pub mod remote;
 mod spawn;
 mod supervisor;
 mod wire;
@@ -226,6 +236,8 @@ struct CallCompletion<R: Send> {
     attempts: u32,
     /// Submission number for the timeline, if the pool keeps one.
     number: Option<usize>,
+    /// The span's name on the timeline.
+    name: &'static str,
 }
 
 impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
@@ -251,7 +263,7 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
         let outcome = match postcard::from_bytes::<CallWire<R>>(output) {
             Ok(CallWire { result, span }) => {
                 if let (Some(t), Some((start, end)), Some(n)) = (timeline, span, self.number) {
-                    t.record(worker, n, instant_of(start), instant_of(end));
+                    t.record(worker, n, self.name, instant_of(start), instant_of(end));
                 }
                 result.map_err(|e| e.into_error().with_worker(worker))
             }
@@ -300,6 +312,8 @@ struct ChunkCompletion<'s, X, R> {
     /// items the current payload holds, and every settled outcome.
     partial: Option<Partial<R>>,
     started: Instant,
+    /// The spans' name on the timeline.
+    name: &'static str,
     _input: std::marker::PhantomData<fn(X)>,
 }
 
@@ -365,6 +379,7 @@ where
                         t.record(
                             worker,
                             sink.offset() + pos,
+                            self.name,
                             instant_of(start),
                             instant_of(end),
                         );
@@ -464,14 +479,19 @@ where
     }
 }
 
+// `T` need not be `'static`: it is never stored (only its type crosses, as
+// a trampoline), and a closure that borrows must reach the check below,
+// whose message says what to do, rather than stop at the borrow checker's
+// "add `move`" (E0373), which only leads to the same check.
 impl<'s, T, X, R> Runs<'s, T, X, R> for Processes
 where
-    T: Call<X, R> + Send + Sync + 'static,
+    T: Call<X, R> + Send + Sync,
     X: Serialize + DeserializeOwned + Send + 's,
     R: Serialize + DeserializeOwned + Send + 's,
 {
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ProcJob<'s> {
         const { assert_non_capturing::<T>() };
+        let name = task.name().and_then(crew_core::task_name).unwrap_or("call");
         drop(task);
         match postcard::to_allocvec(&input) {
             Ok(payload) => ProcJob::new(
@@ -481,6 +501,7 @@ where
                     promise: Some(promise),
                     attempts: 0,
                     number: self.shared.timeline.as_ref().map(|t| t.next_call()),
+                    name,
                 }),
             ),
             Err(e) => {
@@ -494,6 +515,7 @@ where
 
     fn chunk_job(&self, task: Arc<T>, chunk: Chunk<X>, sink: ChunkSink<'s, R>) -> ProcJob<'s> {
         const { assert_non_capturing::<T>() };
+        let name = task.name().and_then(crew_core::task_name).unwrap_or("map");
         drop(task);
         let len = chunk.len();
         // Sized up front: growing a multi-megabyte buffer by doubling
@@ -510,6 +532,7 @@ where
                     len,
                     partial: None,
                     started: Instant::now(),
+                    name,
                     _input: std::marker::PhantomData,
                 }),
             ),

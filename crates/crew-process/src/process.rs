@@ -1,7 +1,7 @@
 //! `Process`: one task in a process of its own, as Python's
 //! `multiprocessing.Process(target=f, args=…)`.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -128,13 +128,14 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
             promise: Some(promise),
             attempts: 0,
             number: None,
+            name: "call",
         };
         std::thread::Builder::new()
             .name("crew-process".into())
             .spawn(move || {
                 let mut worker = worker;
                 completion.start();
-                let outcome = converse(worker.sock.as_raw_fd(), entry, &payload);
+                let outcome = converse(worker.sock.as_fd(), entry, &payload);
                 // The process exits after STOP; the socket stays open until
                 // then, or its watchdog would see our end close and `_exit(0)`
                 // first, hiding its exit code (1 after a panic).
@@ -158,7 +159,11 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
 
 /// Handshake, send the task and STOP, read the result. `Err(None)`: the
 /// process died before answering.
-fn converse(sock: i32, entry: u64, payload: &[u8]) -> std::result::Result<Vec<u8>, Option<Error>> {
+fn converse(
+    sock: std::os::fd::BorrowedFd<'_>,
+    entry: u64,
+    payload: &[u8],
+) -> std::result::Result<Vec<u8>, Option<Error>> {
     let mut inbox = Inbox::new();
     let mut outbox = Outbox::default();
     let mut head = [0u8; 17];
@@ -330,18 +335,20 @@ impl<R: Send> Process<R> {
         Ok(true)
     }
 
-    fn signal(&self, sig: i32) {
+    fn signal(&self, sig: rustix::process::Signal) {
         if let (Some(pid), true) = (self.pid, self.is_alive()) {
-            // SAFETY: signalling our own child, which is not yet reaped (its
-            // driver thread records the status only after `wait`).
-            unsafe { libc::kill(pid as libc::pid_t, sig) };
+            // Our own child, not yet reaped (its driver thread records the
+            // status only after `wait`), so the pid is still its own.
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, sig);
+            }
         }
     }
 
     /// Asks the process to stop (SIGTERM), as Python's `terminate`; see
     /// [`join_timeout`](Process::join_timeout) for an example.
     pub fn terminate(&self) {
-        self.signal(libc::SIGTERM);
+        self.signal(rustix::process::Signal::TERM);
     }
 
     /// Stops the process at once (SIGKILL), as Python's `kill`.
@@ -358,7 +365,7 @@ impl<R: Send> Process<R> {
     /// # Ok::<(), crew_core::Error>(())
     /// ```
     pub fn kill(&self) {
-        self.signal(libc::SIGKILL);
+        self.signal(rustix::process::Signal::KILL);
     }
 
     /// Waits for the task and returns what it returned.

@@ -3,7 +3,7 @@
 //! running Rust code), with its socket at fd 3 and its control page at fd 4.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
@@ -29,47 +29,29 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 
 /// Socket buffers big enough that a window of small frames never blocks
 /// either side (the default holds only ~278 small frames, ipc-floor.md).
-const SOCKET_BUFFER: libc::c_int = 1 << 20;
+const SOCKET_BUFFER: usize = 1 << 20;
 
 fn set_buffers(fd: &OwnedFd) {
-    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // SAFETY: setting an int socket option from a local.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&SOCKET_BUFFER as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
+    // Best effort: a smaller buffer only means more, smaller writes.
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(fd, SOCKET_BUFFER);
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(fd, SOCKET_BUFFER);
 }
 
 /// Starts one worker process; with `own_group`, the worker leads a process
 /// group of its own (pool workers: see [`kill_group`]).
 pub(crate) fn spawn_worker(memory_limit: Option<u64>, own_group: bool) -> io::Result<Spawned> {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair writes two fds into `fds`.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: fresh fds we own.
-    let (parent_end, child_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    use rustix::fs::{MemfdFlags, ftruncate, memfd_create};
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+    let (parent_end, child_end) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     set_buffers(&parent_end);
     set_buffers(&child_end);
-    // SAFETY: valid name and flags.
-    let raw = cvt(unsafe { libc::memfd_create(c"crew-control".as_ptr(), libc::MFD_CLOEXEC) })?;
-    // SAFETY: a fresh fd we own.
-    let control_fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: sizing our memfd.
-    cvt(unsafe { libc::ftruncate(control_fd.as_raw_fd(), CONTROL_LEN as libc::off_t) })?;
+    let control_fd = memfd_create(c"crew-control", MemfdFlags::CLOEXEC)?;
+    ftruncate(&control_fd, CONTROL_LEN as u64)?;
     let control = Control::map(control_fd.as_raw_fd())?;
 
     let mut cmd = Command::new("/proc/self/exe");
@@ -106,10 +88,11 @@ pub(crate) fn spawn_worker(memory_limit: Option<u64>, own_group: bool) -> io::Re
     let child = cmd.spawn()?;
     drop(child_end);
     drop(control_fd);
-    // SAFETY: a plain syscall; a non-negative result is a new fd we own.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
-    // SAFETY: as above.
-    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as i32) });
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
     Ok(Spawned {
         child,
         sock: parent_end,

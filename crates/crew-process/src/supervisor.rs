@@ -6,12 +6,14 @@
 //! `README.md` beside this file for the protocol and the rules.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::event::{PollFd, PollFlags};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crew_core::{Error, Timeline};
+use crew_core::{Error, MarkKind, Timeline};
 
 use crate::spawn::{Spawned, describe_exit, has_exited, kill_group, spawn_worker};
 use crate::wire::{self, Fields, Inbox, Outbox, Read};
@@ -64,6 +66,20 @@ pub struct ProcJob<'s> {
     /// Was in flight when its worker garbled the stream, with others: it
     /// runs again alone, so that if it was the one, it is the one blamed.
     pub(crate) suspect: bool,
+    /// This job's own limits, overriding the pool's (a cluster node runs
+    /// jobs of many callers, each with its own settings).
+    pub(crate) limits: Option<JobLimits>,
+}
+
+/// Per-job overrides of a pool's timeout and retries, for jobs that come
+/// from elsewhere (see `remote`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct JobLimits {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) backoff: Duration,
+    /// Record when each item ran, for the caller's timeline.
+    pub(crate) spans: bool,
 }
 
 impl std::fmt::Debug for ProcJob<'_> {
@@ -89,6 +105,7 @@ impl<'s> ProcJob<'s> {
             attempt: 0,
             not_before: None,
             suspect: false,
+            limits: None,
         }
     }
 
@@ -102,6 +119,7 @@ impl<'s> ProcJob<'s> {
             attempt: 0,
             not_before: None,
             suspect: false,
+            limits: None,
         }
     }
 
@@ -233,25 +251,32 @@ fn take_all(q: &mut Queue) -> Vec<ProcJob<'static>> {
 }
 
 fn eventfd() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the fd is owned below.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use rustix::event::EventfdFlags;
+    Ok(rustix::event::eventfd(
+        0,
+        EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
+    )?)
 }
 
 fn signal(fd: &OwnedFd) {
-    let one: u64 = 1;
-    // SAFETY: writing 8 bytes from a local to an eventfd.
-    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    // A full counter (2^64 - 2 pending wake-ups) cannot happen; a failed
+    // write would only mean the proxy is already being woken.
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
 fn drain(fd: &OwnedFd) {
-    let mut v: u64 = 0;
-    // SAFETY: reading 8 bytes into a local from a non-blocking eventfd.
-    unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    let mut v = [0u8; 8];
+    let _ = rustix::io::read(fd, &mut v);
+}
+
+/// `poll(2)` with a timeout in milliseconds (negative: none); interrupted
+/// or failed polls return early, and callers re-check their state.
+pub(crate) fn poll_ms(fds: &mut [rustix::event::PollFd<'_>], ms: i32) {
+    let timeout = (ms >= 0).then(|| rustix::event::Timespec {
+        tv_sec: (ms / 1000) as _,
+        tv_nsec: ((ms % 1000) * 1_000_000) as _,
+    });
+    let _ = rustix::event::poll(fds, timeout.as_ref());
 }
 
 impl Shared {
@@ -534,6 +559,7 @@ impl Shared {
 
 fn proxy_main(shared: Arc<Shared>, slot: usize) {
     let mut seq = ((slot as u64 + 1) << 40) + 1;
+    let mut spawned = false;
     loop {
         {
             let mut pids = lock(&shared.pids);
@@ -552,6 +578,14 @@ fn proxy_main(shared: Arc<Shared>, slot: usize) {
         let started = match spawn_worker(shared.config.memory_limit, true) {
             Ok(worker) => {
                 shared.set_slot(slot, Slot::Running(worker.child.id()));
+                if let (Some(t), true) = (&shared.timeline, spawned) {
+                    t.mark(
+                        slot,
+                        MarkKind::Restart,
+                        format!("pid {}", worker.child.id()),
+                    );
+                }
+                spawned = true;
                 drive(&shared, slot, worker, &mut seq)
             }
             Err(e) => {
@@ -569,14 +603,10 @@ fn proxy_main(shared: Arc<Shared>, slot: usize) {
             } else {
                 Duration::from_millis(50 << failures.min(5))
             };
-            let mut pfd = libc::pollfd {
-                fd: shared.proxies[slot].wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: polling one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, pause.as_millis() as i32) };
-            drain(&shared.proxies[slot].wake);
+            let wake = &shared.proxies[slot].wake;
+            let mut pfd = [PollFd::new(wake, PollFlags::IN)];
+            poll_ms(&mut pfd, pause.as_millis() as i32);
+            drain(wake);
         }
     }
     let mut alive = lock(&shared.alive);
@@ -599,11 +629,7 @@ struct InFlight {
 }
 
 fn set_nonblocking(fd: &OwnedFd) {
-    // SAFETY: fcntl flag update on our own fd.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
+    let _ = rustix::io::ioctl_fionbio(fd, true);
 }
 
 /// Jobs longer than this are sent one at a time, so none waits in a busy
@@ -624,8 +650,8 @@ fn allowance(avg: Option<Duration>) -> usize {
 /// jobs; true if the worker got through its handshake. See the README for
 /// each state.
 fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) -> bool {
-    let sock = worker.sock.as_raw_fd();
     set_nonblocking(&worker.sock);
+    let sock = worker.sock.as_fd();
     let proxy = &shared.proxies[slot];
     let timeout_ns = shared.config.task_timeout.map(|t| t.as_nanos() as u64);
     let mut inbox = Inbox::new();
@@ -678,12 +704,16 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                 let mut head = [0u8; 17];
                 head[..8].copy_from_slice(&s.to_le_bytes());
                 head[8..16].copy_from_slice(&job.entry.to_le_bytes());
-                head[16] = if timeout_ns.is_some() { FLAG_TIMED } else { 0 }
-                    | if shared.timeline.is_some() {
-                        FLAG_SPANS
-                    } else {
-                        0
-                    };
+                let limits = job.limits.unwrap_or_default();
+                head[16] = if timeout_ns.is_some() || limits.timeout.is_some() {
+                    FLAG_TIMED
+                } else {
+                    0
+                } | if shared.timeline.is_some() || limits.spans {
+                    FLAG_SPANS
+                } else {
+                    0
+                };
                 if let Err(e) = outbox.push(wire::RUN, wire::RUN_SHM, &head, &job.payload) {
                     job.completion()
                         .fail(Error::io("sending a task through shared memory", e));
@@ -727,7 +757,12 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         // start any moment), a stalled partial frame, a delayed retry.
         let mut wait: Option<u64> = None;
         let mut cap = |ms: u64| wait = Some(wait.map_or(ms, |w: u64| w.min(ms)));
-        if timeout_ns.is_some() && !inflight.is_empty() {
+        if !inflight.is_empty()
+            && (timeout_ns.is_some()
+                || inflight
+                    .iter()
+                    .any(|f| f.job.limits.is_some_and(|l| l.timeout.is_some())))
+        {
             cap(10);
         }
         if !hello {
@@ -786,32 +821,28 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         }
         let parked = !got && hello && inflight.is_empty() && !stopping && shared.park_idle(slot);
         if !got && (!hello || !inflight.is_empty() || parked || stopping) {
+            let sock_events = if outbox.is_empty() {
+                PollFlags::IN
+            } else {
+                PollFlags::IN | PollFlags::OUT
+            };
+            // Without a pidfd (Linux before 5.3) the wake fd stands in
+            // for it, watched twice; only a real pidfd says "exited".
             let mut fds = [
-                libc::pollfd {
-                    fd: sock,
-                    events: libc::POLLIN | if outbox.is_empty() { 0 } else { libc::POLLOUT },
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: proxy.wake.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: worker.pidfd.as_ref().map_or(-1, |p| p.as_raw_fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
+                PollFd::new(&worker.sock, sock_events),
+                PollFd::new(&proxy.wake, PollFlags::IN),
+                match &worker.pidfd {
+                    Some(pidfd) => PollFd::new(pidfd, PollFlags::IN),
+                    None => PollFd::new(&proxy.wake, PollFlags::IN),
                 },
             ];
-            // SAFETY: polling three pollfds (a negative fd is ignored).
-            unsafe { libc::poll(fds.as_mut_ptr(), 3, wait_ms) };
-            if fds[1].revents != 0 {
+            poll_ms(&mut fds, wait_ms);
+            let woken = !fds[1].revents().is_empty();
+            // The worker exited; its socket may live on in a process it
+            // started. Read what it sent, then settle.
+            exited |= worker.pidfd.is_some() && !fds[2].revents().is_empty();
+            if woken {
                 drain(&proxy.wake);
-            }
-            if fds[2].revents != 0 {
-                // The worker exited; its socket may live on in a process it
-                // started. Read what it sent, then settle.
-                exited = true;
             }
         }
         if parked {
@@ -973,7 +1004,14 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             kill = Some(Kill::Cancelled);
         }
         // TIMEOUT
-        if let (None, Some(limit)) = (&kill, timeout_ns)
+        let limit = inflight
+            .iter()
+            .find(|f| f.seq == running)
+            .and_then(|f| f.job.limits)
+            .and_then(|l| l.timeout)
+            .map(|t| t.as_nanos() as u64)
+            .or(timeout_ns);
+        if let (None, Some(limit)) = (&kill, limit)
             && running != 0
             && started_ns != 0
             && monotonic_ns().saturating_sub(started_ns) > limit
@@ -1010,6 +1048,9 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             ));
         }
     }
+    if let Some(t) = &shared.timeline {
+        mark_exit(t, slot, &kill, stopping && status.success(), &cause, shared);
+    }
     if !hello {
         let why = match &kill {
             Some(Kill::Protocol(m)) => m.clone(),
@@ -1030,6 +1071,35 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         isolating,
     );
     hello
+}
+
+/// Marks on the timeline why a worker ended, unless it stopped as asked.
+fn mark_exit(
+    t: &Timeline,
+    slot: usize,
+    kill: &Option<Kill>,
+    clean: bool,
+    cause: &str,
+    shared: &Shared,
+) {
+    let (kind, detail) = match kill {
+        Some(Kill::Timeout) => (
+            MarkKind::Timeout,
+            format!(
+                "a task ran past its {:?} timeout: worker killed",
+                shared.config.task_timeout.unwrap_or_default()
+            ),
+        ),
+        Some(Kill::Cancelled) => (
+            MarkKind::Kill,
+            "killed to cancel its running task".to_owned(),
+        ),
+        Some(Kill::Terminated) => (MarkKind::Kill, "killed: the pool terminated".to_owned()),
+        Some(Kill::Protocol(m)) => (MarkKind::Kill, format!("killed: {m}")),
+        None if clean => return,
+        None => (MarkKind::Crash, format!("worker {cause}")),
+    };
+    t.mark(slot, kind, detail);
 }
 
 /// Decodes and delivers the results read from a worker.
@@ -1072,6 +1142,15 @@ fn reap(child: &mut std::process::Child) -> std::process::ExitStatus {
 }
 
 /// Decides the fate of every job the dead worker held.
+/// A number in `[0, 1)` that differs between calls and processes: enough
+/// randomness to spread retries, not for anything secret.
+fn jitter_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(monotonic_ns());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn settle(
     shared: &Arc<Shared>,
@@ -1132,14 +1211,22 @@ fn settle(
             Some(Kill::Terminated) => unreachable!("handled above"),
             None => Error::worker_lost(cause.to_owned()).with_worker(slot),
         };
-        let retry =
-            (error.is_worker_lost() || error.is_timeout()) && f.job.attempt < shared.config.retries;
+        let (retries, backoff, jitter) = match f.job.limits {
+            Some(l) => (l.retries, l.backoff, true),
+            None => (shared.config.retries, shared.config.retry_backoff, false),
+        };
+        let retry = (error.is_worker_lost() || error.is_timeout()) && f.job.attempt < retries;
         let mut payload = std::mem::take(&mut f.job.payload);
         if f.job.completion().lost(&mut payload, item, error, retry) {
             f.job.payload = payload;
             if retry {
                 f.job.attempt += 1;
-                let backoff = shared.config.retry_backoff * 2u32.saturating_pow(f.job.attempt - 1);
+                let mut backoff = backoff * 2u32.saturating_pow(f.job.attempt - 1);
+                if jitter {
+                    // Up to half again, so that tasks failed together do not
+                    // all come back at the same instant.
+                    backoff += backoff.mul_f64(jitter_fraction() * 0.5);
+                }
                 f.job.not_before = (!backoff.is_zero()).then(|| Instant::now() + backoff);
             }
             f.job.completion().requeued();

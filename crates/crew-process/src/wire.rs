@@ -9,7 +9,14 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
+};
 
 /// Version of this protocol; both sides must agree in the handshake.
 pub(crate) const VERSION: u32 = 1;
@@ -44,42 +51,23 @@ pub(crate) struct ShmPayload {
     len: usize,
 }
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 impl ShmPayload {
     /// Copies `data` into a new memfd.
     pub(crate) fn create(data: &[u8]) -> io::Result<ShmPayload> {
-        // SAFETY: a valid NUL-terminated name and flags; the fd is owned below.
-        let raw = cvt(unsafe {
-            libc::memfd_create(
-                c"crew-payload".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        })?;
-        // SAFETY: `raw` is a fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: plain syscall on our fd.
-        cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), data.len() as libc::off_t) })?;
+        use rustix::fs::{MemfdFlags, ftruncate, memfd_create};
+        let fd = memfd_create(
+            c"crew-payload",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
+        ftruncate(&fd, data.len() as u64)?;
         let map = Mapping::new(&fd, data.len(), true)?;
         // SAFETY: the mapping is `data.len()` writable bytes that nobody else
         // can see yet (the fd has not been sent).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), map.ptr, data.len()) };
         drop(map);
         // The reader maps it: it must never shrink under that mapping.
-        // SAFETY: plain fcntl on our fd.
-        cvt(unsafe {
-            libc::fcntl(
-                fd.as_raw_fd(),
-                libc::F_ADD_SEALS,
-                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
-            )
-        })?;
+        use rustix::fs::{SealFlags, fcntl_add_seals};
+        fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         Ok(ShmPayload {
             fd,
             len: data.len(),
@@ -92,25 +80,18 @@ impl ShmPayload {
     /// reading a mapping past the end of its file raises `SIGBUS`, so a
     /// garbled length (or a peer that truncates) must fail here instead.
     pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> io::Result<T> {
-        // SAFETY: plain fcntl on an fd we own.
-        let seals = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })?;
-        if seals & libc::F_SEAL_SHRINK == 0 {
+        use rustix::fs::{SealFlags, fcntl_get_seals, fstat};
+        if !fcntl_get_seals(fd)?.contains(SealFlags::SHRINK) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "a payload memfd is not sealed against shrinking",
             ));
         }
-        // SAFETY: `fstat` fills the zeroed struct for our fd.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-        if len as u64 > st.st_size as u64 {
+        let size = fstat(fd)?.st_size;
+        if len as u64 > size as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "payload length {len} exceeds its memfd ({} bytes)",
-                    st.st_size
-                ),
+                format!("payload length {len} exceeds its memfd ({size} bytes)"),
             ));
         }
         let map = Mapping::new(fd, len, false)?;
@@ -227,12 +208,12 @@ impl Outbox {
 
     /// Writes as much as the socket takes. `Ok(true)` when everything went.
     /// On a blocking socket, returns only when everything went.
-    pub(crate) fn flush(&mut self, sock: RawFd) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self, sock: BorrowedFd<'_>) -> io::Result<bool> {
         while self.sent < self.buf.len() {
             let (end, fd) = match self.fds.front() {
                 Some((at, fd)) if *at == self.sent => {
                     let next = self.fds.get(1).map_or(self.buf.len(), |(a, _)| *a);
-                    (next, Some(fd.as_raw_fd()))
+                    (next, Some(fd.as_fd()))
                 }
                 Some((at, _)) => (*at, None),
                 None => (self.buf.len(), None),
@@ -256,38 +237,21 @@ impl Outbox {
     }
 }
 
-pub(crate) fn send(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<usize> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    // SAFETY: zeroed msghdr is a valid "no address, no control" header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    let mut control = [0u64; 4];
+pub(crate) fn send(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> io::Result<usize> {
+    let iov = [io::IoSlice::new(data)];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds: [BorrowedFd<'_>; 1];
     if let Some(fd) = fd {
-        // SAFETY: CMSG_SPACE is a pure computation.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        // SAFETY: `control` is large enough and aligned for one cmsghdr
-        // carrying one fd (space <= 32 bytes).
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-        }
+        fds = [fd];
+        let fits = control.push(SendAncillaryMessage::ScmRights(&fds));
+        debug_assert!(fits, "the control buffer holds one fd");
     }
-    // SAFETY: `msg` points at live buffers for the duration of the call.
-    let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    Ok(sendmsg(sock, &iov, &mut control, SendFlags::NOSIGNAL)?)
 }
 
 /// One frame read from the wire.
@@ -300,10 +264,16 @@ pub(crate) struct Frame {
 
 /// Bytes and fds read from the wire, cut into frames.
 pub(crate) struct Inbox {
+    /// Initialised storage; the unread bytes are `buf[start..end]`.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     fds: VecDeque<OwnedFd>,
 }
+
+/// The most fds one read takes (a frame carries at most one; several
+/// frames may arrive in one read).
+const FDS_PER_READ: usize = 28;
 
 /// The outcome of one read.
 pub(crate) enum Read {
@@ -318,91 +288,70 @@ pub(crate) enum Read {
 impl Inbox {
     pub(crate) fn new() -> Inbox {
         Inbox {
-            buf: Vec::with_capacity(64 * 1024),
+            buf: vec![0; 64 * 1024],
             start: 0,
+            end: 0,
             fds: VecDeque::new(),
         }
     }
 
     /// True if a partial frame is buffered (an EOF now means truncation).
     pub(crate) fn has_partial(&self) -> bool {
-        self.start < self.buf.len()
+        self.start < self.end
     }
 
     /// Reads once from `sock`, blocking if the socket blocks.
-    pub(crate) fn read(&mut self, sock: RawFd) -> io::Result<Read> {
-        self.read_with(sock, 0)
+    pub(crate) fn read(&mut self, sock: BorrowedFd<'_>) -> io::Result<Read> {
+        self.read_with(sock, RecvFlags::empty())
     }
 
     /// Reads once from `sock` without blocking.
-    pub(crate) fn read_nonblocking(&mut self, sock: RawFd) -> io::Result<Read> {
-        self.read_with(sock, libc::MSG_DONTWAIT)
+    pub(crate) fn read_nonblocking(&mut self, sock: BorrowedFd<'_>) -> io::Result<Read> {
+        self.read_with(sock, RecvFlags::DONTWAIT)
     }
 
-    fn read_with(&mut self, sock: RawFd, flags: libc::c_int) -> io::Result<Read> {
-        if self.start > 0 && (self.start == self.buf.len() || self.start > self.buf.capacity() / 2)
-        {
-            self.buf.drain(..self.start);
+    fn read_with(&mut self, sock: BorrowedFd<'_>, flags: RecvFlags) -> io::Result<Read> {
+        if self.start > 0 && (self.start == self.end || self.start > self.buf.len() / 2) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-            self.buf.reserve(64 * 1024);
+        if self.buf.len() - self.end < 16 * 1024 {
+            // Zeroed once as it grows: reads then fill initialised bytes.
+            self.buf.resize(self.buf.len() + 64 * 1024, 0);
         }
-        let spare = self.buf.capacity() - self.buf.len();
-        let mut iov = libc::iovec {
-            // SAFETY: pointing at the spare capacity we reserved.
-            iov_base: unsafe { self.buf.as_mut_ptr().add(self.buf.len()) }.cast(),
-            iov_len: spare,
-        };
-        let mut control = [0u64; 16];
-        // SAFETY: zeroed msghdr, then filled with live buffers.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_READ))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
         loop {
-            // SAFETY: `msg` describes buffers valid for the call.
-            let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => return Ok(Read::WouldBlock),
-                    io::ErrorKind::ConnectionReset => return Ok(Read::Eof),
-                    _ => return Err(e),
+            let mut iov = [io::IoSliceMut::new(&mut self.buf[self.end..])];
+            let received = match recvmsg(
+                sock,
+                &mut iov,
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC | flags,
+            ) {
+                Ok(r) => r,
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => return Ok(Read::WouldBlock),
+                Err(Errno::CONNRESET) => return Ok(Read::Eof),
+                Err(e) => return Err(e.into()),
+            };
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(fds) = message {
+                    self.fds.extend(fds);
                 }
             }
-            // SAFETY: walking the control messages the kernel just wrote.
-            unsafe {
-                let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-                while !cmsg.is_null() {
-                    if (*cmsg).cmsg_level == libc::SOL_SOCKET
-                        && (*cmsg).cmsg_type == libc::SCM_RIGHTS
-                    {
-                        let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                        let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize)
-                            / std::mem::size_of::<RawFd>();
-                        for i in 0..count {
-                            let fd = std::ptr::read_unaligned(data.add(i));
-                            self.fds.push_back(OwnedFd::from_raw_fd(fd));
-                        }
-                    }
-                    cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-                }
-            }
-            if n == 0 {
+            if received.bytes == 0 {
                 return Ok(Read::Eof);
             }
-            // SAFETY: the kernel initialised `n` bytes of the spare capacity.
-            unsafe { self.buf.set_len(self.buf.len() + n as usize) };
+            self.end += received.bytes;
             return Ok(Read::Data);
         }
     }
 
     /// The next complete frame, if one is buffered.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, Garbage> {
-        let avail = &self.buf[self.start..];
+        let avail = &self.buf[self.start..self.end];
         if avail.len() < 4 {
             return Ok(None);
         }

@@ -62,12 +62,7 @@ static SOLO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(
 static PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writing into a local timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -266,28 +261,26 @@ fn serve_from_env() -> io::Result<()> {
             std::env::remove_var(name);
         }
     }
-    // SAFETY: plain process-attribute syscalls. Workers ignore SIGINT: a
-    // Ctrl-C reaches the whole process group, and the parent decides (by
-    // default it dies, and its workers with it; a parent that handles
-    // SIGINT can `terminate` its pools).
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-    }
-    if let Some(parent) = parent {
-        // SAFETY: getppid cannot fail.
-        if unsafe { libc::getppid() } != parent {
-            // The parent died before we could ask to die with it.
-            return Ok(());
-        }
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // SAFETY: sets a signal's disposition to "ignore", installing no
+    // handler. Workers ignore SIGINT: a Ctrl-C the parent's group gets is
+    // the parent's to decide (by default it dies, and its workers with it;
+    // a parent that handles SIGINT can `terminate` its pools). Pool
+    // workers lead groups of their own, so only `Process` children, in the
+    // parent's group, would see it.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    if let Some(parent) = parent
+        && rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(parent)
+    {
+        // The parent died before we could ask to die with it.
+        return Ok(());
     }
     if let Some(bytes) = memory {
-        let lim = libc::rlimit {
-            rlim_cur: bytes,
-            rlim_max: bytes,
+        let lim = rustix::process::Rlimit {
+            current: Some(bytes),
+            maximum: Some(bytes),
         };
-        // SAFETY: setting our own limit from a valid struct.
-        unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+        let _ = rustix::process::setrlimit(rustix::process::Resource::As, lim);
     }
     // Processes that tasks start must not inherit the socket or the control
     // page: a child holding the socket open would hide our death.
@@ -355,6 +348,8 @@ const FLUSH_AFTER_TASK: std::time::Duration = std::time::Duration::from_micros(2
 
 /// The worker's loop. `pub(crate)` so its address can serve the fingerprint.
 pub(crate) fn serve(sock: RawFd, control: &Control) {
+    // SAFETY: `run_worker` owns this fd (`sock_owned`) until we return.
+    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock) };
     let mut inbox = Inbox::new();
     let mut outbox = Outbox::default();
     let mut out = Vec::new();
@@ -474,7 +469,7 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
     }
 }
 
-fn fatal(sock: RawFd, outbox: &mut Outbox, message: &str) {
+fn fatal(sock: std::os::fd::BorrowedFd<'_>, outbox: &mut Outbox, message: &str) {
     eprintln!("crew worker {}: {message}", std::process::id());
     let _ = outbox.push(wire::FATAL, wire::FATAL, message.as_bytes(), &[]);
     let _ = outbox.flush(sock);

@@ -33,8 +33,14 @@
 //! the crate's `src/README.md`.
 #![deny(missing_docs)]
 
+// crew's worker processes and shared memory are built on Linux kernel
+// interfaces (see the README, "Supported systems"): say so, rather than let
+// the build fail on a missing system item.
 #[cfg(not(target_os = "linux"))]
-compile_error!("crew-shm needs Linux (memfd, futex, /proc/<pid>/fd)");
+compile_error!(
+    "crew runs on Linux only (kernel 3.17+: memfd, robust futexes, PR_SET_PDEATHSIG; pidfd from 5.3): \
+     this target is not supported; see the README, \"Supported systems\""
+);
 
 mod array;
 mod barrier;

@@ -1,29 +1,27 @@
 //! Thin, checked wrappers over the Linux calls the crate stands on: memfd,
 //! mmap, futex, robust process-shared pthread mutexes and the monotonic clock.
 //!
-//! Everything that touches `libc` directly lives here, so the rest of the crate
-//! reasons about `Mapping`, `Deadline`, `RawMutex` and `futex_wait`/`futex_wake`.
+//! Every system call lives here, so the rest of the crate reasons about
+//! `Mapping`, `Deadline`, `RawMutex` and `futex_wait`/`futex_wake`. Calls that
+//! `rustix` wraps safely (memfd, seals, `open`/`fstat`, futex, clocks,
+//! `getrandom`) go through it; `unsafe` is left to what truly needs it: the
+//! shared mappings and the robust process-shared pthread mutexes.
 
 use std::cell::UnsafeCell;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-/// Turns a `-1`-style libc return into an `io::Result`.
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 /// The seals every region carries: its size can never change, so a mapping
 /// of the full size can never take SIGBUS, whoever else holds the file.
-const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+const SEALS: SealFlags = SealFlags::SHRINK
+    .union(SealFlags::GROW)
+    .union(SealFlags::SEAL);
 
 /// Creates a sealed, zero-filled (sparse) memfd of `size` bytes.
 ///
@@ -31,17 +29,12 @@ const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEA
 /// reaches the memory only by opening `/proc/<pid>/fd/<fd>` of a holder.
 pub(crate) fn create_memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
     let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let size = libc::off_t::try_from(size).map_err(|_| too_large())?;
-    // SAFETY: `name` is a valid NUL-terminated string; the flags are constants.
-    let fd = check(unsafe {
-        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-    })?;
-    // SAFETY: `memfd_create` just returned this fd and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: plain syscalls on an fd we own.
-    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
-    // SAFETY: as above.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) })?;
+    if libc::off_t::try_from(size).is_err() {
+        return Err(too_large());
+    }
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    rustix::fs::ftruncate(&fd, size)?;
+    rustix::fs::fcntl_add_seals(&fd, SEALS)?;
     Ok(fd)
 }
 
@@ -55,10 +48,10 @@ fn too_large() -> io::Error {
 /// Opens the memfd that process `pid` holds as fd `fd`, checking that it is a
 /// sealed region of exactly `size` bytes.
 pub(crate) fn open_proc_fd(pid: u32, fd: i32, size: u64) -> io::Result<OwnedFd> {
-    let path = CString::new(format!("/proc/{pid}/fd/{fd}")).expect("no NUL in a formatted path");
-    // SAFETY: `path` is a valid NUL-terminated string.
-    let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    let raw = check(raw).map_err(|e| {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let opened = rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty());
+    let owned = opened.map_err(|e| {
+        let e = io::Error::from(e);
         io::Error::new(
             e.kind(),
             format!(
@@ -67,15 +60,9 @@ pub(crate) fn open_proc_fd(pid: u32, fd: i32, size: u64) -> io::Result<OwnedFd> 
             ),
         )
     })?;
-    // SAFETY: `open` just returned this fd and nothing else owns it.
-    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: `stat` is plain data, so all-zero is a valid value to overwrite.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `stat` is a valid out-pointer and the fd is open.
-    check(unsafe { libc::fstat(owned.as_raw_fd(), &mut stat) })?;
-    // SAFETY: a plain fcntl query on an fd we own.
-    let seals = unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_GET_SEALS) };
-    if seals == -1 || seals & SEALS != SEALS || stat.st_size as u64 != size {
+    let stat = rustix::fs::fstat(&owned)?;
+    let sealed = rustix::fs::fcntl_get_seals(&owned).is_ok_and(|s| s.contains(SEALS));
+    if !sealed || stat.st_size as u64 != size {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("fd {fd} of process {pid} is not a crew shared memory region"),
@@ -168,17 +155,14 @@ impl Drop for Mapping {
 
 /// The system page size.
 pub(crate) fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).unwrap_or(4096)
+    rustix::param::page_size()
 }
 
 /// A random 64-bit number, to tell regions apart across processes.
 pub(crate) fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
-    // SAFETY: `buf` is valid for 8 bytes of writes.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n == 8 {
+    let n = rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty());
+    if matches!(n, Ok(8)) {
         u64::from_ne_bytes(buf)
     } else {
         // getrandom cannot fail for 8 bytes after boot; stay unique anyway.
@@ -197,13 +181,11 @@ pub(crate) struct Deadline {
 }
 
 fn monotonic_now() -> libc::timespec {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    libc::timespec {
+        tv_sec: ts.tv_sec as libc::time_t,
+        tv_nsec: ts.tv_nsec as libc::c_long,
+    }
 }
 
 impl Deadline {
@@ -256,19 +238,21 @@ impl Deadline {
 
     /// Sleeps until the deadline (which must not be `never`).
     fn sleep_until(&self) {
-        let Some(at) = self.at else { return };
+        let Some(at) = self.rustix_timespec() else {
+            return;
+        };
         while !self.has_passed() {
-            // SAFETY: `at` is a valid timespec; a NULL remainder is allowed
-            // with TIMER_ABSTIME. EINTR returns early; the loop re-checks.
-            unsafe {
-                libc::clock_nanosleep(
-                    libc::CLOCK_MONOTONIC,
-                    libc::TIMER_ABSTIME,
-                    &at,
-                    std::ptr::null_mut(),
-                );
-            }
+            // EINTR returns early; the loop re-checks.
+            let _ =
+                rustix::thread::clock_nanosleep_absolute(rustix::thread::ClockId::Monotonic, &at);
         }
+    }
+
+    fn rustix_timespec(&self) -> Option<rustix::time::Timespec> {
+        self.at.map(|at| rustix::time::Timespec {
+            tv_sec: at.tv_sec as _,
+            tv_nsec: at.tv_nsec as _,
+        })
     }
 
     fn as_ptr(&self) -> *const libc::timespec {
@@ -285,27 +269,22 @@ impl Deadline {
 /// kernel keys a shared futex by (inode, offset), so processes that map the
 /// region at different addresses still meet on the same futex.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) {
-    // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
-    // the timeout pointer is NULL or points to a live timespec.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT_BITSET,
-            expected,
-            deadline.as_ptr(),
-            std::ptr::null::<u32>(),
-            libc::FUTEX_BITSET_MATCH_ANY,
-        );
-    }
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline (plain
+    // FUTEX_WAIT would take a relative one). Any bit matches any waker.
+    let at = deadline.rustix_timespec();
+    let _ = rustix::thread::futex::wait_bitset(
+        word,
+        rustix::thread::futex::Flags::empty(),
+        expected,
+        at.as_ref(),
+        std::num::NonZeroU32::MAX,
+    );
 }
 
 /// Wakes up to `n` sleepers on `word`, in any process.
 pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
-    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE only reads its address.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n);
-    }
+    let _ =
+        rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), n.max(0) as u32);
 }
 
 unsafe extern "C" {

@@ -181,7 +181,7 @@ fn imports_ok(python: &Path) -> bool {
 
 /// A Python with joblib and numpy: `python3` if it has them, else a
 /// virtual environment under `dir` with `requirements.txt` installed.
-fn python_with_joblib(dir: &Path) -> anyhow::Result<PathBuf> {
+fn python_with_joblib(o: &MemoryOptions, dir: &Path) -> anyhow::Result<PathBuf> {
     let system = PathBuf::from("python3");
     if imports_ok(&system) {
         return Ok(system);
@@ -199,7 +199,11 @@ fn python_with_joblib(dir: &Path) -> anyhow::Result<PathBuf> {
         anyhow::ensure!(ok, "python3 -m venv {} failed", env.display());
     }
     if !imports_ok(&python) {
-        let requirements = super::repo_root().join("crates/crew-cli/python/requirements.txt");
+        let requirements = super::embedded_script(
+            &o.target,
+            "requirements.txt",
+            include_str!("../../python/requirements.txt"),
+        )?;
         eprintln!("python: pip install -r {}", requirements.display());
         let ok = Command::new(&python)
             .args(["-m", "pip", "install", "--quiet", "-r"])
@@ -218,9 +222,12 @@ fn python_with_joblib(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Runs the joblib anchor and reads its JSON lines.
 fn python_rows(o: &MemoryOptions, dir: &Path) -> anyhow::Result<Vec<Record>> {
-    let script = super::repo_root().join("crates/crew-cli/python/memory_anchor.py");
-    anyhow::ensure!(script.exists(), "{} is missing", script.display());
-    let python = python_with_joblib(dir)?;
+    let script = super::embedded_script(
+        &o.target,
+        "memory_anchor.py",
+        include_str!("../../python/memory_anchor.py"),
+    )?;
+    let python = python_with_joblib(o, dir)?;
     let out = Command::new(&python)
         .arg(&script)
         .args(["--rounds", &o.rounds.to_string()])

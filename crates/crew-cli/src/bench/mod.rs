@@ -23,22 +23,53 @@ use seeds::{Pools, Sizes, Variant};
 
 use crate::workloads::{Kde, howmany_matrix};
 
-/// Where the project is: the nearest folder above the current one whose
-/// `Cargo.toml` declares a `[workspace]`, else the checkout this binary was
-/// built from, else the current folder.
-pub(crate) fn repo_root() -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let is_root = |d: &Path| {
-        std::fs::read_to_string(d.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"))
-    };
-    if let Some(d) = cwd.ancestors().find(|d| is_root(d)) {
-        return d.to_path_buf();
+/// The Cargo project around the current folder: the nearest folder above
+/// it whose `Cargo.toml` declares a `[workspace]`, else the nearest with a
+/// `Cargo.toml`; `None` outside any project (an installed `crew` run
+/// anywhere). Never the checkout the binary was built from.
+pub(crate) fn project_root() -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    let manifest = |d: &Path| std::fs::read_to_string(d.join("Cargo.toml")).ok();
+    cwd.ancestors()
+        .find(|d| manifest(d).is_some_and(|t| t.contains("[workspace]")))
+        .or_else(|| cwd.ancestors().find(|d| manifest(d).is_some()))
+        .map(Path::to_path_buf)
+}
+
+/// Where reports go by default: `target/` of the Cargo project around the
+/// current folder (as `cargo` puts its output), else the current folder.
+pub(crate) fn default_target() -> PathBuf {
+    match project_root() {
+        Some(root) => root.join("target"),
+        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
     }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if is_root(&built) {
-        return built;
-    }
-    cwd
+}
+
+/// The anchors folder by default: `../shared/anchors` beside the project
+/// around the current folder.
+pub(crate) fn default_anchors() -> PathBuf {
+    project_root()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("../shared/anchors")
+}
+
+/// `dir`, created if missing, as a clean absolute path (no `..`, no
+/// symbolic links), so that what the suites print can be pasted anywhere.
+pub(crate) fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    dir.canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))
+}
+
+/// Writes a script embedded in the binary to `<target>/crew-bench/scripts/`
+/// and returns its path: the Python side of a suite runs the same from an
+/// installed `crew` as from the checkout.
+pub(crate) fn embedded_script(target: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+    let dir = prepare_dir(&report::bench_dir(target).join("scripts"))?;
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    Ok(path)
 }
 
 /// Runs the variants of one workload interleaved and checks that they all

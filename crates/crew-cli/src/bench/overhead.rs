@@ -11,7 +11,12 @@
 //! - the same on worker processes: `processes.submit`, `processes.map`,
 //!   and `processes.apply_latency` (one `apply` at a time, nothing else in
 //!   flight), beside `procspawn.pool` (procspawn's pool, one `spawn` per
-//!   task, joined by a second thread as the anchors do).
+//!   task, joined by a second thread as the anchors do);
+//! - how process cost grows with workers: `processes.apply_latency_<W>_workers`
+//!   and `processes.submit_<W>_workers` for each `W` of `--scaling-workers`
+//!   (2, 8 and 32 by default);
+//! - `processes.submit_as_completed_1m`: a million `Executor::submit`s
+//!   gathered by `as_completed`, per task (`--submits` sets the count).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -50,6 +55,10 @@ pub(crate) struct OverheadOptions {
     pub(crate) target: PathBuf,
     /// Python anchor rows, if asked for.
     pub(crate) python: Option<PythonOptions>,
+    /// Worker counts of the scaling cases.
+    pub(crate) scaling_workers: Vec<usize>,
+    /// Submits of `processes.submit_as_completed_1m`.
+    pub(crate) submits: usize,
 }
 
 /// Runs the suite, prints the table and writes `overhead.json` and
@@ -67,6 +76,23 @@ pub(crate) fn run(o: &OverheadOptions) -> anyhow::Result<Vec<Record>> {
     // Warm the worker processes before the clock starts.
     pex.submit(|x: u64| x, (1,)).result()?;
     ppool.map(|x: u64| x, 0..1000u64)?;
+    // The scaling pools, warm before the clock starts.
+    let scaling: Vec<(usize, Executor<crew::Processes>, Pool<crew::Processes>)> = o
+        .scaling_workers
+        .iter()
+        .map(|&k| -> anyhow::Result<_> {
+            let ex = Executor::processes(k)?;
+            let pool = Pool::processes(k)?;
+            let warm: Vec<crew::Future<u64>> = (0..4 * k as u64)
+                .map(|x| ex.submit(|x: u64| x, (x,)))
+                .collect();
+            for f in warm {
+                f.result()?;
+            }
+            pool.map(|x: u64| x, 0..4 * k as u64)?;
+            Ok((k, ex, pool))
+        })
+        .collect::<anyhow::Result<_>>()?;
 
     let mut submit = Case::new("threads.submit", move || {
         let futures: Vec<crew::Future<u64>> = (0..n as u64)
@@ -131,6 +157,39 @@ pub(crate) fn run(o: &OverheadOptions) -> anyhow::Result<Vec<Record>> {
     })
     .per(PROCSPAWN_TASKS);
 
+    let submits = o.submits;
+    let mut as_completed = Case::new("processes.submit_as_completed_1m", move || {
+        let futures: Vec<crew::Future<u64>> = (0..submits as u64)
+            .map(|x| pex.submit(|x: u64| square(black_box(x)), (x,)))
+            .collect();
+        crew::as_completed(futures).fold(0u64, |a, f| {
+            a.wrapping_add(f.result().expect("no task fails"))
+        }) as f64
+    })
+    .per(submits);
+    let mut scaling_cases: Vec<Case<'_>> = Vec::new();
+    for (k, ex, pool) in &scaling {
+        scaling_cases.push(
+            Case::new(format!("processes.apply_latency_{k}_workers"), move || {
+                (0..LATENCY_CALLS as u64).fold(0u64, |a, x| {
+                    a.wrapping_add(pool.apply(|x: u64| square(x), (x,)).expect("no task fails"))
+                }) as f64
+            })
+            .per(LATENCY_CALLS),
+        );
+        scaling_cases.push(
+            Case::new(format!("processes.submit_{k}_workers"), move || {
+                let futures: Vec<crew::Future<u64>> = (0..n as u64)
+                    .map(|x| ex.submit(|x: u64| square(black_box(x)), (x,)))
+                    .collect();
+                futures.into_iter().fold(0u64, |a, f| {
+                    a.wrapping_add(f.result().expect("no task fails"))
+                }) as f64
+            })
+            .per(n),
+        );
+    }
+
     let mut cases = vec![
         &mut submit,
         &mut spawn,
@@ -141,7 +200,9 @@ pub(crate) fn run(o: &OverheadOptions) -> anyhow::Result<Vec<Record>> {
         &mut pmap,
         &mut latency,
         &mut procspawn_pool,
+        &mut as_completed,
     ];
+    cases.extend(scaling_cases.iter_mut());
     let measured = interleave(&mut cases, 1, o.rounds, &o.gate, "overhead");
     check_same(&measured[..3], "one task per call")?;
     check_same(&measured[3..7], "map per element")?;
@@ -184,7 +245,21 @@ pub(crate) fn run(o: &OverheadOptions) -> anyhow::Result<Vec<Record>> {
             "procspawn.pool".to_string(),
             format!("procspawn::Pool({w}).spawn × {PROCSPAWN_TASKS}, joined by a second thread"),
         ),
+        (
+            "processes.submit_as_completed_1m".to_string(),
+            format!("Executor::processes({w}).submit × {submits}, gathered by as_completed"),
+        ),
     ];
+    for (k, _, _) in &scaling {
+        notes.push((
+            format!("processes.apply_latency_{k}_workers"),
+            format!("Pool::processes({k}).apply, one at a time, × {LATENCY_CALLS}"),
+        ));
+        notes.push((
+            format!("processes.submit_{k}_workers"),
+            format!("Executor::processes({k}).submit × {n}, then result() each"),
+        ));
+    }
     if let Some(py) = &o.python {
         match python::overhead_rows(py) {
             Ok(rows) => {
@@ -248,6 +323,12 @@ fn verdict(records: &[Record]) -> String {
         line(
             l <= 10.0,
             format!("processes.apply_latency {l:.1} µs <= 10"),
+        );
+    }
+    if let Some(s) = get("processes.submit_as_completed_1m") {
+        line(
+            s <= 0.4,
+            format!("processes.submit_as_completed_1m {s:.3} µs/task <= 0.4"),
         );
     }
     if let (Some(m), Some(p)) = (get("threads.map"), get("rayon.par_iter")) {

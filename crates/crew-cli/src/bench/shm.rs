@@ -122,7 +122,7 @@ pub(crate) fn run(o: &ShmOptions) -> anyhow::Result<Vec<Record>> {
         ),
     ];
     if o.python {
-        match python_rows() {
+        match python_rows(&o.target) {
             Ok(rows) => records.extend(rows),
             Err(e) => eprintln!("python rows skipped: {e}"),
         }
@@ -173,9 +173,12 @@ pub(crate) fn run(o: &ShmOptions) -> anyhow::Result<Vec<Record>> {
 }
 
 /// Runs the Python anchor and reads its JSON lines.
-fn python_rows() -> anyhow::Result<Vec<Record>> {
-    let script = super::repo_root().join("crates/crew-shm/bench/shm_anchor.py");
-    anyhow::ensure!(script.exists(), "{} is missing", script.display());
+fn python_rows(target: &std::path::Path) -> anyhow::Result<Vec<Record>> {
+    let script = super::embedded_script(
+        target,
+        "shm_anchor.py",
+        include_str!("../../../crew-shm/bench/shm_anchor.py"),
+    )?;
     let out = std::process::Command::new("python3")
         .arg(&script)
         .output()?;

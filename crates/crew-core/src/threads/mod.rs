@@ -717,7 +717,10 @@ where
     R: Send + 's,
 {
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ThreadJob<'s> {
-        let number = self.shared.timeline.as_ref().map(|t| t.next_call());
+        let number = self.shared.timeline.as_ref().map(|t| {
+            let name = task.name().and_then(crate::task_name).unwrap_or("call");
+            (t.next_call(), name)
+        });
         let mut job = CallJob {
             task: Some(task),
             input: Some(input),
@@ -738,8 +741,8 @@ where
                 value
             }))
             .map_err(|p| Error::from_panic(p).with_worker(ctx.worker));
-            if let (Some(t), Some(start), Some(number)) = (ctx.timeline, start, number) {
-                t.record(ctx.worker, number, start, Instant::now());
+            if let (Some(t), Some(start), Some((number, name))) = (ctx.timeline, start, number) {
+                t.record(ctx.worker, number, name, start, Instant::now());
             }
             let CallJob { promise, .. } = job;
             promise.complete(outcome);

@@ -1,0 +1,203 @@
+//! Settings of a cluster: where Redis is, which queue, and the timings of
+//! leases and heartbeats; from code or from the environment.
+
+use std::time::Duration;
+
+use crew_core::{Error, Result};
+
+/// The environment variable naming the Redis a driver uses
+/// (`Pool::cluster_from_env`).
+pub const ENV_CLUSTER: &str = "CREW_CLUSTER";
+/// The environment variable that makes a program a worker node: its value
+/// is the Redis URL. Read before `main`.
+pub const ENV_WORKER: &str = "CREW_WORKER";
+/// The queue name (default `default`), for drivers and nodes.
+pub const ENV_QUEUE: &str = "CREW_QUEUE";
+/// The number of worker processes of a node (default: the CPU count).
+pub const ENV_CONCURRENCY: &str = "CREW_CONCURRENCY";
+/// The lease of a running task, in milliseconds (default 30,000).
+pub const ENV_LEASE_MS: &str = "CREW_LEASE_MS";
+/// How often a node proves it is alive, in milliseconds (default 1,000);
+/// a node silent for three periods is dead and its tasks are reclaimed.
+pub const ENV_HEARTBEAT_MS: &str = "CREW_HEARTBEAT_MS";
+/// How many deliveries a task gets before it goes to the dead-letter
+/// stream (default 5).
+pub const ENV_MAX_DELIVERIES: &str = "CREW_MAX_DELIVERIES";
+
+/// Where a cluster lives and how it keeps time.
+///
+/// # Examples
+///
+/// ```
+/// let c = crew_redis::ClusterConfig::new("redis://127.0.0.1:6379").queue("images");
+/// assert_eq!(c.queue_name(), "images");
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub(crate) url: String,
+    pub(crate) queue: String,
+    pub(crate) lease: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) max_deliveries: u32,
+    pub(crate) max_entry_bytes: usize,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) retry_backoff: Duration,
+    pub(crate) timeline: bool,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
+impl ClusterConfig {
+    /// Settings for the Redis at `url` (`redis://[user:password@]host:port[/db]`,
+    /// `rediss://…` for TLS, or `redis+unix:///path/to/socket`), with the
+    /// queue and timings from the environment where set, else the defaults.
+    pub fn new(url: impl Into<String>) -> ClusterConfig {
+        let heartbeat = Duration::from_millis(env_u64(ENV_HEARTBEAT_MS).unwrap_or(1000).max(10));
+        ClusterConfig {
+            url: url.into(),
+            queue: std::env::var(ENV_QUEUE).unwrap_or_else(|_| "default".to_owned()),
+            lease: Duration::from_millis(env_u64(ENV_LEASE_MS).unwrap_or(30_000).max(50)),
+            heartbeat,
+            max_deliveries: env_u64(ENV_MAX_DELIVERIES).unwrap_or(5).clamp(1, 1000) as u32,
+            max_entry_bytes: 64 << 20,
+            task_timeout: None,
+            retries: 0,
+            retry_backoff: Duration::from_millis(100),
+            timeline: false,
+        }
+    }
+
+    /// Settings from `CREW_CLUSTER` (and the other `CREW_*` variables).
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` if `CREW_CLUSTER` is not set.
+    pub fn from_env() -> Result<ClusterConfig> {
+        match std::env::var(ENV_CLUSTER) {
+            Ok(url) if !url.is_empty() => Ok(ClusterConfig::new(url)),
+            _ => Err(Error::invalid_input(format!(
+                "{ENV_CLUSTER} is not set: set it to the Redis URL of the cluster, e.g. redis://127.0.0.1:6379"
+            ))),
+        }
+    }
+
+    /// The queue: drivers and nodes of one queue share work; other queues
+    /// on the same Redis are independent.
+    pub fn queue(mut self, name: impl Into<String>) -> Self {
+        self.queue = name.into();
+        self
+    }
+
+    /// The queue's name.
+    pub fn queue_name(&self) -> &str {
+        &self.queue
+    }
+
+    /// The Redis URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// How long a node may hold a running task without renewing its lease
+    /// before another node takes it (nodes renew every heartbeat).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(50));
+        self
+    }
+
+    /// How often nodes prove they are alive; one silent for three
+    /// heartbeats is dead and its tasks are reclaimed at once.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Deliveries before a task goes to the dead-letter stream.
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = n.max(1);
+        self
+    }
+
+    /// The largest task entry a node accepts; larger ones go to the
+    /// dead-letter stream.
+    pub fn max_entry_bytes(mut self, n: usize) -> Self {
+        self.max_entry_bytes = n;
+        self
+    }
+
+    /// Kill the worker process running a task (or map item) after this long;
+    /// the task fails with `is_timeout`.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Re-run a task whose worker process died or timed out up to `n` times,
+    /// after `backoff`, doubled each time, plus up to half again at random.
+    pub fn retries(mut self, n: u32, backoff: Duration) -> Self {
+        self.retries = n;
+        self.retry_backoff = backoff;
+        self
+    }
+
+    /// Record a timeline: spans from every node, in one trace.
+    pub fn timeline(mut self, on: bool) -> Self {
+        self.timeline = on;
+        self
+    }
+}
+
+/// The keys of one queue. All share the hash tag `{queue}`, so on a Redis
+/// Cluster they live in one slot and the scripts stay single-slot.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(queue: &str) -> Keys {
+        Keys {
+            prefix: format!("crew:{{{queue}}}"),
+        }
+    }
+
+    /// The task stream of one build.
+    pub(crate) fn tasks(&self, build: u64) -> String {
+        format!("{}:tasks:{build:016x}", self.prefix)
+    }
+
+    /// Every task stream ever used on this queue (for `status`).
+    pub(crate) fn streams(&self) -> String {
+        format!("{}:streams", self.prefix)
+    }
+
+    pub(crate) fn dead(&self) -> String {
+        format!("{}:dead", self.prefix)
+    }
+
+    pub(crate) fn results(&self, driver: &str) -> String {
+        format!("{}:results:{driver}", self.prefix)
+    }
+
+    pub(crate) fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    pub(crate) fn node_prefix(&self) -> String {
+        format!("{}:node:", self.prefix)
+    }
+
+    pub(crate) fn node(&self, name: &str) -> String {
+        format!("{}{name}", self.node_prefix())
+    }
+
+    pub(crate) fn cancel_channel(&self) -> String {
+        format!("{}:cancel", self.prefix)
+    }
+}
+
+/// The consumer group of every task stream.
+pub(crate) const GROUP: &str = "nodes";

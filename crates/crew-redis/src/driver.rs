@@ -1,0 +1,873 @@
+//! The driver side: [`Cluster`], the back-end of `Pool::cluster` and
+//! `Executor::cluster`. Jobs become entries of the queue's task stream (one
+//! per call, one per map chunk); results come back on this driver's own
+//! result stream, each taken once by task id (a duplicate or late result
+//! finds no waiting task and is dropped).
+//!
+//! Threads: the *sender* writes entries, cancels and deletions, many per
+//! round trip; the *receiver* reads the result stream and completes the
+//! tasks. Each has its own connection and reconnects on its own; the
+//! receiver resumes after the last result it read, so a dropped connection
+//! loses nothing.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crew_core::engine::{Chunk, ChunkOut, ChunkSink};
+use crew_core::{Backend, Call, Error, Promise, Result, Runs, Timeline};
+use crew_process::remote::{self, RawInput, RawOutcome};
+use redis::Value;
+
+use crate::config::{ClusterConfig, GROUP, Keys};
+use crate::link::Link;
+use crate::proto::{self, CancelMsg, Note, TaskMsg};
+use crate::reply;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const OPEN: u8 = 0;
+const CLOSED: u8 = 1;
+const TERMINATED: u8 = 2;
+
+/// The caller's half of a job: how its outcome reaches the caller.
+trait Completion: Send {
+    /// The task started on a node; false if it was cancelled meanwhile.
+    fn started(&mut self, hook: Arc<dyn Fn() + Send + Sync>) -> bool;
+    /// The task ended.
+    fn finish(&mut self, outcome: RawOutcome, at: &Placement<'_>);
+}
+
+/// Where a result came from, to place its spans in the timeline.
+struct Placement<'a> {
+    /// The index of the node's first worker among all workers seen.
+    base: usize,
+    /// The node's clock shift minus ours.
+    shift: i64,
+    timeline: Option<&'a Timeline>,
+}
+
+impl Placement<'_> {
+    fn instant(&self, ns: u64) -> Instant {
+        remote::instant_of((ns as i64).saturating_add(self.shift).max(0) as u64)
+    }
+}
+
+/// A job of the cluster back-end: a task's wire name, its encoded input,
+/// and where its outcome goes. Built by the back-end's `Runs` impl; opaque
+/// to everyone else.
+pub struct ClusterJob<'s> {
+    entry: u64,
+    input: RawInput,
+    notify_start: bool,
+    completion: Option<Box<dyn Completion + 's>>,
+}
+
+impl std::fmt::Debug for ClusterJob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterJob")
+            .field("entry", &self.entry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterJob<'_> {
+    fn settled() -> Self {
+        ClusterJob {
+            entry: 0,
+            input: RawInput::Call(Vec::new()),
+            notify_start: false,
+            completion: None,
+        }
+    }
+}
+
+struct Slot {
+    completion: Box<dyn Completion>,
+    /// The stream entry, once written.
+    entry: Option<String>,
+    started: bool,
+}
+
+enum Out {
+    Task(u64, Vec<u8>),
+    Cancel(Vec<u64>),
+    Delete(Vec<String>),
+}
+
+pub(crate) struct Shared {
+    config: ClusterConfig,
+    keys: Keys,
+    name: String,
+    stream: String,
+    results: String,
+    build: String,
+    state: AtomicU8,
+    slots: Mutex<HashMap<u64, Slot>>,
+    /// Signalled whenever a slot is removed.
+    emptied: Condvar,
+    out: Mutex<VecDeque<Out>>,
+    out_ready: Condvar,
+    next_id: AtomicU64,
+    workers: AtomicUsize,
+    timeline: Option<Arc<Timeline>>,
+    shift: i64,
+    /// The first worker index of each node seen (for the timeline).
+    nodes: Mutex<(HashMap<String, usize>, usize)>,
+    threads: AtomicUsize,
+    /// For the calls made from the caller's thread (`cancel_pending`).
+    control: Mutex<Link>,
+}
+
+impl Shared {
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    fn send(&self, out: Out) {
+        lock(&self.out).push_back(out);
+        self.out_ready.notify_one();
+    }
+
+    /// True when the threads may end: terminated, or closed with nothing
+    /// left to wait for.
+    fn finished(&self) -> bool {
+        match self.state() {
+            TERMINATED => true,
+            CLOSED => lock(&self.slots).is_empty() && lock(&self.out).is_empty(),
+            _ => false,
+        }
+    }
+
+    fn interrupt_hook(self: &Arc<Self>, id: u64) -> Arc<dyn Fn() + Send + Sync> {
+        let weak = Arc::downgrade(self);
+        Arc::new(move || {
+            if let Some(s) = weak.upgrade() {
+                s.send(Out::Cancel(vec![id]));
+            }
+        })
+    }
+
+    fn base_of(&self, node: &str, concurrency: usize) -> usize {
+        let mut g = lock(&self.nodes);
+        let (map, next) = &mut *g;
+        if let Some(&b) = map.get(node) {
+            return b;
+        }
+        let b = *next;
+        *next += concurrency.max(1);
+        map.insert(node.to_owned(), b);
+        b
+    }
+}
+
+/// Workers on many machines, through Redis: the back-end of
+/// `Pool::cluster` and `Executor::cluster`.
+///
+/// Tasks are the same as on a process pool (a fn item or a closure that
+/// captures nothing, serde arguments and result); they run on worker nodes,
+/// which are this same program started with `CREW_WORKER=redis://…` on any
+/// machine (see [`run_if_node`](crate::run_if_node)). Only nodes of the
+/// same build take them. Cloning gives another handle to the same driver.
+///
+/// # Examples
+///
+/// ```no_run
+/// use crew_core::{Backend, Unary, engine::{MapOptions, map_blocking}};
+/// let cluster = crew_redis::Cluster::new(crew_redis::ClusterConfig::new("redis://127.0.0.1:6379"))?;
+/// let v = map_blocking(&cluster, Unary(|x: u32| x * 3), vec![1, 2, 3], &MapOptions::default()).unwrap();
+/// assert_eq!(v, [3, 6, 9]);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Cluster {
+    owner: Arc<Owner>,
+}
+
+/// Closes the driver when the last handle goes: queued tasks still finish
+/// (their results have nowhere to go, but nothing is cut short), then the
+/// threads end.
+struct Owner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if self.shared.state() == OPEN {
+            self.shared.state.store(CLOSED, Ordering::Release);
+        }
+        self.shared.out_ready.notify_all();
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.owner.shared;
+        f.debug_struct("Cluster")
+            .field("queue", &s.config.queue)
+            .field("driver", &s.name)
+            .field("workers", &s.workers.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Connects to the cluster `config` names, creates its task stream for
+    /// this build (tasks wait there until a node comes), and starts the
+    /// driver's two threads.
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for a bad URL; `is_io` if Redis cannot be reached
+    /// within 30 s or refuses (authentication, ACL).
+    pub fn new(config: ClusterConfig) -> Result<Cluster> {
+        let keys = Keys::new(&config.queue);
+        let build = remote::fingerprint();
+        let stream = keys.tasks(build);
+        let name = format!(
+            "{}:{}:{:08x}",
+            crate::node::hostname(),
+            std::process::id(),
+            next_driver_nonce()
+        );
+        let results = keys.results(&name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut link = Link::open(&config.url, Duration::from_secs(10))?;
+        let last: String = link.call_until(deadline, "creating the queue", |con| {
+            let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query(con);
+            match r {
+                Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+                other => other,
+            }?;
+            // The result stream exists (empty) from now on: nodes write
+            // results only to streams that exist, so a driver that is gone
+            // gets none.
+            let (id,): (String,) = redis::pipe()
+                .cmd("SADD")
+                .arg(keys.streams())
+                .arg(&stream)
+                .ignore()
+                .cmd("XADD")
+                .arg(&results)
+                .arg("*")
+                .arg("hello")
+                .arg(1)
+                .query(con)?;
+            redis::cmd("XDEL").arg(&results).arg(&id).query::<()>(con)?;
+            Ok(id)
+        })?;
+        let shared = Arc::new(Shared {
+            timeline: config.timeline.then(|| Arc::new(Timeline::new())),
+            keys,
+            name,
+            stream,
+            results,
+            build: format!("{build:016x}"),
+            state: AtomicU8::new(OPEN),
+            slots: Mutex::new(HashMap::new()),
+            emptied: Condvar::new(),
+            out: Mutex::new(VecDeque::new()),
+            out_ready: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            workers: AtomicUsize::new(0),
+            shift: proto::clock_shift(),
+            nodes: Mutex::new((HashMap::new(), 0)),
+            threads: AtomicUsize::new(2),
+            control: Mutex::new(Link::open(&config.url, Duration::from_secs(10))?),
+            config,
+        });
+        refresh_workers(&shared, &mut link);
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("crew-cluster-send".into())
+            .spawn(move || send_loop(&s, link))
+            .map_err(|e| Error::io("starting the cluster sender", e))?;
+        let s = shared.clone();
+        let rlink = Link::open(&shared.config.url, Duration::from_secs(10))?;
+        std::thread::Builder::new()
+            .name("crew-cluster-receive".into())
+            .spawn(move || receive_loop(&s, rlink, last))
+            .map_err(|e| Error::io("starting the cluster receiver", e))?;
+        Ok(Cluster {
+            owner: Arc::new(Owner { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.owner.shared
+    }
+
+    /// The settings this driver runs with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.shared().config
+    }
+
+    /// The worker processes of live nodes of this build, as of the last
+    /// look (the driver looks every heartbeat); may be 0.
+    pub fn live_workers(&self) -> usize {
+        self.shared().workers.load(Ordering::Relaxed)
+    }
+
+    /// Waits until live nodes of this build offer at least `n` worker
+    /// processes, or `timeout` passes; true if they do.
+    pub fn wait_for_workers(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.live_workers() >= n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn next_driver_nonce() -> u32 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    (proto::clock_shift() as u64 ^ remote::monotonic_ns() ^ (n << 24)) as u32
+}
+
+impl Backend for Cluster {
+    type Job<'s> = ClusterJob<'s>;
+
+    fn workers(&self) -> usize {
+        self.live_workers().max(1)
+    }
+
+    unsafe fn execute<'s>(&self, job: Self::Job<'s>) -> std::result::Result<(), Self::Job<'s>> {
+        let shared = self.shared();
+        if shared.state() != OPEN {
+            return Err(job);
+        }
+        let ClusterJob {
+            entry,
+            input,
+            notify_start,
+            completion,
+        } = job;
+        let Some(completion) = completion else {
+            return Ok(()); // settled when built
+        };
+        // SAFETY: per `Backend::execute`, what the completion borrows for
+        // `'s` (a chunk sink) outlives the job; the table only needs the
+        // lifetime erased while the job is out.
+        let completion: Box<dyn Completion + 'static> = unsafe {
+            std::mem::transmute::<Box<dyn Completion + 's>, Box<dyn Completion + 'static>>(
+                completion,
+            )
+        };
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let msg = TaskMsg {
+            version: proto::VERSION,
+            driver: shared.name.clone(),
+            id,
+            entry,
+            input,
+            timeout_ms: shared.config.task_timeout.map(|t| t.as_millis() as u64),
+            retries: shared.config.retries,
+            backoff_ms: shared.config.retry_backoff.as_millis() as u64,
+            spans: shared.timeline.is_some(),
+            notify_start,
+        };
+        let bytes = postcard::to_allocvec(&msg).expect("a task entry always encodes");
+        lock(&shared.slots).insert(
+            id,
+            Slot {
+                completion,
+                entry: None,
+                started: false,
+            },
+        );
+        shared.send(Out::Task(id, bytes));
+        Ok(())
+    }
+
+    fn close(&self) {
+        let s = self.shared();
+        let _ = s
+            .state
+            .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire);
+        s.out_ready.notify_all();
+        s.emptied.notify_all();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared().state() != OPEN
+    }
+
+    fn cancel_pending(&self) -> usize {
+        let s = self.shared();
+        // Not started as far as we know; but a node may have taken one a
+        // moment ago (its start notice is on its way). Ask Redis: an entry
+        // no node has taken is deleted, atomically with respect to the
+        // nodes' reads; one a node holds is running, or about to.
+        let (unsent, written): (Vec<u64>, Vec<(u64, String)>) = {
+            let slots = lock(&s.slots);
+            let mut unsent = Vec::new();
+            let mut written = Vec::new();
+            for (&id, slot) in slots.iter().filter(|(_, slot)| !slot.started) {
+                match &slot.entry {
+                    None => unsent.push(id),
+                    Some(e) => written.push((id, e.clone())),
+                }
+            }
+            (unsent, written)
+        };
+        let mut cancel: Vec<u64> = unsent;
+        if !written.is_empty() {
+            let script = redis::Script::new(proto::CANCEL_WAITING);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let deleted = lock(&s.control).call_until(deadline, "cancelling tasks", |con| {
+                let mut inv = script.key(&s.stream);
+                inv.arg(GROUP);
+                for (_, e) in &written {
+                    inv.arg(e);
+                }
+                inv.invoke::<Vec<String>>(con)
+            });
+            match deleted {
+                Ok(deleted) => cancel.extend(
+                    written
+                        .iter()
+                        .filter(|(_, e)| deleted.contains(e))
+                        .map(|(id, _)| *id),
+                ),
+                // Redis cannot say: cancel them here; a node that runs one
+                // anyway has its result dropped.
+                Err(_) => cancel.extend(written.iter().map(|(id, _)| *id)),
+            }
+        }
+        let dropped: Vec<Slot> = {
+            let mut slots = lock(&s.slots);
+            cancel.iter().filter_map(|id| slots.remove(id)).collect()
+        };
+        let n = dropped.len();
+        if n > 0 {
+            s.send(Out::Cancel(cancel));
+        }
+        drop(dropped); // their results complete as cancelled
+        s.emptied.notify_all();
+        n
+    }
+
+    fn terminate(&self) {
+        let s = self.shared();
+        let all: Vec<(u64, Slot)> = lock(&s.slots).drain().collect();
+        if !all.is_empty() {
+            let ids = all.iter().map(|(id, _)| *id).collect();
+            let entries = all.iter().filter_map(|(_, s)| s.entry.clone()).collect();
+            s.send(Out::Delete(entries));
+            s.send(Out::Cancel(ids));
+        }
+        s.state.store(TERMINATED, Ordering::Release);
+        drop(all);
+        s.out_ready.notify_all();
+        s.emptied.notify_all();
+    }
+
+    fn join(&self, deadline: Option<Instant>) -> bool {
+        let s = self.shared();
+        let mut slots = lock(&s.slots);
+        loop {
+            if slots.is_empty() && s.state() != OPEN {
+                return true;
+            }
+            slots = match crew_core::engine::wait_deadline(
+                &s.emptied,
+                slots,
+                Some(
+                    deadline.map_or(Instant::now() + Duration::from_millis(100), |d| {
+                        d.min(Instant::now() + Duration::from_millis(100))
+                    }),
+                ),
+            ) {
+                Ok(g) => g,
+                Err(g) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return g.is_empty() && s.state() != OPEN;
+                    }
+                    g
+                }
+            };
+        }
+    }
+
+    fn timeline(&self) -> Option<&Arc<Timeline>> {
+        self.shared().timeline.as_ref()
+    }
+}
+
+// SEND: task entries, cancels and deletions, batched.
+fn send_loop(shared: &Arc<Shared>, mut link: Link) {
+    let cancel_channel = shared.keys.cancel_channel();
+    loop {
+        let batch: Vec<Out> = {
+            let mut out = lock(&shared.out);
+            while out.is_empty() {
+                drop(out);
+                if shared.finished() {
+                    shared.threads.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                }
+                out = lock(&shared.out);
+                if out.is_empty() {
+                    out = shared
+                        .out_ready
+                        .wait_timeout(out, Duration::from_millis(100))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+            out.drain(..).collect()
+        };
+        let mut pipe = redis::pipe();
+        let mut adds = Vec::new();
+        let live: Vec<bool> = {
+            let slots = lock(&shared.slots);
+            batch
+                .iter()
+                .map(|o| !matches!(o, Out::Task(id, _) if !slots.contains_key(id)))
+                .collect()
+        };
+        for (o, _) in batch.iter().zip(&live).filter(|(_, live)| **live) {
+            match o {
+                Out::Task(id, bytes) => {
+                    pipe.cmd("XADD")
+                        .arg(&shared.stream)
+                        .arg("*")
+                        .arg("t")
+                        .arg(bytes.as_slice());
+                    adds.push(Some(*id));
+                }
+                Out::Cancel(ids) => {
+                    let msg = CancelMsg {
+                        driver: shared.name.clone(),
+                        ids: ids.clone(),
+                    };
+                    let bytes = postcard::to_allocvec(&msg).expect("a cancel encodes");
+                    pipe.cmd("PUBLISH").arg(&cancel_channel).arg(bytes);
+                    adds.push(None);
+                }
+                Out::Delete(entries) => {
+                    if entries.is_empty() {
+                        continue;
+                    }
+                    pipe.cmd("XDEL").arg(&shared.stream).arg(entries.as_slice());
+                    adds.push(None);
+                }
+            }
+        }
+        // Once terminated, try for a moment only: the cancels are a
+        // courtesy to the nodes, nobody waits for them.
+        let give_up = Instant::now() + Duration::from_secs(2);
+        let stop = || shared.state() == TERMINATED && Instant::now() >= give_up;
+        match link.call(&stop, |con| pipe.query::<Vec<Value>>(con)) {
+            Some(Ok(replies)) => {
+                let mut slots = lock(&shared.slots);
+                for (id, reply) in adds.iter().zip(&replies) {
+                    if let (Some(id), Some(entry)) = (id, reply::string(reply))
+                        && let Some(slot) = slots.get_mut(id)
+                    {
+                        slot.entry = Some(entry);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                // Redis refused the batch (not a connection problem): the
+                // tasks in it cannot run; say so to their callers.
+                let mut slots = lock(&shared.slots);
+                for id in adds.iter().flatten() {
+                    if let Some(mut slot) = slots.remove(id) {
+                        slot.completion.finish(
+                            RawOutcome::Failed(remote::ErrorWire::from(&Error::io(
+                                "queueing a task on Redis",
+                                std::io::Error::other(e.to_string()),
+                            ))),
+                            &Placement {
+                                base: 0,
+                                shift: 0,
+                                timeline: None,
+                            },
+                        );
+                    }
+                }
+                drop(slots);
+                shared.emptied.notify_all();
+            }
+            None => {}
+        }
+    }
+}
+
+// RECEIVE: results, each delivered once.
+fn receive_loop(shared: &Arc<Shared>, mut link: Link, mut last: String) {
+    let stop = || shared.finished();
+    let mut looked = Instant::now();
+    while !shared.finished() {
+        let read = link.call(&stop, |con| {
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(4096)
+                .arg("BLOCK")
+                .arg(100)
+                .arg("STREAMS")
+                .arg(&shared.results)
+                .arg(&last)
+                .query::<Value>(con)
+        });
+        let entries = match read {
+            None => break,
+            Some(Ok(v)) => reply::read_reply(&v),
+            Some(Err(e)) => {
+                eprintln!("crew cluster driver: reading results: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                Vec::new()
+            }
+        };
+        if let Some((id, _)) = entries.last() {
+            last = id.clone();
+        }
+        let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+        for (_, fields) in entries {
+            if let Some(note) =
+                reply::field(&fields, "r").and_then(|r| postcard::from_bytes::<Note>(r).ok())
+            {
+                handle_note(shared, note);
+            }
+        }
+        if !ids.is_empty() {
+            let _ = link.call(&stop, |con| {
+                redis::cmd("XDEL")
+                    .arg(&shared.results)
+                    .arg(ids.as_slice())
+                    .query::<()>(con)
+            });
+        }
+        if looked.elapsed() >= shared.config.heartbeat.min(Duration::from_millis(500)) {
+            refresh_workers(shared, &mut link);
+            looked = Instant::now();
+        }
+    }
+    let _ = link.call(&|| true, |con| {
+        redis::cmd("DEL").arg(&shared.results).query::<()>(con)
+    });
+    shared.threads.fetch_sub(1, Ordering::AcqRel);
+}
+
+fn refresh_workers(shared: &Shared, link: &mut Link) {
+    let script = redis::Script::new(proto::WORKERS);
+    if let Some(Ok(n)) = link.call(&|| true, |con| {
+        script
+            .key(shared.keys.nodes())
+            .arg(shared.keys.node_prefix())
+            .arg(&shared.build)
+            .invoke::<usize>(con)
+    }) {
+        shared.workers.store(n, Ordering::Relaxed);
+    }
+}
+
+fn handle_note(shared: &Arc<Shared>, note: Note) {
+    match note {
+        Note::Started { id, .. } => {
+            let mut slots = lock(&shared.slots);
+            let Some(slot) = slots.get_mut(&id) else {
+                return;
+            };
+            if slot.started {
+                return; // started again elsewhere after a reclaim
+            }
+            slot.started = true;
+            if !slot.completion.started(shared.interrupt_hook(id)) {
+                // Cancelled while it waited: stop it on its node.
+                slots.remove(&id);
+                drop(slots);
+                shared.send(Out::Cancel(vec![id]));
+                shared.emptied.notify_all();
+            }
+        }
+        Note::Done {
+            id,
+            node,
+            concurrency,
+            shift,
+            outcome,
+        } => {
+            let Some(mut slot) = lock(&shared.slots).remove(&id) else {
+                return; // a duplicate, or the caller stopped waiting
+            };
+            let at = Placement {
+                base: shared.base_of(&node, concurrency as usize),
+                shift: shift - shared.shift,
+                timeline: shared.timeline.as_deref(),
+            };
+            slot.completion.finish(outcome, &at);
+            drop(slot);
+            shared.emptied.notify_all();
+        }
+    }
+}
+
+/// The completion of a single call.
+struct CallCompletion<R: Send> {
+    promise: Option<Promise<Result<R>>>,
+    number: Option<usize>,
+    /// The task's name, for the timeline.
+    name: &'static str,
+}
+
+impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
+    fn started(&mut self, hook: Arc<dyn Fn() + Send + Sync>) -> bool {
+        let Some(p) = &self.promise else {
+            return false;
+        };
+        // The hook goes in first, so a `cancel()` that sees the task running
+        // always finds it.
+        p.set_interrupt(Some(hook));
+        p.start()
+    }
+
+    fn finish(&mut self, outcome: RawOutcome, at: &Placement<'_>) {
+        let Some(p) = self.promise.take() else {
+            return;
+        };
+        match outcome {
+            RawOutcome::Call { output, worker } => {
+                let worker = at.base + worker as usize;
+                let (result, span) = remote::decode_call::<R>(&output);
+                if let (Some(t), Some((start, end)), Some(n)) = (at.timeline, span, self.number) {
+                    t.record(worker, n, self.name, at.instant(start), at.instant(end));
+                }
+                p.complete(result.map_err(|e| e.with_worker(worker)));
+            }
+            RawOutcome::Failed(e) => p.fail(e.into_error()),
+            RawOutcome::Cancelled => p.cancelled(),
+            RawOutcome::Chunk { .. } => p.fail(Error::protocol(
+                "a node answered a call with a chunk's outcome",
+            )),
+        }
+    }
+}
+
+/// The completion of a map chunk.
+struct ChunkCompletion<'s, R> {
+    sink: Option<ChunkSink<'s, R>>,
+    /// The task's name, for the timeline.
+    name: &'static str,
+    len: usize,
+    sent: Instant,
+}
+
+impl<R: Send + DeserializeOwned> Completion for ChunkCompletion<'_, R> {
+    fn started(&mut self, _hook: Arc<dyn Fn() + Send + Sync>) -> bool {
+        self.sink.as_ref().is_some_and(|s| !s.is_cancelled())
+    }
+
+    fn finish(&mut self, outcome: RawOutcome, at: &Placement<'_>) {
+        let Some(sink) = self.sink.take() else {
+            return;
+        };
+        match outcome {
+            RawOutcome::Chunk { segments, lost } => {
+                let worker = at.base + segments.first().map_or(0, |s| s.worker as usize);
+                let d = remote::decode_chunk::<R>(self.len, segments, lost);
+                if let Some(t) = at.timeline {
+                    for &(pos, start, end) in &d.spans {
+                        t.record(
+                            worker,
+                            sink.offset() + pos,
+                            self.name,
+                            at.instant(start),
+                            at.instant(end),
+                        );
+                    }
+                }
+                let errors = d
+                    .errors
+                    .into_iter()
+                    .map(|(i, e)| (i, e.with_worker(worker)))
+                    .collect();
+                sink.deliver(ChunkOut::new(
+                    self.len,
+                    d.values,
+                    errors,
+                    self.sent.elapsed(),
+                ));
+            }
+            RawOutcome::Failed(e) => sink.fail(e.into_error()),
+            RawOutcome::Cancelled => sink.fail(Error::cancelled()),
+            RawOutcome::Call { .. } => sink.fail(Error::protocol(
+                "a node answered a chunk with a call's outcome",
+            )),
+        }
+    }
+}
+
+impl<'s, T, X, R> Runs<'s, T, X, R> for Cluster
+where
+    T: Call<X, R> + Send + Sync + 'static,
+    X: Serialize + DeserializeOwned + Send + 's,
+    R: Serialize + DeserializeOwned + Send + 's,
+{
+    fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ClusterJob<'s> {
+        let entry = remote::call_task::<T, X, R>(&task);
+        let name = task.name().and_then(crew_core::task_name).unwrap_or("call");
+        drop(task);
+        match remote::encode(&input) {
+            Ok(bytes) => ClusterJob {
+                entry,
+                input: RawInput::Call(bytes),
+                notify_start: true,
+                completion: Some(Box::new(CallCompletion {
+                    promise: Some(promise),
+                    number: self.shared().timeline.as_ref().map(|t| t.next_call()),
+                    name,
+                })),
+            },
+            Err(e) => {
+                promise.fail(e);
+                ClusterJob::settled()
+            }
+        }
+    }
+
+    fn chunk_job(&self, task: Arc<T>, chunk: Chunk<X>, sink: ChunkSink<'s, R>) -> ClusterJob<'s> {
+        let entry = remote::chunk_task::<T, X, R>(&*task);
+        let name = task.name().and_then(crew_core::task_name).unwrap_or("map");
+        drop(task);
+        let len = chunk.len();
+        let items = remote::encode_items(chunk.as_slice());
+        drop(chunk);
+        match items {
+            Ok(items) => ClusterJob {
+                entry,
+                input: RawInput::Chunk(items),
+                notify_start: false,
+                completion: Some(Box::new(ChunkCompletion {
+                    sink: Some(sink),
+                    name,
+                    len,
+                    sent: Instant::now(),
+                })),
+            },
+            Err(e) => {
+                sink.fail(e);
+                ClusterJob::settled()
+            }
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! crew's cluster back-end: the same `Pool` and `Executor` over Redis
+//! Streams, with worker nodes that are your own program started with
+//! `CREW_WORKER=redis://…`.
+//!
+//! - [`Cluster`] is the driver's back-end (`Pool::cluster` in the `crew`
+//!   crate): tasks become stream entries, results come back on the
+//!   driver's own result stream, each exactly once.
+//! - [`Node`] serves a queue in crash-isolated worker processes; a program
+//!   becomes one before `main` when `CREW_WORKER` is set ([`run_if_node`]).
+//! - [`LocalRedis`] starts a private `redis-server`, for tests and demos.
+//! - [`status`] reads what `crew status` shows.
+//!
+//! Users name the `crew` crate. The protocol is described in `README.md`
+//! beside this crate's sources.
+#![deny(missing_docs)]
+
+mod config;
+mod driver;
+mod link;
+mod node;
+mod proto;
+mod reply;
+mod server;
+mod status;
+
+pub use config::{
+    ClusterConfig, ENV_CLUSTER, ENV_CONCURRENCY, ENV_HEARTBEAT_MS, ENV_LEASE_MS,
+    ENV_MAX_DELIVERIES, ENV_QUEUE, ENV_WORKER,
+};
+pub use driver::{Cluster, ClusterJob};
+pub use link::Link;
+pub use node::{Node, run_if_node};
+pub use server::{LocalRedis, NodeProcess};
+pub use status::{DeadLetter, NodeStatus, QueueStatus, StreamStatus, status};

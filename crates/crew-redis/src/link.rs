@@ -1,0 +1,133 @@
+//! A connection that comes back: every Redis call of the driver and the
+//! node goes through [`Link::call`], which reconnects (with backoff) when
+//! the connection drops, Redis restarts, or Redis is still loading its
+//! data, and gives up only when its owner says to stop. Errors Redis
+//! returns for a command (a wrong type, a missing group) go back to the
+//! caller.
+
+use std::time::{Duration, Instant};
+
+use crew_core::{Error, Result};
+use redis::{Client, Connection, RedisError};
+
+/// A Redis connection that reconnects.
+pub struct Link {
+    client: Client,
+    con: Option<Connection>,
+    read_timeout: Duration,
+    /// How many times this link connected (1 after the first).
+    connects: u64,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("connected", &self.con.is_some())
+            .field("connects", &self.connects)
+            .finish()
+    }
+}
+
+/// True for the errors a reconnect can cure.
+pub(crate) fn is_transient(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.code(),
+            Some("LOADING" | "MASTERDOWN" | "TRYAGAIN" | "READONLY")
+        )
+}
+
+impl Link {
+    /// A link to `url`; connects on first use.
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` if `url` is not a Redis URL.
+    pub fn open(url: &str, read_timeout: Duration) -> Result<Link> {
+        let client = Client::open(url)
+            .map_err(|e| Error::invalid_input(format!("not a Redis URL ({url}): {e}")))?;
+        Ok(Link {
+            client,
+            con: None,
+            read_timeout,
+            connects: 0,
+        })
+    }
+
+    /// How many times this link has connected.
+    pub fn connects(&self) -> u64 {
+        self.connects
+    }
+
+    fn connection(&mut self) -> std::result::Result<&mut Connection, RedisError> {
+        if self.con.is_none() {
+            let con = self
+                .client
+                .get_connection_with_timeout(Duration::from_secs(5))?;
+            con.set_read_timeout(Some(self.read_timeout))?;
+            con.set_write_timeout(Some(Duration::from_secs(10)))?;
+            self.con = Some(con);
+            self.connects += 1;
+        }
+        Ok(self.con.as_mut().expect("just connected"))
+    }
+
+    /// Runs `f` on the connection, reconnecting and running it again after
+    /// a transient failure, until it succeeds, fails for good, or `stop()`
+    /// says to give up (then `None`).
+    ///
+    /// `f` may run more than once: it must be safe to repeat (or its
+    /// repetition harmless, as a duplicate task entry is: results are
+    /// deduplicated by task id).
+    pub fn call<T>(
+        &mut self,
+        stop: &dyn Fn() -> bool,
+        mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Option<redis::RedisResult<T>> {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let outcome = self.connection().and_then(&mut f);
+            match outcome {
+                Err(e) if is_transient(&e) => {
+                    self.con = None;
+                    if stop() {
+                        return None;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// Like [`call`](Link::call), but gives up at `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// `is_io` if Redis cannot be reached by then, or the error Redis gave.
+    pub fn call_until<T>(
+        &mut self,
+        deadline: Instant,
+        what: &str,
+        f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        match self.call(&|| Instant::now() >= deadline, f) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(redis_error(what, e)),
+            None => Err(Error::io(
+                what.to_owned(),
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "Redis cannot be reached"),
+            )),
+        }
+    }
+}
+
+/// A Redis error as a crew error.
+pub(crate) fn redis_error(what: &str, e: RedisError) -> Error {
+    Error::io(what.to_owned(), std::io::Error::other(e.to_string()))
+}

@@ -1,0 +1,814 @@
+//! A worker node: this program, started with `CREW_WORKER=redis://…`,
+//! serving a queue's tasks in its own crash-isolated worker processes.
+//!
+//! Threads: the *fetcher* (the caller's) reads new entries with
+//! `XREADGROUP` while the node has room; the *reporter* sends start notices
+//! and results (owner-checked, see `proto::FINISH`); the *keeper* renews the
+//! heartbeat and the leases every heartbeat and reclaims the entries of dead
+//! or stalled nodes; the *listener* hears cancel requests. Each has its own
+//! connection, which reconnects on its own.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crew_core::{Backend, Error, Result};
+use crew_process::remote::{ErrorWire, RawHandle, RawJob, RawOutcome};
+use crew_process::{ProcessConfig, Processes};
+use redis::Value;
+
+use crate::config::{ClusterConfig, ENV_CONCURRENCY, ENV_WORKER, GROUP, Keys};
+use crate::link::{Link, redis_error};
+use crate::proto::{self, CancelMsg, Note, TaskMsg, node_fields};
+use crate::reply::{self, Entry};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Set by SIGTERM/SIGINT: stop taking tasks, finish the running ones, exit.
+static STOP_SIGNAL: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP_SIGNAL.store(true, Ordering::SeqCst);
+}
+
+/// A unique consumer name: `host:pid:nonce`, so that a restarted node never
+/// inherits (and hides) the entries of its dead predecessor.
+fn consumer_name() -> String {
+    let nonce = proto::clock_shift() as u64 ^ crew_process::remote::monotonic_ns();
+    format!("{}:{}:{:08x}", hostname(), std::process::id(), nonce as u32)
+}
+
+pub(crate) fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return "localhost".to_owned();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Serves as a worker node if this process was started as one
+/// (`CREW_WORKER` set): never returns then. Otherwise returns at once.
+/// Called before `main` automatically; `crew::init()` calls it too.
+///
+/// # Examples
+///
+/// ```
+/// // In a program that was not started as a node, this returns at once.
+/// crew_redis::run_if_node();
+/// ```
+pub fn run_if_node() {
+    // A worker process of a node is started with the node's environment
+    // minus `CREW_WORKER` (the node removes it), and with `CREW_WORKER_FD`:
+    // it is crew-process's to serve.
+    if std::env::var_os("CREW_WORKER_FD").is_some() {
+        return;
+    }
+    let Some(url) = std::env::var_os(ENV_WORKER) else {
+        return;
+    };
+    let url = url.to_string_lossy().into_owned();
+    // SAFETY: we run before `main` (or at its very start), single-threaded:
+    // nothing reads the environment concurrently. Removing the variable
+    // keeps this node's worker processes from becoming nodes.
+    unsafe { std::env::remove_var(ENV_WORKER) };
+    let concurrency = std::env::var(ENV_CONCURRENCY)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(crew_core::cpu_count)
+        .max(1);
+    let code = match Node::start(ClusterConfig::new(url), concurrency) {
+        Ok(node) => match node.serve() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("crew node {}: {e}", std::process::id());
+                2
+            }
+        },
+        Err(e) => {
+            eprintln!("crew node {}: cannot start: {e}", std::process::id());
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+// Enter node mode before `main`, as worker processes do (crew-process).
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ENTER_NODE: extern "C" fn() = enter_node;
+
+extern "C" fn enter_node() {
+    run_if_node();
+}
+
+/// One entry this node holds.
+struct Local {
+    driver: String,
+    id: u64,
+    handle: Option<RawHandle>,
+}
+
+enum Report {
+    Started {
+        driver: String,
+        id: u64,
+    },
+    Done {
+        entry: String,
+        driver: String,
+        id: u64,
+        outcome: RawOutcome,
+    },
+    /// An entry went to the dead-letter stream: tell its driver.
+    Dead {
+        driver: String,
+        id: u64,
+        reason: String,
+    },
+}
+
+struct Shared {
+    config: ClusterConfig,
+    keys: Keys,
+    name: String,
+    stream: String,
+    build: String,
+    concurrency: usize,
+    processes: Processes,
+    local: Mutex<HashMap<String, Local>>,
+    room: Condvar,
+    reports: Mutex<Option<Sender<Report>>>,
+    stop: AtomicBool,
+    done: AtomicU64,
+    failed: AtomicU64,
+    shift: i64,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || STOP_SIGNAL.load(Ordering::Relaxed)
+    }
+
+    fn report(&self, r: Report) {
+        if let Some(tx) = lock(&self.reports).as_ref() {
+            let _ = tx.send(r);
+        }
+    }
+}
+
+/// A worker node serving one queue.
+///
+/// # Examples
+///
+/// A node is normally this program started with `CREW_WORKER=redis://…`;
+/// see [`run_if_node`]. Started by hand (Redis must be running):
+///
+/// ```no_run
+/// let node = crew_redis::Node::start(crew_redis::ClusterConfig::new("redis://127.0.0.1:6379"), 4)?;
+/// node.serve()?; // until SIGTERM
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.shared.name)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Connects, joins the queue's consumer group for this build, and
+    /// starts `concurrency` worker processes.
+    ///
+    /// # Errors
+    ///
+    /// `is_io` if Redis cannot be reached within 30 s; `is_invalid_input`
+    /// for a bad URL.
+    pub fn start(config: ClusterConfig, concurrency: usize) -> Result<Node> {
+        let keys = Keys::new(&config.queue);
+        let build = crew_process::remote::fingerprint();
+        let stream = keys.tasks(build);
+        let mut link = Link::open(&config.url, Duration::from_secs(10))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        ensure_group(&mut link, &keys, &stream, deadline)?;
+        let processes = Processes::with_config(ProcessConfig {
+            workers: concurrency.max(1),
+            ..ProcessConfig::default()
+        })?;
+        // SAFETY: a plain signal disposition change; the handler only
+        // stores to an atomic.
+        unsafe {
+            libc::signal(
+                libc::SIGTERM,
+                on_stop_signal as *const () as libc::sighandler_t,
+            );
+        }
+        Ok(Node {
+            shared: Arc::new(Shared {
+                keys,
+                name: consumer_name(),
+                stream,
+                build: format!("{build:016x}"),
+                concurrency: concurrency.max(1),
+                processes,
+                local: Mutex::new(HashMap::new()),
+                room: Condvar::new(),
+                reports: Mutex::new(None),
+                stop: AtomicBool::new(false),
+                done: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                shift: proto::clock_shift(),
+                config,
+            }),
+        })
+    }
+
+    /// This node's consumer name (`host:pid:nonce`).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Serves until SIGTERM or SIGINT, then finishes the tasks it holds and
+    /// returns.
+    ///
+    /// # Errors
+    ///
+    /// `is_io` if a thread cannot start.
+    pub fn serve(self) -> Result<()> {
+        let shared = self.shared;
+        let (tx, rx) = mpsc::channel();
+        *lock(&shared.reports) = Some(tx);
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(f)
+                .map_err(|e| Error::io("starting a node thread", e))
+        };
+        // Heartbeat first, so drivers count this node as soon as it reads.
+        let mut keeper_link = Link::open(&shared.config.url, Duration::from_secs(10))?;
+        let _ = keep_once(&shared, &mut keeper_link, false);
+        let reporter = {
+            let s = shared.clone();
+            spawn("crew-node-report", Box::new(move || report_loop(&s, rx)))?
+        };
+        let keeper = {
+            let s = shared.clone();
+            spawn(
+                "crew-node-keep",
+                Box::new(move || keep_loop(&s, keeper_link)),
+            )?
+        };
+        {
+            let s = shared.clone();
+            spawn("crew-node-cancel", Box::new(move || listen_loop(&s)))?;
+        }
+        fetch_loop(&shared)?;
+        // SHUTDOWN: wait for the tasks we hold, then let the reporter drain.
+        {
+            let mut local = lock(&shared.local);
+            while !local.is_empty() {
+                local = shared
+                    .room
+                    .wait_timeout(local, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        shared.stop.store(true, Ordering::SeqCst);
+        *lock(&shared.reports) = None;
+        let _ = reporter.join();
+        let _ = keeper.join();
+        shared.processes.close();
+        Ok(())
+    }
+}
+
+fn ensure_group(link: &mut Link, keys: &Keys, stream: &str, deadline: Instant) -> Result<()> {
+    link.call_until(deadline, "creating the consumer group", |con| {
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query(con);
+        match r {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other,
+        }?;
+        redis::cmd("SADD")
+            .arg(keys.streams())
+            .arg(stream)
+            .query::<()>(con)
+    })
+}
+
+/// How many entries a node holds beyond one per worker process: none, so a
+/// task never waits behind another on a busy node while another node idles.
+fn capacity(shared: &Shared) -> usize {
+    shared.concurrency
+}
+
+// FETCH: read new entries while there is room.
+fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
+    let mut link = Link::open(&shared.config.url, Duration::from_secs(5))?;
+    let stop = || shared.stopping();
+    while !shared.stopping() {
+        let want = {
+            let mut local = lock(&shared.local);
+            while local.len() >= capacity(shared) && !shared.stopping() {
+                local = shared
+                    .room
+                    .wait_timeout(local, Duration::from_millis(200))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            capacity(shared).saturating_sub(local.len())
+        };
+        if want == 0 {
+            continue;
+        }
+        let read = link.call(&stop, |con| {
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&shared.name)
+                .arg("COUNT")
+                .arg(want)
+                .arg("BLOCK")
+                .arg(500)
+                .arg("STREAMS")
+                .arg(&shared.stream)
+                .arg(">")
+                .query::<Value>(con)
+        });
+        match read {
+            None => break,
+            Some(Ok(v)) => {
+                for e in reply::read_reply(&v) {
+                    accept(shared, &mut link, e);
+                }
+            }
+            Some(Err(e)) if e.code() == Some("NOGROUP") => {
+                // The stream or its group is gone (Redis restarted without
+                // its data, or someone deleted it): make them again.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                ensure_group(&mut link, &shared.keys, &shared.stream, deadline)?;
+            }
+            Some(Err(e)) => {
+                eprintln!("crew node {}: reading tasks: {e}", shared.name);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes an entry: runs it, or sends it to the dead-letter stream if it
+/// cannot be read.
+fn accept(shared: &Arc<Shared>, link: &mut Link, (entry, fields): Entry) {
+    let msg = match reply::field(&fields, "t") {
+        None => Err("the entry has no task field `t`".to_owned()),
+        Some(t) if t.len() > shared.config.max_entry_bytes => Err(format!(
+            "the entry has {} bytes, more than the limit of {}",
+            t.len(),
+            shared.config.max_entry_bytes
+        )),
+        Some(t) => match postcard::from_bytes::<TaskMsg>(t) {
+            Ok(m) if m.version == proto::VERSION => Ok(m),
+            Ok(m) => Err(format!(
+                "the entry is of protocol version {}, this node speaks {}",
+                m.version,
+                proto::VERSION
+            )),
+            Err(e) => Err(format!("the entry cannot be decoded: {e}")),
+        },
+    };
+    let msg = match msg {
+        Ok(m) => m,
+        Err(reason) => {
+            dead_letter(shared, link, &entry, &fields, &reason);
+            return;
+        }
+    };
+    run(shared, entry, msg);
+}
+
+fn dead_letter(
+    shared: &Shared,
+    link: &mut Link,
+    entry: &str,
+    fields: &[(Vec<u8>, Vec<u8>)],
+    reason: &str,
+) {
+    eprintln!(
+        "crew node {}: entry {entry} to the dead-letter stream: {reason}",
+        shared.name
+    );
+    let stop = || shared.stopping();
+    let _ = link.call(&stop, |con| {
+        let mut add = redis::cmd("XADD");
+        add.arg(shared.keys.dead())
+            .arg("*")
+            .arg("reason")
+            .arg(reason)
+            .arg("stream")
+            .arg(&shared.stream)
+            .arg("entry")
+            .arg(entry)
+            .arg("node")
+            .arg(&shared.name);
+        for (k, v) in fields {
+            // The original entry, kept whole unless huge.
+            if v.len() <= 1 << 20 {
+                add.arg(k.as_slice()).arg(v.as_slice());
+            }
+        }
+        redis::pipe()
+            .add_command(add)
+            .cmd("XACK")
+            .arg(&shared.stream)
+            .arg(GROUP)
+            .arg(entry)
+            .cmd("XDEL")
+            .arg(&shared.stream)
+            .arg(entry)
+            .query::<()>(con)
+    });
+}
+
+fn run(shared: &Arc<Shared>, entry: String, msg: TaskMsg) {
+    {
+        let mut local = lock(&shared.local);
+        if local.contains_key(&entry) {
+            return; // already ours (reclaimed back): it is running here
+        }
+        local.insert(
+            entry.clone(),
+            Local {
+                driver: msg.driver.clone(),
+                id: msg.id,
+                handle: None,
+            },
+        );
+    }
+    let on_start: Option<Box<dyn FnOnce() + Send>> = if msg.notify_start {
+        let s = shared.clone();
+        let (driver, id) = (msg.driver.clone(), msg.id);
+        Some(Box::new(move || s.report(Report::Started { driver, id })))
+    } else {
+        None
+    };
+    let on_done = {
+        let s = shared.clone();
+        let (entry, driver, id) = (entry.clone(), msg.driver.clone(), msg.id);
+        Box::new(move |outcome| {
+            s.report(Report::Done {
+                entry,
+                driver,
+                id,
+                outcome,
+            })
+        })
+    };
+    let job = RawJob {
+        entry: msg.entry,
+        input: msg.input,
+        timeout: msg.timeout_ms.map(Duration::from_millis),
+        retries: msg.retries,
+        backoff: Duration::from_millis(msg.backoff_ms),
+        spans: msg.spans,
+        on_start,
+        on_done,
+    };
+    // SAFETY: entries of this stream name tasks of this very build: the
+    // stream's key carries the build fingerprint, and drivers write only to
+    // the stream of their own fingerprint (see README.md, "Trust": whoever
+    // may write to the queue's keys on Redis may run this build's tasks).
+    // On a closed pool `run_raw` fails and `on_done` reports the job
+    // cancelled: nothing more to do here.
+    if let Ok(handle) = unsafe { shared.processes.run_raw(job) }
+        && let Some(l) = lock(&shared.local).get_mut(&entry)
+    {
+        l.handle = Some(handle);
+    }
+}
+
+// REPORT: start notices and results, batched into one round trip.
+fn report_loop(shared: &Arc<Shared>, rx: Receiver<Report>) {
+    let Ok(mut link) = Link::open(&shared.config.url, Duration::from_secs(10)) else {
+        return;
+    };
+    let finish = redis::Script::new(proto::FINISH);
+    let notify = redis::Script::new(NOTIFY);
+    // Keep trying while the node is up; once it stops, give Redis a while.
+    let give_up = Mutex::new(None::<Instant>);
+    let stop = || {
+        if !shared.stopping() {
+            return false;
+        }
+        let mut g = lock(&give_up);
+        let at = *g.get_or_insert_with(|| Instant::now() + Duration::from_secs(30));
+        Instant::now() >= at
+    };
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut pipe = redis::pipe();
+        let mut finished = Vec::new();
+        for r in &batch {
+            match r {
+                Report::Started { driver, id } => {
+                    let note = Note::Started {
+                        id: *id,
+                        node: shared.name.clone(),
+                    };
+                    let bytes = postcard::to_allocvec(&note).expect("a note encodes");
+                    pipe.invoke_script(notify.key(shared.keys.results(driver)).arg(bytes));
+                }
+                Report::Dead { driver, id, reason } => {
+                    let e = Error::worker_lost(reason.clone());
+                    let note = done_note(shared, *id, RawOutcome::Failed(ErrorWire::from(&e)));
+                    let bytes = postcard::to_allocvec(&note).expect("a note encodes");
+                    pipe.invoke_script(notify.key(shared.keys.results(driver)).arg(bytes));
+                }
+                Report::Done {
+                    entry,
+                    driver,
+                    id,
+                    outcome,
+                } => {
+                    let failed = matches!(outcome, RawOutcome::Failed(_));
+                    let note = done_note(shared, *id, outcome.clone());
+                    let bytes = postcard::to_allocvec(&note).expect("a note encodes");
+                    pipe.invoke_script(
+                        finish
+                            .key(&shared.stream)
+                            .key(shared.keys.results(driver))
+                            .arg(GROUP)
+                            .arg(&shared.name)
+                            .arg(entry)
+                            .arg(bytes),
+                    );
+                    finished.push((entry.clone(), failed));
+                }
+            }
+        }
+        // A pipeline runs scripts by hash only: when Redis does not know
+        // them (first use, or it restarted), load them and send again. The
+        // failed pipeline ran none of its scripts (each one failed alone,
+        // with NOSCRIPT), so sending again repeats nothing.
+        let sent = link.call(&stop, |con| match pipe.query::<Vec<Value>>(con) {
+            Err(e) if e.to_string().to_ascii_lowercase().contains("noscript") => {
+                finish.load(con)?;
+                notify.load(con)?;
+                pipe.query::<Vec<Value>>(con)
+            }
+            other => other,
+        });
+        if let Some(Err(e)) = &sent {
+            eprintln!("crew node {}: reporting results: {e}", shared.name);
+        }
+        let mut local = lock(&shared.local);
+        for (entry, failed) in finished {
+            local.remove(&entry);
+            if failed {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                shared.done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(local);
+        shared.room.notify_all();
+    }
+}
+
+/// Adds a note to a driver's result stream if that stream still exists.
+/// KEYS: result stream. ARGV: note.
+const NOTIFY: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('XADD', KEYS[1], '*', 'r', ARGV[1])
+  return 1
+end
+return 0
+"#;
+
+fn done_note(shared: &Shared, id: u64, outcome: RawOutcome) -> Note {
+    Note::Done {
+        id,
+        node: shared.name.clone(),
+        concurrency: shared.concurrency as u32,
+        shift: shared.shift,
+        outcome,
+    }
+}
+
+// KEEP: heartbeat, leases, reclaim.
+fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
+    let mut next = Instant::now();
+    while !(shared.stop.load(Ordering::Relaxed)) {
+        next += shared.config.heartbeat;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+        let reclaim = !shared.stopping();
+        if let Err(e) = keep_once(shared, &mut link, reclaim) {
+            eprintln!("crew node {}: keeping leases: {e}", shared.name);
+        }
+    }
+    // Leaving: drop the heartbeat so that drivers stop counting us.
+    let _ = link.call(&|| true, |con| {
+        redis::pipe()
+            .cmd("DEL")
+            .arg(shared.keys.node(&shared.name))
+            .cmd("SREM")
+            .arg(shared.keys.nodes())
+            .arg(&shared.name)
+            .query::<()>(con)
+    });
+}
+
+fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()> {
+    let stop = || shared.stop.load(Ordering::Relaxed);
+    let hb_ttl = (shared.config.heartbeat * 3).as_millis() as u64;
+    let held: Vec<String> = lock(&shared.local).keys().cloned().collect();
+    let running = held.len();
+    let fields: Vec<(&str, String)> = vec![
+        (node_fields::BUILD, shared.build.clone()),
+        (node_fields::HOST, hostname()),
+        (node_fields::PID, std::process::id().to_string()),
+        (node_fields::CONCURRENCY, shared.concurrency.to_string()),
+        (node_fields::RUNNING, running.to_string()),
+        (
+            node_fields::DONE,
+            shared.done.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            node_fields::FAILED,
+            shared.failed.load(Ordering::Relaxed).to_string(),
+        ),
+        (node_fields::STARTED, started_at().to_string()),
+    ];
+    let renew = redis::Script::new(proto::RENEW);
+    let lost: Vec<String> = match link.call(&stop, |con| {
+        let mut inv = renew.key(&shared.stream);
+        inv.key(shared.keys.node(&shared.name))
+            .key(shared.keys.nodes())
+            .arg(GROUP)
+            .arg(&shared.name)
+            .arg(hb_ttl)
+            .arg(fields.len());
+        for (k, v) in &fields {
+            inv.arg(*k).arg(v);
+        }
+        for id in &held {
+            inv.arg(id);
+        }
+        inv.invoke::<Vec<String>>(con)
+    }) {
+        Some(Ok(lost)) => lost,
+        Some(Err(e)) => return Err(redis_error("renewing leases", e)),
+        None => return Ok(()),
+    };
+    // Entries no longer ours ran (or run) elsewhere: stop ours; its result
+    // would be dropped anyway.
+    for id in lost {
+        let handle = lock(&shared.local).get(&id).and_then(|l| l.handle.clone());
+        if let Some(h) = handle {
+            h.cancel();
+        }
+    }
+    if !reclaim {
+        return Ok(());
+    }
+    let script = redis::Script::new(proto::RECLAIM);
+    let got = link.call(&stop, |con| {
+        script
+            .key(&shared.stream)
+            .key(shared.keys.dead())
+            .key(shared.keys.nodes())
+            .arg(GROUP)
+            .arg(&shared.name)
+            .arg(shared.config.lease.as_millis() as u64)
+            .arg(shared.config.max_deliveries)
+            .arg(100)
+            .arg(shared.keys.node_prefix())
+            .arg(hb_ttl)
+            .invoke::<Value>(con)
+    });
+    let v = match got {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return Err(redis_error("reclaiming tasks", e)),
+        None => return Ok(()),
+    };
+    for item in reply::array(&v) {
+        let [kind, id, fields, reason] = reply::array(item) else {
+            continue;
+        };
+        let (Some(kind), Some(id), Some(reason)) = (
+            reply::string(kind),
+            reply::string(id),
+            reply::string(reason),
+        ) else {
+            continue;
+        };
+        let fields = reply::fields(fields);
+        if kind == "dead" {
+            eprintln!(
+                "crew node {}: entry {id} to the dead-letter stream: {reason}",
+                shared.name
+            );
+            if let Some(msg) =
+                reply::field(&fields, "t").and_then(|t| postcard::from_bytes::<TaskMsg>(t).ok())
+            {
+                shared.report(Report::Dead {
+                    driver: msg.driver,
+                    id: msg.id,
+                    reason,
+                });
+            }
+        } else {
+            accept(shared, link, (id, fields));
+        }
+    }
+    Ok(())
+}
+
+fn started_at() -> u64 {
+    static AT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
+}
+
+// LISTEN: cancel requests.
+fn listen_loop(shared: &Arc<Shared>) {
+    let Ok(client) = redis::Client::open(shared.config.url.as_str()) else {
+        return;
+    };
+    let channel = shared.keys.cancel_channel();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(5)) else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        let mut pubsub = con.as_pubsub();
+        if pubsub.subscribe(&channel).is_err()
+            || pubsub
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .is_err()
+        {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        while !shared.stop.load(Ordering::Relaxed) {
+            match pubsub.get_message() {
+                Ok(msg) => {
+                    let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+                    if let Ok(c) = postcard::from_bytes::<CancelMsg>(&payload) {
+                        cancel_local(shared, &c);
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn cancel_local(shared: &Shared, c: &CancelMsg) {
+    let handles: Vec<RawHandle> = lock(&shared.local)
+        .values()
+        .filter(|l| l.driver == c.driver && c.ids.contains(&l.id))
+        .filter_map(|l| l.handle.clone())
+        .collect();
+    for h in handles {
+        h.cancel();
+    }
+}

@@ -1,0 +1,211 @@
+//! What crosses Redis: task entries, result entries, cancel messages, and
+//! the Lua scripts that make each step atomic. See `README.md` beside this
+//! file for the protocol.
+
+use serde::{Deserialize, Serialize};
+
+use crew_process::remote::{RawInput, RawOutcome};
+
+/// Bumped when an entry's layout changes; a node dead-letters entries of
+/// another version instead of misreading them.
+pub(crate) const VERSION: u8 = 1;
+
+/// A task entry (field `t` of the task stream).
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct TaskMsg {
+    pub(crate) version: u8,
+    /// The driver that wants the result (its result stream's suffix).
+    pub(crate) driver: String,
+    /// The task's id within that driver.
+    pub(crate) id: u64,
+    /// The wire name of the task (see `crew_process::remote`).
+    pub(crate) entry: u64,
+    pub(crate) input: RawInput,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) retries: u32,
+    pub(crate) backoff_ms: u64,
+    pub(crate) spans: bool,
+    /// Tell the driver when the task starts (calls; chunks need not).
+    pub(crate) notify_start: bool,
+}
+
+/// An entry of a driver's result stream (field `r`).
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Note {
+    /// A worker process of `node` started task `id`.
+    Started { id: u64, node: String },
+    /// Task `id` ended on `node`.
+    Done {
+        id: u64,
+        node: String,
+        /// The node's worker process count (to number workers in a timeline).
+        concurrency: u32,
+        /// The node's `unix ns - monotonic ns`, to place its spans in time.
+        shift: i64,
+        outcome: RawOutcome,
+    },
+}
+
+/// A cancel request (published on the queue's cancel channel).
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct CancelMsg {
+    pub(crate) driver: String,
+    pub(crate) ids: Vec<u64>,
+}
+
+/// What a node advertises in its heartbeat hash.
+pub(crate) mod node_fields {
+    pub(crate) const BUILD: &str = "build";
+    pub(crate) const HOST: &str = "host";
+    pub(crate) const PID: &str = "pid";
+    pub(crate) const CONCURRENCY: &str = "concurrency";
+    pub(crate) const RUNNING: &str = "running";
+    pub(crate) const DONE: &str = "done";
+    pub(crate) const FAILED: &str = "failed";
+    pub(crate) const STARTED: &str = "started";
+}
+
+/// `unix ns - monotonic ns` of this machine now.
+pub(crate) fn clock_shift() -> i64 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    unix - crew_process::remote::monotonic_ns() as i64
+}
+
+/// Reports a finished task if, and only if, this node still holds it:
+/// a node that lost its lease (it stalled and the task ran elsewhere) has
+/// its late result dropped here. Writes the result only while the driver's
+/// result stream exists (a driver that is gone gets nothing).
+///
+/// KEYS: task stream, result stream. ARGV: group, consumer, entry id, note.
+pub(crate) const FINISH: &str = r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'r', ARGV[4])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return 1
+"#;
+
+/// Renews this node's heartbeat and the leases of the entries it holds:
+/// `XCLAIM … 0 … JUSTID` resets an entry's idle time without counting a
+/// delivery, and only for entries still ours (a stale node must not steal
+/// an entry back). Returns the ids no longer ours.
+///
+/// KEYS: task stream, node hash, nodes set. ARGV: group, consumer, heartbeat
+/// ttl ms, then field/value pairs count n, the n*2 pairs, then entry ids.
+pub(crate) const RENEW: &str = r#"
+local n = tonumber(ARGV[4])
+local fields = {}
+for i = 5, 4 + 2 * n do table.insert(fields, ARGV[i]) end
+if n > 0 then redis.call('HSET', KEYS[2], unpack(fields)) end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[2])
+local lost = {}
+for i = 5 + 2 * n, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p > 0 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"#;
+
+/// Takes over entries whose holder is gone (no heartbeat) or past its
+/// lease, counting a delivery; an entry delivered more than the limit goes
+/// to the dead-letter stream instead, with the reason. Forgets consumers
+/// that are dead and hold nothing.
+///
+/// Returns `{kind, id, fields, reason}` for each entry taken: kind `run`
+/// (now ours to run) or `dead` (dead-lettered; tell its driver).
+///
+/// KEYS: task stream, dead-letter stream, nodes set. ARGV: group, consumer,
+/// lease ms, max deliveries, count, node key prefix, heartbeat grace ms.
+pub(crate) const RECLAIM: &str = r#"
+local group, me = ARGV[1], ARGV[2]
+local lease, maxd, count = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local grace = tonumber(ARGV[7])
+local out = {}
+local function take(id, owner, idle, delivered, why)
+  local c = redis.call('XCLAIM', KEYS[1], group, me, 0, id)
+  if #c == 0 or c[1] == false then
+    redis.call('XACK', KEYS[1], group, id)
+    return
+  end
+  local fields = c[1][2]
+  if delivered + 1 > maxd then
+    local reason = 'delivered ' .. delivered .. ' times, the limit; last holder ' .. owner .. ' ' .. why
+    local args = {'XADD', KEYS[2], '*', 'reason', reason, 'stream', KEYS[1], 'entry', id}
+    for _, v in ipairs(fields) do table.insert(args, v) end
+    redis.call(unpack(args))
+    redis.call('XACK', KEYS[1], group, id)
+    redis.call('XDEL', KEYS[1], id)
+    table.insert(out, {'dead', id, fields, reason})
+  else
+    table.insert(out, {'run', id, fields, owner .. ' ' .. why})
+  end
+end
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], group)
+if not ok then return out end
+for _, c in ipairs(consumers) do
+  local name, pending, idle = c[2], tonumber(c[4]), tonumber(c[6])
+  if name ~= me and redis.call('EXISTS', ARGV[6] .. name) == 0 then
+    if pending == 0 then
+      if idle >= grace then
+        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], group, name)
+        redis.call('SREM', KEYS[3], name)
+      end
+    else
+      local pend = redis.call('XPENDING', KEYS[1], group, '-', '+', count, name)
+      for _, p in ipairs(pend) do
+        if tonumber(p[3]) >= grace then
+          take(p[1], p[2], tonumber(p[3]), tonumber(p[4]), 'stopped sending heartbeats')
+        end
+      end
+    end
+  end
+end
+local stale = redis.call('XPENDING', KEYS[1], group, 'IDLE', lease, '-', '+', count)
+for _, p in ipairs(stale) do
+  if p[2] ~= me then
+    take(p[1], p[2], tonumber(p[3]), tonumber(p[4]), 'held it past its lease')
+  end
+end
+return out
+"#;
+
+/// The live nodes that can run tasks of a build: the sum of their worker
+/// process counts. Forgets nodes whose heartbeat expired.
+///
+/// KEYS: nodes set. ARGV: node key prefix, build.
+pub(crate) const WORKERS: &str = r#"
+local total = 0
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('HMGET', ARGV[1] .. n, 'build', 'concurrency')
+  if v[1] == false then
+    redis.call('SREM', KEYS[1], n)
+  elseif v[1] == ARGV[2] then
+    total = total + tonumber(v[2])
+  end
+end
+return total
+"#;
+
+/// Deletes the entries no node has taken yet; returns their ids.
+///
+/// KEYS: task stream. ARGV: group, entry ids.
+pub(crate) const CANCEL_WAITING: &str = r#"
+local out = {}
+for i = 2, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 0 then
+    if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then table.insert(out, ARGV[i]) end
+  end
+end
+return out
+"#;
