@@ -335,7 +335,7 @@ mod test {
         });
     }
 
-    /// Inputs `cargo fuzz` found, kept as regression cases.
+    /// Regression inputs, one per bug (see the README's tools section).
     #[test]
     fn fuzz_wire_findings() {
         for case in DECODER_FINDINGS {
@@ -354,5 +354,11 @@ mod test {
         // supervisor's thread.
         &[3, 1, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 1, 0, 0, 0],
     ];
-    const READER_FINDINGS: &[&[u8]] = &[];
+    const READER_FINDINGS: &[&[u8]] = &[
+        // A 4-byte memfd with a DONE_SHM frame claiming 1 MiB: mapping
+        // past the end of the file would raise SIGBUS on the first read.
+        &[
+            1, 4, 1, 2, 3, 4, 17, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0,
+        ],
+    ];
 }

@@ -180,7 +180,7 @@ mod test {
         assert!(cases > 0);
     }
 
-    /// Regression inputs found by `cargo fuzz`, kept as cases.
+    /// Regression inputs, one per bug (see the README's tools section).
     #[test]
     fn fuzz_queue_recovery_findings() {
         for case in FINDINGS {
