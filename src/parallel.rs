@@ -172,6 +172,8 @@ pub enum BatchSize {
 pub struct Parallel {
     n_jobs: isize,
     prefer: Prefer,
+    /// Run on these cluster nodes instead of local workers.
+    cluster: Option<crew_redis::ClusterConfig>,
     verbose: u32,
     batch_size: BatchSize,
     progress: Option<ProgressStyle>,
@@ -198,6 +200,7 @@ impl Parallel {
         Parallel {
             n_jobs: -1,
             prefer: Prefer::default(),
+            cluster: None,
             verbose: 0,
             batch_size: BatchSize::Auto,
             progress: None,
@@ -238,6 +241,27 @@ impl Parallel {
     /// ```
     pub fn prefer(mut self, prefer: Prefer) -> Parallel {
         self.prefer = prefer;
+        self
+    }
+
+    /// Runs the calls on the nodes of a cluster (see
+    /// [`Pool::cluster`](crate::Pool::cluster)) instead of local workers:
+    /// the rules of [`Prefer::Processes`] apply, `n_jobs` is ignored (the
+    /// nodes decide how many run at once). `ClusterConfig::from_env()`
+    /// takes the settings from `CREW_CLUSTER` and `CREW_QUEUE`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use crew::{Parallel, cluster::ClusterConfig, delayed};
+    /// let squares = Parallel::new()
+    ///     .cluster(ClusterConfig::from_env()?)
+    ///     .run((1..=3).map(|i| delayed(|x: u64| x * x, (i,))))?;
+    /// assert_eq!(squares, [1, 4, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cluster(mut self, config: crew_redis::ClusterConfig) -> Parallel {
+        self.cluster = Some(config);
         self
     }
 
@@ -365,8 +389,17 @@ impl Parallel {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let workers = resolve_n_jobs(self.n_jobs)?;
         let tasks: Vec<Delayed<F, A>> = tasks.into_iter().collect();
+        if let Some(config) = &self.cluster {
+            let Some(f) = tasks.first().map(|d| d.f) else {
+                return Ok(Vec::new());
+            };
+            let cluster = crew_redis::Cluster::new(config.clone())?;
+            let opts = self.options(crew_core::Backend::workers(&cluster));
+            let args: Vec<A> = tasks.into_iter().map(args_of).collect();
+            return run_on(cluster, Star(f), args, &opts);
+        }
+        let workers = resolve_n_jobs(self.n_jobs)?;
         let opts = self.options(workers);
         if workers == 1 {
             return run_serial(tasks, &opts);
@@ -459,9 +492,23 @@ impl Parallel {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        let tasks = tasks.into_iter();
+        if let Some(config) = &self.cluster {
+            let mut tasks = tasks.peekable();
+            let Some(f) = tasks.peek().map(|d| d.f) else {
+                return Ok(ParallelIter {
+                    inner: Box::new(std::iter::empty()),
+                });
+            };
+            let cluster = crew_redis::Cluster::new(config.clone())?;
+            let opts = self.options(crew_core::Backend::workers(&cluster));
+            let args = tasks.map(args_of::<F, A> as fn(Delayed<F, A>) -> A);
+            return Ok(ParallelIter {
+                inner: Box::new(lazy_on(cluster, Star(f), args, ordered, &opts)),
+            });
+        }
         let workers = resolve_n_jobs(self.n_jobs)?;
         let opts = self.options(workers);
-        let tasks = tasks.into_iter();
         if workers == 1 {
             // Sequential, in the calling thread, as `run` with one job.
             let inner = tasks.enumerate().map(|(i, d)| call_here(i, d));

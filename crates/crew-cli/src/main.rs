@@ -5,6 +5,7 @@
 mod bench;
 mod chart;
 mod demo;
+mod demo_cluster;
 mod soak;
 mod workloads;
 
@@ -46,6 +47,10 @@ enum Command {
         /// Leave out the worker-process rows.
         #[arg(long)]
         no_processes: bool,
+        /// Instead: start a local redis-server and two worker nodes, and run
+        /// pi and the KDE across them.
+        #[arg(long)]
+        cluster: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -66,6 +71,19 @@ enum Command {
         /// Workers of every pool.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+    },
+    /// The state of a cluster queue: live nodes (build, host, pid, running,
+    /// done, failed), tasks waiting and why, rates, dead letters.
+    Status {
+        /// The Redis URL (default: $CREW_CLUSTER).
+        url: Option<String>,
+        /// The queue (default: $CREW_QUEUE, else `default`).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Seconds between the two looks that give the rates (0: one look,
+        /// no rates).
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
     },
     /// Benchmarks.
     Bench {
@@ -90,6 +108,9 @@ enum Suite {
     Shm(ShmArgs),
     /// Cache hits of crew::Memory (small and 100 MB results), beside joblib.Memory.
     Memory(MemoryArgs),
+    /// No-op tasks through a local Redis with 1, 2 and 4 worker nodes
+    /// (map, submit, round trip), beside Celery with `--python`.
+    Cluster(ClusterArgs),
     /// Every suite, one after the other.
     All {
         #[command(flatten)]
@@ -98,6 +119,30 @@ enum Suite {
         #[arg(long, default_value_t = 5)]
         seeds_rounds: usize,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+struct ClusterArgs {
+    /// Rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Items of the batched map.
+    #[arg(long, default_value_t = 200_000)]
+    map_tasks: usize,
+    /// Futures submitted one by one (also the Celery task count).
+    #[arg(long, default_value_t = 20_000)]
+    submit_tasks: usize,
+    /// Round trips measured one after the other.
+    #[arg(long, default_value_t = 500)]
+    roundtrips: usize,
+    /// Node counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    nodes: Vec<usize>,
+    /// Adds Celery's rows (needs `pip install "celery[redis]"`).
+    #[arg(long)]
+    python: bool,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -301,6 +346,35 @@ fn overhead_options(a: &OverheadArgs) -> OverheadOptions {
     }
 }
 
+/// `crew status`: one look, or two `interval` apart for the rates.
+fn status(url: Option<String>, queue: Option<String>, interval: f64) -> anyhow::Result<()> {
+    let mut config = match url {
+        Some(u) => crew::cluster::ClusterConfig::new(u),
+        None => crew::cluster::ClusterConfig::from_env()?,
+    };
+    if let Some(q) = queue {
+        config = config.queue(q);
+    }
+    let first = crew::cluster::status(&config)?;
+    if interval <= 0.0 {
+        print!("{first}");
+        return Ok(());
+    }
+    let t = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(interval));
+    let second = crew::cluster::status(&config)?;
+    let secs = t.elapsed().as_secs_f64();
+    print!("{second}");
+    let finished =
+        |s: &crew::cluster::QueueStatus| -> u64 { s.nodes.iter().map(|n| n.done + n.failed).sum() };
+    let done = finished(&second).saturating_sub(finished(&first));
+    println!(
+        "rate: {:.0} tasks/s finished over {secs:.1} s",
+        done as f64 / secs
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     // In a re-executed worker process this serves tasks and never returns;
     // likewise for procspawn's workers (the `procspawn.pool` anchor).
@@ -308,12 +382,23 @@ fn main() -> anyhow::Result<()> {
     procspawn::init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo { quick, cluster, .. } if cluster => {
+            demo_cluster::run(quick)?;
+        }
+        Command::Status {
+            url,
+            queue,
+            interval,
+        } => {
+            status(url, queue, interval)?;
+        }
         Command::Demo {
             quick,
             rounds,
             trace,
             no_processes,
             common,
+            ..
         } => {
             demo::run(&demo::DemoOptions {
                 quick,
@@ -389,6 +474,18 @@ fn main() -> anyhow::Result<()> {
             Suite::Shm(a) => {
                 bench::shm::run(&bench::shm::ShmOptions {
                     rounds: a.rounds.max(1),
+                    gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
+                    target: a.common.target(),
+                    python: a.python,
+                })?;
+            }
+            Suite::Cluster(a) => {
+                bench::cluster::run(&bench::cluster::ClusterOptions {
+                    rounds: a.rounds.max(1),
+                    map_tasks: a.map_tasks.max(1),
+                    submit_tasks: a.submit_tasks.max(1),
+                    roundtrips: a.roundtrips.max(1),
+                    nodes: a.nodes.clone(),
                     gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
                     target: a.common.target(),
                     python: a.python,

@@ -346,3 +346,83 @@ fn bench_memory_writes_its_cases() {
     assert!(!left.exists(), "{} is left", left.display());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn demo_cluster_runs_pi_and_kde_on_two_local_nodes() {
+    let dir = scratch("demo-cluster");
+    let out = crew(&["demo", "--cluster", "--quick"], &dir);
+    assert!(out.contains("pi ~ 3.14"), "{out}");
+    assert!(out.contains("KDE 500 points"), "{out}");
+    assert!(out.contains("nodes: 2"), "{out}");
+}
+
+#[test]
+fn bench_cluster_writes_its_records() {
+    let dir = scratch("bench-cluster");
+    let out = crew(
+        &[
+            "bench",
+            "cluster",
+            "--rounds",
+            "1",
+            "--map-tasks",
+            "200",
+            "--submit-tasks",
+            "20",
+            "--roundtrips",
+            "5",
+            "--nodes",
+            "2",
+            "--no-idle-gate",
+        ],
+        &dir,
+    );
+    assert!(out.contains("cluster.map_noop"), "{out}");
+    let json = std::fs::read_to_string(dir.join("crew-bench").join("cluster.json")).unwrap();
+    let records: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cases: Vec<&str> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["case"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cases,
+        [
+            "cluster.map_noop",
+            "cluster.submit_noop",
+            "cluster.roundtrip_p50"
+        ]
+    );
+}
+
+#[test]
+fn status_says_why_tasks_wait_without_a_node() {
+    // A driver of this build queues a task; no node runs: `crew status`
+    // (another build) shows the waiting task and why.
+    let redis = crew::cluster::LocalRedis::start().expect("redis-server");
+    let queue = "lonely";
+    let pool = crew::Pool::builder()
+        .cluster(&redis.url())
+        .queue(queue)
+        .build()
+        .unwrap();
+    let pending = pool.apply_async(|x: u64| x + 1, (1u64,));
+    let config = crew::cluster::ClusterConfig::new(redis.url()).queue(queue);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while crew::cluster::status(&config).unwrap().waiting() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never reached Redis"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (out, _) = crew_in(
+        &["status", &redis.url(), "--queue", queue, "--interval", "0"],
+        &std::env::temp_dir(),
+    );
+    assert!(out.contains("nodes: 0"), "{out}");
+    assert!(out.contains("tasks waiting: 1"), "{out}");
+    assert!(out.contains("no live node runs that build"), "{out}");
+    drop(pending);
+}

@@ -30,6 +30,23 @@ impl std::fmt::Debug for Link {
 
 /// True for the errors a reconnect can cure.
 pub(crate) fn is_transient(e: &RedisError) -> bool {
+    // Wrong credentials or missing rights do not cure themselves: say so
+    // at once instead of retrying until a deadline.
+    let text = e.to_string();
+    if [
+        "WRONGPASS",
+        "NOAUTH",
+        "NOPERM",
+        "invalid username-password",
+        "authentication failed",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+        || e.code()
+            .is_some_and(|c| matches!(c, "WRONGPASS" | "NOAUTH" | "NOPERM"))
+    {
+        return false;
+    }
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()

@@ -705,6 +705,7 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
     if !reclaim {
         return Ok(());
     }
+    recover_own(shared, link, hb_ttl)?;
     let script = redis::Script::new(proto::RECLAIM);
     let got = link.call(&stop, |con| {
         script
@@ -753,6 +754,57 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
             }
         } else {
             accept(shared, link, (id, fields));
+        }
+    }
+    Ok(())
+}
+
+/// Takes back entries Redis delivered to this node that never reached it:
+/// a connection cut after `XREADGROUP` moved them into our pending list but
+/// before we read the reply. Nobody else would take them (we are alive and
+/// renewing), so we run them now. An entry idle for less than `min_idle_ms`
+/// may still be on its way through the fetcher, and is left alone.
+fn recover_own(shared: &Arc<Shared>, link: &mut Link, min_idle_ms: u64) -> Result<()> {
+    let stop = || shared.stop.load(Ordering::Relaxed);
+    let pending = match link.call(&stop, |con| {
+        redis::cmd("XPENDING")
+            .arg(&shared.stream)
+            .arg(GROUP)
+            .arg("IDLE")
+            .arg(min_idle_ms)
+            .arg("-")
+            .arg("+")
+            .arg(100)
+            .arg(&shared.name)
+            .query::<Value>(con)
+    }) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return Err(redis_error("reading our pending entries", e)),
+        None => return Ok(()),
+    };
+    let lost: Vec<String> = {
+        let local = lock(&shared.local);
+        reply::array(&pending)
+            .iter()
+            .filter_map(|p| reply::array(p).first().and_then(reply::string))
+            .filter(|id| !local.contains_key(id))
+            .collect()
+    };
+    if lost.is_empty() {
+        return Ok(());
+    }
+    let got = link.call(&stop, |con| {
+        redis::cmd("XCLAIM")
+            .arg(&shared.stream)
+            .arg(GROUP)
+            .arg(&shared.name)
+            .arg(0)
+            .arg(lost.as_slice())
+            .query::<Value>(con)
+    });
+    if let Some(Ok(v)) = got {
+        for e in reply::array(&v).iter().filter_map(reply::entry) {
+            accept(shared, link, e);
         }
     }
     Ok(())

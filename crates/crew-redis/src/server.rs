@@ -132,6 +132,8 @@ pub struct LocalRedis {
     pid: u32,
     appendonly: bool,
     extra: Vec<String>,
+    /// `(user, password)` the URLs carry.
+    auth: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for LocalRedis {
@@ -189,6 +191,41 @@ impl LocalRedis {
             pid: 0,
             appendonly,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            auth: None,
+        };
+        r.launch()?;
+        Ok(r)
+    }
+
+    /// Starts `redis-server` whose only user is `user` with `password`
+    /// (the `default` user is off): an ACL user, as a shared Redis would
+    /// have. [`url`](LocalRedis::url) and [`tcp_url`](LocalRedis::tcp_url)
+    /// carry the credentials.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](LocalRedis::start).
+    pub fn start_with_user(user: &str, password: &str) -> Result<LocalRedis> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("crew-redis-acl-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let acl = dir.join("users.acl");
+        std::fs::write(
+            &acl,
+            format!("user {user} on >{password} ~* &* +@all\nuser default off\n"),
+        )
+        .map_err(|e| Error::io(format!("writing {}", acl.display()), e))?;
+        let mut r = LocalRedis {
+            keeper: Keeper::new()?,
+            dir,
+            port: free_port()?,
+            pid: 0,
+            appendonly: false,
+            extra: vec!["--aclfile".into(), acl.display().to_string()],
+            auth: Some((user.to_owned(), password.to_owned())),
         };
         r.launch()?;
         Ok(r)
@@ -262,12 +299,18 @@ impl LocalRedis {
 
     /// The URL of its unix socket (`redis+unix:///…`).
     pub fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket().display())
+        match &self.auth {
+            None => format!("redis+unix://{}", self.socket().display()),
+            Some((u, p)) => format!("redis+unix://{}?user={u}&pass={p}", self.socket().display()),
+        }
     }
 
     /// The URL of its loopback TCP port (`redis://127.0.0.1:…`).
     pub fn tcp_url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.auth {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some((u, p)) => format!("redis://{u}:{p}@127.0.0.1:{}", self.port),
+        }
     }
 
     /// Its directory (append-only files, log).

@@ -1,0 +1,190 @@
+//! `crew bench cluster`: no-op tasks through Redis on this machine, with 1,
+//! 2 and 4 worker nodes (this program, started with `CREW_WORKER`, one
+//! worker process each): a batched `map` and unbatched `submit` (tasks/s),
+//! and the submit-to-result round trip (ms); with `--python`, Celery with
+//! its Redis broker and result backend and as many prefork processes.
+//! Writes `cluster.json`.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use crew::cluster::{Cluster, ClusterConfig, LocalRedis};
+use crew::{Executor, Pool};
+
+use super::harness::{IdleGate, summarize};
+use super::report::{self, Record};
+
+/// Options of `crew bench cluster`.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterOptions {
+    pub(crate) rounds: usize,
+    /// Items of the map case.
+    pub(crate) map_tasks: usize,
+    /// Futures of the submit case.
+    pub(crate) submit_tasks: usize,
+    /// Round trips measured one after the other.
+    pub(crate) roundtrips: usize,
+    pub(crate) nodes: Vec<usize>,
+    pub(crate) gate: IdleGate,
+    pub(crate) target: PathBuf,
+    pub(crate) python: bool,
+}
+
+fn noop(x: u64) -> u64 {
+    x
+}
+
+fn case_name(base: &str, nodes: usize) -> String {
+    if nodes == 2 {
+        format!("cluster.{base}")
+    } else {
+        format!(
+            "cluster.{base}.{nodes}node{}",
+            if nodes == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// Runs the suite, prints the table and writes `cluster.json`.
+pub(crate) fn run(o: &ClusterOptions) -> anyhow::Result<Vec<Record>> {
+    let redis = LocalRedis::start().context("starting redis-server")?;
+    let mut records = Vec::new();
+    let mut notes = Vec::new();
+    for (round_queue, &n) in o.nodes.iter().enumerate() {
+        let queue = format!("bench-{}-{round_queue}", std::process::id());
+        let nodes: Vec<_> = (0..n)
+            .map(|_| redis.spawn_node(&queue, 1, &[]))
+            .collect::<crew::Result<_>>()?;
+        let config = ClusterConfig::new(redis.url()).queue(&queue);
+        let pool: Pool<Cluster> = Pool::builder().cluster_config(config.clone()).build()?;
+        let ex: Executor<Cluster> = Executor::cluster_config(config)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pool.workers() < n || ex.workers() < n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{n} nodes did not come up within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Warm up: every node has run something.
+        pool.with_chunksize(1).map(noop, 0..(4 * n as u64))?;
+        let (mut map, mut submit, mut trip) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..o.rounds {
+            o.gate.wait();
+            let t = Instant::now();
+            let v = pool.map(noop, 0..o.map_tasks as u64)?;
+            map.push(o.map_tasks as f64 / t.elapsed().as_secs_f64());
+            anyhow::ensure!(
+                v.len() == o.map_tasks && v.iter().enumerate().all(|(i, &x)| x == i as u64)
+            );
+            let t = Instant::now();
+            let fs: Vec<_> = (0..o.submit_tasks as u64)
+                .map(|i| ex.submit(noop, (i,)))
+                .collect();
+            for (i, f) in fs.into_iter().enumerate() {
+                anyhow::ensure!(f.result()? == i as u64);
+            }
+            submit.push(o.submit_tasks as f64 / t.elapsed().as_secs_f64());
+            let mut lat = Vec::with_capacity(o.roundtrips);
+            for i in 0..o.roundtrips as u64 {
+                let t = Instant::now();
+                anyhow::ensure!(ex.submit(noop, (i,)).result()? == i);
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            trip.push(summarize(&lat).median);
+        }
+        for (base, unit, samples) in [
+            ("map_noop", "tasks/s", &map),
+            ("submit_noop", "tasks/s", &submit),
+            ("roundtrip_p50", "ms", &trip),
+        ] {
+            let name = case_name(base, n);
+            notes.push((name.clone(), format!("{n} node(s), 1 worker process each")));
+            records.push(Record::new("cluster", &name, unit, summarize(samples)));
+        }
+        drop((pool, ex));
+        for node in nodes {
+            redis.kill_node(node);
+        }
+    }
+    if o.python {
+        match celery_rows(o, &redis) {
+            Ok(rows) => records.extend(rows),
+            Err(e) => eprintln!("crew bench cluster: no Celery rows: {e:#}"),
+        }
+    }
+    let md = report::markdown(
+        &format!(
+            "no-op tasks through one local Redis: map of {} items, {} submits, {} round trips; median of {} rounds",
+            o.map_tasks, o.submit_tasks, o.roundtrips, o.rounds
+        ),
+        &records,
+        &notes,
+    );
+    println!("\n{md}");
+    let dir = report::bench_dir(&o.target);
+    std::fs::write(dir.join("cluster.md"), &md).ok();
+    let path = report::write_json(&dir, "cluster", &records)?;
+    eprintln!("wrote {}", path.display());
+    Ok(records)
+}
+
+#[derive(serde::Deserialize)]
+struct CeleryLine {
+    noop: f64,
+    p50_ms: f64,
+}
+
+/// Celery with a prefork worker of 2 processes (as the 2-node rows), on
+/// the same Redis.
+fn celery_rows(o: &ClusterOptions, redis: &LocalRedis) -> anyhow::Result<Vec<Record>> {
+    let script = super::embedded_script(
+        &o.target,
+        "celery_anchor.py",
+        include_str!("../../python/celery_anchor.py"),
+    )?;
+    let url = redis.tcp_url();
+    let mut worker = Command::new("python3")
+        .arg(&script)
+        .args(["worker", &url, "2"])
+        .current_dir(script.parent().expect("a folder"))
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting a Celery worker (pip install \"celery[redis]\")")?;
+    let mut noop = Vec::new();
+    let mut p50 = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for _ in 0..o.rounds {
+            o.gate.wait();
+            let out = Command::new("python3")
+                .arg(&script)
+                .args([
+                    "client",
+                    &url,
+                    &o.submit_tasks.to_string(),
+                    &o.roundtrips.to_string(),
+                ])
+                .current_dir(script.parent().expect("a folder"))
+                .output()
+                .context("running the Celery client")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "the Celery client failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let line: CeleryLine = serde_json::from_slice(&out.stdout)?;
+            noop.push(line.noop);
+            p50.push(line.p50_ms);
+        }
+        Ok(())
+    })();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    result?;
+    Ok(vec![
+        Record::new("cluster", "celery.noop", "tasks/s", summarize(&noop)),
+        Record::new("cluster", "celery.roundtrip_p50", "ms", summarize(&p50)),
+    ])
+}

@@ -1,0 +1,63 @@
+//! The cluster behind the other front doors: `Parallel`, and a Redis that
+//! wants a user and a password (ACL).
+
+use std::time::Duration;
+
+use crew::cluster::{ClusterConfig, LocalRedis};
+use crew::{Parallel, delayed};
+
+use crate::common::cluster::{HEARTBEAT_MS, fresh_queue, redis};
+use crate::common::eventually;
+
+#[test]
+fn parallel_runs_on_the_cluster() {
+    let queue = fresh_queue();
+    let node = redis()
+        .spawn_node(&queue, 2, &[("CREW_HEARTBEAT_MS", HEARTBEAT_MS)])
+        .unwrap();
+    let config = ClusterConfig::new(redis().url()).queue(&queue);
+    let squares = Parallel::new()
+        .cluster(config.clone())
+        .run((0..50u64).map(|i| delayed(|x: u64| x * x, (i,))))
+        .unwrap();
+    assert_eq!(squares, (0..50u64).map(|x| x * x).collect::<Vec<_>>());
+    let mut lazy: Vec<u64> = Parallel::new()
+        .cluster(config)
+        .run_unordered((0..20u64).map(|i| delayed(|x: u64| x + 1, (i,))))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    lazy.sort_unstable();
+    assert_eq!(lazy, (1..=20).collect::<Vec<u64>>());
+    redis().kill_node(node);
+}
+
+#[test]
+fn an_acl_user_with_a_password_gets_in_and_a_wrong_password_does_not() {
+    let acl = LocalRedis::start_with_user("crew", "s3cret").unwrap();
+    let queue = fresh_queue();
+    let node = acl
+        .spawn_node(&queue, 1, &[("CREW_HEARTBEAT_MS", HEARTBEAT_MS)])
+        .unwrap();
+    // Over TCP with the credentials in the URL, as across machines.
+    let pool = crew::Pool::builder()
+        .cluster(&acl.tcp_url())
+        .queue(&queue)
+        .build()
+        .unwrap();
+    eventually("the node comes up", || pool.workers() >= 1);
+    assert_eq!(pool.map(|x: u64| x * 7, 0..10u64).unwrap()[3], 21);
+    let wrong = acl.tcp_url().replace("s3cret", "wrong");
+    let started = std::time::Instant::now();
+    let e = crew::Pool::builder()
+        .cluster(&wrong)
+        .queue(&queue)
+        .build()
+        .unwrap_err();
+    assert!(e.is_io(), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "wrong credentials are not retried until the deadline"
+    );
+    acl.kill_node(node);
+}
