@@ -22,6 +22,25 @@ if ! command -v redis-server >/dev/null 2>&1; then
         exit 1
     fi
 fi
+# The Celery tests (tests/celery.rs) run real Celery workers and clients:
+# Python 3 with `celery[redis]` (the extra matters: plain `celery redis`
+# lacks `packaging`).
+py="${CREW_PYTHON:-python3}"
+if ! "$py" -c 'import celery, redis' >/dev/null 2>&1; then
+    if command -v "$py" >/dev/null 2>&1 && "$py" -m pip --version >/dev/null 2>&1; then
+        echo "ci/test.sh: installing celery[redis] for the Celery tests" >&2
+        # A system Python (PEP 668) refuses plain installs as root.
+        "$py" -m pip install -q "celery[redis]" ||
+            "$py" -m pip install -q --break-system-packages "celery[redis]" || {
+            echo "ci/test.sh: 'pip install \"celery[redis]\"' failed; install it by hand" >&2
+            exit 1
+        }
+    else
+        echo "ci/test.sh: the Celery tests need python3 with pip (to install celery[redis]);" >&2
+        echo "  install python3 and python3-pip, or set CREW_PYTHON to a python with celery[redis]" >&2
+        exit 1
+    fi
+fi
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # The stable runs of the fuzz targets (`fuzz_*_stable`): seconds each.
 export CREW_FUZZ_SECONDS="${CREW_FUZZ_SECONDS:-15}"

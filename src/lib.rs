@@ -61,6 +61,7 @@ compile_error!(
      this target is not supported; see the README, \"Supported systems\""
 );
 
+pub mod celery;
 mod executor;
 pub mod memory;
 mod parallel;
@@ -147,6 +148,7 @@ pub use crew_shm::{Connection, Pipe, PutError, Queue, QueueBuilder};
 pub fn init() {
     crew_process::run_if_worker();
     crew_redis::run_if_node();
+    celery::run_if_node();
 }
 
 /// Many machines through Redis: the settings of a cluster, the back-end,

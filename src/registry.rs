@@ -105,7 +105,14 @@ pub struct TaskEntry {
     name: &'static str,
     signature: fn() -> Signature,
     call: fn(&[u8]) -> Result<Vec<u8>>,
+    json: JsonThunk,
 }
+
+/// How a task is called with JSON positional and keyword arguments.
+type JsonThunk = fn(
+    Vec<json::Value>,
+    json::Map<String, json::Value>,
+) -> std::result::Result<json::Value, JsonError>;
 
 impl TaskEntry {
     #[doc(hidden)]
@@ -113,12 +120,50 @@ impl TaskEntry {
         name: &'static str,
         signature: fn() -> Signature,
         call: fn(&[u8]) -> Result<Vec<u8>>,
+        json: JsonThunk,
     ) -> TaskEntry {
         TaskEntry {
             name,
             signature,
             call,
+            json,
         }
+    }
+
+    /// Calls the task here, in this thread, with JSON arguments as Celery
+    /// sends them: `args` fill the parameters in order, `kwargs` fill the
+    /// rest by name; each is decoded into its parameter's type with serde.
+    /// The result comes back as JSON.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::registry::json::{json, Map};
+    ///
+    /// #[crew::task(name = "docs::call_json::scale")]
+    /// fn scale(xs: Vec<f64>, by: f64) -> Vec<f64> { xs.iter().map(|x| x * by).collect() }
+    ///
+    /// let entry = crew::registry::lookup("docs::call_json::scale").unwrap();
+    /// let mut kwargs = Map::new();
+    /// kwargs.insert("by".into(), json!(2.0));
+    /// assert_eq!(entry.call_json(vec![json!([1.0, 2.5])], kwargs).unwrap(), json!([2.0, 5.0]));
+    /// // A missing argument is a `TypeError`, as in Python.
+    /// let e = entry.call_json(vec![json!([1.0])], Map::new()).unwrap_err();
+    /// assert_eq!(e.exc_type, "TypeError");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`JsonError`] shaped like the Python exception a Python function
+    /// would raise: `TypeError` for a missing, unexpected or surplus
+    /// argument, or one that does not decode into its type; `ValueError`
+    /// for a result JSON cannot hold. A panic of the task is not caught.
+    pub fn call_json(
+        &self,
+        args: Vec<json::Value>,
+        kwargs: json::Map<String, json::Value>,
+    ) -> std::result::Result<json::Value, JsonError> {
+        (self.json)(args, kwargs)
     }
 
     /// The task's name (`my_crate::module::function` by default).
@@ -232,6 +277,114 @@ pub fn resolve<A, R>(name: &str) -> Result<&'static TaskEntry> {
         )));
     }
     Ok(entry)
+}
+
+/// JSON, as Celery tasks take and return it (the `serde_json` crate).
+pub mod json {
+    pub use serde_json::{Map, Value, json};
+}
+
+/// Why a task could not be called with JSON arguments, or its result not
+/// written as JSON: the Python exception it stands for.
+///
+/// # Examples
+///
+/// ```
+/// let e = crew::registry::JsonError::type_error("f() missing argument `x`");
+/// assert_eq!((e.exc_type.as_str(), e.exc_module.as_str()), ("TypeError", "builtins"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonError {
+    /// The exception's class name (`TypeError`).
+    pub exc_type: String,
+    /// The module it lives in (`builtins`).
+    pub exc_module: String,
+    /// Its message.
+    pub message: String,
+}
+
+impl JsonError {
+    /// A `builtins.TypeError`.
+    pub fn type_error(message: impl Into<String>) -> JsonError {
+        JsonError {
+            exc_type: "TypeError".into(),
+            exc_module: "builtins".into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.exc_type, self.message)
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+#[doc(hidden)]
+pub fn check_arity(args: &[json::Value], count: usize) -> std::result::Result<(), JsonError> {
+    if args.len() > count {
+        return Err(JsonError::type_error(format!(
+            "the task takes {count} positional argument(s) but {} were given",
+            args.len()
+        )));
+    }
+    Ok(())
+}
+
+#[doc(hidden)]
+pub fn json_arg<T: DeserializeOwned>(
+    args: &mut std::vec::IntoIter<json::Value>,
+    kwargs: &mut json::Map<String, json::Value>,
+    position: usize,
+    name: &str,
+) -> std::result::Result<T, JsonError> {
+    let (value, label) = match args.next() {
+        Some(v) => {
+            if !name.is_empty() && kwargs.contains_key(name) {
+                return Err(JsonError::type_error(format!(
+                    "the task got multiple values for argument `{name}`"
+                )));
+            }
+            (v, format!("positional argument {position}"))
+        }
+        None => match kwargs.remove(name).filter(|_| !name.is_empty()) {
+            Some(v) => (v, format!("argument `{name}`")),
+            None => {
+                return Err(JsonError::type_error(format!(
+                    "the task is missing argument {position} (`{name}`)"
+                )));
+            }
+        },
+    };
+    serde_json::from_value(value).map_err(|e| {
+        JsonError::type_error(format!(
+            "{label} does not fit type {}: {e}",
+            type_name::<T>()
+        ))
+    })
+}
+
+#[doc(hidden)]
+pub fn check_no_kwargs(
+    kwargs: &json::Map<String, json::Value>,
+) -> std::result::Result<(), JsonError> {
+    match kwargs.keys().next() {
+        Some(k) => Err(JsonError::type_error(format!(
+            "the task got an unexpected keyword argument `{k}`"
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[doc(hidden)]
+pub fn json_result<R: Serialize>(out: &R) -> std::result::Result<json::Value, JsonError> {
+    serde_json::to_value(out).map_err(|e| JsonError {
+        exc_type: "ValueError".into(),
+        exc_module: "builtins".into(),
+        message: format!("the result cannot be written as JSON: {e}"),
+    })
 }
 
 #[doc(hidden)]

@@ -233,7 +233,11 @@ impl<T: Send> Future<T> {
     /// it.
     ///
     /// Each callback runs exactly once; a panicking callback is reported on
-    /// stderr and does not affect the task or other callbacks.
+    /// stderr and does not affect the task or other callbacks. It runs while
+    /// the outcome is held for it, so it must not call back into this same
+    /// future (add a callback, wait on it, read its exception): that would
+    /// wait on itself. A callback added after
+    /// [`result_timeout`](Future::result_timeout) took the value does not run.
     ///
     /// # Examples
     ///

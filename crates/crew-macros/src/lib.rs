@@ -75,9 +75,18 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
         .into();
     }
     let mut arg_types = Vec::new();
+    let mut arg_names = Vec::new();
     for input in &f.sig.inputs {
         match input {
-            FnArg::Typed(pat) => arg_types.push((*pat.ty).clone()),
+            FnArg::Typed(pat) => {
+                arg_types.push((*pat.ty).clone());
+                // A keyword argument names the parameter; a pattern that is
+                // not a plain name is reachable by position only.
+                arg_names.push(match &*pat.pat {
+                    syn::Pat::Ident(p) => p.ident.to_string().trim_start_matches('_').to_owned(),
+                    _ => String::new(),
+                });
+            }
             FnArg::Receiver(r) => {
                 return syn::Error::new_spanned(r, "a #[crew::task] cannot take `self`")
                     .to_compile_error()
@@ -98,6 +107,8 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let args_ty = quote!((#(#arg_types,)*));
     let indices: Vec<syn::Index> = (0..arg_types.len()).map(syn::Index::from).collect();
+    let positions: Vec<usize> = (0..arg_types.len()).collect();
+    let count = arg_types.len();
     let expanded = quote! {
         #f
 
@@ -107,11 +118,25 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
                 let out: #ret = #ident(#(args.#indices,)*);
                 ::crew::registry::encode(&out)
             }
+            #[allow(unused_mut, unused_variables)]
+            fn __crew_json(
+                args: ::std::vec::Vec<::crew::registry::json::Value>,
+                mut kwargs: ::crew::registry::json::Map<::std::string::String, ::crew::registry::json::Value>,
+            ) -> ::core::result::Result<::crew::registry::json::Value, ::crew::registry::JsonError> {
+                ::crew::registry::check_arity(&args, #count)?;
+                let mut args = args.into_iter();
+                let decoded: #args_ty = (#(
+                    ::crew::registry::json_arg::<#arg_types>(&mut args, &mut kwargs, #positions, #arg_names)?,
+                )*);
+                ::crew::registry::check_no_kwargs(&kwargs)?;
+                let out: #ret = #ident(#(decoded.#indices,)*);
+                ::crew::registry::json_result(&out)
+            }
             fn __crew_signature() -> ::crew::registry::Signature {
                 ::crew::registry::Signature::of::<#args_ty, #ret>()
             }
             ::crew::registry::submit! {
-                ::crew::registry::TaskEntry::new(#name, __crew_signature, __crew_thunk)
+                ::crew::registry::TaskEntry::new(#name, __crew_signature, __crew_thunk, __crew_json)
             }
         };
     };

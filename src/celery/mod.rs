@@ -1,0 +1,138 @@
+//! Python and Rust in one Celery deployment, on Redis.
+//!
+//! - **Python → Rust:** a [`Worker`] (a "crew node") consumes Celery
+//!   queues and runs the functions registered with
+//!   `#[crew::task(name = "tasks.add")]` under those Celery task names, in
+//!   crash-isolated worker processes. Python's `app.send_task("tasks.add",
+//!   (2, 3)).get()` returns 5; a panic, a segfault or a time limit becomes a
+//!   `FAILURE` that `.get()` raises. A program becomes a node before `main`
+//!   when started with `CREW_CELERY=redis://…` (see [`run_if_node`]).
+//! - **Rust → Python:** a [`Client`] sends a task by name to Celery's
+//!   Python workers and returns an [`AsyncResult`].
+//!
+//! Wire formats follow Celery's protocol 2 with the JSON serializer and
+//! kombu's Redis transport: a queue is four lists (priorities 0, 3, 6, 9;
+//! **0 is the highest**), a delivered message sits in kombu's `unacked`
+//! hash and `unacked_index` until acknowledged (the node pops and records
+//! it in one Lua script, and acknowledges after the result is written), and
+//! results are `celery-task-meta-<id>` keys on the result backend. A node
+//! renews the delivery time of the messages it holds and puts back those
+//! of consumers that stopped, after the visibility timeout, as kombu's
+//! `restore_visible` does. A chain that passes through a Rust task goes on:
+//! the node publishes the chain's next signature with the result prepended.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! #[crew::task(name = "tasks.add")]
+//! fn add(x: i64, y: i64) -> i64 { x + y }
+//!
+//! # fn main() -> crew::Result<()> {
+//! // Serve Celery's `celery` queue (Python: `app.send_task("tasks.add", (2, 3))`).
+//! let config = crew::celery::WorkerConfig::new("redis://127.0.0.1:6379/0");
+//! # if false {
+//! crew::celery::Worker::start(config)?.serve()?;
+//! # }
+//! // Call a Python task.
+//! let client = crew::celery::Client::new("redis://127.0.0.1:6379/0")?;
+//! let n: i64 = client.send("tasks.mul", (6, 7))?.get_timeout(std::time::Duration::from_secs(10))?;
+//! # let _ = n;
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod events;
+mod node;
+mod wire;
+
+use std::time::Duration;
+
+pub use client::{AsyncResult, Client, Send};
+pub use node::{Worker, WorkerConfig};
+
+/// The broker URL that makes a program a Celery node before `main`.
+pub const ENV_CELERY: &str = "CREW_CELERY";
+/// The result backend's URL (the broker's unless set).
+pub const ENV_CELERY_BACKEND: &str = "CREW_CELERY_BACKEND";
+/// The queues a node consumes, comma-separated (default `celery`).
+pub const ENV_CELERY_QUEUES: &str = "CREW_CELERY_QUEUES";
+/// The visibility timeout in milliseconds (default 3 600 000, kombu's).
+pub const ENV_CELERY_VISIBILITY_MS: &str = "CREW_CELERY_VISIBILITY_MS";
+
+pub(crate) fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return "localhost".to_owned();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Serves as a Celery node if this process was started as one
+/// (`CREW_CELERY` set, with `CREW_CELERY_QUEUES`, `CREW_CELERY_BACKEND`,
+/// `CREW_CONCURRENCY` and `CREW_CELERY_VISIBILITY_MS` optional): never
+/// returns then. Otherwise returns at once. Called before `main`
+/// automatically; `crew::init()` calls it too.
+///
+/// # Examples
+///
+/// ```
+/// // In a program that was not started as a node, this returns at once.
+/// crew::celery::run_if_node();
+/// ```
+pub fn run_if_node() {
+    // A worker process of a node is crew-process's to serve.
+    if std::env::var_os("CREW_WORKER_FD").is_some() {
+        return;
+    }
+    let Some(url) = std::env::var_os(ENV_CELERY) else {
+        return;
+    };
+    let url = url.to_string_lossy().into_owned();
+    // SAFETY: we run before `main` (or at its very start), single-threaded:
+    // nothing reads the environment concurrently. Removing the variable
+    // keeps this node's worker processes from becoming nodes.
+    unsafe { std::env::remove_var(ENV_CELERY) };
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let mut config = WorkerConfig::new(url);
+    if let Some(b) = var(ENV_CELERY_BACKEND) {
+        config = config.backend(b);
+    }
+    if let Some(q) = var(ENV_CELERY_QUEUES) {
+        config = config.queues(q.split(',').map(str::trim).filter(|q| !q.is_empty()));
+    }
+    if let Some(n) = var(crew_redis::ENV_CONCURRENCY).and_then(|v| v.trim().parse().ok()) {
+        config = config.concurrency(n);
+    }
+    if let Some(ms) = var(ENV_CELERY_VISIBILITY_MS).and_then(|v| v.trim().parse().ok()) {
+        config = config.visibility_timeout(Duration::from_millis(ms));
+    }
+    let code = match Worker::start(config) {
+        Ok(node) => match node.serve() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("crew celery node {}: {e}", std::process::id());
+                2
+            }
+        },
+        Err(e) => {
+            eprintln!("crew celery node {}: cannot start: {e}", std::process::id());
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+// Enter node mode before `main`, as worker processes do (crew-process).
+// This crate's constructors run after those of the program that uses it,
+// so the program's `#[crew::task]`s are registered by then.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ENTER_NODE: extern "C" fn() = enter_node;
+
+extern "C" fn enter_node() {
+    run_if_node();
+}

@@ -1,0 +1,945 @@
+//! A crew node consuming Celery queues on Redis: pops messages into kombu's
+//! unacknowledged bookkeeping (one Lua script), runs the named Rust tasks in
+//! crash-isolated worker processes, writes Celery results, continues
+//! chains, acknowledges, and restores messages of dead consumers.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crew_core::{Backend, Call, Error, Result};
+use crew_process::remote::{self, RawInput, RawJob, RawOutcome};
+use crew_process::{ProcessConfig, Processes};
+use crew_redis::Link;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::events::Events;
+use super::wire::{self, Message, Outcome, Outgoing};
+use crate::registry::{self, JsonError};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Set by SIGTERM: stop taking messages, finish the running ones, exit.
+static STOP_SIGNAL: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP_SIGNAL.store(true, Ordering::SeqCst);
+}
+
+/// The settings of a Celery node.
+///
+/// # Examples
+///
+/// ```
+/// let config = crew::celery::WorkerConfig::new("redis://127.0.0.1:6379/0")
+///     .backend("redis://127.0.0.1:6379/1")
+///     .queues(["celery", "rust"])
+///     .concurrency(4);
+/// assert_eq!(config.queues, ["celery", "rust"]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The broker (`redis://…`).
+    pub broker: String,
+    /// The result backend (the broker's URL unless set).
+    pub backend: String,
+    /// The queues to consume, each in all four of kombu's priority lists.
+    pub queues: Vec<String>,
+    /// Worker processes.
+    pub concurrency: usize,
+    /// kombu's `visibility_timeout`: a message delivered this long ago and
+    /// still unacknowledged, of a consumer that stopped renewing it, is put
+    /// back on its queue (default 3600 s, as kombu's).
+    pub visibility_timeout: Duration,
+}
+
+impl WorkerConfig {
+    /// A node of `broker`, consuming `celery` with one worker process per
+    /// CPU.
+    pub fn new(broker: impl Into<String>) -> WorkerConfig {
+        let broker = broker.into();
+        WorkerConfig {
+            backend: broker.clone(),
+            broker,
+            queues: vec!["celery".into()],
+            concurrency: crew_core::cpu_count(),
+            visibility_timeout: Duration::from_secs(3600),
+        }
+    }
+
+    /// Sets the result backend's URL.
+    #[must_use]
+    pub fn backend(mut self, url: impl Into<String>) -> Self {
+        self.backend = url.into();
+        self
+    }
+
+    /// Sets the queues.
+    #[must_use]
+    pub fn queues<S: Into<String>>(mut self, queues: impl IntoIterator<Item = S>) -> Self {
+        self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the number of worker processes.
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Sets the visibility timeout.
+    #[must_use]
+    pub fn visibility_timeout(mut self, t: Duration) -> Self {
+        self.visibility_timeout = t;
+        self
+    }
+}
+
+/// What a worker process is given: a task name and its JSON arguments.
+#[derive(Serialize, Deserialize, Debug)]
+struct JsonCall {
+    name: String,
+    args: String,
+    kwargs: String,
+}
+
+/// The task a worker process runs for a Celery message.
+#[derive(Clone, Copy, Debug)]
+struct RunByName;
+
+impl Call<JsonCall, std::result::Result<String, JsonError>> for RunByName {
+    fn call(&self, c: JsonCall) -> std::result::Result<String, JsonError> {
+        let Some(entry) = registry::lookup(&c.name) else {
+            return Err(JsonError {
+                exc_type: "NotRegistered".into(),
+                exc_module: "celery.exceptions".into(),
+                message: c.name,
+            });
+        };
+        let args: Vec<Value> = serde_json::from_str(&c.args)
+            .map_err(|e| JsonError::type_error(format!("args: {e}")))?;
+        let kwargs = serde_json::from_str(&c.kwargs)
+            .map_err(|e| JsonError::type_error(format!("kwargs: {e}")))?;
+        entry.call_json(args, kwargs).map(|v| v.to_string())
+    }
+}
+
+type JobOut = std::result::Result<String, JsonError>;
+
+struct Shared {
+    config: WorkerConfig,
+    keys: Vec<String>,
+    hostname: String,
+    processes: Processes,
+    /// Delivery tags this node holds (running, or waiting for their eta).
+    held: Mutex<HashSet<String>>,
+    running: Mutex<usize>,
+    room: Condvar,
+    stop: AtomicBool,
+    events: Events,
+    processed: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || STOP_SIGNAL.load(Ordering::Relaxed)
+    }
+}
+
+struct Done {
+    msg: Message,
+    /// When the node took it.
+    t0: std::time::Instant,
+    /// `None`: the task never ran (the node is closing); the message stays
+    /// unacknowledged, to be restored.
+    outcome: Option<Outcome>,
+}
+
+/// A crew node serving Celery queues.
+///
+/// Tasks are the functions registered with `#[crew::task(name = "…")]`
+/// under their Celery names; each message runs in one of the node's worker
+/// processes.
+///
+/// # Examples
+///
+/// ```no_run
+/// #[crew::task(name = "tasks.add")]
+/// fn add(x: i64, y: i64) -> i64 { x + y }
+///
+/// let config = crew::celery::WorkerConfig::new("redis://127.0.0.1:6379/0").concurrency(2);
+/// crew::celery::Worker::start(config)?.serve()?; // until SIGTERM
+/// # Ok::<(), crew::Error>(())
+/// ```
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("hostname", &self.shared.hostname)
+            .field("queues", &self.shared.config.queues)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// Starts the worker processes and checks that the broker answers.
+    ///
+    /// # Errors
+    ///
+    /// `is_io` if Redis cannot be reached within 30 s; `is_invalid_input`
+    /// for a bad URL or no queue.
+    pub fn start(config: WorkerConfig) -> Result<Worker> {
+        if config.queues.is_empty() {
+            return Err(Error::invalid_input("a Celery node needs a queue"));
+        }
+        let mut link = Link::open(&config.broker, Duration::from_secs(10))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        link.call_until(deadline, "reaching the Celery broker", |con| {
+            redis::cmd("PING").query::<()>(con)
+        })?;
+        let processes = Processes::with_config(ProcessConfig {
+            workers: config.concurrency.max(1),
+            ..ProcessConfig::default()
+        })?;
+        // SAFETY: a plain signal disposition change; the handler only
+        // stores to an atomic.
+        unsafe {
+            libc::signal(
+                libc::SIGTERM,
+                on_stop_signal as *const () as libc::sighandler_t,
+            );
+        }
+        let keys = config
+            .queues
+            .iter()
+            .flat_map(|q| wire::STEPS.iter().map(move |&s| wire::queue_key(q, s)))
+            .collect();
+        let hostname = format!("crew@{}.{}", super::hostname(), std::process::id());
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                keys,
+                processes,
+                held: Mutex::new(HashSet::new()),
+                running: Mutex::new(0),
+                room: Condvar::new(),
+                stop: AtomicBool::new(false),
+                events: Events::start(hostname.clone(), &config.broker)?,
+                processed: std::sync::atomic::AtomicU64::new(0),
+                hostname,
+                config,
+            }),
+        })
+    }
+
+    /// The node's Celery hostname (`crew@host.pid`).
+    pub fn hostname(&self) -> &str {
+        &self.shared.hostname
+    }
+
+    /// Serves until SIGTERM, then finishes the tasks it runs and returns
+    /// (messages waiting for their eta stay unacknowledged, to be restored).
+    ///
+    /// # Errors
+    ///
+    /// `is_io` if a thread cannot start or a connection cannot open.
+    pub fn serve(self) -> Result<()> {
+        let shared = self.shared;
+        let (tx, rx) = mpsc::channel::<Done>();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(f)
+                .map_err(|e| Error::io("starting a node thread", e))
+        };
+        let reporter = {
+            let s = shared.clone();
+            let broker = Link::open(&s.config.broker, Duration::from_secs(10))?;
+            let backend = Link::open(&s.config.backend, Duration::from_secs(10))?;
+            spawn(
+                "crew-celery-report",
+                Box::new(move || report_loop(&s, rx, broker, backend)),
+            )?
+        };
+        let keeper = {
+            let s = shared.clone();
+            let link = Link::open(&s.config.broker, Duration::from_secs(10))?;
+            spawn("crew-celery-keep", Box::new(move || keep_loop(&s, link)))?
+        };
+        shared.events.send("worker-online", worker_fields(&shared));
+        let r = fetch_loop(&shared, &tx);
+        {
+            let mut running = lock(&shared.running);
+            while *running > 0 {
+                running = shared
+                    .room
+                    .wait_timeout(running, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        drop(tx);
+        let _ = reporter.join();
+        shared.stop.store(true, Ordering::SeqCst);
+        let _ = keeper.join();
+        shared.events.send("worker-offline", worker_fields(&shared));
+        shared.events.close();
+        shared.processes.close();
+        r
+    }
+}
+
+fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
+    let mut link = Link::open(&shared.config.broker, Duration::from_secs(5))?;
+    let script = redis::Script::new(wire::FETCH);
+    let stop = || shared.stopping();
+    // Messages whose eta is still ahead, by delivery tag.
+    let mut later: Vec<Message> = Vec::new();
+    let mut idle = Duration::ZERO;
+    while !shared.stopping() {
+        {
+            let mut running = lock(&shared.running);
+            while *running >= shared.config.concurrency && !shared.stopping() {
+                running = shared
+                    .room
+                    .wait_timeout(running, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        if shared.stopping() {
+            break;
+        }
+        let now = wire::now();
+        if let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
+            let m = later.swap_remove(i);
+            dispatch(shared, tx, m);
+            continue;
+        }
+        let popped = link.call(&stop, |con| {
+            script
+                .key(&shared.keys)
+                .arg(wire::now())
+                .invoke::<Option<Vec<u8>>>(con)
+        });
+        match popped {
+            None => break,
+            Some(Ok(Some(raw))) => {
+                idle = Duration::ZERO;
+                match Message::parse(&raw) {
+                    Ok(m) => {
+                        shared.events.send(
+                            "task-received",
+                            serde_json::json!({
+                                "uuid": m.id,
+                                "name": m.task,
+                                "args": Value::Array(m.args.clone()).to_string(),
+                                "kwargs": Value::Object(m.kwargs.clone()).to_string(),
+                                "retries": m.headers.get("retries").cloned().unwrap_or(0.into()),
+                                "eta": m.headers.get("eta"),
+                                "expires": m.headers.get("expires"),
+                                "root_id": m.header("root_id"),
+                                "parent_id": m.header("parent_id"),
+                            }),
+                        );
+                        lock(&shared.held).insert(m.tag.clone());
+                        if m.eta.is_some_and(|t| t > wire::now()) {
+                            later.push(m);
+                        } else {
+                            dispatch(shared, tx, m);
+                        }
+                    }
+                    Err(reason) => reject(shared, &mut link, &raw, &reason),
+                }
+            }
+            Some(Ok(None)) => {
+                // Nothing queued: poll again soon, less often the longer
+                // the queues stay empty.
+                idle = (idle * 2).clamp(Duration::from_micros(500), Duration::from_millis(20));
+                std::thread::sleep(idle);
+            }
+            Some(Err(e)) => {
+                eprintln!("crew celery node {}: reading tasks: {e}", shared.hostname);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A message that cannot be read: logged and acknowledged (kombu would
+/// fail the same way on it), so it cannot block the queue.
+fn reject(shared: &Shared, link: &mut Link, raw: &[u8], reason: &str) {
+    eprintln!(
+        "crew celery node {}: dropping a message: {reason}: {}",
+        shared.hostname,
+        String::from_utf8_lossy(&raw[..raw.len().min(300)])
+    );
+    if let Ok(v) = serde_json::from_slice::<Value>(raw)
+        && let Some(tag) = v
+            .pointer("/properties/delivery_tag")
+            .and_then(Value::as_str)
+    {
+        let _ = link.call(&|| shared.stopping(), |con| ack(con, tag));
+    }
+}
+
+fn ack(con: &mut redis::Connection, tag: &str) -> redis::RedisResult<()> {
+    redis::pipe()
+        .cmd("ZREM")
+        .arg(wire::UNACKED_INDEX)
+        .arg(tag)
+        .ignore()
+        .cmd("HDEL")
+        .arg(wire::UNACKED)
+        .arg(tag)
+        .ignore()
+        .query(con)
+}
+
+fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
+    let finish = |msg: Message, outcome: Outcome| {
+        *lock(&shared.running) += 1;
+        let _ = tx.send(Done {
+            msg,
+            t0: std::time::Instant::now(),
+            outcome: Some(outcome),
+        });
+    };
+    if let Some(exp) = msg.expires
+        && exp <= wire::now()
+    {
+        finish(msg, Outcome::Revoked("expired".into()));
+        return;
+    }
+    // A soft limit cannot interrupt Rust code: the task is stopped at the
+    // lower of the two limits.
+    let limit = match (msg.hard, msg.soft) {
+        (Some(h), Some(s)) => Some((h.min(s), s < h)),
+        (Some(h), None) => Some((h, false)),
+        (None, Some(s)) => Some((s, true)),
+        (None, None) => None,
+    };
+    let input = JsonCall {
+        name: msg.task.clone(),
+        args: Value::Array(msg.args.clone()).to_string(),
+        kwargs: Value::Object(msg.kwargs.clone()).to_string(),
+    };
+    let input = match remote::encode(&input) {
+        Ok(b) => b,
+        Err(e) => {
+            let err = JsonError {
+                exc_type: "ValueError".into(),
+                exc_module: "builtins".into(),
+                message: e.to_string(),
+            };
+            finish(msg, Outcome::Failure(err, String::new()));
+            return;
+        }
+    };
+    *lock(&shared.running) += 1;
+    let tx = tx.clone();
+    let t0 = std::time::Instant::now();
+    let on_start = {
+        let s = shared.clone();
+        let id = msg.id.clone();
+        Box::new(move || {
+            s.events
+                .send("task-started", serde_json::json!({"uuid": id}))
+        })
+    };
+    let task = msg.task.clone();
+    let job = RawJob {
+        entry: remote::call_task::<RunByName, JsonCall, JobOut>(&RunByName),
+        input: RawInput::Call(input),
+        timeout: limit.map(|(s, _)| Duration::from_secs_f64(s)),
+        retries: 0,
+        backoff: Duration::ZERO,
+        spans: false,
+        on_start: Some(on_start),
+        on_done: Box::new(move |out: RawOutcome| {
+            let outcome = match out {
+                RawOutcome::Cancelled => None,
+                out => Some(outcome_of(&task, out, limit)),
+            };
+            let _ = tx.send(Done { msg, t0, outcome });
+        }),
+    };
+    // SAFETY: the entry was made by `call_task` in this very process, whose
+    // worker processes run this executable.
+    if let Err(e) = unsafe { shared.processes.run_raw(job) } {
+        // The pool is closed: `on_done` hears `Cancelled`, and the message
+        // stays unacknowledged for a restore.
+        eprintln!("crew celery node {}: {e}", shared.hostname);
+    }
+}
+
+fn outcome_of(task: &str, out: RawOutcome, limit: Option<(f64, bool)>) -> Outcome {
+    let fail = |exc_type: &str, exc_module: &str, message: String| {
+        Outcome::Failure(
+            JsonError {
+                exc_type: exc_type.into(),
+                exc_module: exc_module.into(),
+                message: message.clone(),
+            },
+            format!("crew task {task}: {exc_type}: {message}\n"),
+        )
+    };
+    match out {
+        RawOutcome::Call { output, .. } => match remote::decode_call::<JobOut>(&output).0 {
+            Ok(Ok(json)) => match serde_json::from_str(&json) {
+                Ok(v) => Outcome::Success(v),
+                Err(e) => fail("ValueError", "builtins", e.to_string()),
+            },
+            Ok(Err(e)) => Outcome::Failure(e.clone(), format!("crew task {task}: {e}\n")),
+            Err(e) => error_outcome(task, &e, limit),
+        },
+        RawOutcome::Failed(e) => error_outcome(task, &e.into_error(), limit),
+        RawOutcome::Chunk { .. } => fail(
+            "RuntimeError",
+            "builtins",
+            "a chunk came back for a call".into(),
+        ),
+        RawOutcome::Cancelled => fail(
+            "WorkerLostError",
+            "billiard.exceptions",
+            "the task was cancelled".into(),
+        ),
+    }
+}
+
+fn error_outcome(task: &str, e: &Error, limit: Option<(f64, bool)>) -> Outcome {
+    let (exc_type, exc_module, message) = if e.is_timeout() {
+        match limit {
+            Some((s, true)) => (
+                "SoftTimeLimitExceeded",
+                "billiard.exceptions",
+                format!("SoftTimeLimitExceeded({s})"),
+            ),
+            Some((s, false)) => (
+                "TimeLimitExceeded",
+                "billiard.exceptions",
+                format!("TimeLimitExceeded({s})"),
+            ),
+            None => ("TimeLimitExceeded", "billiard.exceptions", e.to_string()),
+        }
+    } else if e.is_worker_lost() {
+        ("WorkerLostError", "billiard.exceptions", e.to_string())
+    } else {
+        ("RuntimeError", "builtins", e.to_string())
+    };
+    Outcome::Failure(
+        JsonError {
+            exc_type: exc_type.into(),
+            exc_module: exc_module.into(),
+            message: message.clone(),
+        },
+        format!("crew task {task}: {exc_type}: {message}\n"),
+    )
+}
+
+// REPORT: write the result, continue the chain, acknowledge.
+fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut backend: Link) {
+    let stop = || false;
+    for Done { msg, t0, outcome } in rx {
+        let Some(outcome) = outcome else {
+            lock(&shared.held).remove(&msg.tag);
+            let mut running = lock(&shared.running);
+            *running = running.saturating_sub(1);
+            shared.room.notify_all();
+            continue;
+        };
+        shared.processed.fetch_add(1, Ordering::Relaxed);
+        task_event(shared, &msg, &outcome, t0.elapsed().as_secs_f64());
+        let key = format!("{}{}", wire::META, msg.id);
+        let payload = wire::meta(&msg.id, &outcome);
+        let ignore = msg
+            .headers
+            .get("ignore_result")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if !ignore {
+            let r = backend.call(&stop, |con| {
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(&payload)
+                    .arg("EX")
+                    .arg(wire::RESULT_EXPIRES_S)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(&key)
+                    .arg(&payload)
+                    .ignore()
+                    .query::<()>(con)
+            });
+            if let Some(Err(e)) = r {
+                eprintln!(
+                    "crew celery node {}: writing a result: {e}",
+                    shared.hostname
+                );
+            }
+        }
+        let mut after = Vec::new();
+        if let Outcome::Success(v) = &outcome
+            && let Some(next) = next_in_chain(&msg, v)
+        {
+            after.push(next);
+        }
+        let chord = chord_member(shared, &mut backend, &msg, &outcome);
+        if let Some(Chord::Fire(body, _)) = &chord {
+            after.push(body.clone());
+        }
+        let origin = shared.hostname.clone();
+        let r = broker.call(&stop, |con| {
+            let mut p = redis::pipe();
+            for next in &after {
+                let (list, raw) = next.encode(&origin);
+                p.cmd("LPUSH").arg(list).arg(raw).ignore();
+            }
+            p.cmd("ZREM")
+                .arg(wire::UNACKED_INDEX)
+                .arg(&msg.tag)
+                .ignore()
+                .cmd("HDEL")
+                .arg(wire::UNACKED)
+                .arg(&msg.tag)
+                .ignore();
+            p.query::<()>(con)
+        });
+        if let Some(Err(e)) = r {
+            eprintln!("crew celery node {}: acknowledging: {e}", shared.hostname);
+        }
+        if let Some(Chord::Fire(_, keys)) = chord {
+            let cleanup = redis::Script::new(wire::CHORD_CLEANUP);
+            let _ = backend.call(&stop, |con| {
+                cleanup
+                    .key(&keys[5])
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .key(&keys[2])
+                    .key(&keys[3])
+                    .arg(&keys[6])
+                    .arg(300)
+                    .invoke::<i64>(con)
+            });
+        }
+        lock(&shared.held).remove(&msg.tag);
+        let mut running = lock(&shared.running);
+        *running = running.saturating_sub(1);
+        shared.room.notify_all();
+    }
+}
+
+/// What a chord header member's end did to its chord.
+enum Chord {
+    /// The header is complete and this node claimed the body: send it,
+    /// then clean up with these keys (`.j .t .s .d` group `.c`, then the
+    /// claim token).
+    Fire(Outgoing, Vec<String>),
+}
+
+/// Records the result of a chord header member; when it completes the
+/// header, either sends back the body to run (all succeeded) or fails the
+/// body with a `ChordError` (a member failed), as Celery's Redis backend
+/// does.
+fn chord_member(
+    shared: &Shared,
+    backend: &mut Link,
+    msg: &Message,
+    outcome: &Outcome,
+) -> Option<Chord> {
+    let callback = msg.embed.get("chord").and_then(Value::as_object)?;
+    let gid = msg.header("group")?;
+    let score = msg
+        .headers
+        .get("group_index")
+        .and_then(Value::as_u64)
+        .map_or_else(|| "+inf".to_owned(), |i| i.to_string());
+    let key = |suffix: &str| format!("{}{gid}{suffix}", wire::TASKSET);
+    let token = wire::new_id();
+    let keys = vec![
+        key(".j"),
+        key(".t"),
+        key(".s"),
+        key(".d"),
+        key(""),
+        key(".c"),
+        token.clone(),
+    ];
+    let part = wire::chord_part(&msg.id, outcome);
+    let script = redis::Script::new(wire::CHORD_PART);
+    let stop = || false;
+    let claimed = backend.call(&stop, |con| {
+        script
+            .key(&keys[..6])
+            .arg(&msg.id)
+            .arg(&part)
+            .arg(&score)
+            .arg(wire::RESULT_EXPIRES_S)
+            .arg(10)
+            .arg(&token)
+            .invoke::<i64>(con)
+    });
+    match claimed {
+        Some(Ok(1)) => {}
+        Some(Err(e)) => {
+            eprintln!("crew celery node {}: chord {gid}: {e}", shared.hostname);
+            return None;
+        }
+        _ => return None,
+    }
+    let parts: Vec<String> = match backend.call(&stop, |con| {
+        redis::cmd("ZRANGE").arg(&keys[0]).arg(0).arg(-1).query(con)
+    }) {
+        Some(Ok(p)) => p,
+        _ => return None,
+    };
+    let mut results = Vec::with_capacity(parts.len());
+    let mut failed = None;
+    for p in &parts {
+        let v: Value = serde_json::from_str(p).unwrap_or(Value::Null);
+        let state = v.get(2).and_then(Value::as_str).unwrap_or("");
+        if matches!(state, "FAILURE" | "REVOKED") && failed.is_none() {
+            let tid = v.get(1).and_then(Value::as_str).unwrap_or("?").to_owned();
+            let exc = v.get(3).cloned().unwrap_or(Value::Null);
+            let name = exc
+                .get("exc_type")
+                .and_then(Value::as_str)
+                .unwrap_or("Exception");
+            let text = match exc.get("exc_message") {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| x.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            failed = Some(format!("Dependency {tid} raised {name}('{text}')"));
+        }
+        results.push(v.get(3).cloned().unwrap_or(Value::Null));
+    }
+    let callback_id = callback
+        .get("options")
+        .and_then(|o| o.get("task_id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(reason) = failed {
+        // Fail the body, and drop the chord size so a late copy of a
+        // member cannot fail it again.
+        if let Some(cid) = callback_id {
+            let err = JsonError {
+                exc_type: "ChordError".into(),
+                exc_module: "celery.exceptions".into(),
+                message: reason.clone(),
+            };
+            let payload = wire::meta(&cid, &Outcome::Failure(err, format!("{reason}\n")));
+            let meta_key = format!("{}{cid}", wire::META);
+            let _ = backend.call(&stop, |con| {
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&meta_key)
+                    .arg(&payload)
+                    .arg("EX")
+                    .arg(wire::RESULT_EXPIRES_S)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(&meta_key)
+                    .arg(&payload)
+                    .ignore()
+                    .cmd("DEL")
+                    .arg(&keys[2])
+                    .ignore()
+                    .query::<()>(con)
+            });
+        }
+        return None;
+    }
+    let body = signature_message(callback, Some(Value::Array(results)), msg, Vec::new())?;
+    Some(Chord::Fire(body, keys))
+}
+
+/// The next task of a chain this message is part of, given its result:
+/// the last signature of `chain` (Celery stores it reversed), with the
+/// result prepended to its arguments unless it is immutable.
+fn next_in_chain(msg: &Message, result: &Value) -> Option<Outgoing> {
+    let mut chain = msg.embed.get("chain")?.as_array()?.clone();
+    let sig = chain.pop()?;
+    signature_message(sig.as_object()?, Some(result.clone()), msg, chain)
+}
+
+/// The message of a signature (a dict of `task`, `args`, `kwargs`,
+/// `options`, `immutable`) sent after `parent`: `prepend` goes before its
+/// arguments unless it is immutable, `chain` is what remains of a chain.
+fn signature_message(
+    sig: &serde_json::Map<String, Value>,
+    prepend: Option<Value>,
+    parent: &Message,
+    chain: Vec<Value>,
+) -> Option<Outgoing> {
+    let task = sig.get("task")?.as_str()?.to_owned();
+    let options = sig
+        .get("options")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut args: Vec<Value> = sig
+        .get("args")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(v) = prepend
+        && !sig
+            .get("immutable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    {
+        args.insert(0, v);
+    }
+    let kwargs = sig
+        .get("kwargs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut embed = serde_json::Map::new();
+    for k in ["callbacks", "errbacks", "chord"] {
+        embed.insert(k.into(), options.get(k).cloned().unwrap_or(Value::Null));
+    }
+    embed.insert(
+        "chain".into(),
+        if chain.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(chain)
+        },
+    );
+    let text = |k: &str| options.get(k).and_then(Value::as_str).map(str::to_owned);
+    let f = |k: &str| options.get(k).and_then(Value::as_f64);
+    Some(Outgoing {
+        id: text("task_id").unwrap_or_else(wire::new_id),
+        task,
+        args,
+        kwargs,
+        embed,
+        queue: text("queue")
+            .or_else(|| text("routing_key"))
+            .unwrap_or_else(|| "celery".into()),
+        priority: options
+            .get("priority")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(9) as u8,
+        root_id: parent
+            .header("root_id")
+            .map(str::to_owned)
+            .or_else(|| Some(parent.id.clone())),
+        parent_id: Some(parent.id.clone()),
+        group: text("group_id"),
+        group_index: options.get("group_index").and_then(Value::as_u64),
+        countdown: f("countdown"),
+        expires: None,
+        timelimit: (f("time_limit"), f("soft_time_limit")),
+    })
+}
+
+/// The fields of a worker event.
+fn worker_fields(shared: &Shared) -> Value {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let loadavg: Vec<f64> = load
+        .split_whitespace()
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    serde_json::json!({
+        "freq": 2.0,
+        "active": *lock(&shared.running),
+        "processed": shared.processed.load(Ordering::Relaxed),
+        "loadavg": loadavg,
+        "sw_ident": "crew",
+        "sw_ver": env!("CARGO_PKG_VERSION"),
+        "sw_sys": "Linux",
+    })
+}
+
+/// The event of a task's end.
+fn task_event(shared: &Shared, msg: &Message, outcome: &Outcome, runtime: f64) {
+    match outcome {
+        Outcome::Success(v) => shared.events.send(
+            "task-succeeded",
+            serde_json::json!({"uuid": msg.id, "result": v.to_string(), "runtime": runtime}),
+        ),
+        Outcome::Failure(e, tb) => shared.events.send(
+            "task-failed",
+            serde_json::json!({
+                "uuid": msg.id,
+                "exception": format!("{}({:?})", e.exc_type, e.message),
+                "traceback": tb,
+            }),
+        ),
+        Outcome::Revoked(_) => shared.events.send(
+            "task-revoked",
+            serde_json::json!({"uuid": msg.id, "terminated": false, "signum": null, "expired": true}),
+        ),
+    }
+}
+
+// KEEP: renew the delivery times of the messages this node holds, and put
+// back those of consumers that stopped (older than the visibility timeout).
+fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
+    let restore = redis::Script::new(wire::RESTORE);
+    let vt = shared.config.visibility_timeout.as_secs_f64();
+    let every = (shared.config.visibility_timeout / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let stop = || shared.stopping();
+    let mut beat = std::time::Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        if beat.elapsed() >= Duration::from_secs(2) {
+            shared
+                .events
+                .send("worker-heartbeat", worker_fields(shared));
+            beat = std::time::Instant::now();
+        }
+        let held: Vec<String> = lock(&shared.held).iter().cloned().collect();
+        let now = wire::now();
+        let r = link.call(&stop, |con| {
+            if !held.is_empty() {
+                let mut p = redis::pipe();
+                for tag in &held {
+                    p.cmd("ZADD")
+                        .arg(wire::UNACKED_INDEX)
+                        .arg("XX")
+                        .arg(now)
+                        .arg(tag)
+                        .ignore();
+                }
+                p.query::<()>(con)?;
+            }
+            restore.arg(now - vt).arg(&held).invoke::<u64>(con)
+        });
+        match r {
+            Some(Ok(n)) if n > 0 => eprintln!(
+                "crew celery node {}: put {n} unacknowledged message(s) back on their queues",
+                shared.hostname
+            ),
+            Some(Err(e)) => eprintln!("crew celery node {}: restoring: {e}", shared.hostname),
+            _ => {}
+        }
+        let deadline = std::time::Instant::now() + every.min(Duration::from_secs(2));
+        while std::time::Instant::now() < deadline && !shared.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

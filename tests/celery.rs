@@ -1,0 +1,406 @@
+//! crew in a Celery deployment, against real Celery (Python) and Redis:
+//! Python clients calling Rust tasks on a crew node, a crew client calling
+//! a Python worker, a node killed mid-task, and both kinds of worker on one
+//! queue. Needs `python3` with `celery[redis]` and `redis-server`
+//! (`ci/test.sh` installs both).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crew::cluster::LocalRedis;
+use serde_json::Value;
+
+#[crew::task(name = "tasks.add")]
+fn add(x: i64, y: i64) -> i64 {
+    x + y
+}
+
+#[crew::task(name = "tasks.total")]
+fn total(xs: Vec<i64>) -> i64 {
+    xs.iter().sum()
+}
+
+#[crew::task(name = "tasks.scale")]
+fn scale(xs: Vec<f64>, by: f64) -> Vec<f64> {
+    xs.iter().map(|x| x * by).collect()
+}
+
+#[crew::task(name = "tasks.panic")]
+fn panics(message: String) -> i64 {
+    panic!("{message}")
+}
+
+#[crew::task(name = "tasks.segfault")]
+fn segfault() -> i64 {
+    // SAFETY: none: this is the crash the node must survive. The signal is
+    // raised for real, as a null dereference would.
+    unsafe { libc::raise(libc::SIGSEGV) };
+    0
+}
+
+#[crew::task(name = "tasks.sleep_ms")]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Appends `line` to the file at `path`, then sleeps `ms`: the file tells
+/// which tasks ran, in which order, and how often.
+#[crew::task(name = "tasks.record")]
+fn record(path: String, line: String, ms: u64) -> String {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("open the record file");
+    writeln!(f, "{line}").expect("write the record file");
+    drop(f);
+    std::thread::sleep(Duration::from_millis(ms));
+    line
+}
+
+#[crew::task(name = "mixed.who")]
+fn who(_i: u64) -> String {
+    std::thread::sleep(Duration::from_millis(20));
+    "rust".into()
+}
+
+fn python() -> String {
+    std::env::var("CREW_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn here() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/celery")
+}
+
+/// Fails, saying how to install it, if Python's Celery is missing.
+fn require_celery() {
+    let ok = Command::new(python())
+        .args(["-c", "import celery, redis"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "these tests need Python's Celery with its Redis extra: run \
+         `pip install \"celery[redis]\"` (ci/test.sh does), or set CREW_PYTHON \
+         to a python that has it"
+    );
+}
+
+/// A child process, killed when dropped.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Setup {
+    redis: LocalRedis,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        require_celery();
+        Setup {
+            redis: LocalRedis::start().expect("start redis-server"),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.redis.tcp_url()
+    }
+
+    /// This test program, started as a crew Celery node.
+    fn node(&self, concurrency: usize, visibility_ms: u64) -> Kid {
+        self.node_on("celery", concurrency, visibility_ms)
+    }
+
+    /// A crew node consuming `queues` (comma-separated).
+    fn node_on(&self, queues: &str, concurrency: usize, visibility_ms: u64) -> Kid {
+        let child = Command::new("/proc/self/exe")
+            .env("CREW_CELERY_QUEUES", queues)
+            .env("CREW_CELERY", format!("{}/0", self.url()))
+            .env("CREW_CELERY_BACKEND", format!("{}/1", self.url()))
+            .env("CREW_CONCURRENCY", concurrency.to_string())
+            .env("CREW_CELERY_VISIBILITY_MS", visibility_ms.to_string())
+            .env_remove("CREW_WORKER")
+            .env_remove("CREW_WORKER_FD")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start a crew node");
+        Kid(child)
+    }
+
+    /// A Python Celery worker (prefork, `concurrency` processes).
+    fn python_worker(&self, concurrency: usize) -> Kid {
+        let child = Command::new(python())
+            .args([
+                "-m", "celery", "-A", "crewtest", "worker", "--pool", "prefork",
+            ])
+            .args(["--concurrency", &concurrency.to_string()])
+            .args([
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+            ])
+            .current_dir(here())
+            .env("CREW_TEST_REDIS", self.url())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start a Celery worker");
+        Kid(child)
+    }
+
+    /// Runs `crewtest.py <args>` (a Python Celery client) and reads the
+    /// JSON it prints.
+    fn drive(&self, args: &[&str]) -> Value {
+        let out = Command::new(python())
+            .arg("crewtest.py")
+            .args(args)
+            .current_dir(here())
+            .env("CREW_TEST_REDIS", self.url())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run the Python client");
+        assert!(out.status.success(), "the Python client failed: {args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+            panic!("the Python client printed no JSON ({e}): {text}");
+        })
+    }
+}
+
+fn ok(v: &Value) -> &Value {
+    assert_eq!(v[0], "ok", "expected a value, got {v}");
+    &v[1]
+}
+
+fn err(v: &Value) -> &str {
+    assert_eq!(v[0], "err", "expected an exception, got {v}");
+    v[1].as_str().unwrap()
+}
+
+#[test]
+fn python_client_runs_rust_tasks() {
+    let s = Setup::new();
+    let _node = s.node(2, 3_600_000);
+    let r = s.drive(&["calls"]);
+    assert_eq!(ok(&r["add"]), 5);
+    assert_eq!(ok(&r["kwargs"]), 42);
+    assert_eq!(ok(&r["scale"]), &serde_json::json!([3.0, 4.0]));
+    let panic = err(&r["panic"]);
+    assert!(
+        panic.starts_with("builtins.RuntimeError") && panic.contains("boom"),
+        "{panic}"
+    );
+    assert!(
+        err(&r["missing"]).starts_with("builtins.TypeError"),
+        "{}",
+        r["missing"]
+    );
+    assert!(
+        err(&r["unknown"]).contains("NotRegistered"),
+        "{}",
+        r["unknown"]
+    );
+    assert!(
+        err(&r["segfault"]).contains("WorkerLostError"),
+        "{}",
+        r["segfault"]
+    );
+    assert!(
+        err(&r["time_limit"]).contains("TimeLimitExceeded"),
+        "{}",
+        r["time_limit"]
+    );
+    assert_eq!(ok(&r["in_time"]), 10);
+    assert!(
+        err(&r["expired"]).contains("TaskRevokedError"),
+        "{}",
+        r["expired"]
+    );
+    assert_eq!(ok(&r["eta"]), 10);
+    assert!(
+        r["eta_waited"].as_f64().unwrap() >= 0.9,
+        "{}",
+        r["eta_waited"]
+    );
+    // The node outlived the segfault and the killed task.
+    assert_eq!(ok(&r["after_crash"]), 15);
+    assert_eq!(ok(&r["chain"]), 113);
+    // A chord whose header and body are Rust tasks completes; a failed
+    // member fails the body instead of hanging it.
+    assert_eq!(ok(&r["chord"]), 12);
+    let chord_failed = err(&r["chord_failed"]);
+    assert!(
+        chord_failed.contains("ChordError") && chord_failed.contains("member"),
+        "{chord_failed}"
+    );
+}
+
+#[test]
+fn priorities_are_served_highest_first() {
+    let s = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order");
+    let p = path.to_str().unwrap();
+    // Queued before any node runs: the node must take priority 0 first
+    // (kombu on Redis: 0 is the highest), then 3, 6 and 9.
+    let mut ids = Vec::new();
+    for (line, pri) in [("nine", "9"), ("six", "6"), ("zero", "0"), ("three", "3")] {
+        let args = serde_json::json!([p, line, 0]).to_string();
+        let sent = s.drive(&["send", "tasks.record", &args, pri]);
+        ids.push(sent["id"].as_str().unwrap().to_owned());
+    }
+    let _node = s.node(1, 3_600_000);
+    for id in &ids {
+        let r = s.drive(&["wait", id, "30"]);
+        ok(&r["result"]);
+    }
+    let order = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        order.lines().collect::<Vec<_>>(),
+        ["zero", "three", "six", "nine"]
+    );
+}
+
+#[test]
+fn rust_client_calls_a_python_worker() {
+    let s = Setup::new();
+    let _worker = s.python_worker(1);
+    let client = crew::celery::Client::new(&format!("{}/0", s.url()))
+        .unwrap()
+        .backend(&format!("{}/1", s.url()))
+        .unwrap();
+    let r = client.send("py.mul", (6, 7)).unwrap();
+    assert_eq!(r.get_timeout::<i64>(Duration::from_secs(60)).unwrap(), 42);
+    assert!(r.ready().unwrap());
+    let e = client
+        .send("py.fail", ("no good",))
+        .unwrap()
+        .get_timeout::<i64>(Duration::from_secs(30))
+        .unwrap_err();
+    assert!(e.is_panic(), "{e}");
+    assert!(
+        e.to_string().contains("ValueError") && e.to_string().contains("no good"),
+        "{e}"
+    );
+    // A chain from Python through a Rust task, then to a Python task: the
+    // node publishes the next step.
+    let _node = s.node_on("rust", 1, 3_600_000);
+    let r = s.drive(&["chain_to_python"]);
+    assert_eq!(ok(&r["chain"]), 30);
+    // Nobody serves this queue: the wait ends with a timeout.
+    let lost = client
+        .send_with(
+            crew::celery::Send::new("py.mul")
+                .args([6.into(), 7.into()])
+                .queue("nobody"),
+        )
+        .unwrap();
+    assert!(!lost.ready().unwrap());
+    assert!(
+        lost.get_timeout::<i64>(Duration::from_millis(300))
+            .unwrap_err()
+            .is_timeout()
+    );
+}
+
+#[test]
+fn a_killed_node_s_task_runs_again() {
+    let s = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs");
+    let p = path.to_str().unwrap();
+    let mut first = s.node(1, 1000);
+    let args = serde_json::json!([p, "run", 3000]).to_string();
+    let sent = s.drive(&["send", "tasks.record", &args, "0"]);
+    let id = sent["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 1
+    {
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL the node (its worker processes die with it) mid-task.
+    let _ = first.0.kill();
+    let _ = first.0.wait();
+    drop(first);
+    // Another node puts the message back after the visibility timeout and
+    // runs it once more.
+    let _second = s.node(1, 1000);
+    let r = s.drive(&["wait", &id, "60"]);
+    assert_eq!(ok(&r["result"]), "run");
+    let runs = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(runs.lines().count(), 2, "{runs}");
+}
+
+#[test]
+fn a_python_worker_and_a_crew_node_share_a_queue() {
+    let s = Setup::new();
+    let _worker = s.python_worker(1);
+    let _node = s.node(1, 3_600_000);
+    let r = s.drive(&["mixed", "60"]);
+    let who: Vec<&str> = r["who"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(who.len(), 60);
+    assert!(who.contains(&"rust") && who.contains(&"python"), "{who:?}");
+}
+
+#[test]
+fn celery_events_dump_shows_the_node() {
+    let s = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events");
+    let dump = Command::new(python())
+        .args(["-m", "celery", "-A", "crewtest", "events", "--dump"])
+        .current_dir(here())
+        .env("CREW_TEST_REDIS", s.url())
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start celery events --dump");
+    let _dump = Kid(dump);
+    let _node = s.node(1, 3_600_000);
+    // Tasks until the dump has shown the node's events (it subscribes at
+    // some point after starting; events sent before are not seen).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = s.drive(&["send", "tasks.add", "[20, 22]", "0"]);
+        let id = r["id"].as_str().unwrap().to_owned();
+        assert_eq!(ok(&s.drive(&["wait", &id, "30"])["result"]), 42);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let mine = |what: &str| {
+            text.lines()
+                .any(|l| l.starts_with("crew@") && l.contains(what))
+        };
+        if mine("task received")
+            && mine("task started")
+            && mine("task succeeded")
+            && mine(&id)
+            && mine("heartbeat")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dump never showed the node:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

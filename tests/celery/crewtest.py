@@ -1,0 +1,90 @@
+"""The Celery app of crew's Celery tests: a few Python tasks, and a driver
+that calls the Rust tasks a crew node serves. Broker and backend come from
+CREW_TEST_REDIS (redis://127.0.0.1:port)."""
+import json
+import os
+import sys
+import time
+
+from celery import Celery, chain, chord
+
+URL = os.environ["CREW_TEST_REDIS"]
+app = Celery("crewtest", broker=f"{URL}/0", backend=f"{URL}/1")
+app.conf.broker_transport_options = {"visibility_timeout": 3600}
+app.conf.worker_prefetch_multiplier = 1
+app.conf.task_acks_late = True
+
+
+@app.task(name="py.mul")
+def mul(x, y):
+    return x * y
+
+
+@app.task(name="py.fail")
+def fail(message):
+    raise ValueError(message)
+
+
+@app.task(name="mixed.who")
+def who(i):
+    time.sleep(0.02)
+    return "python"
+
+
+def outcome(r, timeout=30):
+    """A result as [status, value or 'Module.Type: message']."""
+    try:
+        return ["ok", r.get(timeout=timeout)]
+    except Exception as e:  # the point: Rust failures arrive as exceptions
+        return ["err", f"{type(e).__module__}.{type(e).__name__}: {e}"]
+
+
+def drive(scenario):
+    send = app.send_task
+    out = {}
+    if scenario == "calls":
+        out["add"] = outcome(send("tasks.add", (2, 3)))
+        out["kwargs"] = outcome(send("tasks.add", (2,), {"y": 40}))
+        out["scale"] = outcome(send("tasks.scale", ([1.5, 2.0],), {"by": 2}))
+        out["panic"] = outcome(send("tasks.panic", ("boom",)))
+        out["missing"] = outcome(send("tasks.add", (1,)))
+        out["unknown"] = outcome(send("tasks.nope", ()))
+        out["segfault"] = outcome(send("tasks.segfault", ()))
+        out["time_limit"] = outcome(send("tasks.sleep_ms", (20000,), time_limit=1))
+        out["in_time"] = outcome(send("tasks.sleep_ms", (10,), time_limit=10))
+        out["expired"] = outcome(send("tasks.add", (1, 1), expires=-5))
+        t = time.time()
+        out["eta"] = outcome(send("tasks.add", (5, 5), countdown=1))
+        out["eta_waited"] = time.time() - t
+        out["after_crash"] = outcome(send("tasks.add", (7, 8)))
+        c = chain(app.signature("tasks.add", (1, 2)), app.signature("tasks.add", (10,)),
+                  app.signature("tasks.add", (100,)))
+        out["chain"] = outcome(c.apply_async())
+        header = [app.signature("tasks.add", (i, i)) for i in range(4)]
+        out["chord"] = outcome(chord(header, app.signature("tasks.total"))())
+        header = [app.signature("tasks.add", (1, 1)), app.signature("tasks.panic", ("member",))]
+        body = chord(header, app.signature("tasks.total"))()
+        # The body's own result (without its parent group, whose get()
+        # would raise the member's error first).
+        out["chord_failed"] = outcome(app.AsyncResult(body.id))
+    elif scenario == "chain_to_python":
+        # The Rust task on the node's queue, the Python one on `celery`.
+        c = chain(app.signature("tasks.add", (1, 2), queue="rust"),
+                  app.signature("py.mul", (10,), queue="celery"))
+        out["chain"] = outcome(c.apply_async())
+    elif scenario == "send":
+        # args: task, json args, priority
+        r = send(sys.argv[2], tuple(json.loads(sys.argv[3])), priority=int(sys.argv[4]))
+        out["id"] = r.id
+    elif scenario == "wait":
+        out["result"] = outcome(app.AsyncResult(sys.argv[2]), timeout=float(sys.argv[3]))
+    elif scenario == "mixed":
+        rs = [send("mixed.who", (i,)) for i in range(int(sys.argv[2]))]
+        out["who"] = [outcome(r)[1] for r in rs]
+    else:
+        raise SystemExit(f"unknown scenario {scenario}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    drive(sys.argv[1])
