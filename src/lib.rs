@@ -77,7 +77,7 @@ pub use crew_core::{
 };
 pub use crew_macros::{main, task};
 pub use crew_process::{Process, ProcessConfig, Processes};
-pub use executor::Executor;
+pub use executor::{Executor, ExecutorBuilder};
 pub use memory::{Cached, Memory};
 pub use parallel::{BatchSize, Delayed, Parallel, ParallelIter, Prefer, RunDelayed, delayed};
 pub use pool::{Pool, PoolBuilder};

@@ -387,6 +387,11 @@ impl Threads {
         if config.workers == 0 {
             return Err(Error::invalid_input("a pool needs at least one worker"));
         }
+        if config.stack_size == Some(0) {
+            return Err(Error::invalid_input(
+                "a worker thread's stack size must be more than zero bytes",
+            ));
+        }
         let shared = Arc::new(Shared {
             injector: Injector::new(),
             workers: config.workers,
