@@ -138,6 +138,10 @@ struct ClusterArgs {
     /// Node counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     nodes: Vec<usize>,
+    /// Entries each node takes beyond one per worker process
+    /// (`CREW_PREFETCH`).
+    #[arg(long, default_value_t = 64)]
+    prefetch: usize,
     /// Adds Celery's rows (needs `pip install "celery[redis]"`).
     #[arg(long)]
     python: bool,
@@ -486,6 +490,7 @@ fn main() -> anyhow::Result<()> {
                     submit_tasks: a.submit_tasks.max(1),
                     roundtrips: a.roundtrips.max(1),
                     nodes: a.nodes.clone(),
+                    prefetch: a.prefetch,
                     gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
                     target: a.common.target(),
                     python: a.python,
