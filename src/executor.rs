@@ -4,18 +4,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crew_core::engine::{self, OnDrop, Owned};
-use crew_core::{Backend, Future, Imap, MapOptions, Result, Runs, Star, Threads, Unary};
-use crew_process::Processes;
+use crew_core::{
+    Backend, Future, Imap, MapOptions, Result, Runs, Star, Threads, ThreadsConfig, Unary,
+};
+use crew_process::{ProcessConfig, Processes};
 
+use crate::PoolBuilder;
 use crate::registry::{ByName, NamedCall};
 
 /// Runs submitted calls and hands out [`Future`]s: Python's
 /// `ThreadPoolExecutor` (from [`Executor::threads`]) and
 /// `ProcessPoolExecutor`.
 ///
-/// Dropping the last handle is Python's `shutdown(wait=False)`: queued tasks
-/// still run in the background and their futures complete; nothing blocks.
-/// Call [`shutdown`](Executor::shutdown) to wait or to cancel.
+/// Dropping the last handle is the end of Python's `with` block,
+/// `shutdown(wait=True)`: it blocks until every task submitted has run
+/// (and the workers have exited), so work submitted just before `main`
+/// returns is not lost. Call [`shutdown`](Executor::shutdown) with
+/// `wait = false` (or `cancel_futures`) first to leave without waiting.
+/// (Handles held by the executor's own tasks or callbacks cannot wait for
+/// themselves; dropped there, the last handle only closes the executor.)
+/// A [`Pool`](crate::Pool), as Python's `Pool.__exit__`, terminates instead.
 ///
 /// # Examples
 ///
@@ -32,9 +40,41 @@ use crate::registry::{ByName, NamedCall};
 /// assert_eq!(w.done.len(), 1);
 /// # Ok::<(), crew::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Executor<B: Backend = Threads> {
     backend: Arc<Owned<B>>,
+    opts: MapOptions,
+    buffersize: Option<usize>,
+}
+
+impl<B: Backend> Clone for Executor<B> {
+    fn clone(&self) -> Self {
+        Executor {
+            backend: self.backend.clone(),
+            opts: self.opts.clone(),
+            buffersize: self.buffersize,
+        }
+    }
+}
+
+impl Executor {
+    /// A builder for an executor with options (Python's `initializer`,
+    /// `initargs` and `max_tasks_per_child`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::builder().processes(1).max_tasks_per_child(1).build()?;
+    /// let a = ex.submit(std::process::id, ()).result()?;
+    /// let b = ex.submit(std::process::id, ()).result()?;
+    /// assert_ne!(a, b); // a fresh worker for each task
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn builder() -> ExecutorBuilder<()> {
+        ExecutorBuilder {
+            pool: crate::Pool::builder(),
+        }
+    }
 }
 
 impl Executor<Threads> {
@@ -126,7 +166,8 @@ impl Executor<crew_redis::Cluster> {
 impl<B: Backend> Executor<B> {
     /// An executor over any back-end.
     ///
-    /// Dropping its last handle closes the back-end: queued tasks still run.
+    /// Dropping its last handle closes the back-end and waits for the tasks
+    /// queued (see the type's documentation).
     ///
     /// # Examples
     ///
@@ -136,15 +177,86 @@ impl<B: Backend> Executor<B> {
     /// let threads = Threads::new(2)?;
     /// let ex = Executor::from_backend(threads.clone());
     /// let f = ex.submit(|| 5, ());
-    /// drop(ex);
+    /// drop(ex); // waits, as the end of Python's `with` block
     /// assert!(threads.is_closed());
-    /// assert_eq!(f.result()?, 5); // queued work still ran
+    /// assert!(f.done());
+    /// assert_eq!(f.result()?, 5);
     /// # Ok::<(), crew::Error>(())
     /// ```
     pub fn from_backend(backend: B) -> Executor<B> {
         Executor {
-            backend: Arc::new(Owned::new(backend, OnDrop::Close)),
+            backend: Arc::new(Owned::new(backend, OnDrop::Wait)),
+            opts: MapOptions::default(),
+            buffersize: None,
         }
+    }
+
+    /// This executor with `n` items per job for its [`map`](Executor::map)
+    /// (Python's `ProcessPoolExecutor.map(…, chunksize=n)`). Without it,
+    /// `map` chooses: about 16 chunks per worker for an input of known
+    /// length, otherwise chunks that grow until each takes about half a
+    /// millisecond.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::processes(2)?;
+    /// let v: Vec<u64> = ex.with_chunksize(10).map(|x: u64| x * x, 0..100).collect::<Result<_, _>>()?;
+    /// assert_eq!(v[9], 81);
+    /// // As Python's `ValueError`: zero is refused by the map.
+    /// assert!(ex.with_chunksize(0).map(|x: u64| x, 0..3).next().unwrap().unwrap_err().is_invalid_input());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn with_chunksize(&self, n: usize) -> Executor<B> {
+        let mut ex = self.clone();
+        ex.opts.chunksize = Some(n);
+        ex
+    }
+
+    /// This executor with at most `n` chunks of its [`map`](Executor::map)
+    /// submitted ahead of the results consumed (Python 3.14's
+    /// `map(…, buffersize=n)`): the input is read as results are taken, so
+    /// an endless or very large input works in bounded memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::threads(2)?;
+    /// let first: Vec<u64> = ex.with_buffersize(4).map(|x: u64| x + 1, 0..).take(3).collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [1, 2, 3]);
+    /// // As Python's `ValueError`: zero is refused by the map.
+    /// assert!(ex.with_buffersize(0).map(|x: u64| x, 0..3).next().unwrap().unwrap_err().is_invalid_input());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn with_buffersize(&self, n: usize) -> Executor<B> {
+        let mut ex = self.clone();
+        ex.buffersize = Some(n);
+        ex
+    }
+
+    fn map_with<F, I, R>(
+        &self,
+        f: F,
+        items: I,
+        timeout: Option<Duration>,
+    ) -> Imap<B, Unary<F>, I::IntoIter, R>
+    where
+        I: IntoIterator,
+        B: Runs<'static, Unary<F>, I::Item, R>,
+        Unary<F>: Send + Sync + 'static,
+        I::Item: 'static,
+        R: Send + 'static,
+    {
+        Imap::new(
+            self.backend.clone(),
+            Unary(f),
+            items.into_iter(),
+            true,
+            &self.opts,
+            timeout,
+        )
+        .with_window(self.buffersize.unwrap_or(usize::MAX))
+        .eager()
     }
 
     /// The number of workers.
@@ -242,9 +354,17 @@ impl<B: Backend> Executor<B> {
         }
     }
 
-    /// A lazy map whose results come in input order (Python's
-    /// `Executor.map`, but lazy: the input is read as results are consumed,
-    /// with a bounded number of tasks in flight).
+    /// Submits `f(x)` for every item now and yields the results in input
+    /// order (Python's `Executor.map`).
+    ///
+    /// As in Python, the whole input is read and every call submitted
+    /// before this returns, so the calls run even if the results are never
+    /// taken; dropping the iterator after taking a result cancels the calls
+    /// not started. For an endless or very large input, bound what is
+    /// submitted ahead with [`with_buffersize`](Executor::with_buffersize);
+    /// without it an endless input never returns, as in Python. An input
+    /// that panics yields its panic as the error of the item it failed to
+    /// produce, after the results before it, and ends the map.
     ///
     /// # Examples
     ///
@@ -262,14 +382,7 @@ impl<B: Backend> Executor<B> {
         I::Item: 'static,
         R: Send + 'static,
     {
-        Imap::new(
-            self.backend.clone(),
-            Unary(f),
-            items.into_iter(),
-            true,
-            &MapOptions::default(),
-            None,
-        )
+        self.map_with(f, items, None)
     }
 
     /// Like [`map`](Executor::map), with Python's `timeout`: if a result is
@@ -301,14 +414,7 @@ impl<B: Backend> Executor<B> {
         I::Item: 'static,
         R: Send + 'static,
     {
-        Imap::new(
-            self.backend.clone(),
-            Unary(f),
-            items.into_iter(),
-            true,
-            &MapOptions::default(),
-            Some(timeout),
-        )
+        self.map_with(f, items, Some(timeout))
     }
 
     /// Stops accepting tasks (Python's `shutdown`).
@@ -353,5 +459,163 @@ impl<B: Backend> Executor<B> {
             self.backend.cancel_pending();
         }
         self.backend.join(Some(engine::deadline(timeout)))
+    }
+}
+
+/// Builds an [`Executor`] with options; start with [`Executor::builder`],
+/// pick the back-end with [`threads`](ExecutorBuilder::threads) or
+/// [`processes`](ExecutorBuilder::processes), then set options.
+///
+/// # Examples
+///
+/// ```
+/// let ex = crew::Executor::builder().threads(2).initializer(|| 7u32, ()).build()?;
+/// assert_eq!(ex.submit(|| *crew::worker_state::<u32>().unwrap(), ()).result()?, 7);
+/// # Ok::<(), crew::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ExecutorBuilder<K> {
+    pool: PoolBuilder<K>,
+}
+
+impl ExecutorBuilder<()> {
+    /// Runs tasks on `n` worker threads (Python's `ThreadPoolExecutor`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(crew::Executor::builder().threads(3).build()?.workers(), 3);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn threads(self, n: usize) -> ExecutorBuilder<ThreadsConfig> {
+        ExecutorBuilder {
+            pool: self.pool.threads(n),
+        }
+    }
+
+    /// Runs tasks on `n` worker processes (Python's `ProcessPoolExecutor`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::builder().processes(1).build()?;
+    /// assert_ne!(ex.submit(std::process::id, ()).result()?, std::process::id());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn processes(self, n: usize) -> ExecutorBuilder<ProcessConfig> {
+        ExecutorBuilder {
+            pool: self.pool.processes(n),
+        }
+    }
+}
+
+impl ExecutorBuilder<ProcessConfig> {
+    /// Runs `f(args…)` once in each worker process before its first task
+    /// (Python's `initializer` and `initargs`); what it returns is that
+    /// worker's state, read with [`worker_state`](crate::worker_state). As
+    /// [`PoolBuilder::initializer`]: a worker whose initializer panics does
+    /// not start, and after three in a row the tasks fail with
+    /// `is_worker_lost` saying why (Python's executor becomes broken).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::builder().processes(2).initializer(|s: String| s.len(), ("four".to_string(),)).build()?;
+    /// let f = ex.submit(|x: usize| x + *crew::worker_state::<usize>().unwrap(), (10,));
+    /// assert_eq!(f.result()?, 14);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn initializer<F, A, S>(self, f: F, args: A) -> Self
+    where
+        Star<F>: crew_core::Call<A, S>,
+        F: Send + Sync + 'static,
+        A: serde::Serialize + serde::de::DeserializeOwned,
+        S: std::any::Any + Send + Sync,
+    {
+        ExecutorBuilder {
+            pool: self.pool.initializer(f, args),
+        }
+    }
+
+    /// Replaces each worker after it has run `n` tasks (Python's
+    /// `max_tasks_per_child`; a chunk of a `map` counts as one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::builder().processes(1).max_tasks_per_child(2).build()?;
+    /// let pids: Vec<u32> = (0..4).map(|_| ex.submit(std::process::id, ()).result().unwrap()).collect();
+    /// assert_eq!(pids[0], pids[1]);
+    /// assert_ne!(pids[1], pids[2]);
+    /// // As Python's `ValueError`: zero is refused.
+    /// assert!(crew::Executor::builder().processes(1).max_tasks_per_child(0).build().unwrap_err().is_invalid_input());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn max_tasks_per_child(self, n: usize) -> Self {
+        ExecutorBuilder {
+            pool: self.pool.max_tasks_per_child(n),
+        }
+    }
+
+    /// Starts the executor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(crew::Executor::builder().processes(2).build()?.workers(), 2);
+    /// assert!(crew::Executor::builder().processes(0).build().unwrap_err().is_invalid_input());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for 0 workers or `max_tasks_per_child(0)`; `is_io`
+    /// if a supervising thread cannot start; `is_protocol` if the
+    /// initializer's arguments cannot be encoded.
+    pub fn build(self) -> Result<Executor<Processes>> {
+        let (processes, _) = self.pool.build_backend()?;
+        Ok(Executor::from_backend(processes))
+    }
+}
+
+impl ExecutorBuilder<ThreadsConfig> {
+    /// Runs `f(args…)` once on each worker thread before its first task
+    /// (Python's `initializer` and `initargs`); what it returns is that
+    /// worker's state, read with [`worker_state`](crate::worker_state).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::builder().threads(1).initializer(|a: u8, b: u8| a * b, (6, 7)).build()?;
+    /// assert_eq!(ex.submit(|| *crew::worker_state::<u8>().unwrap(), ()).result()?, 42);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn initializer<F, A, S>(self, f: F, args: A) -> Self
+    where
+        Star<F>: crew_core::Call<A, S>,
+        F: Send + Sync + 'static,
+        A: Clone + Send + Sync + 'static,
+        S: std::any::Any + Send + Sync,
+    {
+        ExecutorBuilder {
+            pool: self.pool.initializer(f, args),
+        }
+    }
+
+    /// Starts the executor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(crew::Executor::builder().threads(0).build().unwrap_err().is_invalid_input());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` for 0 threads; `is_io` if a thread cannot start.
+    pub fn build(self) -> Result<Executor<Threads>> {
+        let (threads, _) = self.pool.build_backend()?;
+        Ok(Executor::from_backend(threads))
     }
 }

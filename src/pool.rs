@@ -473,10 +473,12 @@ impl PoolBuilder<ProcessConfig> {
     /// let pool = crew::Pool::builder().processes(1).max_tasks_per_child(1).build()?;
     /// let pids = pool.with_chunksize(1).map(|_: u8| std::process::id(), 0..3)?;
     /// assert_eq!(pids.iter().collect::<HashSet<_>>().len(), 3); // a fresh worker per job
+    /// // As Python's `ValueError`: zero is refused.
+    /// assert!(crew::Pool::builder().processes(1).max_tasks_per_child(0).build().unwrap_err().is_invalid_input());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn max_tasks_per_child(mut self, n: usize) -> Self {
-        self.kind.max_tasks_per_child = Some(n.max(1));
+        self.kind.max_tasks_per_child = Some(n);
         self
     }
 
@@ -542,13 +544,22 @@ impl PoolBuilder<ProcessConfig> {
     ///
     /// # Errors
     ///
-    /// `is_invalid_input` for 0 workers; `is_io` if a supervising thread
-    /// cannot start; `is_protocol` if the initializer's arguments cannot be
+    /// `is_invalid_input` for 0 workers or any other setting out of range
+    /// (`max_tasks_per_child(0)`, `chunksize(0)`, a zero `task_timeout` or
+    /// `memory_limit`); `is_io` if a supervising thread cannot start;
+    /// `is_protocol` if the initializer's arguments cannot be
     /// encoded.
     pub fn build(self) -> Result<Pool<Processes>> {
+        let (processes, opts) = self.build_backend()?;
+        Ok(Pool::from_backend(processes, opts))
+    }
+
+    /// The back-end and map options this builder describes.
+    pub(crate) fn build_backend(self) -> Result<(Processes, MapOptions)> {
         if let Some(e) = self.error {
             return Err(e);
         }
+        self.opts.validate()?;
         let workers = self.kind.workers;
         let processes = Processes::with_config(ProcessConfig {
             timeline: self.timeline,
@@ -556,7 +567,7 @@ impl PoolBuilder<ProcessConfig> {
         })?;
         let mut opts = self.opts;
         opts.label = format!("Pool(processes={workers})");
-        Ok(Pool::from_backend(processes, opts))
+        Ok((processes, opts))
     }
 }
 
@@ -586,10 +597,12 @@ impl<K> PoolBuilder<K> {
     /// let pool = crew::Pool::builder().threads(2).chunksize(10).build()?;
     /// let names = pool.map(|_: u8| std::thread::current().name().map(String::from), 0..10)?;
     /// assert!(names.iter().all(|n| *n == names[0])); // one chunk: one worker ran it all
+    /// // Zero is refused when the pool is built.
+    /// assert!(crew::Pool::builder().threads(2).chunksize(0).build().unwrap_err().is_invalid_input());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn chunksize(mut self, n: usize) -> Self {
-        self.opts.chunksize = Some(n.max(1));
+        self.opts.chunksize = Some(n);
         self
     }
 
@@ -686,8 +699,16 @@ impl PoolBuilder<ThreadsConfig> {
     ///
     /// # Errors
     ///
-    /// `is_invalid_input` for 0 threads; `is_io` if a thread cannot start.
+    /// `is_invalid_input` for 0 threads or any other setting out of range
+    /// (`chunksize(0)`, `stack_size(0)`); `is_io` if a thread cannot start.
     pub fn build(self) -> Result<Pool<Threads>> {
+        let (threads, opts) = self.build_backend()?;
+        Ok(Pool::from_backend(threads, opts))
+    }
+
+    /// The back-end and map options this builder describes.
+    pub(crate) fn build_backend(self) -> Result<(Threads, MapOptions)> {
+        self.opts.validate()?;
         let workers = self.kind.workers;
         let threads = Threads::with_config(ThreadsConfig {
             timeline: self.timeline,
@@ -695,7 +716,7 @@ impl PoolBuilder<ThreadsConfig> {
         })?;
         let mut opts = self.opts;
         opts.label = format!("Pool(threads={workers})");
-        Ok(Pool::from_backend(threads, opts))
+        Ok((threads, opts))
     }
 }
 
@@ -786,11 +807,14 @@ impl<B: Backend> Pool<B> {
     /// let pool = crew::Pool::threads(2)?;
     /// let v: Vec<u32> = pool.with_chunksize(100).map(|x: u32| x + 1, 0..1000)?;
     /// assert_eq!(v[999], 1000);
+    /// // Zero, which Python refuses with `ValueError`, fails every call made
+    /// // through the pool it returns with `is_invalid_input`.
+    /// assert!(pool.with_chunksize(0).map(|x: u32| x, 0..10).unwrap_err().first().is_invalid_input());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_chunksize(&self, n: usize) -> Pool<B> {
         let mut p = self.clone();
-        p.opts.chunksize = Some(n.max(1));
+        p.opts.chunksize = Some(n);
         p
     }
 

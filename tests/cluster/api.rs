@@ -61,3 +61,29 @@ fn an_acl_user_with_a_password_gets_in_and_a_wrong_password_does_not() {
     );
     acl.kill_node(node);
 }
+
+#[test]
+fn nodes_that_prefetch_run_every_task_once() {
+    let queue = fresh_queue();
+    let env = [
+        ("CREW_HEARTBEAT_MS", HEARTBEAT_MS),
+        (crew::cluster::ENV_PREFETCH, "16"),
+    ];
+    let nodes: Vec<_> = (0..2)
+        .map(|_| redis().spawn_node(&queue, 1, &env).unwrap())
+        .collect();
+    let ex =
+        crew::Executor::cluster_config(ClusterConfig::new(redis().url()).queue(&queue)).unwrap();
+    eventually("the nodes come up", || ex.workers() >= 2);
+    let futures: Vec<_> = (0..500u64)
+        .map(|i| ex.submit(|x: u64| x * 2, (i,)))
+        .collect();
+    let got: Vec<u64> = futures
+        .into_iter()
+        .map(|f| f.result_timeout(crate::common::LONG).unwrap())
+        .collect();
+    assert_eq!(got, (0..500u64).map(|x| x * 2).collect::<Vec<_>>());
+    for n in nodes {
+        redis().kill_node(n);
+    }
+}

@@ -190,3 +190,29 @@ impl<I: Iterator> Iterator for Counted<I> {
         item
     }
 }
+
+/// An input that yields `0..n` and then panics, as a Python generator that
+/// raises after `n` items.
+#[derive(Debug)]
+pub(crate) struct FailsAfter {
+    next: u64,
+    n: u64,
+}
+
+impl FailsAfter {
+    pub(crate) fn new(n: u64) -> FailsAfter {
+        FailsAfter { next: 0, n }
+    }
+}
+
+impl Iterator for FailsAfter {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        if self.next == self.n {
+            panic!("the input failed after {} items", self.n);
+        }
+        self.next += 1;
+        Some(self.next - 1)
+    }
+}

@@ -246,13 +246,31 @@ macro_rules! executor_tests {
         }
 
         #[test]
-        fn dropping_the_executor_lets_queued_tasks_finish() {
+        fn dropping_the_executor_waits_for_queued_tasks() {
+            // Python: leaving `with ProcessPoolExecutor() as ex:` is
+            // `shutdown(wait=True)`: the block ends once every submitted
+            // call has run.
             let ex = $executor;
             let gate = Gate::new();
             let running = occupy_every_worker(&ex, &gate, gated);
             let queued: Vec<_> = (0..4u64).map(|i| ex.submit(double, (i,))).collect();
-            drop(ex);
+            let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = dropped.clone();
+            let dropper = std::thread::spawn(move || {
+                drop(ex);
+                flag.store(true, Ordering::SeqCst);
+            });
+            // The gate is closed, so the running tasks cannot have finished
+            // and the drop cannot have returned; the pause only gives a
+            // wrong drop the chance to show itself.
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!dropped.load(Ordering::SeqCst), "the drop did not wait");
             gate.open();
+            eventually("the drop returns", || dropped.load(Ordering::SeqCst));
+            dropper.join().unwrap();
+            for f in running.iter().chain(&queued) {
+                assert!(f.done(), "a task was still pending after the drop");
+            }
             for (i, f) in running.into_iter().enumerate() {
                 assert_eq!(f.result_timeout(LONG).unwrap(), i as u64);
             }

@@ -23,6 +23,8 @@ mod map;
 #[macro_use]
 mod panics;
 #[macro_use]
+mod python;
+#[macro_use]
 mod timeline;
 #[macro_use]
 mod wait;
@@ -67,6 +69,9 @@ macro_rules! conformance_suite {
             }
             mod lifecycle {
                 lifecycle_tests!($pool);
+            }
+            mod python {
+                python_tests!($pool, $executor);
             }
             mod timeline {
                 timeline_tests!(

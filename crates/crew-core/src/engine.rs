@@ -9,8 +9,7 @@
 //! the fate of every chunk and never wait forever.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, Runs};
@@ -18,6 +17,7 @@ use crate::call::Call;
 use crate::error::{Error, MapError, Result};
 use crate::future::{AsyncResult, Future, MapAsyncResult};
 use crate::progress::Progress;
+use crate::sync::{AtomicBool, Condvar, Mutex, MutexGuard, Ordering};
 use crate::timeline::Timeline;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,7 +71,7 @@ pub use crate::chunk::{Chunk, ChunkIter};
 ///
 /// The guard, unwaited, once `deadline` has passed.
 pub fn wait_deadline<'a, T>(
-    cv: &std::sync::Condvar,
+    cv: &Condvar,
     guard: MutexGuard<'a, T>,
     deadline: Option<Instant>,
 ) -> std::result::Result<MutexGuard<'a, T>, MutexGuard<'a, T>> {
@@ -475,6 +475,29 @@ pub struct MapOptions {
     pub label: String,
 }
 
+impl MapOptions {
+    /// Checks the settings: a chunk size of zero is refused, as Python's
+    /// `chunksize=0` raises `ValueError`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bad = crew_core::MapOptions { chunksize: Some(0), ..Default::default() };
+    /// assert!(bad.validate().unwrap_err().is_invalid_input());
+    /// assert!(crew_core::MapOptions::default().validate().is_ok());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_invalid_input` naming the setting out of range.
+    pub fn validate(&self) -> Result<()> {
+        if self.chunksize == Some(0) {
+            return Err(Error::invalid_input("chunksize must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// Chunks per worker for a map of known length: enough to even out uneven
 /// tasks (the tail is at most 1/16 of a worker's share), few enough that
 /// dispatch costs nothing next to the work.
@@ -727,6 +750,7 @@ where
     if backend.is_closed() {
         return Err(MapError::from(Error::shutdown()));
     }
+    opts.validate()?;
     let (lo, hi) = items.size_hint();
     if hi != Some(lo) {
         // Unknown length: collect first, then cut the buffer into chunks
@@ -904,6 +928,10 @@ where
     }
     if backend.is_closed() {
         promise.fail(Error::shutdown());
+        return result;
+    }
+    if let Err(e) = opts.validate() {
+        promise.fail(e);
         return result;
     }
     let chunksize = opts
@@ -1098,8 +1126,15 @@ impl ChunkPolicy {
 /// ```
 ///
 /// Input is pulled on the consumer's thread only when fewer than a window
-/// of chunks (4 per worker) are in flight, so an endless input works and
-/// memory stays flat. Dropping the iterator cancels the chunks not started.
+/// of chunks (4 per worker, or [`with_window`](Imap::with_window)) are in
+/// flight, so an endless input works and memory stays flat. Dropping the
+/// iterator cancels the chunks not started (once it was iterated, for an
+/// [`eager`](Imap::eager) one).
+///
+/// If the input iterator panics, the panic becomes the error of the item it
+/// failed to produce, in its place: the results of the items before it come
+/// first (in order, for an ordered map), then that error, then the end, as
+/// Python's `imap` raises the input's exception after the earlier results.
 pub struct Imap<B: Backend, T, I: Iterator, R> {
     backend: Arc<Owned<B>>,
     task: Arc<T>,
@@ -1116,6 +1151,10 @@ pub struct Imap<B: Backend, T, I: Iterator, R> {
     current: Option<Box<dyn Iterator<Item = Result<R>> + Send>>,
     deadline: Option<Instant>,
     finished: bool,
+    /// The input is used up, failed, or must not be read (a bad setting).
+    input_done: bool,
+    /// Dropping the iterator cancels the chunks not started.
+    cancel_on_drop: bool,
     progress: Option<Progress>,
 }
 
@@ -1154,7 +1193,7 @@ where
             cv: Condvar::new(),
             cancelled: AtomicBool::new(false),
         });
-        Imap {
+        let mut it = Imap {
             task: Arc::new(task),
             input: input.fuse(),
             collector: stream.clone(),
@@ -1173,36 +1212,141 @@ where
             current: None,
             deadline: timeout.map(deadline),
             finished: false,
+            input_done: false,
+            cancel_on_drop: true,
             progress: start_progress(opts, None),
+        };
+        if let Err(e) = opts.validate() {
+            it.fail_input(e);
         }
+        it
+    }
+
+    /// Keeps at most `chunks` chunks in flight (dispatched, not yet
+    /// consumed) instead of 4 per worker: `usize::MAX` reads the whole input
+    /// as soon as results are asked for (or at once, with
+    /// [`eager`](Imap::eager)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use crew_core::{Imap, MapOptions, OnDrop, Owned, Threads, Unary};
+    /// let t = Arc::new(Owned::new(Threads::new(2)?, OnDrop::Terminate));
+    /// let it = Imap::new(t.clone(), Unary(|x: u8| x), 0..4, true, &MapOptions::default(), None);
+    /// assert_eq!(it.with_window(1).map(Result::unwrap).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    /// // No chunk at all in flight could never make progress: refused.
+    /// let mut bad = Imap::new(t, Unary(|x: u8| x), 0..4, true, &MapOptions::default(), None).with_window(0);
+    /// assert!(bad.next().unwrap().unwrap_err().is_invalid_input());
+    /// assert!(bad.next().is_none());
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
+    pub fn with_window(mut self, chunks: usize) -> Self {
+        if chunks == 0 {
+            if !self.input_done {
+                self.fail_input(Error::invalid_input(
+                    "the number of tasks buffered ahead must be at least 1",
+                ));
+            }
+        } else {
+            self.window = chunks;
+        }
+        self
+    }
+
+    /// Dispatches the first window of chunks now, as Python's
+    /// `Executor.map` submits its calls before returning; the chunks
+    /// dispatched run even if the iterator is dropped without being
+    /// iterated. With an unbounded window and an input of known length, the
+    /// chunk size is chosen from that length as [`map_blocking`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use crew_core::{Backend, Imap, MapOptions, OnDrop, Owned, Star, Threads, Unary};
+    /// static RAN: AtomicUsize = AtomicUsize::new(0);
+    /// let t = Threads::new(2)?;
+    /// let owned = Arc::new(Owned::new(t.clone(), OnDrop::Close));
+    /// let it = Imap::new(owned, Unary(|_: u8| RAN.fetch_add(1, Ordering::SeqCst)), 0..10, true, &MapOptions::default(), None);
+    /// drop(it.with_window(usize::MAX).eager()); // never iterated: every call still runs
+    /// t.join(None);
+    /// assert_eq!(RAN.load(Ordering::SeqCst), 10);
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
+    pub fn eager(mut self) -> Self {
+        if self.window == usize::MAX && !self.policy.fixed {
+            let (lo, hi) = self.input.size_hint();
+            if hi == Some(lo) {
+                self.policy = ChunkPolicy {
+                    fixed: true,
+                    size: auto_chunksize(lo, self.backend.workers()),
+                };
+            }
+        }
+        self.cancel_on_drop = false;
+        self.fill();
+        self
+    }
+
+    /// Ends the input with `e` in the place of the next item.
+    fn fail_input(&mut self, e: Error) {
+        self.input_done = true;
+        let sink = ChunkSink::new(self.collector.clone(), self.next_index, self.next_offset, 1);
+        sink.fail(e);
+        self.next_index += 1;
+        self.next_offset += 1;
+        self.in_flight += 1;
     }
 
     fn fill(&mut self) {
-        while self.in_flight < self.window {
-            let items: Vec<I::Item> = self.input.by_ref().take(self.policy.size).collect();
-            if items.is_empty() {
-                return;
+        while self.in_flight < self.window && !self.input_done {
+            let mut items = Vec::new();
+            let mut failure = None;
+            while items.len() < self.policy.size {
+                let input = &mut self.input;
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input.next())) {
+                    Ok(Some(x)) => items.push(x),
+                    Ok(None) => {
+                        self.input_done = true;
+                        break;
+                    }
+                    Err(payload) => {
+                        failure = Some(Error::from_panic(payload));
+                        break;
+                    }
+                }
             }
-            let len = items.len();
-            let sink = ChunkSink::new(
-                self.collector.clone(),
-                self.next_index,
-                self.next_offset,
-                len,
-            );
-            let chunk = Chunk::new(self.next_offset, items);
-            if self.backend.is_closed() {
-                sink.fail(Error::shutdown());
-            } else if let Err(job) =
-                self.backend
-                    .spawn(self.backend.chunk_job(self.task.clone(), chunk, sink))
-            {
-                drop(job);
+            if !items.is_empty() {
+                self.dispatch(items);
             }
-            self.next_index += 1;
-            self.next_offset += len;
-            self.in_flight += 1;
+            if let Some(e) = failure {
+                self.fail_input(e);
+            }
         }
+    }
+
+    fn dispatch(&mut self, items: Vec<I::Item>) {
+        let len = items.len();
+        let sink = ChunkSink::new(
+            self.collector.clone(),
+            self.next_index,
+            self.next_offset,
+            len,
+        );
+        let chunk = Chunk::new(self.next_offset, items);
+        if self.backend.is_closed() {
+            sink.fail(Error::shutdown());
+        } else if let Err(job) =
+            self.backend
+                .spawn(self.backend.chunk_job(self.task.clone(), chunk, sink))
+        {
+            drop(job);
+        }
+        self.next_index += 1;
+        self.next_offset += len;
+        self.in_flight += 1;
     }
 }
 
@@ -1255,6 +1399,7 @@ where
 
     /// `next` with an extra deadline for this call only.
     fn next_until(&mut self, call_deadline: Option<Instant>) -> Option<Result<R>> {
+        self.cancel_on_drop = true;
         loop {
             if let Some(r) = self.current.as_mut().and_then(|c| c.next()) {
                 if let Some(p) = &self.progress {
@@ -1305,7 +1450,9 @@ where
 
 impl<B: Backend, T, I: Iterator, R> Drop for Imap<B, T, I, R> {
     fn drop(&mut self) {
-        self.stream.cancelled.store(true, Ordering::Relaxed);
+        if self.cancel_on_drop {
+            self.stream.cancelled.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -1327,10 +1474,16 @@ pub enum OnDrop {
     /// Let queued work finish in the background (Python's
     /// `ThreadPoolExecutor` shutdown without waiting).
     Close,
+    /// Let queued work finish and wait for it: the end of Python's
+    /// `with ThreadPoolExecutor() as ex:` block (`shutdown(wait=True)`).
+    /// Dropped on one of the back-end's own workers, which cannot wait for
+    /// itself, it closes only.
+    Wait,
 }
 
 /// A back-end owned by a `Pool`, an `Executor` or a lazy iterator: the last
-/// owner to go shuts it down as [`OnDrop`] says, without blocking. See
+/// owner to go shuts it down as [`OnDrop`] says (blocking only for
+/// [`OnDrop::Wait`]). See
 /// [`OnDrop`] for an example.
 #[derive(Debug)]
 pub struct Owned<B: Backend> {
@@ -1358,6 +1511,13 @@ impl<B: Backend> Drop for Owned<B> {
         match self.on_drop {
             OnDrop::Terminate => self.backend.terminate(),
             OnDrop::Close => self.backend.close(),
+            OnDrop::Wait => {
+                self.backend.close();
+                self.backend.join(None);
+            }
         }
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom;

@@ -228,6 +228,35 @@ impl<T: Send> Future<T> {
             .flatten()
     }
 
+    /// Like [`exception`](Future::exception), waiting at most `timeout`
+    /// (Python's `exception(timeout)`): `Ok(None)` if the task succeeded,
+    /// `Ok(Some(e))` with its error if it failed or was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (promise, f) = crew_core::Future::<u8>::pending();
+    /// // Python: `f.exception(timeout=0)` raises `TimeoutError` on a pending future.
+    /// assert!(f.exception_timeout(Duration::ZERO).unwrap_err().is_timeout());
+    /// promise.complete(Err(crew_core::Error::panic("boom")));
+    /// assert!(f.exception_timeout(Duration::ZERO).unwrap().unwrap().is_panic());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `is_timeout` if the task is not done within `timeout`.
+    pub fn exception_timeout(&self, timeout: Duration) -> Result<Option<Error>> {
+        if !self.slot.wait(Some(deadline(timeout))) {
+            return Err(Error::timeout());
+        }
+        // A value taken by `result_timeout` was a success.
+        Ok(self
+            .slot
+            .with_value(|v| v.as_ref().err().cloned())
+            .flatten())
+    }
+
     /// Runs `callback` with the outcome once the task is done: at once, on
     /// this thread, if it already is; otherwise on the thread that completes
     /// it.

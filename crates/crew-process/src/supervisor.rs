@@ -160,6 +160,32 @@ pub struct ProcessConfig {
     pub initializer: Option<(u64, Vec<u8>)>,
 }
 
+impl ProcessConfig {
+    /// Checks every numeric setting, as Python raises `ValueError` for
+    /// `Pool(0)` or `maxtasksperchild=0`.
+    fn validate(&self) -> Result<(), Error> {
+        if self.workers == 0 {
+            return Err(Error::invalid_input("a pool needs at least one worker"));
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(Error::invalid_input(
+                "max_tasks_per_child must be at least 1",
+            ));
+        }
+        if self.task_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid_input(
+                "a task timeout must be longer than zero",
+            ));
+        }
+        if self.memory_limit == Some(0) {
+            return Err(Error::invalid_input(
+                "a memory limit must be more than zero bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
 const OPEN: u8 = 0;
 const CLOSED: u8 = 1;
 const TERMINATED: u8 = 2;
@@ -194,6 +220,11 @@ struct Queue {
 pub(crate) struct Proxy {
     wake: OwnedFd,
     kills: Mutex<Vec<u64>>,
+    /// Set by an idle proxy: take back the jobs your worker has not
+    /// started, so that the idle worker runs them.
+    steal: std::sync::atomic::AtomicBool,
+    /// Jobs in flight to this proxy's worker, for idle proxies to look at.
+    backlog: std::sync::atomic::AtomicUsize,
 }
 
 /// What a proxy's worker slot holds: read by `terminate` (which kills and
@@ -281,14 +312,14 @@ pub(crate) fn poll_ms(fds: &mut [rustix::event::PollFd<'_>], ms: i32) {
 
 impl Shared {
     pub(crate) fn start(config: ProcessConfig) -> Result<Arc<Shared>, Error> {
-        if config.workers == 0 {
-            return Err(Error::invalid_input("a pool needs at least one worker"));
-        }
+        config.validate()?;
         let proxies = (0..config.workers)
             .map(|_| {
                 Ok(Proxy {
                     wake: eventfd()?,
                     kills: Mutex::new(Vec::new()),
+                    steal: std::sync::atomic::AtomicBool::new(false),
+                    backlog: std::sync::atomic::AtomicUsize::new(0),
                 })
             })
             .collect::<std::io::Result<Vec<_>>>()
@@ -406,6 +437,19 @@ impl Shared {
         true
     }
 
+    /// `slot` is idle with nothing queued: ask every proxy whose worker
+    /// holds jobs it has not started to give them back.
+    fn request_steal(&self, slot: usize) {
+        for (i, p) in self.proxies.iter().enumerate() {
+            if i != slot
+                && p.backlog.load(Ordering::Acquire) >= 2
+                && !p.steal.swap(true, Ordering::AcqRel)
+            {
+                signal(&p.wake);
+            }
+        }
+    }
+
     fn unpark(&self, slot: usize) {
         lock(&self.queue).idle.retain(|&s| s != slot);
     }
@@ -513,6 +557,10 @@ impl Shared {
     }
 
     pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
+        if PROXY_OF.with(|p| p.get()) == self as *const Shared as usize {
+            // A proxy (running a done-callback) cannot wait for itself.
+            return false;
+        }
         let mut alive = lock(&self.alive);
         while *alive > 0 {
             alive = match crew_core::engine::wait_deadline(&self.exited, alive, deadline) {
@@ -557,7 +605,13 @@ impl Shared {
     }
 }
 
+thread_local! {
+    /// The address of the `Shared` whose proxy this thread is (0: none).
+    static PROXY_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn proxy_main(shared: Arc<Shared>, slot: usize) {
+    PROXY_OF.with(|p| p.set(Arc::as_ptr(&shared) as usize));
     let mut seq = ((slot as u64 + 1) << 40) + 1;
     let mut spawned = false;
     loop {
@@ -624,6 +678,8 @@ enum Kill {
 
 struct InFlight {
     seq: u64,
+    /// The job's number in this worker's life (from 1; see `Control::claim`).
+    number: u64,
     job: ProcJob<'static>,
     sent: Instant,
 }
@@ -632,9 +688,11 @@ fn set_nonblocking(fd: &OwnedFd) {
     let _ = rustix::io::ioctl_fionbio(fd, true);
 }
 
-/// Jobs longer than this are sent one at a time, so none waits in a busy
-/// worker's pipe while another worker idles; shorter ones are sent at least
-/// two at a time, so the worker never waits for the parent between them.
+/// Jobs longer than this are sent one at a time (nothing is gained by
+/// sending ahead); shorter ones are sent at least two at a time, so the
+/// worker never waits for the parent between them. A job sent ahead that a
+/// long one holds up is taken back when another worker idles (`STEAL` in
+/// `drive`; README, "The rule").
 const LONG_JOB: Duration = Duration::from_millis(5);
 
 fn allowance(avg: Option<Duration>) -> usize {
@@ -673,12 +731,16 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
     // A suspect job is in flight alone; nothing else is sent until it ends.
     let mut isolating = false;
     let mut exited = false;
+    // The last job taken back from the worker, until it has reached it:
+    // nothing new is sent meanwhile, or the worker would skip it too.
+    let mut taken_back: Option<u64> = None;
 
     while !dead {
         // TOP UP: hand queued jobs to the worker, up to its allowance.
         if hello
             && !stopping
             && kill.is_none()
+            && taken_back.is_none()
             && shared.state.load(Ordering::Acquire) != TERMINATED
         {
             let limit = allowance(avg);
@@ -719,12 +781,13 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                         .fail(Error::io("sending a task through shared memory", e));
                     continue;
                 }
+                sent_jobs += 1;
                 inflight.push_back(InFlight {
                     seq: s,
+                    number: sent_jobs as u64,
                     job,
                     sent: Instant::now(),
                 });
-                sent_jobs += 1;
                 if shared
                     .config
                     .max_tasks_per_child
@@ -746,6 +809,7 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             let _ = outbox.push(wire::STOP, wire::STOP, &[], &[]);
             stopping = true;
         }
+        proxy.backlog.store(inflight.len(), Ordering::Release);
         if !outbox.is_empty() && outbox.flush(sock).is_err() {
             dead = true;
             continue;
@@ -773,6 +837,9 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
         }
         if partial_since.is_some() {
             cap(100);
+        }
+        if taken_back.is_some() {
+            cap(1);
         }
         if let Some(d) = shared.next_delay() {
             cap(d.as_millis() as u64 + 1);
@@ -820,6 +887,9 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             shared.idle_watchers.store(0, Ordering::Release);
         }
         let parked = !got && hello && inflight.is_empty() && !stopping && shared.park_idle(slot);
+        if parked {
+            shared.request_steal(slot);
+        }
         if !got && (!hello || !inflight.is_empty() || parked || stopping) {
             let sock_events = if outbox.is_empty() {
                 PollFlags::IN
@@ -997,6 +1067,36 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                 "worker {slot} died in the middle of a frame (truncated frame)"
             )));
         }
+        // STEAL: an idle proxy asked for the jobs our worker has not
+        // started; they go back to the front of the queue, for it.
+        if let Some(last) = taken_back
+            && worker.control.reached() >= last
+        {
+            worker.control.clear_take_back();
+            taken_back = None;
+        }
+        if proxy.steal.swap(false, Ordering::AcqRel)
+            && kill.is_none()
+            && !dead
+            && !isolating
+            && taken_back.is_none()
+            && inflight.len() >= 2
+        {
+            let from = inflight.front().map_or(0, |f| f.number);
+            let last = inflight.back().map_or(0, |f| f.number);
+            if let Some(first) = worker.control.take_back(from, last) {
+                let mut back = Vec::new();
+                while inflight.back().is_some_and(|f| f.number >= first) {
+                    let mut f = inflight.pop_back().expect("checked");
+                    f.job.completion().requeued();
+                    back.push(f.job);
+                }
+                back.reverse();
+                taken_back = Some(last);
+                proxy.backlog.store(inflight.len(), Ordering::Release);
+                shared.requeue_front(back);
+            }
+        }
         // CANCEL: kill the worker when the task to cancel is the one running.
         cancel_wanted.extend(lock(&proxy.kills).drain(..));
         let (running, _, started_ns) = worker.control.running();
@@ -1033,6 +1133,7 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
             dead = true;
         }
     }
+    proxy.backlog.store(0, Ordering::Release);
     deliver(&mut finished, slot, shared.timeline.as_deref());
     // REAP: the worker is gone or going; collect its exit status.
     shared.set_slot(slot, Slot::Reaping(worker.child.id()));

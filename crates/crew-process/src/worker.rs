@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -46,6 +46,16 @@ const STARTED: usize = 2;
 /// Word 3: non-zero when the parent enforces a timeout (the worker then
 /// stamps every item; otherwise it skips the clock read).
 const TIMED: usize = 3;
+/// Word 4: which jobs the worker may start. Low 48 bits: the number (from
+/// 1, in the order sent, the initializer not counted) of the last job the
+/// worker reached; high 16 bits: how far beyond it lies the first job the
+/// parent took back (0: none). The worker claims a job and the parent takes
+/// jobs back with a compare-and-swap on this one word, so each job is either
+/// started or taken back, never both (see `claim` and `take_back`).
+const CLAIM: usize = 4;
+const LOW: u64 = (1 << 48) - 1;
+/// The sequence number of a worker's initializer run.
+pub(crate) const INIT_SEQ: u64 = u64::MAX;
 pub(crate) const CONTROL_LEN: usize = 4096;
 /// Task flag: the parent enforces a timeout.
 pub(crate) const FLAG_TIMED: u8 = 1;
@@ -127,6 +137,66 @@ impl Control {
     pub(crate) fn set_timed(&self, timed: bool) {
         self.timed.set(timed);
         self.word(TIMED).store(timed as u64, Ordering::Relaxed);
+    }
+
+    /// The worker reached job `number`: true if it may run it, false if the
+    /// parent took it back (skip it: the parent runs it elsewhere).
+    pub(crate) fn claim(&self, number: u64) -> bool {
+        let word = self.word(CLAIM);
+        let mut w = word.load(Ordering::Acquire);
+        loop {
+            let (reached, gap) = (w & LOW, w >> 48);
+            let (run, gap) = match gap {
+                0 => (true, 0),
+                _ if number < reached + gap => (true, reached + gap - number),
+                // Taken back, and so is every later job until the parent
+                // clears the mark.
+                _ => (false, 1),
+            };
+            let next = (gap << 48) | (number & LOW);
+            match word.compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return run,
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// The parent takes back the jobs numbered `from` to `last` that the
+    /// worker has not reached yet (`last - from` is at most the jobs in
+    /// flight, far below 2^16): returns the first job taken back, or `None`
+    /// if the worker already reached `last`.
+    pub(crate) fn take_back(&self, from: u64, last: u64) -> Option<u64> {
+        let word = self.word(CLAIM);
+        let mut w = word.load(Ordering::Acquire);
+        loop {
+            let reached = w & LOW;
+            let first = from.max(reached + 1);
+            if first > last {
+                return None;
+            }
+            let next = ((first - reached) << 48) | reached;
+            match word.compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(first),
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// The number of the last job the worker reached (run or skipped).
+    pub(crate) fn reached(&self) -> u64 {
+        self.word(CLAIM).load(Ordering::Acquire) & LOW
+    }
+
+    /// Ends a take-back once the worker reached every job taken back, so
+    /// that the jobs sent next run.
+    pub(crate) fn clear_take_back(&self) {
+        let word = self.word(CLAIM);
+        let mut w = word.load(Ordering::Acquire);
+        while let Err(now) =
+            word.compare_exchange_weak(w, w & LOW, Ordering::AcqRel, Ordering::Acquire)
+        {
+            w = now;
+        }
     }
 
     /// `(seq, item, started_ns)` of what is running.
@@ -345,22 +415,130 @@ const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_micros(100);
 /// ~1 µs, little next to the task, and the result is not held hostage by
 /// the next task (nor lost with it if that one crashes).
 const FLUSH_AFTER_TASK: std::time::Duration = std::time::Duration::from_micros(20);
+/// Results still waiting when a task starts are sent by the flusher thread
+/// if that task is still running this long after it started: a burst of
+/// tiny tasks keeps sending its results in batches (one write per
+/// `FLUSH_EVERY`), and a result never waits behind a long task for longer
+/// than this. (Flushing before every task instead would cost a write per
+/// result in a burst.)
+const HELD_AT_MOST: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The worker's outbox, shared by the loop that runs tasks and the flusher
+/// thread that sends results a long task would otherwise hold back.
+struct Post {
+    outbox: std::sync::Mutex<Outbox>,
+    /// Number of the task running (counted from 1), 0 between tasks.
+    running: AtomicU64,
+    /// The task the flusher watches (0: none), and when it started.
+    watch: std::sync::Mutex<(u64, Option<Instant>)>,
+    wake: std::sync::Condvar,
+    /// Set (under the outbox lock) when `serve` returns: the socket is
+    /// about to close, and the flusher must not touch it any more.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Stops the flusher when `serve` returns, however it returns.
+struct StopFlusher<'a>(&'a Post);
+
+impl Drop for StopFlusher<'_> {
+    fn drop(&mut self) {
+        let _outbox = self.0.outbox();
+        self.0.closed.store(true, Ordering::Release);
+    }
+}
+
+impl Post {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Task `task` starts while results wait: have the flusher send them if
+    /// it runs long. Does nothing when the flusher is already watching.
+    fn watch(&self, task: u64, started: Instant) {
+        let mut w = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        if w.0 == 0 {
+            *w = (task, Some(started));
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The flusher: sleeps until a task starts with results waiting, then, if
+/// that task still runs `HELD_AT_MOST` after it started, sends them.
+fn start_flusher(sock: RawFd, post: std::sync::Arc<Post>) -> bool {
+    std::thread::Builder::new()
+        .name("crew-flusher".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut w = post.watch.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                let (task, started) = *w;
+                let Some(started) = started else {
+                    w = post.wake.wait(w).unwrap_or_else(|p| p.into_inner());
+                    continue;
+                };
+                let due = started + HELD_AT_MOST;
+                let now = Instant::now();
+                if now < due {
+                    w = post
+                        .wake
+                        .wait_timeout(w, due - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    continue;
+                }
+                *w = (0, None);
+                drop(w);
+                if post.running.load(Ordering::Acquire) == task {
+                    let mut outbox = post.outbox();
+                    if !post.closed.load(Ordering::Acquire) && !outbox.is_empty() {
+                        // SAFETY: `serve` owns the socket open until it
+                        // returns, and sets `closed` (under the lock we
+                        // hold) before it does.
+                        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock) };
+                        // A failed write means the parent is gone; the
+                        // watchdog ends us.
+                        let _ = outbox.flush(sock);
+                    }
+                }
+                w = post.watch.lock().unwrap_or_else(|p| p.into_inner());
+            }
+        })
+        .is_ok()
+}
 
 /// The worker's loop. `pub(crate)` so its address can serve the fingerprint.
 pub(crate) fn serve(sock: RawFd, control: &Control) {
     // SAFETY: `run_worker` owns this fd (`sock_owned`) until we return.
     let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock) };
     let mut inbox = Inbox::new();
-    let mut outbox = Outbox::default();
+    let post = std::sync::Arc::new(Post {
+        outbox: std::sync::Mutex::new(Outbox::default()),
+        running: AtomicU64::new(0),
+        watch: std::sync::Mutex::new((0, None)),
+        wake: std::sync::Condvar::new(),
+        closed: std::sync::atomic::AtomicBool::new(false),
+    });
     let mut out = Vec::new();
     let mut hello = Vec::with_capacity(16);
     hello.extend_from_slice(&wire::VERSION.to_le_bytes());
     hello.extend_from_slice(&build_fingerprint().to_le_bytes());
     hello.extend_from_slice(&std::process::id().to_le_bytes());
-    if outbox.push(wire::HELLO, wire::HELLO, &hello, &[]).is_err() || outbox.flush(sock).is_err() {
-        return;
+    {
+        let mut outbox = post.outbox();
+        if outbox.push(wire::HELLO, wire::HELLO, &hello, &[]).is_err()
+            || outbox.flush(sock).is_err()
+        {
+            return;
+        }
     }
+    // Without a flusher thread (none could start), results wait for the
+    // next flush point, as they did before the flusher existed.
+    let flusher = start_flusher(sock.as_raw_fd(), post.clone());
+    let _stop = StopFlusher(&post);
     let mut last_flush = Instant::now();
+    let mut tasks = 0u64;
+    let mut jobs = 0u64;
     loop {
         // BUSY: run every complete frame we have.
         loop {
@@ -368,11 +546,7 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(wire::Garbage(msg)) => {
-                    fatal(
-                        sock,
-                        &mut outbox,
-                        &format!("garbage from the parent: {msg}"),
-                    );
+                    fatal(sock, &post, &format!("garbage from the parent: {msg}"));
                     return;
                 }
             };
@@ -382,10 +556,23 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                     let header =
                         (|| Ok::<_, wire::Garbage>((fields.u64()?, fields.u64()?, fields.u8()?)))();
                     let Ok((seq, entry, flags)) = header else {
-                        fatal(sock, &mut outbox, "a task frame too short for its header");
+                        fatal(sock, &post, "a task frame too short for its header");
                         return;
                     };
+                    if seq != INIT_SEQ {
+                        jobs += 1;
+                        if !control.claim(jobs) {
+                            // Taken back by the parent, which runs it on a
+                            // worker that was idle.
+                            continue;
+                        }
+                    }
                     let task_start = Instant::now();
+                    tasks += 1;
+                    post.running.store(tasks, Ordering::Release);
+                    if flusher && !post.outbox().is_empty() {
+                        post.watch(tasks, task_start);
+                    }
                     control.set_flags(flags);
                     control.begin(seq);
                     // SAFETY: the handshake established that the parent runs
@@ -395,17 +582,20 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                     let ran =
                         wire::with_payload(&frame, fields, |input| run(input, control, &mut out));
                     if let Err(wire::Garbage(msg)) = ran {
-                        fatal(sock, &mut outbox, &msg);
+                        fatal(sock, &post, &msg);
                         return;
                     }
                     control.begin(0);
+                    post.running.store(0, Ordering::Release);
+                    let mut outbox = post.outbox();
                     if outbox
                         .push(wire::DONE, wire::DONE_SHM, &seq.to_le_bytes(), &out)
                         .is_err()
                     {
+                        drop(outbox);
                         fatal(
                             sock,
-                            &mut outbox,
+                            &post,
                             "cannot create a shared-memory buffer for a result",
                         );
                         return;
@@ -425,13 +615,13 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                     }
                 }
                 wire::STOP => {
-                    let _ = outbox.flush(sock);
+                    let _ = post.outbox().flush(sock);
                     return;
                 }
                 other => {
                     fatal(
                         sock,
-                        &mut outbox,
+                        &post,
                         &format!("unexpected frame kind {other} from the parent"),
                     );
                     return;
@@ -439,7 +629,7 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
             }
         }
         // IDLE: send what we have, then wait for more.
-        if outbox.flush(sock).is_err() {
+        if post.outbox().flush(sock).is_err() {
             return;
         }
         last_flush = Instant::now();
@@ -469,8 +659,9 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
     }
 }
 
-fn fatal(sock: std::os::fd::BorrowedFd<'_>, outbox: &mut Outbox, message: &str) {
+fn fatal(sock: std::os::fd::BorrowedFd<'_>, post: &Post, message: &str) {
     eprintln!("crew worker {}: {message}", std::process::id());
+    let mut outbox = post.outbox();
     let _ = outbox.push(wire::FATAL, wire::FATAL, message.as_bytes(), &[]);
     let _ = outbox.flush(sock);
 }

@@ -15,6 +15,8 @@ pub const ENV_WORKER: &str = "CREW_WORKER";
 pub const ENV_QUEUE: &str = "CREW_QUEUE";
 /// The number of worker processes of a node (default: the CPU count).
 pub const ENV_CONCURRENCY: &str = "CREW_CONCURRENCY";
+/// Entries a node takes beyond one per worker process (default 0).
+pub const ENV_PREFETCH: &str = "CREW_PREFETCH";
 /// The lease of a running task, in milliseconds (default 30,000).
 pub const ENV_LEASE_MS: &str = "CREW_LEASE_MS";
 /// How often a node proves it is alive, in milliseconds (default 1,000);

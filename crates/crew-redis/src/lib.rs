@@ -25,7 +25,7 @@ mod status;
 
 pub use config::{
     ClusterConfig, ENV_CLUSTER, ENV_CONCURRENCY, ENV_HEARTBEAT_MS, ENV_LEASE_MS,
-    ENV_MAX_DELIVERIES, ENV_QUEUE, ENV_WORKER,
+    ENV_MAX_DELIVERIES, ENV_PREFETCH, ENV_QUEUE, ENV_WORKER,
 };
 pub use driver::{Cluster, ClusterJob};
 pub use link::Link;

@@ -141,6 +141,7 @@ struct Shared {
     stream: String,
     build: String,
     concurrency: usize,
+    prefetch: usize,
     processes: Processes,
     local: Mutex<HashMap<String, Local>>,
     room: Condvar,
@@ -221,6 +222,10 @@ impl Node {
                 stream,
                 build: format!("{build:016x}"),
                 concurrency: concurrency.max(1),
+                prefetch: std::env::var(crate::config::ENV_PREFETCH)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
                 processes,
                 local: Mutex::new(HashMap::new()),
                 room: Condvar::new(),
@@ -314,10 +319,13 @@ fn ensure_group(link: &mut Link, keys: &Keys, stream: &str, deadline: Instant) -
     })
 }
 
-/// How many entries a node holds beyond one per worker process: none, so a
-/// task never waits behind another on a busy node while another node idles.
+/// How many entries a node holds: one per worker process, plus
+/// `CREW_PREFETCH` (default 0). Without prefetch a task never waits behind
+/// another on a busy node while another node idles, and a task not yet
+/// started stays in Redis, where `cancel_pending` can still take it back;
+/// with it, many short tasks submitted one by one pay fewer round trips.
 fn capacity(shared: &Shared) -> usize {
-    shared.concurrency
+    shared.concurrency + shared.prefetch
 }
 
 // FETCH: read new entries while there is room.
