@@ -642,7 +642,7 @@ impl PoolBuilder<ThreadsConfig> {
     /// ```
     pub fn initializer<F, A, S>(mut self, f: F, args: A) -> Self
     where
-        Star<F>: crew_core::Call<A, S> + crew_process::NonCapturing,
+        Star<F>: crew_core::Call<A, S>,
         F: Send + Sync + 'static,
         A: Clone + Send + Sync + 'static,
         S: std::any::Any + Send + Sync,
