@@ -494,17 +494,24 @@ where
         const { assert_non_capturing::<T>() };
         let name = task.name().and_then(crew_core::task_name).unwrap_or("call");
         let _ = task;
-        match postcard::to_allocvec(&input) {
-            Ok(payload) => ProcJob::new(
-                offset_of(call_entry::<T, X, R>),
-                payload,
-                Box::new(CallCompletion {
-                    promise: Some(promise),
-                    attempts: 0,
-                    number: self.shared.timeline.as_ref().map(|t| t.next_call()),
-                    name,
-                }),
-            ),
+        // The job holds the shared-memory regions the arguments name until
+        // the worker has answered: `input` may hold their only handles.
+        let (encoded, held) = crew_shm::hold_serialized(|| postcard::to_allocvec(&input));
+        drop(input);
+        match encoded {
+            Ok(payload) => ProcJob {
+                _held: (!held.is_empty()).then(|| Box::new(held)),
+                ..ProcJob::new(
+                    offset_of(call_entry::<T, X, R>),
+                    payload,
+                    Box::new(CallCompletion {
+                        promise: Some(promise),
+                        attempts: 0,
+                        number: self.shared.timeline.as_ref().map(|t| t.next_call()),
+                        name,
+                    }),
+                )
+            },
             Err(e) => {
                 promise.fail(Error::protocol(format!(
                     "cannot encode the task's arguments: {e}"
@@ -522,21 +529,26 @@ where
         // Sized up front: growing a multi-megabyte buffer by doubling
         // copies it again and again.
         let guess = 8 + std::mem::size_of_val(chunk.as_slice()).saturating_mul(5) / 4;
-        let encoded = postcard::to_extend(chunk.as_slice(), Vec::with_capacity(guess));
+        let (encoded, held) = crew_shm::hold_serialized(|| {
+            postcard::to_extend(chunk.as_slice(), Vec::with_capacity(guess))
+        });
         drop(chunk);
         match encoded {
-            Ok(payload) => ProcJob::new(
-                offset_of(chunk_entry::<T, X, R>),
-                payload,
-                Box::new(ChunkCompletion::<X, R> {
-                    sink: Some(sink),
-                    len,
-                    partial: None,
-                    started: Instant::now(),
-                    name,
-                    _input: std::marker::PhantomData,
-                }),
-            ),
+            Ok(payload) => ProcJob {
+                _held: (!held.is_empty()).then(|| Box::new(held)),
+                ..ProcJob::new(
+                    offset_of(chunk_entry::<T, X, R>),
+                    payload,
+                    Box::new(ChunkCompletion::<X, R> {
+                        sink: Some(sink),
+                        len,
+                        partial: None,
+                        started: Instant::now(),
+                        name,
+                        _input: std::marker::PhantomData,
+                    }),
+                )
+            },
             Err(e) => {
                 sink.fail(Error::protocol(format!(
                     "cannot encode a chunk's arguments: {e}"
