@@ -3,39 +3,25 @@
 # tests, every example, the CLI, and the doctests. This is the README's test
 # command, and CI runs it (.ci/run). Needs cargo (and rustup, with which
 # ci/msrv.sh and ci/other-systems.sh fetch the minimum Rust version and the
-# macOS target's std), and redis-server (Redis 7 or newer; the cluster tests
-# start their own on a private port): installed here when missing if we are
-# root with apt-get, else we stop and say how.
+# macOS target's std), redis-server (Redis 7 or newer; the cluster tests
+# start their own on a private port) and openssl (certificates for the TLS
+# test): installed here when missing if we are root with apt-get, else we
+# stop and say how.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v redis-server >/dev/null 2>&1; then
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "ci/test.sh: installing redis-server for the cluster tests" >&2
+        echo "ci/test.sh: installing$missing for the cluster tests" >&2
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-        echo "ci/test.sh: the cluster tests need redis-server (Redis 7 or newer) on PATH;" >&2
-        echo "  install it, e.g. 'sudo apt-get install redis-server' (Debian/Ubuntu)" >&2
-        echo "  or 'brew install redis', then run this again" >&2
-        exit 1
-    fi
-fi
-# The Celery tests (tests/celery.rs) run real Celery workers and clients:
-# Python 3 with `celery[redis]` (the extra matters: plain `celery redis`
-# lacks `packaging`).
-py="${CREW_PYTHON:-python3}"
-if ! "$py" -c 'import celery, redis' >/dev/null 2>&1; then
-    if command -v "$py" >/dev/null 2>&1 && "$py" -m pip --version >/dev/null 2>&1; then
-        echo "ci/test.sh: installing celery[redis] for the Celery tests" >&2
-        # A system Python (PEP 668) refuses plain installs as root.
-        "$py" -m pip install -q "celery[redis]" ||
-            "$py" -m pip install -q --break-system-packages "celery[redis]" || {
-            echo "ci/test.sh: 'pip install \"celery[redis]\"' failed; install it by hand" >&2
-            exit 1
-        }
-    else
-        echo "ci/test.sh: the Celery tests need python3 with pip (to install celery[redis]);" >&2
-        echo "  install python3 and python3-pip, or set CREW_PYTHON to a python with celery[redis]" >&2
+        echo "ci/test.sh: the cluster tests need$missing on PATH (Redis 7 or newer;" >&2
+        echo "  openssl makes the TLS test's certificates): install them, e.g." >&2
+        echo "  'sudo apt-get install$missing' (Debian/Ubuntu), then run this again" >&2
         exit 1
     fi
 fi
