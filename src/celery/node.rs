@@ -380,7 +380,41 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             }
         }
     }
+    if !later.is_empty() {
+        give_back(shared, &mut link, &later);
+    }
     Ok(())
+}
+
+/// Puts messages this node took but will not run (waiting for their eta at
+/// shutdown) back on their queues now, as kombu does at shutdown, rather
+/// than after the visibility timeout.
+fn give_back(shared: &Shared, link: &mut Link, msgs: &[Message]) {
+    let restore = redis::Script::new(wire::RESTORE);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let r = link.call(&|| std::time::Instant::now() >= deadline, |con| {
+        let mut p = redis::pipe();
+        for m in msgs {
+            p.cmd("ZADD")
+                .arg(wire::UNACKED_INDEX)
+                .arg("XX")
+                .arg(0)
+                .arg(&m.tag)
+                .ignore();
+        }
+        p.query::<()>(con)?;
+        restore.arg(0).invoke::<u64>(con)
+    });
+    if let Some(Err(e)) = r {
+        eprintln!(
+            "crew celery node {}: giving back {} message(s): {e}",
+            shared.hostname,
+            msgs.len()
+        );
+    }
+    for m in msgs {
+        lock(&shared.held).remove(&m.tag);
+    }
 }
 
 /// A message that cannot be read: logged and acknowledged (kombu would
@@ -556,7 +590,9 @@ fn error_outcome(task: &str, e: &Error, limit: Option<(f64, bool)>) -> Outcome {
 
 // REPORT: write the result, continue the chain, acknowledge.
 fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut backend: Link) {
-    let stop = || false;
+    // Redis unreachable after SIGTERM: give up; what was not acknowledged
+    // stays in `unacked`, to be restored and run again.
+    let stop = || STOP_SIGNAL.load(Ordering::Relaxed);
     let origin = shared.hostname.clone();
     // What ended since the last round trip is written in one pipeline per
     // connection: results first, then the next tasks and the acks.
@@ -714,7 +750,7 @@ fn chord_member(
     ];
     let part = wire::chord_part(&msg.id, outcome);
     let script = redis::Script::new(wire::CHORD_PART);
-    let stop = || false;
+    let stop = || STOP_SIGNAL.load(Ordering::Relaxed);
     let claimed = backend.call(&stop, |con| {
         script
             .key(&keys[..6])
