@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # Every test of the workspace: unit tests, the conformance suite, the fault
-# tests, every example, the CLI, and the doctests. This is the README's test
-# command, and CI runs it (.ci/run). Needs cargo (and rustup, with which
-# ci/msrv.sh and ci/other-systems.sh fetch the minimum Rust version and the
-# macOS target's std), and redis-server (Redis 7 or newer; the cluster tests
-# start their own on a private port): installed here when missing if we are
-# root with apt-get, else we stop and say how.
+# tests, every example, the CLI, and the doctests; then the tools: the loom
+# models, a chaos soak, and the tests under AddressSanitizer. This is the
+# README's test command, and CI runs it (.ci/run). Needs cargo (and rustup,
+# with which ci/msrv.sh and ci/other-systems.sh fetch the minimum Rust
+# version and the macOS target's std, and ci/asan.sh installs nightly if it
+# is missing), redis-server (Redis 7 or newer; the cluster tests start their
+# own on a private port) and openssl (certificates for the TLS test):
+# installed here when missing if we are root with apt-get, else we stop and
+# say how.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v redis-server >/dev/null 2>&1; then
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "ci/test.sh: installing redis-server for the cluster tests" >&2
+        echo "ci/test.sh: installing$missing for the cluster tests" >&2
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-        echo "ci/test.sh: the cluster tests need redis-server (Redis 7 or newer) on PATH;" >&2
-        echo "  install it, e.g. 'sudo apt-get install redis-server' (Debian/Ubuntu)" >&2
-        echo "  or 'brew install redis', then run this again" >&2
+        echo "ci/test.sh: the cluster tests need$missing on PATH (Redis 7 or newer;" >&2
+        echo "  openssl makes the TLS test's certificates): install them, e.g." >&2
+        echo "  'sudo apt-get install$missing' (Debian/Ubuntu) or 'brew install redis'," >&2
+        echo "  then run this again" >&2
         exit 1
     fi
 fi
@@ -40,9 +48,25 @@ if ! "$py" -c 'import celery, redis' >/dev/null 2>&1; then
     fi
 fi
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-cargo test --workspace --all-targets
-cargo test --workspace --doc
+# The stable runs of the fuzz targets (`fuzz_*_stable`): seconds each.
+export CREW_FUZZ_SECONDS="${CREW_FUZZ_SECONDS:-15}"
+
+step() {
+    local name=$1 start=$SECONDS
+    shift
+    echo "ci: $name"
+    "$@"
+    echo "ci: $name took $((SECONDS - start)) s"
+}
+
+step "tests" cargo test --workspace --all-targets
+step "doctests" cargo test --workspace --doc
 # The minimum Rust version the README and Cargo.toml state still builds, and
 # another system is refused with the README's message.
-bash ci/msrv.sh
-bash ci/other-systems.sh
+step "msrv" bash ci/msrv.sh
+step "other systems" bash ci/other-systems.sh
+# The debug binary the tests just built: slower than release, with the
+# debug assertions on, which a soak wants.
+step "soak" target/debug/crew soak --seconds "${CREW_SOAK_SECONDS:-40}"
+step "loom" bash ci/loom.sh
+step "asan" bash ci/asan.sh

@@ -170,8 +170,9 @@ pub fn init() {
 /// ```
 pub mod cluster {
     pub use crew_redis::{
-        Cluster, ClusterConfig, DeadLetter, LocalRedis, NodeProcess, NodeStatus, QueueStatus,
-        StreamStatus, status,
+        Cluster, ClusterConfig, DeadLetter, ENV_CLUSTER, ENV_CONCURRENCY, ENV_HEARTBEAT_MS,
+        ENV_LEASE_MS, ENV_MAX_DELIVERIES, ENV_PREFETCH, ENV_QUEUE, ENV_WORKER, LocalRedis,
+        NodeProcess, NodeStatus, QueueStatus, StreamStatus, status,
     };
 }
 

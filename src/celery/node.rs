@@ -324,19 +324,26 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             dispatch(shared, tx, m);
             continue;
         }
+        let want = shared
+            .config
+            .concurrency
+            .saturating_sub(*lock(&shared.running))
+            .max(1);
         let popped = link.call(&stop, |con| {
             script
                 .key(&shared.keys)
                 .arg(wire::now())
-                .invoke::<Option<Vec<u8>>>(con)
+                .arg(want)
+                .invoke::<Vec<Vec<u8>>>(con)
         });
         match popped {
             None => break,
-            Some(Ok(Some(raw))) => {
+            Some(Ok(raws)) if !raws.is_empty() => {
                 idle = Duration::ZERO;
-                match Message::parse(&raw) {
-                    Ok(m) => {
-                        shared.events.send(
+                for raw in raws {
+                    match Message::parse(&raw) {
+                        Ok(m) => {
+                            shared.events.send(
                             "task-received",
                             serde_json::json!({
                                 "uuid": m.id,
@@ -350,17 +357,18 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                                 "parent_id": m.header("parent_id"),
                             }),
                         );
-                        lock(&shared.held).insert(m.tag.clone());
-                        if m.eta.is_some_and(|t| t > wire::now()) {
-                            later.push(m);
-                        } else {
-                            dispatch(shared, tx, m);
+                            lock(&shared.held).insert(m.tag.clone());
+                            if m.eta.is_some_and(|t| t > wire::now()) {
+                                later.push(m);
+                            } else {
+                                dispatch(shared, tx, m);
+                            }
                         }
+                        Err(reason) => reject(shared, &mut link, &raw, &reason),
                     }
-                    Err(reason) => reject(shared, &mut link, &raw, &reason),
                 }
             }
-            Some(Ok(None)) => {
+            Some(Ok(_)) => {
                 // Nothing queued: poll again soon, less often the longer
                 // the queues stay empty.
                 idle = (idle * 2).clamp(Duration::from_micros(500), Duration::from_millis(20));
@@ -372,7 +380,41 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             }
         }
     }
+    if !later.is_empty() {
+        give_back(shared, &mut link, &later);
+    }
     Ok(())
+}
+
+/// Puts messages this node took but will not run (waiting for their eta at
+/// shutdown) back on their queues now, as kombu does at shutdown, rather
+/// than after the visibility timeout.
+fn give_back(shared: &Shared, link: &mut Link, msgs: &[Message]) {
+    let restore = redis::Script::new(wire::RESTORE);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let r = link.call(&|| std::time::Instant::now() >= deadline, |con| {
+        let mut p = redis::pipe();
+        for m in msgs {
+            p.cmd("ZADD")
+                .arg(wire::UNACKED_INDEX)
+                .arg("XX")
+                .arg(0)
+                .arg(&m.tag)
+                .ignore();
+        }
+        p.query::<()>(con)?;
+        restore.arg(0).invoke::<u64>(con)
+    });
+    if let Some(Err(e)) = r {
+        eprintln!(
+            "crew celery node {}: giving back {} message(s): {e}",
+            shared.hostname,
+            msgs.len()
+        );
+    }
+    for m in msgs {
+        lock(&shared.held).remove(&m.tag);
+    }
 }
 
 /// A message that cannot be read: logged and acknowledged (kombu would
@@ -548,77 +590,101 @@ fn error_outcome(task: &str, e: &Error, limit: Option<(f64, bool)>) -> Outcome {
 
 // REPORT: write the result, continue the chain, acknowledge.
 fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut backend: Link) {
-    let stop = || false;
-    for Done { msg, t0, outcome } in rx {
-        let Some(outcome) = outcome else {
-            lock(&shared.held).remove(&msg.tag);
-            let mut running = lock(&shared.running);
-            *running = running.saturating_sub(1);
-            shared.room.notify_all();
+    // Redis unreachable after SIGTERM: give up; what was not acknowledged
+    // stays in `unacked`, to be restored and run again.
+    let stop = || STOP_SIGNAL.load(Ordering::Relaxed);
+    let origin = shared.hostname.clone();
+    // What ended since the last round trip is written in one pipeline per
+    // connection: results first, then the next tasks and the acks.
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(255));
+        let mut ended = Vec::with_capacity(batch.len());
+        for Done { msg, t0, outcome } in batch {
+            match outcome {
+                Some(outcome) => {
+                    shared.processed.fetch_add(1, Ordering::Relaxed);
+                    task_event(shared, &msg, &outcome, t0.elapsed().as_secs_f64());
+                    ended.push((msg, outcome));
+                }
+                None => release(shared, &msg),
+            }
+        }
+        if ended.is_empty() {
             continue;
-        };
-        shared.processed.fetch_add(1, Ordering::Relaxed);
-        task_event(shared, &msg, &outcome, t0.elapsed().as_secs_f64());
-        let key = format!("{}{}", wire::META, msg.id);
-        let payload = wire::meta(&msg.id, &outcome);
-        let ignore = msg
-            .headers
-            .get("ignore_result")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if !ignore {
+        }
+        let results: Vec<(String, String)> = ended
+            .iter()
+            .filter(|(msg, _)| {
+                !msg.headers
+                    .get("ignore_result")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            })
+            .map(|(msg, outcome)| {
+                (
+                    format!("{}{}", wire::META, msg.id),
+                    wire::meta(&msg.id, outcome),
+                )
+            })
+            .collect();
+        if !results.is_empty() {
             let r = backend.call(&stop, |con| {
-                redis::pipe()
-                    .cmd("SET")
-                    .arg(&key)
-                    .arg(&payload)
-                    .arg("EX")
-                    .arg(wire::RESULT_EXPIRES_S)
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(&key)
-                    .arg(&payload)
-                    .ignore()
-                    .query::<()>(con)
+                let mut p = redis::pipe();
+                for (key, payload) in &results {
+                    p.cmd("SET")
+                        .arg(key)
+                        .arg(payload)
+                        .arg("EX")
+                        .arg(wire::RESULT_EXPIRES_S)
+                        .ignore()
+                        .cmd("PUBLISH")
+                        .arg(key)
+                        .arg(payload)
+                        .ignore();
+                }
+                p.query::<()>(con)
             });
             if let Some(Err(e)) = r {
-                eprintln!(
-                    "crew celery node {}: writing a result: {e}",
-                    shared.hostname
-                );
+                eprintln!("crew celery node {}: writing results: {e}", shared.hostname);
             }
         }
         let mut after = Vec::new();
-        if let Outcome::Success(v) = &outcome
-            && let Some(next) = next_in_chain(&msg, v)
-        {
-            after.push(next);
+        let mut chords = Vec::new();
+        for (msg, outcome) in &ended {
+            if let Outcome::Success(v) = outcome
+                && let Some(next) = next_in_chain(msg, v)
+            {
+                after.push(next);
+            }
+            if let Some(Chord::Fire(body, keys)) = chord_member(shared, &mut backend, msg, outcome)
+            {
+                after.push(body);
+                chords.push(keys);
+            }
         }
-        let chord = chord_member(shared, &mut backend, &msg, &outcome);
-        if let Some(Chord::Fire(body, _)) = &chord {
-            after.push(body.clone());
-        }
-        let origin = shared.hostname.clone();
         let r = broker.call(&stop, |con| {
             let mut p = redis::pipe();
             for next in &after {
                 let (list, raw) = next.encode(&origin);
                 p.cmd("LPUSH").arg(list).arg(raw).ignore();
             }
-            p.cmd("ZREM")
-                .arg(wire::UNACKED_INDEX)
-                .arg(&msg.tag)
-                .ignore()
-                .cmd("HDEL")
-                .arg(wire::UNACKED)
-                .arg(&msg.tag)
-                .ignore();
+            for (msg, _) in &ended {
+                p.cmd("ZREM")
+                    .arg(wire::UNACKED_INDEX)
+                    .arg(&msg.tag)
+                    .ignore()
+                    .cmd("HDEL")
+                    .arg(wire::UNACKED)
+                    .arg(&msg.tag)
+                    .ignore();
+            }
             p.query::<()>(con)
         });
         if let Some(Err(e)) = r {
             eprintln!("crew celery node {}: acknowledging: {e}", shared.hostname);
         }
-        if let Some(Chord::Fire(_, keys)) = chord {
+        for keys in chords {
             let cleanup = redis::Script::new(wire::CHORD_CLEANUP);
             let _ = backend.call(&stop, |con| {
                 cleanup
@@ -632,11 +698,18 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
                     .invoke::<i64>(con)
             });
         }
-        lock(&shared.held).remove(&msg.tag);
-        let mut running = lock(&shared.running);
-        *running = running.saturating_sub(1);
-        shared.room.notify_all();
+        for (msg, _) in &ended {
+            release(shared, msg);
+        }
     }
+}
+
+/// The node no longer holds `msg`: room for another.
+fn release(shared: &Shared, msg: &Message) {
+    lock(&shared.held).remove(&msg.tag);
+    let mut running = lock(&shared.running);
+    *running = running.saturating_sub(1);
+    shared.room.notify_all();
 }
 
 /// What a chord header member's end did to its chord.
@@ -677,7 +750,7 @@ fn chord_member(
     ];
     let part = wire::chord_part(&msg.id, outcome);
     let script = redis::Script::new(wire::CHORD_PART);
-    let stop = || false;
+    let stop = || STOP_SIGNAL.load(Ordering::Relaxed);
     let claimed = backend.call(&stop, |con| {
         script
             .key(&keys[..6])

@@ -157,6 +157,10 @@ fn allocates_2_gib(x: u32) -> u32 {
 }
 
 #[test]
+#[cfg_attr(
+    crew_asan,
+    ignore = "AddressSanitizer reserves terabytes of address space: no RLIMIT_AS can apply"
+)]
 fn task_over_the_memory_limit_fails_alone() {
     let pool = Pool::builder()
         .processes(2)

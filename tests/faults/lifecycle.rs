@@ -235,6 +235,10 @@ fn pool_of_unstartable_workers() {
 }
 
 #[test]
+#[cfg_attr(
+    crew_asan,
+    ignore = "AddressSanitizer reserves terabytes of address space: no RLIMIT_AS can apply"
+)]
 fn unstartable_workers_fail_the_task() {
     if role().as_deref() == Some("unstartable") {
         return pool_of_unstartable_workers();

@@ -6,6 +6,7 @@ mod bench;
 mod chart;
 mod demo;
 mod demo_cluster;
+mod soak;
 mod workloads;
 
 use std::path::PathBuf;
@@ -53,6 +54,24 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Chaos soak: maps, imap, submit, apply_async and Parallel on threads and
+    /// processes while workers are killed and faults injected; checks that
+    /// every task is reported once, nothing hangs, no process is left and
+    /// fds and RSS stay flat. Exits non-zero on any violation.
+    Soak {
+        /// How long to run, in seconds (default 60).
+        #[arg(long, conflicts_with = "minutes")]
+        seconds: Option<u64>,
+        /// How long to run, in minutes.
+        #[arg(long)]
+        minutes: Option<u64>,
+        /// Seed of the rounds' choices (default: from the clock; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Workers of every pool.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// The state of a cluster queue: live nodes (build, host, pid, running,
     /// done, failed), tasks waiting and why, rates, dead letters.
     Status {
@@ -92,6 +111,9 @@ enum Suite {
     /// No-op tasks through a local Redis with 1, 2 and 4 worker nodes
     /// (map, submit, round trip), beside Celery with `--python`.
     Cluster(ClusterArgs),
+    /// No-op Celery tasks from a Python client: a crew node beside a Celery
+    /// prefork worker with as many processes (needs `pip install "celery[redis]"`).
+    Celery(CeleryArgs),
     /// Every suite, one after the other.
     All {
         #[command(flatten)]
@@ -100,6 +122,24 @@ enum Suite {
         #[arg(long, default_value_t = 5)]
         seeds_rounds: usize,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+struct CeleryArgs {
+    /// Rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Tasks sent at once, then waited for.
+    #[arg(long, default_value_t = 5000)]
+    tasks: usize,
+    /// Round trips measured one after the other.
+    #[arg(long, default_value_t = 200)]
+    roundtrips: usize,
+    /// Worker processes of the crew node and of the Celery worker.
+    #[arg(long, default_value_t = 2)]
+    processes: usize,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -119,6 +159,10 @@ struct ClusterArgs {
     /// Node counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     nodes: Vec<usize>,
+    /// Entries each node takes beyond one per worker process
+    /// (`CREW_PREFETCH`).
+    #[arg(long, default_value_t = 64)]
+    prefetch: usize,
     /// Adds Celery's rows (needs `pip install "celery[redis]"`).
     #[arg(long)]
     python: bool,
@@ -390,6 +434,27 @@ fn main() -> anyhow::Result<()> {
                 processes: !no_processes,
             })?;
         }
+        Command::Soak {
+            seconds,
+            minutes,
+            seed,
+            workers,
+        } => {
+            let secs = seconds.or(minutes.map(|m| m * 60)).unwrap_or(60);
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+            let ok = soak::run(&soak::SoakOptions {
+                duration: Duration::from_secs(secs),
+                seed,
+                workers: workers.max(1),
+            });
+            if !ok {
+                anyhow::bail!("the soak found violations (seed {seed})");
+            }
+        }
         Command::Bench { suite } => match suite {
             Suite::Overhead(a) => {
                 bench::overhead::run(&overhead_options(&a))?;
@@ -439,6 +504,16 @@ fn main() -> anyhow::Result<()> {
                     python: a.python,
                 })?;
             }
+            Suite::Celery(a) => {
+                bench::celery::run(&bench::celery::CeleryOptions {
+                    rounds: a.rounds.max(1),
+                    tasks: a.tasks.max(1),
+                    roundtrips: a.roundtrips.max(1),
+                    processes: a.processes.max(1),
+                    gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
+                    target: a.common.target(),
+                })?;
+            }
             Suite::Cluster(a) => {
                 bench::cluster::run(&bench::cluster::ClusterOptions {
                     rounds: a.rounds.max(1),
@@ -446,6 +521,7 @@ fn main() -> anyhow::Result<()> {
                     submit_tasks: a.submit_tasks.max(1),
                     roundtrips: a.roundtrips.max(1),
                     nodes: a.nodes.clone(),
+                    prefetch: a.prefetch,
                     gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
                     target: a.common.target(),
                     python: a.python,

@@ -9,8 +9,7 @@
 //! the fate of every chunk and never wait forever.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, Runs};
@@ -18,6 +17,7 @@ use crate::call::Call;
 use crate::error::{Error, MapError, Result};
 use crate::future::{AsyncResult, Future, MapAsyncResult};
 use crate::progress::Progress;
+use crate::sync::{AtomicBool, Condvar, Mutex, MutexGuard, Ordering};
 use crate::timeline::Timeline;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,7 +71,7 @@ pub use crate::chunk::{Chunk, ChunkIter};
 ///
 /// The guard, unwaited, once `deadline` has passed.
 pub fn wait_deadline<'a, T>(
-    cv: &std::sync::Condvar,
+    cv: &Condvar,
     guard: MutexGuard<'a, T>,
     deadline: Option<Instant>,
 ) -> std::result::Result<MutexGuard<'a, T>, MutexGuard<'a, T>> {
@@ -1518,3 +1518,6 @@ impl<B: Backend> Drop for Owned<B> {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom;

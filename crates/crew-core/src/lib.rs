@@ -31,6 +31,7 @@ mod loops;
 pub mod progress;
 mod slot;
 mod state;
+mod sync;
 mod threads;
 mod timeline;
 mod wait;

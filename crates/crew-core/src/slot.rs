@@ -22,11 +22,11 @@
 //! after taking that lock once, so a callback's `&V` never overlaps the
 //! owner moving the value out.
 
+use crate::sync::thread::{self, Thread};
+use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering};
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::Waker;
-use std::thread::Thread;
 use std::time::Instant;
 
 use crate::error::{Error, FromError};
@@ -54,7 +54,8 @@ const CALLBACKS: usize = 1 << 5;
 /// How long a blocking wait spins before parking. Waking a parked thread on
 /// the other vCPU costs ~60 µs on the project's VMs (notes/ipc-floor.md), so a
 /// short spin pays when the result is microseconds away.
-const SPIN_LIMIT: u32 = 2000;
+/// (None under loom: the model explores the parking path.)
+const SPIN_LIMIT: u32 = if cfg!(loom) { 0 } else { 2000 };
 
 pub(crate) type Callback<V> = Box<dyn FnOnce(&V) + Send>;
 
@@ -274,15 +275,12 @@ impl<V> Slot<V> {
             // Yield now and then: the thread that will complete us may be
             // waiting for this very CPU (2 vCPUs, often 3 runnable threads).
             if i % 256 == 255 {
-                std::thread::yield_now();
+                thread::yield_now();
             } else {
-                std::hint::spin_loop();
+                crate::sync::spin_loop();
             }
         }
-        if self
-            .register(Waiter::Thread(std::thread::current()))
-            .is_some()
-        {
+        if self.register(Waiter::Thread(thread::current())).is_some() {
             // Done; wait out callbacks the completer may still be running.
             self.sync();
             return true;
@@ -292,13 +290,13 @@ impl<V> Slot<V> {
                 return true;
             }
             match deadline {
-                None => std::thread::park(),
+                None => thread::park(),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return self.is_done();
                     }
-                    std::thread::park_timeout(d - now);
+                    thread::park_timeout(d - now);
                 }
             }
         }
@@ -622,5 +620,7 @@ impl<V: FromError> Drop for Promise<V> {
     }
 }
 
+#[cfg(all(test, loom))]
+mod loom;
 #[cfg(test)]
 mod test;

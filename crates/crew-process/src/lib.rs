@@ -15,6 +15,8 @@ compile_error!(
 );
 
 mod entry;
+#[cfg(any(test, feature = "fuzzing"))]
+mod fuzz;
 mod process;
 pub mod remote;
 mod spawn;
@@ -38,6 +40,15 @@ pub use process::Process;
 use supervisor::{Completion, Shared};
 pub use supervisor::{ProcJob, ProcessConfig};
 pub use worker::run_if_worker;
+
+/// Entry points of the fuzz targets (`fuzz/` at the top of the repository)
+/// and of their stable runs in the tests. Not part of the API: enabled by the
+/// `fuzzing` feature.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::fuzz::{frame_reader, wire_decoder};
+}
 
 /// A fingerprint of this executable's build: it changes with any rebuild
 /// that moves code, and is the same in every process running this very
@@ -389,6 +400,15 @@ where
             // Fast path: the payload is the whole chunk, in order.
             if values.len() + errors.len() != self.len {
                 let e = Error::protocol("a chunk's result has the wrong number of items")
+                    .with_worker(worker);
+                return self.settle_all(&e);
+            }
+            // Failures must name distinct items of the chunk, in order (a
+            // garbled answer must fail the chunk, not panic the collector).
+            if !errors.windows(2).all(|w| w[0].0 < w[1].0)
+                || errors.last().is_some_and(|(i, _)| *i as usize >= self.len)
+            {
+                let e = Error::protocol("a chunk's result places its failures out of order")
                     .with_worker(worker);
                 return self.settle_all(&e);
             }

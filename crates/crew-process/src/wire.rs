@@ -55,13 +55,19 @@ impl ShmPayload {
     /// Copies `data` into a new memfd.
     pub(crate) fn create(data: &[u8]) -> io::Result<ShmPayload> {
         use rustix::fs::{MemfdFlags, ftruncate, memfd_create};
-        let fd = memfd_create(c"crew-payload", MemfdFlags::CLOEXEC)?;
+        let fd = memfd_create(
+            c"crew-payload",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
         ftruncate(&fd, data.len() as u64)?;
         let map = Mapping::new(&fd, data.len(), true)?;
         // SAFETY: the mapping is `data.len()` writable bytes that nobody else
         // can see yet (the fd has not been sent).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), map.ptr, data.len()) };
         drop(map);
+        // The reader maps it: it must never shrink under that mapping.
+        use rustix::fs::{SealFlags, fcntl_add_seals};
+        fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         Ok(ShmPayload {
             fd,
             len: data.len(),
@@ -69,7 +75,25 @@ impl ShmPayload {
     }
 
     /// Maps a received memfd of `len` bytes and calls `f` with its contents.
+    ///
+    /// The fd must be sealed against shrinking and at least `len` bytes long:
+    /// reading a mapping past the end of its file raises `SIGBUS`, so a
+    /// garbled length (or a peer that truncates) must fail here instead.
     pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> io::Result<T> {
+        use rustix::fs::{SealFlags, fcntl_get_seals, fstat};
+        if !fcntl_get_seals(fd)?.contains(SealFlags::SHRINK) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a payload memfd is not sealed against shrinking",
+            ));
+        }
+        let size = fstat(fd)?.st_size;
+        if len as u64 > size as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("payload length {len} exceeds its memfd ({size} bytes)"),
+            ));
+        }
         let map = Mapping::new(fd, len, false)?;
         // SAFETY: the mapping holds `len` readable bytes; the sender wrote
         // them before sending the fd and never touches them again.
@@ -213,7 +237,11 @@ impl Outbox {
     }
 }
 
-fn send(sock: BorrowedFd<'_>, data: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<usize> {
+pub(crate) fn send(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> io::Result<usize> {
     let iov = [io::IoSlice::new(data)];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);

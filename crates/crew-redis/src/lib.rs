@@ -25,10 +25,10 @@ mod status;
 
 pub use config::{
     ClusterConfig, ENV_CLUSTER, ENV_CONCURRENCY, ENV_HEARTBEAT_MS, ENV_LEASE_MS,
-    ENV_MAX_DELIVERIES, ENV_QUEUE, ENV_WORKER,
+    ENV_MAX_DELIVERIES, ENV_PREFETCH, ENV_QUEUE, ENV_WORKER,
 };
 pub use driver::{Cluster, ClusterJob};
-pub use link::Link;
+pub use link::{ENV_TLS_CA, Link, client};
 pub use node::{Node, run_if_node};
 pub use server::{LocalRedis, NodeProcess};
 pub use status::{DeadLetter, NodeStatus, QueueStatus, StreamStatus, status};

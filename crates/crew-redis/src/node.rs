@@ -141,6 +141,7 @@ struct Shared {
     stream: String,
     build: String,
     concurrency: usize,
+    prefetch: usize,
     processes: Processes,
     local: Mutex<HashMap<String, Local>>,
     room: Condvar,
@@ -199,7 +200,7 @@ impl Node {
         let keys = Keys::new(&config.queue);
         let build = crew_process::remote::fingerprint();
         let stream = keys.tasks(build);
-        let mut link = Link::open(&config.url, Duration::from_secs(10))?;
+        let mut link = config.link(Duration::from_secs(10))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         ensure_group(&mut link, &keys, &stream, deadline)?;
         let processes = Processes::with_config(ProcessConfig {
@@ -221,6 +222,10 @@ impl Node {
                 stream,
                 build: format!("{build:016x}"),
                 concurrency: concurrency.max(1),
+                prefetch: std::env::var(crate::config::ENV_PREFETCH)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
                 processes,
                 local: Mutex::new(HashMap::new()),
                 room: Condvar::new(),
@@ -256,7 +261,7 @@ impl Node {
                 .map_err(|e| Error::io("starting a node thread", e))
         };
         // Heartbeat first, so drivers count this node as soon as it reads.
-        let mut keeper_link = Link::open(&shared.config.url, Duration::from_secs(10))?;
+        let mut keeper_link = shared.config.link(Duration::from_secs(10))?;
         let _ = keep_once(&shared, &mut keeper_link, false);
         let reporter = {
             let s = shared.clone();
@@ -314,15 +319,18 @@ fn ensure_group(link: &mut Link, keys: &Keys, stream: &str, deadline: Instant) -
     })
 }
 
-/// How many entries a node holds beyond one per worker process: none, so a
-/// task never waits behind another on a busy node while another node idles.
+/// How many entries a node holds: one per worker process, plus
+/// `CREW_PREFETCH` (default 0). Without prefetch a task never waits behind
+/// another on a busy node while another node idles, and a task not yet
+/// started stays in Redis, where `cancel_pending` can still take it back;
+/// with it, many short tasks submitted one by one pay fewer round trips.
 fn capacity(shared: &Shared) -> usize {
-    shared.concurrency
+    shared.concurrency + shared.prefetch
 }
 
 // FETCH: read new entries while there is room.
 fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
-    let mut link = Link::open(&shared.config.url, Duration::from_secs(5))?;
+    let mut link = shared.config.link(Duration::from_secs(5))?;
     let stop = || shared.stopping();
     while !shared.stopping() {
         let want = {
@@ -507,7 +515,7 @@ fn run(shared: &Arc<Shared>, entry: String, msg: TaskMsg) {
 
 // REPORT: start notices and results, batched into one round trip.
 fn report_loop(shared: &Arc<Shared>, rx: Receiver<Report>) {
-    let Ok(mut link) = Link::open(&shared.config.url, Duration::from_secs(10)) else {
+    let Ok(mut link) = shared.config.link(Duration::from_secs(10)) else {
         return;
     };
     let finish = redis::Script::new(proto::FINISH);
@@ -821,7 +829,8 @@ fn started_at() -> u64 {
 
 // LISTEN: cancel requests.
 fn listen_loop(shared: &Arc<Shared>) {
-    let Ok(client) = redis::Client::open(shared.config.url.as_str()) else {
+    let Ok(client) = crate::link::client(&shared.config.url, shared.config.tls_ca.as_deref())
+    else {
         return;
     };
     let channel = shared.keys.cancel_channel();

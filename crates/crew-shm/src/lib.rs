@@ -69,3 +69,12 @@ pub use queue::{Queue, QueueBuilder};
 pub use region::Region;
 pub use semaphore::{BoundedSemaphore, Semaphore};
 pub use value::{Value, ValueGuard};
+
+/// Entry points of the fuzz targets (`fuzz/` at the top of the repository)
+/// and of their stable runs in the tests. Not part of the API: enabled by the
+/// `fuzzing` feature.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::queue::fuzz::queue_recovery;
+}

@@ -27,6 +27,8 @@ pub(crate) struct ClusterOptions {
     /// Round trips measured one after the other.
     pub(crate) roundtrips: usize,
     pub(crate) nodes: Vec<usize>,
+    /// `CREW_PREFETCH` of the nodes.
+    pub(crate) prefetch: usize,
     pub(crate) gate: IdleGate,
     pub(crate) target: PathBuf,
     pub(crate) python: bool,
@@ -54,8 +56,9 @@ pub(crate) fn run(o: &ClusterOptions) -> anyhow::Result<Vec<Record>> {
     let mut notes = Vec::new();
     for (round_queue, &n) in o.nodes.iter().enumerate() {
         let queue = format!("bench-{}-{round_queue}", std::process::id());
+        let prefetch = o.prefetch.to_string();
         let nodes: Vec<_> = (0..n)
-            .map(|_| redis.spawn_node(&queue, 1, &[]))
+            .map(|_| redis.spawn_node(&queue, 1, &[(crew::cluster::ENV_PREFETCH, &prefetch)]))
             .collect::<crew::Result<_>>()?;
         let config = ClusterConfig::new(redis.url()).queue(&queue);
         let pool: Pool<Cluster> = Pool::builder().cluster_config(config.clone()).build()?;
@@ -101,7 +104,13 @@ pub(crate) fn run(o: &ClusterOptions) -> anyhow::Result<Vec<Record>> {
             ("roundtrip_p50", "ms", &trip),
         ] {
             let name = case_name(base, n);
-            notes.push((name.clone(), format!("{n} node(s), 1 worker process each")));
+            notes.push((
+                name.clone(),
+                format!(
+                    "{n} node(s), 1 worker process each, prefetch {}",
+                    o.prefetch
+                ),
+            ));
             records.push(Record::new("cluster", &name, unit, summarize(samples)));
         }
         drop((pool, ex));

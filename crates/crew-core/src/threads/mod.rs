@@ -2,11 +2,16 @@
 //! injector queue. See `README.md` beside this file for the sleep protocol.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
+#[cfg(not(loom))]
 use crossbeam_deque::{Injector, Steal};
+
+use crate::sync::thread;
+use crate::sync::{AtomicU8, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, fence};
+#[cfg(loom)]
+use crate::sync::{Injector, Steal};
 
 use crate::backend::{Backend, Runs};
 use crate::call::Call;
@@ -15,6 +20,8 @@ use crate::error::{Error, Result};
 use crate::slot::Promise;
 use crate::timeline::Timeline;
 
+#[cfg(all(test, loom))]
+mod loom;
 #[cfg(test)]
 mod test;
 
@@ -167,8 +174,10 @@ pub struct WorkerCtx<'a> {
 /// PAUSE is ~9 ns, ipc-floor.md), the second half yielding its CPU, which a
 /// submitter sharing it needs. Less than the ~60 µs a sleeping vCPU takes
 /// to wake. Only one worker searches at a time.
-const IDLE_SPINS: u32 = 64;
-const SPIN_BATCH: u32 = 16;
+/// Under loom: two checks, enough to model the
+/// searching state without an explosion of interleavings.
+const IDLE_SPINS: u32 = if cfg!(loom) { 2 } else { 64 };
+const SPIN_BATCH: u32 = if cfg!(loom) { 1 } else { 16 };
 
 /// Accepting jobs.
 const OPEN: u8 = 0;
@@ -177,9 +186,16 @@ const CLOSED: u8 = 1;
 /// `terminate()`d: queued jobs dropped, workers exit after their current job.
 const TERMINATED: u8 = 2;
 
+#[cfg(not(loom))]
 thread_local! {
     /// The pool (address of its `Shared`) and index of the current worker.
     static CURRENT: Cell<(usize, usize)> = const { Cell::new((0, usize::MAX)) };
+}
+
+#[cfg(loom)]
+::loom::thread_local! {
+    /// As above; loom's threads share one OS thread.
+    static CURRENT: Cell<(usize, usize)> = Cell::new((0, usize::MAX));
 }
 
 /// A pool of worker threads: the back-end of `Pool::threads` and
@@ -395,7 +411,7 @@ impl Threads {
         });
         let prefix = config.name.as_deref().unwrap_or("crew-worker");
         for index in 0..config.workers {
-            let mut builder = std::thread::Builder::new().name(format!("{prefix}-{index}"));
+            let mut builder = thread::Builder::new().name(format!("{prefix}-{index}"));
             if let Some(size) = config.stack_size {
                 builder = builder.stack_size(size);
             }
@@ -490,7 +506,7 @@ impl Shared {
             match self.injector.steal() {
                 Steal::Success(job) => return Some(job),
                 Steal::Empty => return None,
-                Steal::Retry => std::hint::spin_loop(),
+                Steal::Retry => crate::sync::spin_loop(),
             }
         }
     }
@@ -548,12 +564,14 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
                 shared.searching.fetch_add(1, Ordering::SeqCst);
             }
             spins += 1;
-            if spins <= IDLE_SPINS / 2 {
+            // (No yield under loom: a yielding thread is not preempted
+            // there, which would hide the very races the models look for.)
+            if spins <= IDLE_SPINS / 2 || cfg!(loom) {
                 for _ in 0..SPIN_BATCH {
                     std::hint::spin_loop();
                 }
             } else {
-                std::thread::yield_now();
+                thread::yield_now();
             }
             continue;
         }

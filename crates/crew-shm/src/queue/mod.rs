@@ -94,6 +94,10 @@ struct QueueState {
 /// ```
 pub struct Queue<T> {
     shm: Shm,
+    /// The ring's size, read once when the handle is made (checked against
+    /// the mapping then): a later scribble over the shared word cannot move
+    /// a copy out of bounds.
+    capacity: u64,
     _type: PhantomData<fn(T) -> T>,
 }
 
@@ -101,6 +105,7 @@ impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
             shm: self.shm.clone(),
+            capacity: self.capacity,
             _type: PhantomData,
         }
     }
@@ -133,6 +138,7 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
         }
         Ok(Queue {
             shm,
+            capacity,
             _type: PhantomData,
         })
     }
@@ -235,6 +241,7 @@ impl<T> QueueBuilder<T> {
         })?;
         Ok(Queue {
             shm,
+            capacity: capacity as u64,
             _type: PhantomData,
         })
     }
@@ -400,17 +407,29 @@ impl<T> Queue<T> {
     /// `count` may be stale. Recount the records in between; should the
     /// records not add up (which the protocol rules out), keep the whole
     /// ones and drop the rest rather than hand out garbage.
+    ///
+    /// The repair also trusts nothing else the dead holder could have
+    /// scribbled (the fuzz target `queue_recovery` writes arbitrary values):
+    /// the offsets are rebased by a multiple of the ring size below one ring
+    /// (same ring positions, no overflow ahead), and the discard mark is
+    /// moved to the head's chunk (a mark far behind would take forever to
+    /// catch up).
     fn repair_if_recovered(&self, guard: &mut MonitorGuard<'_>) {
         if !guard.take_recovered() {
             return;
         }
         let state = self.state();
-        let capacity = state.capacity.load(Relaxed);
-        let head = state.head.load(Relaxed);
+        let capacity = self.capacity;
+        let mut head = state.head.load(Relaxed);
         let mut tail = state.tail.load(Relaxed);
         if tail < head || tail - head > capacity {
             tail = head;
         }
+        let base = head - head % capacity;
+        head -= base;
+        tail -= base;
+        state.head.store(head, Relaxed);
+        state.discarded.store(head - head % DISCARD_CHUNK, Relaxed);
         let mut pos = head;
         let mut count = 0;
         while pos < tail {
@@ -430,7 +449,7 @@ impl<T> Queue<T> {
     /// Copies `src` into the ring at offset `pos`, wrapping.
     /// The caller holds the monitor and `pos..pos + len` is free space.
     fn write_ring(&self, pos: u64, src: &[u8]) {
-        let capacity = self.state().capacity.load(Relaxed);
+        let capacity = self.capacity;
         let at = (pos % capacity) as usize;
         let first = src.len().min(capacity as usize - at);
         // SAFETY: `at + first <= capacity <= data_len`, and the rest goes to
@@ -449,7 +468,7 @@ impl<T> Queue<T> {
     /// Copies ring bytes at offset `pos` into `dst`, wrapping.
     /// The caller holds the monitor.
     fn read_ring(&self, pos: u64, dst: &mut [u8]) {
-        let capacity = self.state().capacity.load(Relaxed);
+        let capacity = self.capacity;
         let at = (pos % capacity) as usize;
         let first = dst.len().min(capacity as usize - at);
         // SAFETY: as in `write_ring`, with the roles swapped.
@@ -473,7 +492,7 @@ impl<T> Queue<T> {
     /// waiting if `wait` is false).
     fn put_bytes(&self, bytes: &[u8], deadline: Deadline, wait: bool) -> Result<(), ErrorKind> {
         let state = self.state();
-        let capacity = state.capacity.load(Relaxed);
+        let capacity = self.capacity;
         let max_len = capacity.saturating_sub(PREFIX).min(u64::from(u32::MAX));
         if bytes.len() as u64 > max_len {
             return Err(ErrorKind::TooLarge {
@@ -557,7 +576,7 @@ impl<T> Queue<T> {
     /// The caller holds the monitor.
     fn discard_consumed(&self, head: u64) {
         let state = self.state();
-        let capacity = state.capacity.load(Relaxed);
+        let capacity = self.capacity;
         if !capacity.is_multiple_of(DISCARD_CHUNK) {
             return;
         }
@@ -731,5 +750,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 #[cfg(test)]
 mod test;

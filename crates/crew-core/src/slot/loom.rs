@@ -1,0 +1,133 @@
+//! Loom models of the result slot: completion against waiting, cancelling
+//! against starting, callbacks and wakers registered against completion.
+//! Each value is written once and read after it is published; every waiter
+//! is released, and only after the callbacks ran.
+
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+
+use ::loom::sync::atomic::AtomicUsize;
+use ::loom::thread;
+
+use super::*;
+
+type V = crate::Result<u32>;
+
+#[test]
+fn loom_complete_wakes_a_parked_waiter() {
+    ::loom::model(|| {
+        let slot = Arc::new(Slot::<V>::new());
+        let s = slot.clone();
+        let worker = thread::spawn(move || {
+            assert!(s.try_start());
+            assert!(s.complete(Ok(7)).is_ok());
+        });
+        assert!(slot.wait(None));
+        assert_eq!(slot.take().unwrap(), 7);
+        worker.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_cancel_and_start_exactly_one_wins() {
+    ::loom::model(|| {
+        let slot = Arc::new(Slot::<V>::new());
+        let s = slot.clone();
+        let worker = thread::spawn(move || {
+            if s.try_start() {
+                assert!(s.complete(Ok(1)).is_ok());
+                true
+            } else {
+                false
+            }
+        });
+        let cancelled = slot.cancel();
+        let ran = worker.join().unwrap();
+        assert!(cancelled != ran, "cancelled {cancelled}, ran {ran}");
+        assert!(slot.wait(None));
+        assert_eq!(slot.is_cancelled(), cancelled);
+        match slot.take() {
+            Ok(v) => assert!(ran && v == 1),
+            Err(e) => assert!(cancelled && e.is_cancelled()),
+        }
+    });
+}
+
+#[test]
+fn loom_a_callback_runs_once_whoever_comes_first() {
+    ::loom::model(|| {
+        let slot = Arc::new(Slot::<V>::new());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let s = slot.clone();
+        let worker = thread::spawn(move || {
+            let _ = s.complete(Ok(5));
+        });
+        let c = calls.clone();
+        slot.on_done(Box::new(move |v: &V| {
+            assert_eq!(*v.as_ref().unwrap(), 5);
+            c.fetch_add(1, Ordering::SeqCst);
+        }));
+        worker.join().unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(slot.take().unwrap(), 5);
+    });
+}
+
+#[test]
+fn loom_waiters_are_released_after_the_callbacks() {
+    ::loom::model(|| {
+        let slot = Arc::new(Slot::<V>::new());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        slot.on_done(Box::new(move |_: &V| {
+            r.store(1, Ordering::Relaxed);
+        }));
+        let s = slot.clone();
+        let worker = thread::spawn(move || {
+            let _ = s.complete(Ok(2));
+        });
+        assert!(slot.wait(None));
+        // Relaxed on purpose: `wait` itself must order the callback first.
+        assert_eq!(ran.load(Ordering::Relaxed), 1);
+        worker.join().unwrap();
+    });
+}
+
+struct Flag(AtomicUsize);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn loom_a_registered_waker_is_woken() {
+    ::loom::model(|| {
+        let slot = Arc::new(Slot::<V>::new());
+        let flag = Arc::new(Flag(AtomicUsize::new(0)));
+        let waker = Waker::from(flag.clone());
+        let s = slot.clone();
+        let worker = thread::spawn(move || {
+            let _ = s.complete(Ok(3));
+        });
+        let registered = slot.register_waker(&waker);
+        worker.join().unwrap();
+        if registered {
+            assert_eq!(flag.0.load(Ordering::SeqCst), 1, "registered, never woken");
+        }
+        assert!(slot.is_done());
+    });
+}
+
+#[test]
+fn loom_a_dropped_promise_releases_the_waiter() {
+    ::loom::model(|| {
+        let slot = Arc::new(Slot::<V>::new());
+        let promise = Promise::new(slot.clone());
+        let worker = thread::spawn(move || drop(promise));
+        assert!(slot.wait(None));
+        assert!(slot.take().unwrap_err().is_cancelled());
+        worker.join().unwrap();
+    });
+}
