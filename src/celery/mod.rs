@@ -20,6 +20,9 @@
 //! of consumers that stopped, after the visibility timeout, as kombu's
 //! `restore_visible` does. A chain that passes through a Rust task goes on:
 //! the node publishes the chain's next signature with the result prepended.
+//! A node answers Celery's remote control (`celery inspect ping`, `active`,
+//! `stats`, `registered`; `celery control shutdown`) on the mailbox's
+//! pub/sub channel.
 //!
 //! # Examples
 //!
@@ -42,6 +45,7 @@
 //! ```
 
 mod client;
+mod control;
 mod events;
 mod node;
 mod wire;

@@ -81,6 +81,27 @@ def drive(scenario):
     elif scenario == "mixed":
         rs = [send("mixed.who", (i,)) for i in range(int(sys.argv[2]))]
         out["who"] = [outcome(r)[1] for r in rs]
+    elif scenario == "inspect":
+        # Waits for a crew node to answer a ping, then asks it what it runs.
+        deadline = time.time() + 60
+        node = None
+        while node is None:
+            pongs = app.control.inspect(timeout=1).ping() or {}
+            node = next((h for h in pongs if h.startswith("crew@")), None)
+            if node is None and time.time() > deadline:
+                raise SystemExit(f"no crew node answered a ping: {pongs}")
+        out["node"] = node
+        out["ping"] = pongs[node]
+        busy = send("tasks.sleep_ms", (4000,))
+        one = app.control.inspect(destination=[node], timeout=2)
+        active = []
+        while not active and time.time() < deadline:
+            active = (one.active() or {}).get(node, [])
+        out["active"] = active
+        out["busy_id"] = busy.id
+        out["registered"] = (one.registered() or {}).get(node)
+        outcome(busy)
+        out["stats"] = (one.stats() or {}).get(node)
     else:
         raise SystemExit(f"unknown scenario {scenario}")
     print(json.dumps(out))
