@@ -412,6 +412,77 @@ fn celery_events_dump_shows_the_node() {
 }
 
 #[test]
+fn link_and_link_error_reach_python_tasks() {
+    let s = Setup::new();
+    let _worker = s.python_worker(1);
+    let _node = s.node_on("rust", 1, 3_600_000);
+    let r = s.drive(&["link"]);
+    assert_eq!(ok(&r["add"]), 5);
+    // The callback got the result prepended: py.mul(5, 10).
+    assert_eq!(ok(&r["callback"]), 50);
+    assert!(err(&r["panic"]).contains("linked"), "{}", r["panic"]);
+    // The errback got the failed task's id, as Celery sends it.
+    let expected = format!("failed {}", r["panic_id"].as_str().unwrap());
+    assert_eq!(ok(&r["errback"]), &Value::String(expected));
+    assert_eq!(ok(&r["ok_with_errback"]), 2);
+    assert_eq!(r["unused_callback"], "PENDING");
+    assert_eq!(r["unused_errback"], "PENDING");
+}
+
+#[test]
+fn celery_inspect_and_control_see_the_node() {
+    let s = Setup::new();
+    let mut node = s.node(1, 3_600_000);
+    let r = s.drive(&["inspect"]);
+    let host = r["node"].as_str().unwrap().to_owned();
+    assert_eq!(r["ping"], serde_json::json!({"ok": "pong"}));
+    let active = r["active"].as_array().unwrap();
+    assert_eq!(active.len(), 1, "{}", r["active"]);
+    assert_eq!(active[0]["id"], r["busy_id"]);
+    assert_eq!(active[0]["name"], "tasks.sleep_ms");
+    assert_eq!(active[0]["args"], serde_json::json!([4000]));
+    let registered: Vec<&str> = r["registered"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no registered tasks: {}", r["registered"]))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for name in ["tasks.add", "tasks.panic", "tasks.sleep_ms", "mixed.who"] {
+        assert!(registered.contains(&name), "{name} not in {registered:?}");
+    }
+    assert_eq!(r["stats"]["total"]["tasks.sleep_ms"], 1, "{}", r["stats"]);
+    assert_eq!(r["stats"]["pid"], node.0.id(), "{}", r["stats"]);
+    // The command line tools, addressed to the node by name.
+    let celery = |args: &[&str]| {
+        let out = Command::new(python())
+            .args(["-m", "celery", "-A", "crewtest"])
+            .args(args)
+            .args(["-d", &host, "--timeout", "5"])
+            .current_dir(here())
+            .env("CREW_TEST_REDIS", s.url())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run celery");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pong = celery(&["inspect", "ping"]);
+    assert!(pong.contains(&host) && pong.contains("pong"), "{pong}");
+    let registered = celery(&["inspect", "registered"]);
+    assert!(registered.contains("tasks.record"), "{registered}");
+    // `celery control shutdown` stops the node as SIGTERM does.
+    celery(&["control", "shutdown"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node did not shut down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn a_stopping_node_gives_back_what_waits_for_its_eta() {
     let s = Setup::new();
     let mut node = s.node(1, 3_600_000);

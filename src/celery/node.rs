@@ -3,7 +3,7 @@
 //! crash-isolated worker processes, writes Celery results, continues
 //! chains, acknowledges, and restores messages of dead consumers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -16,7 +16,8 @@ use crew_redis::Link;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::events::Events;
+use super::control;
+use super::events::{self, Events};
 use super::wire::{self, Message, Outcome, Outgoing};
 use crate::registry::{self, JsonError};
 
@@ -144,6 +145,11 @@ struct Shared {
     stop: AtomicBool,
     events: Events,
     processed: std::sync::atomic::AtomicU64,
+    /// What each running task is, by delivery tag (`celery inspect active`).
+    active: Mutex<HashMap<String, Value>>,
+    /// How many tasks of each name ended (`celery inspect stats`).
+    totals: Mutex<HashMap<String, u64>>,
+    started: std::time::Instant,
 }
 
 impl Shared {
@@ -234,6 +240,9 @@ impl Worker {
                 stop: AtomicBool::new(false),
                 events: Events::start(hostname.clone(), &config.broker)?,
                 processed: std::sync::atomic::AtomicU64::new(0),
+                active: Mutex::new(HashMap::new()),
+                totals: Mutex::new(HashMap::new()),
+                started: std::time::Instant::now(),
                 hostname,
                 config,
             }),
@@ -274,6 +283,14 @@ impl Worker {
             let link = Link::open(&s.config.broker, Duration::from_secs(10))?;
             spawn("crew-celery-keep", Box::new(move || keep_loop(&s, link)))?
         };
+        let controller = {
+            let s = shared.clone();
+            let link = Link::open(&s.config.broker, Duration::from_secs(10))?;
+            spawn(
+                "crew-celery-control",
+                Box::new(move || control_loop(&s, link)),
+            )?
+        };
         shared.events.send("worker-online", worker_fields(&shared));
         let r = fetch_loop(&shared, &tx);
         {
@@ -290,6 +307,7 @@ impl Worker {
         let _ = reporter.join();
         shared.stop.store(true, Ordering::SeqCst);
         let _ = keeper.join();
+        let _ = controller.join();
         shared.events.send("worker-offline", worker_fields(&shared));
         shared.events.close();
         shared.processes.close();
@@ -488,6 +506,7 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         }
     };
     *lock(&shared.running) += 1;
+    lock(&shared.active).insert(msg.tag.clone(), active_info(shared, &msg));
     let tx = tx.clone();
     let t0 = std::time::Instant::now();
     let on_start = {
@@ -604,6 +623,7 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
             match outcome {
                 Some(outcome) => {
                     shared.processed.fetch_add(1, Ordering::Relaxed);
+                    *lock(&shared.totals).entry(msg.task.clone()).or_insert(0) += 1;
                     task_event(shared, &msg, &outcome, t0.elapsed().as_secs_f64());
                     ended.push((msg, outcome));
                 }
@@ -652,6 +672,7 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
         let mut after = Vec::new();
         let mut chords = Vec::new();
         for (msg, outcome) in &ended {
+            after.extend(linked(msg, outcome));
             if let Outcome::Success(v) = outcome
                 && let Some(next) = next_in_chain(msg, v)
             {
@@ -707,6 +728,7 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
 /// The node no longer holds `msg`: room for another.
 fn release(shared: &Shared, msg: &Message) {
     lock(&shared.held).remove(&msg.tag);
+    lock(&shared.active).remove(&msg.tag);
     let mut running = lock(&shared.running);
     *running = running.saturating_sub(1);
     shared.room.notify_all();
@@ -843,6 +865,25 @@ fn chord_member(
     }
     let body = signature_message(callback, Some(Value::Array(results)), msg, Vec::new())?;
     Some(Chord::Fire(body, keys))
+}
+
+/// The tasks linked to this message's end, as Celery sends them: after a
+/// success its `callbacks` (`link`) with the result prepended to their
+/// arguments, after a failure its `errbacks` (`link_error`) with the
+/// failed task's id prepended (unless a signature is immutable).
+fn linked(msg: &Message, outcome: &Outcome) -> Vec<Outgoing> {
+    let (key, prepend) = match outcome {
+        Outcome::Success(v) => ("callbacks", v.clone()),
+        Outcome::Failure(..) => ("errbacks", Value::String(msg.id.clone())),
+        Outcome::Revoked(_) => return Vec::new(),
+    };
+    let Some(sigs) = msg.embed.get(key).and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    sigs.iter()
+        .filter_map(Value::as_object)
+        .filter_map(|sig| signature_message(sig, Some(prepend.clone()), msg, Vec::new()))
+        .collect()
 }
 
 /// The next task of a chain this message is part of, given its result:
@@ -1013,6 +1054,128 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
         let deadline = std::time::Instant::now() + every.min(Duration::from_secs(2));
         while std::time::Instant::now() < deadline && !shared.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A running task as `celery inspect active` shows it (Celery's
+/// `Request.info`).
+fn active_info(shared: &Shared, msg: &Message) -> Value {
+    serde_json::json!({
+        "id": msg.id,
+        "name": msg.task,
+        "args": msg.args,
+        "kwargs": msg.kwargs,
+        "type": msg.task,
+        "hostname": shared.hostname,
+        "time_start": wire::now(),
+        "acknowledged": false,
+        "delivery_info": {
+            "exchange": "",
+            "routing_key": msg.headers.get("routing_key"),
+            "priority": msg.headers.get("priority"),
+            "redelivered": false,
+        },
+        "worker_pid": null,
+    })
+}
+
+/// The answer to a remote control command; an unknown one is answered
+/// with an error, as Celery's workers do.
+fn control_reply(shared: &Shared, method: &str) -> Value {
+    match method {
+        "ping" => serde_json::json!({"ok": "pong"}),
+        "active" => Value::Array(lock(&shared.active).values().cloned().collect()),
+        "registered" => {
+            let mut names: Vec<&str> = registry::tasks().map(|t| t.name()).collect();
+            names.sort_unstable();
+            names.dedup();
+            serde_json::json!(names)
+        }
+        "reserved" | "scheduled" | "revoked" => serde_json::json!([]),
+        "stats" => {
+            let totals = lock(&shared.totals).clone();
+            serde_json::json!({
+                "total": totals,
+                "pid": std::process::id(),
+                "clock": 0,
+                "uptime": shared.started.elapsed().as_secs(),
+                "pool": {
+                    "implementation": "crew",
+                    "max-concurrency": shared.config.concurrency,
+                },
+                "broker": {"transport": "redis"},
+                "prefetch_count": shared.config.concurrency,
+                "sw_ident": "crew",
+                "sw_ver": env!("CARGO_PKG_VERSION"),
+            })
+        }
+        "shutdown" => {
+            STOP_SIGNAL.store(true, Ordering::SeqCst);
+            serde_json::json!({"ok": "shutdown"})
+        }
+        other => serde_json::json!({"error": format!("No such control command: {other}")}),
+    }
+}
+
+// CONTROL: answer `celery inspect` and `celery control` on the mailbox's
+// pub/sub channel.
+fn control_loop(shared: &Arc<Shared>, mut link: Link) {
+    let Ok(client) = crew_redis::client(&shared.config.broker, None) else {
+        return;
+    };
+    let channel = control::channel(events::db_of(&shared.config.broker));
+    let mut clock = 0u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(5)) else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        let mut pubsub = con.as_pubsub();
+        if pubsub.subscribe(&channel).is_err()
+            || pubsub
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .is_err()
+        {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        while !shared.stop.load(Ordering::Relaxed) {
+            let payload = match pubsub.get_message() {
+                Ok(msg) => msg.get_payload_bytes().to_vec(),
+                Err(e) if e.is_timeout() => continue,
+                Err(_) => break,
+            };
+            let Some(req) = control::decode(&payload, &shared.hostname, wire::now()) else {
+                continue;
+            };
+            let data = control_reply(shared, &req.method);
+            let Some((exchange, routing_key, ticket)) = req.reply else {
+                continue;
+            };
+            clock += 1;
+            let raw = control::reply_envelope(
+                &shared.hostname,
+                data,
+                &exchange,
+                &routing_key,
+                &ticket,
+                clock,
+            );
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let r = link.call(&|| std::time::Instant::now() >= deadline, |con| {
+                let bound: Vec<String> = redis::cmd("SMEMBERS")
+                    .arg(format!("_kombu.binding.{exchange}"))
+                    .query(con)?;
+                let mut p = redis::pipe();
+                for queue in control::direct_targets(&bound, &routing_key) {
+                    p.cmd("LPUSH").arg(queue).arg(&raw).ignore();
+                }
+                p.query::<()>(con)
+            });
+            if let Some(Err(e)) = r {
+                eprintln!("crew celery node {}: replying: {e}", shared.hostname);
+            }
         }
     }
 }
