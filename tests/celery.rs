@@ -412,6 +412,24 @@ fn celery_events_dump_shows_the_node() {
 }
 
 #[test]
+fn link_and_link_error_reach_python_tasks() {
+    let s = Setup::new();
+    let _worker = s.python_worker(1);
+    let _node = s.node_on("rust", 1, 3_600_000);
+    let r = s.drive(&["link"]);
+    assert_eq!(ok(&r["add"]), 5);
+    // The callback got the result prepended: py.mul(5, 10).
+    assert_eq!(ok(&r["callback"]), 50);
+    assert!(err(&r["panic"]).contains("linked"), "{}", r["panic"]);
+    // The errback got the failed task's id, as Celery sends it.
+    let expected = format!("failed {}", r["panic_id"].as_str().unwrap());
+    assert_eq!(ok(&r["errback"]), &Value::String(expected));
+    assert_eq!(ok(&r["ok_with_errback"]), 2);
+    assert_eq!(r["unused_callback"], "PENDING");
+    assert_eq!(r["unused_errback"], "PENDING");
+}
+
+#[test]
 fn celery_inspect_and_control_see_the_node() {
     let s = Setup::new();
     let mut node = s.node(1, 3_600_000);

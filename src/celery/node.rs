@@ -672,6 +672,7 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
         let mut after = Vec::new();
         let mut chords = Vec::new();
         for (msg, outcome) in &ended {
+            after.extend(linked(msg, outcome));
             if let Outcome::Success(v) = outcome
                 && let Some(next) = next_in_chain(msg, v)
             {
@@ -864,6 +865,25 @@ fn chord_member(
     }
     let body = signature_message(callback, Some(Value::Array(results)), msg, Vec::new())?;
     Some(Chord::Fire(body, keys))
+}
+
+/// The tasks linked to this message's end, as Celery sends them: after a
+/// success its `callbacks` (`link`) with the result prepended to their
+/// arguments, after a failure its `errbacks` (`link_error`) with the
+/// failed task's id prepended (unless a signature is immutable).
+fn linked(msg: &Message, outcome: &Outcome) -> Vec<Outgoing> {
+    let (key, prepend) = match outcome {
+        Outcome::Success(v) => ("callbacks", v.clone()),
+        Outcome::Failure(..) => ("errbacks", Value::String(msg.id.clone())),
+        Outcome::Revoked(_) => return Vec::new(),
+    };
+    let Some(sigs) = msg.embed.get(key).and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    sigs.iter()
+        .filter_map(Value::as_object)
+        .filter_map(|sig| signature_message(sig, Some(prepend.clone()), msg, Vec::new()))
+        .collect()
 }
 
 /// The next task of a chain this message is part of, given its result:

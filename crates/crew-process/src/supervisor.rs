@@ -552,11 +552,16 @@ impl Shared {
     }
 
     /// The pids of the workers running now, in proxy order.
+    ///
+    /// A worker that has exited but whose proxy has not yet marked it (as
+    /// right after `terminate`, which returns once the processes are gone)
+    /// is left out: holding the lock keeps its pid unreaped, so the check
+    /// cannot see a recycled pid.
     pub(crate) fn worker_pids(&self) -> Vec<u32> {
         lock(&self.pids)
             .iter()
             .filter_map(|s| match *s {
-                Slot::Running(pid) => Some(pid),
+                Slot::Running(pid) if !has_exited(pid) => Some(pid),
                 _ => None,
             })
             .collect()
