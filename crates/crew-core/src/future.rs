@@ -125,10 +125,17 @@ impl<T: Send> Future<T> {
         if !self.slot.wait(Some(deadline(timeout))) {
             return Err(Error::timeout());
         }
-        self.slot.take_shared(|v| match v {
-            Some(Err(e)) => Err(e.clone()),
-            other => other.take().unwrap_or_else(|| Err(taken())),
-        })
+        self.slot.take_shared(
+            |v| match v {
+                Some(Err(e)) => Err(e.clone()),
+                other => other.take().unwrap_or_else(|| Err(taken())),
+            },
+            |v| match v {
+                Some(Err(e)) => Err(e.clone()),
+                Some(Ok(_)) => Err(lent()),
+                None => Err(taken()),
+            },
+        )
     }
 
     /// Blocks until the task is done.
@@ -262,10 +269,12 @@ impl<T: Send> Future<T> {
     /// it.
     ///
     /// Each callback runs exactly once; a panicking callback is reported on
-    /// stderr and does not affect the task or other callbacks. It runs while
-    /// the outcome is held for it, so it must not call back into this same
-    /// future (add a callback, wait on it, read its exception): that would
-    /// wait on itself. A callback added after
+    /// stderr and does not affect the task or other callbacks. A callback
+    /// may call back into this same future: add a callback (which runs at
+    /// once), wait on it (it is done), read its exception; only the value
+    /// cannot be moved out while it is lent to the callback
+    /// ([`result_timeout`](Future::result_timeout) there fails with
+    /// `is_invalid_input`: use the callback's argument). A callback added after
     /// [`result_timeout`](Future::result_timeout) took the value does not run.
     ///
     /// # Examples
@@ -388,6 +397,14 @@ const TAKEN_OK: u8 = 1;
 const TAKEN_ERR: u8 = 2;
 
 /// The error of a wait for an outcome that an earlier `_timeout` wait took.
+/// The error of a `_timeout` wait called back from one of the handle's
+/// own callbacks: the value is lent to that callback.
+fn lent() -> Error {
+    Error::invalid_input(
+        "the value is lent to a callback of this same handle that is still running: read it from the callback's argument",
+    )
+}
+
 fn taken() -> Error {
     Error::invalid_input("the result was already taken by an earlier wait")
 }
@@ -468,14 +485,17 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
         if !self.slot.wait(Some(deadline(timeout))) {
             return Err(E::from(Error::timeout()));
         }
-        self.slot.take_shared(|v| match v.take() {
-            Some(outcome) => {
-                let ok = if outcome.is_ok() { TAKEN_OK } else { TAKEN_ERR };
-                self.taken.store(ok, std::sync::atomic::Ordering::Relaxed);
-                outcome
-            }
-            None => Err(E::from(taken())),
-        })
+        self.slot.take_shared(
+            |v| match v.take() {
+                Some(outcome) => {
+                    let ok = if outcome.is_ok() { TAKEN_OK } else { TAKEN_ERR };
+                    self.taken.store(ok, std::sync::atomic::Ordering::Relaxed);
+                    outcome
+                }
+                None => Err(E::from(taken())),
+            },
+            |v| Err(E::from(if v.is_some() { lent() } else { taken() })),
+        )
     }
 
     /// Blocks until the call is done.

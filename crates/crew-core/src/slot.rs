@@ -17,10 +17,19 @@
 //! announced by the `WAITERS` flag, so a completion nobody waits for never
 //! takes the lock. A waiter registers under the lock with a `fetch_or`, the
 //! completer publishes with a CAS on the same word: one of the two always
-//! sees the other. When there are waiters, the completer sets `DONE` and runs
-//! the callbacks *while holding the lock*; the owner reads the value only
-//! after taking that lock once, so a callback's `&V` never overlaps the
-//! owner moving the value out.
+//! sees the other. When there are waiters, the completer takes the list,
+//! sets `DONE | CALLBACKS` and lets go of the list's lock before it runs the
+//! callbacks, so that a callback may call back into its own slot (add a
+//! callback, wait, read the value), as Python allows. While it runs them it
+//! holds `running`, which `settle` waits on: waiters are released only once
+//! the callbacks have run.
+//!
+//! The value is lent out under a reader count (`readers`): callbacks and
+//! `with_value` pin it, and a move out (`take_shared`, `try_take`) needs
+//! the count at zero, which it marks `TAKING`. The slot remembers the
+//! threads that pin it (`lenders`): one that calls back into a slot whose value it lends
+//! to a running callback neither waits for itself nor moves the value out
+//! from under the callback's `&V`.
 
 use crate::sync::thread::{self, Thread};
 use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -59,6 +68,47 @@ const SPIN_LIMIT: u32 = if cfg!(loom) { 0 } else { 2000 };
 
 pub(crate) type Callback<V> = Box<dyn FnOnce(&V) + Send>;
 
+/// `readers` while the value is being moved out.
+const TAKING: usize = 1 << (usize::BITS - 1);
+
+/// A wait for other threads to leave the value: spins, then yields.
+fn backoff(spins: &mut u32) {
+    *spins = spins.saturating_add(1);
+    if *spins < 64 {
+        crate::sync::spin_loop();
+    } else {
+        thread::yield_now();
+    }
+}
+
+/// The value pinned for reading; unpins on drop.
+struct Pin<'a, V> {
+    slot: &'a Slot<V>,
+}
+
+impl<V> Drop for Pin<'_, V> {
+    fn drop(&mut self) {
+        let me = thread::current().id();
+        let mut lenders = lock(&self.slot.lenders);
+        if let Some(i) = lenders.iter().rposition(|&t| t == me) {
+            lenders.remove(i);
+        }
+        drop(lenders);
+        self.slot.readers.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// The value held for moving out; released on drop.
+struct Exclusive<'a, V> {
+    slot: &'a Slot<V>,
+}
+
+impl<V> Drop for Exclusive<'_, V> {
+    fn drop(&mut self) {
+        self.slot.readers.store(0, Ordering::Release);
+    }
+}
+
 enum Waiter<V> {
     Thread(Thread),
     Waker(Waker),
@@ -76,12 +126,18 @@ pub(crate) struct Slot<V> {
     state: AtomicUsize,
     value: UnsafeCell<Option<V>>,
     waiters: Mutex<Vec<Waiter<V>>>,
+    /// Held by the completer while it runs the callbacks.
+    running: Mutex<()>,
+    /// How many readers the value has, or `TAKING`.
+    readers: AtomicUsize,
+    /// The threads that pin the value right now (one entry per pin).
+    lenders: Mutex<Vec<thread::ThreadId>>,
     interrupt: Mutex<Option<Interrupt>>,
 }
 
-// SAFETY: the value is written once by the claimant and read either by the
-// completer's callbacks (under the waiter lock) or by the owner after it has
-// synchronised on `DONE` and that lock; never by two threads at once. Sending
+// SAFETY: the value is written once by the claimant before `DONE`, then read
+// by pinned readers (`readers` > 0) or moved out by one holder of `TAKING`
+// (`readers` == 0 before it), never both at once. Sending
 // the slot's contents between threads needs `V: Send`.
 unsafe impl<V: Send> Send for Slot<V> {}
 // SAFETY: as above; the shared accesses are serialised by the protocol in the
@@ -101,17 +157,65 @@ impl<V> Slot<V> {
             state: AtomicUsize::new(PENDING),
             value: UnsafeCell::new(None),
             waiters: Mutex::new(Vec::new()),
+            running: Mutex::new(()),
+            readers: AtomicUsize::new(0),
+            lenders: Mutex::new(Vec::new()),
             interrupt: Mutex::new(None),
         }
+    }
+
+    /// True if this thread lends the value out right now (it runs one of
+    /// the slot's callbacks, or reads it).
+    fn lent_here(&self) -> bool {
+        self.readers.load(Ordering::Acquire) & !TAKING != 0
+            && lock(&self.lenders).contains(&thread::current().id())
+    }
+
+    /// Pins the value for reading (waits out a move in progress).
+    fn pin(&self) -> Pin<'_, V> {
+        let mut spins = 0;
+        loop {
+            let r = self.readers.load(Ordering::Relaxed);
+            if r & TAKING == 0
+                && self
+                    .readers
+                    .compare_exchange_weak(r, r + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break;
+            }
+            backoff(&mut spins);
+        }
+        lock(&self.lenders).push(thread::current().id());
+        Pin { slot: self }
+    }
+
+    /// Holds the value for moving out, once no reader has it; `None` if
+    /// this thread lends it out (to a running callback): it would wait for
+    /// itself.
+    fn exclusive(&self) -> Option<Exclusive<'_, V>> {
+        if self.lent_here() {
+            return None;
+        }
+        let mut spins = 0;
+        while self
+            .readers
+            .compare_exchange_weak(0, TAKING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            backoff(&mut spins);
+        }
+        Some(Exclusive { slot: self })
     }
 
     fn phase(&self) -> usize {
         self.state.load(Ordering::Acquire) & PHASE
     }
 
+    /// Done, and its callbacks have run (as seen from one of them: done).
     pub(crate) fn is_done(&self) -> bool {
         let s = self.state.load(Ordering::Acquire);
-        s & PHASE == DONE && s & CALLBACKS == 0
+        s & PHASE == DONE && (s & CALLBACKS == 0 || self.lent_here())
     }
 
     pub(crate) fn is_running(&self) -> bool {
@@ -210,10 +314,14 @@ impl<V> Slot<V> {
         loop {
             if s & WAITERS != 0 {
                 let mut waiters = lock(&self.waiters);
+                let running = lock(&self.running);
                 self.state.fetch_or(DONE | CALLBACKS, Ordering::AcqRel);
                 let list = std::mem::take(&mut *waiters);
-                // SAFETY: the value was written before `DONE`; while we hold
-                // the waiter lock the owner cannot move it out (see module docs).
+                // Callbacks run without the list's lock: they may add more.
+                drop(waiters);
+                let pin = self.pin();
+                // SAFETY: the value was written before `DONE`, and is pinned:
+                // nobody moves it out until `pin` is dropped.
                 let value = unsafe { (*self.value.get()).as_ref() }.expect("value written");
                 let mut wake_later = Vec::new();
                 for w in list {
@@ -226,6 +334,8 @@ impl<V> Slot<V> {
                 for w in wake_later {
                     wake(w, value);
                 }
+                drop(pin);
+                drop(running);
                 return;
             }
             match self
@@ -262,12 +372,18 @@ impl<V> Slot<V> {
     /// the hook of `wait` and `as_completed`, which then see `is_done()`.
     pub(crate) fn on_done_listener(&self, f: Callback<V>) {
         if let Some(Waiter::Listener(f)) = self.register(Waiter::Listener(f)) {
+            self.settle();
             self.with_value(|v| run_callback(f, v));
         }
     }
 
     /// Blocks until done or until `deadline`; true if done.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
+        if self.phase() == DONE && self.lent_here() {
+            // Called back from one of this slot's callbacks: done, as far
+            // as the callback is concerned (waiting would wait for itself).
+            return true;
+        }
         for i in 0..SPIN_LIMIT {
             if self.is_done() {
                 return true;
@@ -282,7 +398,7 @@ impl<V> Slot<V> {
         }
         if self.register(Waiter::Thread(thread::current())).is_some() {
             // Done; wait out callbacks the completer may still be running.
-            self.sync();
+            self.settle();
             return true;
         }
         loop {
@@ -307,10 +423,11 @@ impl<V> Slot<V> {
         self.register(Waiter::Waker(waker.clone())).is_none()
     }
 
-    /// Waits for any completer still running callbacks under the lock.
-    fn sync(&self) {
-        if self.state.load(Ordering::Acquire) & WAITERS != 0 {
-            drop(lock(&self.waiters));
+    /// Waits for a completer still running callbacks (not if this thread
+    /// is the one running them: it would wait for itself).
+    fn settle(&self) {
+        if self.state.load(Ordering::Acquire) & WAITERS != 0 && !self.lent_here() {
+            drop(lock(&self.running));
         }
     }
 
@@ -318,36 +435,49 @@ impl<V> Slot<V> {
     /// moved it out. Only through the slot's owning handle, once the slot is
     /// done.
     ///
-    /// Runs `f` under the waiter lock: a handle shared between threads may
+    /// Runs `f` with the value pinned: a handle shared between threads may
     /// have one thread reading here while another moves the value out.
     pub(crate) fn with_value<T>(&self, f: impl FnOnce(&V) -> T) -> Option<T> {
         assert!(self.phase() == DONE, "slot read before it was done");
-        let _waiters = lock(&self.waiters);
+        let _pin = self.pin();
         // SAFETY: `DONE` was observed with `Acquire`, so the value is
-        // written; after `DONE` every access through a shared handle holds
-        // the waiter lock (as the completer's callbacks do), so none
-        // overlaps a move out by `take_shared`.
+        // written; it is pinned, so no move out overlaps this read.
         unsafe { (*self.value.get()).as_ref() }.map(f)
     }
 
     /// Lets `f` move the value out (or leave it) through a shared handle:
     /// the `_timeout` waits, which keep the handle for another try. Only
-    /// through the slot's owning handle, once the slot is done.
-    pub(crate) fn take_shared<T>(&self, f: impl FnOnce(&mut Option<V>) -> T) -> T {
+    /// through the slot's owning handle, once the slot is done. Called back
+    /// from one of the slot's own callbacks, which borrows the value, it
+    /// cannot move it: `lent` reads it instead.
+    pub(crate) fn take_shared<T>(
+        &self,
+        f: impl FnOnce(&mut Option<V>) -> T,
+        lent: impl FnOnce(Option<&V>) -> T,
+    ) -> T {
         assert!(self.phase() == DONE, "slot taken before it was done");
-        let _waiters = lock(&self.waiters);
-        // SAFETY: as in `with_value`: the lock excludes every other access.
-        f(unsafe { &mut *self.value.get() })
+        self.settle();
+        match self.exclusive() {
+            // SAFETY: `exclusive` excludes every other access.
+            Some(_x) => f(unsafe { &mut *self.value.get() }),
+            None => {
+                let _pin = self.pin();
+                // SAFETY: pinned, as in `with_value`.
+                lent(unsafe { (*self.value.get()).as_ref() })
+            }
+        }
     }
 
     /// Moves the value out, `None` if `take_shared` already did. Only by
     /// the slot's owning handle as it is consumed (so no shared access of
     /// it remains), once the slot is done.
+    /// `None` too if called back from one of the slot's own callbacks,
+    /// which borrows the value.
     pub(crate) fn try_take(&self) -> Option<V> {
         assert!(self.phase() == DONE, "slot taken before it was done");
-        self.sync();
-        // SAFETY: as in `with_value`; the consumed owner has no other
-        // accessor left, and `sync()` waited out the completer's callbacks.
+        self.settle();
+        let _x = self.exclusive()?;
+        // SAFETY: `exclusive` excludes every other access.
         unsafe { (*self.value.get()).take() }
     }
 

@@ -21,10 +21,12 @@ pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 /// Threads: spawn, park and unpark, yield.
 pub(crate) mod thread {
     #[cfg(not(loom))]
-    pub(crate) use std::thread::{Builder, Thread, current, park, park_timeout, yield_now};
+    pub(crate) use std::thread::{
+        Builder, Thread, ThreadId, current, park, park_timeout, yield_now,
+    };
 
     #[cfg(loom)]
-    pub(crate) use loom::thread::{Builder, Thread, current, park, yield_now};
+    pub(crate) use loom::thread::{Builder, Thread, ThreadId, current, park, yield_now};
 
     /// Loom does not model time: a timed park may return at any moment
     /// (as a real one may, spuriously), so it yields and lets the caller

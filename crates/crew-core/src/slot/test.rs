@@ -101,3 +101,86 @@ fn a_panicking_callback_is_reported_as_the_callback_s_not_the_task_s() {
     assert!(slot.complete(Ok(3)).is_ok());
     assert_eq!(slot.take().unwrap(), 3);
 }
+
+/// Python lets a done-callback use its own future; so does crew, whether
+/// the callback runs on the completing thread (added before) or at once
+/// (added after): add a callback, wait, read the exception, try to take
+/// the value (lent to the callback: refused, not a deadlock).
+#[test]
+fn a_callback_may_call_back_into_its_own_future() {
+    use std::sync::mpsc;
+    for already_done in [false, true] {
+        let (tx, rx) = mpsc::channel::<u32>();
+        let t = std::thread::spawn(move || {
+            let (p, f) = crate::Future::<u32>::pending();
+            if already_done {
+                p.complete(Ok(4));
+                let f = Arc::new(f);
+                add_reentrant_callback(&f, tx);
+                assert_eq!(f.result_timeout(Duration::from_secs(30)).unwrap(), 4);
+            } else {
+                let f = Arc::new(f);
+                add_reentrant_callback(&f, tx);
+                p.complete(Ok(4));
+                assert_eq!(f.result_timeout(Duration::from_secs(30)).unwrap(), 4);
+            }
+        });
+        let mut got: Vec<u32> = (0..2)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(30))
+                    .expect("a callback that calls back into its future deadlocked")
+            })
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [4, 104], "already done: {already_done}");
+        t.join().unwrap();
+    }
+}
+
+fn add_reentrant_callback(f: &Arc<crate::Future<u32>>, tx: std::sync::mpsc::Sender<u32>) {
+    let me = f.clone();
+    f.add_done_callback(move |r| {
+        me.wait();
+        assert!(me.done());
+        assert!(me.wait_timeout(Duration::ZERO));
+        assert!(me.exception().is_none());
+        // The value is lent to this very callback: it cannot be moved out.
+        assert!(
+            me.result_timeout(Duration::ZERO)
+                .unwrap_err()
+                .is_invalid_input()
+        );
+        let inner = tx.clone();
+        me.add_done_callback(move |r| inner.send(*r.as_ref().unwrap()).unwrap());
+        tx.send(*r.as_ref().unwrap() + 100).unwrap();
+    });
+}
+
+#[test]
+fn an_async_result_callback_may_call_back_into_its_own_result() {
+    use std::sync::{OnceLock, mpsc};
+    let (tx, rx) = mpsc::channel::<(Option<bool>, bool)>();
+    let t = std::thread::spawn(move || {
+        let (p, r) = crate::AsyncResult::<u32>::pending();
+        let cell: Arc<OnceLock<crate::AsyncResult<u32>>> = Arc::new(OnceLock::new());
+        let me = cell.clone();
+        let r = r.callback(move |_| {
+            let me = me.get().expect("set before completion");
+            me.wait();
+            let lent = me
+                .get_timeout(Duration::ZERO)
+                .unwrap_err()
+                .is_invalid_input();
+            tx.send((me.successful(), lent)).unwrap();
+        });
+        assert!(cell.set(r).is_ok());
+        p.complete(Ok(1));
+        let r = cell.get().unwrap();
+        assert_eq!(r.get_timeout(Duration::from_secs(30)).unwrap(), 1);
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a callback that calls back into its result deadlocked");
+    assert_eq!(got, (Some(true), true));
+    t.join().unwrap();
+}
