@@ -5,20 +5,26 @@
 # README's test command, and CI runs it (.ci/run). Needs cargo (and rustup,
 # with which ci/msrv.sh and ci/other-systems.sh fetch the minimum Rust
 # version and the macOS target's std, and ci/asan.sh installs nightly if it
-# is missing), and redis-server (Redis 7 or newer; the cluster tests start
-# their own on a private port): installed here when missing if we are root
-# with apt-get, else we stop and say how.
+# is missing), redis-server (Redis 7 or newer; the cluster tests start their
+# own on a private port) and openssl (certificates for the TLS test):
+# installed here when missing if we are root with apt-get, else we stop and
+# say how.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v redis-server >/dev/null 2>&1; then
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "ci/test.sh: installing redis-server for the cluster tests" >&2
+        echo "ci/test.sh: installing$missing for the cluster tests" >&2
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-        echo "ci/test.sh: the cluster tests need redis-server (Redis 7 or newer) on PATH;" >&2
-        echo "  install it, e.g. 'sudo apt-get install redis-server' (Debian/Ubuntu)" >&2
-        echo "  or 'brew install redis', then run this again" >&2
+        echo "ci/test.sh: the cluster tests need$missing on PATH (Redis 7 or newer;" >&2
+        echo "  openssl makes the TLS test's certificates): install them, e.g." >&2
+        echo "  'sudo apt-get install$missing' (Debian/Ubuntu) or 'brew install redis'," >&2
+        echo "  then run this again" >&2
         exit 1
     fi
 fi

@@ -1,15 +1,16 @@
 //! `Parallel` and `delayed`: joblib's interface.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crew_core::engine::{self, OnDrop, Owned};
+use crew_core::engine::{OnDrop, Owned};
 use crew_core::{
     Call, Error, Imap, MapError, MapOptions, ProgressStyle, Result, Runs, Star, Threads,
     resolve_n_jobs,
 };
-use crew_process::Processes;
+use crew_process::{ProcessConfig, Processes};
 
 /// A call waiting to be run: `f` and its arguments, built by [`delayed`].
 ///
@@ -177,6 +178,9 @@ pub struct Parallel {
     verbose: u32,
     batch_size: BatchSize,
     progress: Option<ProgressStyle>,
+    timeout: Option<Duration>,
+    pre_dispatch: Option<usize>,
+    every_outcome: bool,
 }
 
 impl Default for Parallel {
@@ -204,7 +208,128 @@ impl Parallel {
             verbose: 0,
             batch_size: BatchSize::Auto,
             progress: None,
+            timeout: None,
+            pre_dispatch: None,
+            every_outcome: false,
         }
+    }
+
+    /// Fails the run when a call runs longer than `timeout` (joblib's
+    /// `timeout`): on processes the worker running it is killed and the
+    /// call fails with `is_timeout()`; on threads, which cannot be stopped,
+    /// the run fails with `is_timeout()` when no call has finished for
+    /// `timeout`, and the call goes on in the background. Ignored with
+    /// `n_jobs(1)`, as in joblib.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crew::{Parallel, delayed};
+    /// let nap = |ms: u64| std::thread::sleep(Duration::from_millis(ms));
+    /// let err = Parallel::new().n_jobs(2).timeout(Duration::from_millis(100))
+    ///     .run([delayed(nap, (0,)), delayed(nap, (10_000,))])
+    ///     .unwrap_err();
+    /// assert!(err.first().is_timeout()); // the 10-second nap was killed
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Parallel {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How many batches are dispatched ahead of the results (joblib's
+    /// `pre_dispatch`; default `2 * n_jobs`): the input is read as the
+    /// calls finish, so producing the calls and running them interleave
+    /// and memory stays bounded. `usize::MAX` dispatches everything at once
+    /// (joblib's `"all"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{Parallel, Prefer, delayed};
+    /// // An endless input: only what is taken, plus a few batches, is read.
+    /// let first: Vec<u64> = Parallel::new().n_jobs(2).prefer(Prefer::Threads).pre_dispatch(4)
+    ///     .run_iter((0..).map(|i| delayed(|x: u64| x * x, (i,))))?
+    ///     .take(3)
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [0, 1, 4]);
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn pre_dispatch(mut self, batches: usize) -> Parallel {
+        self.pre_dispatch = Some(batches);
+        self
+    }
+
+    /// Runs every call even when some fail, and reports every outcome
+    /// (a [`MapError`] holding each call's result or error). By default,
+    /// as in joblib, the first error ends the run: it is returned at once,
+    /// the calls not yet started are dropped and, on processes, the calls
+    /// running are killed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::{Parallel, Prefer, delayed};
+    /// let check = |x: u32| if x == 2 { panic!("two") } else { x };
+    /// let calls = || (0..5).map(|i| delayed(check, (i,)));
+    /// let p = Parallel::new().n_jobs(2).prefer(Prefer::Threads);
+    /// // By default: the first error alone.
+    /// assert_eq!(p.clone().run(calls()).unwrap_err().first().index(), Some(2));
+    /// // Every outcome: the others ran too.
+    /// let all = p.every_outcome(true).run(calls()).unwrap_err();
+    /// assert_eq!(all.len(), 5);
+    /// assert_eq!(all.failed(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn every_outcome(mut self, on: bool) -> Parallel {
+        self.every_outcome = on;
+        self
+    }
+
+    /// Checks the numeric settings, as joblib raises `ValueError`.
+    fn check(&self) -> Result<()> {
+        if self.batch_size == BatchSize::Fixed(0) {
+            return Err(Error::invalid_input("batch_size must be at least 1"));
+        }
+        if self.pre_dispatch == Some(0) {
+            return Err(Error::invalid_input("pre_dispatch must be at least 1"));
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid_input("a timeout must be longer than zero"));
+        }
+        Ok(())
+    }
+
+    /// The workers for `hint` calls, and the window of batches.
+    fn sizes(&self, workers: usize, hint: (usize, Option<usize>)) -> (usize, usize) {
+        let workers = match hint.1 {
+            Some(hi) => workers.min(hi.max(1)),
+            None => workers,
+        };
+        let window = self.pre_dispatch.unwrap_or(2 * workers);
+        (workers, window)
+    }
+
+    /// Takes the progress reporting out of `opts` (the lazy map would
+    /// count without a total) and starts it with the total, if known.
+    fn progress_of(
+        &self,
+        opts: &mut MapOptions,
+        (lo, hi): (usize, Option<usize>),
+    ) -> Option<crew_core::Progress> {
+        let total = (hi == Some(lo)).then_some(lo);
+        opts.progress
+            .take()
+            .map(|style| crew_core::Progress::start(style, &opts.label, total))
+    }
+
+    fn processes(&self, workers: usize) -> Result<Processes> {
+        Processes::with_config(ProcessConfig {
+            workers,
+            task_timeout: self.timeout,
+            ..ProcessConfig::default()
+        })
     }
 
     /// The number of workers, joblib-style (negative counts back from the
@@ -355,7 +480,7 @@ impl Parallel {
         MapOptions {
             chunksize: match self.batch_size {
                 BatchSize::Auto => None,
-                BatchSize::Fixed(n) => Some(n.max(1)),
+                BatchSize::Fixed(n) => Some(n),
             },
             progress,
             label,
@@ -363,6 +488,11 @@ impl Parallel {
     }
 
     /// Runs every call and returns the results in order.
+    ///
+    /// The input is read as the calls finish (see
+    /// [`pre_dispatch`](Parallel::pre_dispatch)); the first call to fail
+    /// ends the run, as in joblib, unless
+    /// [`every_outcome`](Parallel::every_outcome) is set.
     ///
     /// # Examples
     ///
@@ -376,9 +506,12 @@ impl Parallel {
     ///
     /// # Errors
     ///
-    /// A [`MapError`] with every call's outcome if any call failed (all calls
-    /// still ran); one whose only error is `is_invalid_input` for a bad
-    /// `n_jobs`; `is_io` if the workers could not start.
+    /// A [`MapError`] whose only error is the first call's failure (or,
+    /// with `every_outcome`, holding every call's outcome); one whose only
+    /// error is `is_timeout` when a call ran too long (see
+    /// [`timeout`](Parallel::timeout)); `is_invalid_input` for a bad
+    /// `n_jobs`, `batch_size`, `pre_dispatch` or `timeout`; `is_io` if the
+    /// workers could not start.
     pub fn run<F, A, R>(
         &self,
         tasks: impl IntoIterator<Item = Delayed<F, A>>,
@@ -389,33 +522,64 @@ impl Parallel {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let tasks: Vec<Delayed<F, A>> = tasks.into_iter().collect();
+        self.check()?;
+        let tasks = tasks.into_iter();
         if let Some(config) = &self.cluster {
-            let Some(f) = tasks.first().map(|d| d.f) else {
+            let mut tasks = tasks.peekable();
+            let Some(f) = tasks.peek().map(|d| d.f) else {
                 return Ok(Vec::new());
             };
             let cluster = crew_redis::Cluster::new(config.clone())?;
-            let opts = self.options(crew_core::Backend::workers(&cluster));
-            let args: Vec<A> = tasks.into_iter().map(args_of).collect();
-            return run_on(cluster, Star(f), args, &opts);
+            let workers = crew_core::Backend::workers(&cluster);
+            let mut opts = self.options(workers);
+            let progress = self.progress_of(&mut opts, tasks.size_hint());
+            let window = self.pre_dispatch.unwrap_or(2 * workers);
+            let args = tasks.map(args_of::<F, A>).enumerate();
+            let it = lazy_on(cluster, Indexed(Star(f)), args, false, &opts, window);
+            return gather(it, None, progress, self.every_outcome);
         }
         let workers = resolve_n_jobs(self.n_jobs)?;
-        let opts = self.options(workers);
+        let mut opts = self.options(workers);
+        let (lo, hi) = tasks.size_hint();
+        let progress = self.progress_of(&mut opts, (lo, hi));
         if workers == 1 {
-            return run_serial(tasks, &opts);
+            let calls = tasks
+                .enumerate()
+                .map(|(i, d)| call_here(i, d).map(|r| (i, r)));
+            return gather(Serial(calls), None, progress, self.every_outcome);
         }
-        let workers = workers.min(tasks.len().max(1));
+        let (workers, window) = self.sizes(workers, (lo, hi));
         match self.prefer {
-            Prefer::Threads => run_on(Threads::new(workers)?, RunDelayed, tasks, &opts),
+            Prefer::Threads => {
+                let it = lazy_on(
+                    Threads::new(workers)?,
+                    Indexed(RunDelayed),
+                    tasks.enumerate(),
+                    false,
+                    &opts,
+                    window,
+                );
+                gather(it, self.timeout, progress, self.every_outcome)
+            }
             Prefer::Processes => {
                 // Every call has the same zero-sized function (the process
                 // back-end refuses any other), so the pool runs that one
                 // function and only the arguments cross.
-                let Some(f) = tasks.first().map(|d| d.f) else {
+                let mut tasks = tasks.peekable();
+                let Some(f) = tasks.peek().map(|d| d.f) else {
                     return Ok(Vec::new());
                 };
-                let args: Vec<A> = tasks.into_iter().map(args_of).collect();
-                run_on(Processes::new(workers)?, Star(f), args, &opts)
+                let args = tasks.map(args_of::<F, A>).enumerate();
+                let it = lazy_on(
+                    self.processes(workers)?,
+                    Indexed(Star(f)),
+                    args,
+                    false,
+                    &opts,
+                    window,
+                );
+                // A call's timeout kills its worker; the call fails alone.
+                gather(it, None, progress, self.every_outcome)
             }
         }
     }
@@ -492,57 +656,68 @@ impl Parallel {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.check()?;
         let tasks = tasks.into_iter();
+        let stop = !self.every_outcome;
         if let Some(config) = &self.cluster {
             let mut tasks = tasks.peekable();
             let Some(f) = tasks.peek().map(|d| d.f) else {
-                return Ok(ParallelIter {
-                    inner: Box::new(std::iter::empty()),
-                });
+                return Ok(ParallelIter::new(
+                    Box::new(Serial(std::iter::empty())),
+                    None,
+                    stop,
+                ));
             };
             let cluster = crew_redis::Cluster::new(config.clone())?;
-            let opts = self.options(crew_core::Backend::workers(&cluster));
+            let workers = crew_core::Backend::workers(&cluster);
+            let opts = self.options(workers);
+            let window = self.pre_dispatch.unwrap_or(2 * workers);
             let args = tasks.map(args_of::<F, A> as fn(Delayed<F, A>) -> A);
-            return Ok(ParallelIter {
-                inner: Box::new(lazy_on(cluster, Star(f), args, ordered, &opts)),
-            });
+            let it = lazy_on(cluster, Star(f), args, ordered, &opts, window);
+            return Ok(ParallelIter::new(Box::new(it), None, stop));
         }
         let workers = resolve_n_jobs(self.n_jobs)?;
         let opts = self.options(workers);
         if workers == 1 {
             // Sequential, in the calling thread, as `run` with one job.
-            let inner = tasks.enumerate().map(|(i, d)| call_here(i, d));
-            return Ok(ParallelIter {
-                inner: Box::new(inner),
-            });
+            let inner = Serial(tasks.enumerate().map(|(i, d)| call_here(i, d)));
+            return Ok(ParallelIter::new(Box::new(inner), None, stop));
         }
-        let inner: Box<dyn Iterator<Item = Result<R>>> = match self.prefer {
-            Prefer::Threads => Box::new(lazy_on(
-                Threads::new(workers)?,
-                RunDelayed,
-                tasks,
-                ordered,
-                &opts,
-            )),
+        let (workers, window) = self.sizes(workers, tasks.size_hint());
+        let inner: Box<dyn Pull<R>> = match self.prefer {
+            Prefer::Threads => {
+                let it = lazy_on(
+                    Threads::new(workers)?,
+                    RunDelayed,
+                    tasks,
+                    ordered,
+                    &opts,
+                    window,
+                );
+                return Ok(ParallelIter::new(Box::new(it), self.timeout, stop));
+            }
             Prefer::Processes => {
                 // As in `run`: one function, only the arguments cross.
                 let mut tasks = tasks.peekable();
                 let Some(f) = tasks.peek().map(|d| d.f) else {
-                    return Ok(ParallelIter {
-                        inner: Box::new(std::iter::empty()),
-                    });
+                    return Ok(ParallelIter::new(
+                        Box::new(Serial(std::iter::empty())),
+                        None,
+                        stop,
+                    ));
                 };
                 let args = tasks.map(args_of::<F, A> as fn(Delayed<F, A>) -> A);
                 Box::new(lazy_on(
-                    Processes::new(workers)?,
+                    self.processes(workers)?,
                     Star(f),
                     args,
                     ordered,
                     &opts,
+                    window,
                 ))
             }
         };
-        Ok(ParallelIter { inner })
+        Ok(ParallelIter::new(inner, None, stop))
     }
 }
 
@@ -563,7 +738,21 @@ impl Parallel {
 /// # Ok::<(), crew::Error>(())
 /// ```
 pub struct ParallelIter<R> {
-    inner: Box<dyn Iterator<Item = Result<R>>>,
+    inner: Option<Box<dyn Pull<R>>>,
+    /// Threads only: how long to wait for the next result.
+    timeout: Option<Duration>,
+    /// End after the first error (dropping `inner` stops the workers).
+    stop_on_error: bool,
+}
+
+impl<R> ParallelIter<R> {
+    fn new(inner: Box<dyn Pull<R>>, timeout: Option<Duration>, stop_on_error: bool) -> Self {
+        ParallelIter {
+            inner: Some(inner),
+            timeout,
+            stop_on_error,
+        }
+    }
 }
 
 impl<R> std::fmt::Debug for ParallelIter<R> {
@@ -576,7 +765,113 @@ impl<R> Iterator for ParallelIter<R> {
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.inner.next()
+        let next = self.inner.as_mut()?.pull(self.timeout);
+        match &next {
+            // The first error ends the results (joblib raises it); a wait
+            // that timed out (no index: no call's own error) always does.
+            Some(Err(e)) if self.stop_on_error || e.index().is_none() => self.inner = None,
+            None => self.inner = None,
+            _ => {}
+        }
+        next
+    }
+}
+
+/// A source of results that can wait with a bound: the lazy map, or calls
+/// run one after another on this thread.
+trait Pull<R> {
+    fn pull(&mut self, timeout: Option<Duration>) -> Option<Result<R>>;
+}
+
+impl<B, T, I, R> Pull<R> for Imap<B, T, I, R>
+where
+    B: Runs<'static, T, I::Item, R>,
+    T: Send + Sync + 'static,
+    I: Iterator,
+    I::Item: 'static,
+    R: Send + 'static,
+{
+    fn pull(&mut self, timeout: Option<Duration>) -> Option<Result<R>> {
+        match timeout {
+            Some(t) => self.next_timeout(t),
+            None => self.next(),
+        }
+    }
+}
+
+/// Calls run on this thread (`n_jobs(1)`): no timeout, as in joblib.
+struct Serial<I>(I);
+
+impl<R, I: Iterator<Item = Result<R>>> Pull<R> for Serial<I> {
+    fn pull(&mut self, _timeout: Option<Duration>) -> Option<Result<R>> {
+        self.0.next()
+    }
+}
+
+/// A task that returns its input's position with its result, so that
+/// results gathered as they finish can be put back in order.
+#[derive(Clone, Copy, Debug, Default)]
+struct Indexed<T>(T);
+
+impl<T: Call<X, R>, X, R> Call<(usize, X), (usize, R)> for Indexed<T> {
+    fn call(&self, (i, x): (usize, X)) -> (usize, R) {
+        (i, self.0.call(x))
+    }
+
+    fn name(&self) -> Option<&'static str> {
+        self.0.name()
+    }
+}
+
+/// Collects `(position, result)`s as they finish into input order. The
+/// first error ends it unless `every_outcome`; a wait that timed out
+/// (threads) always does. Returning drops `source`, which stops the
+/// workers: calls not started are dropped, running ones killed on
+/// processes.
+fn gather<R>(
+    mut source: impl Pull<(usize, R)>,
+    timeout: Option<Duration>,
+    progress: Option<crew_core::Progress>,
+    every_outcome: bool,
+) -> std::result::Result<Vec<R>, MapError<R>> {
+    let mut slots: Vec<Option<Result<R>>> = Vec::new();
+    let mut failed = false;
+    let outcome = loop {
+        let (i, outcome) = match source.pull(timeout) {
+            None => break Ok(()),
+            Some(Ok((i, r))) => (i, Ok(r)),
+            Some(Err(e)) => match e.index() {
+                Some(i) if every_outcome => {
+                    failed = true;
+                    (i, Err(e))
+                }
+                _ => break Err(e),
+            },
+        };
+        if slots.len() <= i {
+            slots.resize_with(i + 1, || None);
+        }
+        slots[i] = Some(outcome);
+        if let Some(p) = &progress {
+            p.advance(1);
+        }
+    };
+    drop(source);
+    if let Some(p) = progress {
+        p.finish();
+    }
+    if let Err(e) = outcome {
+        return Err(MapError::from(e));
+    }
+    let results = slots
+        .into_iter()
+        .map(|s| s.expect("every call has an outcome"));
+    if failed {
+        Err(MapError::new(results.collect()))
+    } else {
+        Ok(results
+            .map(|r| r.unwrap_or_else(|_| unreachable!("no call failed")))
+            .collect())
     }
 }
 
@@ -585,27 +880,13 @@ fn args_of<F, A>(d: Delayed<F, A>) -> A {
     d.args
 }
 
-fn run_on<B, T, X, R>(
-    backend: B,
-    task: T,
-    items: Vec<X>,
-    opts: &MapOptions,
-) -> std::result::Result<Vec<R>, MapError<R>>
-where
-    B: for<'s> Runs<'s, T, X, R>,
-    R: Send,
-{
-    let out = engine::map_blocking(&backend, task, items, opts);
-    backend.terminate();
-    out
-}
-
 fn lazy_on<B, T, I, R>(
     backend: B,
     task: T,
     items: I,
     ordered: bool,
     opts: &MapOptions,
+    window: usize,
 ) -> Imap<B, T, I, R>
 where
     B: Runs<'static, T, I::Item, R>,
@@ -615,7 +896,7 @@ where
     R: Send + 'static,
 {
     let owned = Arc::new(Owned::new(backend, OnDrop::Terminate));
-    Imap::new(owned, task, items, ordered, opts, None)
+    Imap::new(owned, task, items, ordered, opts, None).with_window(window)
 }
 
 /// Runs one delayed call on this thread; a panic fails that call alone.
@@ -625,39 +906,4 @@ where
 {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| RunDelayed.call(d)))
         .map_err(|p| Error::from_panic(p).with_index(index))
-}
-
-fn run_serial<F, A, R>(
-    tasks: Vec<Delayed<F, A>>,
-    opts: &MapOptions,
-) -> std::result::Result<Vec<R>, MapError<R>>
-where
-    Star<F>: Call<A, R>,
-{
-    let progress = opts
-        .progress
-        .clone()
-        .map(|s| crew_core::Progress::start(s, &opts.label, Some(tasks.len())));
-    let results: Vec<Result<R>> = tasks
-        .into_iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let r = call_here(i, d);
-            if let Some(p) = &progress {
-                p.advance(1);
-            }
-            r
-        })
-        .collect();
-    if let Some(p) = progress {
-        p.finish();
-    }
-    if results.iter().all(|r| r.is_ok()) {
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|_| unreachable!()))
-            .collect())
-    } else {
-        Err(MapError::new(results))
-    }
 }

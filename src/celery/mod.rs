@@ -20,6 +20,11 @@
 //! of consumers that stopped, after the visibility timeout, as kombu's
 //! `restore_visible` does. A chain that passes through a Rust task goes on:
 //! the node publishes the chain's next signature with the result prepended.
+//! Signatures linked with `link` / `link_error` are sent after a Rust task
+//! succeeds (with its result prepended) or fails (with its id prepended).
+//! A node answers Celery's remote control (`celery inspect ping`, `active`,
+//! `stats`, `registered`; `celery control shutdown`) on the mailbox's
+//! pub/sub channel.
 //!
 //! # Examples
 //!
@@ -42,6 +47,7 @@
 //! ```
 
 mod client;
+mod control;
 mod events;
 mod node;
 mod wire;

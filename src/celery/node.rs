@@ -3,7 +3,7 @@
 //! crash-isolated worker processes, writes Celery results, continues
 //! chains, acknowledges, and restores messages of dead consumers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -16,7 +16,8 @@ use crew_redis::Link;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::events::Events;
+use super::control;
+use super::events::{self, Events};
 use super::wire::{self, Message, Outcome, Outgoing};
 use crate::registry::{self, JsonError};
 
@@ -144,6 +145,11 @@ struct Shared {
     stop: AtomicBool,
     events: Events,
     processed: std::sync::atomic::AtomicU64,
+    /// What each running task is, by delivery tag (`celery inspect active`).
+    active: Mutex<HashMap<String, Value>>,
+    /// How many tasks of each name ended (`celery inspect stats`).
+    totals: Mutex<HashMap<String, u64>>,
+    started: std::time::Instant,
 }
 
 impl Shared {
@@ -234,6 +240,9 @@ impl Worker {
                 stop: AtomicBool::new(false),
                 events: Events::start(hostname.clone(), &config.broker)?,
                 processed: std::sync::atomic::AtomicU64::new(0),
+                active: Mutex::new(HashMap::new()),
+                totals: Mutex::new(HashMap::new()),
+                started: std::time::Instant::now(),
                 hostname,
                 config,
             }),
@@ -274,6 +283,14 @@ impl Worker {
             let link = Link::open(&s.config.broker, Duration::from_secs(10))?;
             spawn("crew-celery-keep", Box::new(move || keep_loop(&s, link)))?
         };
+        let controller = {
+            let s = shared.clone();
+            let link = Link::open(&s.config.broker, Duration::from_secs(10))?;
+            spawn(
+                "crew-celery-control",
+                Box::new(move || control_loop(&s, link)),
+            )?
+        };
         shared.events.send("worker-online", worker_fields(&shared));
         let r = fetch_loop(&shared, &tx);
         {
@@ -290,6 +307,7 @@ impl Worker {
         let _ = reporter.join();
         shared.stop.store(true, Ordering::SeqCst);
         let _ = keeper.join();
+        let _ = controller.join();
         shared.events.send("worker-offline", worker_fields(&shared));
         shared.events.close();
         shared.processes.close();
@@ -324,19 +342,26 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             dispatch(shared, tx, m);
             continue;
         }
+        let want = shared
+            .config
+            .concurrency
+            .saturating_sub(*lock(&shared.running))
+            .max(1);
         let popped = link.call(&stop, |con| {
             script
                 .key(&shared.keys)
                 .arg(wire::now())
-                .invoke::<Option<Vec<u8>>>(con)
+                .arg(want)
+                .invoke::<Vec<Vec<u8>>>(con)
         });
         match popped {
             None => break,
-            Some(Ok(Some(raw))) => {
+            Some(Ok(raws)) if !raws.is_empty() => {
                 idle = Duration::ZERO;
-                match Message::parse(&raw) {
-                    Ok(m) => {
-                        shared.events.send(
+                for raw in raws {
+                    match Message::parse(&raw) {
+                        Ok(m) => {
+                            shared.events.send(
                             "task-received",
                             serde_json::json!({
                                 "uuid": m.id,
@@ -350,17 +375,18 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                                 "parent_id": m.header("parent_id"),
                             }),
                         );
-                        lock(&shared.held).insert(m.tag.clone());
-                        if m.eta.is_some_and(|t| t > wire::now()) {
-                            later.push(m);
-                        } else {
-                            dispatch(shared, tx, m);
+                            lock(&shared.held).insert(m.tag.clone());
+                            if m.eta.is_some_and(|t| t > wire::now()) {
+                                later.push(m);
+                            } else {
+                                dispatch(shared, tx, m);
+                            }
                         }
+                        Err(reason) => reject(shared, &mut link, &raw, &reason),
                     }
-                    Err(reason) => reject(shared, &mut link, &raw, &reason),
                 }
             }
-            Some(Ok(None)) => {
+            Some(Ok(_)) => {
                 // Nothing queued: poll again soon, less often the longer
                 // the queues stay empty.
                 idle = (idle * 2).clamp(Duration::from_micros(500), Duration::from_millis(20));
@@ -372,7 +398,41 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             }
         }
     }
+    if !later.is_empty() {
+        give_back(shared, &mut link, &later);
+    }
     Ok(())
+}
+
+/// Puts messages this node took but will not run (waiting for their eta at
+/// shutdown) back on their queues now, as kombu does at shutdown, rather
+/// than after the visibility timeout.
+fn give_back(shared: &Shared, link: &mut Link, msgs: &[Message]) {
+    let restore = redis::Script::new(wire::RESTORE);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let r = link.call(&|| std::time::Instant::now() >= deadline, |con| {
+        let mut p = redis::pipe();
+        for m in msgs {
+            p.cmd("ZADD")
+                .arg(wire::UNACKED_INDEX)
+                .arg("XX")
+                .arg(0)
+                .arg(&m.tag)
+                .ignore();
+        }
+        p.query::<()>(con)?;
+        restore.arg(0).invoke::<u64>(con)
+    });
+    if let Some(Err(e)) = r {
+        eprintln!(
+            "crew celery node {}: giving back {} message(s): {e}",
+            shared.hostname,
+            msgs.len()
+        );
+    }
+    for m in msgs {
+        lock(&shared.held).remove(&m.tag);
+    }
 }
 
 /// A message that cannot be read: logged and acknowledged (kombu would
@@ -446,6 +506,7 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         }
     };
     *lock(&shared.running) += 1;
+    lock(&shared.active).insert(msg.tag.clone(), active_info(shared, &msg));
     let tx = tx.clone();
     let t0 = std::time::Instant::now();
     let on_start = {
@@ -548,77 +609,103 @@ fn error_outcome(task: &str, e: &Error, limit: Option<(f64, bool)>) -> Outcome {
 
 // REPORT: write the result, continue the chain, acknowledge.
 fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut backend: Link) {
-    let stop = || false;
-    for Done { msg, t0, outcome } in rx {
-        let Some(outcome) = outcome else {
-            lock(&shared.held).remove(&msg.tag);
-            let mut running = lock(&shared.running);
-            *running = running.saturating_sub(1);
-            shared.room.notify_all();
+    // Redis unreachable after SIGTERM: give up; what was not acknowledged
+    // stays in `unacked`, to be restored and run again.
+    let stop = || STOP_SIGNAL.load(Ordering::Relaxed);
+    let origin = shared.hostname.clone();
+    // What ended since the last round trip is written in one pipeline per
+    // connection: results first, then the next tasks and the acks.
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(255));
+        let mut ended = Vec::with_capacity(batch.len());
+        for Done { msg, t0, outcome } in batch {
+            match outcome {
+                Some(outcome) => {
+                    shared.processed.fetch_add(1, Ordering::Relaxed);
+                    *lock(&shared.totals).entry(msg.task.clone()).or_insert(0) += 1;
+                    task_event(shared, &msg, &outcome, t0.elapsed().as_secs_f64());
+                    ended.push((msg, outcome));
+                }
+                None => release(shared, &msg),
+            }
+        }
+        if ended.is_empty() {
             continue;
-        };
-        shared.processed.fetch_add(1, Ordering::Relaxed);
-        task_event(shared, &msg, &outcome, t0.elapsed().as_secs_f64());
-        let key = format!("{}{}", wire::META, msg.id);
-        let payload = wire::meta(&msg.id, &outcome);
-        let ignore = msg
-            .headers
-            .get("ignore_result")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if !ignore {
+        }
+        let results: Vec<(String, String)> = ended
+            .iter()
+            .filter(|(msg, _)| {
+                !msg.headers
+                    .get("ignore_result")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            })
+            .map(|(msg, outcome)| {
+                (
+                    format!("{}{}", wire::META, msg.id),
+                    wire::meta(&msg.id, outcome),
+                )
+            })
+            .collect();
+        if !results.is_empty() {
             let r = backend.call(&stop, |con| {
-                redis::pipe()
-                    .cmd("SET")
-                    .arg(&key)
-                    .arg(&payload)
-                    .arg("EX")
-                    .arg(wire::RESULT_EXPIRES_S)
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(&key)
-                    .arg(&payload)
-                    .ignore()
-                    .query::<()>(con)
+                let mut p = redis::pipe();
+                for (key, payload) in &results {
+                    p.cmd("SET")
+                        .arg(key)
+                        .arg(payload)
+                        .arg("EX")
+                        .arg(wire::RESULT_EXPIRES_S)
+                        .ignore()
+                        .cmd("PUBLISH")
+                        .arg(key)
+                        .arg(payload)
+                        .ignore();
+                }
+                p.query::<()>(con)
             });
             if let Some(Err(e)) = r {
-                eprintln!(
-                    "crew celery node {}: writing a result: {e}",
-                    shared.hostname
-                );
+                eprintln!("crew celery node {}: writing results: {e}", shared.hostname);
             }
         }
         let mut after = Vec::new();
-        if let Outcome::Success(v) = &outcome
-            && let Some(next) = next_in_chain(&msg, v)
-        {
-            after.push(next);
+        let mut chords = Vec::new();
+        for (msg, outcome) in &ended {
+            after.extend(linked(msg, outcome));
+            if let Outcome::Success(v) = outcome
+                && let Some(next) = next_in_chain(msg, v)
+            {
+                after.push(next);
+            }
+            if let Some(Chord::Fire(body, keys)) = chord_member(shared, &mut backend, msg, outcome)
+            {
+                after.push(body);
+                chords.push(keys);
+            }
         }
-        let chord = chord_member(shared, &mut backend, &msg, &outcome);
-        if let Some(Chord::Fire(body, _)) = &chord {
-            after.push(body.clone());
-        }
-        let origin = shared.hostname.clone();
         let r = broker.call(&stop, |con| {
             let mut p = redis::pipe();
             for next in &after {
                 let (list, raw) = next.encode(&origin);
                 p.cmd("LPUSH").arg(list).arg(raw).ignore();
             }
-            p.cmd("ZREM")
-                .arg(wire::UNACKED_INDEX)
-                .arg(&msg.tag)
-                .ignore()
-                .cmd("HDEL")
-                .arg(wire::UNACKED)
-                .arg(&msg.tag)
-                .ignore();
+            for (msg, _) in &ended {
+                p.cmd("ZREM")
+                    .arg(wire::UNACKED_INDEX)
+                    .arg(&msg.tag)
+                    .ignore()
+                    .cmd("HDEL")
+                    .arg(wire::UNACKED)
+                    .arg(&msg.tag)
+                    .ignore();
+            }
             p.query::<()>(con)
         });
         if let Some(Err(e)) = r {
             eprintln!("crew celery node {}: acknowledging: {e}", shared.hostname);
         }
-        if let Some(Chord::Fire(_, keys)) = chord {
+        for keys in chords {
             let cleanup = redis::Script::new(wire::CHORD_CLEANUP);
             let _ = backend.call(&stop, |con| {
                 cleanup
@@ -632,11 +719,19 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
                     .invoke::<i64>(con)
             });
         }
-        lock(&shared.held).remove(&msg.tag);
-        let mut running = lock(&shared.running);
-        *running = running.saturating_sub(1);
-        shared.room.notify_all();
+        for (msg, _) in &ended {
+            release(shared, msg);
+        }
     }
+}
+
+/// The node no longer holds `msg`: room for another.
+fn release(shared: &Shared, msg: &Message) {
+    lock(&shared.held).remove(&msg.tag);
+    lock(&shared.active).remove(&msg.tag);
+    let mut running = lock(&shared.running);
+    *running = running.saturating_sub(1);
+    shared.room.notify_all();
 }
 
 /// What a chord header member's end did to its chord.
@@ -677,7 +772,7 @@ fn chord_member(
     ];
     let part = wire::chord_part(&msg.id, outcome);
     let script = redis::Script::new(wire::CHORD_PART);
-    let stop = || false;
+    let stop = || STOP_SIGNAL.load(Ordering::Relaxed);
     let claimed = backend.call(&stop, |con| {
         script
             .key(&keys[..6])
@@ -770,6 +865,25 @@ fn chord_member(
     }
     let body = signature_message(callback, Some(Value::Array(results)), msg, Vec::new())?;
     Some(Chord::Fire(body, keys))
+}
+
+/// The tasks linked to this message's end, as Celery sends them: after a
+/// success its `callbacks` (`link`) with the result prepended to their
+/// arguments, after a failure its `errbacks` (`link_error`) with the
+/// failed task's id prepended (unless a signature is immutable).
+fn linked(msg: &Message, outcome: &Outcome) -> Vec<Outgoing> {
+    let (key, prepend) = match outcome {
+        Outcome::Success(v) => ("callbacks", v.clone()),
+        Outcome::Failure(..) => ("errbacks", Value::String(msg.id.clone())),
+        Outcome::Revoked(_) => return Vec::new(),
+    };
+    let Some(sigs) = msg.embed.get(key).and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    sigs.iter()
+        .filter_map(Value::as_object)
+        .filter_map(|sig| signature_message(sig, Some(prepend.clone()), msg, Vec::new()))
+        .collect()
 }
 
 /// The next task of a chain this message is part of, given its result:
@@ -940,6 +1054,128 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
         let deadline = std::time::Instant::now() + every.min(Duration::from_secs(2));
         while std::time::Instant::now() < deadline && !shared.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A running task as `celery inspect active` shows it (Celery's
+/// `Request.info`).
+fn active_info(shared: &Shared, msg: &Message) -> Value {
+    serde_json::json!({
+        "id": msg.id,
+        "name": msg.task,
+        "args": msg.args,
+        "kwargs": msg.kwargs,
+        "type": msg.task,
+        "hostname": shared.hostname,
+        "time_start": wire::now(),
+        "acknowledged": false,
+        "delivery_info": {
+            "exchange": "",
+            "routing_key": msg.headers.get("routing_key"),
+            "priority": msg.headers.get("priority"),
+            "redelivered": false,
+        },
+        "worker_pid": null,
+    })
+}
+
+/// The answer to a remote control command; an unknown one is answered
+/// with an error, as Celery's workers do.
+fn control_reply(shared: &Shared, method: &str) -> Value {
+    match method {
+        "ping" => serde_json::json!({"ok": "pong"}),
+        "active" => Value::Array(lock(&shared.active).values().cloned().collect()),
+        "registered" => {
+            let mut names: Vec<&str> = registry::tasks().map(|t| t.name()).collect();
+            names.sort_unstable();
+            names.dedup();
+            serde_json::json!(names)
+        }
+        "reserved" | "scheduled" | "revoked" => serde_json::json!([]),
+        "stats" => {
+            let totals = lock(&shared.totals).clone();
+            serde_json::json!({
+                "total": totals,
+                "pid": std::process::id(),
+                "clock": 0,
+                "uptime": shared.started.elapsed().as_secs(),
+                "pool": {
+                    "implementation": "crew",
+                    "max-concurrency": shared.config.concurrency,
+                },
+                "broker": {"transport": "redis"},
+                "prefetch_count": shared.config.concurrency,
+                "sw_ident": "crew",
+                "sw_ver": env!("CARGO_PKG_VERSION"),
+            })
+        }
+        "shutdown" => {
+            STOP_SIGNAL.store(true, Ordering::SeqCst);
+            serde_json::json!({"ok": "shutdown"})
+        }
+        other => serde_json::json!({"error": format!("No such control command: {other}")}),
+    }
+}
+
+// CONTROL: answer `celery inspect` and `celery control` on the mailbox's
+// pub/sub channel.
+fn control_loop(shared: &Arc<Shared>, mut link: Link) {
+    let Ok(client) = crew_redis::client(&shared.config.broker, None) else {
+        return;
+    };
+    let channel = control::channel(events::db_of(&shared.config.broker));
+    let mut clock = 0u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(5)) else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        let mut pubsub = con.as_pubsub();
+        if pubsub.subscribe(&channel).is_err()
+            || pubsub
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .is_err()
+        {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        while !shared.stop.load(Ordering::Relaxed) {
+            let payload = match pubsub.get_message() {
+                Ok(msg) => msg.get_payload_bytes().to_vec(),
+                Err(e) if e.is_timeout() => continue,
+                Err(_) => break,
+            };
+            let Some(req) = control::decode(&payload, &shared.hostname, wire::now()) else {
+                continue;
+            };
+            let data = control_reply(shared, &req.method);
+            let Some((exchange, routing_key, ticket)) = req.reply else {
+                continue;
+            };
+            clock += 1;
+            let raw = control::reply_envelope(
+                &shared.hostname,
+                data,
+                &exchange,
+                &routing_key,
+                &ticket,
+                clock,
+            );
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let r = link.call(&|| std::time::Instant::now() >= deadline, |con| {
+                let bound: Vec<String> = redis::cmd("SMEMBERS")
+                    .arg(format!("_kombu.binding.{exchange}"))
+                    .query(con)?;
+                let mut p = redis::pipe();
+                for queue in control::direct_targets(&bound, &routing_key) {
+                    p.cmd("LPUSH").arg(queue).arg(&raw).ignore();
+                }
+                p.query::<()>(con)
+            });
+            if let Some(Err(e)) = r {
+                eprintln!("crew celery node {}: replying: {e}", shared.hostname);
+            }
         }
     }
 }

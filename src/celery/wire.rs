@@ -36,13 +36,16 @@ pub(crate) fn queue_key(queue: &str, priority: u8) -> String {
     }
 }
 
-/// Pops the next message of the lists in `KEYS` (highest priority first),
-/// and records it in kombu's unacked hash and index in the same step.
-/// ARGV: now (Unix seconds, float). Returns the raw message or nil.
+/// Pops up to ARGV[2] messages from the lists in `KEYS`, highest priority
+/// first, and records each in kombu's unacked hash and index in the same
+/// step. ARGV[1]: now (Unix seconds, float). Returns the raw messages.
 pub(crate) const FETCH: &str = r#"
+local out = {}
+local want = tonumber(ARGV[2])
 for i = 1, #KEYS do
-  local m = redis.call('RPOP', KEYS[i])
-  if m then
+  while #out < want do
+    local m = redis.call('RPOP', KEYS[i])
+    if not m then break end
     local ok, d = pcall(cjson.decode, m)
     if ok and type(d) == 'table' and type(d.properties) == 'table'
         and d.properties.delivery_tag then
@@ -54,10 +57,11 @@ for i = 1, #KEYS do
             .. cjson.encode(di.routing_key or '') .. ']')
       redis.call('ZADD', 'unacked_index', ARGV[1], tag)
     end
-    return m
+    table.insert(out, m)
   end
+  if #out >= want then break end
 end
-return false
+return out
 "#;
 
 /// Puts the messages in `unacked` older than ARGV[1] (Unix seconds) back

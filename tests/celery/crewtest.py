@@ -25,6 +25,12 @@ def fail(message):
     raise ValueError(message)
 
 
+@app.task(name="py.failed")
+def failed(task_id):
+    """An errback: Celery calls it with the id of the task that failed."""
+    return f"failed {task_id}"
+
+
 @app.task(name="mixed.who")
 def who(i):
     time.sleep(0.02)
@@ -72,6 +78,29 @@ def drive(scenario):
         c = chain(app.signature("tasks.add", (1, 2), queue="rust"),
                   app.signature("py.mul", (10,), queue="celery"))
         out["chain"] = outcome(c.apply_async())
+    elif scenario == "link":
+        # Rust tasks on the node's queue, their callbacks and errbacks
+        # Python tasks on `celery`.
+        cb = app.signature("py.mul", (10,), queue="celery")
+        cb_result = cb.freeze()
+        r = send("tasks.add", (2, 3), queue="rust", link=cb)
+        out["add"] = outcome(r)
+        out["callback"] = outcome(cb_result)
+        eb = app.signature("py.failed", queue="celery")
+        eb_result = eb.freeze()
+        unused = app.signature("py.mul", (1,), queue="celery")
+        unused_result = unused.freeze()
+        r = send("tasks.panic", ("linked",), queue="rust", link=unused, link_error=eb)
+        out["panic_id"] = r.id
+        out["panic"] = outcome(r)
+        out["errback"] = outcome(eb_result)
+        # A failure sends no callback, and a success no errback.
+        eb2 = app.signature("py.failed", queue="celery")
+        eb2_result = eb2.freeze()
+        out["ok_with_errback"] = outcome(send("tasks.add", (1, 1), queue="rust", link_error=eb2))
+        time.sleep(1)
+        out["unused_callback"] = unused_result.state
+        out["unused_errback"] = eb2_result.state
     elif scenario == "send":
         # args: task, json args, priority
         r = send(sys.argv[2], tuple(json.loads(sys.argv[3])), priority=int(sys.argv[4]))
@@ -81,6 +110,27 @@ def drive(scenario):
     elif scenario == "mixed":
         rs = [send("mixed.who", (i,)) for i in range(int(sys.argv[2]))]
         out["who"] = [outcome(r)[1] for r in rs]
+    elif scenario == "inspect":
+        # Waits for a crew node to answer a ping, then asks it what it runs.
+        deadline = time.time() + 60
+        node = None
+        while node is None:
+            pongs = app.control.inspect(timeout=1).ping() or {}
+            node = next((h for h in pongs if h.startswith("crew@")), None)
+            if node is None and time.time() > deadline:
+                raise SystemExit(f"no crew node answered a ping: {pongs}")
+        out["node"] = node
+        out["ping"] = pongs[node]
+        busy = send("tasks.sleep_ms", (4000,))
+        one = app.control.inspect(destination=[node], timeout=2)
+        active = []
+        while not active and time.time() < deadline:
+            active = (one.active() or {}).get(node, [])
+        out["active"] = active
+        out["busy_id"] = busy.id
+        out["registered"] = (one.registered() or {}).get(node)
+        outcome(busy)
+        out["stats"] = (one.stats() or {}).get(node)
     else:
         raise SystemExit(f"unknown scenario {scenario}")
     print(json.dumps(out))

@@ -87,3 +87,114 @@ fn nodes_that_prefetch_run_every_task_once() {
         redis().kill_node(n);
     }
 }
+
+/// Makes a certificate authority and a certificate for `localhost` signed
+/// by it, with the `openssl` command; returns (ca, cert, key) paths.
+fn certificates(dir: &std::path::Path) -> (String, String, String) {
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the TLS test needs the openssl command (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509", "-days", "2", "-subj", "/CN=crew test CA"];
+    a.extend(ec);
+    a.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(&a);
+    let mut a = vec!["req", "-subj", "/CN=localhost"];
+    a.extend(ec);
+    a.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&a);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+    (p("ca.crt"), p("server.crt"), p("server.key"))
+}
+
+#[test]
+fn rediss_tls_carries_the_cluster() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(certs.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let tls = LocalRedis::start_with(
+        false,
+        &[
+            "--tls-port",
+            &port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
+    .unwrap();
+    let url = format!("rediss://localhost:{port}");
+    let queue = fresh_queue();
+    let node = tls
+        .spawn_node(
+            &queue,
+            1,
+            &[
+                ("CREW_HEARTBEAT_MS", HEARTBEAT_MS),
+                (crew::cluster::ENV_WORKER, &url),
+                ("CREW_TLS_CA", &ca),
+            ],
+        )
+        .unwrap();
+    let pool = crew::Pool::builder()
+        .cluster_config(ClusterConfig::new(&url).queue(&queue).tls_ca(&ca))
+        .build()
+        .unwrap();
+    eventually("the node comes up over TLS", || pool.workers() >= 1);
+    assert_eq!(
+        pool.map(|x: u64| x + 100, 0..5u64).unwrap(),
+        [100, 101, 102, 103, 104]
+    );
+    // Without our authority the server's certificate is not trusted.
+    let untrusted = crew::Pool::builder().cluster(&url).queue(&queue).build();
+    let e = untrusted.unwrap_err();
+    assert!(format!("{e:?}").contains("certificate"), "{e:?}");
+    tls.kill_node(node);
+}

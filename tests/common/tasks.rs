@@ -114,3 +114,11 @@ pub(crate) fn gated(gate: String, id: u64) -> u64 {
 pub(crate) fn gated_item(item: (String, u64)) -> u64 {
     gated(item.0, item.1)
 }
+
+/// Panics for `id` 0; otherwise [`gated`].
+pub(crate) fn fails_first_then_gated(gate: String, id: u64) -> u64 {
+    if id == 0 {
+        panic!("call {id} fails");
+    }
+    gated(gate, id)
+}

@@ -23,6 +23,8 @@ mod map;
 #[macro_use]
 mod panics;
 #[macro_use]
+mod parallel;
+#[macro_use]
 mod python;
 #[macro_use]
 mod timeline;
@@ -34,6 +36,8 @@ mod wait;
 /// - `pool`: an expression building a fresh `crew::Pool` with 2 workers;
 /// - `executor`: the same for a `crew::Executor`;
 /// - `timeline_pool`: a 2-worker `Pool` built with `.timeline(true)`;
+/// - `parallel` (optional): a `crew::Parallel` with 2 jobs on the back-end,
+///   for joblib's behaviours;
 /// - `span_per_task` (optional): an `#[ignore = "bug: …"]` for the tests
 ///   that expect one timeline span per map item, where a back-end has that
 ///   bug.
@@ -45,6 +49,7 @@ macro_rules! conformance_suite {
         pool: $pool:expr,
         executor: $executor:expr,
         timeline_pool: $timeline_pool:expr
+        $(, parallel: $parallel:expr)?
         $(, span_per_task: #[$span_per_task:meta])?
         $(,)?
     ) => {
@@ -73,6 +78,11 @@ macro_rules! conformance_suite {
             mod python {
                 python_tests!($pool, $executor);
             }
+            $(
+                mod parallel {
+                    parallel_conformance_tests!($parallel);
+                }
+            )?
             mod timeline {
                 timeline_tests!(
                     $pool,
@@ -90,12 +100,14 @@ conformance_suite!(
     pool: crew::Pool::threads(2).unwrap(),
     executor: crew::Executor::threads(2).unwrap(),
     timeline_pool: crew::Pool::builder().threads(2).timeline(true).build().unwrap(),
+    parallel: crew::Parallel::new().n_jobs(2).prefer(crew::Prefer::Threads),
 );
 conformance_suite!(
     processes,
     pool: crew::Pool::processes(2).unwrap(),
     executor: crew::Executor::processes(2).unwrap(),
     timeline_pool: crew::Pool::builder().processes(2).timeline(true).build().unwrap(),
+    parallel: crew::Parallel::new().n_jobs(2).prefer(crew::Prefer::Processes),
 );
 conformance_suite!(
     cluster,

@@ -227,3 +227,82 @@ macro_rules! python_tests {
         }
     };
 }
+
+/// `ProcessPoolExecutor(initializer=…, initargs=…, max_tasks_per_child=…)`
+/// and `ThreadPoolExecutor(initializer=…, initargs=…)`: the options are
+/// per back-end, so these tests name their back-ends.
+mod executor_builder {
+    use crate::common::LONG;
+
+    fn state_plus(x: u64) -> u64 {
+        x + *crew::worker_state::<u64>().expect("the initializer ran")
+    }
+
+    fn times(a: u64, b: u64) -> u64 {
+        a * b
+    }
+
+    /// Python: the initializer runs with `initargs` in every worker
+    /// before its first task.
+    #[test]
+    fn the_initializer_runs_in_every_worker() {
+        let threads = crew::Executor::builder()
+            .threads(2)
+            .initializer(times, (6u64, 7u64))
+            .build()
+            .unwrap();
+        let processes = crew::Executor::builder()
+            .processes(2)
+            .initializer(times, (6u64, 7u64))
+            .build()
+            .unwrap();
+        for i in 0..8u64 {
+            assert_eq!(
+                threads
+                    .submit(state_plus, (i,))
+                    .result_timeout(LONG)
+                    .unwrap(),
+                42 + i
+            );
+            assert_eq!(
+                processes
+                    .submit(state_plus, (i,))
+                    .result_timeout(LONG)
+                    .unwrap(),
+                42 + i
+            );
+        }
+    }
+
+    /// Python (`test_max_tasks_per_child`): a worker is replaced after
+    /// that many tasks; 0 raises `ValueError`.
+    #[test]
+    fn max_tasks_per_child_replaces_workers() {
+        let ex = crew::Executor::builder()
+            .processes(1)
+            .max_tasks_per_child(2)
+            .build()
+            .unwrap();
+        let pids: Vec<u32> = (0..6)
+            .map(|_| {
+                ex.submit(std::process::id, ())
+                    .result_timeout(LONG)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(pids[0], pids[1]);
+        assert_ne!(pids[1], pids[2]);
+        assert_eq!(pids[2], pids[3]);
+        assert_ne!(pids[3], pids[4]);
+        let zero = crew::Executor::builder()
+            .processes(1)
+            .max_tasks_per_child(0)
+            .build();
+        assert!(zero.unwrap_err().is_invalid_input());
+        let zero = crew::Pool::builder()
+            .processes(1)
+            .max_tasks_per_child(0)
+            .build();
+        assert!(zero.unwrap_err().is_invalid_input());
+    }
+}

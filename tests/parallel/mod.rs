@@ -162,11 +162,12 @@ fn run_unordered_yields_every_result_once() {
 }
 
 #[test]
-fn a_panicking_call_fails_alone() {
+fn a_panicking_call_fails_alone_with_every_outcome() {
     for prefer in PREFER {
         for n_jobs in [1, 2] {
             let err = parallel(prefer)
                 .n_jobs(n_jobs)
+                .every_outcome(true)
                 .run((0..10u64).map(|i| delayed(fails_on_3, (i,))))
                 .unwrap_err();
             assert_eq!(err.failed(), 1, "n_jobs={n_jobs}");
@@ -176,6 +177,7 @@ fn a_panicking_call_fails_alone() {
         }
         let results: Vec<_> = parallel(prefer)
             .n_jobs(2)
+            .every_outcome(true)
             .run_iter((0..10u64).map(|i| delayed(fails_on_3, (i,))))
             .unwrap()
             .collect();

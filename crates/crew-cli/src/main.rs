@@ -111,6 +111,9 @@ enum Suite {
     /// No-op tasks through a local Redis with 1, 2 and 4 worker nodes
     /// (map, submit, round trip), beside Celery with `--python`.
     Cluster(ClusterArgs),
+    /// No-op Celery tasks from a Python client: a crew node beside a Celery
+    /// prefork worker with as many processes (needs `pip install "celery[redis]"`).
+    Celery(CeleryArgs),
     /// Every suite, one after the other.
     All {
         #[command(flatten)]
@@ -119,6 +122,24 @@ enum Suite {
         #[arg(long, default_value_t = 5)]
         seeds_rounds: usize,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+struct CeleryArgs {
+    /// Rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Tasks sent at once, then waited for.
+    #[arg(long, default_value_t = 5000)]
+    tasks: usize,
+    /// Round trips measured one after the other.
+    #[arg(long, default_value_t = 200)]
+    roundtrips: usize,
+    /// Worker processes of the crew node and of the Celery worker.
+    #[arg(long, default_value_t = 2)]
+    processes: usize,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -481,6 +502,16 @@ fn main() -> anyhow::Result<()> {
                     gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
                     target: a.common.target(),
                     python: a.python,
+                })?;
+            }
+            Suite::Celery(a) => {
+                bench::celery::run(&bench::celery::CeleryOptions {
+                    rounds: a.rounds.max(1),
+                    tasks: a.tasks.max(1),
+                    roundtrips: a.roundtrips.max(1),
+                    processes: a.processes.max(1),
+                    gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
+                    target: a.common.target(),
                 })?;
             }
             Suite::Cluster(a) => {

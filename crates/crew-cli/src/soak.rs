@@ -584,6 +584,8 @@ fn round(
             let out = Parallel::new()
                 .n_jobs(workers as isize)
                 .prefer(prefer)
+                // Every outcome, so that each task is judged.
+                .every_outcome(true)
                 .run(items.iter().map(|&(x, mode)| delayed(work, (x, mode))));
             watch.leave();
             t.op(if processes {

@@ -46,6 +46,7 @@ pub struct ClusterConfig {
     pub(crate) retries: u32,
     pub(crate) retry_backoff: Duration,
     pub(crate) timeline: bool,
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -69,7 +70,20 @@ impl ClusterConfig {
             retries: 0,
             retry_backoff: Duration::from_millis(100),
             timeline: false,
+            tls_ca: None,
         }
+    }
+
+    /// Trust the certificate authorities in this PEM file for `rediss://`
+    /// (default: `CREW_TLS_CA`, else the system's).
+    pub fn tls_ca(mut self, pem: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca = Some(pem.into());
+        self
+    }
+
+    /// A link to this cluster's Redis.
+    pub(crate) fn link(&self, read_timeout: Duration) -> Result<crate::Link> {
+        crate::Link::open_with_ca(&self.url, self.tls_ca.as_deref(), read_timeout)
     }
 
     /// Settings from `CREW_CLUSTER` (and the other `CREW_*` variables).

@@ -237,7 +237,7 @@ impl Cluster {
         );
         let results = keys.results(&name);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut link = Link::open(&config.url, Duration::from_secs(10))?;
+        let mut link = config.link(Duration::from_secs(10))?;
         let last: String = link.call_until(deadline, "creating the queue", |con| {
             let r: redis::RedisResult<()> = redis::cmd("XGROUP")
                 .arg("CREATE")
@@ -284,7 +284,7 @@ impl Cluster {
             shift: proto::clock_shift(),
             nodes: Mutex::new((HashMap::new(), 0)),
             threads: AtomicUsize::new(2),
-            control: Mutex::new(Link::open(&config.url, Duration::from_secs(10))?),
+            control: Mutex::new(config.link(Duration::from_secs(10))?),
             config,
         });
         refresh_workers(&shared, &mut link);
@@ -294,7 +294,7 @@ impl Cluster {
             .spawn(move || send_loop(&s, link))
             .map_err(|e| Error::io("starting the cluster sender", e))?;
         let s = shared.clone();
-        let rlink = Link::open(&shared.config.url, Duration::from_secs(10))?;
+        let rlink = shared.config.link(Duration::from_secs(10))?;
         std::thread::Builder::new()
             .name("crew-cluster-receive".into())
             .spawn(move || receive_loop(&s, rlink, last))

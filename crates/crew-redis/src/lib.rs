@@ -28,7 +28,7 @@ pub use config::{
     ENV_MAX_DELIVERIES, ENV_PREFETCH, ENV_QUEUE, ENV_WORKER,
 };
 pub use driver::{Cluster, ClusterJob};
-pub use link::Link;
+pub use link::{ENV_TLS_CA, Link, client};
 pub use node::{Node, run_if_node};
 pub use server::{LocalRedis, NodeProcess};
 pub use status::{DeadLetter, NodeStatus, QueueStatus, StreamStatus, status};

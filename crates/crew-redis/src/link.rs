@@ -5,6 +5,7 @@
 //! returns for a command (a wrong type, a missing group) go back to the
 //! caller.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crew_core::{Error, Result};
@@ -30,14 +31,15 @@ impl std::fmt::Debug for Link {
 
 /// True for the errors a reconnect can cure.
 pub(crate) fn is_transient(e: &RedisError) -> bool {
-    // Wrong credentials or missing rights do not cure themselves: say so
-    // at once instead of retrying until a deadline.
+    // Wrong credentials, missing rights or an untrusted certificate do not
+    // cure themselves: say so at once instead of retrying until a deadline.
     let text = e.to_string();
     if [
         "WRONGPASS",
         "NOAUTH",
         "NOPERM",
         "invalid username-password",
+        "invalid peer certificate",
         "authentication failed",
     ]
     .iter()
@@ -58,15 +60,62 @@ pub(crate) fn is_transient(e: &RedisError) -> bool {
         )
 }
 
+/// The environment variable naming a PEM file of the certificate
+/// authorities to trust for `rediss://` URLs (default: the system's).
+pub const ENV_TLS_CA: &str = "CREW_TLS_CA";
+
+/// A client for `url`. A `rediss://` URL is TLS (rustls), trusting the
+/// authorities in the PEM file `ca`, else in `CREW_TLS_CA`, else the
+/// system's; `rediss://host/#insecure` skips verification.
+///
+/// # Errors
+///
+/// `is_invalid_input` if `url` is not a Redis URL; `is_io` if `ca` cannot
+/// be read.
+pub fn client(url: &str, ca: Option<&Path>) -> Result<Client> {
+    let bad = |e: RedisError| Error::invalid_input(format!("not a Redis URL ({url}): {e}"));
+    if !url.starts_with("rediss") {
+        return Client::open(url).map_err(bad);
+    }
+    let ca = ca
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(ENV_TLS_CA).map(std::path::PathBuf::from));
+    match ca {
+        None => Client::open(url).map_err(bad),
+        Some(path) => {
+            let pem = std::fs::read(&path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+            .map_err(bad)
+        }
+    }
+}
+
 impl Link {
-    /// A link to `url`; connects on first use.
+    /// A link to `url`; connects on first use. TLS as [`client`] says,
+    /// with the authorities of `CREW_TLS_CA`.
     ///
     /// # Errors
     ///
     /// `is_invalid_input` if `url` is not a Redis URL.
     pub fn open(url: &str, read_timeout: Duration) -> Result<Link> {
-        let client = Client::open(url)
-            .map_err(|e| Error::invalid_input(format!("not a Redis URL ({url}): {e}")))?;
+        Link::open_with_ca(url, None, read_timeout)
+    }
+
+    /// A link to `url` trusting the certificate authorities in `ca` (PEM)
+    /// for `rediss://`.
+    ///
+    /// # Errors
+    ///
+    /// As [`client`].
+    pub fn open_with_ca(url: &str, ca: Option<&Path>, read_timeout: Duration) -> Result<Link> {
+        let client = client(url, ca)?;
         Ok(Link {
             client,
             con: None,

@@ -200,7 +200,7 @@ impl Node {
         let keys = Keys::new(&config.queue);
         let build = crew_process::remote::fingerprint();
         let stream = keys.tasks(build);
-        let mut link = Link::open(&config.url, Duration::from_secs(10))?;
+        let mut link = config.link(Duration::from_secs(10))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         ensure_group(&mut link, &keys, &stream, deadline)?;
         let processes = Processes::with_config(ProcessConfig {
@@ -261,7 +261,7 @@ impl Node {
                 .map_err(|e| Error::io("starting a node thread", e))
         };
         // Heartbeat first, so drivers count this node as soon as it reads.
-        let mut keeper_link = Link::open(&shared.config.url, Duration::from_secs(10))?;
+        let mut keeper_link = shared.config.link(Duration::from_secs(10))?;
         let _ = keep_once(&shared, &mut keeper_link, false);
         let reporter = {
             let s = shared.clone();
@@ -330,7 +330,7 @@ fn capacity(shared: &Shared) -> usize {
 
 // FETCH: read new entries while there is room.
 fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
-    let mut link = Link::open(&shared.config.url, Duration::from_secs(5))?;
+    let mut link = shared.config.link(Duration::from_secs(5))?;
     let stop = || shared.stopping();
     while !shared.stopping() {
         let want = {
@@ -515,7 +515,7 @@ fn run(shared: &Arc<Shared>, entry: String, msg: TaskMsg) {
 
 // REPORT: start notices and results, batched into one round trip.
 fn report_loop(shared: &Arc<Shared>, rx: Receiver<Report>) {
-    let Ok(mut link) = Link::open(&shared.config.url, Duration::from_secs(10)) else {
+    let Ok(mut link) = shared.config.link(Duration::from_secs(10)) else {
         return;
     };
     let finish = redis::Script::new(proto::FINISH);
@@ -829,7 +829,8 @@ fn started_at() -> u64 {
 
 // LISTEN: cancel requests.
 fn listen_loop(shared: &Arc<Shared>) {
-    let Ok(client) = redis::Client::open(shared.config.url.as_str()) else {
+    let Ok(client) = crate::link::client(&shared.config.url, shared.config.tls_ca.as_deref())
+    else {
         return;
     };
     let channel = shared.keys.cancel_channel();

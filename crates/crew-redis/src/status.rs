@@ -7,7 +7,6 @@ use crew_core::Result;
 use redis::Value;
 
 use crate::config::{ClusterConfig, GROUP, Keys};
-use crate::link::Link;
 use crate::proto::node_fields as f;
 use crate::reply;
 
@@ -140,7 +139,7 @@ impl std::fmt::Display for QueueStatus {
 /// `is_io` if Redis cannot be reached within 10 s.
 pub fn status(config: &ClusterConfig) -> Result<QueueStatus> {
     let keys = Keys::new(&config.queue);
-    let mut link = Link::open(&config.url, Duration::from_secs(10))?;
+    let mut link = config.link(Duration::from_secs(10))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let names: Vec<String> = link.call_until(deadline, "reading the nodes", |con| {
         redis::cmd("SMEMBERS").arg(keys.nodes()).query(con)

@@ -4,6 +4,7 @@
 //! Sizes, repetitions and timing live here, not in `examples/` (STYLE:
 //! examples are for reading, benches for measuring).
 
+pub(crate) mod celery;
 pub(crate) mod cluster;
 pub(crate) mod harness;
 pub(crate) mod memory;
