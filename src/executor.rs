@@ -527,7 +527,7 @@ impl ExecutorBuilder<ProcessConfig> {
     /// ```
     pub fn initializer<F, A, S>(self, f: F, args: A) -> Self
     where
-        Star<F>: crew_core::Call<A, S>,
+        Star<F>: crew_core::Call<A, S> + crew_process::NonCapturing,
         F: Send + Sync + 'static,
         A: serde::Serialize + serde::de::DeserializeOwned,
         S: std::any::Any + Send + Sync,

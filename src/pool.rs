@@ -101,19 +101,40 @@ impl Pool<Processes> {
     /// A closure that captures a variable does not compile, with or without
     /// `move`; the error says "a process task cannot capture its
     /// environment … pass the data as an argument", and names the closure
-    /// by its file and line (`{closure@src/main.rs:4:22: 4:30}`):
+    /// by its file and line (`{closure@src/main.rs:4:22: 4:30}`). A closure
+    /// that moves in a value that is not `Copy` is refused by a trait bound
+    /// ([`NonCapturing`](crew_process::NonCapturing), E0277), which `cargo
+    /// check` (what an editor runs) reports too:
+    ///
+    /// ```compile_fail,E0277
+    /// let pool = crew::Pool::processes(2)?;
+    /// let prefix = String::from("n=");
+    /// let v = pool.map(move |x: u32| format!("{prefix}{x}"), 0..4)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// That holds for a zero-sized captured value as well: a worker
+    /// re-creates the task from its type alone, which would make a second
+    /// value of a token or guard out of nothing.
+    ///
+    /// ```compile_fail,E0277
+    /// struct Token; // zero-sized, not `Copy`
+    /// let pool = crew::Pool::processes(2)?;
+    /// let token = Token;
+    /// let v = pool.map(move |x: u32| { let _ = &token; x }, 0..4)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A closure that borrows (or copies in a `Copy` value) is refused when
+    /// the program is built (`cargo build`, `cargo test`, `cargo run`; not
+    /// `cargo check`, E0080): the check looks at the size of the task's
+    /// type, which only code generation computes, and stable Rust has no
+    /// trait bound meaning "captures nothing" that `cargo check` could test.
     ///
     /// ```compile_fail,E0080
     /// let pool = crew::Pool::processes(2)?;
     /// let prefix = String::from("n=");
     /// let v = pool.map(|x: u32| format!("{prefix}{x}"), 0..4)?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    ///
-    /// ```compile_fail,E0080
-    /// let pool = crew::Pool::processes(2)?;
-    /// let prefix = String::from("n=");
-    /// let v = pool.map(move |x: u32| format!("{prefix}{x}"), 0..4)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
@@ -127,14 +148,10 @@ impl Pool<Processes> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
-    /// The check runs when the program is built (`cargo build`, `cargo
-    /// test`, `cargo run`), not in `cargo check` (what an editor runs): it
-    /// looks at the size of the task's type, which only code generation
-    /// computes, and stable Rust has no trait bound meaning "captures
-    /// nothing" that `cargo check` could test. The async calls
-    /// (`apply_async`, `map_async`, `imap`, …) need a `'static` task on every
-    /// back-end, so there a closure that borrows first meets rustc's E0373
-    /// ("use the `move` keyword"); with `move` it meets the check above.
+    /// The async calls (`apply_async`, `map_async`, `imap`, …) need a
+    /// `'static` task on every back-end, so there a closure that borrows
+    /// first meets rustc's E0373 ("use the `move` keyword"); with `move` it
+    /// meets the checks above.
     ///
     /// # Errors
     ///
@@ -409,7 +426,7 @@ impl PoolBuilder<ProcessConfig> {
     /// ```
     pub fn initializer<F, A, S>(mut self, f: F, args: A) -> Self
     where
-        Star<F>: crew_core::Call<A, S>,
+        Star<F>: crew_core::Call<A, S> + crew_process::NonCapturing,
         F: Send + Sync + 'static,
         A: serde::Serialize + serde::de::DeserializeOwned,
         S: std::any::Any + Send + Sync,

@@ -1414,6 +1414,14 @@ pub struct CachedTask<F> {
     _call: PhantomData<fn()>,
 }
 
+impl<F: Copy> Clone for CachedTask<F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F: Copy> Copy for CachedTask<F> {}
+
 impl<F> std::fmt::Debug for CachedTask<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CachedTask")

@@ -538,3 +538,44 @@ fn no_worker_outlives_drop_terminate_or_join() {
         );
     }
 }
+
+fn sum_shared(a: crew::shm::Array<u64>) -> u64 {
+    a.to_vec().iter().sum()
+}
+
+fn add_to_shared(v: crew::shm::Value<u64>, n: u64) -> u64 {
+    v.set(v.get() + n);
+    v.get()
+}
+
+fn sum_each(a: crew::shm::Array<u64>) -> u64 {
+    a.to_vec().iter().sum()
+}
+
+/// A task may be given the only handle of a shared region: the parent's
+/// copy goes with the task's arguments, and the job keeps the region until
+/// the worker has opened it.
+#[test]
+fn a_shared_region_moved_into_a_process_task_reaches_the_worker() {
+    let pool = Pool::processes(2).unwrap();
+    let array = crew::shm::Array::from_slice(&[1u64, 2, 3, 4]).unwrap();
+    assert_eq!(pool.apply(sum_shared, (array,)).unwrap(), 10);
+
+    let value = crew::shm::Value::new(5u64).unwrap();
+    let r = pool.apply_async(add_to_shared, (value, 2u64));
+    assert_eq!(r.get_timeout(LONG).unwrap(), 7);
+
+    // Through a map too: each chunk holds the regions of its items.
+    let arrays: Vec<_> = (0..8u64)
+        .map(|i| crew::shm::Array::from_slice(&[i, i]).unwrap())
+        .collect();
+    let sums = pool.map(sum_each, arrays).unwrap();
+    assert_eq!(sums, (0..8u64).map(|i| 2 * i).collect::<Vec<_>>());
+
+    // And to a single process.
+    let array = crew::shm::Array::from_slice(&[7u64, 8]).unwrap();
+    let mut p = crew::Process::new(sum_shared, (array,));
+    p.start().unwrap();
+    assert!(p.join_timeout(LONG).unwrap(), "the process did not end");
+    assert_eq!(p.result().unwrap(), 15);
+}

@@ -7,7 +7,9 @@
 //! anchor's address and calls it. The task value itself is a zero-sized
 //! type (a non-capturing closure or fn item), so the trampoline conjures it
 //! from nothing: there is no state to send. A capturing closure is refused
-//! at compile time by [`assert_non_capturing`].
+//! at compile time: by the [`NonCapturing`] bound (`Copy`, so that a
+//! re-created value duplicates nothing that may not be duplicated) and by
+//! [`assert_non_capturing`] (zero-sized, so there is nothing to send).
 //!
 //! The handshake compares [`build_fingerprint`] of both sides, and workers
 //! are started from `/proc/self/exe`, which names the parent's exact
@@ -87,13 +89,51 @@ pub(crate) const fn assert_non_capturing<T>() {
     );
 }
 
+/// A task that a worker process can re-create from its type alone: a fn
+/// item or a closure that captures nothing.
+///
+/// Implemented for every `Copy` type: fn items and closures that capture
+/// nothing are `Copy`, while a closure that captures (moves in) a value that
+/// is not `Copy` — a `String`, a guard, a zero-sized token whose type keeps
+/// an invariant — is not, and must not be duplicated out of nothing in a
+/// worker. A closure that captures only `Copy` values or references passes
+/// this bound and is refused when the program is built, as it is not
+/// zero-sized.
+///
+/// A task that is not `NonCapturing` does not compile, and the error says
+/// what to do:
+///
+/// ```compile_fail,E0277
+/// struct Token; // zero-sized, but not `Copy`: one must not become two
+/// let token = Token;
+/// let task = move |x: u32| { let _ = &token; x };
+/// fn needs<T: crew_process::NonCapturing>(_: T) {}
+/// needs(crew_core::Unary(task));
+/// ```
+///
+/// ```
+/// fn needs<T: crew_process::NonCapturing>(_: T) {}
+/// needs(crew_core::Unary(|x: u32| x + 1));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "a process task cannot capture its environment, and this closure does (`{Self}`)",
+    label = "this closure captures a value that cannot be sent to a worker process",
+    note = "use a fn item or a closure that captures nothing, and pass the data as an argument instead, e.g. `pool.starmap(f, items.map(|x| (x, data.clone())))`"
+)]
+pub trait NonCapturing: Copy {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Copy> NonCapturing for T {}
+
 /// Creates the zero-sized task value.
 ///
 /// # Safety
 ///
 /// `T` must be zero-sized (checked by [`assert_non_capturing`] where the
-/// task was submitted) and a value of it must have existed in the parent.
-unsafe fn conjure<T>() -> T {
+/// task was submitted) and a value of it must have existed in the parent;
+/// it is `Copy` (the [`NonCapturing`] bound), so making another value of it
+/// duplicates nothing that may not be duplicated.
+unsafe fn conjure<T: NonCapturing>() -> T {
     debug_assert_eq!(std::mem::size_of::<T>(), 0);
     // SAFETY: a zero-sized type has no bytes, so any pointer that is
     // well-aligned and non-null reads a valid value; a value existed in
@@ -147,7 +187,7 @@ fn run_one<T: Call<X, R>, X, R>(task: &T, x: X) -> Result<R, WireError> {
 /// Runs one call: `input` is `X`, `out` receives `Result<R, WireError>`.
 pub(crate) fn call_entry<T, X, R>(input: &[u8], control: &Control, out: &mut Vec<u8>)
 where
-    T: Call<X, R>,
+    T: Call<X, R> + NonCapturing,
     X: DeserializeOwned,
     R: Serialize,
 {
@@ -178,7 +218,7 @@ where
 /// items that succeeded and the failures with their positions.
 pub(crate) fn chunk_entry<T, X, R>(input: &[u8], control: &Control, out: &mut Vec<u8>)
 where
-    T: Call<X, R>,
+    T: Call<X, R> + NonCapturing,
     X: DeserializeOwned,
     R: Serialize,
 {
@@ -247,7 +287,7 @@ pub(crate) enum ChunkWire<R> {
 /// returns becomes the worker's state; `out` receives `Result<(), WireError>`.
 pub(crate) fn init_entry<T, A, S>(input: &[u8], control: &Control, out: &mut Vec<u8>)
 where
-    T: Call<A, S>,
+    T: Call<A, S> + NonCapturing,
     A: DeserializeOwned,
     S: std::any::Any + Send + Sync,
 {

@@ -32,6 +32,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crew_core::engine::{Chunk, ChunkOut, ChunkSink};
 use crew_core::{Backend, Call, Error, Promise, Result, Runs, Timeline};
 
+pub use entry::NonCapturing;
 use entry::{
     CallWire, ChunkWire, assert_non_capturing, call_entry, chunk_entry, init_entry, instant_of,
     offset_of,
@@ -142,7 +143,7 @@ impl Processes {
     /// `is_protocol` if the arguments cannot be encoded.
     pub fn initializer<F, A, S>(f: F, args: A) -> Result<(u64, Vec<u8>)>
     where
-        crew_core::Star<F>: Call<A, S>,
+        crew_core::Star<F>: Call<A, S> + NonCapturing,
         F: Send + Sync + 'static,
         A: Serialize + DeserializeOwned,
         S: std::any::Any + Send + Sync,
@@ -485,25 +486,32 @@ where
 // "add `move`" (E0373), which only leads to the same check.
 impl<'s, T, X, R> Runs<'s, T, X, R> for Processes
 where
-    T: Call<X, R> + Send + Sync,
+    T: Call<X, R> + NonCapturing + Send + Sync,
     X: Serialize + DeserializeOwned + Send + 's,
     R: Serialize + DeserializeOwned + Send + 's,
 {
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ProcJob<'s> {
         const { assert_non_capturing::<T>() };
         let name = task.name().and_then(crew_core::task_name).unwrap_or("call");
-        drop(task);
-        match postcard::to_allocvec(&input) {
-            Ok(payload) => ProcJob::new(
-                offset_of(call_entry::<T, X, R>),
-                payload,
-                Box::new(CallCompletion {
-                    promise: Some(promise),
-                    attempts: 0,
-                    number: self.shared.timeline.as_ref().map(|t| t.next_call()),
-                    name,
-                }),
-            ),
+        let _ = task;
+        // The job holds the shared-memory regions the arguments name until
+        // the worker has answered: `input` may hold their only handles.
+        let (encoded, held) = crew_shm::hold_serialized(|| postcard::to_allocvec(&input));
+        drop(input);
+        match encoded {
+            Ok(payload) => ProcJob {
+                _held: (!held.is_empty()).then(|| Box::new(held)),
+                ..ProcJob::new(
+                    offset_of(call_entry::<T, X, R>),
+                    payload,
+                    Box::new(CallCompletion {
+                        promise: Some(promise),
+                        attempts: 0,
+                        number: self.shared.timeline.as_ref().map(|t| t.next_call()),
+                        name,
+                    }),
+                )
+            },
             Err(e) => {
                 promise.fail(Error::protocol(format!(
                     "cannot encode the task's arguments: {e}"
@@ -521,21 +529,26 @@ where
         // Sized up front: growing a multi-megabyte buffer by doubling
         // copies it again and again.
         let guess = 8 + std::mem::size_of_val(chunk.as_slice()).saturating_mul(5) / 4;
-        let encoded = postcard::to_extend(chunk.as_slice(), Vec::with_capacity(guess));
+        let (encoded, held) = crew_shm::hold_serialized(|| {
+            postcard::to_extend(chunk.as_slice(), Vec::with_capacity(guess))
+        });
         drop(chunk);
         match encoded {
-            Ok(payload) => ProcJob::new(
-                offset_of(chunk_entry::<T, X, R>),
-                payload,
-                Box::new(ChunkCompletion::<X, R> {
-                    sink: Some(sink),
-                    len,
-                    partial: None,
-                    started: Instant::now(),
-                    name,
-                    _input: std::marker::PhantomData,
-                }),
-            ),
+            Ok(payload) => ProcJob {
+                _held: (!held.is_empty()).then(|| Box::new(held)),
+                ..ProcJob::new(
+                    offset_of(chunk_entry::<T, X, R>),
+                    payload,
+                    Box::new(ChunkCompletion::<X, R> {
+                        sink: Some(sink),
+                        len,
+                        partial: None,
+                        started: Instant::now(),
+                        name,
+                        _input: std::marker::PhantomData,
+                    }),
+                )
+            },
             Err(e) => {
                 sink.fail(Error::protocol(format!(
                     "cannot encode a chunk's arguments: {e}"

@@ -40,6 +40,8 @@ use crate::{CallCompletion, entry::build_fingerprint};
 /// ```
 pub struct Process<R: Send> {
     job: Option<(u64, Vec<u8>)>,
+    /// The shared-memory regions the arguments name, kept for the child.
+    _held: crew_shm::Held,
     state: Arc<State>,
     pid: Option<u32>,
     result: Option<Future<R>>,
@@ -75,14 +77,16 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
     /// ```
     pub fn new<F, A>(f: F, args: A) -> Process<R>
     where
-        Star<F>: Call<A, R>,
+        Star<F>: Call<A, R> + crate::NonCapturing,
         F: Send + Sync + 'static,
         A: Serialize + DeserializeOwned,
     {
         const { assert_non_capturing::<Star<F>>() };
         drop(f);
         let entry = offset_of(call_entry::<Star<F>, A, R>);
-        let (job, result) = match postcard::to_allocvec(&args) {
+        let (encoded, held) = crew_shm::hold_serialized(|| postcard::to_allocvec(&args));
+        drop(args);
+        let (job, result) = match encoded {
             Ok(payload) => (Some((entry, payload)), None),
             Err(e) => (
                 None,
@@ -93,6 +97,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
         };
         Process {
             job,
+            _held: held,
             state: Arc::new(State::default()),
             pid: None,
             result,

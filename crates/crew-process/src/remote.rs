@@ -51,7 +51,7 @@ pub fn fingerprint() -> u64 {
 /// ```
 pub fn call_task<T, X, R>(task: &T) -> u64
 where
-    T: Call<X, R>,
+    T: Call<X, R> + crate::NonCapturing,
     X: DeserializeOwned,
     R: Serialize,
 {
@@ -71,7 +71,7 @@ where
 /// ```
 pub fn chunk_task<T, X, R>(task: &T) -> u64
 where
-    T: Call<X, R>,
+    T: Call<X, R> + crate::NonCapturing,
     X: DeserializeOwned,
     R: Serialize,
 {

@@ -69,6 +69,10 @@ pub struct ProcJob<'s> {
     /// This job's own limits, overriding the pool's (a cluster node runs
     /// jobs of many callers, each with its own settings).
     pub(crate) limits: Option<JobLimits>,
+    /// The shared-memory regions whose handles the payload names: kept
+    /// until the job is done, so that a worker can open them even if the
+    /// caller moved its only handle into the task.
+    pub(crate) _held: Option<Box<crew_shm::Held>>,
 }
 
 /// Per-job overrides of a pool's timeout and retries, for jobs that come
@@ -106,6 +110,7 @@ impl<'s> ProcJob<'s> {
             not_before: None,
             suspect: false,
             limits: None,
+            _held: None,
         }
     }
 
@@ -120,6 +125,7 @@ impl<'s> ProcJob<'s> {
             not_before: None,
             suspect: false,
             limits: None,
+            _held: None,
         }
     }
 
@@ -546,11 +552,16 @@ impl Shared {
     }
 
     /// The pids of the workers running now, in proxy order.
+    ///
+    /// A worker that has exited but whose proxy has not yet marked it (as
+    /// right after `terminate`, which returns once the processes are gone)
+    /// is left out: holding the lock keeps its pid unreaped, so the check
+    /// cannot see a recycled pid.
     pub(crate) fn worker_pids(&self) -> Vec<u32> {
         lock(&self.pids)
             .iter()
             .filter_map(|s| match *s {
-                Slot::Running(pid) => Some(pid),
+                Slot::Running(pid) if !has_exited(pid) => Some(pid),
                 _ => None,
             })
             .collect()

@@ -819,14 +819,14 @@ impl<R: Send + DeserializeOwned> Completion for ChunkCompletion<'_, R> {
 
 impl<'s, T, X, R> Runs<'s, T, X, R> for Cluster
 where
-    T: Call<X, R> + Send + Sync + 'static,
+    T: Call<X, R> + crew_process::NonCapturing + Send + Sync + 'static,
     X: Serialize + DeserializeOwned + Send + 's,
     R: Serialize + DeserializeOwned + Send + 's,
 {
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ClusterJob<'s> {
         let entry = remote::call_task::<T, X, R>(&task);
         let name = task.name().and_then(crew_core::task_name).unwrap_or("call");
-        drop(task);
+        let _ = task;
         match remote::encode(&input) {
             Ok(bytes) => ClusterJob {
                 entry,

@@ -66,7 +66,7 @@ pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use pipe::{Connection, Pipe};
 pub use pod::Pod;
 pub use queue::{Queue, QueueBuilder};
-pub use region::Region;
+pub use region::{Held, Region, hold_serialized};
 pub use semaphore::{BoundedSemaphore, Semaphore};
 pub use value::{Value, ValueGuard};
 

@@ -297,8 +297,14 @@ impl Shm {
         self.map.discard(DATA_OFFSET + offset, len);
     }
 
-    /// Serializes as a [`Wire`].
+    /// Serializes as a [`Wire`]; inside [`hold_serialized`], the region is
+    /// also kept mapped (and its fd open) for as long as the caller says.
     pub(crate) fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        HOLDING.with(|h| {
+            if let Some(held) = h.borrow_mut().as_mut() {
+                held.push(self.map.clone());
+            }
+        });
         self.wire().serialize(serializer)
     }
 
@@ -311,6 +317,95 @@ impl Shm {
         let wire = Wire::deserialize(deserializer)?;
         Shm::open(&wire, kind, type_tag).map_err(serde::de::Error::custom)
     }
+}
+
+thread_local! {
+    /// The regions serialized on this thread inside [`hold_serialized`].
+    static HOLDING: std::cell::RefCell<Option<Vec<Arc<Mapping>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The regions whose handles were serialized by one [`hold_serialized`]
+/// call: holding it keeps their memory, and the fds a receiving process
+/// opens them through, alive.
+#[derive(Default)]
+pub struct Held(Vec<Arc<Mapping>>);
+
+impl Held {
+    /// The number of regions held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_, held) = crew_shm::hold_serialized(|| 1 + 1);
+    /// assert_eq!(held.len(), 0);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if no region is held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(crew_shm::Held::default().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Held")
+            .field("regions", &self.0.len())
+            .finish()
+    }
+}
+
+/// Runs `f` (which serializes a message) and returns, with its result, the
+/// regions of every handle serialized on this thread meanwhile.
+///
+/// A handle crosses processes as "fd N of process P", which the receiver
+/// opens through `/proc/P/fd/N`; the sender must keep the region until the
+/// receiver has opened it. A sender that serializes the *only* handle
+/// (moving it into a message) would otherwise close the fd at once: it
+/// holds the returned [`Held`] until the receiver answered.
+///
+/// # Examples
+///
+/// ```
+/// let a = crew_shm::Array::<u32>::new(4)?;
+/// let (bytes, held) = crew_shm::hold_serialized(|| postcard::to_allocvec(&a));
+/// drop(a); // the only handle: `held` keeps the region for the receiver
+/// assert_eq!(held.len(), 1);
+/// let again: crew_shm::Array<u32> = postcard::from_bytes(&bytes?)?;
+/// assert_eq!(again.len(), 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn hold_serialized<T>(f: impl FnOnce() -> T) -> (T, Held) {
+    let outer = HOLDING.with(|h| h.borrow_mut().replace(Vec::new()));
+    // Restores the outer collection even if `f` panics.
+    struct Restore(Option<Option<Vec<Arc<Mapping>>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                let _ = HOLDING.try_with(|h| *h.borrow_mut() = outer);
+            }
+        }
+    }
+    let mut restore = Restore(Some(outer));
+    let value = f();
+    let mine = HOLDING.with(|h| h.borrow_mut().take()).unwrap_or_default();
+    let outer = restore.0.take().flatten();
+    HOLDING.with(|h| {
+        *h.borrow_mut() = outer.map(|mut o| {
+            o.extend(mine.iter().cloned());
+            o
+        })
+    });
+    (value, Held(mine))
 }
 
 /// Implements `Serialize`/`Deserialize` for a non-generic handle `$ty` with a
