@@ -67,6 +67,6 @@ step "msrv" bash ci/msrv.sh
 step "other systems" bash ci/other-systems.sh
 # The debug binary the tests just built: slower than release, with the
 # debug assertions on, which a soak wants.
-step "soak" target/debug/crew soak --seconds "${CREW_SOAK_SECONDS:-40}"
+step "soak" "${CARGO_TARGET_DIR:-target}/debug/crew" soak --seconds "${CREW_SOAK_SECONDS:-40}"
 step "loom" bash ci/loom.sh
 step "asan" bash ci/asan.sh
