@@ -66,16 +66,7 @@ pub const ENV_CELERY_QUEUES: &str = "CREW_CELERY_QUEUES";
 /// The visibility timeout in milliseconds (default 3 600 000, kombu's).
 pub const ENV_CELERY_VISIBILITY_MS: &str = "CREW_CELERY_VISIBILITY_MS";
 
-pub(crate) fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return "localhost".to_owned();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
+pub(crate) use crew_redis::hostname;
 
 /// Serves as a Celery node if this process was started as one
 /// (`CREW_CELERY` set, with `CREW_CELERY_QUEUES`, `CREW_CELERY_BACKEND`,

@@ -29,6 +29,6 @@ pub use config::{
 };
 pub use driver::{Cluster, ClusterJob};
 pub use link::{ENV_TLS_CA, Link, client};
-pub use node::{Node, run_if_node};
+pub use node::{Node, hostname, run_if_node};
 pub use server::{LocalRedis, NodeProcess};
 pub use status::{DeadLetter, NodeStatus, QueueStatus, StreamStatus, status};

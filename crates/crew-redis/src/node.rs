@@ -42,7 +42,15 @@ fn consumer_name() -> String {
     format!("{}:{}:{:08x}", hostname(), std::process::id(), nonce as u32)
 }
 
-pub(crate) fn hostname() -> String {
+/// The name of this machine, as nodes report it (`localhost` when the
+/// system will not say).
+///
+/// # Examples
+///
+/// ```
+/// assert!(!crew_redis::hostname().is_empty());
+/// ```
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
     let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
