@@ -91,6 +91,9 @@ struct Slot {
     completion: Box<dyn Completion>,
     /// The stream entry, once written.
     entry: Option<String>,
+    /// Handed to Redis in a batch whose reply has not been read yet: a
+    /// node may already run it, but `entry` is not known until the reply.
+    sending: bool,
     started: bool,
 }
 
@@ -389,6 +392,7 @@ impl Backend for Cluster {
             Slot {
                 completion,
                 entry: None,
+                sending: false,
                 started: false,
             },
         );
@@ -415,8 +419,24 @@ impl Backend for Cluster {
         // moment ago (its start notice is on its way). Ask Redis: an entry
         // no node has taken is deleted, atomically with respect to the
         // nodes' reads; one a node holds is running, or about to.
+        // A task whose batch is on its way to Redis may already run on a
+        // node: wait (bounded) for its entry, so the check below decides it
+        // instead of cancelling a running task.
         let (unsent, written): (Vec<u64>, Vec<(u64, String)>) = {
-            let slots = lock(&s.slots);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut slots = lock(&s.slots);
+            while slots
+                .values()
+                .any(|slot| !slot.started && slot.sending && slot.entry.is_none())
+            {
+                match crew_core::engine::wait_deadline(&s.emptied, slots, Some(deadline)) {
+                    Ok(g) => slots = g,
+                    Err(g) => {
+                        slots = g;
+                        break;
+                    }
+                }
+            }
             let mut unsent = Vec::new();
             let mut written = Vec::new();
             for (&id, slot) in slots.iter().filter(|(_, slot)| !slot.started) {
@@ -537,10 +557,19 @@ fn send_loop(shared: &Arc<Shared>, mut link: Link) {
         let mut pipe = redis::pipe();
         let mut adds = Vec::new();
         let live: Vec<bool> = {
-            let slots = lock(&shared.slots);
+            let mut slots = lock(&shared.slots);
             batch
                 .iter()
-                .map(|o| !matches!(o, Out::Task(id, _) if !slots.contains_key(id)))
+                .map(|o| match o {
+                    Out::Task(id, _) => match slots.get_mut(id) {
+                        Some(slot) => {
+                            slot.sending = true;
+                            true
+                        }
+                        None => false,
+                    },
+                    _ => true,
+                })
                 .collect()
         };
         for (o, _) in batch.iter().zip(&live).filter(|(_, live)| **live) {
@@ -579,12 +608,14 @@ fn send_loop(shared: &Arc<Shared>, mut link: Link) {
             Some(Ok(replies)) => {
                 let mut slots = lock(&shared.slots);
                 for (id, reply) in adds.iter().zip(&replies) {
-                    if let (Some(id), Some(entry)) = (id, reply::string(reply))
-                        && let Some(slot) = slots.get_mut(id)
-                    {
-                        slot.entry = Some(entry);
+                    if let Some(slot) = id.and_then(|id| slots.get_mut(&id)) {
+                        slot.sending = false;
+                        slot.entry = reply::string(reply);
                     }
                 }
+                drop(slots);
+                // `cancel_pending` may wait for these entries.
+                shared.emptied.notify_all();
             }
             Some(Err(e)) => {
                 // Redis refused the batch (not a connection problem): the
@@ -608,7 +639,17 @@ fn send_loop(shared: &Arc<Shared>, mut link: Link) {
                 drop(slots);
                 shared.emptied.notify_all();
             }
-            None => {}
+            None => {
+                // Terminated: nobody learns the entries; stop waiting.
+                let mut slots = lock(&shared.slots);
+                for id in adds.iter().flatten() {
+                    if let Some(slot) = slots.get_mut(id) {
+                        slot.sending = false;
+                    }
+                }
+                drop(slots);
+                shared.emptied.notify_all();
+            }
         }
     }
 }
