@@ -154,7 +154,7 @@ fn killed_parent_leaves_no_worker() {
         );
     }
     parent.kill();
-    eventually(Duration::from_secs(10), "every worker exits", || {
+    eventually(LONG, "every worker exits", || {
         workers.iter().all(|&pid| is_dead(pid))
     });
 }
@@ -365,14 +365,14 @@ fn one_ctrl_c_stops_a_running_map() {
     let (mut parent, workers) = parent_with_workers(&name, "parent-to-be-interrupted");
     // Ctrl-C: SIGINT to the whole foreground group, parent and workers.
     assert!(send_signal_group(parent.pid(), SIGINT));
-    let status = parent.wait(Duration::from_secs(10));
+    let status = parent.wait(LONG);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         status.signal(),
         Some(SIGINT),
         "the parent stops at the first Ctrl-C: {status:?}"
     );
-    eventually(Duration::from_secs(10), "every worker exits", || {
+    eventually(LONG, "every worker exits", || {
         workers.iter().all(|&pid| is_dead(pid))
     });
 }
