@@ -204,10 +204,6 @@ const TESTED: [&str; 8] = [
     "futures",
 ];
 
-/// Examples known not to pass here, each with why; they are reported, not
-/// run. Remove an entry once its cause is fixed.
-const KNOWN_BROKEN: [(&str, &str); 0] = [];
-
 /// Every other file in `examples/` (added without a test above) must at
 /// least run to success and print something.
 #[test]
@@ -224,11 +220,6 @@ fn other_examples_run() {
         .collect();
     others.sort();
     for name in others {
-        let broken = KNOWN_BROKEN.iter().find(|(n, _)| *n == name);
-        if let Some((_, why)) = broken.filter(|_| cfg!(debug_assertions)) {
-            eprintln!("skipping example {name}: {why}");
-            continue;
-        }
         let stdout = run(&name);
         assert!(!stdout.trim().is_empty(), "example {name} printed nothing");
     }
