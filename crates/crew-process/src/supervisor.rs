@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crew_core::{Error, MarkKind, Timeline};
 
 use crate::spawn::{Spawned, describe_exit, has_exited, kill_group, spawn_worker};
-use crate::wire::{self, Fields, Inbox, Outbox, Read};
+use crate::wire::{self, Fields, Inbox, Outbox, Payload, Read};
 use crate::worker::{FLAG_SPANS, FLAG_TIMED, monotonic_ns};
 
 /// A job's owner-side half: how its outcome reaches the caller. Every
@@ -39,7 +39,7 @@ pub(crate) trait Completion: Send {
     /// The worker died while running item `item` of the job. Returns true
     /// if the job should run again with the (rewritten) `payload`: the items
     /// not done, and the failed one too if `retry`.
-    fn lost(&mut self, payload: &mut Vec<u8>, item: usize, error: Error, retry: bool) -> bool;
+    fn lost(&mut self, payload: &mut Payload, item: usize, error: Error, retry: bool) -> bool;
 }
 
 /// A job of the process back-end: a trampoline offset, the encoded input,
@@ -59,7 +59,7 @@ pub(crate) trait Completion: Send {
 /// ```
 pub struct ProcJob<'s> {
     pub(crate) entry: u64,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) payload: Payload,
     pub(crate) completion: Option<Box<dyn Completion + 's>>,
     pub(crate) attempt: u32,
     pub(crate) not_before: Option<Instant>,
@@ -90,7 +90,7 @@ impl std::fmt::Debug for ProcJob<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcJob")
             .field("entry", &self.entry)
-            .field("bytes", &self.payload.len())
+            .field("bytes", &self.payload.bytes().len())
             .field("attempt", &self.attempt)
             .finish()
     }
@@ -99,7 +99,7 @@ impl std::fmt::Debug for ProcJob<'_> {
 impl<'s> ProcJob<'s> {
     pub(crate) fn new(
         entry: u64,
-        payload: Vec<u8>,
+        payload: Payload,
         completion: Box<dyn Completion + 's>,
     ) -> ProcJob<'s> {
         ProcJob {
@@ -119,7 +119,7 @@ impl<'s> ProcJob<'s> {
     pub(crate) fn settled() -> ProcJob<'s> {
         ProcJob {
             entry: 0,
-            payload: Vec::new(),
+            payload: Payload::default(),
             completion: None,
             attempt: 0,
             not_before: None,
@@ -787,7 +787,9 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                 } else {
                     0
                 };
-                if let Err(e) = outbox.push(wire::RUN, wire::RUN_SHM, &head, &job.payload) {
+                if let Err(e) =
+                    outbox.push_payload(wire::RUN, wire::RUN_SHM, &head, job.payload.as_ref())
+                {
                     job.completion()
                         .fail(Error::io("sending a task through shared memory", e));
                     continue;
@@ -996,7 +998,7 @@ fn drive(shared: &Arc<Shared>, slot: usize, mut worker: Spawned, seq: &mut u64) 
                     };
                     if done_seq == INIT_SEQ && !hello {
                         let outcome = wire::with_payload(&frame, f, |b| {
-                            postcard::from_bytes::<Result<(), crate::entry::WireError>>(b)
+                            crate::bulk::from_slice::<Result<(), crate::entry::WireError>>(b)
                         });
                         match outcome {
                             Ok(Ok(Ok(()))) => {

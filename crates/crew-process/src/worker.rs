@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crew_core::Error;
 
+use crate::bulk::Out;
 use crate::entry::{build_fingerprint, entry_at};
 use crate::wire::{self, Fields, Inbox, Outbox, Read};
 
@@ -519,7 +520,8 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
         wake: std::sync::Condvar::new(),
         closed: std::sync::atomic::AtomicBool::new(false),
     });
-    let mut out = Vec::new();
+    // Results: a large one is encoded straight into a shared region.
+    let mut out = Out::new(true);
     let mut hello = Vec::with_capacity(16);
     hello.extend_from_slice(&wire::VERSION.to_le_bytes());
     hello.extend_from_slice(&build_fingerprint().to_le_bytes());
@@ -588,10 +590,17 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                     control.begin(0);
                     post.running.store(0, Ordering::Release);
                     let mut outbox = post.outbox();
-                    if outbox
-                        .push(wire::DONE, wire::DONE_SHM, &seq.to_le_bytes(), &out)
-                        .is_err()
-                    {
+                    let pushed = outbox.push_payload(
+                        wire::DONE,
+                        wire::DONE_SHM,
+                        &seq.to_le_bytes(),
+                        out.as_payload(),
+                    );
+                    // The `Vec` keeps its capacity for the next result; a
+                    // region goes back to the pool, to be written again
+                    // once the parent has read it.
+                    out.clear();
+                    if pushed.is_err() {
                         drop(outbox);
                         fatal(
                             sock,
@@ -599,11 +608,6 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                             "cannot create a shared-memory buffer for a result",
                         );
                         return;
-                    }
-                    // Keep the buffer for the next result (growing it again
-                    // costs a copy per doubling), unless it got huge.
-                    if out.capacity() > 256 << 20 {
-                        out = Vec::new();
                     }
                     if task_start.elapsed() >= FLUSH_AFTER_TASK
                         || last_flush.elapsed() >= FLUSH_EVERY
