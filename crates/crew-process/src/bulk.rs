@@ -489,9 +489,14 @@ fn alloc_bytes(n: usize) -> Vec<u8> {
 
 /// Faults in the pages of a fresh allocation of `len` bytes at `ptr` with
 /// one call (or two) instead of a page fault per 4 KiB as a copy fills it.
+///
+/// Only from 32 MiB: glibc's allocator maps so large a block afresh each
+/// time (its mapping threshold stops growing there), while smaller ones
+/// come back from its heap already faulted in after the first, where a
+/// `madvise` would only walk them again.
 fn prefault(ptr: *mut u8, len: usize) {
     const PAGE: usize = 4096;
-    if len < 1 << 20 {
+    if len < 32 << 20 {
         return;
     }
     // Only the whole pages inside the allocation: the partial ones at its
@@ -506,9 +511,7 @@ fn prefault(ptr: *mut u8, len: usize) {
     // only change how and when the kernel backs them), and both fail
     // harmlessly on kernels that lack them.
     unsafe {
-        if len >= 32 << 20 {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        }
+        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
         libc::madvise(
             start as *mut libc::c_void,
             end - start,

@@ -314,6 +314,16 @@ impl Inbox {
 
     /// The next complete frame, if one is buffered.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, Garbage> {
+        Ok(self.next_frame_in_place()?.map(|f| Frame {
+            kind: f.kind,
+            body: f.body.to_vec(),
+            fd: f.fd,
+        }))
+    }
+
+    /// The next complete frame, its body read where it lies in the buffer
+    /// (no copy), if one is buffered.
+    pub(crate) fn next_frame_in_place(&mut self) -> Result<Option<FrameRef<'_>>, Garbage> {
         let avail = &self.buf[self.start..self.end];
         if avail.len() < 4 {
             return Ok(None);
@@ -328,7 +338,7 @@ impl Inbox {
             return Ok(None);
         }
         let kind = avail[4];
-        let body = avail[5..4 + len].to_vec();
+        let body = self.start + 5..self.start + 4 + len;
         self.start += 4 + len;
         let fd = match kind {
             RUN | STOP | HELLO | DONE | FATAL => None,
@@ -342,8 +352,20 @@ impl Inbox {
             },
             other => return Err(Garbage(format!("unknown frame kind {other}"))),
         };
-        Ok(Some(Frame { kind, body, fd }))
+        Ok(Some(FrameRef {
+            kind,
+            body: &self.buf[body],
+            fd,
+        }))
     }
+}
+
+/// One frame read from the wire, its body still in the reader's buffer.
+pub(crate) struct FrameRef<'a> {
+    pub(crate) kind: u8,
+    pub(crate) body: &'a [u8],
+    /// The memfd of a `*_SHM` frame.
+    pub(crate) fd: Option<OwnedFd>,
 }
 
 /// Little-endian field reader over a frame body.
@@ -395,7 +417,17 @@ pub(crate) fn with_payload<T>(
     fields: Fields<'_>,
     f: impl FnOnce(&[u8]) -> T,
 ) -> Result<T, Garbage> {
-    match &frame.fd {
+    read_payload(frame.fd.as_ref(), fields, f)
+}
+
+/// Reads a payload: inline (the rest of `fields`), or from the region `fd`
+/// (its length the next field).
+pub(crate) fn read_payload<T>(
+    fd: Option<&OwnedFd>,
+    fields: Fields<'_>,
+    f: impl FnOnce(&[u8]) -> T,
+) -> Result<T, Garbage> {
+    match fd {
         None => Ok(f(fields.rest())),
         Some(fd) => {
             let mut fields = fields;

@@ -544,7 +544,7 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
     loop {
         // BUSY: run every complete frame we have.
         loop {
-            let frame = match inbox.next_frame() {
+            let frame = match inbox.next_frame_in_place() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(wire::Garbage(msg)) => {
@@ -554,7 +554,7 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
             };
             match frame.kind {
                 wire::RUN | wire::RUN_SHM => {
-                    let mut fields = Fields::new(&frame.body);
+                    let mut fields = Fields::new(frame.body);
                     let header =
                         (|| Ok::<_, wire::Garbage>((fields.u64()?, fields.u64()?, fields.u8()?)))();
                     let Ok((seq, entry, flags)) = header else {
@@ -581,8 +581,9 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                     // this same executable, so `entry` is a trampoline here.
                     let run = unsafe { entry_at(entry) };
                     out.clear();
-                    let ran =
-                        wire::with_payload(&frame, fields, |input| run(input, control, &mut out));
+                    let ran = wire::read_payload(frame.fd.as_ref(), fields, |input| {
+                        run(input, control, &mut out)
+                    });
                     if let Err(wire::Garbage(msg)) = ran {
                         fatal(sock, &post, &msg);
                         return;
