@@ -917,6 +917,10 @@ mod test {
     where
         T: Serialize + DeserializeOwned + PartialEq + fmt::Debug,
     {
+        // Regions are counted by the tests of `payload_tests`.
+        let _one = crate::payload_tests::ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let bytes = to_vec(value).unwrap();
         let back: T = from_slice(&bytes).unwrap();
         assert_eq!(&back, value);

@@ -221,10 +221,16 @@ impl Backend for Processes {
 
     fn terminate(&self) {
         self.shared.terminate();
+        // The pool's large payloads are done with: keep no memory for them.
+        shm::trim();
     }
 
     fn join(&self, deadline: Option<Instant>) -> bool {
-        self.shared.join(deadline)
+        let joined = self.shared.join(deadline);
+        if joined {
+            shm::trim();
+        }
+        joined
     }
 
     fn timeline(&self) -> Option<&Arc<Timeline>> {

@@ -14,7 +14,7 @@ use crate::wire::SHM_THRESHOLD;
 use crate::{NonCapturing, Processes};
 
 /// These tests count this process's descriptors and mappings: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub(crate) static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn apply<F, A, R>(p: &Processes, f: F, args: A) -> crew_core::Result<R>
 where
@@ -309,4 +309,38 @@ fn a_thousand_large_calls_leave_no_descriptor_or_mapping_behind() {
     );
     p.close();
     assert!(p.join(None));
+    // A pool that ended keeps no shared memory for payloads.
+    assert_eq!(payload_fds_and_maps(), (0, 0), "after the pool ended");
+}
+
+#[test]
+fn an_idle_worker_lets_go_of_its_payload_memory() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let p = Processes::new(1).unwrap();
+    let v = bytes(SHM_THRESHOLD * 4, 2);
+    let back: Vec<u8> = apply(&p, |v: Vec<u8>| v, (v.clone(),)).unwrap();
+    assert!(back == v);
+    let pid = p.worker_pids()[0];
+    let mappings = || {
+        std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("crew-payload"))
+            .count()
+    };
+    // Right after the call the worker keeps its result's region and its
+    // mapping of the argument's.
+    assert!(mappings() > 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while mappings() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle worker still maps {} payload regions",
+            mappings()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // And it still serves large payloads.
+    let back: Vec<u8> = apply(&p, |v: Vec<u8>| v, (v.clone(),)).unwrap();
+    assert!(back == v);
 }

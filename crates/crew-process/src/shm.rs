@@ -26,6 +26,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Bytes before the payload in a region.
 pub(crate) const HEADER: usize = 64;
@@ -39,8 +40,12 @@ const POOL_REGIONS: usize = 8;
 /// At most this many bytes wait in the owner's pool (a payload larger than
 /// this still travels in a region, which is dropped after its use).
 const POOL_BYTES: usize = 512 << 20;
-/// A reader keeps at most this many mappings.
+/// A reader keeps at most this many mappings, of at most this many bytes
+/// in all, and none unused for longer than `READER_IDLE` (checked when it
+/// reads another).
 const READER_MAPPINGS: usize = 8;
+const READER_BYTES: usize = 512 << 20;
+const READER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Regions grow in steps of this (so that a payload slightly larger than
 /// the last does not make a new region each time).
 const STEP: usize = 2 << 20;
@@ -317,8 +322,9 @@ struct Mapped {
     map: Map,
 }
 
-/// The regions this process was sent, most recently used last.
-static MAPPED: Mutex<Vec<Arc<Mapped>>> = Mutex::new(Vec::new());
+/// The regions this process was sent, with when each was last read, most
+/// recently used last.
+static MAPPED: Mutex<Vec<(Arc<Mapped>, Instant)>> = Mutex::new(Vec::new());
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
@@ -353,14 +359,16 @@ pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> i
     let id = u64::from_le_bytes(id);
     let (dev, ino) = (stat.st_dev as u64, stat.st_ino as u64);
     let need = HEADER + len;
+    let now = Instant::now();
     let cached = {
         let mut mapped = lock(&MAPPED);
+        mapped.retain(|(_, used)| now.duration_since(*used) < READER_IDLE);
         let at = mapped
             .iter()
-            .position(|m| m.dev == dev && m.ino == ino && m.id == id && m.map.len >= need);
+            .position(|(m, _)| m.dev == dev && m.ino == ino && m.id == id && m.map.len >= need);
         at.map(|i| {
-            let m = mapped.remove(i);
-            mapped.push(m.clone());
+            let (m, _) = mapped.remove(i);
+            mapped.push((m.clone(), now));
             m
         })
     };
@@ -374,11 +382,15 @@ pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> i
             let m = Arc::new(Mapped { dev, ino, id, map });
             let mut mapped = lock(&MAPPED);
             // A region that grew replaces its smaller mapping.
-            mapped.retain(|old| !(old.dev == dev && old.ino == ino));
-            if mapped.len() >= READER_MAPPINGS {
+            mapped.retain(|(old, _)| !(old.dev == dev && old.ino == ino));
+            while !mapped.is_empty()
+                && (mapped.len() >= READER_MAPPINGS
+                    || mapped.iter().map(|(m, _)| m.map.len).sum::<usize>() + m.map.len
+                        > READER_BYTES)
+            {
                 mapped.remove(0);
             }
-            mapped.push(m.clone());
+            mapped.push((m.clone(), now));
             m
         }
     };
@@ -390,6 +402,24 @@ pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> i
     let out = f(bytes);
     mapping.map.word(CONSUMED).store(sent, Ordering::Release);
     Ok(out)
+}
+
+/// Lets go of the regions this process keeps for reuse (those no reader
+/// reads) and of its mappings of regions it was sent: for a process that
+/// is about to sit idle, so that it does not hold that memory meanwhile.
+/// What a reader still reads stays mapped until it is done.
+pub(crate) fn trim() {
+    let kept: Vec<Region> = {
+        let mut pool = lock(&POOL);
+        let (busy, free): (Vec<Region>, Vec<Region>) = std::mem::take(&mut *pool)
+            .into_iter()
+            .partition(|r| !r.is_free());
+        *pool = busy;
+        free
+    };
+    drop(kept);
+    let mapped = std::mem::take(&mut *lock(&MAPPED));
+    drop(mapped);
 }
 
 /// The header of a region that was never sent (for the fuzz targets,

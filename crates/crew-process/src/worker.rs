@@ -644,7 +644,14 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                 Ok(Read::Data) => break Ok(true),
                 Ok(Read::Eof) => break Ok(false),
                 Ok(Read::WouldBlock) if Instant::now() < spin_until => std::hint::spin_loop(),
-                Ok(Read::WouldBlock) => break inbox.read(sock).map(|r| matches!(r, Read::Data)),
+                Ok(Read::WouldBlock) => {
+                    if !readable_within(sock, IDLE_TRIM) {
+                        // Idle for a while: let go of the shared memory kept
+                        // for large payloads, then wait as long as it takes.
+                        crate::shm::trim();
+                    }
+                    break inbox.read(sock).map(|r| matches!(r, Read::Data));
+                }
                 Err(e) => break Err(e),
             }
         };
@@ -660,6 +667,30 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                 }
                 return;
             }
+        }
+    }
+}
+
+/// How long a worker waits for its next task before it lets go of the
+/// shared memory it keeps for large payloads.
+const IDLE_TRIM: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits up to `timeout` for `sock` to have something to read (or to close).
+fn readable_within(sock: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        &sock,
+        rustix::event::PollFlags::IN,
+    )];
+    let timeout = rustix::event::Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    loop {
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(n) => return n > 0,
+            Err(rustix::io::Errno::INTR) => continue,
+            // Let the blocking read that follows report the error.
+            Err(_) => return true,
         }
     }
 }
