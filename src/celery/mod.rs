@@ -4,8 +4,10 @@
 //!   queues and runs the functions registered with
 //!   `#[crew::task(name = "tasks.add")]` under those Celery task names, in
 //!   crash-isolated worker processes. Python's `app.send_task("tasks.add",
-//!   (2, 3)).get()` returns 5; a panic, a segfault or a time limit becomes a
-//!   `FAILURE` that `.get()` raises. A program becomes a node before `main`
+//!   (2, 3)).get()` returns 5; a panic, a segfault, a hard time limit or
+//!   the `Err` of a task returning `Result` becomes a `FAILURE` that
+//!   `.get()` raises. A task sees its soft time limit with
+//!   [`soft_limit_exceeded`]. A program becomes a node before `main`
 //!   when started with `CREW_CELERY=redis://…` (see [`run_if_node`]).
 //! - **Rust → Python:** a [`Client`] sends a task by name to Celery's
 //!   Python workers and returns an [`AsyncResult`].
@@ -49,12 +51,14 @@
 mod client;
 mod control;
 mod events;
+mod limits;
 mod node;
 mod wire;
 
 use std::time::Duration;
 
 pub use client::{AsyncResult, Client, Send};
+pub use limits::{SoftTimeLimitExceeded, check_soft_limit, soft_limit_exceeded};
 pub use node::{Worker, WorkerConfig};
 
 /// The broker URL that makes a program a Celery node before `main`.

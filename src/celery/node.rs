@@ -102,12 +102,14 @@ impl WorkerConfig {
     }
 }
 
-/// What a worker process is given: a task name and its JSON arguments.
+/// What a worker process is given: a task name, its JSON arguments, and
+/// its soft time limit in seconds.
 #[derive(Serialize, Deserialize, Debug)]
 struct JsonCall {
     name: String,
     args: String,
     kwargs: String,
+    soft: Option<f64>,
 }
 
 /// The task a worker process runs for a Celery message.
@@ -127,6 +129,7 @@ impl Call<JsonCall, std::result::Result<String, JsonError>> for RunByName {
             .map_err(|e| JsonError::type_error(format!("args: {e}")))?;
         let kwargs = serde_json::from_str(&c.kwargs)
             .map_err(|e| JsonError::type_error(format!("kwargs: {e}")))?;
+        let _soft = super::limits::SoftLimit::start(c.soft);
         entry.call_json(args, kwargs).map(|v| v.to_string())
     }
 }
@@ -480,18 +483,14 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         finish(msg, Outcome::Revoked("expired".into()));
         return;
     }
-    // A soft limit cannot interrupt Rust code: the task is stopped at the
-    // lower of the two limits.
-    let limit = match (msg.hard, msg.soft) {
-        (Some(h), Some(s)) => Some((h.min(s), s < h)),
-        (Some(h), None) => Some((h, false)),
-        (None, Some(s)) => Some((s, true)),
-        (None, None) => None,
-    };
+    // Only the hard limit kills; the task sees the soft one (earlier, or
+    // alone) through `crew::celery::soft_limit_exceeded`.
+    let limit = msg.hard;
     let input = JsonCall {
         name: msg.task.clone(),
         args: Value::Array(msg.args.clone()).to_string(),
         kwargs: Value::Object(msg.kwargs.clone()).to_string(),
+        soft: msg.soft.filter(|s| limit.is_none_or(|h| *s < h)),
     };
     let input = match remote::encode(&input) {
         Ok(b) => b,
@@ -521,7 +520,7 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
     let job = RawJob {
         entry: remote::call_task::<RunByName, JsonCall, JobOut>(&RunByName),
         input: RawInput::Call(input),
-        timeout: limit.map(|(s, _)| Duration::from_secs_f64(s)),
+        timeout: limit.map(Duration::from_secs_f64),
         retries: 0,
         backoff: Duration::ZERO,
         spans: false,
@@ -543,7 +542,7 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
     }
 }
 
-fn outcome_of(task: &str, out: RawOutcome, limit: Option<(f64, bool)>) -> Outcome {
+fn outcome_of(task: &str, out: RawOutcome, limit: Option<f64>) -> Outcome {
     let fail = |exc_type: &str, exc_module: &str, message: String| {
         Outcome::Failure(
             JsonError {
@@ -577,15 +576,10 @@ fn outcome_of(task: &str, out: RawOutcome, limit: Option<(f64, bool)>) -> Outcom
     }
 }
 
-fn error_outcome(task: &str, e: &Error, limit: Option<(f64, bool)>) -> Outcome {
+fn error_outcome(task: &str, e: &Error, limit: Option<f64>) -> Outcome {
     let (exc_type, exc_module, message) = if e.is_timeout() {
         match limit {
-            Some((s, true)) => (
-                "SoftTimeLimitExceeded",
-                "billiard.exceptions",
-                format!("SoftTimeLimitExceeded({s})"),
-            ),
-            Some((s, false)) => (
+            Some(s) => (
                 "TimeLimitExceeded",
                 "billiard.exceptions",
                 format!("TimeLimitExceeded({s})"),
