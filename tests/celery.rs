@@ -166,7 +166,19 @@ impl Setup {
 
     /// A crew node consuming `queues` (comma-separated).
     fn node_on(&self, queues: &str, concurrency: usize, visibility_ms: u64) -> Kid {
+        self.node_with(queues, concurrency, visibility_ms, &[])
+    }
+
+    /// A crew node with more environment variables.
+    fn node_with(
+        &self,
+        queues: &str,
+        concurrency: usize,
+        visibility_ms: u64,
+        env: &[(&str, &str)],
+    ) -> Kid {
         let child = Command::new("/proc/self/exe")
+            .envs(env.iter().copied())
             .env("CREW_CELERY_QUEUES", queues)
             .env("CREW_CELERY", format!("{}/0", self.url()))
             .env("CREW_CELERY_BACKEND", format!("{}/1", self.url()))
@@ -458,7 +470,8 @@ fn celery_events_dump_shows_the_node() {
         .spawn()
         .expect("start celery events --dump");
     let _dump = Kid(dump);
-    let _node = s.node(1, 3_600_000);
+    // Task events from the start, as `celery worker -E`.
+    let _node = s.node_with("celery", 1, 3_600_000, &[("CREW_CELERY_EVENTS", "1")]);
     // Tasks until the dump has shown the node's events (it subscribes at
     // some point after starting; events sent before are not seen).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -545,6 +558,8 @@ fn celery_inspect_and_control_see_the_node() {
     assert!(pong.contains(&host) && pong.contains("pong"), "{pong}");
     let registered = celery(&["inspect", "registered"]);
     assert!(registered.contains("tasks.record"), "{registered}");
+    let enabled = celery(&["control", "enable_events"]);
+    assert!(enabled.contains("task events enabled"), "{enabled}");
     // `celery control shutdown` stops the node as SIGTERM does.
     celery(&["control", "shutdown"]);
     let deadline = Instant::now() + Duration::from_secs(60);
