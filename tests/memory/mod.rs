@@ -403,6 +403,114 @@ fn large_float_results_are_read_in_place() {
     assert_eq!(small[9], 4.5);
 }
 
+static BIG_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+fn big_ramp(n: usize) -> Vec<f64> {
+    BIG_RUNS.fetch_add(1, Ordering::SeqCst);
+    (0..n).map(|i| i as f64 * 0.75).collect()
+}
+
+fn big_bytes(n: usize) -> Vec<u8> {
+    BIG_RUNS.fetch_add(1, Ordering::SeqCst);
+    (0..n).map(|i| (i % 253) as u8).collect()
+}
+
+fn big_shared(n: usize) -> crew::shm::Array<f64> {
+    BIG_RUNS.fetch_add(1, Ordering::SeqCst);
+    let values: Vec<f64> = (0..n).map(|i| i as f64 * 0.75).collect();
+    crew::shm::Array::from_slice(&values).unwrap()
+}
+
+/// Writes `bytes` over the entry at `path`.
+fn damage(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_big_entry_is_detected() {
+    let dir = folder();
+    let mem = Memory::new(dir.path()).unwrap();
+    let runs = || BIG_RUNS.load(Ordering::SeqCst);
+    // 8 MB of f64: read straight into the vector, the checksum computed
+    // piece by piece on the way.
+    let f = mem.cache(big_ramp);
+    let n = 1 << 20;
+    let expect = f.call((n,));
+    let path = entries(dir.path()).pop().unwrap();
+    let whole = std::fs::read(&path).unwrap();
+    assert!(f.call((n,)) == expect);
+    let before = runs();
+    let mut corrupt = 0;
+    for at in [100, whole.len() / 2, whole.len() - 1] {
+        let mut flipped = whole.clone();
+        flipped[at] ^= 0x01;
+        damage(&path, &flipped);
+        assert!(f.call((n,)) == expect, "byte {at}");
+        corrupt += 1;
+        assert_eq!(
+            mem.stats().corrupt,
+            corrupt,
+            "byte {at} damaged, not detected"
+        );
+        assert_eq!(runs(), before + corrupt as usize, "byte {at}");
+        // Computed again and stored whole.
+        assert!(std::fs::read(&path).unwrap()[64..] == whole[64..]);
+    }
+    // The same entry filling a shared-memory array checks as much.
+    let shared = mem.cache(big_shared);
+    let first = shared.call_array((n,)).unwrap();
+    let array_path = entries(dir.path())
+        .into_iter()
+        .find(|p| *p != path)
+        .unwrap();
+    let array_whole = std::fs::read(&array_path).unwrap();
+    assert!(shared.call_array((n,)).unwrap().to_vec() == first.to_vec());
+    let mut flipped = array_whole.clone();
+    flipped[array_whole.len() / 3] ^= 0x80;
+    damage(&array_path, &flipped);
+    let runs_before = runs();
+    assert!(shared.call_array((n,)).unwrap().to_vec() == expect);
+    corrupt += 1;
+    assert_eq!(mem.stats().corrupt, corrupt);
+    assert_eq!(runs(), runs_before + 1);
+
+    // A mapped read checks the header and the length, not the payload's
+    // checksum (documented on `call_mapped`): a damaged header or a
+    // truncated entry is found, and the plain call still finds a damaged
+    // payload.
+    assert!(f.call_mapped((n,)).is_mapped());
+    let mut header = whole.clone();
+    header[17] ^= 0x04; // the payload length
+    let truncated = whole[..whole.len() - 8].to_vec();
+    for (what, bytes) in [("header", header), ("truncated", truncated)] {
+        damage(&path, &bytes);
+        assert!(!f.check_call_in_cache(&(n,)), "{what}");
+        let got = f.call_mapped((n,));
+        assert!(!got.is_mapped() && *got == expect[..], "{what}");
+        corrupt += 1;
+        assert_eq!(mem.stats().corrupt, corrupt, "{what} not detected");
+        assert!(f.call_mapped((n,)).is_mapped(), "{what}: stored again");
+    }
+
+    // 3 MB of bytes take the same straight path.
+    let b = mem.cache(big_bytes);
+    let bytes = b.call((3 << 20,));
+    assert!(b.call((3 << 20,)) == bytes);
+    let bytes_path = entries(dir.path())
+        .into_iter()
+        .find(|p| *p != path && *p != array_path)
+        .unwrap();
+    let mut flipped = std::fs::read(&bytes_path).unwrap();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x10;
+    damage(&bytes_path, &flipped);
+    assert!(b.call((3 << 20,)) == bytes);
+    corrupt += 1;
+    assert_eq!(mem.stats().corrupt, corrupt);
+    assert!(b.call((3 << 20,)) == bytes);
+    assert_eq!(mem.stats().corrupt, corrupt);
+}
+
 #[test]
 fn a_writer_killed_mid_write_leaves_only_a_temporary_file() {
     let dir = folder();
