@@ -6,7 +6,7 @@
 mod entry;
 mod key;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -657,9 +657,11 @@ fn remove_tree(path: &Path) -> Result<()> {
 /// [`Memory::cache`].
 ///
 /// Call it with a tuple of arguments: [`call`](Cached::call). Run it over
-/// many inputs on a pool with [`map`](Cached::map) and
-/// [`starmap`](Cached::starmap) (only the inputs not in the cache are sent
-/// to the workers, which store their results in the same folder), or with
+/// many inputs on a pool with [`map`](Cached::map),
+/// [`starmap`](Cached::starmap) and the lazy [`imap`](Cached::imap) and
+/// [`imap_unordered`](Cached::imap_unordered) (the inputs are looked up in
+/// the cache by the calling process; only those not in it are computed by
+/// the workers, which store their results in the same folder), or with
 /// [`Parallel`](crate::Parallel) through [`delayed`](Cached::delayed).
 ///
 /// # Examples
@@ -1164,6 +1166,118 @@ impl<F: 'static> Cached<F> {
             }
         }
     }
+
+    /// A lazy [`map`](Cached::map) whose results come in input order, as
+    /// [`Pool::imap`], through the cache: each input is looked up here as
+    /// the iterator reads it; a stored result stays here (its worker only
+    /// hands back its place in the order, a few bytes), the others are
+    /// computed and stored by the workers. As `Pool::imap`, the input is
+    /// read only as results are consumed, so an endless input works, and
+    /// dropping the iterator cancels the work not started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn cube(x: u64) -> u64 { x * x * x }
+    /// # let dir = tempfile::tempdir()?;
+    /// let mem = crew::Memory::new(dir.path())?;
+    /// let cube = mem.cache(cube);
+    /// cube.call((2,));
+    /// let pool = crew::Pool::processes(2)?;
+    /// let first: Vec<u64> = cube.imap(&pool, 0..).take(4).collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [0, 1, 8, 27]);
+    /// assert_eq!(mem.stats().hits, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Each item's outcome is a `Result`: an error carries the item's input
+    /// position ([`Error::index`]).
+    pub fn imap<B, I, X, R>(
+        &self,
+        pool: &Pool<B>,
+        items: I,
+    ) -> CachedImap<B, F, Tupled<I::IntoIter>, R>
+    where
+        I: IntoIterator<Item = X>,
+        B: Backend + Runs<'static, CachedTask<F>, ImapJob<(X,)>, ImapOut<R>>,
+        F: Clone + Send + Sync,
+        Star<F>: Call<(X,), R>,
+        (X,): Args,
+        X: 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let tupled: fn(X) -> (X,) = |x| (x,);
+        self.run_imap(pool, items.into_iter().map(tupled), true)
+    }
+
+    /// As [`imap`](Cached::imap), with the results in the order they are
+    /// ready (Python's `imap_unordered`): a result found in the cache comes
+    /// as soon as a worker has handed back its place, ahead of the calls
+    /// still computing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn double(x: u32) -> u32 { 2 * x }
+    /// # let dir = tempfile::tempdir()?;
+    /// let mem = crew::Memory::new(dir.path())?;
+    /// let double = mem.cache(double);
+    /// let pool = crew::Pool::threads(2)?;
+    /// let mut got: Vec<u32> = double.imap_unordered(&pool, 0..5).collect::<Result<_, _>>()?;
+    /// got.sort();
+    /// assert_eq!(got, [0, 2, 4, 6, 8]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn imap_unordered<B, I, X, R>(
+        &self,
+        pool: &Pool<B>,
+        items: I,
+    ) -> CachedImap<B, F, Tupled<I::IntoIter>, R>
+    where
+        I: IntoIterator<Item = X>,
+        B: Backend + Runs<'static, CachedTask<F>, ImapJob<(X,)>, ImapOut<R>>,
+        F: Clone + Send + Sync,
+        Star<F>: Call<(X,), R>,
+        (X,): Args,
+        X: 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let tupled: fn(X) -> (X,) = |x| (x,);
+        self.run_imap(pool, items.into_iter().map(tupled), false)
+    }
+
+    fn run_imap<B, I, A, R>(
+        &self,
+        pool: &Pool<B>,
+        items: I,
+        ordered: bool,
+    ) -> CachedImap<B, F, I, R>
+    where
+        I: Iterator<Item = A>,
+        B: Backend + Runs<'static, CachedTask<F>, ImapJob<A>, ImapOut<R>>,
+        F: Clone + Send + Sync,
+        Star<F>: Call<A, R>,
+        A: Args + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let hits = Arc::new(Mutex::new(HashMap::new()));
+        let feed = Feed {
+            items: items.enumerate(),
+            memory: self.memory.clone(),
+            id: self.id.clone(),
+            ignore: self.ignore.clone(),
+            handle: self.handle(),
+            hits: hits.clone(),
+        };
+        let task = CachedTask {
+            f: self.f.clone(),
+            _call: PhantomData,
+        };
+        CachedImap {
+            inner: pool.run_imap(task, feed, ordered),
+            hits,
+        }
+    }
 }
 
 impl<F: Copy + Send + Sync + 'static> Cached<F> {
@@ -1517,9 +1631,9 @@ where
     handle.run(&Star(f), args)
 }
 
-/// The task of [`Cached::map`] and [`Cached::starmap`] on a pool: the
-/// cached call of `F`, run by a worker with the [`CacheHandle`] that comes
-/// with each item.
+/// The task of [`Cached::map`], [`Cached::starmap`] and [`Cached::imap`]
+/// on a pool: the cached call of `F`, run by a worker with the
+/// [`CacheHandle`] that comes with each item.
 ///
 /// # Examples
 ///
@@ -1558,6 +1672,215 @@ where
 {
     fn call(&self, (handle, args): (CacheHandle, A)) -> R {
         handle.run(&self.f, args)
+    }
+}
+
+impl<F, A, R> Call<ImapJob<A>, ImapOut<R>> for CachedTask<F>
+where
+    Star<F>: Call<A, R>,
+    A: Args,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    fn call(&self, job: ImapJob<A>) -> ImapOut<R> {
+        ImapOut(match job.0 {
+            Job::Hit(at) => Out::Hit(at),
+            Job::Compute(handle, args) => Out::Value(handle.run(&self.f, args)),
+        })
+    }
+}
+
+/// An item of [`Cached::imap`] on its way to a worker: the call to compute
+/// (the worker looks in the cache first, and stores what it computes), or,
+/// for an input whose result was found in the cache, only its position,
+/// which the worker hands back so that the result takes its place in the
+/// order.
+///
+/// # Examples
+///
+/// Made and used by `Cached::imap`; back-ends see it as any task input.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let cached = crew::Memory::new(dir.path())?.cache(|x: u8| x + 1);
+/// let got: Vec<u8> = cached.imap(&crew::Pool::threads(1)?, [1, 2]).collect::<Result<_, _>>()?;
+/// assert_eq!(got, [2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImapJob<A>(Job<A>);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Job<A> {
+    Hit(usize),
+    Compute(CacheHandle, A),
+}
+
+/// A worker's answer to an [`ImapJob`]: the computed result, or the
+/// position of a result found in the cache, which the calling process
+/// holds.
+///
+/// # Examples
+///
+/// Made and used by `Cached::imap_unordered`, as [`ImapJob`].
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let cached = crew::Memory::new(dir.path())?.cache(|x: u8| x + 1);
+/// let got: Vec<u8> = cached.imap_unordered(&crew::Pool::threads(1)?, [1]).collect::<Result<_, _>>()?;
+/// assert_eq!(got, [2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImapOut<R>(Out<R>);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Out<R> {
+    Hit(usize),
+    Value(R),
+}
+
+/// The input of [`Cached::imap`]: each item made a one-argument tuple.
+pub type Tupled<I> = std::iter::Map<I, fn(<I as Iterator>::Item) -> (<I as Iterator>::Item,)>;
+
+/// What the pool's lazy map reads: the caller's items, each looked up in
+/// the cache as it is read. A hit's value is kept in `hits` under its
+/// position, and the item goes on as that position only.
+struct Feed<I, R> {
+    items: std::iter::Enumerate<I>,
+    memory: Memory,
+    id: Identity,
+    ignore: Vec<usize>,
+    handle: CacheHandle,
+    hits: Arc<Mutex<HashMap<usize, R>>>,
+}
+
+impl<I, R> Iterator for Feed<I, R>
+where
+    I: Iterator,
+    I::Item: Args,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    type Item = ImapJob<I::Item>;
+
+    fn next(&mut self) -> Option<ImapJob<I::Item>> {
+        let (at, args) = self.items.next()?;
+        let m = &self.memory;
+        let hit = m
+            .slot::<I::Item, R>(&self.id, &self.ignore, &args)
+            .and_then(|s| m.load(&self.id, &s));
+        Some(ImapJob(match hit {
+            Some(v) => {
+                self.hits
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(at, v);
+                Job::Hit(at)
+            }
+            None => {
+                // Counted here: the workers' counters are their own.
+                m.shared.misses.fetch_add(1, Ordering::Relaxed);
+                Job::Compute(self.handle.clone(), args)
+            }
+        }))
+    }
+}
+
+/// The iterator of [`Cached::imap`] and [`Cached::imap_unordered`]: the
+/// pool's lazy map of the calls, with the results found in the cache put
+/// in their places.
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let cached = crew::Memory::new(dir.path())?.cache(|x: u64| x * 10);
+/// let pool = crew::Pool::threads(2)?;
+/// let mut it = cached.imap(&pool, 1..);
+/// assert_eq!(it.next().transpose()?, Some(10));
+/// let later = it.next_timeout(std::time::Duration::from_secs(60));
+/// assert_eq!(later.transpose()?, Some(20));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CachedImap<B, F, I, R>
+where
+    B: Backend,
+    I: Iterator,
+    I::Item: Args,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    inner: crate::Imap<B, CachedTask<F>, Feed<I, R>, ImapOut<R>>,
+    hits: Arc<Mutex<HashMap<usize, R>>>,
+}
+
+impl<B, F, I, R> std::fmt::Debug for CachedImap<B, F, I, R>
+where
+    B: Backend,
+    I: Iterator,
+    I::Item: Args,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedImap")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<B, F, I, R> CachedImap<B, F, I, R>
+where
+    B: Backend + Runs<'static, CachedTask<F>, ImapJob<I::Item>, ImapOut<R>>,
+    F: Send + Sync + 'static,
+    I: Iterator,
+    I::Item: Args + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// The next result, waiting at most `timeout` for it, as
+    /// [`Imap::next_timeout`](crate::Imap::next_timeout): `Some(Err(e))`
+    /// with `e.is_timeout()` if it is not ready in time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let cached = crew::Memory::new(dir.path())?.cache(|x: u8| x);
+    /// let mut it = cached.imap(&crew::Pool::threads(1)?, [7]);
+    /// let first = it.next_timeout(std::time::Duration::from_secs(60));
+    /// assert_eq!(first.transpose()?, Some(7));
+    /// assert!(it.next().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        let got = self.inner.next_timeout(timeout)?;
+        Some(self.place(got))
+    }
+
+    /// The value of a worker's answer: a hit's is the one kept here.
+    fn place(&self, got: Result<ImapOut<R>>) -> Result<R> {
+        match got?.0 {
+            Out::Value(v) => Ok(v),
+            Out::Hit(at) => Ok(self
+                .hits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&at)
+                .expect("a hit's value is kept until its place comes back, once")),
+        }
+    }
+}
+
+impl<B, F, I, R> Iterator for CachedImap<B, F, I, R>
+where
+    B: Backend + Runs<'static, CachedTask<F>, ImapJob<I::Item>, ImapOut<R>>,
+    F: Send + Sync + 'static,
+    I: Iterator,
+    I::Item: Args + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        let got = self.inner.next()?;
+        Some(self.place(got))
     }
 }
 

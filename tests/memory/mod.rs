@@ -272,6 +272,96 @@ fn a_map_computes_only_the_missing_items() {
 }
 
 #[test]
+fn imap_reads_hits_here_and_computes_the_rest_on_the_workers() {
+    let here = std::process::id();
+    for processes in [false, true] {
+        let dir = folder();
+        let mem = Memory::new(dir.path()).unwrap();
+        let f = mem.cache(square_pid);
+        for x in (0..20).step_by(2) {
+            f.call((x,));
+        }
+        let (threads, procs) = (Pool::threads(2).unwrap(), Pool::processes(2).unwrap());
+        let out: Vec<(u64, u32)> = if processes {
+            f.imap(&procs, 0..20).collect::<Result<_, _>>().unwrap()
+        } else {
+            f.imap(&threads, 0..20).collect::<Result<_, _>>().unwrap()
+        };
+        for (x, (v, pid)) in (0..20u64).zip(&out) {
+            assert_eq!(*v, x * x, "in input order");
+            // Even items were in the cache: computed here before, and read
+            // here. Odd ones ran on the workers.
+            if x % 2 == 0 || !processes {
+                assert_eq!(*pid, here, "item {x}");
+            } else {
+                assert_ne!(*pid, here, "item {x}");
+            }
+        }
+        assert_eq!((mem.stats().hits, mem.stats().misses), (10, 20));
+        // The workers stored what they computed: an unordered pass is all
+        // hits, each result once.
+        let mut again: Vec<(u64, u32)> = f
+            .imap_unordered(&procs, 0..20)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        again.sort();
+        assert_eq!(again, out);
+        assert_eq!((mem.stats().hits, mem.stats().misses), (30, 20));
+        assert_eq!(entries(dir.path()).len(), 20);
+    }
+}
+
+static HALF_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+fn picky_half(x: u64) -> u64 {
+    HALF_RUNS.fetch_add(1, Ordering::SeqCst);
+    assert!(x != 13, "13 is refused");
+    x / 2
+}
+
+#[test]
+fn imap_is_lazy_over_an_endless_input_of_hits_and_keeps_errors_in_place() {
+    let dir = folder();
+    let mem = Memory::new(dir.path()).unwrap();
+    let f = mem.cache(picky_half);
+    let pool = Pool::threads(2).unwrap();
+    f.map(&pool, 0..10).unwrap();
+    let runs = HALF_RUNS.load(Ordering::SeqCst);
+    // An endless input whose first items are all in the cache: read only
+    // as far as the results are consumed.
+    let first: Vec<u64> = f
+        .imap(&pool, 0..)
+        .take(12)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(first, (0..12).map(|x| x / 2).collect::<Vec<_>>());
+    assert_eq!(mem.stats().hits, 10);
+    let computed = HALF_RUNS.load(Ordering::SeqCst) - runs;
+    assert!(
+        (2..1000).contains(&computed),
+        "{computed} computed for 2 misses"
+    );
+    // A failing call is an error in its place, with its input position,
+    // between hits and computed results; nothing is stored for it.
+    for ordered in [true, false] {
+        let got: Vec<_> = if ordered {
+            f.imap(&pool, 10..16).collect()
+        } else {
+            f.imap_unordered(&pool, 10..16).collect()
+        };
+        assert_eq!(got.len(), 6);
+        let errors: Vec<_> = got.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(errors.len(), 1, "ordered: {ordered}");
+        assert!(errors[0].is_panic() && errors[0].index() == Some(3));
+        if ordered {
+            assert!(got[3].is_err());
+            assert_eq!(*got[4].as_ref().unwrap(), 7);
+        }
+        assert!(!f.check_call_in_cache(&(13,)));
+    }
+}
+
+#[test]
 fn parallel_delayed_calls_use_the_cache_in_the_workers() {
     let here = std::process::id();
     for prefer in [Prefer::Threads, Prefer::Processes] {
