@@ -3,7 +3,7 @@
 //! crash-isolated worker processes, writes Celery results, continues
 //! chains, acknowledges, and restores messages of dead consumers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -57,6 +57,18 @@ pub struct WorkerConfig {
     /// still unacknowledged, of a consumer that stopped renewing it, is put
     /// back on its queue (default 3600 s, as kombu's).
     pub visibility_timeout: Duration,
+    /// How many messages the node holds at most, running or about to run
+    /// (Celery's prefetch: `worker_prefetch_multiplier` (4) × concurrency
+    /// by default; never fewer than `concurrency`). More takes more
+    /// messages per round trip to Redis; fewer leaves more for other
+    /// workers on the queue.
+    pub prefetch: usize,
+    /// Whether the node sends task events (`task-received`, `-started`,
+    /// `-succeeded`, `-failed`) from the start, as a Celery worker started
+    /// with `-E`; off by default, as in Celery, and switched by `celery
+    /// control enable_events` / `disable_events`. Worker events
+    /// (heartbeats) are always sent.
+    pub task_events: bool,
 }
 
 impl WorkerConfig {
@@ -70,6 +82,8 @@ impl WorkerConfig {
             queues: vec!["celery".into()],
             concurrency: crew_core::cpu_count(),
             visibility_timeout: Duration::from_secs(3600),
+            prefetch: 4 * crew_core::cpu_count(),
+            task_events: false,
         }
     }
 
@@ -87,10 +101,26 @@ impl WorkerConfig {
         self
     }
 
-    /// Sets the number of worker processes.
+    /// Sets the number of worker processes (and the prefetch to 4 × `n`).
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self.prefetch = 4 * self.concurrency;
+        self
+    }
+
+    /// Sets how many messages the node holds at most (at least
+    /// `concurrency`).
+    #[must_use]
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = n.max(1);
+        self
+    }
+
+    /// Sends task events from the start (`celery worker -E`).
+    #[must_use]
+    pub fn task_events(mut self, on: bool) -> Self {
+        self.task_events = on;
         self
     }
 
@@ -102,12 +132,14 @@ impl WorkerConfig {
     }
 }
 
-/// What a worker process is given: a task name and its JSON arguments.
+/// What a worker process is given: a task name, its JSON arguments, and
+/// its soft time limit in seconds.
 #[derive(Serialize, Deserialize, Debug)]
 struct JsonCall {
     name: String,
     args: String,
     kwargs: String,
+    soft: Option<f64>,
 }
 
 /// The task a worker process runs for a Celery message.
@@ -127,6 +159,7 @@ impl Call<JsonCall, std::result::Result<String, JsonError>> for RunByName {
             .map_err(|e| JsonError::type_error(format!("args: {e}")))?;
         let kwargs = serde_json::from_str(&c.kwargs)
             .map_err(|e| JsonError::type_error(format!("kwargs: {e}")))?;
+        let _soft = super::limits::SoftLimit::start(c.soft);
         entry.call_json(args, kwargs).map(|v| v.to_string())
     }
 }
@@ -238,7 +271,7 @@ impl Worker {
                 running: Mutex::new(0),
                 room: Condvar::new(),
                 stop: AtomicBool::new(false),
-                events: Events::start(hostname.clone(), &config.broker)?,
+                events: Events::start(hostname.clone(), &config.broker, config.task_events)?,
                 processed: std::sync::atomic::AtomicU64::new(0),
                 active: Mutex::new(HashMap::new()),
                 totals: Mutex::new(HashMap::new()),
@@ -319,35 +352,46 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
     let mut link = Link::open(&shared.config.broker, Duration::from_secs(5))?;
     let script = redis::Script::new(wire::FETCH);
     let stop = || shared.stopping();
-    // Messages whose eta is still ahead, by delivery tag.
+    let workers = shared.config.concurrency.max(1);
+    let prefetch = shared.config.prefetch.max(workers);
+    // Take messages in batches of about half the prefetch (one per script
+    // call otherwise, as each task ends), but never leave a worker idle.
+    let batch = (prefetch / 2).min(prefetch - workers + 1).max(1);
+    // Messages taken (in kombu's unacked hash, renewed by KEEP) whose eta
+    // is still ahead, and those ready to run once a worker is free.
     let mut later: Vec<Message> = Vec::new();
+    let mut ready: VecDeque<Message> = VecDeque::new();
     let mut idle = Duration::ZERO;
     while !shared.stopping() {
-        {
-            let mut running = lock(&shared.running);
-            while *running >= shared.config.concurrency && !shared.stopping() {
-                running = shared
-                    .room
-                    .wait_timeout(running, Duration::from_millis(100))
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+        let now = wire::now();
+        while let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
+            ready.push_back(later.swap_remove(i));
+        }
+        while !ready.is_empty() && *lock(&shared.running) < workers {
+            if let Some(m) = ready.pop_front() {
+                dispatch(shared, tx, m);
             }
         }
-        if shared.stopping() {
-            break;
-        }
-        let now = wire::now();
-        if let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
-            let m = later.swap_remove(i);
-            dispatch(shared, tx, m);
+        // Take up to `prefetch` messages ahead, in one script call.
+        let want = prefetch.saturating_sub(ready.len() + *lock(&shared.running));
+        if want < batch {
+            let running = lock(&shared.running);
+            if *running >= workers {
+                let _ = shared
+                    .room
+                    .wait_timeout(running, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner());
+            }
             continue;
         }
-        let want = shared
-            .config
-            .concurrency
-            .saturating_sub(*lock(&shared.running))
-            .max(1);
+        // While the queues stay empty, a plain EXISTS (a microsecond of
+        // Redis time) asks whether to run the script (tens of them).
         let popped = link.call(&stop, |con| {
+            if idle > Duration::ZERO
+                && redis::cmd("EXISTS").arg(&shared.keys).query::<u64>(con)? == 0
+            {
+                return Ok(Vec::new());
+            }
             script
                 .key(&shared.keys)
                 .arg(wire::now())
@@ -361,7 +405,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 for raw in raws {
                     match Message::parse(&raw) {
                         Ok(m) => {
-                            shared.events.send(
+                            shared.events.send_task_event(
                             "task-received",
                             serde_json::json!({
                                 "uuid": m.id,
@@ -379,7 +423,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                             if m.eta.is_some_and(|t| t > wire::now()) {
                                 later.push(m);
                             } else {
-                                dispatch(shared, tx, m);
+                                ready.push_back(m);
                             }
                         }
                         Err(reason) => reject(shared, &mut link, &raw, &reason),
@@ -388,9 +432,20 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             }
             Some(Ok(_)) => {
                 // Nothing queued: poll again soon, less often the longer
-                // the queues stay empty.
-                idle = (idle * 2).clamp(Duration::from_micros(500), Duration::from_millis(20));
-                std::thread::sleep(idle);
+                // the queues stay empty (50 µs growing to 20 ms, so a
+                // client sending one task after another is served at
+                // once), or as soon as a worker frees up for what is
+                // ready.
+                idle = idle
+                    .mul_f64(1.5)
+                    .clamp(Duration::from_micros(50), Duration::from_millis(20));
+                let running = lock(&shared.running);
+                if ready.is_empty() || *running >= workers {
+                    let _ = shared
+                        .room
+                        .wait_timeout(running, idle)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
             }
             Some(Err(e)) => {
                 eprintln!("crew celery node {}: reading tasks: {e}", shared.hostname);
@@ -398,6 +453,8 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             }
         }
     }
+    // What was taken but not started goes back now.
+    later.extend(ready);
     if !later.is_empty() {
         give_back(shared, &mut link, &later);
     }
@@ -480,18 +537,14 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         finish(msg, Outcome::Revoked("expired".into()));
         return;
     }
-    // A soft limit cannot interrupt Rust code: the task is stopped at the
-    // lower of the two limits.
-    let limit = match (msg.hard, msg.soft) {
-        (Some(h), Some(s)) => Some((h.min(s), s < h)),
-        (Some(h), None) => Some((h, false)),
-        (None, Some(s)) => Some((s, true)),
-        (None, None) => None,
-    };
+    // Only the hard limit kills; the task sees the soft one (earlier, or
+    // alone) through `crew::celery::soft_limit_exceeded`.
+    let limit = msg.hard;
     let input = JsonCall {
         name: msg.task.clone(),
         args: Value::Array(msg.args.clone()).to_string(),
         kwargs: Value::Object(msg.kwargs.clone()).to_string(),
+        soft: msg.soft.filter(|s| limit.is_none_or(|h| *s < h)),
     };
     let input = match remote::encode(&input) {
         Ok(b) => b,
@@ -514,14 +567,14 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         let id = msg.id.clone();
         Box::new(move || {
             s.events
-                .send("task-started", serde_json::json!({"uuid": id}))
+                .send_task_event("task-started", serde_json::json!({"uuid": id}))
         })
     };
     let task = msg.task.clone();
     let job = RawJob {
         entry: remote::call_task::<RunByName, JsonCall, JobOut>(&RunByName),
         input: RawInput::Call(input),
-        timeout: limit.map(|(s, _)| Duration::from_secs_f64(s)),
+        timeout: limit.map(Duration::from_secs_f64),
         retries: 0,
         backoff: Duration::ZERO,
         spans: false,
@@ -543,7 +596,7 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
     }
 }
 
-fn outcome_of(task: &str, out: RawOutcome, limit: Option<(f64, bool)>) -> Outcome {
+fn outcome_of(task: &str, out: RawOutcome, limit: Option<f64>) -> Outcome {
     let fail = |exc_type: &str, exc_module: &str, message: String| {
         Outcome::Failure(
             JsonError {
@@ -577,15 +630,10 @@ fn outcome_of(task: &str, out: RawOutcome, limit: Option<(f64, bool)>) -> Outcom
     }
 }
 
-fn error_outcome(task: &str, e: &Error, limit: Option<(f64, bool)>) -> Outcome {
+fn error_outcome(task: &str, e: &Error, limit: Option<f64>) -> Outcome {
     let (exc_type, exc_module, message) = if e.is_timeout() {
         match limit {
-            Some((s, true)) => (
-                "SoftTimeLimitExceeded",
-                "billiard.exceptions",
-                format!("SoftTimeLimitExceeded({s})"),
-            ),
-            Some((s, false)) => (
+            Some(s) => (
                 "TimeLimitExceeded",
                 "billiard.exceptions",
                 format!("TimeLimitExceeded({s})"),
@@ -991,11 +1039,11 @@ fn worker_fields(shared: &Shared) -> Value {
 /// The event of a task's end.
 fn task_event(shared: &Shared, msg: &Message, outcome: &Outcome, runtime: f64) {
     match outcome {
-        Outcome::Success(v) => shared.events.send(
+        Outcome::Success(v) => shared.events.send_task_event(
             "task-succeeded",
             serde_json::json!({"uuid": msg.id, "result": v.to_string(), "runtime": runtime}),
         ),
-        Outcome::Failure(e, tb) => shared.events.send(
+        Outcome::Failure(e, tb) => shared.events.send_task_event(
             "task-failed",
             serde_json::json!({
                 "uuid": msg.id,
@@ -1003,7 +1051,7 @@ fn task_event(shared: &Shared, msg: &Message, outcome: &Outcome, runtime: f64) {
                 "traceback": tb,
             }),
         ),
-        Outcome::Revoked(_) => shared.events.send(
+        Outcome::Revoked(_) => shared.events.send_task_event(
             "task-revoked",
             serde_json::json!({"uuid": msg.id, "terminated": false, "signum": null, "expired": true}),
         ),
@@ -1105,10 +1153,18 @@ fn control_reply(shared: &Shared, method: &str) -> Value {
                     "max-concurrency": shared.config.concurrency,
                 },
                 "broker": {"transport": "redis"},
-                "prefetch_count": shared.config.concurrency,
+                "prefetch_count": shared.config.prefetch.max(shared.config.concurrency),
                 "sw_ident": "crew",
                 "sw_ver": env!("CARGO_PKG_VERSION"),
             })
+        }
+        "enable_events" => {
+            shared.events.task_events(true);
+            serde_json::json!({"ok": "task events enabled"})
+        }
+        "disable_events" => {
+            shared.events.task_events(false);
+            serde_json::json!({"ok": "task events disabled"})
         }
         "shutdown" => {
             STOP_SIGNAL.store(true, Ordering::SeqCst);

@@ -58,6 +58,19 @@ def drive(scenario):
         out["segfault"] = outcome(send("tasks.segfault", ()))
         out["time_limit"] = outcome(send("tasks.sleep_ms", (20000,), time_limit=1))
         out["in_time"] = outcome(send("tasks.sleep_ms", (10,), time_limit=10))
+        out["parse_ok"] = outcome(send("tasks.parse", ("42",)))
+        r = send("tasks.parse", ("forty-two",))
+        out["parse_err"] = outcome(r)
+        out["parse_err_state"] = r.state
+        out["string_err"] = outcome(send("tasks.checked_div", (1, 0)))
+        out["value_error"] = outcome(send("tasks.positive", (-3,)))
+        out["soft_wound_down"] = outcome(send("tasks.until_soft_limit", (20000, False),
+                                              soft_time_limit=0.3, time_limit=30))
+        out["soft_failed"] = outcome(send("tasks.until_soft_limit", (20000, True),
+                                          soft_time_limit=0.3))
+        out["soft_ignored"] = outcome(send("tasks.sleep_ms", (1500,), soft_time_limit=0.3))
+        out["soft_then_hard"] = outcome(send("tasks.sleep_ms", (20000,), soft_time_limit=0.3,
+                                             time_limit=1.5))
         out["expired"] = outcome(send("tasks.add", (1, 1), expires=-5))
         t = time.time()
         out["eta"] = outcome(send("tasks.add", (5, 5), countdown=1))
