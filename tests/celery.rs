@@ -501,6 +501,22 @@ fn celery_events_dump_shows_the_node() {
 }
 
 #[test]
+fn chords_with_canvas_bodies_and_chains_in_headers() {
+    let s = Setup::new();
+    let _worker = s.python_worker(1);
+    let _node = s.node_on("rust", 1, 3_600_000);
+    let r = s.drive(&["chord_canvas"]);
+    // Header [2, 4]: py.sum([2, 4], 100) and tasks.total([2, 4]).
+    assert_eq!(ok(&r["group_body"]), &serde_json::json!([106, 6]));
+    // tasks.total([2, 4]) = 6, then py.mul(6, 10).
+    assert_eq!(ok(&r["chain_body"]), 60);
+    // [py.mul(tasks.add(1, 2), 10), tasks.add(5, 5)] = [30, 10].
+    assert_eq!(ok(&r["chain_in_header"]), 40);
+    // [tasks.add(py.mul(2, 3), 4), py.mul(1, 1)] = [10, 1].
+    assert_eq!(ok(&r["chain_in_header_py_body"]), 11);
+}
+
+#[test]
 fn link_and_link_error_reach_python_tasks() {
     let s = Setup::new();
     let _worker = s.python_worker(1);

@@ -22,6 +22,8 @@
 //! of consumers that stopped, after the visibility timeout, as kombu's
 //! `restore_visible` does. A chain that passes through a Rust task goes on:
 //! the node publishes the chain's next signature with the result prepended.
+//! A chord whose header a Rust task completes starts its body, also when
+//! the body is a group or a chain.
 //! Signatures linked with `link` / `link_error` are sent after a Rust task
 //! succeeds (with its result prepended) or fails (with its id prepended).
 //! A node answers Celery's remote control (`celery inspect ping`, `active`,

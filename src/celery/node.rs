@@ -728,7 +728,7 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
             }
             if let Some(Chord::Fire(body, keys)) = chord_member(shared, &mut backend, msg, outcome)
             {
-                after.push(body);
+                after.extend(body);
                 chords.push(keys);
             }
         }
@@ -787,7 +787,7 @@ enum Chord {
     /// The header is complete and this node claimed the body: send it,
     /// then clean up with these keys (`.j .t .s .d` group `.c`, then the
     /// claim token).
-    Fire(Outgoing, Vec<String>),
+    Fire(Vec<Outgoing>, Vec<String>),
 }
 
 /// Records the result of a chord header member; when it completes the
@@ -911,7 +911,10 @@ fn chord_member(
         }
         return None;
     }
-    let body = signature_message(callback, Some(Value::Array(results)), msg, Vec::new())?;
+    let body = start_signature(callback, Some(Value::Array(results)), msg);
+    if body.is_empty() {
+        return None;
+    }
     Some(Chord::Fire(body, keys))
 }
 
@@ -930,8 +933,93 @@ fn linked(msg: &Message, outcome: &Outcome) -> Vec<Outgoing> {
     };
     sigs.iter()
         .filter_map(Value::as_object)
-        .filter_map(|sig| signature_message(sig, Some(prepend.clone()), msg, Vec::new()))
+        .flat_map(|sig| start_signature(sig, Some(prepend.clone()), msg))
         .collect()
+}
+
+/// What kind of canvas a signature dict is: `group`, `chain`, `chord`, or
+/// `None` for a plain task.
+fn canvas_kind(sig: &serde_json::Map<String, Value>) -> Option<&str> {
+    match sig.get("subtask_type").and_then(Value::as_str) {
+        Some(kind) => Some(kind),
+        None => match sig.get("task").and_then(Value::as_str) {
+            Some("celery.group") => Some("group"),
+            Some("celery.chain") => Some("chain"),
+            Some("celery.chord") => Some("chord"),
+            _ => None,
+        },
+    }
+}
+
+/// The signatures a group or chain holds (`kwargs.tasks`), in order.
+fn canvas_tasks(sig: &serde_json::Map<String, Value>) -> Vec<serde_json::Map<String, Value>> {
+    sig.get("kwargs")
+        .and_then(|k| k.get("tasks"))
+        .and_then(Value::as_array)
+        .map(|ts| ts.iter().filter_map(Value::as_object).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The messages that start a signature applied with `prepend` (a task's
+/// result, or a chord header's results), as Celery applies a canvas: a
+/// group starts each of its members with `prepend`, a chain its first task
+/// with the rest of the chain in the message (a chain inside it is
+/// flattened), a plain signature is one message. A chord there, or a chain
+/// that starts with a group (Celery makes those chords), is not started:
+/// it is logged.
+fn start_signature(
+    sig: &serde_json::Map<String, Value>,
+    prepend: Option<Value>,
+    parent: &Message,
+) -> Vec<Outgoing> {
+    match canvas_kind(sig) {
+        None => signature_message(sig, prepend, parent, Vec::new())
+            .into_iter()
+            .collect(),
+        Some("group") => canvas_tasks(sig)
+            .iter()
+            .flat_map(|member| start_signature(member, prepend.clone(), parent))
+            .collect(),
+        Some("chain") => {
+            // Flatten nested chains: Celery runs them as one sequence.
+            let mut steps = Vec::new();
+            let mut todo = canvas_tasks(sig);
+            todo.reverse();
+            while let Some(step) = todo.pop() {
+                if canvas_kind(&step) == Some("chain") {
+                    let mut inner = canvas_tasks(&step);
+                    inner.reverse();
+                    todo.extend(inner);
+                } else {
+                    steps.push(step);
+                }
+            }
+            if steps.is_empty() {
+                return Vec::new();
+            }
+            let first = steps.remove(0);
+            if canvas_kind(&first).is_some() {
+                eprintln!(
+                    "crew celery node: a chain after task {} starts with a {}, which crew does not start",
+                    parent.id,
+                    canvas_kind(&first).unwrap_or("canvas")
+                );
+                return Vec::new();
+            }
+            // The rest goes in the message reversed, as Celery sends it.
+            let rest = steps.into_iter().rev().map(Value::Object).collect();
+            signature_message(&first, prepend, parent, rest)
+                .into_iter()
+                .collect()
+        }
+        Some(kind) => {
+            eprintln!(
+                "crew celery node: task {} is followed by a {kind}, which crew does not start",
+                parent.id
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// The next task of a chain this message is part of, given its result:

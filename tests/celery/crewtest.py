@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from celery import Celery, chain, chord
+from celery import Celery, chain, chord, group
 
 URL = os.environ["CREW_TEST_REDIS"]
 app = Celery("crewtest", broker=f"{URL}/0", backend=f"{URL}/1")
@@ -18,6 +18,11 @@ app.conf.task_acks_late = True
 @app.task(name="py.mul")
 def mul(x, y):
     return x * y
+
+
+@app.task(name="py.sum")
+def py_sum(xs, extra=0):
+    return sum(xs) + extra
 
 
 @app.task(name="py.fail")
@@ -91,6 +96,29 @@ def drive(scenario):
         c = chain(app.signature("tasks.add", (1, 2), queue="rust"),
                   app.signature("py.mul", (10,), queue="celery"))
         out["chain"] = outcome(c.apply_async())
+    elif scenario == "chord_canvas":
+        # Rust tasks on the node's queue `rust`, Python ones on `celery`.
+        def rust(name, *args):
+            return app.signature(name, args, queue="rust")
+
+        def py(name, *args):
+            return app.signature(name, args, queue="celery")
+
+        header = [rust("tasks.add", 1, 1), rust("tasks.add", 2, 2)]
+        # A group as the body: each member gets the header's results.
+        body = group(py("py.sum", 100), rust("tasks.total"))
+        out["group_body"] = outcome(chord(header, body)())
+        # A chain as the body: the results go to its first task.
+        header = [rust("tasks.add", 1, 1), rust("tasks.add", 2, 2)]
+        body = chain(rust("tasks.total"), py("py.mul", 10))
+        out["chain_body"] = outcome(chord(header, body)())
+        # A chain in the header, Rust then Python, beside a Rust task; the
+        # body is Rust.
+        header = [chain(rust("tasks.add", 1, 2), py("py.mul", 10)), rust("tasks.add", 5, 5)]
+        out["chain_in_header"] = outcome(chord(header, rust("tasks.total"))())
+        # The same, Python then Rust, with a Python body.
+        header = [chain(py("py.mul", 2, 3), rust("tasks.add", 4)), py("py.mul", 1, 1)]
+        out["chain_in_header_py_body"] = outcome(chord(header, py("py.sum"))())
     elif scenario == "link":
         # Rust tasks on the node's queue, their callbacks and errbacks
         # Python tasks on `celery`.
