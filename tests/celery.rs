@@ -1,7 +1,7 @@
 //! crew in a Celery deployment, against real Celery (Python) and Redis:
 //! Python clients calling Rust tasks on a crew node, a crew client calling
 //! a Python worker, a node killed mid-task, and both kinds of worker on one
-//! queue. Needs `python3` with `celery[redis]` and `redis-server`
+//! queue. Needs `python3` with `celery[redis,msgpack]` and `redis-server`
 //! (`ci/test.sh` installs both).
 
 use std::io::Write as _;
@@ -122,14 +122,14 @@ fn here() -> PathBuf {
 /// Fails, saying how to install it, if Python's Celery is missing.
 fn require_celery() {
     let ok = Command::new(python())
-        .args(["-c", "import celery, redis"])
+        .args(["-c", "import celery, redis, msgpack"])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "these tests need Python's Celery with its Redis extra: run \
-         `pip install \"celery[redis]\"` (ci/test.sh does), or set CREW_PYTHON \
-         to a python that has it"
+        "these tests need Python's Celery with its Redis and msgpack extras: run \
+         `pip install \"celery[redis,msgpack]\"` (ci/test.sh does), or set \
+         CREW_PYTHON to a python that has it"
     );
 }
 
@@ -276,6 +276,15 @@ fn python_client_runs_rust_tasks() {
         r["time_limit"]
     );
     assert_eq!(ok(&r["in_time"]), 10);
+    // msgpack messages are read; pickle is refused with a FAILURE saying why.
+    assert_eq!(ok(&r["msgpack"]), &serde_json::json!([3.0, 4.0]));
+    assert_eq!(ok(&r["msgpack_chain"]), 113);
+    let pickle = err(&r["pickle"]);
+    assert!(
+        pickle.starts_with("kombu.exceptions.ContentDisallowed")
+            && pickle.contains("does not unpickle"),
+        "{pickle}"
+    );
     // A `Result` task: `Ok` is a SUCCESS, `Err` a FAILURE `.get()` raises.
     assert_eq!(ok(&r["parse_ok"]), 42);
     assert_eq!(r["parse_err_state"], "FAILURE");

@@ -537,6 +537,11 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         finish(msg, Outcome::Revoked("expired".into()));
         return;
     }
+    if let Some(err) = msg.refused.clone() {
+        let tb = format!("crew task {}: {err}\n", msg.task);
+        finish(msg, Outcome::Failure(err, tb));
+        return;
+    }
     // Only the hard limit kills; the task sees the soft one (earlier, or
     // alone) through `crew::celery::soft_limit_exceeded`.
     let limit = msg.hard;

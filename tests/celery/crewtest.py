@@ -63,6 +63,12 @@ def drive(scenario):
         out["segfault"] = outcome(send("tasks.segfault", ()))
         out["time_limit"] = outcome(send("tasks.sleep_ms", (20000,), time_limit=1))
         out["in_time"] = outcome(send("tasks.sleep_ms", (10,), time_limit=10))
+        out["msgpack"] = outcome(send("tasks.scale", ([1.5, 2.0],), {"by": 2},
+                                      serializer="msgpack"))
+        c = chain(app.signature("tasks.add", (1, 2)), app.signature("tasks.add", (10,)),
+                  app.signature("tasks.add", (100,)))
+        out["msgpack_chain"] = outcome(c.apply_async(serializer="msgpack"))
+        out["pickle"] = outcome(send("tasks.add", (1, 2), serializer="pickle"))
         out["parse_ok"] = outcome(send("tasks.parse", ("42",)))
         r = send("tasks.parse", ("forty-two",))
         out["parse_err"] = outcome(r)
