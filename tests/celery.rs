@@ -1,7 +1,7 @@
 //! crew in a Celery deployment, against real Celery (Python) and Redis:
 //! Python clients calling Rust tasks on a crew node, a crew client calling
 //! a Python worker, a node killed mid-task, and both kinds of worker on one
-//! queue. Needs `python3` with `celery[redis]` and `redis-server`
+//! queue. Needs `python3` with `celery[redis,msgpack]` and `redis-server`
 //! (`ci/test.sh` installs both).
 
 use std::io::Write as _;
@@ -122,14 +122,14 @@ fn here() -> PathBuf {
 /// Fails, saying how to install it, if Python's Celery is missing.
 fn require_celery() {
     let ok = Command::new(python())
-        .args(["-c", "import celery, redis"])
+        .args(["-c", "import celery, redis, msgpack"])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "these tests need Python's Celery with its Redis extra: run \
-         `pip install \"celery[redis]\"` (ci/test.sh does), or set CREW_PYTHON \
-         to a python that has it"
+        "these tests need Python's Celery with its Redis and msgpack extras: run \
+         `pip install \"celery[redis,msgpack]\"` (ci/test.sh does), or set \
+         CREW_PYTHON to a python that has it"
     );
 }
 
@@ -276,6 +276,15 @@ fn python_client_runs_rust_tasks() {
         r["time_limit"]
     );
     assert_eq!(ok(&r["in_time"]), 10);
+    // msgpack messages are read; pickle is refused with a FAILURE saying why.
+    assert_eq!(ok(&r["msgpack"]), &serde_json::json!([3.0, 4.0]));
+    assert_eq!(ok(&r["msgpack_chain"]), 113);
+    let pickle = err(&r["pickle"]);
+    assert!(
+        pickle.starts_with("kombu.exceptions.ContentDisallowed")
+            && pickle.contains("does not unpickle"),
+        "{pickle}"
+    );
     // A `Result` task: `Ok` is a SUCCESS, `Err` a FAILURE `.get()` raises.
     assert_eq!(ok(&r["parse_ok"]), 42);
     assert_eq!(r["parse_err_state"], "FAILURE");
@@ -514,6 +523,13 @@ fn chords_with_canvas_bodies_and_chains_in_headers() {
     assert_eq!(ok(&r["chain_in_header"]), 40);
     // [tasks.add(py.mul(2, 3), 4), py.mul(1, 1)] = [10, 1].
     assert_eq!(ok(&r["chain_in_header_py_body"]), 11);
+    let failed = err(&r["failed_in_header_chain"]);
+    assert!(
+        failed.contains("ChordError") && failed.contains("in a chain"),
+        "{failed}"
+    );
+    let step = err(&r["failed_chain_step"]);
+    assert!(step.contains("in a chain"), "{step}");
 }
 
 #[test]

@@ -12,7 +12,9 @@
 //! - **Rust → Python:** a [`Client`] sends a task by name to Celery's
 //!   Python workers and returns an [`AsyncResult`].
 //!
-//! Wire formats follow Celery's protocol 2 with the JSON serializer and
+//! Wire formats follow Celery's protocol 2 (task messages in JSON or
+//! msgpack; a pickled one fails with kombu's `ContentDisallowed` and is
+//! never unpickled; results in JSON, Celery's default) and
 //! kombu's Redis transport: a queue is four lists (priorities 0, 3, 6, 9;
 //! **0 is the highest**), a delivered message sits in kombu's `unacked`
 //! hash and `unacked_index` until acknowledged (the node pops and records

@@ -537,6 +537,11 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         finish(msg, Outcome::Revoked("expired".into()));
         return;
     }
+    if let Some(err) = msg.refused.clone() {
+        let tb = format!("crew task {}: {err}\n", msg.task);
+        finish(msg, Outcome::Failure(err, tb));
+        return;
+    }
     // Only the hard limit kills; the task sees the soft one (earlier, or
     // alone) through `crew::celery::soft_limit_exceeded`.
     let limit = msg.hard;
@@ -681,8 +686,17 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
         if ended.is_empty() {
             continue;
         }
+        // A failed task's chain stops: its later steps fail with it, and
+        // one of them that belongs to a chord counts as a failed member,
+        // as Celery's `mark_as_failure` does, so the chord fails instead of
+        // waiting for it.
+        let stopped: Vec<(Message, Outcome)> = ended
+            .iter()
+            .flat_map(|(msg, outcome)| chain_stopped(msg, outcome))
+            .collect();
         let results: Vec<(String, String)> = ended
             .iter()
+            .chain(&stopped)
             .filter(|(msg, _)| {
                 !msg.headers
                     .get("ignore_result")
@@ -726,6 +740,8 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
             {
                 after.push(next);
             }
+        }
+        for (msg, outcome) in ended.iter().chain(&stopped) {
             if let Some(Chord::Fire(body, keys)) = chord_member(shared, &mut backend, msg, outcome)
             {
                 after.extend(body);
@@ -934,6 +950,55 @@ fn linked(msg: &Message, outcome: &Outcome) -> Vec<Outgoing> {
     sigs.iter()
         .filter_map(Value::as_object)
         .flat_map(|sig| start_signature(sig, Some(prepend.clone()), msg))
+        .collect()
+}
+
+/// The later steps of the chain a failed message was part of, each as the
+/// message it would have been (its task id, group and chord from its
+/// signature's options) with the same failure: their results are stored as
+/// that failure, and a step that is a chord member fails its chord. Plain
+/// signatures only; a group or chain among them has no task id of its own
+/// and is passed over, as Celery does.
+fn chain_stopped(msg: &Message, outcome: &Outcome) -> Vec<(Message, Outcome)> {
+    let Outcome::Failure(..) = outcome else {
+        return Vec::new();
+    };
+    let Some(chain) = msg.embed.get("chain").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    chain
+        .iter()
+        .filter_map(Value::as_object)
+        .filter(|sig| canvas_kind(sig).is_none())
+        .filter_map(|sig| {
+            let options = sig.get("options").and_then(Value::as_object)?;
+            let id = options.get("task_id")?.as_str()?.to_owned();
+            let mut headers = serde_json::Map::new();
+            for (from, to) in [("group_id", "group"), ("group_index", "group_index")] {
+                if let Some(v) = options.get(from) {
+                    headers.insert(to.into(), v.clone());
+                }
+            }
+            let mut embed = serde_json::Map::new();
+            if let Some(chord) = options.get("chord") {
+                embed.insert("chord".into(), chord.clone());
+            }
+            let step = Message {
+                tag: String::new(),
+                id,
+                task: sig.get("task")?.as_str()?.to_owned(),
+                args: Vec::new(),
+                kwargs: serde_json::Map::new(),
+                embed,
+                headers,
+                hard: None,
+                soft: None,
+                eta: None,
+                expires: None,
+                refused: None,
+            };
+            Some((step, outcome.clone()))
+        })
         .collect()
 }
 

@@ -63,6 +63,12 @@ def drive(scenario):
         out["segfault"] = outcome(send("tasks.segfault", ()))
         out["time_limit"] = outcome(send("tasks.sleep_ms", (20000,), time_limit=1))
         out["in_time"] = outcome(send("tasks.sleep_ms", (10,), time_limit=10))
+        out["msgpack"] = outcome(send("tasks.scale", ([1.5, 2.0],), {"by": 2},
+                                      serializer="msgpack"))
+        c = chain(app.signature("tasks.add", (1, 2)), app.signature("tasks.add", (10,)),
+                  app.signature("tasks.add", (100,)))
+        out["msgpack_chain"] = outcome(c.apply_async(serializer="msgpack"))
+        out["pickle"] = outcome(send("tasks.add", (1, 2), serializer="pickle"))
         out["parse_ok"] = outcome(send("tasks.parse", ("42",)))
         r = send("tasks.parse", ("forty-two",))
         out["parse_err"] = outcome(r)
@@ -119,6 +125,14 @@ def drive(scenario):
         # The same, Python then Rust, with a Python body.
         header = [chain(py("py.mul", 2, 3), rust("tasks.add", 4)), py("py.mul", 1, 1)]
         out["chain_in_header_py_body"] = outcome(chord(header, py("py.sum"))())
+        # A Rust task fails inside a header's chain: the chain's later
+        # step fails with it, and so does the chord's body (no hang).
+        later = py("py.mul", 10)
+        later_result = later.freeze()
+        header = [chain(rust("tasks.panic", "in a chain"), later), rust("tasks.add", 1, 1)]
+        body = chord(header, rust("tasks.total"))()
+        out["failed_in_header_chain"] = outcome(app.AsyncResult(body.id))
+        out["failed_chain_step"] = outcome(later_result)
     elif scenario == "link":
         # Rust tasks on the node's queue, their callbacks and errbacks
         # Python tasks on `celery`.
