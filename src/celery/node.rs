@@ -362,6 +362,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
     let mut later: Vec<Message> = Vec::new();
     let mut ready: VecDeque<Message> = VecDeque::new();
     let mut idle = Duration::ZERO;
+    let mut blocking = true;
     while !shared.stopping() {
         let now = wire::now();
         while let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
@@ -431,20 +432,49 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 }
             }
             Some(Ok(_)) => {
-                // Nothing queued: poll again soon, less often the longer
-                // the queues stay empty (50 µs growing to 20 ms, so a
-                // client sending one task after another is served at
-                // once), or as soon as a worker frees up for what is
-                // ready.
+                // Nothing queued: wait for a message on the first list
+                // (the first queue's default priority) without taking it:
+                // BLMOVE from a list onto its own end returns as soon as
+                // the list has a message and leaves it in place. The
+                // other lists are looked at again after at most `idle`
+                // (1 ms, growing to 20 ms while the queues stay empty).
+                // Before Redis 6.2 (no BLMOVE) the node polls instead.
                 idle = idle
                     .mul_f64(1.5)
-                    .clamp(Duration::from_micros(50), Duration::from_millis(20));
-                let running = lock(&shared.running);
-                if ready.is_empty() || *running >= workers {
+                    .clamp(Duration::from_millis(1), Duration::from_millis(20));
+                let woke = if blocking {
+                    let first = &shared.keys[0];
+                    let r = link.call(&stop, |con| {
+                        redis::cmd("BLMOVE")
+                            .arg(first)
+                            .arg(first)
+                            .arg("RIGHT")
+                            .arg("RIGHT")
+                            .arg(idle.as_secs_f64())
+                            .query::<Option<Vec<u8>>>(con)
+                    });
+                    match r {
+                        Some(Ok(m)) => m.is_some(),
+                        Some(Err(e)) => {
+                            if e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                            {
+                                blocking = false;
+                            }
+                            false
+                        }
+                        None => false,
+                    }
+                } else {
+                    let running = lock(&shared.running);
                     let _ = shared
                         .room
                         .wait_timeout(running, idle)
                         .unwrap_or_else(|p| p.into_inner());
+                    false
+                };
+                if woke {
+                    idle = Duration::ZERO;
                 }
             }
             Some(Err(e)) => {
