@@ -523,6 +523,13 @@ fn chords_with_canvas_bodies_and_chains_in_headers() {
     assert_eq!(ok(&r["chain_in_header"]), 40);
     // [tasks.add(py.mul(2, 3), 4), py.mul(1, 1)] = [10, 1].
     assert_eq!(ok(&r["chain_in_header_py_body"]), 11);
+    let failed = err(&r["failed_in_header_chain"]);
+    assert!(
+        failed.contains("ChordError") && failed.contains("in a chain"),
+        "{failed}"
+    );
+    let step = err(&r["failed_chain_step"]);
+    assert!(step.contains("in a chain"), "{step}");
 }
 
 #[test]

@@ -362,6 +362,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
     let mut later: Vec<Message> = Vec::new();
     let mut ready: VecDeque<Message> = VecDeque::new();
     let mut idle = Duration::ZERO;
+    let mut blocking = true;
     while !shared.stopping() {
         let now = wire::now();
         while let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
@@ -431,20 +432,49 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 }
             }
             Some(Ok(_)) => {
-                // Nothing queued: poll again soon, less often the longer
-                // the queues stay empty (50 µs growing to 20 ms, so a
-                // client sending one task after another is served at
-                // once), or as soon as a worker frees up for what is
-                // ready.
+                // Nothing queued: wait for a message on the first list
+                // (the first queue's default priority) without taking it:
+                // BLMOVE from a list onto its own end returns as soon as
+                // the list has a message and leaves it in place. The
+                // other lists are looked at again after at most `idle`
+                // (1 ms, growing to 20 ms while the queues stay empty).
+                // Before Redis 6.2 (no BLMOVE) the node polls instead.
                 idle = idle
                     .mul_f64(1.5)
-                    .clamp(Duration::from_micros(50), Duration::from_millis(20));
-                let running = lock(&shared.running);
-                if ready.is_empty() || *running >= workers {
+                    .clamp(Duration::from_millis(1), Duration::from_millis(20));
+                let woke = if blocking {
+                    let first = &shared.keys[0];
+                    let r = link.call(&stop, |con| {
+                        redis::cmd("BLMOVE")
+                            .arg(first)
+                            .arg(first)
+                            .arg("RIGHT")
+                            .arg("RIGHT")
+                            .arg(idle.as_secs_f64())
+                            .query::<Option<Vec<u8>>>(con)
+                    });
+                    match r {
+                        Some(Ok(m)) => m.is_some(),
+                        Some(Err(e)) => {
+                            if e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                            {
+                                blocking = false;
+                            }
+                            false
+                        }
+                        None => false,
+                    }
+                } else {
+                    let running = lock(&shared.running);
                     let _ = shared
                         .room
                         .wait_timeout(running, idle)
                         .unwrap_or_else(|p| p.into_inner());
+                    false
+                };
+                if woke {
+                    idle = Duration::ZERO;
                 }
             }
             Some(Err(e)) => {
@@ -686,8 +716,17 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
         if ended.is_empty() {
             continue;
         }
+        // A failed task's chain stops: its later steps fail with it, and
+        // one of them that belongs to a chord counts as a failed member,
+        // as Celery's `mark_as_failure` does, so the chord fails instead of
+        // waiting for it.
+        let stopped: Vec<(Message, Outcome)> = ended
+            .iter()
+            .flat_map(|(msg, outcome)| chain_stopped(msg, outcome))
+            .collect();
         let results: Vec<(String, String)> = ended
             .iter()
+            .chain(&stopped)
             .filter(|(msg, _)| {
                 !msg.headers
                     .get("ignore_result")
@@ -731,6 +770,8 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
             {
                 after.push(next);
             }
+        }
+        for (msg, outcome) in ended.iter().chain(&stopped) {
             if let Some(Chord::Fire(body, keys)) = chord_member(shared, &mut backend, msg, outcome)
             {
                 after.extend(body);
@@ -939,6 +980,55 @@ fn linked(msg: &Message, outcome: &Outcome) -> Vec<Outgoing> {
     sigs.iter()
         .filter_map(Value::as_object)
         .flat_map(|sig| start_signature(sig, Some(prepend.clone()), msg))
+        .collect()
+}
+
+/// The later steps of the chain a failed message was part of, each as the
+/// message it would have been (its task id, group and chord from its
+/// signature's options) with the same failure: their results are stored as
+/// that failure, and a step that is a chord member fails its chord. Plain
+/// signatures only; a group or chain among them has no task id of its own
+/// and is passed over, as Celery does.
+fn chain_stopped(msg: &Message, outcome: &Outcome) -> Vec<(Message, Outcome)> {
+    let Outcome::Failure(..) = outcome else {
+        return Vec::new();
+    };
+    let Some(chain) = msg.embed.get("chain").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    chain
+        .iter()
+        .filter_map(Value::as_object)
+        .filter(|sig| canvas_kind(sig).is_none())
+        .filter_map(|sig| {
+            let options = sig.get("options").and_then(Value::as_object)?;
+            let id = options.get("task_id")?.as_str()?.to_owned();
+            let mut headers = serde_json::Map::new();
+            for (from, to) in [("group_id", "group"), ("group_index", "group_index")] {
+                if let Some(v) = options.get(from) {
+                    headers.insert(to.into(), v.clone());
+                }
+            }
+            let mut embed = serde_json::Map::new();
+            if let Some(chord) = options.get("chord") {
+                embed.insert("chord".into(), chord.clone());
+            }
+            let step = Message {
+                tag: String::new(),
+                id,
+                task: sig.get("task")?.as_str()?.to_owned(),
+                args: Vec::new(),
+                kwargs: serde_json::Map::new(),
+                embed,
+                headers,
+                hard: None,
+                soft: None,
+                eta: None,
+                expires: None,
+                refused: None,
+            };
+            Some((step, outcome.clone()))
+        })
         .collect()
 }
 

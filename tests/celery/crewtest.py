@@ -125,6 +125,14 @@ def drive(scenario):
         # The same, Python then Rust, with a Python body.
         header = [chain(py("py.mul", 2, 3), rust("tasks.add", 4)), py("py.mul", 1, 1)]
         out["chain_in_header_py_body"] = outcome(chord(header, py("py.sum"))())
+        # A Rust task fails inside a header's chain: the chain's later
+        # step fails with it, and so does the chord's body (no hang).
+        later = py("py.mul", 10)
+        later_result = later.freeze()
+        header = [chain(rust("tasks.panic", "in a chain"), later), rust("tasks.add", 1, 1)]
+        body = chord(header, rust("tasks.total"))()
+        out["failed_in_header_chain"] = outcome(app.AsyncResult(body.id))
+        out["failed_chain_step"] = outcome(later_result)
     elif scenario == "link":
         # Rust tasks on the node's queue, their callbacks and errbacks
         # Python tasks on `celery`.

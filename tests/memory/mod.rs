@@ -236,25 +236,30 @@ fn reduce_size_evicts_the_least_recently_used_first() {
     assert_eq!(mem.size(), 0);
 }
 
+/// `map`, and the lazy `imap` (then `imap_unordered`), on threads and on
+/// processes.
 #[test]
 fn a_map_computes_only_the_missing_items() {
     let here = std::process::id();
-    for processes in [false, true] {
+    for (processes, lazy) in [(false, false), (true, false), (false, true), (true, true)] {
         let dir = folder();
         let mem = Memory::new(dir.path()).unwrap();
         let f = mem.cache(square_pid);
         for x in (0..20).step_by(2) {
             f.call((x,));
         }
-        let out = if processes {
-            f.map(&Pool::processes(2).unwrap(), 0..20).unwrap()
-        } else {
-            f.map(&Pool::threads(2).unwrap(), 0..20).unwrap()
+        let (threads, procs) = (Pool::threads(2).unwrap(), Pool::processes(2).unwrap());
+        let out: Vec<(u64, u32)> = match (processes, lazy) {
+            (true, false) => f.map(&procs, 0..20).unwrap(),
+            (false, false) => f.map(&threads, 0..20).unwrap(),
+            (true, true) => f.imap(&procs, 0..20).collect::<Result<_, _>>().unwrap(),
+            (false, true) => f.imap(&threads, 0..20).collect::<Result<_, _>>().unwrap(),
         };
         for (x, (v, pid)) in (0..20u64).zip(&out) {
-            assert_eq!(*v, x * x);
-            // Even items were in the cache: computed here, before the map.
-            // Odd ones ran on the workers (other processes, or here).
+            assert_eq!(*v, x * x, "in input order");
+            // Even items were in the cache: computed here, before the map,
+            // and read here. Odd ones ran on the workers (other processes,
+            // or here).
             if x % 2 == 0 || !processes {
                 assert_eq!(*pid, here, "item {x}");
             } else {
@@ -263,47 +268,14 @@ fn a_map_computes_only_the_missing_items() {
         }
         assert_eq!((mem.stats().hits, mem.stats().misses), (10, 20));
         // The workers stored what they computed: a second map is all hits
-        // and gives the same values, process ids included.
-        let pool = Pool::processes(2).unwrap();
-        assert_eq!(f.map(&pool, 0..20).unwrap(), out);
-        assert_eq!(mem.stats().hits, 30);
-        assert_eq!(entries(dir.path()).len(), 20);
-    }
-}
-
-#[test]
-fn imap_reads_hits_here_and_computes_the_rest_on_the_workers() {
-    let here = std::process::id();
-    for processes in [false, true] {
-        let dir = folder();
-        let mem = Memory::new(dir.path()).unwrap();
-        let f = mem.cache(square_pid);
-        for x in (0..20).step_by(2) {
-            f.call((x,));
-        }
-        let (threads, procs) = (Pool::threads(2).unwrap(), Pool::processes(2).unwrap());
-        let out: Vec<(u64, u32)> = if processes {
-            f.imap(&procs, 0..20).collect::<Result<_, _>>().unwrap()
+        // and gives the same values, process ids included (each once, in
+        // any order, from `imap_unordered`).
+        let mut again: Vec<(u64, u32)> = if lazy {
+            let got = f.imap_unordered(&procs, 0..20);
+            got.collect::<Result<_, _>>().unwrap()
         } else {
-            f.imap(&threads, 0..20).collect::<Result<_, _>>().unwrap()
+            f.map(&procs, 0..20).unwrap()
         };
-        for (x, (v, pid)) in (0..20u64).zip(&out) {
-            assert_eq!(*v, x * x, "in input order");
-            // Even items were in the cache: computed here before, and read
-            // here. Odd ones ran on the workers.
-            if x % 2 == 0 || !processes {
-                assert_eq!(*pid, here, "item {x}");
-            } else {
-                assert_ne!(*pid, here, "item {x}");
-            }
-        }
-        assert_eq!((mem.stats().hits, mem.stats().misses), (10, 20));
-        // The workers stored what they computed: an unordered pass is all
-        // hits, each result once.
-        let mut again: Vec<(u64, u32)> = f
-            .imap_unordered(&procs, 0..20)
-            .collect::<Result<_, _>>()
-            .unwrap();
         again.sort();
         assert_eq!(again, out);
         assert_eq!((mem.stats().hits, mem.stats().misses), (30, 20));
