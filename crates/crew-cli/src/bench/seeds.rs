@@ -267,6 +267,25 @@ pub(crate) fn pi<'a>(n: u64, p: &'a Pools, extended: bool) -> Vec<Variant<'a>> {
             counts.expect("no task fails").iter().sum::<u64>() as f64
         }));
     }
+    // rayon on the same chunk tasks: what the machine gives a Rust pool.
+    v.push(variant(
+        "pi",
+        Backend::Rayon,
+        "",
+        "par_iter over the same chunk tasks",
+        w,
+        {
+            let chunks = chunks.clone();
+            move || {
+                p.rayon.install(|| {
+                    chunks
+                        .par_iter()
+                        .map(|&(lo, hi)| count_inside(lo, hi))
+                        .sum::<u64>()
+                }) as f64
+            }
+        },
+    ));
     if extended {
         v.push(variant(
             "pi",
@@ -299,21 +318,6 @@ pub(crate) fn pi<'a>(n: u64, p: &'a Pools, extended: bool) -> Vec<Variant<'a>> {
                         .filter(|&i| pi_sample_inside(crate::workloads::PI_SEED, i))
                         .count() as f64
                 })
-            },
-        ));
-        v.push(variant(
-            "pi",
-            Backend::Rayon,
-            ".chunks",
-            "par_iter over the chunks",
-            w,
-            move || {
-                p.rayon.install(|| {
-                    chunks
-                        .par_iter()
-                        .map(|&(lo, hi)| count_inside(lo, hi))
-                        .sum::<u64>()
-                }) as f64
             },
         ));
     }
@@ -360,6 +364,25 @@ pub(crate) fn kde<'a>(k: &'a Kde, p: &'a Pools, extended: bool) -> Vec<Variant<'
             total(&d.expect("no task fails"))
         }));
     }
+    v.push(variant(
+        "kde",
+        Backend::Rayon,
+        "",
+        "par_iter over the same (width, query block) tasks",
+        w,
+        {
+            let tasks = kde_tasks(k, 10);
+            move || {
+                let d: Vec<Vec<f64>> = p.rayon.install(|| {
+                    tasks
+                        .par_iter()
+                        .map(|(h, block)| parzen_density(s, &q[block.clone()], *h))
+                        .collect()
+                });
+                total(&d)
+            }
+        },
+    ));
     if extended {
         v.push(variant(
             "kde",
@@ -482,6 +505,21 @@ pub(crate) fn crunch<'a>(n: u64, p: &'a Pools, extended: bool) -> Vec<Variant<'a
             },
         ));
     }
+    v.push(variant(
+        "crunch",
+        Backend::Rayon,
+        "",
+        "par_iter over the same 4 calls",
+        w,
+        move || {
+            p.rayon.install(|| {
+                (0..4)
+                    .into_par_iter()
+                    .map(|_| crunch_numbers(black_box(n)))
+                    .sum::<u64>()
+            }) as f64
+        },
+    ));
     if extended {
         v.push(variant(
             "crunch",
@@ -492,21 +530,6 @@ pub(crate) fn crunch<'a>(n: u64, p: &'a Pools, extended: bool) -> Vec<Variant<'a
             move || {
                 let out = p.pool.with_chunksize(1).map(crunch_numbers, [n; 4]);
                 out.expect("no task fails").iter().sum::<u64>() as f64
-            },
-        ));
-        v.push(variant(
-            "crunch",
-            Backend::Rayon,
-            "",
-            "par_iter",
-            w,
-            move || {
-                p.rayon.install(|| {
-                    (0..4)
-                        .into_par_iter()
-                        .map(|_| crunch_numbers(black_box(n)))
-                        .sum::<u64>()
-                }) as f64
             },
         ));
     }

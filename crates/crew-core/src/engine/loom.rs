@@ -3,6 +3,7 @@
 //! arrives, and an async map is assembled by whichever chunk ends last.
 
 use super::*;
+use crate::backend::Backend;
 use crate::{Threads, Unary};
 
 #[test]
