@@ -23,6 +23,7 @@ mod proto;
 mod reply;
 mod server;
 mod status;
+mod subscriber;
 
 pub use config::{
     ClusterConfig, ENV_CLUSTER, ENV_CONCURRENCY, ENV_HEARTBEAT_MS, ENV_LEASE_MS,
@@ -30,6 +31,7 @@ pub use config::{
 };
 pub use driver::{Cluster, ClusterJob};
 pub use link::{ENV_TLS_CA, Link, client};
-pub use node::{NamedTask, NamedTasks, Node, hostname, run_if_node};
+pub use node::{NamedTask, NamedTasks, Node, hostname, run_if_node, serve_and_exit};
 pub use server::{LocalRedis, NodeProcess};
 pub use status::{DeadLetter, NodeStatus, QueueStatus, StreamStatus, status};
+pub use subscriber::Subscriber;

@@ -115,16 +115,37 @@ pub fn run_if_node(named: Option<NamedTasks>) {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(crew_core::cpu_count)
         .max(1);
-    let code = match Node::start_with(ClusterConfig::new(url), concurrency, named) {
-        Ok(node) => match node.serve() {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("crew node {}: {e}", std::process::id());
-                2
-            }
-        },
+    serve_and_exit(
+        "crew node",
+        Node::start_with(ClusterConfig::new(url), concurrency, named),
+        Node::serve,
+    );
+}
+
+/// The end of a node process: serves the node `started` (if it started)
+/// and exits, with 0 when it served until told to stop, or 2 after a line
+/// on stderr (`<label> <pid>: …`) saying why it could not start or failed.
+///
+/// # Examples
+///
+/// ```no_run
+/// let node = crew_redis::Node::start(crew_redis::ClusterConfig::new("redis://127.0.0.1:6379"), 2);
+/// crew_redis::serve_and_exit("my node", node, crew_redis::Node::serve);
+/// ```
+pub fn serve_and_exit<N>(
+    label: &str,
+    started: Result<N>,
+    serve: impl FnOnce(N) -> Result<()>,
+) -> ! {
+    let pid = std::process::id();
+    let code = match started.map(serve) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("{label} {pid}: {e}");
+            2
+        }
         Err(e) => {
-            eprintln!("crew node {}: cannot start: {e}", std::process::id());
+            eprintln!("{label} {pid}: cannot start: {e}");
             2
         }
     };
@@ -995,38 +1016,22 @@ fn started_at() -> u64 {
 
 // LISTEN: cancel requests.
 fn listen_loop(shared: &Arc<Shared>) {
-    let Ok(client) = crate::link::client(&shared.config.url, shared.config.tls_ca.as_deref())
-    else {
+    let Ok(sub) = crate::Subscriber::new(
+        &shared.config.url,
+        shared.config.tls_ca.as_deref(),
+        &shared.keys.cancel_channel(),
+    ) else {
         return;
     };
-    let channel = shared.keys.cancel_channel();
-    while !shared.stop.load(Ordering::Relaxed) {
-        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(5)) else {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        };
-        let mut pubsub = con.as_pubsub();
-        if pubsub.subscribe(&channel).is_err()
-            || pubsub
-                .set_read_timeout(Some(Duration::from_millis(500)))
-                .is_err()
-        {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        }
-        while !shared.stop.load(Ordering::Relaxed) {
-            match pubsub.get_message() {
-                Ok(msg) => {
-                    let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
-                    if let Ok(c) = postcard::from_bytes::<CancelMsg>(&payload) {
-                        cancel_local(shared, &c);
-                    }
-                }
-                Err(e) if e.is_timeout() => {}
-                Err(_) => break,
+    let sub = sub.poll(Duration::from_millis(500));
+    sub.run(
+        || shared.stop.load(Ordering::Relaxed),
+        |payload| {
+            if let Ok(c) = postcard::from_bytes::<CancelMsg>(payload) {
+                cancel_local(shared, &c);
             }
-        }
-    }
+        },
+    );
 }
 
 fn cancel_local(shared: &Shared, c: &CancelMsg) {
