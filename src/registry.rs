@@ -526,15 +526,19 @@ impl<T> BinOutOther for &BinOut<'_, T> {
     }
 }
 
+// Arguments and results of named tasks are in the format of every task's
+// (`crew_process::remote`): a node hands a result on as the bytes the task
+// wrote, and the caller decodes them as any task's result.
+
 #[doc(hidden)]
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes)
+    crew_process::remote::decode(bytes)
         .map_err(|e| Error::protocol(format!("cannot decode a named task's arguments: {e}")))
 }
 
 #[doc(hidden)]
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(value)
+    crew_process::remote::encode(value)
         .map_err(|e| Error::protocol(format!("cannot encode a named task's result: {e}")))
 }
 

@@ -98,6 +98,24 @@ pub fn encode<V: Serialize + ?Sized>(value: &V) -> Result<Vec<u8>> {
         .map_err(|e| Error::protocol(format!("cannot encode the task's arguments: {e}")))
 }
 
+/// Decodes one value [`encode`] wrote.
+///
+/// # Examples
+///
+/// ```
+/// use crew_process::remote::{decode, encode};
+/// let v: (u32, String) = decode(&encode(&(5u32, "x".to_string()))?)?;
+/// assert_eq!(v, (5, "x".to_string()));
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// `is_protocol` if the bytes are not an encoding of a `T`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    crate::bulk::from_slice(bytes).map_err(|e| Error::protocol(format!("cannot decode: {e}")))
+}
+
 /// Encodes a chunk's items one by one.
 ///
 /// # Examples
@@ -172,7 +190,7 @@ pub struct Segment {
 /// ```
 /// use crew_process::remote::NamedCall;
 /// let c = NamedCall { name: "m::add".into(), fingerprint: 7, signature: "(u8,) -> u8".into(), args: vec![1] };
-/// let back: NamedCall = postcard::from_bytes(&crew_process::remote::encode(&c)?).unwrap();
+/// let back: NamedCall = crew_process::remote::decode(&crew_process::remote::encode(&c)?)?;
 /// assert_eq!(back.name, "m::add");
 /// # Ok::<(), crew_core::Error>(())
 /// ```
@@ -190,7 +208,7 @@ pub struct NamedCall {
 
 /// A value already encoded: serializes as exactly its bytes, so a task that
 /// returns `Verbatim(encode(&r))` produces the same output as one returning
-/// `r` (postcard writes a tuple's bytes with no length). Lets a worker run a
+/// `r` (a tuple's bytes are written with no length). Lets a worker run a
 /// named task whose result type it knows only as bytes.
 ///
 /// # Examples

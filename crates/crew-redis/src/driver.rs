@@ -953,8 +953,7 @@ where
             }
             // A call by name goes to the stream of its name and signature,
             // which nodes of every build that registers them serve.
-            let call: remote::NamedCall = postcard::from_bytes(&bytes)
-                .map_err(|e| Error::protocol(format!("a call by name does not decode: {e}")))?;
+            let call: remote::NamedCall = remote::decode(&bytes)?;
             let route = Route {
                 key: self.shared().keys.named(&call.name, call.fingerprint),
                 describe: format!("{}: {}", call.name, call.signature),
