@@ -143,7 +143,6 @@ pub use crew_shm::{Connection, Pipe, PutError, Queue, QueueBuilder};
 ///     let pool = crew::Pool::processes(2).unwrap();
 ///     assert_eq!(pool.apply(|x: u8| x + 1, (1,)).unwrap(), 2);
 /// }
-/// # main();
 /// ```
 pub fn init() {
     crew_process::run_if_worker();
