@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::control;
 use super::events::{self, Events};
-use super::wire::{self, Message, Outcome, Outgoing};
+use super::wire::{self, Message, Outcome, Outgoing, ResultSerializer};
 use crate::registry::{self, JsonError};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +63,9 @@ pub struct WorkerConfig {
     /// messages per round trip to Redis; fewer leaves more for other
     /// workers on the queue.
     pub prefetch: usize,
+    /// How results are written: Celery's `result_serializer` of the
+    /// deployment (JSON by default).
+    pub result_serializer: ResultSerializer,
     /// Whether the node sends task events (`task-received`, `-started`,
     /// `-succeeded`, `-failed`) from the start, as a Celery worker started
     /// with `-E`; off by default, as in Celery, and switched by `celery
@@ -84,6 +87,7 @@ impl WorkerConfig {
             visibility_timeout: Duration::from_secs(3600),
             prefetch: 4 * crew_core::cpu_count(),
             task_events: false,
+            result_serializer: ResultSerializer::Json,
         }
     }
 
@@ -114,6 +118,13 @@ impl WorkerConfig {
     #[must_use]
     pub fn prefetch(mut self, n: usize) -> Self {
         self.prefetch = n.max(1);
+        self
+    }
+
+    /// Sets how results are written (Celery's `result_serializer`).
+    #[must_use]
+    pub fn result_serializer(mut self, s: ResultSerializer) -> Self {
+        self.result_serializer = s;
         self
     }
 
@@ -724,7 +735,7 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
             .iter()
             .flat_map(|(msg, outcome)| chain_stopped(msg, outcome))
             .collect();
-        let results: Vec<(String, String)> = ended
+        let results: Vec<(String, Vec<u8>)> = ended
             .iter()
             .chain(&stopped)
             .filter(|(msg, _)| {
@@ -736,7 +747,10 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
             .map(|(msg, outcome)| {
                 (
                     format!("{}{}", wire::META, msg.id),
-                    wire::meta(&msg.id, outcome),
+                    shared
+                        .config
+                        .result_serializer
+                        .encode(&wire::meta(&msg.id, outcome)),
                 )
             })
             .collect();
@@ -864,7 +878,10 @@ fn chord_member(
         key(".c"),
         token.clone(),
     ];
-    let part = wire::chord_part(&msg.id, outcome);
+    let part = shared
+        .config
+        .result_serializer
+        .encode(&wire::chord_part(&msg.id, outcome));
     let script = redis::Script::new(wire::CHORD_PART);
     let stop = || STOP_SIGNAL.load(Ordering::Relaxed);
     let claimed = backend.call(&stop, |con| {
@@ -886,7 +903,7 @@ fn chord_member(
         }
         _ => return None,
     }
-    let parts: Vec<String> = match backend.call(&stop, |con| {
+    let parts: Vec<Vec<u8>> = match backend.call(&stop, |con| {
         redis::cmd("ZRANGE").arg(&keys[0]).arg(0).arg(-1).query(con)
     }) {
         Some(Ok(p)) => p,
@@ -895,7 +912,7 @@ fn chord_member(
     let mut results = Vec::with_capacity(parts.len());
     let mut failed = None;
     for p in &parts {
-        let v: Value = serde_json::from_str(p).unwrap_or(Value::Null);
+        let v = wire::decode_stored(p).unwrap_or(Value::Null);
         let state = v.get(2).and_then(Value::as_str).unwrap_or("");
         if matches!(state, "FAILURE" | "REVOKED") && failed.is_none() {
             let tid = v.get(1).and_then(Value::as_str).unwrap_or("?").to_owned();
@@ -935,7 +952,10 @@ fn chord_member(
                 exc_module: "celery.exceptions".into(),
                 message: reason.clone(),
             };
-            let payload = wire::meta(&cid, &Outcome::Failure(err, format!("{reason}\n")));
+            let payload = shared.config.result_serializer.encode(&wire::meta(
+                &cid,
+                &Outcome::Failure(err, format!("{reason}\n")),
+            ));
             let meta_key = format!("{}{cid}", wire::META);
             let _ = backend.call(&stop, |con| {
                 redis::pipe()

@@ -3,7 +3,7 @@
 //! small method per event (README, "Supervision").
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -75,6 +75,17 @@ fn allowance(avg: Option<Duration>) -> usize {
     }
 }
 
+/// How long a blocking caller that drives its own exchange spins on the
+/// socket before it sleeps in `poll`: a tiny task's result comes within a
+/// few microseconds, and a sleeping vCPU takes ~60 µs to wake here
+/// (ipc-floor.md). Two parties (caller and worker) spin on two vCPUs, not
+/// three (caller, proxy, worker) as when the proxy relays.
+const CALLER_SPIN: Duration = Duration::from_micros(50);
+/// How long a blocking caller drives its exchange before it hands it to the
+/// proxy (which enforces timeouts): a job that takes longer pays one proxy
+/// wake-up, small next to its own time.
+const CALLER_DRIVES: Duration = Duration::from_millis(2);
+
 fn set_nonblocking(fd: &OwnedFd) {
     let _ = rustix::io::ioctl_fionbio(fd, true);
 }
@@ -119,6 +130,85 @@ pub(super) struct Conn {
     timeout_ns: Option<u64>,
 }
 
+/// Runs the worker until it exits or dies, then settles its jobs; true if
+/// it got through its handshake. The one loop of a proxy thread: top up,
+/// flush, wait, read, then one method per event. The connection lives in the
+/// slot's mutex, which the proxy holds except while it sleeps with its
+/// worker idle ([`Conn::can_lend`]): a blocking caller may then drive one
+/// exchange itself ([`Conn::exchange`]).
+pub(super) fn drive(shared: &Arc<Shared>, conn: Conn) -> bool {
+    let slot = conn.slot;
+    let proxy = &shared.proxies[slot];
+    let mut guard = lock(&proxy.conn);
+    *guard = Some(conn);
+    loop {
+        let conn = guard.as_mut().expect("only the proxy empties its slot");
+        if conn.phase == Phase::Dead {
+            break;
+        }
+        conn.refresh_phase();
+        conn.top_up(shared);
+        conn.stop_if_done(shared);
+        conn.publish_backlog(shared);
+        if !conn.outbox.is_empty() && conn.outbox.flush(conn.worker.sock.as_fd()).is_err() {
+            conn.phase = Phase::Dead;
+            continue;
+        }
+        deliver(&mut conn.finished, slot, shared.timeline.as_deref());
+        // SPIN, then (unless something came) IDLE: wait for the worker, a
+        // wake-up, or the next deadline.
+        let wait_ms = conn.wait_ms(shared);
+        let got = conn.spin(shared);
+        let parked = !got && conn.phase == Phase::Idle && shared.park_idle(slot);
+        if parked {
+            shared.request_steal(slot);
+        }
+        if !got && (conn.phase != Phase::Idle || parked) {
+            if parked && conn.can_lend() {
+                let pidfd = conn
+                    .worker
+                    .pidfd
+                    .as_ref()
+                    .expect("can_lend: a pidfd")
+                    .as_raw_fd();
+                drop(guard);
+                // SAFETY: the pidfd stays open while the connection is in
+                // the slot, and only this thread takes it out (above and
+                // after the loop), so it outlives this borrow.
+                let pidfd = unsafe { BorrowedFd::borrow_raw(pidfd) };
+                let mut fds = [
+                    PollFd::new(&proxy.wake, PollFlags::IN),
+                    PollFd::new(&pidfd, PollFlags::IN),
+                ];
+                poll_ms(&mut fds, wait_ms);
+                if !fds[0].revents().is_empty() {
+                    drain(&proxy.wake);
+                }
+                guard = lock(&proxy.conn);
+            } else {
+                conn.sleep(shared, wait_ms);
+            }
+        }
+        let conn = guard.as_mut().expect("only the proxy empties its slot");
+        if parked {
+            shared.unpark(slot);
+        }
+        conn.read();
+        conn.on_frames(shared);
+        conn.check_stalled_frame();
+        conn.on_steal(shared);
+        conn.on_cancel(shared);
+        conn.on_timeout();
+        conn.on_deadlines(shared);
+        if conn.kill.is_some() {
+            conn.kill_worker();
+        }
+    }
+    let conn = guard.take().expect("only the proxy empties its slot");
+    drop(guard);
+    conn.end(shared)
+}
+
 impl Conn {
     pub(super) fn new(shared: &Shared, slot: usize, worker: Spawned) -> Conn {
         set_nonblocking(&worker.sock);
@@ -146,34 +236,6 @@ impl Conn {
         }
     }
 
-    /// Runs the worker until it exits or dies, then settles its jobs; true
-    /// if it got through its handshake.
-    pub(super) fn run(mut self, shared: &Arc<Shared>, seq: &mut u64) -> bool {
-        while self.phase != Phase::Dead {
-            self.refresh_phase();
-            self.top_up(shared, seq);
-            self.stop_if_done(shared);
-            self.publish_backlog(shared);
-            if !self.outbox.is_empty() && self.outbox.flush(self.worker.sock.as_fd()).is_err() {
-                self.phase = Phase::Dead;
-                continue;
-            }
-            deliver(&mut self.finished, self.slot, shared.timeline.as_deref());
-            self.wait(shared);
-            self.read();
-            self.on_frames(shared);
-            self.check_stalled_frame();
-            self.on_steal(shared);
-            self.on_cancel(shared);
-            self.on_timeout();
-            self.on_deadlines(shared);
-            if self.kill.is_some() {
-                self.kill_worker();
-            }
-        }
-        self.end(shared)
-    }
-
     fn ready(&self) -> bool {
         matches!(self.phase, Phase::Idle | Phase::Running)
     }
@@ -196,7 +258,7 @@ impl Conn {
     }
 
     /// TOP UP: hands queued jobs to the worker, up to its allowance.
-    fn top_up(&mut self, shared: &Arc<Shared>, seq: &mut u64) {
+    fn top_up(&mut self, shared: &Arc<Shared>) {
         if !self.ready()
             || self.kill.is_some()
             || self.taken_back.is_some()
@@ -215,8 +277,9 @@ impl Conn {
                 }
                 self.isolating = true;
             }
-            let s = *seq;
-            *seq += 1;
+            let s = shared.proxies[self.slot]
+                .next_seq
+                .fetch_add(1, Ordering::Relaxed);
             if !self.send_job(shared, s, job) {
                 continue;
             }
@@ -324,43 +387,32 @@ impl Conn {
         wait.map_or(-1, |w| w.min(i32::MAX as u64) as i32)
     }
 
-    /// SPIN, then (unless something came) IDLE: waits for the worker, a
-    /// wake-up, or the next deadline.
-    fn wait(&mut self, shared: &Shared) {
-        let wait_ms = self.wait_ms(shared);
-        let got = self.spin(shared);
+    /// IDLE: sleeps in `poll` until the worker sends (or can take more),
+    /// the proxy is woken, the worker exits, or `wait_ms` passes.
+    fn sleep(&mut self, shared: &Shared, wait_ms: i32) {
         let proxy = &shared.proxies[self.slot];
-        let parked = !got && self.phase == Phase::Idle && shared.park_idle(self.slot);
-        if parked {
-            shared.request_steal(self.slot);
-        }
-        if !got && (self.phase != Phase::Idle || parked) {
-            let sock_events = if self.outbox.is_empty() {
-                PollFlags::IN
-            } else {
-                PollFlags::IN | PollFlags::OUT
-            };
-            // Without a pidfd (Linux before 5.3) the wake fd stands in
-            // for it, watched twice; only a real pidfd says "exited".
-            let mut fds = [
-                PollFd::new(&self.worker.sock, sock_events),
-                PollFd::new(&proxy.wake, PollFlags::IN),
-                match &self.worker.pidfd {
-                    Some(pidfd) => PollFd::new(pidfd, PollFlags::IN),
-                    None => PollFd::new(&proxy.wake, PollFlags::IN),
-                },
-            ];
-            poll_ms(&mut fds, wait_ms);
-            let woken = !fds[1].revents().is_empty();
-            // The worker exited; its socket may live on in a process it
-            // started. Read what it sent, then settle.
-            self.exited |= self.worker.pidfd.is_some() && !fds[2].revents().is_empty();
-            if woken {
-                drain(&proxy.wake);
-            }
-        }
-        if parked {
-            shared.unpark(self.slot);
+        let sock_events = if self.outbox.is_empty() {
+            PollFlags::IN
+        } else {
+            PollFlags::IN | PollFlags::OUT
+        };
+        // Without a pidfd (Linux before 5.3) the wake fd stands in for it,
+        // watched twice; only a real pidfd says "exited".
+        let mut fds = [
+            PollFd::new(&self.worker.sock, sock_events),
+            PollFd::new(&proxy.wake, PollFlags::IN),
+            match &self.worker.pidfd {
+                Some(pidfd) => PollFd::new(pidfd, PollFlags::IN),
+                None => PollFd::new(&proxy.wake, PollFlags::IN),
+            },
+        ];
+        poll_ms(&mut fds, wait_ms);
+        let woken = !fds[1].revents().is_empty();
+        // The worker exited; its socket may live on in a process it
+        // started. Read what it sent, then settle.
+        self.exited |= self.worker.pidfd.is_some() && !fds[2].revents().is_empty();
+        if woken {
+            drain(&proxy.wake);
         }
     }
 
@@ -675,6 +727,97 @@ impl Conn {
                 self.slot
             )));
         }
+    }
+
+    /// True if the worker is idle with nothing pending, so that the proxy
+    /// may sleep without watching its socket (a pidfd tells of its death)
+    /// and lend the connection to a blocking caller.
+    pub(super) fn can_lend(&self) -> bool {
+        self.phase == Phase::Idle
+            && self.kill.is_none()
+            && self.cancel_wanted.is_empty()
+            && self.taken_back.is_none()
+            && !self.isolating
+            && !self.exited
+            && self.finished.is_empty()
+            && self.partial_since.is_none()
+            && !self.inbox.has_partial()
+            && self.outbox.is_empty()
+            && self.worker.pidfd.is_some()
+    }
+
+    /// A BLOCKING CALLER'S EXCHANGE, on the caller's thread (README,
+    /// "Latency"): sends `job` to the idle worker, waits for its result
+    /// (spinning briefly, then in `poll`), and delivers it. Anything else
+    /// (death, garbage, a cancel or terminate, which wake the proxy, or no
+    /// result within [`CALLER_DRIVES`]) ends the exchange early and leaves
+    /// the rest to the proxy. True if the worker is idle and clean again
+    /// (`can_lend`); false if the proxy must take over.
+    pub(super) fn exchange(&mut self, shared: &Arc<Shared>, job: ProcJob<'static>) -> bool {
+        let proxy = &shared.proxies[self.slot];
+        let s = proxy.next_seq.fetch_add(1, Ordering::Relaxed);
+        if self.send_job(shared, s, job)
+            && shared
+                .config
+                .max_tasks_per_child
+                .is_some_and(|m| self.sent_jobs >= m)
+        {
+            self.send_stop();
+        }
+        self.refresh_phase();
+        self.publish_backlog(shared);
+        if !matches!(self.outbox.flush(self.worker.sock.as_fd()), Ok(true)) {
+            return false;
+        }
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while !self.inflight.is_empty() {
+            match self.inbox.read_nonblocking(self.worker.sock.as_fd()) {
+                Ok(Read::Data) => {
+                    self.on_frames(shared);
+                    if self.kill.is_some() {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(Read::WouldBlock) => {}
+                Ok(Read::Eof) | Err(_) => break,
+            }
+            let waited = start.elapsed();
+            if waited >= CALLER_DRIVES {
+                break;
+            }
+            if waited < CALLER_SPIN {
+                spins += 1;
+                if spins.is_multiple_of(64) {
+                    std::thread::yield_now();
+                }
+                std::hint::spin_loop();
+                continue;
+            }
+            let Some(pidfd) = &self.worker.pidfd else {
+                break;
+            };
+            let mut fds = [
+                PollFd::new(&self.worker.sock, PollFlags::IN),
+                PollFd::new(&proxy.wake, PollFlags::IN),
+                PollFd::new(pidfd, PollFlags::IN),
+            ];
+            let left = CALLER_DRIVES - waited;
+            let timeout = rustix::event::Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            };
+            let _ = rustix::event::poll(&mut fds, Some(&timeout));
+            if !fds[1].revents().is_empty() || !fds[2].revents().is_empty() {
+                // The proxy is wanted (cancel, terminate, take-back) or the
+                // worker exited: hand over.
+                break;
+            }
+        }
+        deliver(&mut self.finished, self.slot, shared.timeline.as_deref());
+        self.publish_backlog(shared);
+        self.can_lend()
     }
 
     /// Kills the worker's whole group: what the task started dies with it.
