@@ -532,9 +532,12 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
             return;
         }
     }
-    // Without a flusher thread (none could start), results wait for the
-    // next flush point, as they did before the flusher existed.
-    let flusher = start_flusher(sock.as_raw_fd(), post.clone());
+    // The flusher starts the first time it is needed (a task starts while
+    // results wait): a worker that serves one call at a time never needs
+    // it, and every worker starts one thread fewer on its way to its first
+    // result. Without a flusher thread (none could start), results wait for
+    // the next flush point, as they did before the flusher existed.
+    let mut flusher: Option<bool> = None;
     let _stop = StopFlusher(&post);
     let mut last_flush = Instant::now();
     let mut tasks = 0u64;
@@ -570,7 +573,10 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                     let task_start = Instant::now();
                     tasks += 1;
                     post.running.store(tasks, Ordering::Release);
-                    if flusher && !post.outbox().is_empty() {
+                    if !post.outbox().is_empty()
+                        && *flusher
+                            .get_or_insert_with(|| start_flusher(sock.as_raw_fd(), post.clone()))
+                    {
                         post.watch(tasks, task_start);
                     }
                     control.set_flags(flags);
