@@ -140,20 +140,7 @@ pub fn run_if_node() {
             }
         }
     }
-    let code = match Worker::start(config) {
-        Ok(node) => match node.serve() {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("crew celery node {}: {e}", std::process::id());
-                2
-            }
-        },
-        Err(e) => {
-            eprintln!("crew celery node {}: cannot start: {e}", std::process::id());
-            2
-        }
-    };
-    std::process::exit(code);
+    crew_redis::serve_and_exit("crew celery node", Worker::start(config), Worker::serve);
 }
 
 // Enter node mode before `main`, as worker processes do (crew-process).

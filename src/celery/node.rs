@@ -1434,37 +1434,20 @@ fn control_reply(shared: &Shared, method: &str) -> Value {
 // CONTROL: answer `celery inspect` and `celery control` on the mailbox's
 // pub/sub channel.
 fn control_loop(shared: &Arc<Shared>, mut link: Link) {
-    let Ok(client) = crew_redis::client(&shared.config.broker, None) else {
+    let channel = control::channel(events::db_of(&shared.config.broker));
+    let Ok(sub) = crew_redis::Subscriber::new(&shared.config.broker, None, &channel) else {
         return;
     };
-    let channel = control::channel(events::db_of(&shared.config.broker));
     let mut clock = 0u64;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(5)) else {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        };
-        let mut pubsub = con.as_pubsub();
-        if pubsub.subscribe(&channel).is_err()
-            || pubsub
-                .set_read_timeout(Some(Duration::from_millis(200)))
-                .is_err()
-        {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        }
-        while !shared.stop.load(Ordering::Relaxed) {
-            let payload = match pubsub.get_message() {
-                Ok(msg) => msg.get_payload_bytes().to_vec(),
-                Err(e) if e.is_timeout() => continue,
-                Err(_) => break,
-            };
-            let Some(req) = control::decode(&payload, &shared.hostname, wire::now()) else {
-                continue;
+    sub.run(
+        || shared.stop.load(Ordering::Relaxed),
+        |payload| {
+            let Some(req) = control::decode(payload, &shared.hostname, wire::now()) else {
+                return;
             };
             let data = control_reply(shared, &req.method);
             let Some((exchange, routing_key, ticket)) = req.reply else {
-                continue;
+                return;
             };
             clock += 1;
             let raw = control::reply_envelope(
@@ -1489,6 +1472,6 @@ fn control_loop(shared: &Arc<Shared>, mut link: Link) {
             if let Some(Err(e)) = r {
                 eprintln!("crew celery node {}: replying: {e}", shared.hostname);
             }
-        }
-    }
+        },
+    );
 }
