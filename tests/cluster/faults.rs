@@ -416,6 +416,43 @@ fn redis_killed_and_restarted_mid_map_loses_no_accepted_task() {
 }
 
 #[test]
+fn redis_restarted_without_its_data_mid_map_gets_the_lost_tasks_again() {
+    // As after a failover to a replica that had not yet received the
+    // latest writes: a Redis with another run id and less (here: none) of
+    // the data. The driver sends again what it waits for.
+    let mut own = LocalRedis::start_with(false, &[]).unwrap();
+    let queue = fresh_queue();
+    let _ns = nodes(&own, &queue, 1, 2, &[]);
+    let pool = pool_on(&own, &queue, 2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let map = std::thread::spawn(move || {
+        let mut it = pool.with_chunksize(20).imap(busy, 0..3_000u64);
+        let mut got = Vec::new();
+        for (i, r) in it.by_ref().enumerate() {
+            got.push(r.unwrap());
+            if i == 500 {
+                tx.send(()).unwrap();
+            }
+        }
+        got
+    });
+    rx.recv_timeout(LONG).expect("the map got going");
+    own.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    own.restart().unwrap();
+    let deadline = Instant::now() + 4 * LONG;
+    while !map.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the map did not end after Redis came back empty"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = map.join().unwrap();
+    assert_eq!(got, (0..3_000u64).map(|x| x * 3).collect::<Vec<_>>());
+}
+
+#[test]
 fn task_timeout_kills_the_worker_on_its_node() {
     let queue = fresh_queue();
     let ns = nodes(redis(), &queue, 1, 1, &[]);
