@@ -37,24 +37,16 @@ pub(crate) mod thread {
     }
 }
 
-/// A spin-wait hint; a yield under loom, which must see every busy loop
-/// give way.
-pub(crate) fn spin_loop() {
-    #[cfg(not(loom))]
-    std::hint::spin_loop();
-    #[cfg(loom)]
-    loom::thread::yield_now();
-}
-
 #[cfg(loom)]
-pub(crate) use self::injector::{Injector, Steal};
+pub(crate) use self::injector::Injector;
 
-/// crossbeam's `Injector`, whose insides loom cannot see, as a queue whose
+/// The thread back-end's job queue (`threads/queue.rs`: a ring, then a
+/// crossbeam `Injector`, whose insides loom cannot see), as a queue whose
 /// emptiness is one loom atomic: a push is visible to `is_empty` once its
-/// SeqCst increment is (crossbeam publishes a push with a SeqCst CAS of its
-/// tail index, and `is_empty` reads both indices SeqCst). The mutex only
-/// guards the items; `is_empty`, which the sleep protocol relies on, never
-/// takes it.
+/// SeqCst increment is (the real queue publishes a push with a SeqCst
+/// read-modify-write of a tail index, and `is_empty` reads the indices
+/// SeqCst). The mutex only guards the items; `is_empty`, which the sleep
+/// protocol relies on, never takes it.
 #[cfg(loom)]
 mod injector {
     use std::collections::VecDeque;
@@ -65,13 +57,6 @@ mod injector {
     pub(crate) struct Injector<T> {
         items: Mutex<VecDeque<T>>,
         len: AtomicUsize,
-    }
-
-    pub(crate) enum Steal<T> {
-        Empty,
-        Success(T),
-        #[allow(dead_code)] // crossbeam's third outcome; this queue never retries
-        Retry,
     }
 
     impl<T> Injector<T> {
@@ -87,18 +72,13 @@ mod injector {
             self.len.fetch_add(1, SeqCst);
         }
 
-        pub(crate) fn steal(&self) -> Steal<T> {
+        pub(crate) fn pop(&self) -> Option<T> {
             if self.len.load(SeqCst) == 0 {
-                return Steal::Empty;
+                return None;
             }
-            let mut items = self.items.lock().unwrap();
-            match items.pop_front() {
-                Some(item) => {
-                    self.len.fetch_sub(1, SeqCst);
-                    Steal::Success(item)
-                }
-                None => Steal::Empty,
-            }
+            let item = self.items.lock().unwrap().pop_front()?;
+            self.len.fetch_sub(1, SeqCst);
+            Some(item)
         }
 
         pub(crate) fn is_empty(&self) -> bool {
