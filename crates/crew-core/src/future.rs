@@ -295,8 +295,14 @@ impl<T: Send> Future<T> {
         self.slot.on_done(Box::new(callback));
     }
 
-    pub(crate) fn on_done_boxed(&self, callback: crate::slot::Callback<Result<T>>) {
-        self.slot.on_done_listener(callback);
+    /// Has `listener(index, outcome)` run once the future is done (the
+    /// hook of `wait` and `as_completed`).
+    pub(crate) fn on_done_listener(
+        &self,
+        listener: crate::slot::Listener<Result<T>>,
+        index: usize,
+    ) {
+        self.slot.on_done_listener(listener, index);
     }
 }
 

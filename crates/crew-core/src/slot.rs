@@ -67,8 +67,22 @@ const CALLBACKS: usize = 1 << 5;
 
 pub(crate) type Callback<V> = Box<dyn FnOnce(&V) + Send>;
 
+/// An internal observer of many slots; see [`Slot::on_done_listener`].
+pub(crate) type Listener<V> = Arc<dyn Fn(usize, &V) + Send + Sync>;
+
 /// `readers` while the value is being moved out.
 const TAKING: usize = 1 << (usize::BITS - 1);
+
+/// The spin of this slot's waits: crew's policy; none under loom, whose
+/// models explore the parking (and yielding) paths, and whose state space
+/// grows with every extra check.
+fn spin_wait() -> SpinWait {
+    if cfg!(loom) {
+        SpinWait::with_budget(std::time::Duration::ZERO)
+    } else {
+        SpinWait::new()
+    }
+}
 
 /// A wait for other threads to leave the value (they hold it for a few
 /// instructions, unless preempted): spins, then yields.
@@ -111,9 +125,10 @@ enum Waiter<V> {
     Waker(Waker),
     /// A user's callback: runs before waiters are released.
     Callback(Callback<V>),
-    /// An internal observer (`wait`, `as_completed`): runs once the slot is
-    /// fully done, like a woken thread.
-    Listener(Callback<V>),
+    /// An internal observer (`wait`, `as_completed`), told the index it
+    /// was registered with: runs once the slot is fully done, like a woken
+    /// thread. One observer watches many slots (no allocation per slot).
+    Listener(Listener<V>, usize),
     /// A callback already run (its place in the list, while the list is
     /// being worked through).
     Ran,
@@ -236,7 +251,7 @@ impl<V> Slot<V> {
 
     /// Pins the value for reading (waits out a move in progress).
     fn pin(&self) -> Pin<'_, V> {
-        let mut spin = SpinWait::new();
+        let mut spin = spin_wait();
         loop {
             let r = self.readers.load(Ordering::Relaxed);
             if r & TAKING == 0
@@ -260,7 +275,7 @@ impl<V> Slot<V> {
         if self.lent_here() {
             return None;
         }
-        let mut spin = SpinWait::new();
+        let mut spin = spin_wait();
         while self
             .readers
             .compare_exchange_weak(0, TAKING, Ordering::Acquire, Ordering::Relaxed)
@@ -441,10 +456,10 @@ impl<V> Slot<V> {
 
     /// Runs `f(&value)` once the slot is done and its callbacks have run:
     /// the hook of `wait` and `as_completed`, which then see `is_done()`.
-    pub(crate) fn on_done_listener(&self, f: Callback<V>) {
-        if let Some(Waiter::Listener(f)) = self.register(Waiter::Listener(f)) {
+    pub(crate) fn on_done_listener(&self, f: Listener<V>, index: usize) {
+        if let Some(Waiter::Listener(f, index)) = self.register(Waiter::Listener(f, index)) {
             self.settle();
-            self.with_value(|v| run_callback(f, v));
+            self.with_value(|v| run_listener(&f, index, v));
         }
     }
 
@@ -456,7 +471,7 @@ impl<V> Slot<V> {
             return true;
         }
         // Spin first (a result is often microseconds away), then park.
-        let mut spin = SpinWait::new();
+        let mut spin = spin_wait();
         while !self.is_done() {
             if !spin.spin() {
                 break;
@@ -604,15 +619,25 @@ fn wake<V>(w: Waiter<V>, value: &V) {
     match w {
         Waiter::Thread(t) => t.unpark(),
         Waiter::Waker(w) => w.wake(),
-        Waiter::Callback(f) | Waiter::Listener(f) => run_callback(f, value),
+        Waiter::Callback(f) => run_callback(f, value),
+        Waiter::Listener(f, index) => run_listener(&f, index, value),
         Waiter::Ran => {}
     }
 }
 
 fn run_callback<V>(f: Callback<V>, value: &V) {
+    guarded(|| f(value));
+}
+
+fn run_listener<V>(f: &Listener<V>, index: usize, value: &V) {
+    guarded(|| f(index, value));
+}
+
+/// Runs a callback or a listener.
+fn guarded(f: impl FnOnce()) {
     // A panicking callback must not take the worker (or the other callbacks)
     // with it; Python's pools likewise report and go on.
-    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(value))) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         // The callback's panic, not the task's: the task itself succeeded
         // or failed on its own, and its outcome stands.
         eprintln!("{}", callback_panic_report(&*p));

@@ -76,7 +76,11 @@ mod injector {
             if self.len.load(SeqCst) == 0 {
                 return None;
             }
-            let item = self.items.lock().unwrap().pop_front()?;
+            // The count drops under the lock: a popper seeing `len` > 0 then
+            // finds the item (or one popped by a thread that already
+            // counted it out).
+            let mut items = self.items.lock().unwrap();
+            let item = items.pop_front()?;
             self.len.fetch_sub(1, SeqCst);
             Some(item)
         }
