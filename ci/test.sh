@@ -29,21 +29,22 @@ if [ -n "$missing" ]; then
     fi
 fi
 # The Celery tests (tests/celery.rs) run real Celery workers and clients:
-# Python 3 with `celery[redis]` (the extra matters: plain `celery redis`
-# lacks `packaging`).
+# Python 3 with `celery[redis,msgpack]` (the redis extra matters: plain
+# `celery redis` lacks `packaging`; msgpack is the second serializer the
+# tests send).
 py="${CREW_PYTHON:-python3}"
-if ! "$py" -c 'import celery, redis' >/dev/null 2>&1; then
+if ! "$py" -c 'import celery, redis, msgpack' >/dev/null 2>&1; then
     if command -v "$py" >/dev/null 2>&1 && "$py" -m pip --version >/dev/null 2>&1; then
-        echo "ci/test.sh: installing celery[redis] for the Celery tests" >&2
+        echo "ci/test.sh: installing celery[redis,msgpack] for the Celery tests" >&2
         # A system Python (PEP 668) refuses plain installs as root.
-        "$py" -m pip install -q "celery[redis]" ||
-            "$py" -m pip install -q --break-system-packages "celery[redis]" || {
-            echo "ci/test.sh: 'pip install \"celery[redis]\"' failed; install it by hand" >&2
+        "$py" -m pip install -q "celery[redis,msgpack]" ||
+            "$py" -m pip install -q --break-system-packages "celery[redis,msgpack]" || {
+            echo "ci/test.sh: 'pip install \"celery[redis,msgpack]\"' failed; install it by hand" >&2
             exit 1
         }
     else
-        echo "ci/test.sh: the Celery tests need python3 with pip (to install celery[redis]);" >&2
-        echo "  install python3 and python3-pip, or set CREW_PYTHON to a python with celery[redis]" >&2
+        echo "ci/test.sh: the Celery tests need python3 with pip (to install celery[redis,msgpack]);" >&2
+        echo "  install python3 and python3-pip, or set CREW_PYTHON to a python with celery[redis,msgpack]" >&2
         exit 1
     fi
 fi

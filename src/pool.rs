@@ -906,6 +906,19 @@ impl<B: Backend> Pool<B> {
         engine::map_blocking(&**self.backend, task, items, &self.opts)
     }
 
+    /// `imap` (`ordered`) or `imap_unordered` with a task that is not a
+    /// plain function (the cache's).
+    pub(crate) fn run_imap<T, I, R>(&self, task: T, items: I, ordered: bool) -> Imap<B, T, I, R>
+    where
+        I: Iterator,
+        B: Runs<'static, T, I::Item, R>,
+        T: Send + Sync + 'static,
+        I::Item: 'static,
+        R: Send + 'static,
+    {
+        Imap::new(self.backend.clone(), task, items, ordered, &self.opts, None)
+    }
+
     /// Like [`map`](Pool::map), for a function of several arguments: each
     /// item is a tuple of arguments, `f(a, b, …)` (Python's `starmap`).
     ///

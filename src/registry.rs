@@ -150,6 +150,15 @@ impl TaskEntry {
     /// // A missing argument is a `TypeError`, as in Python.
     /// let e = entry.call_json(vec![json!([1.0])], Map::new()).unwrap_err();
     /// assert_eq!(e.exc_type, "TypeError");
+    ///
+    /// // A task returning `Result`: `Ok(v)` is `v`, `Err(e)` an exception.
+    /// #[crew::task(name = "docs::call_json::parse")]
+    /// fn parse(s: String) -> Result<i64, std::num::ParseIntError> { s.parse() }
+    ///
+    /// let entry = crew::registry::lookup("docs::call_json::parse").unwrap();
+    /// assert_eq!(entry.call_json(vec![json!("42")], Map::new()).unwrap(), json!(42));
+    /// let e = entry.call_json(vec![json!("x")], Map::new()).unwrap_err();
+    /// assert_eq!(e.exc_type, "ParseIntError");
     /// ```
     ///
     /// # Errors
@@ -157,7 +166,9 @@ impl TaskEntry {
     /// A [`JsonError`] shaped like the Python exception a Python function
     /// would raise: `TypeError` for a missing, unexpected or surplus
     /// argument, or one that does not decode into its type; `ValueError`
-    /// for a result JSON cannot hold. A panic of the task is not caught.
+    /// for a result JSON cannot hold; for a task returning `Result<T, E>`
+    /// (`E: Display`), its `Err(e)` as [`JsonError::from_error`] makes it.
+    /// A panic of the task is not caught.
     pub fn call_json(
         &self,
         args: Vec<json::Value>,
@@ -385,6 +396,134 @@ pub fn json_result<R: Serialize>(out: &R) -> std::result::Result<json::Value, Js
         exc_module: "builtins".into(),
         message: format!("the result cannot be written as JSON: {e}"),
     })
+}
+
+impl JsonError {
+    /// The Python exception a task's `Err(e)` stands for: `e` itself if it
+    /// is a `JsonError`; Celery's `billiard.exceptions.SoftTimeLimitExceeded`
+    /// for [`crate::celery::SoftTimeLimitExceeded`]; `builtins.RuntimeError`
+    /// for a `String` or `&str`;
+    /// otherwise the error type's name (`ParseIntError`, generics dropped)
+    /// with its Rust module path (`core::num::error`) as `exc_module`. The
+    /// message is `e`'s `Display`. Celery's Python side rebuilds an unknown
+    /// exception type as a class of that name (in `celery.exceptions`),
+    /// which `.get()` raises.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use crew::registry::JsonError;
+    ///
+    /// let e = JsonError::from_error(&"x".parse::<i32>().unwrap_err());
+    /// assert_eq!(e.exc_type, "ParseIntError");
+    /// assert_eq!(e.message, "invalid digit found in string");
+    /// let e = JsonError::from_error(&String::from("no luck"));
+    /// assert_eq!((e.exc_type.as_str(), e.exc_module.as_str()), ("RuntimeError", "builtins"));
+    /// ```
+    pub fn from_error<E: std::fmt::Display + 'static>(e: &E) -> JsonError {
+        let any = e as &dyn std::any::Any;
+        if let Some(j) = any.downcast_ref::<JsonError>() {
+            return j.clone();
+        }
+        if let Some(s) = any.downcast_ref::<crate::celery::SoftTimeLimitExceeded>() {
+            return JsonError {
+                exc_type: "SoftTimeLimitExceeded".into(),
+                exc_module: "billiard.exceptions".into(),
+                message: s.to_string(),
+            };
+        }
+        if any.is::<String>() || any.is::<&str>() {
+            return JsonError {
+                exc_type: "RuntimeError".into(),
+                exc_module: "builtins".into(),
+                message: e.to_string(),
+            };
+        }
+        let full = type_name::<E>();
+        let base = full.split('<').next().unwrap_or(full);
+        let (module, name) = base.rsplit_once("::").unwrap_or(("", base));
+        JsonError {
+            exc_type: name.to_owned(),
+            exc_module: module.to_owned(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A task's result on its way to JSON; see [`JsonOutResult`].
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct JsonOut<'a, T>(pub &'a T);
+
+/// A task returning `Result<T, E>`: `Ok(v)` is the value `v`, `Err(e)` the
+/// exception [`JsonError::from_error`] makes of `e` (Celery's `FAILURE`).
+/// Chosen over [`JsonOutPlain`] by method resolution whenever the result
+/// is a `Result` whose error has `Display`.
+#[doc(hidden)]
+pub trait JsonOutResult {
+    /// The result as JSON, or the exception it stands for.
+    fn crew_json_out(&self) -> std::result::Result<json::Value, JsonError>;
+}
+
+impl<T: Serialize, E: std::fmt::Display + 'static> JsonOutResult
+    for JsonOut<'_, std::result::Result<T, E>>
+{
+    fn crew_json_out(&self) -> std::result::Result<json::Value, JsonError> {
+        match self.0 {
+            Ok(v) => json_result(v),
+            Err(e) => Err(JsonError::from_error(e)),
+        }
+    }
+}
+
+/// Any other result: its JSON.
+#[doc(hidden)]
+pub trait JsonOutPlain {
+    /// The result as JSON.
+    fn crew_json_out(&self) -> std::result::Result<json::Value, JsonError>;
+}
+
+impl<T: Serialize> JsonOutPlain for &JsonOut<'_, T> {
+    fn crew_json_out(&self) -> std::result::Result<json::Value, JsonError> {
+        json_result(self.0)
+    }
+}
+
+/// A task's result on its way to another process of this program
+/// (postcard); see [`BinOutSerialize`].
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct BinOut<'a, T>(pub &'a T);
+
+/// A result with `Serialize`: its bytes.
+#[doc(hidden)]
+pub trait BinOutSerialize {
+    /// The result's bytes.
+    fn crew_bin_out(&self) -> Result<Vec<u8>>;
+}
+
+impl<T: Serialize> BinOutSerialize for BinOut<'_, T> {
+    fn crew_bin_out(&self) -> Result<Vec<u8>> {
+        encode(self.0)
+    }
+}
+
+/// A result without `Serialize` (a `Result` whose error is only
+/// `Display`, for a Celery task): it cannot be sent back.
+#[doc(hidden)]
+pub trait BinOutOther {
+    /// The error saying so.
+    fn crew_bin_out(&self) -> Result<Vec<u8>>;
+}
+
+impl<T> BinOutOther for &BinOut<'_, T> {
+    fn crew_bin_out(&self) -> Result<Vec<u8>> {
+        Err(Error::invalid_input(format!(
+            "the task's result type {} has no serde::Serialize, so it can only be \
+             called with JSON (as a Celery task), not by name from Rust",
+            type_name::<T>()
+        )))
+    }
 }
 
 #[doc(hidden)]

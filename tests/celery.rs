@@ -1,7 +1,7 @@
 //! crew in a Celery deployment, against real Celery (Python) and Redis:
 //! Python clients calling Rust tasks on a crew node, a crew client calling
 //! a Python worker, a node killed mid-task, and both kinds of worker on one
-//! queue. Needs `python3` with `celery[redis]` and `redis-server`
+//! queue. Needs `python3` with `celery[redis,msgpack]` and `redis-server`
 //! (`ci/test.sh` installs both).
 
 use std::io::Write as _;
@@ -30,6 +30,50 @@ fn scale(xs: Vec<f64>, by: f64) -> Vec<f64> {
 #[crew::task(name = "tasks.panic")]
 fn panics(message: String) -> i64 {
     panic!("{message}")
+}
+
+#[crew::task(name = "tasks.parse")]
+fn parse(text: String) -> Result<i64, std::num::ParseIntError> {
+    text.trim().parse()
+}
+
+#[crew::task(name = "tasks.checked_div")]
+fn checked_div(a: i64, b: i64) -> Result<i64, String> {
+    a.checked_div(b)
+        .ok_or_else(|| format!("cannot divide {a} by {b}"))
+}
+
+#[crew::task(name = "tasks.positive")]
+fn positive(x: i64) -> Result<i64, crew::registry::JsonError> {
+    if x > 0 {
+        Ok(x)
+    } else {
+        Err(crew::registry::JsonError {
+            exc_type: "ValueError".into(),
+            exc_module: "builtins".into(),
+            message: format!("{x} is not positive"),
+        })
+    }
+}
+
+/// Works in 10 ms steps for up to `max_ms`, asking for the soft time
+/// limit: `fail` returns its error (a FAILURE), otherwise the task winds
+/// down and says how.
+#[crew::task(name = "tasks.until_soft_limit")]
+fn until_soft_limit(
+    max_ms: u64,
+    fail: bool,
+) -> Result<String, crew::celery::SoftTimeLimitExceeded> {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(max_ms) {
+        if fail {
+            crew::celery::check_soft_limit()?;
+        } else if crew::celery::soft_limit_exceeded() {
+            return Ok("wound down".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok("no soft limit seen".into())
 }
 
 #[crew::task(name = "tasks.segfault")]
@@ -78,14 +122,14 @@ fn here() -> PathBuf {
 /// Fails, saying how to install it, if Python's Celery is missing.
 fn require_celery() {
     let ok = Command::new(python())
-        .args(["-c", "import celery, redis"])
+        .args(["-c", "import celery, redis, msgpack"])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "these tests need Python's Celery with its Redis extra: run \
-         `pip install \"celery[redis]\"` (ci/test.sh does), or set CREW_PYTHON \
-         to a python that has it"
+        "these tests need Python's Celery with its Redis and msgpack extras: run \
+         `pip install \"celery[redis,msgpack]\"` (ci/test.sh does), or set \
+         CREW_PYTHON to a python that has it"
     );
 }
 
@@ -122,7 +166,19 @@ impl Setup {
 
     /// A crew node consuming `queues` (comma-separated).
     fn node_on(&self, queues: &str, concurrency: usize, visibility_ms: u64) -> Kid {
+        self.node_with(queues, concurrency, visibility_ms, &[])
+    }
+
+    /// A crew node with more environment variables.
+    fn node_with(
+        &self,
+        queues: &str,
+        concurrency: usize,
+        visibility_ms: u64,
+        env: &[(&str, &str)],
+    ) -> Kid {
         let child = Command::new("/proc/self/exe")
+            .envs(env.iter().copied())
             .env("CREW_CELERY_QUEUES", queues)
             .env("CREW_CELERY", format!("{}/0", self.url()))
             .env("CREW_CELERY_BACKEND", format!("{}/1", self.url()))
@@ -220,6 +276,47 @@ fn python_client_runs_rust_tasks() {
         r["time_limit"]
     );
     assert_eq!(ok(&r["in_time"]), 10);
+    // msgpack messages are read; pickle is refused with a FAILURE saying why.
+    assert_eq!(ok(&r["msgpack"]), &serde_json::json!([3.0, 4.0]));
+    assert_eq!(ok(&r["msgpack_chain"]), 113);
+    let pickle = err(&r["pickle"]);
+    assert!(
+        pickle.starts_with("kombu.exceptions.ContentDisallowed")
+            && pickle.contains("does not unpickle"),
+        "{pickle}"
+    );
+    // A `Result` task: `Ok` is a SUCCESS, `Err` a FAILURE `.get()` raises.
+    assert_eq!(ok(&r["parse_ok"]), 42);
+    assert_eq!(r["parse_err_state"], "FAILURE");
+    let parse_err = err(&r["parse_err"]);
+    assert!(
+        parse_err.starts_with("celery.exceptions.ParseIntError")
+            && parse_err.contains("invalid digit"),
+        "{parse_err}"
+    );
+    assert_eq!(
+        err(&r["string_err"]),
+        "builtins.RuntimeError: cannot divide 1 by 0"
+    );
+    assert_eq!(
+        err(&r["value_error"]),
+        "builtins.ValueError: -3 is not positive"
+    );
+    // Soft time limits: the task sees it and winds down (its result
+    // stands) or fails with it; ignored, with no hard limit, the task runs
+    // on; ignored, the hard limit kills it.
+    assert_eq!(ok(&r["soft_wound_down"]), "wound down");
+    let soft = err(&r["soft_failed"]);
+    assert!(
+        soft.starts_with("billiard.exceptions.SoftTimeLimitExceeded"),
+        "{soft}"
+    );
+    assert_eq!(ok(&r["soft_ignored"]), 1500);
+    assert!(
+        err(&r["soft_then_hard"]).contains("billiard.exceptions.TimeLimitExceeded"),
+        "{}",
+        r["soft_then_hard"]
+    );
     assert!(
         err(&r["expired"]).contains("TaskRevokedError"),
         "{}",
@@ -382,7 +479,8 @@ fn celery_events_dump_shows_the_node() {
         .spawn()
         .expect("start celery events --dump");
     let _dump = Kid(dump);
-    let _node = s.node(1, 3_600_000);
+    // Task events from the start, as `celery worker -E`.
+    let _node = s.node_with("celery", 1, 3_600_000, &[("CREW_CELERY_EVENTS", "1")]);
     // Tasks until the dump has shown the node's events (it subscribes at
     // some point after starting; events sent before are not seen).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -409,6 +507,29 @@ fn celery_events_dump_shows_the_node() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+#[test]
+fn chords_with_canvas_bodies_and_chains_in_headers() {
+    let s = Setup::new();
+    let _worker = s.python_worker(1);
+    let _node = s.node_on("rust", 1, 3_600_000);
+    let r = s.drive(&["chord_canvas"]);
+    // Header [2, 4]: py.sum([2, 4], 100) and tasks.total([2, 4]).
+    assert_eq!(ok(&r["group_body"]), &serde_json::json!([106, 6]));
+    // tasks.total([2, 4]) = 6, then py.mul(6, 10).
+    assert_eq!(ok(&r["chain_body"]), 60);
+    // [py.mul(tasks.add(1, 2), 10), tasks.add(5, 5)] = [30, 10].
+    assert_eq!(ok(&r["chain_in_header"]), 40);
+    // [tasks.add(py.mul(2, 3), 4), py.mul(1, 1)] = [10, 1].
+    assert_eq!(ok(&r["chain_in_header_py_body"]), 11);
+    let failed = err(&r["failed_in_header_chain"]);
+    assert!(
+        failed.contains("ChordError") && failed.contains("in a chain"),
+        "{failed}"
+    );
+    let step = err(&r["failed_chain_step"]);
+    assert!(step.contains("in a chain"), "{step}");
 }
 
 #[test]
@@ -469,6 +590,8 @@ fn celery_inspect_and_control_see_the_node() {
     assert!(pong.contains(&host) && pong.contains("pong"), "{pong}");
     let registered = celery(&["inspect", "registered"]);
     assert!(registered.contains("tasks.record"), "{registered}");
+    let enabled = celery(&["control", "enable_events"]);
+    assert!(enabled.contains("task events enabled"), "{enabled}");
     // `celery control shutdown` stops the node as SIGTERM does.
     celery(&["control", "shutdown"]);
     let deadline = Instant::now() + Duration::from_secs(60);

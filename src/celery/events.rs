@@ -4,7 +4,7 @@
 //! pub/sub channel `/<db>.celeryev/<routing key>`.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
@@ -43,11 +43,13 @@ pub(crate) struct Events {
     tx: Mutex<Option<Sender<Event>>>,
     hostname: String,
     clock: AtomicU64,
+    /// Whether task events are sent (worker events always are).
+    tasks: AtomicBool,
 }
 
 impl Events {
     /// Events of `hostname`, published by a thread on `link`.
-    pub(crate) fn start(hostname: String, url: &str) -> crew_core::Result<Events> {
+    pub(crate) fn start(hostname: String, url: &str, tasks: bool) -> crew_core::Result<Events> {
         let link = Link::open(url, Duration::from_secs(10))?;
         let prefix = format!("/{}.celeryev/", db_of(url));
         let (tx, rx) = mpsc::channel();
@@ -59,7 +61,20 @@ impl Events {
             tx: Mutex::new(Some(tx)),
             hostname,
             clock: AtomicU64::new(0),
+            tasks: AtomicBool::new(tasks),
         })
+    }
+
+    /// Switches task events on or off (`celery control enable_events`).
+    pub(crate) fn task_events(&self, on: bool) {
+        self.tasks.store(on, Ordering::Relaxed);
+    }
+
+    /// Sends a task event, if task events are on.
+    pub(crate) fn send_task_event(&self, kind: &str, fields: Value) {
+        if self.tasks.load(Ordering::Relaxed) {
+            self.send(kind, fields);
+        }
     }
 
     /// Sends an event of `kind` (`task-succeeded`, `worker-heartbeat`) with

@@ -4,13 +4,17 @@
 //!   queues and runs the functions registered with
 //!   `#[crew::task(name = "tasks.add")]` under those Celery task names, in
 //!   crash-isolated worker processes. Python's `app.send_task("tasks.add",
-//!   (2, 3)).get()` returns 5; a panic, a segfault or a time limit becomes a
-//!   `FAILURE` that `.get()` raises. A program becomes a node before `main`
+//!   (2, 3)).get()` returns 5; a panic, a segfault, a hard time limit or
+//!   the `Err` of a task returning `Result` becomes a `FAILURE` that
+//!   `.get()` raises. A task sees its soft time limit with
+//!   [`soft_limit_exceeded`]. A program becomes a node before `main`
 //!   when started with `CREW_CELERY=redis://…` (see [`run_if_node`]).
 //! - **Rust → Python:** a [`Client`] sends a task by name to Celery's
 //!   Python workers and returns an [`AsyncResult`].
 //!
-//! Wire formats follow Celery's protocol 2 with the JSON serializer and
+//! Wire formats follow Celery's protocol 2 (task messages in JSON or
+//! msgpack; a pickled one fails with kombu's `ContentDisallowed` and is
+//! never unpickled; results in JSON, Celery's default) and
 //! kombu's Redis transport: a queue is four lists (priorities 0, 3, 6, 9;
 //! **0 is the highest**), a delivered message sits in kombu's `unacked`
 //! hash and `unacked_index` until acknowledged (the node pops and records
@@ -20,11 +24,13 @@
 //! of consumers that stopped, after the visibility timeout, as kombu's
 //! `restore_visible` does. A chain that passes through a Rust task goes on:
 //! the node publishes the chain's next signature with the result prepended.
+//! A chord whose header a Rust task completes starts its body, also when
+//! the body is a group or a chain.
 //! Signatures linked with `link` / `link_error` are sent after a Rust task
 //! succeeds (with its result prepended) or fails (with its id prepended).
 //! A node answers Celery's remote control (`celery inspect ping`, `active`,
-//! `stats`, `registered`; `celery control shutdown`) on the mailbox's
-//! pub/sub channel.
+//! `stats`, `registered`; `celery control enable_events`, `disable_events`,
+//! `shutdown`) on the mailbox's pub/sub channel.
 //!
 //! # Examples
 //!
@@ -49,12 +55,14 @@
 mod client;
 mod control;
 mod events;
+mod limits;
 mod node;
 mod wire;
 
 use std::time::Duration;
 
 pub use client::{AsyncResult, Client, Send};
+pub use limits::{SoftTimeLimitExceeded, check_soft_limit, soft_limit_exceeded};
 pub use node::{Worker, WorkerConfig};
 
 /// The broker URL that makes a program a Celery node before `main`.
@@ -65,12 +73,17 @@ pub const ENV_CELERY_BACKEND: &str = "CREW_CELERY_BACKEND";
 pub const ENV_CELERY_QUEUES: &str = "CREW_CELERY_QUEUES";
 /// The visibility timeout in milliseconds (default 3 600 000, kombu's).
 pub const ENV_CELERY_VISIBILITY_MS: &str = "CREW_CELERY_VISIBILITY_MS";
+/// How many messages a node holds at most (default 4 × concurrency).
+pub const ENV_CELERY_PREFETCH: &str = "CREW_CELERY_PREFETCH";
+/// `1` makes a node send task events from the start (`celery worker -E`).
+pub const ENV_CELERY_EVENTS: &str = "CREW_CELERY_EVENTS";
 
 pub(crate) use crew_redis::hostname;
 
 /// Serves as a Celery node if this process was started as one
 /// (`CREW_CELERY` set, with `CREW_CELERY_QUEUES`, `CREW_CELERY_BACKEND`,
-/// `CREW_CONCURRENCY` and `CREW_CELERY_VISIBILITY_MS` optional): never
+/// `CREW_CONCURRENCY`, `CREW_CELERY_VISIBILITY_MS`, `CREW_CELERY_PREFETCH`
+/// and `CREW_CELERY_EVENTS` optional): never
 /// returns then. Otherwise returns at once. Called before `main`
 /// automatically; `crew::init()` calls it too.
 ///
@@ -106,6 +119,12 @@ pub fn run_if_node() {
     }
     if let Some(ms) = var(ENV_CELERY_VISIBILITY_MS).and_then(|v| v.trim().parse().ok()) {
         config = config.visibility_timeout(Duration::from_millis(ms));
+    }
+    if let Some(n) = var(ENV_CELERY_PREFETCH).and_then(|v| v.trim().parse().ok()) {
+        config = config.prefetch(n);
+    }
+    if let Some(on) = var(ENV_CELERY_EVENTS) {
+        config = config.task_events(matches!(on.trim(), "1" | "true" | "yes" | "on"));
     }
     let code = match Worker::start(config) {
         Ok(node) => match node.serve() {

@@ -3,7 +3,7 @@
 //! crash-isolated worker processes, writes Celery results, continues
 //! chains, acknowledges, and restores messages of dead consumers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -57,6 +57,18 @@ pub struct WorkerConfig {
     /// still unacknowledged, of a consumer that stopped renewing it, is put
     /// back on its queue (default 3600 s, as kombu's).
     pub visibility_timeout: Duration,
+    /// How many messages the node holds at most, running or about to run
+    /// (Celery's prefetch: `worker_prefetch_multiplier` (4) × concurrency
+    /// by default; never fewer than `concurrency`). More takes more
+    /// messages per round trip to Redis; fewer leaves more for other
+    /// workers on the queue.
+    pub prefetch: usize,
+    /// Whether the node sends task events (`task-received`, `-started`,
+    /// `-succeeded`, `-failed`) from the start, as a Celery worker started
+    /// with `-E`; off by default, as in Celery, and switched by `celery
+    /// control enable_events` / `disable_events`. Worker events
+    /// (heartbeats) are always sent.
+    pub task_events: bool,
 }
 
 impl WorkerConfig {
@@ -70,6 +82,8 @@ impl WorkerConfig {
             queues: vec!["celery".into()],
             concurrency: crew_core::cpu_count(),
             visibility_timeout: Duration::from_secs(3600),
+            prefetch: 4 * crew_core::cpu_count(),
+            task_events: false,
         }
     }
 
@@ -87,10 +101,26 @@ impl WorkerConfig {
         self
     }
 
-    /// Sets the number of worker processes.
+    /// Sets the number of worker processes (and the prefetch to 4 × `n`).
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self.prefetch = 4 * self.concurrency;
+        self
+    }
+
+    /// Sets how many messages the node holds at most (at least
+    /// `concurrency`).
+    #[must_use]
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = n.max(1);
+        self
+    }
+
+    /// Sends task events from the start (`celery worker -E`).
+    #[must_use]
+    pub fn task_events(mut self, on: bool) -> Self {
+        self.task_events = on;
         self
     }
 
@@ -102,12 +132,14 @@ impl WorkerConfig {
     }
 }
 
-/// What a worker process is given: a task name and its JSON arguments.
+/// What a worker process is given: a task name, its JSON arguments, and
+/// its soft time limit in seconds.
 #[derive(Serialize, Deserialize, Debug)]
 struct JsonCall {
     name: String,
     args: String,
     kwargs: String,
+    soft: Option<f64>,
 }
 
 /// The task a worker process runs for a Celery message.
@@ -127,6 +159,7 @@ impl Call<JsonCall, std::result::Result<String, JsonError>> for RunByName {
             .map_err(|e| JsonError::type_error(format!("args: {e}")))?;
         let kwargs = serde_json::from_str(&c.kwargs)
             .map_err(|e| JsonError::type_error(format!("kwargs: {e}")))?;
+        let _soft = super::limits::SoftLimit::start(c.soft);
         entry.call_json(args, kwargs).map(|v| v.to_string())
     }
 }
@@ -238,7 +271,7 @@ impl Worker {
                 running: Mutex::new(0),
                 room: Condvar::new(),
                 stop: AtomicBool::new(false),
-                events: Events::start(hostname.clone(), &config.broker)?,
+                events: Events::start(hostname.clone(), &config.broker, config.task_events)?,
                 processed: std::sync::atomic::AtomicU64::new(0),
                 active: Mutex::new(HashMap::new()),
                 totals: Mutex::new(HashMap::new()),
@@ -319,35 +352,47 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
     let mut link = Link::open(&shared.config.broker, Duration::from_secs(5))?;
     let script = redis::Script::new(wire::FETCH);
     let stop = || shared.stopping();
-    // Messages whose eta is still ahead, by delivery tag.
+    let workers = shared.config.concurrency.max(1);
+    let prefetch = shared.config.prefetch.max(workers);
+    // Take messages in batches of about half the prefetch (one per script
+    // call otherwise, as each task ends), but never leave a worker idle.
+    let batch = (prefetch / 2).min(prefetch - workers + 1).max(1);
+    // Messages taken (in kombu's unacked hash, renewed by KEEP) whose eta
+    // is still ahead, and those ready to run once a worker is free.
     let mut later: Vec<Message> = Vec::new();
+    let mut ready: VecDeque<Message> = VecDeque::new();
     let mut idle = Duration::ZERO;
+    let mut blocking = true;
     while !shared.stopping() {
-        {
-            let mut running = lock(&shared.running);
-            while *running >= shared.config.concurrency && !shared.stopping() {
-                running = shared
-                    .room
-                    .wait_timeout(running, Duration::from_millis(100))
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+        let now = wire::now();
+        while let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
+            ready.push_back(later.swap_remove(i));
+        }
+        while !ready.is_empty() && *lock(&shared.running) < workers {
+            if let Some(m) = ready.pop_front() {
+                dispatch(shared, tx, m);
             }
         }
-        if shared.stopping() {
-            break;
-        }
-        let now = wire::now();
-        if let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
-            let m = later.swap_remove(i);
-            dispatch(shared, tx, m);
+        // Take up to `prefetch` messages ahead, in one script call.
+        let want = prefetch.saturating_sub(ready.len() + *lock(&shared.running));
+        if want < batch {
+            let running = lock(&shared.running);
+            if *running >= workers {
+                let _ = shared
+                    .room
+                    .wait_timeout(running, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner());
+            }
             continue;
         }
-        let want = shared
-            .config
-            .concurrency
-            .saturating_sub(*lock(&shared.running))
-            .max(1);
+        // While the queues stay empty, a plain EXISTS (a microsecond of
+        // Redis time) asks whether to run the script (tens of them).
         let popped = link.call(&stop, |con| {
+            if idle > Duration::ZERO
+                && redis::cmd("EXISTS").arg(&shared.keys).query::<u64>(con)? == 0
+            {
+                return Ok(Vec::new());
+            }
             script
                 .key(&shared.keys)
                 .arg(wire::now())
@@ -361,7 +406,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 for raw in raws {
                     match Message::parse(&raw) {
                         Ok(m) => {
-                            shared.events.send(
+                            shared.events.send_task_event(
                             "task-received",
                             serde_json::json!({
                                 "uuid": m.id,
@@ -379,7 +424,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                             if m.eta.is_some_and(|t| t > wire::now()) {
                                 later.push(m);
                             } else {
-                                dispatch(shared, tx, m);
+                                ready.push_back(m);
                             }
                         }
                         Err(reason) => reject(shared, &mut link, &raw, &reason),
@@ -387,10 +432,50 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 }
             }
             Some(Ok(_)) => {
-                // Nothing queued: poll again soon, less often the longer
-                // the queues stay empty.
-                idle = (idle * 2).clamp(Duration::from_micros(500), Duration::from_millis(20));
-                std::thread::sleep(idle);
+                // Nothing queued: wait for a message on the first list
+                // (the first queue's default priority) without taking it:
+                // BLMOVE from a list onto its own end returns as soon as
+                // the list has a message and leaves it in place. The
+                // other lists are looked at again after at most `idle`
+                // (1 ms, growing to 20 ms while the queues stay empty).
+                // Before Redis 6.2 (no BLMOVE) the node polls instead.
+                idle = idle
+                    .mul_f64(1.5)
+                    .clamp(Duration::from_millis(1), Duration::from_millis(20));
+                let woke = if blocking {
+                    let first = &shared.keys[0];
+                    let r = link.call(&stop, |con| {
+                        redis::cmd("BLMOVE")
+                            .arg(first)
+                            .arg(first)
+                            .arg("RIGHT")
+                            .arg("RIGHT")
+                            .arg(idle.as_secs_f64())
+                            .query::<Option<Vec<u8>>>(con)
+                    });
+                    match r {
+                        Some(Ok(m)) => m.is_some(),
+                        Some(Err(e)) => {
+                            if e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                            {
+                                blocking = false;
+                            }
+                            false
+                        }
+                        None => false,
+                    }
+                } else {
+                    let running = lock(&shared.running);
+                    let _ = shared
+                        .room
+                        .wait_timeout(running, idle)
+                        .unwrap_or_else(|p| p.into_inner());
+                    false
+                };
+                if woke {
+                    idle = Duration::ZERO;
+                }
             }
             Some(Err(e)) => {
                 eprintln!("crew celery node {}: reading tasks: {e}", shared.hostname);
@@ -398,6 +483,8 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             }
         }
     }
+    // What was taken but not started goes back now.
+    later.extend(ready);
     if !later.is_empty() {
         give_back(shared, &mut link, &later);
     }
@@ -480,18 +567,19 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         finish(msg, Outcome::Revoked("expired".into()));
         return;
     }
-    // A soft limit cannot interrupt Rust code: the task is stopped at the
-    // lower of the two limits.
-    let limit = match (msg.hard, msg.soft) {
-        (Some(h), Some(s)) => Some((h.min(s), s < h)),
-        (Some(h), None) => Some((h, false)),
-        (None, Some(s)) => Some((s, true)),
-        (None, None) => None,
-    };
+    if let Some(err) = msg.refused.clone() {
+        let tb = format!("crew task {}: {err}\n", msg.task);
+        finish(msg, Outcome::Failure(err, tb));
+        return;
+    }
+    // Only the hard limit kills; the task sees the soft one (earlier, or
+    // alone) through `crew::celery::soft_limit_exceeded`.
+    let limit = msg.hard;
     let input = JsonCall {
         name: msg.task.clone(),
         args: Value::Array(msg.args.clone()).to_string(),
         kwargs: Value::Object(msg.kwargs.clone()).to_string(),
+        soft: msg.soft.filter(|s| limit.is_none_or(|h| *s < h)),
     };
     let input = match remote::encode(&input) {
         Ok(b) => b,
@@ -514,14 +602,14 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         let id = msg.id.clone();
         Box::new(move || {
             s.events
-                .send("task-started", serde_json::json!({"uuid": id}))
+                .send_task_event("task-started", serde_json::json!({"uuid": id}))
         })
     };
     let task = msg.task.clone();
     let job = RawJob {
         entry: remote::call_task::<RunByName, JsonCall, JobOut>(&RunByName),
         input: RawInput::Call(input),
-        timeout: limit.map(|(s, _)| Duration::from_secs_f64(s)),
+        timeout: limit.map(Duration::from_secs_f64),
         retries: 0,
         backoff: Duration::ZERO,
         spans: false,
@@ -543,7 +631,7 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
     }
 }
 
-fn outcome_of(task: &str, out: RawOutcome, limit: Option<(f64, bool)>) -> Outcome {
+fn outcome_of(task: &str, out: RawOutcome, limit: Option<f64>) -> Outcome {
     let fail = |exc_type: &str, exc_module: &str, message: String| {
         Outcome::Failure(
             JsonError {
@@ -577,15 +665,10 @@ fn outcome_of(task: &str, out: RawOutcome, limit: Option<(f64, bool)>) -> Outcom
     }
 }
 
-fn error_outcome(task: &str, e: &Error, limit: Option<(f64, bool)>) -> Outcome {
+fn error_outcome(task: &str, e: &Error, limit: Option<f64>) -> Outcome {
     let (exc_type, exc_module, message) = if e.is_timeout() {
         match limit {
-            Some((s, true)) => (
-                "SoftTimeLimitExceeded",
-                "billiard.exceptions",
-                format!("SoftTimeLimitExceeded({s})"),
-            ),
-            Some((s, false)) => (
+            Some(s) => (
                 "TimeLimitExceeded",
                 "billiard.exceptions",
                 format!("TimeLimitExceeded({s})"),
@@ -633,8 +716,17 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
         if ended.is_empty() {
             continue;
         }
+        // A failed task's chain stops: its later steps fail with it, and
+        // one of them that belongs to a chord counts as a failed member,
+        // as Celery's `mark_as_failure` does, so the chord fails instead of
+        // waiting for it.
+        let stopped: Vec<(Message, Outcome)> = ended
+            .iter()
+            .flat_map(|(msg, outcome)| chain_stopped(msg, outcome))
+            .collect();
         let results: Vec<(String, String)> = ended
             .iter()
+            .chain(&stopped)
             .filter(|(msg, _)| {
                 !msg.headers
                     .get("ignore_result")
@@ -678,9 +770,11 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
             {
                 after.push(next);
             }
+        }
+        for (msg, outcome) in ended.iter().chain(&stopped) {
             if let Some(Chord::Fire(body, keys)) = chord_member(shared, &mut backend, msg, outcome)
             {
-                after.push(body);
+                after.extend(body);
                 chords.push(keys);
             }
         }
@@ -739,7 +833,7 @@ enum Chord {
     /// The header is complete and this node claimed the body: send it,
     /// then clean up with these keys (`.j .t .s .d` group `.c`, then the
     /// claim token).
-    Fire(Outgoing, Vec<String>),
+    Fire(Vec<Outgoing>, Vec<String>),
 }
 
 /// Records the result of a chord header member; when it completes the
@@ -863,7 +957,10 @@ fn chord_member(
         }
         return None;
     }
-    let body = signature_message(callback, Some(Value::Array(results)), msg, Vec::new())?;
+    let body = start_signature(callback, Some(Value::Array(results)), msg);
+    if body.is_empty() {
+        return None;
+    }
     Some(Chord::Fire(body, keys))
 }
 
@@ -882,8 +979,142 @@ fn linked(msg: &Message, outcome: &Outcome) -> Vec<Outgoing> {
     };
     sigs.iter()
         .filter_map(Value::as_object)
-        .filter_map(|sig| signature_message(sig, Some(prepend.clone()), msg, Vec::new()))
+        .flat_map(|sig| start_signature(sig, Some(prepend.clone()), msg))
         .collect()
+}
+
+/// The later steps of the chain a failed message was part of, each as the
+/// message it would have been (its task id, group and chord from its
+/// signature's options) with the same failure: their results are stored as
+/// that failure, and a step that is a chord member fails its chord. Plain
+/// signatures only; a group or chain among them has no task id of its own
+/// and is passed over, as Celery does.
+fn chain_stopped(msg: &Message, outcome: &Outcome) -> Vec<(Message, Outcome)> {
+    let Outcome::Failure(..) = outcome else {
+        return Vec::new();
+    };
+    let Some(chain) = msg.embed.get("chain").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    chain
+        .iter()
+        .filter_map(Value::as_object)
+        .filter(|sig| canvas_kind(sig).is_none())
+        .filter_map(|sig| {
+            let options = sig.get("options").and_then(Value::as_object)?;
+            let id = options.get("task_id")?.as_str()?.to_owned();
+            let mut headers = serde_json::Map::new();
+            for (from, to) in [("group_id", "group"), ("group_index", "group_index")] {
+                if let Some(v) = options.get(from) {
+                    headers.insert(to.into(), v.clone());
+                }
+            }
+            let mut embed = serde_json::Map::new();
+            if let Some(chord) = options.get("chord") {
+                embed.insert("chord".into(), chord.clone());
+            }
+            let step = Message {
+                tag: String::new(),
+                id,
+                task: sig.get("task")?.as_str()?.to_owned(),
+                args: Vec::new(),
+                kwargs: serde_json::Map::new(),
+                embed,
+                headers,
+                hard: None,
+                soft: None,
+                eta: None,
+                expires: None,
+                refused: None,
+            };
+            Some((step, outcome.clone()))
+        })
+        .collect()
+}
+
+/// What kind of canvas a signature dict is: `group`, `chain`, `chord`, or
+/// `None` for a plain task.
+fn canvas_kind(sig: &serde_json::Map<String, Value>) -> Option<&str> {
+    match sig.get("subtask_type").and_then(Value::as_str) {
+        Some(kind) => Some(kind),
+        None => match sig.get("task").and_then(Value::as_str) {
+            Some("celery.group") => Some("group"),
+            Some("celery.chain") => Some("chain"),
+            Some("celery.chord") => Some("chord"),
+            _ => None,
+        },
+    }
+}
+
+/// The signatures a group or chain holds (`kwargs.tasks`), in order.
+fn canvas_tasks(sig: &serde_json::Map<String, Value>) -> Vec<serde_json::Map<String, Value>> {
+    sig.get("kwargs")
+        .and_then(|k| k.get("tasks"))
+        .and_then(Value::as_array)
+        .map(|ts| ts.iter().filter_map(Value::as_object).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The messages that start a signature applied with `prepend` (a task's
+/// result, or a chord header's results), as Celery applies a canvas: a
+/// group starts each of its members with `prepend`, a chain its first task
+/// with the rest of the chain in the message (a chain inside it is
+/// flattened), a plain signature is one message. A chord there, or a chain
+/// that starts with a group (Celery makes those chords), is not started:
+/// it is logged.
+fn start_signature(
+    sig: &serde_json::Map<String, Value>,
+    prepend: Option<Value>,
+    parent: &Message,
+) -> Vec<Outgoing> {
+    match canvas_kind(sig) {
+        None => signature_message(sig, prepend, parent, Vec::new())
+            .into_iter()
+            .collect(),
+        Some("group") => canvas_tasks(sig)
+            .iter()
+            .flat_map(|member| start_signature(member, prepend.clone(), parent))
+            .collect(),
+        Some("chain") => {
+            // Flatten nested chains: Celery runs them as one sequence.
+            let mut steps = Vec::new();
+            let mut todo = canvas_tasks(sig);
+            todo.reverse();
+            while let Some(step) = todo.pop() {
+                if canvas_kind(&step) == Some("chain") {
+                    let mut inner = canvas_tasks(&step);
+                    inner.reverse();
+                    todo.extend(inner);
+                } else {
+                    steps.push(step);
+                }
+            }
+            if steps.is_empty() {
+                return Vec::new();
+            }
+            let first = steps.remove(0);
+            if canvas_kind(&first).is_some() {
+                eprintln!(
+                    "crew celery node: a chain after task {} starts with a {}, which crew does not start",
+                    parent.id,
+                    canvas_kind(&first).unwrap_or("canvas")
+                );
+                return Vec::new();
+            }
+            // The rest goes in the message reversed, as Celery sends it.
+            let rest = steps.into_iter().rev().map(Value::Object).collect();
+            signature_message(&first, prepend, parent, rest)
+                .into_iter()
+                .collect()
+        }
+        Some(kind) => {
+            eprintln!(
+                "crew celery node: task {} is followed by a {kind}, which crew does not start",
+                parent.id
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// The next task of a chain this message is part of, given its result:
@@ -991,11 +1222,11 @@ fn worker_fields(shared: &Shared) -> Value {
 /// The event of a task's end.
 fn task_event(shared: &Shared, msg: &Message, outcome: &Outcome, runtime: f64) {
     match outcome {
-        Outcome::Success(v) => shared.events.send(
+        Outcome::Success(v) => shared.events.send_task_event(
             "task-succeeded",
             serde_json::json!({"uuid": msg.id, "result": v.to_string(), "runtime": runtime}),
         ),
-        Outcome::Failure(e, tb) => shared.events.send(
+        Outcome::Failure(e, tb) => shared.events.send_task_event(
             "task-failed",
             serde_json::json!({
                 "uuid": msg.id,
@@ -1003,7 +1234,7 @@ fn task_event(shared: &Shared, msg: &Message, outcome: &Outcome, runtime: f64) {
                 "traceback": tb,
             }),
         ),
-        Outcome::Revoked(_) => shared.events.send(
+        Outcome::Revoked(_) => shared.events.send_task_event(
             "task-revoked",
             serde_json::json!({"uuid": msg.id, "terminated": false, "signum": null, "expired": true}),
         ),
@@ -1105,10 +1336,18 @@ fn control_reply(shared: &Shared, method: &str) -> Value {
                     "max-concurrency": shared.config.concurrency,
                 },
                 "broker": {"transport": "redis"},
-                "prefetch_count": shared.config.concurrency,
+                "prefetch_count": shared.config.prefetch.max(shared.config.concurrency),
                 "sw_ident": "crew",
                 "sw_ver": env!("CARGO_PKG_VERSION"),
             })
+        }
+        "enable_events" => {
+            shared.events.task_events(true);
+            serde_json::json!({"ok": "task events enabled"})
+        }
+        "disable_events" => {
+            shared.events.task_events(false);
+            serde_json::json!({"ok": "task events disabled"})
         }
         "shutdown" => {
             STOP_SIGNAL.store(true, Ordering::SeqCst);

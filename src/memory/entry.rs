@@ -2,15 +2,22 @@
 //! bytes. Written to a temporary file and renamed into place, so a reader
 //! sees a whole entry or none; read back only if every check passes.
 //! The layout is in `README.md` beside this file.
+//!
+//! A read opens the entry and checks its header against the file
+//! ([`open`]); the payload is then either read into memory the caller
+//! chose, its checksum computed piece by piece while each piece is still
+//! in the processor's cache ([`Opened::read_into`]: one pass over the
+//! bytes), or mapped without reading it ([`Opened::map`]).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use memmap2::{Mmap, MmapOptions};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 /// The first bytes of every entry.
 pub(crate) const MAGIC: [u8; 8] = *b"crewmem\0";
@@ -19,8 +26,8 @@ pub(crate) const MAGIC: [u8; 8] = *b"crewmem\0";
 pub(crate) const VERSION: u32 = 1;
 /// Header bytes before the padding.
 pub(crate) const HEADER: usize = 64;
-/// Entries at least this large are read through a memory map rather than
-/// into a buffer: below it `read` is cheaper than setting up a mapping.
+/// Entries at least this large may be mapped rather than read: below it
+/// `read` is cheaper than setting up a mapping.
 const MAP_FROM: u64 = 1 << 20;
 /// How stale an entry's "last used" time may get before a hit refreshes
 /// it: eviction order is exact to this much.
@@ -29,6 +36,12 @@ const TOUCH_EVERY: Duration = Duration::from_secs(10);
 pub(crate) const SUFFIX: &str = ".entry";
 /// Temporary files start with this; they are never read as entries.
 pub(crate) const TEMP_PREFIX: &str = ".tmp.";
+/// What [`open`] reads in its one `read`: the header and, for most
+/// entries, the whole payload, so that a small hit costs one system call.
+const FIRST_READ: usize = 4096;
+/// The piece [`Opened::read_into`] reads and then hashes: small enough to
+/// still be in the processor's cache when it is hashed.
+const PIECE: usize = 256 << 10;
 
 /// What a read found.
 #[derive(Debug)]
@@ -37,43 +50,130 @@ pub(crate) enum Found {
     Missing,
     /// An entry that fails a check: why.
     Corrupt(String),
-    /// A whole entry.
-    Whole(Entry),
+    /// An entry whose header passed every check, its payload not yet read.
+    Whole(Opened),
 }
 
-/// The bytes of a whole entry, in a buffer or a read-only map.
+/// An open entry whose header, length and function key are checked; its
+/// payload is read by [`read_into`](Opened::read_into) (which checks its
+/// checksum) or mapped by [`map`](Opened::map) (which does not).
 #[derive(Debug)]
-pub(crate) struct Entry {
-    bytes: Bytes,
+pub(crate) struct Opened {
+    file: File,
+    modified: Option<SystemTime>,
+    len: u64,
     payload_at: usize,
+    payload_len: usize,
+    sum: u64,
+    /// The file's first bytes, read by `open`: the header and the start of
+    /// the payload (all of it in a small entry).
+    first: Vec<u8>,
     /// How long the result took to compute.
     pub(crate) compute: Duration,
 }
 
-#[derive(Debug)]
-enum Bytes {
-    Read(Vec<u8>),
-    Mapped(Mmap),
-}
-
-impl Entry {
-    /// The result's postcard bytes.
-    pub(crate) fn payload(&self) -> &[u8] {
-        &self.all()[self.payload_at..]
+impl Opened {
+    /// The payload's length in bytes.
+    pub(crate) fn payload_len(&self) -> usize {
+        self.payload_len
     }
 
-    fn all(&self) -> &[u8] {
-        match &self.bytes {
-            Bytes::Read(v) => v,
-            Bytes::Mapped(m) => m,
+    /// The payload's first bytes, already read (all of a small payload,
+    /// none past the end).
+    pub(crate) fn payload_start(&self) -> &[u8] {
+        self.first.get(self.payload_at..).unwrap_or_default()
+    }
+
+    /// True if the entry is large enough to be worth mapping.
+    pub(crate) fn is_large(&self) -> bool {
+        self.len >= MAP_FROM
+    }
+
+    /// Reads the payload into `parts`, in order (their lengths add up to
+    /// the payload's), computing its checksum on the way: each piece is
+    /// hashed right after it is copied, while it is still in the cache, so
+    /// the payload is read once. Fails, saying why, if the file is shorter
+    /// than its header says or the checksum does not match.
+    pub(crate) fn read_into(&self, parts: &mut [&mut [u8]]) -> Result<(), String> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total != self.payload_len {
+            return Err(format!(
+                "a payload of {} bytes read as {total}",
+                self.payload_len
+            ));
         }
+        let start = self.payload_start();
+        let mut hash = Xxh3Default::new();
+        let mut at = 0;
+        for part in parts.iter_mut() {
+            let mut done = 0;
+            while done < part.len() {
+                let n = if at < start.len() {
+                    let n = (start.len() - at).min(part.len() - done);
+                    part[done..done + n].copy_from_slice(&start[at..at + n]);
+                    n
+                } else {
+                    let end = part.len().min(done + PIECE);
+                    match self
+                        .file
+                        .read_at(&mut part[done..end], (self.payload_at + at) as u64)
+                    {
+                        // The file shrank under this handle: a rename
+                        // leaves it alone, so something damaged it.
+                        Ok(0) => {
+                            return Err(format!(
+                                "truncated: the payload ends after {at} of {} bytes",
+                                self.payload_len
+                            ));
+                        }
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(format!("cannot read the payload: {e}")),
+                    }
+                };
+                hash.update(&part[done..done + n]);
+                done += n;
+                at += n;
+            }
+        }
+        if hash.digest() != self.sum {
+            return Err("payload checksum mismatch".into());
+        }
+        Ok(())
     }
 
-    /// The map and the payload's offset in it, when the entry is mapped.
-    pub(crate) fn into_map(self) -> Result<(Mmap, usize), Entry> {
-        match self.bytes {
-            Bytes::Mapped(m) => Ok((m, self.payload_at)),
-            bytes => Err(Entry { bytes, ..self }),
+    /// Maps the whole entry read-only, without reading it (pages come in
+    /// from the page cache as they are used), and returns the map with the
+    /// payload's offset in it. The payload's checksum is not checked: only
+    /// what [`open`] checked.
+    pub(crate) fn map(&self) -> io::Result<(Mmap, usize)> {
+        // SAFETY: entries are only ever replaced by rename, never written in
+        // place, so the mapped file does not change while the map lives
+        // (a file altered in place by another program is outside this
+        // guarantee, as with every memory map).
+        let map = unsafe { MmapOptions::new().map(&self.file)? };
+        if map.len() as u64 != self.len {
+            return Err(io::Error::other(format!(
+                "mapped {} bytes of an entry of {}",
+                map.len(),
+                self.len
+            )));
+        }
+        Ok((map, self.payload_at))
+    }
+
+    /// Records a hit in the entry's modification time, for
+    /// least-recently-used eviction: `atime` is unreliable (`relatime`,
+    /// `noatime`), the modification time is ours to set. At most once per
+    /// `TOUCH_EVERY`, which saves a system call on most hits of a busy
+    /// entry. A read-only cache cannot, and need not.
+    pub(crate) fn touch(&self) {
+        let now = SystemTime::now();
+        let stale = self
+            .modified
+            .is_none_or(|m| now.duration_since(m).unwrap_or_default() > TOUCH_EVERY);
+        if stale {
+            let _ = self.file.set_modified(now);
         }
     }
 }
@@ -99,96 +199,92 @@ fn padding(payload: &[u8]) -> usize {
     (8 - (HEADER + varint) % 8) % 8
 }
 
-/// Checks the header and payload of `all` (the whole file) for function
-/// `func`; the payload's offset if it passes.
-fn check(all: &[u8], func: u64) -> Result<(usize, Duration), String> {
-    if all.len() < HEADER {
-        return Err(format!(
-            "truncated: {} bytes, shorter than a header",
-            all.len()
-        ));
+/// Reads from `offset` until `buf` is full or the file ends; how much.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    if all[..8] != MAGIC {
+    Ok(done)
+}
+
+/// The header's fields, once checked.
+struct Head {
+    payload_at: usize,
+    payload_len: usize,
+    sum: u64,
+    compute: Duration,
+}
+
+/// Checks the header at the start of `first` (the file's first bytes) of
+/// an entry of `len` bytes for function `func`.
+fn check_head(first: &[u8], len: u64, func: u64) -> Result<Head, String> {
+    if first.len() < HEADER {
+        return Err(format!("truncated: {len} bytes, shorter than a header"));
+    }
+    if first[..8] != MAGIC {
         return Err("not a crew cache entry (bad magic)".into());
     }
-    let version = u32_at(all, 8);
+    let version = u32_at(first, 8);
     if version != VERSION {
         return Err(format!(
             "format version {version}, this build reads version {VERSION}"
         ));
     }
-    if xxh3_64(&all[..56]) != u64_at(all, 56) {
+    if xxh3_64(&first[..56]) != u64_at(first, 56) {
         return Err("header checksum mismatch".into());
     }
-    let payload_at = u32_at(all, 12) as usize;
-    let payload_len = u64_at(all, 16);
-    if payload_at < HEADER || payload_at as u64 + payload_len != all.len() as u64 {
+    let payload_at = u32_at(first, 12) as usize;
+    let payload_len = u64_at(first, 16);
+    let announced = payload_at as u64 + payload_len;
+    if payload_at < HEADER || announced != len {
         return Err(format!(
-            "truncated or padded: {} bytes, the header announces {}",
-            all.len(),
-            payload_at as u64 + payload_len
+            "truncated or padded: {len} bytes, the header announces {announced}"
         ));
     }
-    if u64_at(all, 32) != func {
+    if u64_at(first, 32) != func {
         return Err("written for another function".into());
     }
-    if xxh3_64(&all[payload_at..]) != u64_at(all, 24) {
-        return Err("payload checksum mismatch".into());
-    }
-    Ok((payload_at, Duration::from_nanos(u64_at(all, 40))))
+    Ok(Head {
+        payload_at,
+        payload_len: usize::try_from(payload_len).map_err(|_| "too large to read".to_string())?,
+        sum: u64_at(first, 24),
+        compute: Duration::from_nanos(u64_at(first, 40)),
+    })
 }
 
-/// Reads the entry at `path` for function `func`.
-pub(crate) fn read(path: &Path, func: u64) -> io::Result<Found> {
-    let mut file = match File::open(path) {
+/// Opens the entry at `path` for function `func` and checks its header
+/// (magic, version, header checksum, length, function key), reading the
+/// file's first few kilobytes in one `read`; the payload is read or
+/// mapped by the caller.
+pub(crate) fn open(path: &Path, func: u64) -> io::Result<Found> {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
         Err(e) => return Err(e),
     };
     let meta = file.metadata()?;
     let len = meta.len();
-    let bytes = if len >= MAP_FROM {
-        // SAFETY: entries are only ever replaced by rename, never written in
-        // place, so the mapped file does not change while the map lives
-        // (a file altered in place by another program is outside this
-        // guarantee, as with every memory map). `populate` reads it in
-        // one go; the checks below then touch every byte anyway.
-        let map = unsafe { MmapOptions::new().populate().map(&file)? };
-        Bytes::Mapped(map)
-    } else {
-        // One `read` of the known length; a file that shrank meanwhile
-        // (replaced by rename: this handle still reads the old one, so
-        // this means damage) fails `read_exact` and is reported.
-        let mut v = vec![0u8; len as usize];
-        if let Err(e) = file.read_exact(&mut v) {
-            return Ok(Found::Corrupt(format!("cannot read {len} bytes: {e}")));
-        }
-        Bytes::Read(v)
-    };
-    let all = match &bytes {
-        Bytes::Read(v) => &v[..],
-        Bytes::Mapped(m) => &m[..],
-    };
-    Ok(match check(all, func) {
-        Ok((payload_at, compute)) => {
-            // The access time, for least-recently-used eviction: `atime` is
-            // unreliable (`relatime`, `noatime`), the modification time is
-            // ours to set. At most once per `TOUCH_EVERY`, which saves a
-            // system call on most hits of a busy entry. A read-only cache
-            // cannot, and need not.
-            let now = SystemTime::now();
-            let stale = meta.modified().map_or(true, |m| {
-                now.duration_since(m).unwrap_or_default() > TOUCH_EVERY
-            });
-            if stale {
-                let _ = file.set_modified(now);
-            }
-            Found::Whole(Entry {
-                bytes,
-                payload_at,
-                compute,
-            })
-        }
+    let mut buf = [0u8; FIRST_READ];
+    let want = usize::try_from(len).map_or(FIRST_READ, |l| l.min(FIRST_READ));
+    let got = read_full_at(&file, &mut buf[..want], 0)?;
+    let first = &buf[..got];
+    Ok(match check_head(first, len, func) {
+        Ok(head) => Found::Whole(Opened {
+            file,
+            modified: meta.modified().ok(),
+            len,
+            payload_at: head.payload_at,
+            payload_len: head.payload_len,
+            sum: head.sum,
+            first: first.to_vec(),
+            compute: head.compute,
+        }),
         Err(why) => Found::Corrupt(why),
     })
 }
@@ -238,26 +334,34 @@ pub(crate) fn write(path: &Path, func: u64, payload: &[u8], compute: Duration) -
 /// True if `path` holds an entry for `func` whose header is whole and
 /// whose length matches it (the payload's checksum is not read).
 pub(crate) fn looks_whole(path: &Path, func: u64) -> bool {
-    let Ok(mut file) = File::open(path) else {
-        return false;
-    };
-    let Ok(len) = file.metadata().map(|m| m.len()) else {
-        return false;
-    };
-    let mut head = [0u8; HEADER];
-    if file.read_exact(&mut head).is_err() {
-        return false;
-    }
-    head[..8] == MAGIC
-        && u32_at(&head, 8) == VERSION
-        && xxh3_64(&head[..56]) == u64_at(&head, 56)
-        && u64_at(&head, 32) == func
-        && u64::from(u32_at(&head, 12)) + u64_at(&head, 16) == len
+    matches!(open(path, func), Ok(Found::Whole(_)))
 }
 
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[derive(Debug)]
+    enum Read {
+        Missing,
+        Corrupt(String),
+        Whole(Vec<u8>, Opened),
+    }
+
+    /// Opens the entry and reads its payload: every check.
+    fn read(path: &Path, func: u64) -> Read {
+        match open(path, func).unwrap() {
+            Found::Missing => Read::Missing,
+            Found::Corrupt(why) => Read::Corrupt(why),
+            Found::Whole(e) => {
+                let mut v = vec![0; e.payload_len()];
+                match e.read_into(&mut [&mut v]) {
+                    Ok(()) => Read::Whole(v, e),
+                    Err(why) => Read::Corrupt(why),
+                }
+            }
+        }
+    }
 
     #[test]
     fn round_trip_and_every_check() {
@@ -265,28 +369,26 @@ mod test {
         let path = dir.path().join("f").join("a.entry");
         let payload = postcard::to_allocvec(&vec![1.5f64; 300]).unwrap();
         write(&path, 7, &payload, Duration::from_millis(3)).unwrap();
-        let Found::Whole(e) = read(&path, 7).unwrap() else {
+        let Read::Whole(got, e) = read(&path, 7) else {
             panic!("a whole entry")
         };
-        assert_eq!(e.payload(), &payload[..]);
+        assert_eq!(got, payload);
         assert_eq!(e.compute, Duration::from_millis(3));
+        assert!(!e.is_large());
+        // A small payload comes whole with the header, in one read.
+        assert_eq!(e.payload_start(), &payload[..]);
         // The f64s start 8-aligned in the file.
         assert_eq!((e.payload_at + 2) % 8, 0);
         assert!(looks_whole(&path, 7));
         assert!(!looks_whole(&path, 8));
-        assert!(
-            matches!(read(&path, 8).unwrap(), Found::Corrupt(w) if w.contains("another function"))
-        );
-        assert!(matches!(
-            read(&dir.path().join("none"), 7).unwrap(),
-            Found::Missing
-        ));
+        assert!(matches!(read(&path, 8), Read::Corrupt(w) if w.contains("another function")));
+        assert!(matches!(read(&dir.path().join("none"), 7), Read::Missing));
 
         let whole = std::fs::read(&path).unwrap();
         let corrupt = |bytes: &[u8]| {
             std::fs::write(&path, bytes).unwrap();
-            match read(&path, 7).unwrap() {
-                Found::Corrupt(why) => why,
+            match read(&path, 7) {
+                Read::Corrupt(why) => why,
                 other => panic!("not detected: {other:?}"),
             }
         };
@@ -312,5 +414,51 @@ mod test {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["a.entry"]);
+    }
+
+    #[test]
+    fn a_large_payload_is_read_in_pieces_and_checked_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.entry");
+        // Several pieces, and a tail shorter than one.
+        let payload: Vec<u8> = (0..4 * PIECE + 12_345)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        write(&path, 1, &payload, Duration::ZERO).unwrap();
+        let Found::Whole(e) = open(&path, 1).unwrap() else {
+            panic!("a whole entry")
+        };
+        assert!(e.is_large());
+        assert_eq!(e.payload_start().len(), FIRST_READ - e.payload_at);
+        // Read into two parts split at an odd place: the same bytes, and
+        // the checksum computed piece by piece matches the one-shot one
+        // the writer stored.
+        let (mut a, mut b) = (vec![0; 5], vec![0; payload.len() - 5]);
+        e.read_into(&mut [&mut a, &mut b]).unwrap();
+        assert!(a[..] == payload[..5] && b[..] == payload[5..]);
+        assert!(
+            e.read_into(&mut [&mut a])
+                .unwrap_err()
+                .contains("read as 5")
+        );
+        let (map, at) = e.map().unwrap();
+        assert!(map[at..] == payload[..]);
+
+        // One flipped bit anywhere in the payload is found.
+        let whole = std::fs::read(&path).unwrap();
+        for at in [
+            e.payload_at,
+            FIRST_READ + 1,
+            whole.len() / 2,
+            whole.len() - 1,
+        ] {
+            let mut damaged = whole.clone();
+            damaged[at] ^= 0x40;
+            std::fs::write(&path, &damaged).unwrap();
+            match read(&path, 1) {
+                Read::Corrupt(why) => assert!(why.contains("payload checksum"), "{at}: {why}"),
+                other => panic!("byte {at} damaged, not detected: {other:?}"),
+            }
+        }
     }
 }

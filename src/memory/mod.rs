@@ -6,7 +6,7 @@
 mod entry;
 mod key;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +19,7 @@ use crew_core::{Backend, Call, Error, MapError, Result, Runs, Star};
 use memmap2::Mmap;
 
 use crate::{Delayed, Pool};
-use entry::Found;
+use entry::{Found, Opened};
 pub use key::Args;
 use key::Identity;
 
@@ -52,7 +52,9 @@ const STALE_TEMP: Duration = Duration::from_secs(3600);
 /// temporary file and renamed into place, so a reader sees a whole entry or
 /// none. Every entry carries a versioned header and checksums: a truncated,
 /// half-written, damaged or foreign-version entry is reported once (on
-/// standard error) and computed again, never returned. A folder that cannot
+/// standard error) and computed again, never returned (a large entry used
+/// in place through [`Cached::call_mapped`] is checked by its header only:
+/// see there). A folder that cannot
 /// be written (read-only, full) is reported once; calls still compute and
 /// return their values.
 ///
@@ -500,20 +502,11 @@ impl Memory {
         }
     }
 
-    /// The entry at `slot`, decoded, if it is there and whole; a damaged
-    /// one is reported and counted.
-    fn load<R: DeserializeOwned + 'static>(&self, id: &Identity, slot: &Slot) -> Option<R> {
-        match entry::read(&slot.path, slot.func) {
-            Ok(Found::Whole(e)) => match decode::<R>(e.payload()) {
-                Ok(v) => {
-                    self.hit(id, &slot.path, e.compute);
-                    Some(v)
-                }
-                Err(err) => {
-                    self.corrupt(&slot.path, &format!("cannot decode the result: {err}"));
-                    None
-                }
-            },
+    /// The entry at `slot`, opened and its header checked, if it is
+    /// there; a damaged one is reported and counted.
+    fn open(&self, slot: &Slot) -> Option<Opened> {
+        match entry::open(&slot.path, slot.func) {
+            Ok(Found::Whole(e)) => Some(e),
             Ok(Found::Missing) => None,
             Ok(Found::Corrupt(why)) => {
                 self.corrupt(&slot.path, &why);
@@ -526,41 +519,40 @@ impl Memory {
         }
     }
 
-    /// As [`load`](Memory::load), for a `Vec<T>` result used in place
-    /// from a map of its entry where it can be.
-    fn load_mapped<T: MapElement>(&self, id: &Identity, slot: &Slot) -> Option<Mapped<T>> {
-        let e = match entry::read(&slot.path, slot.func) {
-            Ok(Found::Whole(e)) => e,
-            Ok(Found::Missing) => return None,
-            Ok(Found::Corrupt(why)) => {
+    /// Counts a hit on `e` if `got` is a value, else reports the entry.
+    fn take<V>(&self, id: &Identity, slot: &Slot, e: &Opened, got: Result<V, String>) -> Option<V> {
+        match got {
+            Ok(v) => {
+                e.touch();
+                self.hit(id, &slot.path, e.compute);
+                Some(v)
+            }
+            Err(why) => {
                 self.corrupt(&slot.path, &why);
-                return None;
-            }
-            Err(e) => {
-                self.corrupt(&slot.path, &format!("cannot read it: {e}"));
-                return None;
-            }
-        };
-        let compute = e.compute;
-        let decoded = match e.into_map() {
-            Ok((map, at)) => match in_place::<T>(&map, at) {
-                Some((at, len)) => Ok(Mapped {
-                    inner: MappedInner::Map { map, at, len },
-                }),
-                None => postcard::from_bytes(&map[at..]).map(Mapped::owned),
-            },
-            Err(e) => postcard::from_bytes(e.payload()).map(Mapped::owned),
-        };
-        match decoded {
-            Ok(m) => {
-                self.hit(id, &slot.path, compute);
-                Some(m)
-            }
-            Err(err) => {
-                self.corrupt(&slot.path, &format!("cannot decode the result: {err}"));
                 None
             }
         }
+    }
+
+    /// The entry at `slot`, read, checked and decoded, if it is there and
+    /// whole; a damaged one is reported and counted.
+    fn load<R: DeserializeOwned + 'static>(&self, id: &Identity, slot: &Slot) -> Option<R> {
+        let e = self.open(slot)?;
+        self.take(id, slot, &e, read_value::<R>(&e))
+    }
+
+    /// As [`load`](Memory::load), for a `Vec<T>` result used in place
+    /// from a map of its entry where it can be. A mapped entry is checked
+    /// by its header (magic, version, header checksum, length, function
+    /// key), not by its payload's checksum, which would read every page
+    /// the map is there to leave unread (see [`Cached::call_mapped`]).
+    fn load_mapped<T: MapElement>(&self, id: &Identity, slot: &Slot) -> Option<Mapped<T>> {
+        let e = self.open(slot)?;
+        let got = match map_values::<T>(&e) {
+            Some(mapped) => mapped,
+            None => read_value::<Vec<T>>(&e).map(Mapped::owned),
+        };
+        self.take(id, slot, &e, got)
     }
 
     fn corrupt(&self, path: &Path, why: &str) {
@@ -665,9 +657,11 @@ fn remove_tree(path: &Path) -> Result<()> {
 /// [`Memory::cache`].
 ///
 /// Call it with a tuple of arguments: [`call`](Cached::call). Run it over
-/// many inputs on a pool with [`map`](Cached::map) and
-/// [`starmap`](Cached::starmap) (only the inputs not in the cache are sent
-/// to the workers, which store their results in the same folder), or with
+/// many inputs on a pool with [`map`](Cached::map),
+/// [`starmap`](Cached::starmap) and the lazy [`imap`](Cached::imap) and
+/// [`imap_unordered`](Cached::imap_unordered) (the inputs are looked up in
+/// the cache by the calling process; only those not in it are computed by
+/// the workers, which store their results in the same folder), or with
 /// [`Parallel`](crate::Parallel) through [`delayed`](Cached::delayed).
 ///
 /// # Examples
@@ -840,6 +834,19 @@ impl<F: 'static> Cached<F> {
     /// memory map of its entry, without copying it (joblib's
     /// `mmap_mode="r"`). A computed one is returned as it is.
     ///
+    /// A map reads nothing up front: pages come from the page cache (or
+    /// the disk) as the values are used, so a hit costs the same for 1 MB
+    /// as for 10 GB. The price is that a mapped entry is checked by its
+    /// header (magic, format version, header checksum, length, function
+    /// key) and not by its payload's checksum, which would read every
+    /// page: a truncated, half-written, foreign or mislabelled entry is
+    /// still found and computed again, but bytes damaged inside the
+    /// payload by the disk or by another program are handed out as they
+    /// are (they are `f64`/`f32` values, so this is never undefined
+    /// behaviour). [`call`](Cached::call) and
+    /// [`call_array`](Cached::call_array) check every byte; entries
+    /// smaller than 1 MiB are read, not mapped, and checked whole here too.
+    ///
     /// # Examples
     ///
     /// ```
@@ -921,9 +928,14 @@ impl<F: 'static> Cached<F> {
         let m = &self.memory;
         // Keyed as the `Vec<T>` it is stored as.
         let slot = m.slot::<A, Vec<T>>(&self.id, &self.ignore, &args);
-        if let Some(hit) = slot.as_ref().and_then(|s| m.load_mapped::<T>(&self.id, s)) {
-            return crate::shm::Array::from_slice(&hit)
-                .map_err(|e| Error::io("cannot make a shared array for a cached result", e));
+        if let Some(slot) = &slot
+            && let Some(e) = m.open(slot)
+        {
+            let read = read_array::<T>(&e)
+                .map_err(|e| Error::io("cannot make a shared array for a cached result", e))?;
+            if let Some(hit) = m.take(&self.id, slot, &e, read) {
+                return Ok(hit);
+            }
         }
         m.shared.misses.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
@@ -1154,6 +1166,118 @@ impl<F: 'static> Cached<F> {
             }
         }
     }
+
+    /// A lazy [`map`](Cached::map) whose results come in input order, as
+    /// [`Pool::imap`], through the cache: each input is looked up here as
+    /// the iterator reads it; a stored result stays here (its worker only
+    /// hands back its place in the order, a few bytes), the others are
+    /// computed and stored by the workers. As `Pool::imap`, the input is
+    /// read only as results are consumed, so an endless input works, and
+    /// dropping the iterator cancels the work not started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn cube(x: u64) -> u64 { x * x * x }
+    /// # let dir = tempfile::tempdir()?;
+    /// let mem = crew::Memory::new(dir.path())?;
+    /// let cube = mem.cache(cube);
+    /// cube.call((2,));
+    /// let pool = crew::Pool::processes(2)?;
+    /// let first: Vec<u64> = cube.imap(&pool, 0..).take(4).collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [0, 1, 8, 27]);
+    /// assert_eq!(mem.stats().hits, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Each item's outcome is a `Result`: an error carries the item's input
+    /// position ([`Error::index`]).
+    pub fn imap<B, I, X, R>(
+        &self,
+        pool: &Pool<B>,
+        items: I,
+    ) -> CachedImap<B, F, Tupled<I::IntoIter>, R>
+    where
+        I: IntoIterator<Item = X>,
+        B: Backend + Runs<'static, CachedTask<F>, ImapJob<(X,)>, ImapOut<R>>,
+        F: Clone + Send + Sync,
+        Star<F>: Call<(X,), R>,
+        (X,): Args,
+        X: 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let tupled: fn(X) -> (X,) = |x| (x,);
+        self.run_imap(pool, items.into_iter().map(tupled), true)
+    }
+
+    /// As [`imap`](Cached::imap), with the results in the order they are
+    /// ready (Python's `imap_unordered`): a result found in the cache comes
+    /// as soon as a worker has handed back its place, ahead of the calls
+    /// still computing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn double(x: u32) -> u32 { 2 * x }
+    /// # let dir = tempfile::tempdir()?;
+    /// let mem = crew::Memory::new(dir.path())?;
+    /// let double = mem.cache(double);
+    /// let pool = crew::Pool::threads(2)?;
+    /// let mut got: Vec<u32> = double.imap_unordered(&pool, 0..5).collect::<Result<_, _>>()?;
+    /// got.sort();
+    /// assert_eq!(got, [0, 2, 4, 6, 8]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn imap_unordered<B, I, X, R>(
+        &self,
+        pool: &Pool<B>,
+        items: I,
+    ) -> CachedImap<B, F, Tupled<I::IntoIter>, R>
+    where
+        I: IntoIterator<Item = X>,
+        B: Backend + Runs<'static, CachedTask<F>, ImapJob<(X,)>, ImapOut<R>>,
+        F: Clone + Send + Sync,
+        Star<F>: Call<(X,), R>,
+        (X,): Args,
+        X: 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let tupled: fn(X) -> (X,) = |x| (x,);
+        self.run_imap(pool, items.into_iter().map(tupled), false)
+    }
+
+    fn run_imap<B, I, A, R>(
+        &self,
+        pool: &Pool<B>,
+        items: I,
+        ordered: bool,
+    ) -> CachedImap<B, F, I, R>
+    where
+        I: Iterator<Item = A>,
+        B: Backend + Runs<'static, CachedTask<F>, ImapJob<A>, ImapOut<R>>,
+        F: Clone + Send + Sync,
+        Star<F>: Call<A, R>,
+        A: Args + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let hits = Arc::new(Mutex::new(HashMap::new()));
+        let feed = Feed {
+            items: items.enumerate(),
+            memory: self.memory.clone(),
+            id: self.id.clone(),
+            ignore: self.ignore.clone(),
+            handle: self.handle(),
+            hits: hits.clone(),
+        };
+        let task = CachedTask {
+            f: self.f.clone(),
+            _call: PhantomData,
+        };
+        CachedImap {
+            inner: pool.run_imap(task, feed, ordered),
+            hits,
+        }
+    }
 }
 
 impl<F: Copy + Send + Sync + 'static> Cached<F> {
@@ -1191,10 +1315,25 @@ impl<F: Copy + Send + Sync + 'static> Cached<F> {
 }
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for f64 {}
+    /// A type postcard writes as its raw little-endian bytes, so that a
+    /// `Vec` of it is a varint length then the values' bytes: `u8`, `f32`,
+    /// `f64`. Every bit pattern is a value and there is no padding, so such
+    /// a vector can be filled as bytes.
+    pub trait Sealed: Copy + 'static {
+        /// Zero, whose bits are all zero.
+        const ZERO: Self;
+    }
+    impl Sealed for u8 {
+        const ZERO: u8 = 0;
+    }
+    impl Sealed for f32 {
+        const ZERO: f32 = 0.0;
+    }
+    impl Sealed for f64 {
+        const ZERO: f64 = 0.0;
+    }
 }
+use sealed::Sealed as Raw;
 
 /// An element type that postcard stores as raw little-endian bytes, so
 /// that a stored `Vec` of it can be used in place: `f32` and `f64`.
@@ -1211,10 +1350,12 @@ impl MapElement for f64 {}
 
 /// A `Vec<T>` result of [`Cached::call_mapped`]: a read-only view of the
 /// cache entry's memory map when it was found in the cache (no copy; pages
-/// are read from the page cache), or the computed vector.
+/// are read from the page cache as they are used), or the computed vector.
 ///
 /// The cache never writes an entry in place (it replaces entries by
-/// renaming), so the mapped values never change under the view.
+/// renaming), so the mapped values never change under the view. A mapped
+/// entry's header is checked, its payload's checksum is not (see
+/// [`Cached::call_mapped`]).
 ///
 /// # Examples
 ///
@@ -1289,7 +1430,7 @@ impl<T: MapElement> std::ops::Deref for Mapped<T> {
         match &self.inner {
             MappedInner::Owned(v) => v,
             MappedInner::Map { map, at, len } => {
-                // SAFETY: `in_place` checked that `len` values of `T` fit
+                // SAFETY: `map_values` checked that `len` values of `T` fit
                 // from byte `at` to the end of the map and that the address
                 // is aligned for `T`; `T` is `f32` or `f64` (sealed), for
                 // which every bit pattern is a value; the map is read-only
@@ -1310,67 +1451,162 @@ impl<T: MapElement + std::fmt::Debug> std::fmt::Debug for Mapped<T> {
     }
 }
 
-/// Decodes a result. A `Vec<f64>` or `Vec<f32>` (a large array, most of
-/// the time) is copied out in one pass, the values being stored raw:
-/// serde's generic path pushes them one by one into a vector it may not
-/// size in advance (it caps its preallocation), several times slower.
-fn decode<R: DeserializeOwned + 'static>(payload: &[u8]) -> postcard::Result<R> {
-    use std::any::{Any, TypeId};
-    fn raw<T: MapElement>(payload: &[u8], from: fn(&[u8]) -> T) -> Option<Box<dyn Any>> {
-        let (at, len) = seq_of::<T>(payload)?;
-        let size = std::mem::size_of::<T>();
-        let v: Vec<T> = payload[at..at + len * size]
-            .chunks_exact(size)
-            .map(from)
-            .collect();
-        Some(Box::new(v))
+/// A zero-filled vector for `n` values about to be overwritten: fresh
+/// pages from the kernel (no `memset`), which a large vector gets as
+/// transparent huge pages where the system allows it, so filling it takes a
+/// page fault per 2 MiB rather than per 4 KiB (what numpy does for its
+/// arrays).
+fn fresh<T: Raw>(n: usize) -> Vec<T> {
+    let v = vec![T::ZERO; n];
+    advise_huge_pages(v.as_ptr().cast(), std::mem::size_of_val(&v[..]));
+    v
+}
+
+/// Asks for transparent huge pages for the 2 MiB-aligned part of the
+/// untouched memory at `ptr`; nothing for less than two huge pages.
+fn advise_huge_pages(ptr: *const u8, len: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        const HUGE: usize = 2 << 20;
+        if len < 2 * HUGE {
+            return;
+        }
+        let start = (ptr as usize).next_multiple_of(HUGE);
+        let end = (ptr as usize + len) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside one live allocation of ours;
+            // the advice changes how its pages are backed, never what they
+            // hold. A refusal (no transparent huge pages) costs nothing.
+            let _ = unsafe {
+                rustix::mm::madvise(
+                    start as *mut std::ffi::c_void,
+                    end - start,
+                    rustix::mm::Advice::LinuxHugepage,
+                )
+            };
+        }
     }
-    let fast = if TypeId::of::<R>() == TypeId::of::<Vec<f64>>() {
-        raw::<f64>(payload, |b| {
-            f64::from_le_bytes(b.try_into().expect("8 bytes"))
-        })
-    } else if TypeId::of::<R>() == TypeId::of::<Vec<f32>>() {
-        raw::<f32>(payload, |b| {
-            f32::from_le_bytes(b.try_into().expect("4 bytes"))
-        })
-    } else {
-        None
-    };
-    match fast.map(|b| b.downcast::<R>()) {
-        Some(Ok(v)) => Ok(*v),
-        _ => postcard::from_bytes(payload),
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (ptr, len);
+}
+
+/// The bytes of `values`, to be filled.
+fn bytes_mut<T: Raw>(values: &mut [T]) -> &mut [u8] {
+    // SAFETY: `Raw` types (`u8`, `f32`, `f64`, sealed) have no padding and
+    // every bit pattern is a value of them, so any bytes written through
+    // the slice leave valid values; the slice borrows `values` exclusively
+    // and covers exactly its bytes.
+    unsafe {
+        std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), std::mem::size_of_val(values))
     }
 }
 
-/// Where the values of a postcard `Vec<T>` at `payload` in `map` start and
-/// how many there are, if they can be used in place: a little-endian host,
-/// an aligned start, and a payload of exactly that many values.
-fn in_place<T: MapElement>(map: &[u8], payload: usize) -> Option<(usize, usize)> {
+/// Reads the values of a postcard `Vec<T>` entry straight into a fresh
+/// vector, checking the checksum on the way (one pass over the bytes):
+/// `None` if the entry is not laid out as one or the host is big-endian.
+fn read_seq<T: Raw>(e: &Opened) -> Option<Result<Vec<T>, String>> {
     if cfg!(target_endian = "big") {
         return None;
     }
-    let (used, len) = seq_of::<T>(map.get(payload..)?)?;
-    let at = payload + used;
-    let aligned = (map.as_ptr() as usize + at).is_multiple_of(std::mem::align_of::<T>());
-    aligned.then_some((at, len))
+    let (used, n) = seq_head::<T>(e.payload_start(), e.payload_len())?;
+    let mut values = fresh::<T>(n);
+    let mut varint = [0u8; 10];
+    let read = e.read_into(&mut [&mut varint[..used], bytes_mut(&mut values)]);
+    Some(read.map(|()| values))
 }
 
-/// The offset of the values of a postcard sequence of `T` at the start of
-/// `bytes` (after its varint length) and how many there are, if `bytes`
-/// holds exactly that many values.
-fn seq_of<T>(bytes: &[u8]) -> Option<(usize, usize)> {
+/// Reads, checks and decodes a result. A `Vec<f64>`, `Vec<f32>` or
+/// `Vec<u8>` (a large array, most of the time) is read straight into its
+/// vector, the values being stored raw: serde's generic path would push
+/// them one by one into a vector it may not size in advance (it caps its
+/// preallocation), several times slower. Anything else is read into a
+/// buffer and decoded from it.
+fn read_value<R: DeserializeOwned + 'static>(e: &Opened) -> Result<R, String> {
+    use std::any::{Any, TypeId};
+    fn raw<T: Raw, R: 'static>(e: &Opened) -> Option<Result<R, String>> {
+        if TypeId::of::<R>() != TypeId::of::<Vec<T>>() {
+            return None;
+        }
+        let got = read_seq::<T>(e)?;
+        Some(got.map(|v| {
+            let mut v = Some(v);
+            (&mut v as &mut dyn Any)
+                .downcast_mut::<Option<R>>()
+                .and_then(Option::take)
+                .expect("R is Vec<T>")
+        }))
+    }
+    if let Some(got) = raw::<f64, R>(e)
+        .or_else(|| raw::<f32, R>(e))
+        .or_else(|| raw::<u8, R>(e))
+    {
+        return got;
+    }
+    let mut buf = fresh::<u8>(e.payload_len());
+    e.read_into(&mut [&mut buf])?;
+    postcard::from_bytes(&buf).map_err(|err| format!("cannot decode the result: {err}"))
+}
+
+/// The values of a large `Vec<T>` entry used in place from a read-only
+/// map of it, checked by the header only: `None` where that cannot be (a
+/// small entry, a big-endian host, values not aligned), for the caller to
+/// read it instead.
+fn map_values<T: MapElement>(e: &Opened) -> Option<Result<Mapped<T>, String>> {
+    if !e.is_large() || cfg!(target_endian = "big") {
+        return None;
+    }
+    let (map, payload) = match e.map() {
+        Ok(m) => m,
+        Err(err) => return Some(Err(format!("cannot map it: {err}"))),
+    };
+    let (used, len) = seq_head::<T>(map.get(payload..)?, e.payload_len())?;
+    let at = payload + used;
+    let aligned = (map.as_ptr() as usize + at).is_multiple_of(std::mem::align_of::<T>());
+    aligned.then_some(Ok(Mapped {
+        inner: MappedInner::Map { map, at, len },
+    }))
+}
+
+/// Reads a stored `Vec<T>` into a fresh shared-memory array: straight into
+/// it, checking the checksum on the way, where the entry is laid out as
+/// one; else through a vector. The outer error is the array's creation.
+fn read_array<T: MapElement + crate::shm::Pod>(
+    e: &Opened,
+) -> std::io::Result<Result<crate::shm::Array<T>, String>> {
+    let Some((used, n)) = seq_head::<T>(e.payload_start(), e.payload_len())
+        .filter(|_| cfg!(target_endian = "little"))
+    else {
+        return match read_value::<Vec<T>>(e) {
+            Ok(v) => crate::shm::Array::from_slice(&v).map(Ok),
+            Err(why) => Ok(Err(why)),
+        };
+    };
+    let array = crate::shm::Array::<T>::new(n)?;
+    let read = match array.lock() {
+        Ok(mut values) => {
+            let mut varint = [0u8; 10];
+            e.read_into(&mut [&mut varint[..used], bytes_mut(&mut values)])
+        }
+        Err(err) => Err(format!("cannot fill a shared array: {err}")),
+    };
+    Ok(read.map(|()| array))
+}
+
+/// The length of the varint at the start of a postcard sequence of `T`
+/// whose encoding is `total` bytes and starts with `start`, and how many
+/// values it holds, if the encoding is exactly that many raw values.
+fn seq_head<T>(start: &[u8], total: usize) -> Option<(usize, usize)> {
     let mut n: u64 = 0;
-    let mut used = 0;
-    for (i, &b) in bytes.iter().take(10).enumerate() {
+    for (i, &b) in start.iter().take(10).enumerate() {
         n |= u64::from(b & 0x7f) << (7 * i);
-        used = i + 1;
         if b & 0x80 == 0 {
-            break;
+            let used = i + 1;
+            let len = usize::try_from(n).ok()?;
+            let size = len.checked_mul(std::mem::size_of::<T>())?;
+            return (total.checked_sub(used)? == size).then_some((used, len));
         }
     }
-    let len = usize::try_from(n).ok()?;
-    let size = len.checked_mul(std::mem::size_of::<T>())?;
-    (bytes.len().checked_sub(used)? == size).then_some((used, len))
+    None
 }
 
 /// The task of [`Cached::delayed`]: conjures the zero-sized function and
@@ -1395,9 +1631,9 @@ where
     handle.run(&Star(f), args)
 }
 
-/// The task of [`Cached::map`] and [`Cached::starmap`] on a pool: the
-/// cached call of `F`, run by a worker with the [`CacheHandle`] that comes
-/// with each item.
+/// The task of [`Cached::map`], [`Cached::starmap`] and [`Cached::imap`]
+/// on a pool: the cached call of `F`, run by a worker with the
+/// [`CacheHandle`] that comes with each item.
 ///
 /// # Examples
 ///
@@ -1436,6 +1672,215 @@ where
 {
     fn call(&self, (handle, args): (CacheHandle, A)) -> R {
         handle.run(&self.f, args)
+    }
+}
+
+impl<F, A, R> Call<ImapJob<A>, ImapOut<R>> for CachedTask<F>
+where
+    Star<F>: Call<A, R>,
+    A: Args,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    fn call(&self, job: ImapJob<A>) -> ImapOut<R> {
+        ImapOut(match job.0 {
+            Job::Hit(at) => Out::Hit(at),
+            Job::Compute(handle, args) => Out::Value(handle.run(&self.f, args)),
+        })
+    }
+}
+
+/// An item of [`Cached::imap`] on its way to a worker: the call to compute
+/// (the worker looks in the cache first, and stores what it computes), or,
+/// for an input whose result was found in the cache, only its position,
+/// which the worker hands back so that the result takes its place in the
+/// order.
+///
+/// # Examples
+///
+/// Made and used by `Cached::imap`; back-ends see it as any task input.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let cached = crew::Memory::new(dir.path())?.cache(|x: u8| x + 1);
+/// let got: Vec<u8> = cached.imap(&crew::Pool::threads(1)?, [1, 2]).collect::<Result<_, _>>()?;
+/// assert_eq!(got, [2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImapJob<A>(Job<A>);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Job<A> {
+    Hit(usize),
+    Compute(CacheHandle, A),
+}
+
+/// A worker's answer to an [`ImapJob`]: the computed result, or the
+/// position of a result found in the cache, which the calling process
+/// holds.
+///
+/// # Examples
+///
+/// Made and used by `Cached::imap_unordered`, as [`ImapJob`].
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let cached = crew::Memory::new(dir.path())?.cache(|x: u8| x + 1);
+/// let got: Vec<u8> = cached.imap_unordered(&crew::Pool::threads(1)?, [1]).collect::<Result<_, _>>()?;
+/// assert_eq!(got, [2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImapOut<R>(Out<R>);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Out<R> {
+    Hit(usize),
+    Value(R),
+}
+
+/// The input of [`Cached::imap`]: each item made a one-argument tuple.
+pub type Tupled<I> = std::iter::Map<I, fn(<I as Iterator>::Item) -> (<I as Iterator>::Item,)>;
+
+/// What the pool's lazy map reads: the caller's items, each looked up in
+/// the cache as it is read. A hit's value is kept in `hits` under its
+/// position, and the item goes on as that position only.
+struct Feed<I, R> {
+    items: std::iter::Enumerate<I>,
+    memory: Memory,
+    id: Identity,
+    ignore: Vec<usize>,
+    handle: CacheHandle,
+    hits: Arc<Mutex<HashMap<usize, R>>>,
+}
+
+impl<I, R> Iterator for Feed<I, R>
+where
+    I: Iterator,
+    I::Item: Args,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    type Item = ImapJob<I::Item>;
+
+    fn next(&mut self) -> Option<ImapJob<I::Item>> {
+        let (at, args) = self.items.next()?;
+        let m = &self.memory;
+        let hit = m
+            .slot::<I::Item, R>(&self.id, &self.ignore, &args)
+            .and_then(|s| m.load(&self.id, &s));
+        Some(ImapJob(match hit {
+            Some(v) => {
+                self.hits
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(at, v);
+                Job::Hit(at)
+            }
+            None => {
+                // Counted here: the workers' counters are their own.
+                m.shared.misses.fetch_add(1, Ordering::Relaxed);
+                Job::Compute(self.handle.clone(), args)
+            }
+        }))
+    }
+}
+
+/// The iterator of [`Cached::imap`] and [`Cached::imap_unordered`]: the
+/// pool's lazy map of the calls, with the results found in the cache put
+/// in their places.
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let cached = crew::Memory::new(dir.path())?.cache(|x: u64| x * 10);
+/// let pool = crew::Pool::threads(2)?;
+/// let mut it = cached.imap(&pool, 1..);
+/// assert_eq!(it.next().transpose()?, Some(10));
+/// let later = it.next_timeout(std::time::Duration::from_secs(60));
+/// assert_eq!(later.transpose()?, Some(20));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CachedImap<B, F, I, R>
+where
+    B: Backend,
+    I: Iterator,
+    I::Item: Args,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    inner: crate::Imap<B, CachedTask<F>, Feed<I, R>, ImapOut<R>>,
+    hits: Arc<Mutex<HashMap<usize, R>>>,
+}
+
+impl<B, F, I, R> std::fmt::Debug for CachedImap<B, F, I, R>
+where
+    B: Backend,
+    I: Iterator,
+    I::Item: Args,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedImap")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<B, F, I, R> CachedImap<B, F, I, R>
+where
+    B: Backend + Runs<'static, CachedTask<F>, ImapJob<I::Item>, ImapOut<R>>,
+    F: Send + Sync + 'static,
+    I: Iterator,
+    I::Item: Args + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// The next result, waiting at most `timeout` for it, as
+    /// [`Imap::next_timeout`](crate::Imap::next_timeout): `Some(Err(e))`
+    /// with `e.is_timeout()` if it is not ready in time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let cached = crew::Memory::new(dir.path())?.cache(|x: u8| x);
+    /// let mut it = cached.imap(&crew::Pool::threads(1)?, [7]);
+    /// let first = it.next_timeout(std::time::Duration::from_secs(60));
+    /// assert_eq!(first.transpose()?, Some(7));
+    /// assert!(it.next().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        let got = self.inner.next_timeout(timeout)?;
+        Some(self.place(got))
+    }
+
+    /// The value of a worker's answer: a hit's is the one kept here.
+    fn place(&self, got: Result<ImapOut<R>>) -> Result<R> {
+        match got?.0 {
+            Out::Value(v) => Ok(v),
+            Out::Hit(at) => Ok(self
+                .hits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&at)
+                .expect("a hit's value is kept until its place comes back, once")),
+        }
+    }
+}
+
+impl<B, F, I, R> Iterator for CachedImap<B, F, I, R>
+where
+    B: Backend + Runs<'static, CachedTask<F>, ImapJob<I::Item>, ImapOut<R>>,
+    F: Send + Sync + 'static,
+    I: Iterator,
+    I::Item: Args + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        let got = self.inner.next()?;
+        Some(self.place(got))
     }
 }
 

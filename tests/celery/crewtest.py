@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from celery import Celery, chain, chord
+from celery import Celery, chain, chord, group
 
 URL = os.environ["CREW_TEST_REDIS"]
 app = Celery("crewtest", broker=f"{URL}/0", backend=f"{URL}/1")
@@ -18,6 +18,11 @@ app.conf.task_acks_late = True
 @app.task(name="py.mul")
 def mul(x, y):
     return x * y
+
+
+@app.task(name="py.sum")
+def py_sum(xs, extra=0):
+    return sum(xs) + extra
 
 
 @app.task(name="py.fail")
@@ -58,6 +63,25 @@ def drive(scenario):
         out["segfault"] = outcome(send("tasks.segfault", ()))
         out["time_limit"] = outcome(send("tasks.sleep_ms", (20000,), time_limit=1))
         out["in_time"] = outcome(send("tasks.sleep_ms", (10,), time_limit=10))
+        out["msgpack"] = outcome(send("tasks.scale", ([1.5, 2.0],), {"by": 2},
+                                      serializer="msgpack"))
+        c = chain(app.signature("tasks.add", (1, 2)), app.signature("tasks.add", (10,)),
+                  app.signature("tasks.add", (100,)))
+        out["msgpack_chain"] = outcome(c.apply_async(serializer="msgpack"))
+        out["pickle"] = outcome(send("tasks.add", (1, 2), serializer="pickle"))
+        out["parse_ok"] = outcome(send("tasks.parse", ("42",)))
+        r = send("tasks.parse", ("forty-two",))
+        out["parse_err"] = outcome(r)
+        out["parse_err_state"] = r.state
+        out["string_err"] = outcome(send("tasks.checked_div", (1, 0)))
+        out["value_error"] = outcome(send("tasks.positive", (-3,)))
+        out["soft_wound_down"] = outcome(send("tasks.until_soft_limit", (20000, False),
+                                              soft_time_limit=0.3, time_limit=30))
+        out["soft_failed"] = outcome(send("tasks.until_soft_limit", (20000, True),
+                                          soft_time_limit=0.3))
+        out["soft_ignored"] = outcome(send("tasks.sleep_ms", (1500,), soft_time_limit=0.3))
+        out["soft_then_hard"] = outcome(send("tasks.sleep_ms", (20000,), soft_time_limit=0.3,
+                                             time_limit=1.5))
         out["expired"] = outcome(send("tasks.add", (1, 1), expires=-5))
         t = time.time()
         out["eta"] = outcome(send("tasks.add", (5, 5), countdown=1))
@@ -78,6 +102,37 @@ def drive(scenario):
         c = chain(app.signature("tasks.add", (1, 2), queue="rust"),
                   app.signature("py.mul", (10,), queue="celery"))
         out["chain"] = outcome(c.apply_async())
+    elif scenario == "chord_canvas":
+        # Rust tasks on the node's queue `rust`, Python ones on `celery`.
+        def rust(name, *args):
+            return app.signature(name, args, queue="rust")
+
+        def py(name, *args):
+            return app.signature(name, args, queue="celery")
+
+        header = [rust("tasks.add", 1, 1), rust("tasks.add", 2, 2)]
+        # A group as the body: each member gets the header's results.
+        body = group(py("py.sum", 100), rust("tasks.total"))
+        out["group_body"] = outcome(chord(header, body)())
+        # A chain as the body: the results go to its first task.
+        header = [rust("tasks.add", 1, 1), rust("tasks.add", 2, 2)]
+        body = chain(rust("tasks.total"), py("py.mul", 10))
+        out["chain_body"] = outcome(chord(header, body)())
+        # A chain in the header, Rust then Python, beside a Rust task; the
+        # body is Rust.
+        header = [chain(rust("tasks.add", 1, 2), py("py.mul", 10)), rust("tasks.add", 5, 5)]
+        out["chain_in_header"] = outcome(chord(header, rust("tasks.total"))())
+        # The same, Python then Rust, with a Python body.
+        header = [chain(py("py.mul", 2, 3), rust("tasks.add", 4)), py("py.mul", 1, 1)]
+        out["chain_in_header_py_body"] = outcome(chord(header, py("py.sum"))())
+        # A Rust task fails inside a header's chain: the chain's later
+        # step fails with it, and so does the chord's body (no hang).
+        later = py("py.mul", 10)
+        later_result = later.freeze()
+        header = [chain(rust("tasks.panic", "in a chain"), later), rust("tasks.add", 1, 1)]
+        body = chord(header, rust("tasks.total"))()
+        out["failed_in_header_chain"] = outcome(app.AsyncResult(body.id))
+        out["failed_chain_step"] = outcome(later_result)
     elif scenario == "link":
         # Rust tasks on the node's queue, their callbacks and errbacks
         # Python tasks on `celery`.

@@ -236,25 +236,30 @@ fn reduce_size_evicts_the_least_recently_used_first() {
     assert_eq!(mem.size(), 0);
 }
 
+/// `map`, and the lazy `imap` (then `imap_unordered`), on threads and on
+/// processes.
 #[test]
 fn a_map_computes_only_the_missing_items() {
     let here = std::process::id();
-    for processes in [false, true] {
+    for (processes, lazy) in [(false, false), (true, false), (false, true), (true, true)] {
         let dir = folder();
         let mem = Memory::new(dir.path()).unwrap();
         let f = mem.cache(square_pid);
         for x in (0..20).step_by(2) {
             f.call((x,));
         }
-        let out = if processes {
-            f.map(&Pool::processes(2).unwrap(), 0..20).unwrap()
-        } else {
-            f.map(&Pool::threads(2).unwrap(), 0..20).unwrap()
+        let (threads, procs) = (Pool::threads(2).unwrap(), Pool::processes(2).unwrap());
+        let out: Vec<(u64, u32)> = match (processes, lazy) {
+            (true, false) => f.map(&procs, 0..20).unwrap(),
+            (false, false) => f.map(&threads, 0..20).unwrap(),
+            (true, true) => f.imap(&procs, 0..20).collect::<Result<_, _>>().unwrap(),
+            (false, true) => f.imap(&threads, 0..20).collect::<Result<_, _>>().unwrap(),
         };
         for (x, (v, pid)) in (0..20u64).zip(&out) {
-            assert_eq!(*v, x * x);
-            // Even items were in the cache: computed here, before the map.
-            // Odd ones ran on the workers (other processes, or here).
+            assert_eq!(*v, x * x, "in input order");
+            // Even items were in the cache: computed here, before the map,
+            // and read here. Odd ones ran on the workers (other processes,
+            // or here).
             if x % 2 == 0 || !processes {
                 assert_eq!(*pid, here, "item {x}");
             } else {
@@ -263,11 +268,68 @@ fn a_map_computes_only_the_missing_items() {
         }
         assert_eq!((mem.stats().hits, mem.stats().misses), (10, 20));
         // The workers stored what they computed: a second map is all hits
-        // and gives the same values, process ids included.
-        let pool = Pool::processes(2).unwrap();
-        assert_eq!(f.map(&pool, 0..20).unwrap(), out);
-        assert_eq!(mem.stats().hits, 30);
+        // and gives the same values, process ids included (each once, in
+        // any order, from `imap_unordered`).
+        let mut again: Vec<(u64, u32)> = if lazy {
+            let got = f.imap_unordered(&procs, 0..20);
+            got.collect::<Result<_, _>>().unwrap()
+        } else {
+            f.map(&procs, 0..20).unwrap()
+        };
+        again.sort();
+        assert_eq!(again, out);
+        assert_eq!((mem.stats().hits, mem.stats().misses), (30, 20));
         assert_eq!(entries(dir.path()).len(), 20);
+    }
+}
+
+static HALF_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+fn picky_half(x: u64) -> u64 {
+    HALF_RUNS.fetch_add(1, Ordering::SeqCst);
+    assert!(x != 13, "13 is refused");
+    x / 2
+}
+
+#[test]
+fn imap_is_lazy_over_an_endless_input_of_hits_and_keeps_errors_in_place() {
+    let dir = folder();
+    let mem = Memory::new(dir.path()).unwrap();
+    let f = mem.cache(picky_half);
+    let pool = Pool::threads(2).unwrap();
+    f.map(&pool, 0..10).unwrap();
+    let runs = HALF_RUNS.load(Ordering::SeqCst);
+    // An endless input whose first items are all in the cache: read only
+    // as far as the results are consumed.
+    let first: Vec<u64> = f
+        .imap(&pool, 0..)
+        .take(12)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(first, (0..12).map(|x| x / 2).collect::<Vec<_>>());
+    assert_eq!(mem.stats().hits, 10);
+    let computed = HALF_RUNS.load(Ordering::SeqCst) - runs;
+    assert!(
+        (2..1000).contains(&computed),
+        "{computed} computed for 2 misses"
+    );
+    // A failing call is an error in its place, with its input position,
+    // between hits and computed results; nothing is stored for it.
+    for ordered in [true, false] {
+        let got: Vec<_> = if ordered {
+            f.imap(&pool, 10..16).collect()
+        } else {
+            f.imap_unordered(&pool, 10..16).collect()
+        };
+        assert_eq!(got.len(), 6);
+        let errors: Vec<_> = got.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(errors.len(), 1, "ordered: {ordered}");
+        assert!(errors[0].is_panic() && errors[0].index() == Some(3));
+        if ordered {
+            assert!(got[3].is_err());
+            assert_eq!(*got[4].as_ref().unwrap(), 7);
+        }
+        assert!(!f.check_call_in_cache(&(13,)));
     }
 }
 
@@ -401,6 +463,114 @@ fn large_float_results_are_read_in_place() {
     let small = f.call_mapped((10,));
     assert!(!small.is_mapped());
     assert_eq!(small[9], 4.5);
+}
+
+static BIG_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+fn big_ramp(n: usize) -> Vec<f64> {
+    BIG_RUNS.fetch_add(1, Ordering::SeqCst);
+    (0..n).map(|i| i as f64 * 0.75).collect()
+}
+
+fn big_bytes(n: usize) -> Vec<u8> {
+    BIG_RUNS.fetch_add(1, Ordering::SeqCst);
+    (0..n).map(|i| (i % 253) as u8).collect()
+}
+
+fn big_shared(n: usize) -> crew::shm::Array<f64> {
+    BIG_RUNS.fetch_add(1, Ordering::SeqCst);
+    let values: Vec<f64> = (0..n).map(|i| i as f64 * 0.75).collect();
+    crew::shm::Array::from_slice(&values).unwrap()
+}
+
+/// Writes `bytes` over the entry at `path`.
+fn damage(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_big_entry_is_detected() {
+    let dir = folder();
+    let mem = Memory::new(dir.path()).unwrap();
+    let runs = || BIG_RUNS.load(Ordering::SeqCst);
+    // 8 MB of f64: read straight into the vector, the checksum computed
+    // piece by piece on the way.
+    let f = mem.cache(big_ramp);
+    let n = 1 << 20;
+    let expect = f.call((n,));
+    let path = entries(dir.path()).pop().unwrap();
+    let whole = std::fs::read(&path).unwrap();
+    assert!(f.call((n,)) == expect);
+    let before = runs();
+    let mut corrupt = 0;
+    for at in [100, whole.len() / 2, whole.len() - 1] {
+        let mut flipped = whole.clone();
+        flipped[at] ^= 0x01;
+        damage(&path, &flipped);
+        assert!(f.call((n,)) == expect, "byte {at}");
+        corrupt += 1;
+        assert_eq!(
+            mem.stats().corrupt,
+            corrupt,
+            "byte {at} damaged, not detected"
+        );
+        assert_eq!(runs(), before + corrupt as usize, "byte {at}");
+        // Computed again and stored whole.
+        assert!(std::fs::read(&path).unwrap()[64..] == whole[64..]);
+    }
+    // The same entry filling a shared-memory array checks as much.
+    let shared = mem.cache(big_shared);
+    let first = shared.call_array((n,)).unwrap();
+    let array_path = entries(dir.path())
+        .into_iter()
+        .find(|p| *p != path)
+        .unwrap();
+    let array_whole = std::fs::read(&array_path).unwrap();
+    assert!(shared.call_array((n,)).unwrap().to_vec() == first.to_vec());
+    let mut flipped = array_whole.clone();
+    flipped[array_whole.len() / 3] ^= 0x80;
+    damage(&array_path, &flipped);
+    let runs_before = runs();
+    assert!(shared.call_array((n,)).unwrap().to_vec() == expect);
+    corrupt += 1;
+    assert_eq!(mem.stats().corrupt, corrupt);
+    assert_eq!(runs(), runs_before + 1);
+
+    // A mapped read checks the header and the length, not the payload's
+    // checksum (documented on `call_mapped`): a damaged header or a
+    // truncated entry is found, and the plain call still finds a damaged
+    // payload.
+    assert!(f.call_mapped((n,)).is_mapped());
+    let mut header = whole.clone();
+    header[17] ^= 0x04; // the payload length
+    let truncated = whole[..whole.len() - 8].to_vec();
+    for (what, bytes) in [("header", header), ("truncated", truncated)] {
+        damage(&path, &bytes);
+        assert!(!f.check_call_in_cache(&(n,)), "{what}");
+        let got = f.call_mapped((n,));
+        assert!(!got.is_mapped() && *got == expect[..], "{what}");
+        corrupt += 1;
+        assert_eq!(mem.stats().corrupt, corrupt, "{what} not detected");
+        assert!(f.call_mapped((n,)).is_mapped(), "{what}: stored again");
+    }
+
+    // 3 MB of bytes take the same straight path.
+    let b = mem.cache(big_bytes);
+    let bytes = b.call((3 << 20,));
+    assert!(b.call((3 << 20,)) == bytes);
+    let bytes_path = entries(dir.path())
+        .into_iter()
+        .find(|p| *p != path && *p != array_path)
+        .unwrap();
+    let mut flipped = std::fs::read(&bytes_path).unwrap();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x10;
+    damage(&bytes_path, &flipped);
+    assert!(b.call((3 << 20,)) == bytes);
+    corrupt += 1;
+    assert_eq!(mem.stats().corrupt, corrupt);
+    assert!(b.call((3 << 20,)) == bytes);
+    assert_eq!(mem.stats().corrupt, corrupt);
 }
 
 #[test]

@@ -129,7 +129,7 @@ struct CeleryArgs {
     /// Rounds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Tasks sent at once, then waited for.
+    /// Tasks queued, then released to the worker at once.
     #[arg(long, default_value_t = 5000)]
     tasks: usize,
     /// Round trips measured one after the other.

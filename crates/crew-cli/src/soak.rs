@@ -103,13 +103,13 @@ struct Exposure {
 #[derive(Default)]
 struct Tally {
     tasks: u64,
-    ops: BTreeMap<&'static str, u64>,
+    ops: BTreeMap<String, u64>,
     faults: BTreeMap<&'static str, u64>,
     violations: Vec<String>,
 }
 
 impl Tally {
-    fn op(&mut self, name: &'static str) {
+    fn op(&mut self, name: String) {
         *self.ops.entry(name).or_default() += 1;
     }
 
@@ -403,6 +403,96 @@ pub(crate) fn run(opts: &SoakOptions) -> bool {
     t.violations.is_empty()
 }
 
+/// Binds `$name` to the value for the back-end the round chose and runs
+/// `$body` with it: pools (and executors) of processes and of threads are
+/// different types, so the body is written once and compiled for each.
+macro_rules! on_backend {
+    ($processes:expr, $name:ident = $on_processes:expr, $on_threads:expr => $body:expr) => {
+        if $processes {
+            let $name = $on_processes;
+            $body
+        } else {
+            let $name = $on_threads;
+            $body
+        }
+    };
+}
+
+/// The name of a call in the summary: `op` and its back-end.
+fn op_name(op: &str, processes: bool) -> String {
+    format!("{op} ({})", if processes { "processes" } else { "threads" })
+}
+
+/// Runs `body` (one call of a round, and whatever it checks meanwhile)
+/// under the watchdog as `what`, then counts the call as `op`.
+fn watched<T>(
+    t: &mut Tally,
+    watch: &Watch,
+    op: &str,
+    processes: bool,
+    what: String,
+    body: impl FnOnce(&mut Tally) -> crew::Result<T>,
+) -> crew::Result<T> {
+    watch.enter(what);
+    let out = body(t);
+    watch.leave();
+    if out.is_ok() {
+        t.op(op_name(op, processes));
+    }
+    out
+}
+
+/// A result on its way: an executor's future or a pool's async result.
+trait Pending {
+    fn wait_timeout(&self, timeout: Duration) -> bool;
+    fn outcome(self) -> crew::Result<u64>;
+}
+
+impl Pending for crew::Future<u64> {
+    fn wait_timeout(&self, timeout: Duration) -> bool {
+        crew::Future::wait_timeout(self, timeout)
+    }
+
+    fn outcome(self) -> crew::Result<u64> {
+        self.result()
+    }
+}
+
+impl Pending for crew::AsyncResult<u64> {
+    fn wait_timeout(&self, timeout: Duration) -> bool {
+        crew::AsyncResult::wait_timeout(self, timeout)
+    }
+
+    fn outcome(self) -> crew::Result<u64> {
+        self.get()
+    }
+}
+
+/// Waits for each result (within the bound) and checks it against its
+/// item; `exposure` says what faults item `i` was exposed to.
+fn judge_pending<H: Pending>(
+    t: &mut Tally,
+    op: &str,
+    items: &[(u64, u8)],
+    pending: Vec<H>,
+    exposure: impl Fn(usize) -> Exposure,
+) {
+    for (i, (h, &(x, mode))) in pending.into_iter().zip(items).enumerate() {
+        if !h.wait_timeout(BOUND) {
+            t.violation(format!("{op}: task {x} not done within {BOUND:?}"));
+            continue;
+        }
+        t.check(op, x, mode, &h.outcome(), exposure(i));
+    }
+}
+
+/// Tasks for a round: `modes`, counted as the faults they inject.
+fn tasks(rng: &mut Rng, t: &mut Tally, n: usize, processes: bool, hang: bool) -> Vec<(u64, u8)> {
+    let items = modes(rng, n, processes, hang);
+    count_faults(t, &items);
+    items
+}
+
 /// One round: fresh pools, one scenario, every outcome checked, pools
 /// dropped.
 fn round(
@@ -418,38 +508,30 @@ fn round(
         processes,
         ..Exposure::default()
     };
+    let what = |op: &str, n: usize| format!("{op} of {n} (processes: {processes})");
     match scenario {
         // map (some rounds with a task timeout on processes)
         0 => {
             let timeout = processes && rng.chance(30);
-            let items = modes(rng, n, processes, timeout);
-            count_faults(t, &items);
+            let items = tasks(rng, t, n, processes, timeout);
             let ex = Exposure { timeout, ..ex };
             let chunk = 1 + rng.below(8) as usize;
-            watch.enter(format!("map of {n} (processes: {processes})"));
-            let out = if processes {
-                let mut b = Pool::builder().processes(workers);
-                if timeout {
-                    b = b.task_timeout(Duration::from_millis(300));
-                }
-                b.build()?.with_chunksize(chunk).map(work1, items.clone())
-            } else {
-                Pool::threads(workers)?
-                    .with_chunksize(chunk)
-                    .map(work1, items.clone())
-            };
-            watch.leave();
-            t.op(if processes {
-                "map (processes)"
-            } else {
-                "map (threads)"
-            });
+            let out = watched(t, watch, "map", processes, what("map", n), |_| {
+                Ok(on_backend!(processes, pool = {
+                    let mut b = Pool::builder().processes(workers);
+                    if timeout {
+                        b = b.task_timeout(Duration::from_millis(300));
+                    }
+                    b.build()?
+                }, Pool::threads(workers)? => {
+                    pool.with_chunksize(chunk).map(work1, items.clone())
+                }))
+            })?;
             judge_all(t, "map", &items, out, ex);
         }
         // imap, sometimes dropped half-way
         1 => {
-            let items = modes(rng, n, processes, false);
-            count_faults(t, &items);
+            let items = tasks(rng, t, n, processes, false);
             let take = if rng.chance(20) {
                 t.fault("imap dropped half-way", 1);
                 n / 2
@@ -475,178 +557,102 @@ fn round(
                         t.violation(format!("imap: more than {n} items"));
                     }
                 };
-            watch.enter(format!("imap of {n} (processes: {processes})"));
-            if processes {
-                let pool = Pool::processes(workers)?;
-                let mut it = pool.imap(work1, items.clone());
-                check(t, &mut |d| it.next_timeout(d));
-            } else {
-                let pool = Pool::threads(workers)?;
-                let mut it = pool.imap(work1, items.clone());
-                check(t, &mut |d| it.next_timeout(d));
-            }
-            watch.leave();
-            t.op(if processes {
-                "imap (processes)"
-            } else {
-                "imap (threads)"
-            });
+            watched(t, watch, "imap", processes, what("imap", n), |t| {
+                on_backend!(processes, pool = Pool::processes(workers)?, Pool::threads(workers)? => {
+                    let mut it = pool.imap(work1, items.clone());
+                    check(t, &mut |d| it.next_timeout(d));
+                });
+                Ok(())
+            })?;
         }
         // submit, with cancels
         2 => {
-            let items = modes(rng, n.min(40), processes, false);
-            count_faults(t, &items);
+            let items = tasks(rng, t, n.min(40), processes, false);
             let cancel: Vec<bool> = items.iter().map(|_| rng.chance(15)).collect();
             t.fault("cancel", cancel.iter().filter(|&&c| c).count() as u64);
-            watch.enter(format!(
-                "submit of {} (processes: {processes})",
-                items.len()
-            ));
-            macro_rules! submit_all {
-                ($exec:expr) => {{
-                    let exec = $exec;
+            let what = what("submit", items.len());
+            watched(t, watch, "submit", processes, what, |t| {
+                on_backend!(processes, exec = Executor::processes(workers)?, Executor::threads(workers)? => {
                     let futures: Vec<_> = items
                         .iter()
                         .map(|&(x, mode)| exec.submit(work, (x, mode)))
                         .collect();
-                    for (f, &c) in futures.iter().zip(&cancel) {
-                        if c {
-                            f.cancel();
-                        }
+                    for (f, _) in futures.iter().zip(&cancel).filter(|(_, c)| **c) {
+                        f.cancel();
                     }
-                    for ((f, &(x, mode)), &c) in futures.into_iter().zip(&items).zip(&cancel) {
-                        if !f.wait_timeout(BOUND) {
-                            t.violation(format!("submit: task {x} not done within {BOUND:?}"));
-                            continue;
-                        }
-                        t.check("submit", x, mode, &f.result(), Exposure { cancel: c, ..ex });
-                    }
-                }};
-            }
-            if processes {
-                submit_all!(Executor::processes(workers)?);
-            } else {
-                submit_all!(Executor::threads(workers)?);
-            }
-            watch.leave();
-            t.op(if processes {
-                "submit (processes)"
-            } else {
-                "submit (threads)"
-            });
+                    judge_pending(t, "submit", &items, futures, |i| Exposure {
+                        cancel: cancel[i],
+                        ..ex
+                    });
+                });
+                Ok(())
+            })?;
         }
-        // apply_async
-        3 => {
-            let items = modes(rng, n.min(40), processes, false);
-            count_faults(t, &items);
-            watch.enter(format!(
-                "apply_async of {} (processes: {processes})",
-                items.len()
-            ));
-            macro_rules! apply_all {
-                ($pool:expr) => {{
-                    let pool = $pool;
+        // apply_async, on a pool kept (3) or dropped or terminated with the
+        // work in flight (5)
+        3 | 5 => {
+            let dropped = scenario == 5;
+            let items = tasks(
+                rng,
+                t,
+                n.min(if dropped { 30 } else { 40 }),
+                processes,
+                false,
+            );
+            // A dropped pool is terminated first, sometimes.
+            let terminate = dropped && rng.chance(50);
+            let (op, what) = if dropped {
+                t.fault(
+                    if terminate {
+                        "pool terminate"
+                    } else {
+                        "pool drop"
+                    },
+                    1,
+                );
+                let what = format!(
+                    "pool drop with {} in flight (processes: {processes})",
+                    items.len()
+                );
+                ("pool drop", what)
+            } else {
+                ("apply_async", what("apply_async", items.len()))
+            };
+            let ex = Exposure { dropped, ..ex };
+            watched(t, watch, op, processes, what, |t| {
+                on_backend!(processes, pool = Pool::processes(workers)?, Pool::threads(workers)? => {
                     let handles: Vec<_> = items
                         .iter()
                         .map(|&(x, mode)| pool.apply_async(work, (x, mode)))
                         .collect();
-                    for (h, &(x, mode)) in handles.into_iter().zip(&items) {
-                        if !h.wait_timeout(BOUND) {
-                            t.violation(format!("apply_async: task {x} not done within {BOUND:?}"));
-                            continue;
+                    if dropped {
+                        if terminate {
+                            pool.terminate();
                         }
-                        t.check("apply_async", x, mode, &h.get(), ex);
+                        drop(pool);
                     }
-                }};
-            }
-            if processes {
-                apply_all!(Pool::processes(workers)?);
-            } else {
-                apply_all!(Pool::threads(workers)?);
-            }
-            watch.leave();
-            t.op(if processes {
-                "apply_async (processes)"
-            } else {
-                "apply_async (threads)"
-            });
+                    judge_pending(t, op, &items, handles, |_| ex);
+                });
+                Ok(())
+            })?;
         }
         // Parallel
-        4 => {
-            let items = modes(rng, n, processes, false);
-            count_faults(t, &items);
+        _ => {
+            let items = tasks(rng, t, n, processes, false);
             let prefer = if processes {
                 Prefer::Processes
             } else {
                 Prefer::Threads
             };
-            watch.enter(format!("Parallel of {n} (processes: {processes})"));
-            let out = Parallel::new()
-                .n_jobs(workers as isize)
-                .prefer(prefer)
-                // Every outcome, so that each task is judged.
-                .every_outcome(true)
-                .run(items.iter().map(|&(x, mode)| delayed(work, (x, mode))));
-            watch.leave();
-            t.op(if processes {
-                "Parallel (processes)"
-            } else {
-                "Parallel (threads)"
-            });
+            let out = watched(t, watch, "Parallel", processes, what("Parallel", n), |_| {
+                Ok(Parallel::new()
+                    .n_jobs(workers as isize)
+                    .prefer(prefer)
+                    // Every outcome, so that each task is judged.
+                    .every_outcome(true)
+                    .run(items.iter().map(|&(x, mode)| delayed(work, (x, mode)))))
+            })?;
             judge_all(t, "Parallel", &items, out, ex);
-        }
-        // a pool dropped (or terminated) with work in flight
-        _ => {
-            let items = modes(rng, n.min(30), processes, false);
-            count_faults(t, &items);
-            let terminate = rng.chance(50);
-            t.fault(
-                if terminate {
-                    "pool terminate"
-                } else {
-                    "pool drop"
-                },
-                1,
-            );
-            let ex = Exposure {
-                dropped: true,
-                ..ex
-            };
-            watch.enter(format!(
-                "pool drop with {} in flight (processes: {processes})",
-                items.len()
-            ));
-            macro_rules! drop_with_work {
-                ($pool:expr) => {{
-                    let pool = $pool;
-                    let handles: Vec<_> = items
-                        .iter()
-                        .map(|&(x, mode)| pool.apply_async(work, (x, mode)))
-                        .collect();
-                    if terminate {
-                        pool.terminate();
-                    }
-                    drop(pool);
-                    for (h, &(x, mode)) in handles.into_iter().zip(&items) {
-                        if !h.wait_timeout(BOUND) {
-                            t.violation(format!("pool drop: task {x} not done within {BOUND:?}"));
-                            continue;
-                        }
-                        t.check("pool drop", x, mode, &h.get(), ex);
-                    }
-                }};
-            }
-            if processes {
-                drop_with_work!(Pool::processes(workers)?);
-            } else {
-                drop_with_work!(Pool::threads(workers)?);
-            }
-            watch.leave();
-            t.op(if processes {
-                "pool drop (processes)"
-            } else {
-                "pool drop (threads)"
-            });
         }
     }
     Ok(())

@@ -67,6 +67,24 @@ pub trait Backend: Send + Sync + 'static {
     /// observe through the job's result sinks (see `engine::map_blocking`).
     unsafe fn execute<'s>(&self, job: Self::Job<'s>) -> std::result::Result<(), Self::Job<'s>>;
 
+    /// Queues a job whose caller waits for it at once (a blocking call such
+    /// as `apply`), as [`execute`](Backend::execute) does. A back-end may
+    /// instead drive the exchange on the calling thread, which waits anyway:
+    /// the process back-end sends the job to an idle worker and reads the
+    /// result itself, sparing a hand-off to its proxy thread and back. When
+    /// this returns, the job is done or queued.
+    ///
+    /// # Safety
+    ///
+    /// As for [`execute`](Backend::execute).
+    unsafe fn execute_blocking<'s>(
+        &self,
+        job: Self::Job<'s>,
+    ) -> std::result::Result<(), Self::Job<'s>> {
+        // SAFETY: the caller upholds `execute`'s contract.
+        unsafe { self.execute(job) }
+    }
+
     /// Queues a job that borrows nothing.
     fn spawn(&self, job: Self::Job<'static>) -> std::result::Result<(), Self::Job<'static>> {
         // SAFETY: a `'static` job borrows nothing that could expire.

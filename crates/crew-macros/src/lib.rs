@@ -45,6 +45,11 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// can be called by name (`Executor::submit_named`) in this program's
 /// workers, and by other programs that register the same name. Calling it
 /// with other argument or result types fails at once with a clear error.
+/// Called with JSON (as a Celery task), a function returning
+/// `Result<T, E>` with `E: Display` gives `T` or, for `Err`, the exception
+/// `crew::registry::JsonError::from_error` makes of `E` (Celery's
+/// `FAILURE`); such a result without `Serialize` cannot be called by name
+/// from Rust (that call fails with `is_invalid_input`).
 ///
 /// ```ignore
 /// #[crew::task]
@@ -116,7 +121,10 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
             fn __crew_thunk(input: &[u8]) -> ::core::result::Result<::std::vec::Vec<u8>, ::crew::Error> {
                 let args: #args_ty = ::crew::registry::decode(input)?;
                 let out: #ret = #ident(#(args.#indices,)*);
-                ::crew::registry::encode(&out)
+                // A result without `Serialize` (a `Result` whose error is
+                // only `Display`) is for Celery's JSON path alone.
+                use ::crew::registry::{BinOutOther as _, BinOutSerialize as _};
+                (&::crew::registry::BinOut(&out)).crew_bin_out()
             }
             #[allow(unused_mut, unused_variables)]
             fn __crew_json(
@@ -130,7 +138,10 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
                 )*);
                 ::crew::registry::check_no_kwargs(&kwargs)?;
                 let out: #ret = #ident(#(decoded.#indices,)*);
-                ::crew::registry::json_result(&out)
+                // `Result<T, E: Display>` is a value or an exception;
+                // anything else is a value.
+                use ::crew::registry::{JsonOutPlain as _, JsonOutResult as _};
+                (&::crew::registry::JsonOut(&out)).crew_json_out()
             }
             fn __crew_signature() -> ::crew::registry::Signature {
                 ::crew::registry::Signature::of::<#args_ty, #ret>()

@@ -202,6 +202,19 @@ impl Backend for Processes {
         })
     }
 
+    unsafe fn execute_blocking<'s>(
+        &self,
+        job: Self::Job<'s>,
+    ) -> std::result::Result<(), Self::Job<'s>> {
+        // SAFETY: as in `execute`.
+        let job: ProcJob<'static> =
+            unsafe { std::mem::transmute::<ProcJob<'s>, ProcJob<'static>>(job) };
+        self.shared.submit_blocking(job).map_err(|job| {
+            // SAFETY: handing the job back with the lifetime it came with.
+            unsafe { std::mem::transmute::<ProcJob<'static>, ProcJob<'s>>(job) }
+        })
+    }
+
     fn close(&self) {
         self.shared.close();
     }

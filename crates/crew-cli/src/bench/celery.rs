@@ -1,9 +1,12 @@
 //! `crew bench celery`: no-op Celery tasks sent by a Python client through
 //! one local Redis, served by a crew node (this program, started with
 //! `CREW_CELERY`) and by a Celery prefork worker with as many processes.
-//! Writes `celery.json`: `crew_node.noop`, `celery_worker.noop` (tasks/s,
-//! end to end) and `crew_node.roundtrip_p50`, `celery_worker.roundtrip_p50`
-//! (ms, one task at a time).
+//! Writes `celery.json`: `crew_node.noop`, `celery_worker.noop` (tasks/s:
+//! the client queues N tasks aside, releases them to the worker at once,
+//! and counts from the release to the last result's `date_done`, so the
+//! client's own speed is not measured) and `crew_node.roundtrip_p50`,
+//! `celery_worker.roundtrip_p50` (ms, `send_task(...).get()` one task at a
+//! time).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,7 +27,7 @@ fn noop(x: u64) -> u64 {
 #[derive(Debug, Clone)]
 pub(crate) struct CeleryOptions {
     pub(crate) rounds: usize,
-    /// Tasks sent at once, then waited for.
+    /// Tasks queued, then released to the worker at once.
     pub(crate) tasks: usize,
     /// Round trips one after the other.
     pub(crate) roundtrips: usize,
@@ -151,7 +154,7 @@ pub(crate) fn run(o: &CeleryOptions) -> anyhow::Result<Vec<Record>> {
     }
     let md = report::markdown(
         &format!(
-            "no-op Celery tasks from a Python client through one local Redis: {} at once, {} round trips; median of {} rounds",
+            "no-op Celery tasks from a Python client through one local Redis: {} queued then released at once (tasks/s from the release to the last result), {} round trips; median of {} rounds",
             o.tasks, o.roundtrips, o.rounds
         ),
         &records,

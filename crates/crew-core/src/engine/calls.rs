@@ -34,8 +34,9 @@ where
     let job = backend.call_job(task, input, promise);
     // SAFETY: we wait for the promise below before returning, and a job
     // drops its borrows before completing its promise (the `Runs` contract);
-    // a discarded job completes the promise when dropped.
-    if let Err(job) = unsafe { backend.execute(job) } {
+    // a discarded job completes the promise when dropped. The caller waits
+    // right away, so the back-end may drive the exchange on this thread.
+    if let Err(job) = unsafe { backend.execute_blocking(job) } {
         drop(job);
     }
     loop {
