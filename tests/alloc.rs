@@ -1,7 +1,9 @@
 //! Allocations on the submit path, counted by a global allocator: once
 //! warm, `Executor::threads(n).submit` followed by `result()` allocates
-//! nothing, on the submitting thread or on the workers (result slots are
-//! recycled, jobs live inline in the queue).
+//! nothing of its own, on the submitting thread or on the workers (result
+//! slots are recycled, jobs live inline in the queue). What remains is the
+//! queue's: crossbeam's `Injector` allocates a block for every 63 jobs
+//! (and frees it once they are taken).
 //!
 //! Its own binary: the counting allocator sees every thread of the process,
 //! so no other test may run beside it.
@@ -52,12 +54,18 @@ fn round(ex: &crew::Executor<crew::Threads>, batch: u64) {
     }
 }
 
+/// Jobs per block of crossbeam's `Injector` (`BLOCK_CAP`).
+const QUEUE_BLOCK: usize = 63;
+
 #[test]
-fn a_warm_thread_submit_allocates_nothing() {
+fn a_warm_thread_submit_allocates_nothing_but_the_queue_s_blocks() {
     const BATCH: u64 = 200;
     const ROUNDS: u64 = 50;
     let ex = crew::Executor::threads(2).unwrap();
-    // Warm up: the workers' first wait, the recycled slots, the queue.
+    // Warm up: the workers' first wait, the queue, and enough recycled
+    // slots for a batch even while every worker keeps its shelf of slots
+    // it let go last (two magazines of 32 at most: one big batch first).
+    round(&ex, 1_000);
     for _ in 0..ROUNDS {
         round(&ex, BATCH);
     }
@@ -67,10 +75,11 @@ fn a_warm_thread_submit_allocates_nothing() {
         round(&ex, BATCH);
     }
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before - ROUNDS as usize;
-    assert_eq!(
-        allocations,
-        0,
-        "{allocations} allocations in {} warm submits",
-        BATCH * ROUNDS
+    let submits = (BATCH * ROUNDS) as usize;
+    // One block per 63 jobs, plus the block the queue's tail was in.
+    let queue_blocks = submits.div_ceil(QUEUE_BLOCK) + 1;
+    assert!(
+        allocations <= queue_blocks,
+        "{allocations} allocations in {submits} warm submits (the queue's blocks: {queue_blocks})"
     );
 }

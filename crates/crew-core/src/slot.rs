@@ -195,8 +195,12 @@ impl<V> Slot<V> {
         V: Send + 'static,
     {
         cache::take().unwrap_or_else(|| {
+            // Room for a waiter and a lender from the start: a recycled
+            // slot keeps it, so a warm wait allocates nothing either.
             Arc::new(Slot {
                 recycle: Some(shelve::<V>),
+                waiters: Mutex::new(Vec::with_capacity(2)),
+                lenders: Mutex::new(Vec::with_capacity(2)),
                 ..Slot::new()
             })
         })
@@ -225,19 +229,13 @@ impl<V> Slot<V> {
         // SAFETY: no other access (the caller); the value cell is ours.
         let old = unsafe { (*self.value.get()).take() };
         let hook = lock(&self.interrupt).take();
-        let waiters = std::mem::take(&mut *lock(&self.waiters));
-        lock(&self.lenders).clear();
+        // A released slot is done: its waiters were taken when it completed
+        // (the list's memory was handed back) and every pin was dropped.
+        debug_assert!(lock(&self.waiters).is_empty() && lock(&self.lenders).is_empty());
         self.readers.store(0, Ordering::Relaxed);
         self.state.store(PENDING, Ordering::Relaxed);
         self.owners.store(2, Ordering::Relaxed);
-        // Dropped last, outside the locks: their drops are users' code.
-        // (The waiter list is empty once a slot completed; its memory is
-        // kept unless something was left in it.)
-        if waiters.is_empty() {
-            *lock(&self.waiters) = waiters;
-        } else {
-            drop(waiters);
-        }
+        // Dropped last, outside the lock: their drops are users' code.
         drop(hook);
         drop(old);
     }

@@ -38,15 +38,14 @@ pub(crate) mod thread {
 }
 
 #[cfg(loom)]
-pub(crate) use self::injector::Injector;
+pub(crate) use self::injector::{Injector, Steal};
 
-/// The thread back-end's job queue (`threads/queue.rs`: a ring, then a
-/// crossbeam `Injector`, whose insides loom cannot see), as a queue whose
+/// crossbeam's `Injector`, whose insides loom cannot see, as a queue whose
 /// emptiness is one loom atomic: a push is visible to `is_empty` once its
-/// SeqCst increment is (the real queue publishes a push with a SeqCst
-/// read-modify-write of a tail index, and `is_empty` reads the indices
-/// SeqCst). The mutex only guards the items; `is_empty`, which the sleep
-/// protocol relies on, never takes it.
+/// SeqCst increment is (crossbeam publishes a push with a SeqCst CAS of its
+/// tail index, and `is_empty` reads both indices SeqCst). The mutex only
+/// guards the items; `is_empty`, which the sleep protocol relies on, never
+/// takes it.
 #[cfg(loom)]
 mod injector {
     use std::collections::VecDeque;
@@ -57,6 +56,13 @@ mod injector {
     pub(crate) struct Injector<T> {
         items: Mutex<VecDeque<T>>,
         len: AtomicUsize,
+    }
+
+    pub(crate) enum Steal<T> {
+        Empty,
+        Success(T),
+        #[allow(dead_code)] // crossbeam's third outcome; this queue never retries
+        Retry,
     }
 
     impl<T> Injector<T> {
@@ -72,17 +78,18 @@ mod injector {
             self.len.fetch_add(1, SeqCst);
         }
 
-        pub(crate) fn pop(&self) -> Option<T> {
+        pub(crate) fn steal(&self) -> Steal<T> {
             if self.len.load(SeqCst) == 0 {
-                return None;
+                return Steal::Empty;
             }
-            // The count drops under the lock: a popper seeing `len` > 0 then
-            // finds the item (or one popped by a thread that already
-            // counted it out).
             let mut items = self.items.lock().unwrap();
-            let item = items.pop_front()?;
-            self.len.fetch_sub(1, SeqCst);
-            Some(item)
+            match items.pop_front() {
+                Some(item) => {
+                    self.len.fetch_sub(1, SeqCst);
+                    Steal::Success(item)
+                }
+                None => Steal::Empty,
+            }
         }
 
         pub(crate) fn is_empty(&self) -> bool {

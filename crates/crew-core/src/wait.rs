@@ -76,6 +76,11 @@ struct Completions {
     count: AtomicUsize,
 }
 
+/// Room for this many completions is made up front: the queue is usually
+/// short (the waiter keeps up), and a wait on a million futures need not
+/// allocate for a million.
+const BATCH: usize = 1024;
+
 struct Ready {
     /// `(index, failed)` of each completion not yet taken.
     queue: VecDeque<(usize, bool)>,
@@ -92,7 +97,7 @@ impl Completions {
     ) -> Arc<Completions> {
         let c = Arc::new(Completions {
             ready: Mutex::new(Ready {
-                queue: VecDeque::with_capacity(futures.len()),
+                queue: VecDeque::with_capacity(futures.len().min(BATCH)),
                 waiting: false,
             }),
             cv: Condvar::new(),

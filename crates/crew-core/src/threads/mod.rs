@@ -1,18 +1,17 @@
 //! The thread back-end: a fixed set of worker threads sharing one FIFO
-//! job queue (`queue.rs`). See `README.md` beside this file for the sleep
-//! protocol.
+//! injector queue. See `README.md` beside this file for the sleep protocol.
 
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
 #[cfg(not(loom))]
-use queue::JobQueue;
+use crossbeam_deque::{Injector, Steal};
 
-#[cfg(loom)]
-use crate::sync::Injector as JobQueue;
 use crate::sync::thread;
 use crate::sync::{AtomicU8, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, fence};
+#[cfg(loom)]
+use crate::sync::{Injector, Steal};
 
 use crate::backend::{Backend, Runs};
 use crate::call::Call;
@@ -24,8 +23,6 @@ use crate::timeline::Timeline;
 
 #[cfg(all(test, loom))]
 mod loom;
-#[cfg(not(loom))]
-mod queue;
 #[cfg(test)]
 mod test;
 
@@ -248,7 +245,7 @@ impl std::fmt::Debug for Threads {
 }
 
 struct Shared {
-    queue: JobQueue<ThreadJob<'static>>,
+    injector: Injector<ThreadJob<'static>>,
     workers: usize,
     state: AtomicU8,
     /// Workers awake and looking for work (spinning before they sleep).
@@ -387,7 +384,7 @@ impl Threads {
             ));
         }
         let shared = Arc::new(Shared {
-            queue: JobQueue::new(),
+            injector: Injector::new(),
             workers: config.workers,
             state: AtomicU8::new(OPEN),
             searching: AtomicUsize::new(0),
@@ -496,7 +493,13 @@ impl Shared {
     }
 
     fn find_job(&self) -> Option<ThreadJob<'static>> {
-        self.queue.pop()
+        loop {
+            match self.injector.steal() {
+                Steal::Success(job) => return Some(job),
+                Steal::Empty => return None,
+                Steal::Retry => std::hint::spin_loop(),
+            }
+        }
     }
 }
 
@@ -531,7 +534,7 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
                 shared.searching.fetch_sub(1, Ordering::SeqCst);
                 // Submitters saw us searching and woke nobody; if more work
                 // waits, it needs another worker now that we are busy.
-                if !shared.queue.is_empty() {
+                if !shared.injector.is_empty() {
                     shared.wake_one();
                 }
             }
@@ -540,7 +543,7 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
             continue;
         }
         // SHUTDOWN: closed and drained, or terminated.
-        if shared.state.load(Ordering::Acquire) != OPEN && shared.queue.is_empty() {
+        if shared.state.load(Ordering::Acquire) != OPEN && shared.injector.is_empty() {
             break;
         }
         // IDLE: spin and yield briefly (a job is often microseconds away),
@@ -566,7 +569,7 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
         st.sleeping += 1;
         sleep.hint.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        if shared.queue.is_empty() && shared.state.load(Ordering::Acquire) == OPEN {
+        if shared.injector.is_empty() && shared.state.load(Ordering::Acquire) == OPEN {
             loop {
                 st = sleep.cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 if st.tokens > 0 {
@@ -613,7 +616,7 @@ impl Backend for Threads {
         // lifetime only lets it sit in our `'static` queue meanwhile.
         let job: ThreadJob<'static> =
             unsafe { std::mem::transmute::<ThreadJob<'s>, ThreadJob<'static>>(job) };
-        self.shared.queue.push(job);
+        self.shared.injector.push(job);
         self.wake_one();
         Ok(())
     }
