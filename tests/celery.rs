@@ -216,8 +216,14 @@ impl Setup {
     /// Runs `crewtest.py <args>` (a Python Celery client) and reads the
     /// JSON it prints.
     fn drive(&self, args: &[&str]) -> Value {
+        self.drive_with(args, &[])
+    }
+
+    /// [`drive`](Setup::drive) with more environment variables.
+    fn drive_with(&self, args: &[&str], env: &[(&str, &str)]) -> Value {
         let out = Command::new(python())
             .arg("crewtest.py")
+            .envs(env.iter().copied())
             .args(args)
             .current_dir(here())
             .env("CREW_TEST_REDIS", self.url())
@@ -530,6 +536,44 @@ fn chords_with_canvas_bodies_and_chains_in_headers() {
     );
     let step = err(&r["failed_chain_step"]);
     assert!(step.contains("in a chain"), "{step}");
+}
+
+#[test]
+fn results_in_msgpack_for_a_msgpack_deployment() {
+    let s = Setup::new();
+    let _node = s.node_with(
+        "celery",
+        1,
+        3_600_000,
+        &[("CREW_CELERY_RESULT_SERIALIZER", "msgpack")],
+    );
+    // The client accepts msgpack results only: JSON ones would be refused.
+    let r = s.drive_with(&["results"], &[("CREW_TEST_RESULT_SERIALIZER", "msgpack")]);
+    assert_eq!(ok(&r["add"]), 5);
+    assert_eq!(ok(&r["scale"]), &serde_json::json!([3.0, 4.0]));
+    assert!(
+        err(&r["parse_err"]).starts_with("celery.exceptions.ParseIntError"),
+        "{}",
+        r["parse_err"]
+    );
+    assert_eq!(ok(&r["chord"]), 12);
+    let mut con = redis::Client::open(format!("{}/1", s.url()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("celery-task-meta-*")
+        .query(&mut con)
+        .unwrap();
+    assert!(!keys.is_empty());
+    for key in keys {
+        let raw: Vec<u8> = redis::cmd("GET").arg(key).query(&mut con).unwrap();
+        assert!(
+            serde_json::from_slice::<Value>(&raw).is_err(),
+            "a result in JSON: {}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
 }
 
 #[test]

@@ -14,7 +14,8 @@
 //!
 //! Wire formats follow Celery's protocol 2 (task messages in JSON or
 //! msgpack; a pickled one fails with kombu's `ContentDisallowed` and is
-//! never unpickled; results in JSON, Celery's default) and
+//! never unpickled; results in JSON, Celery's default, or msgpack, see
+//! [`ResultSerializer`]) and
 //! kombu's Redis transport: a queue is four lists (priorities 0, 3, 6, 9;
 //! **0 is the highest**), a delivered message sits in kombu's `unacked`
 //! hash and `unacked_index` until acknowledged (the node pops and records
@@ -64,6 +65,7 @@ use std::time::Duration;
 pub use client::{AsyncResult, Client, Send};
 pub use limits::{SoftTimeLimitExceeded, check_soft_limit, soft_limit_exceeded};
 pub use node::{Worker, WorkerConfig};
+pub use wire::ResultSerializer;
 
 /// The broker URL that makes a program a Celery node before `main`.
 pub const ENV_CELERY: &str = "CREW_CELERY";
@@ -77,13 +79,16 @@ pub const ENV_CELERY_VISIBILITY_MS: &str = "CREW_CELERY_VISIBILITY_MS";
 pub const ENV_CELERY_PREFETCH: &str = "CREW_CELERY_PREFETCH";
 /// `1` makes a node send task events from the start (`celery worker -E`).
 pub const ENV_CELERY_EVENTS: &str = "CREW_CELERY_EVENTS";
+/// How a node writes results: `json` (default) or `msgpack`, the
+/// deployment's `result_serializer`.
+pub const ENV_CELERY_RESULT_SERIALIZER: &str = "CREW_CELERY_RESULT_SERIALIZER";
 
 pub(crate) use crew_redis::hostname;
 
 /// Serves as a Celery node if this process was started as one
 /// (`CREW_CELERY` set, with `CREW_CELERY_QUEUES`, `CREW_CELERY_BACKEND`,
-/// `CREW_CONCURRENCY`, `CREW_CELERY_VISIBILITY_MS`, `CREW_CELERY_PREFETCH`
-/// and `CREW_CELERY_EVENTS` optional): never
+/// `CREW_CONCURRENCY`, `CREW_CELERY_VISIBILITY_MS`, `CREW_CELERY_PREFETCH`,
+/// `CREW_CELERY_EVENTS` and `CREW_CELERY_RESULT_SERIALIZER` optional): never
 /// returns then. Otherwise returns at once. Called before `main`
 /// automatically; `crew::init()` calls it too.
 ///
@@ -126,20 +131,16 @@ pub fn run_if_node() {
     if let Some(on) = var(ENV_CELERY_EVENTS) {
         config = config.task_events(matches!(on.trim(), "1" | "true" | "yes" | "on"));
     }
-    let code = match Worker::start(config) {
-        Ok(node) => match node.serve() {
-            Ok(()) => 0,
+    if let Some(ser) = var(ENV_CELERY_RESULT_SERIALIZER) {
+        match ser.parse() {
+            Ok(ser) => config = config.result_serializer(ser),
             Err(e) => {
                 eprintln!("crew celery node {}: {e}", std::process::id());
-                2
+                std::process::exit(2);
             }
-        },
-        Err(e) => {
-            eprintln!("crew celery node {}: cannot start: {e}", std::process::id());
-            2
         }
-    };
-    std::process::exit(code);
+    }
+    crew_redis::serve_and_exit("crew celery node", Worker::start(config), Worker::serve);
 }
 
 // Enter node mode before `main`, as worker processes do (crew-process).

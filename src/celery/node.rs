@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::control;
 use super::events::{self, Events};
-use super::wire::{self, Message, Outcome, Outgoing};
+use super::wire::{self, Message, Outcome, Outgoing, ResultSerializer};
 use crate::registry::{self, JsonError};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +63,9 @@ pub struct WorkerConfig {
     /// messages per round trip to Redis; fewer leaves more for other
     /// workers on the queue.
     pub prefetch: usize,
+    /// How results are written: Celery's `result_serializer` of the
+    /// deployment (JSON by default).
+    pub result_serializer: ResultSerializer,
     /// Whether the node sends task events (`task-received`, `-started`,
     /// `-succeeded`, `-failed`) from the start, as a Celery worker started
     /// with `-E`; off by default, as in Celery, and switched by `celery
@@ -84,6 +87,7 @@ impl WorkerConfig {
             visibility_timeout: Duration::from_secs(3600),
             prefetch: 4 * crew_core::cpu_count(),
             task_events: false,
+            result_serializer: ResultSerializer::Json,
         }
     }
 
@@ -114,6 +118,13 @@ impl WorkerConfig {
     #[must_use]
     pub fn prefetch(mut self, n: usize) -> Self {
         self.prefetch = n.max(1);
+        self
+    }
+
+    /// Sets how results are written (Celery's `result_serializer`).
+    #[must_use]
+    pub fn result_serializer(mut self, s: ResultSerializer) -> Self {
+        self.result_serializer = s;
         self
     }
 
@@ -173,6 +184,10 @@ struct Shared {
     processes: Processes,
     /// Delivery tags this node holds (running, or waiting for their eta).
     held: Mutex<HashSet<String>>,
+    /// Held by the fetch loop from taking messages until they are in
+    /// `held`, and by KEEP while it restores: a message just taken is never
+    /// mistaken for one a dead consumer left.
+    taking: Mutex<()>,
     running: Mutex<usize>,
     room: Condvar,
     stop: AtomicBool,
@@ -268,6 +283,7 @@ impl Worker {
                 keys,
                 processes,
                 held: Mutex::new(HashSet::new()),
+                taking: Mutex::new(()),
                 running: Mutex::new(0),
                 room: Condvar::new(),
                 stop: AtomicBool::new(false),
@@ -386,7 +402,10 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             continue;
         }
         // While the queues stay empty, a plain EXISTS (a microsecond of
-        // Redis time) asks whether to run the script (tens of them).
+        // Redis time) asks whether to run the script (tens of them). KEEP
+        // waits while messages are taken and not yet in `held`, or it could
+        // put them back as abandoned.
+        let taking = lock(&shared.taking);
         let popped = link.call(&stop, |con| {
             if idle > Duration::ZERO
                 && redis::cmd("EXISTS").arg(&shared.keys).query::<u64>(con)? == 0
@@ -402,7 +421,13 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
         match popped {
             None => break,
             Some(Ok(raws)) if !raws.is_empty() => {
-                idle = Duration::ZERO;
+                // Fewer than asked for: the queues are empty now, so the
+                // next look is the cheap EXISTS, not the script.
+                idle = if raws.len() < want {
+                    Duration::from_nanos(1)
+                } else {
+                    Duration::ZERO
+                };
                 for raw in raws {
                     match Message::parse(&raw) {
                         Ok(m) => {
@@ -432,6 +457,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 }
             }
             Some(Ok(_)) => {
+                drop(taking);
                 // Nothing queued: wait for a message on the first list
                 // (the first queue's default priority) without taking it:
                 // BLMOVE from a list onto its own end returns as soon as
@@ -478,6 +504,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 }
             }
             Some(Err(e)) => {
+                drop(taking);
                 eprintln!("crew celery node {}: reading tasks: {e}", shared.hostname);
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -724,7 +751,7 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
             .iter()
             .flat_map(|(msg, outcome)| chain_stopped(msg, outcome))
             .collect();
-        let results: Vec<(String, String)> = ended
+        let results: Vec<(String, Vec<u8>)> = ended
             .iter()
             .chain(&stopped)
             .filter(|(msg, _)| {
@@ -736,7 +763,10 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
             .map(|(msg, outcome)| {
                 (
                     format!("{}{}", wire::META, msg.id),
-                    wire::meta(&msg.id, outcome),
+                    shared
+                        .config
+                        .result_serializer
+                        .encode(&wire::meta(&msg.id, outcome)),
                 )
             })
             .collect();
@@ -864,7 +894,10 @@ fn chord_member(
         key(".c"),
         token.clone(),
     ];
-    let part = wire::chord_part(&msg.id, outcome);
+    let part = shared
+        .config
+        .result_serializer
+        .encode(&wire::chord_part(&msg.id, outcome));
     let script = redis::Script::new(wire::CHORD_PART);
     let stop = || STOP_SIGNAL.load(Ordering::Relaxed);
     let claimed = backend.call(&stop, |con| {
@@ -886,7 +919,7 @@ fn chord_member(
         }
         _ => return None,
     }
-    let parts: Vec<String> = match backend.call(&stop, |con| {
+    let parts: Vec<Vec<u8>> = match backend.call(&stop, |con| {
         redis::cmd("ZRANGE").arg(&keys[0]).arg(0).arg(-1).query(con)
     }) {
         Some(Ok(p)) => p,
@@ -895,7 +928,7 @@ fn chord_member(
     let mut results = Vec::with_capacity(parts.len());
     let mut failed = None;
     for p in &parts {
-        let v: Value = serde_json::from_str(p).unwrap_or(Value::Null);
+        let v = wire::decode_stored(p).unwrap_or(Value::Null);
         let state = v.get(2).and_then(Value::as_str).unwrap_or("");
         if matches!(state, "FAILURE" | "REVOKED") && failed.is_none() {
             let tid = v.get(1).and_then(Value::as_str).unwrap_or("?").to_owned();
@@ -935,7 +968,10 @@ fn chord_member(
                 exc_module: "celery.exceptions".into(),
                 message: reason.clone(),
             };
-            let payload = wire::meta(&cid, &Outcome::Failure(err, format!("{reason}\n")));
+            let payload = shared.config.result_serializer.encode(&wire::meta(
+                &cid,
+                &Outcome::Failure(err, format!("{reason}\n")),
+            ));
             let meta_key = format!("{}{cid}", wire::META);
             let _ = backend.call(&stop, |con| {
                 redis::pipe()
@@ -1257,6 +1293,8 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
                 .send("worker-heartbeat", worker_fields(shared));
             beat = std::time::Instant::now();
         }
+        // Not while the fetch loop takes messages (see `taking`).
+        let taking = lock(&shared.taking);
         let held: Vec<String> = lock(&shared.held).iter().cloned().collect();
         let now = wire::now();
         let r = link.call(&stop, |con| {
@@ -1274,6 +1312,7 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
             }
             restore.arg(now - vt).arg(&held).invoke::<u64>(con)
         });
+        drop(taking);
         match r {
             Some(Ok(n)) if n > 0 => eprintln!(
                 "crew celery node {}: put {n} unacknowledged message(s) back on their queues",
@@ -1360,37 +1399,20 @@ fn control_reply(shared: &Shared, method: &str) -> Value {
 // CONTROL: answer `celery inspect` and `celery control` on the mailbox's
 // pub/sub channel.
 fn control_loop(shared: &Arc<Shared>, mut link: Link) {
-    let Ok(client) = crew_redis::client(&shared.config.broker, None) else {
+    let channel = control::channel(events::db_of(&shared.config.broker));
+    let Ok(sub) = crew_redis::Subscriber::new(&shared.config.broker, None, &channel) else {
         return;
     };
-    let channel = control::channel(events::db_of(&shared.config.broker));
     let mut clock = 0u64;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(5)) else {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        };
-        let mut pubsub = con.as_pubsub();
-        if pubsub.subscribe(&channel).is_err()
-            || pubsub
-                .set_read_timeout(Some(Duration::from_millis(200)))
-                .is_err()
-        {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        }
-        while !shared.stop.load(Ordering::Relaxed) {
-            let payload = match pubsub.get_message() {
-                Ok(msg) => msg.get_payload_bytes().to_vec(),
-                Err(e) if e.is_timeout() => continue,
-                Err(_) => break,
-            };
-            let Some(req) = control::decode(&payload, &shared.hostname, wire::now()) else {
-                continue;
+    sub.run(
+        || shared.stop.load(Ordering::Relaxed),
+        |payload| {
+            let Some(req) = control::decode(payload, &shared.hostname, wire::now()) else {
+                return;
             };
             let data = control_reply(shared, &req.method);
             let Some((exchange, routing_key, ticket)) = req.reply else {
-                continue;
+                return;
             };
             clock += 1;
             let raw = control::reply_envelope(
@@ -1415,6 +1437,6 @@ fn control_loop(shared: &Arc<Shared>, mut link: Link) {
             if let Some(Err(e)) = r {
                 eprintln!("crew celery node {}: replying: {e}", shared.hostname);
             }
-        }
-    }
+        },
+    );
 }

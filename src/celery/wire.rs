@@ -41,22 +41,33 @@ pub(crate) fn queue_key(queue: &str, priority: u8) -> String {
 /// step. ARGV[1]: now (Unix seconds, float). Returns the raw messages.
 ///
 /// The delivery tag, exchange and routing key are read with string
-/// patterns (the last match: `properties` is the envelope's last field, and
-/// the body is base64, so only unescaped JSON keys match), which costs a
+/// patterns in the envelope's `properties` (the last `"properties":`: it is
+/// the envelope's last field, the body is base64, and a key inside a
+/// string is escaped, so only the envelope's own keys match), which costs a
 /// fraction of decoding the message; a message they do not fit is decoded.
 pub(crate) const FETCH: &str = r#"
 local out = {}
 local want = tonumber(ARGV[2])
-local function last(m, key)
-  local v
-  for x in string.gmatch(m, '"' .. key .. '":%s*"([^"\\]*)"') do v = x end
-  return v
+local function field(m, at, key)
+  return string.match(m, '"' .. key .. '":%s*"([^"\\]*)"', at)
+end
+local function properties(m)
+  local at, from = nil, 1
+  while true do
+    local i = string.find(m, '"properties":', from, true)
+    if not i then return at end
+    at, from = i, i + 1
+  end
 end
 for i = 1, #KEYS do
   while #out < want do
     local m = redis.call('RPOP', KEYS[i])
     if not m then break end
-    local tag, ex, rk = last(m, 'delivery_tag'), last(m, 'exchange'), last(m, 'routing_key')
+    local tag, ex, rk
+    local at = properties(m)
+    if at then
+      tag, ex, rk = field(m, at, 'delivery_tag'), field(m, at, 'exchange'), field(m, at, 'routing_key')
+    end
     if tag and ex and rk then
       ex, rk = '"' .. ex .. '"', '"' .. rk .. '"'
     else
@@ -436,8 +447,63 @@ pub(crate) enum Outcome {
     Revoked(String),
 }
 
+/// How a node writes results: Celery's `result_serializer`, which the
+/// Python clients of the deployment read them with.
+///
+/// # Examples
+///
+/// ```
+/// use crew::celery::ResultSerializer;
+///
+/// assert_eq!("msgpack".parse::<ResultSerializer>().unwrap(), ResultSerializer::Msgpack);
+/// assert_eq!(ResultSerializer::default(), ResultSerializer::Json);
+/// assert!("pickle".parse::<ResultSerializer>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResultSerializer {
+    /// JSON, Celery's default.
+    #[default]
+    Json,
+    /// msgpack (`result_serializer = "msgpack"`).
+    Msgpack,
+}
+
+impl std::str::FromStr for ResultSerializer {
+    type Err = crew_core::Error;
+
+    fn from_str(s: &str) -> crew_core::Result<ResultSerializer> {
+        match s.trim() {
+            "json" => Ok(ResultSerializer::Json),
+            "msgpack" => Ok(ResultSerializer::Msgpack),
+            other => Err(crew_core::Error::invalid_input(format!(
+                "a crew node writes results as `json` or `msgpack`, not `{other}`"
+            ))),
+        }
+    }
+}
+
+impl ResultSerializer {
+    /// `v` as this serializer writes it.
+    pub(crate) fn encode(self, v: &Value) -> Vec<u8> {
+        match self {
+            ResultSerializer::Json => v.to_string().into_bytes(),
+            // A JSON value always has a msgpack form (maps keyed by strings).
+            ResultSerializer::Msgpack => rmp_serde::to_vec(v).unwrap_or_default(),
+        }
+    }
+}
+
+/// A stored value (a chord member's part, a result) in JSON or msgpack,
+/// whichever it is: a deployment's Python workers write theirs with their
+/// own `result_serializer`.
+pub(crate) fn decode_stored(raw: &[u8]) -> Option<Value> {
+    serde_json::from_slice(raw)
+        .ok()
+        .or_else(|| rmp_serde::from_slice(raw).ok())
+}
+
 /// The payload of `celery-task-meta-<id>`.
-pub(crate) fn meta(id: &str, outcome: &Outcome) -> String {
+pub(crate) fn meta(id: &str, outcome: &Outcome) -> Value {
     let (status, result, traceback) = match outcome {
         Outcome::Success(v) => ("SUCCESS", v.clone(), Value::Null),
         Outcome::Failure(e, tb) => ("FAILURE", exception(e), Value::String(tb.clone())),
@@ -459,12 +525,11 @@ pub(crate) fn meta(id: &str, outcome: &Outcome) -> String {
         "date_done": now_iso(),
         "task_id": id,
     })
-    .to_string()
 }
 
 /// A task's state and result as a chord header records them:
 /// `[1, id, state, result]`.
-pub(crate) fn chord_part(id: &str, outcome: &Outcome) -> String {
+pub(crate) fn chord_part(id: &str, outcome: &Outcome) -> Value {
     let (state, result) = match outcome {
         Outcome::Success(v) => ("SUCCESS", v.clone()),
         Outcome::Failure(e, _) => ("FAILURE", exception(e)),
@@ -477,7 +542,7 @@ pub(crate) fn chord_part(id: &str, outcome: &Outcome) -> String {
             }),
         ),
     };
-    json!([1, id, state, result]).to_string()
+    json!([1, id, state, result])
 }
 
 pub(crate) fn exception(e: &JsonError) -> Value {
@@ -487,7 +552,7 @@ pub(crate) fn exception(e: &JsonError) -> Value {
 /// Reads a stored result back: `Ok(value)` for SUCCESS, `Err` for a failure
 /// or revocation, `None` while not finished.
 pub(crate) fn read_meta(raw: &[u8]) -> Option<Result<Value, JsonError>> {
-    let v: Value = serde_json::from_slice(raw).ok()?;
+    let v = decode_stored(raw)?;
     let status = v.get("status").and_then(Value::as_str)?;
     let result = v.get("result").cloned().unwrap_or(Value::Null);
     match status {
@@ -600,9 +665,11 @@ mod tests {
     #[test]
     fn failures_read_back_as_exceptions() {
         let e = JsonError::type_error("bad");
-        let raw = meta("x", &Outcome::Failure(e.clone(), "tb".into()));
-        assert_eq!(read_meta(raw.as_bytes()), Some(Err(e)));
-        let raw = meta("x", &Outcome::Success(json!([1])));
-        assert_eq!(read_meta(raw.as_bytes()), Some(Ok(json!([1]))));
+        for ser in [ResultSerializer::Json, ResultSerializer::Msgpack] {
+            let raw = ser.encode(&meta("x", &Outcome::Failure(e.clone(), "tb".into())));
+            assert_eq!(read_meta(&raw), Some(Err(e.clone())));
+            let raw = ser.encode(&meta("x", &Outcome::Success(json!([1, "a", 2.5]))));
+            assert_eq!(read_meta(&raw), Some(Ok(json!([1, "a", 2.5]))));
+        }
     }
 }

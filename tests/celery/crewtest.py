@@ -13,6 +13,9 @@ app = Celery("crewtest", broker=f"{URL}/0", backend=f"{URL}/1")
 app.conf.broker_transport_options = {"visibility_timeout": 3600}
 app.conf.worker_prefetch_multiplier = 1
 app.conf.task_acks_late = True
+if os.environ.get("CREW_TEST_RESULT_SERIALIZER"):
+    app.conf.result_serializer = os.environ["CREW_TEST_RESULT_SERIALIZER"]
+    app.conf.result_accept_content = [app.conf.result_serializer]
 
 
 @app.task(name="py.mul")
@@ -133,6 +136,13 @@ def drive(scenario):
         body = chord(header, rust("tasks.total"))()
         out["failed_in_header_chain"] = outcome(app.AsyncResult(body.id))
         out["failed_chain_step"] = outcome(later_result)
+    elif scenario == "results":
+        # Whatever result_serializer this client reads (the environment's).
+        out["add"] = outcome(send("tasks.add", (2, 3)))
+        out["scale"] = outcome(send("tasks.scale", ([1.5, 2.0],), {"by": 2}))
+        out["parse_err"] = outcome(send("tasks.parse", ("x",)))
+        header = [app.signature("tasks.add", (i, i)) for i in range(4)]
+        out["chord"] = outcome(chord(header, app.signature("tasks.total"))())
     elif scenario == "link":
         # Rust tasks on the node's queue, their callbacks and errbacks
         # Python tasks on `celery`.

@@ -8,9 +8,9 @@
 //! executable may run it: compare [`fingerprint`]s before calling
 //! [`Processes::run_raw`]. A chunk's items cross one by one
 //! ([`encode_items`]), so a node can re-run part of a chunk after a worker
-//! died without knowing the item type: postcard encodes a `Vec<X>` as its
-//! length followed by the items, so any subset re-assembles into a valid
-//! payload.
+//! died without knowing the item type: the payload format (see `bulk.rs`)
+//! encodes a `Vec<X>` as its length followed by the items, so any subset
+//! re-assembles into a valid payload.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +25,7 @@ use crate::entry::{
     chunk_entry, offset_of,
 };
 use crate::supervisor::{Completion, JobLimits, ProcJob};
+use crate::wire::Payload;
 
 /// This executable's layout fingerprint: two processes may exchange task
 /// offsets only if theirs are equal.
@@ -93,8 +94,26 @@ where
 ///
 /// `is_protocol` if the value cannot be serialized.
 pub fn encode<V: Serialize + ?Sized>(value: &V) -> Result<Vec<u8>> {
-    postcard::to_allocvec(value)
+    crate::bulk::to_vec(value)
         .map_err(|e| Error::protocol(format!("cannot encode the task's arguments: {e}")))
+}
+
+/// Decodes one value [`encode`] wrote.
+///
+/// # Examples
+///
+/// ```
+/// use crew_process::remote::{decode, encode};
+/// let v: (u32, String) = decode(&encode(&(5u32, "x".to_string()))?)?;
+/// assert_eq!(v, (5, "x".to_string()));
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// `is_protocol` if the bytes are not an encoding of a `T`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    crate::bulk::from_slice(bytes).map_err(|e| Error::protocol(format!("cannot decode: {e}")))
 }
 
 /// Encodes a chunk's items one by one.
@@ -116,8 +135,8 @@ pub fn encode_items<X: Serialize>(items: &[X]) -> Result<Vec<Vec<u8>>> {
 /// Joins encoded items into the payload of a chunk.
 fn chunk_payload(items: &[Vec<u8>], positions: &[u32]) -> Vec<u8> {
     let len: usize = positions.iter().map(|&p| items[p as usize].len()).sum();
-    let mut out = postcard::to_allocvec(&positions.len()).expect("a length always encodes");
-    out.reserve(len);
+    let mut out = Vec::with_capacity(len + 10);
+    crate::bulk::put_len(&mut out, positions.len());
     for &p in positions {
         out.extend_from_slice(&items[p as usize]);
     }
@@ -159,6 +178,59 @@ pub struct Segment {
     pub output: Vec<u8>,
     /// The index of the worker that ran them, in its pool.
     pub worker: u32,
+}
+
+/// A call of a task by its registered name (`#[crew::task]`), as it
+/// travels to whoever runs it: the name, the fingerprint of the signature
+/// the caller expects, that signature in words, and the encoded arguments.
+/// Any build that registers the name with the same fingerprint may run it.
+///
+/// # Examples
+///
+/// ```
+/// use crew_process::remote::NamedCall;
+/// let c = NamedCall { name: "m::add".into(), fingerprint: 7, signature: "(u8,) -> u8".into(), args: vec![1] };
+/// let back: NamedCall = crew_process::remote::decode(&crew_process::remote::encode(&c)?)?;
+/// assert_eq!(back.name, "m::add");
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NamedCall {
+    /// The registered name.
+    pub name: String,
+    /// The fingerprint of the signature (argument and result types).
+    pub fingerprint: u64,
+    /// The signature in words, `(args) -> result`, for people.
+    pub signature: String,
+    /// The arguments, encoded.
+    pub args: Vec<u8>,
+}
+
+/// A value already encoded: serializes as exactly its bytes, so a task that
+/// returns `Verbatim(encode(&r))` produces the same output as one returning
+/// `r` (a tuple's bytes are written with no length). Lets a worker run a
+/// named task whose result type it knows only as bytes.
+///
+/// # Examples
+///
+/// ```
+/// use crew_process::remote::{Verbatim, encode};
+/// let r = (5u32, String::from("x"));
+/// assert_eq!(encode(&Verbatim(encode(&r)?))?, encode(&r)?);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verbatim(pub Vec<u8>);
+
+impl Serialize for Verbatim {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for b in &self.0 {
+            t.serialize_element(b)?;
+        }
+        t.end()
+    }
 }
 
 /// A task's input as bytes.
@@ -336,7 +408,7 @@ impl Completion for RawCompletion {
         self.done(RawOutcome::Cancelled);
     }
 
-    fn lost(&mut self, payload: &mut Vec<u8>, item: usize, error: Error, retry: bool) -> bool {
+    fn lost(&mut self, payload: &mut Payload, item: usize, error: Error, retry: bool) -> bool {
         let Some((items, positions)) = &mut self.chunk else {
             if retry {
                 return true;
@@ -361,7 +433,7 @@ impl Completion for RawCompletion {
             });
             return false;
         }
-        *payload = chunk_payload(items, positions);
+        *payload = Payload::Inline(chunk_payload(items, positions));
         true
     }
 }
@@ -413,10 +485,13 @@ impl Processes {
     pub unsafe fn run_raw(&self, job: RawJob) -> Result<RawHandle> {
         let handle = RawHandle::default();
         let (payload, chunk) = match job.input {
-            RawInput::Call(bytes) => (bytes, None),
+            RawInput::Call(bytes) => (Payload::Inline(bytes), None),
             RawInput::Chunk(items) => {
                 let positions: Vec<u32> = (0..items.len() as u32).collect();
-                (chunk_payload(&items, &positions), Some((items, positions)))
+                (
+                    Payload::Inline(chunk_payload(&items, &positions)),
+                    Some((items, positions)),
+                )
             }
         };
         let completion = RawCompletion {
@@ -448,7 +523,7 @@ impl Processes {
 ///
 /// See [`Processes::run_raw`].
 pub fn decode_call<R: DeserializeOwned>(output: &[u8]) -> (Result<R>, Option<(u64, u64)>) {
-    match postcard::from_bytes::<CallWire<R>>(output) {
+    match crate::bulk::from_slice::<CallWire<R>>(output) {
         Ok(CallWire { result, span }) => (result.map_err(WireError::into_error), span),
         Err(e) => (
             Err(Error::protocol(format!(
@@ -500,7 +575,7 @@ pub fn decode_chunk<R: DeserializeOwned>(
         positions, output, ..
     } in segments
     {
-        match postcard::from_bytes::<ChunkWire<R>>(&output) {
+        match crate::bulk::from_slice::<ChunkWire<R>>(&output) {
             Ok(ChunkWire::Done(values, errors, seg_spans)) => {
                 let mut values = values.into_iter();
                 let mut errors = errors.into_iter().peekable();

@@ -1,13 +1,71 @@
 //! Starting a worker: the parent's own executable, re-executed from
-//! `/proc/self/exe` (never a `fork` of a multi-threaded parent that goes on
-//! running Rust code), with its socket at fd 3 and its control page at fd 4.
+//! `/proc/self/exe` with `posix_spawn` (never a `fork` of a multi-threaded
+//! parent that goes on running Rust code), with its socket at fd 3 and its
+//! control page at fd 4.
 
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 
 use crate::worker::{CONTROL_LEN, Control, ENV_CONTROL, ENV_FD, ENV_MEMORY, ENV_PARENT};
+
+/// A worker process we started and have not necessarily reaped: the part
+/// of `std::process::Child` we use, for a process `posix_spawn` started.
+pub(crate) struct Child {
+    pid: u32,
+    /// Set once reaped: the pid may then name another process.
+    status: Option<ExitStatus>,
+}
+
+impl Child {
+    /// The worker's pid (also its process group's id, for pool workers).
+    pub(crate) fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// `SIGKILL`s the worker, unless it was already reaped.
+    pub(crate) fn kill(&mut self) -> io::Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        // SAFETY: signalling a child we have not reaped (its pid is ours).
+        cvt(unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) }).map(drop)
+    }
+
+    fn waitpid(&mut self, options: libc::c_int) -> io::Result<Option<ExitStatus>> {
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        let mut raw = 0;
+        loop {
+            // SAFETY: waiting for our own child, with a valid status pointer.
+            match cvt(unsafe { libc::waitpid(self.pid as libc::pid_t, &mut raw, options) }) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {
+                    let status = ExitStatus::from_raw(raw);
+                    self.status = Some(status);
+                    return Ok(Some(status));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reaps the worker if it has exited.
+    pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.waitpid(libc::WNOHANG)
+    }
+
+    /// Waits for the worker to exit and reaps it.
+    pub(crate) fn wait(&mut self) -> io::Result<ExitStatus> {
+        self.waitpid(0)?
+            .ok_or_else(|| io::Error::other("waitpid returned no status"))
+    }
+}
 
 /// A started worker process, seen from the parent.
 pub(crate) struct Spawned {
@@ -39,6 +97,15 @@ fn set_buffers(fd: &OwnedFd) {
 
 /// Starts one worker process; with `own_group`, the worker leads a process
 /// group of its own (pool workers: see [`kill_group`]).
+///
+/// `posix_spawn` (glibc's is `clone(CLONE_VM | CLONE_VFORK)` and `exec`)
+/// rather than `fork`: a `fork` copies the page tables of the whole parent
+/// and leaves its pages copy-on-write, so the parent takes a page fault on
+/// the first write to each page after every spawn; a pool of many workers
+/// in a big parent paid that on its way to the first result. The file
+/// actions place the two fds and `/dev/null` on stdin; the worker sets
+/// `PR_SET_PDEATHSIG` itself, first thing, and checks that its parent is
+/// still the one named in its environment (the README, "Orphans").
 pub(crate) fn spawn_worker(memory_limit: Option<u64>, own_group: bool) -> io::Result<Spawned> {
     use rustix::fs::{MemfdFlags, ftruncate, memfd_create};
     use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
@@ -53,52 +120,151 @@ pub(crate) fn spawn_worker(memory_limit: Option<u64>, own_group: bool) -> io::Re
     let control_fd = memfd_create(c"crew-control", MemfdFlags::CLOEXEC)?;
     ftruncate(&control_fd, CONTROL_LEN as u64)?;
     let control = Control::map(control_fd.as_raw_fd())?;
-
-    let mut cmd = Command::new("/proc/self/exe");
-    if let Some(arg0) = std::env::args_os().next() {
-        cmd.arg0(arg0);
-    }
-    cmd.env(ENV_FD, "3")
-        .env(ENV_CONTROL, "4")
-        .env(ENV_PARENT, std::process::id().to_string())
-        .stdin(Stdio::null());
-    if let Some(bytes) = memory_limit {
-        cmd.env(ENV_MEMORY, bytes.to_string());
-    }
-    if own_group {
-        cmd.process_group(0);
-    }
-    let (sock_raw, control_raw) = (child_end.as_raw_fd(), control_fd.as_raw_fd());
-    // SAFETY: the closure runs in the forked child before exec and uses only
-    // async-signal-safe calls (fcntl, dup2, prctl).
-    unsafe {
-        cmd.pre_exec(move || {
-            // Move both fds out of the way of 3 and 4 first, then into place;
-            // dup2 clears close-on-exec on the copies.
-            let s = cvt(libc::fcntl(sock_raw, libc::F_DUPFD, 10))?;
-            let c = cvt(libc::fcntl(control_raw, libc::F_DUPFD, 10))?;
-            cvt(libc::dup2(s, 3))?;
-            cvt(libc::dup2(c, 4))?;
-            libc::close(s);
-            libc::close(c);
-            cvt(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
+    // The file actions `dup2` these onto 3 and 4 (which clears close-on-exec
+    // on the copies only); above 4, neither `dup2` can overwrite the other's
+    // source.
+    let sock_src = rustix::io::fcntl_dupfd_cloexec(&child_end, 10)?;
+    let control_src = rustix::io::fcntl_dupfd_cloexec(&control_fd, 10)?;
     drop(child_end);
     drop(control_fd);
-    let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::PidfdFlags::empty(),
-    )
-    .ok();
+
+    let arg0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("/proc/self/exe"));
+    let mut ours = vec![
+        (ENV_FD, "3".to_owned()),
+        (ENV_CONTROL, "4".to_owned()),
+        (ENV_PARENT, std::process::id().to_string()),
+    ];
+    if let Some(bytes) = memory_limit {
+        ours.push((ENV_MEMORY, bytes.to_string()));
+    }
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| ours.iter().all(|(name, _)| k.as_bytes() != name.as_bytes()))
+        .filter_map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    env.extend(
+        ours.iter()
+            .map(|(k, v)| CString::new(format!("{k}={v}")).expect("no NUL in our variables")),
+    );
+    let arg0 = CString::new(arg0.into_vec())
+        .unwrap_or_else(|_| CString::new("/proc/self/exe").expect("no NUL"));
+    let argv = [arg0.as_ptr(), std::ptr::null()];
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let pid = posix_spawn(
+        &argv,
+        &envp,
+        sock_src.as_raw_fd(),
+        control_src.as_raw_fd(),
+        own_group,
+    )?;
+    drop(sock_src);
+    drop(control_src);
+    let child = Child { pid, status: None };
+    let pidfd = rustix::process::Pid::from_raw(pid as i32)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     Ok(Spawned {
         child,
         sock: parent_end,
         control,
         pidfd,
     })
+}
+
+/// Owns a `posix_spawn` attribute or file-actions object until dropped.
+struct Destroy<T>(T, unsafe extern "C" fn(*mut T) -> libc::c_int);
+
+impl<T> Drop for Destroy<T> {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` was initialised by the matching `_init`.
+        unsafe { (self.1)(&mut self.0) };
+    }
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// `posix_spawn` of `/proc/self/exe` with `sock` on fd 3, `control` on fd
+/// 4, `/dev/null` on stdin, an empty signal mask and `SIGPIPE` at its
+/// default (as `std::process::Command` leaves a child), and, with
+/// `own_group`, a process group of its own. `argv` and `envp` end with a
+/// null pointer.
+fn posix_spawn(
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    sock: libc::c_int,
+    control: libc::c_int,
+    own_group: bool,
+) -> io::Result<u32> {
+    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
+    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
+    // SAFETY: each object is initialised before use and destroyed once (by
+    // `Destroy`); every pointer passed lives until `posix_spawn` returns,
+    // and `argv` and `envp` are null-terminated arrays of C strings.
+    unsafe {
+        let mut actions = std::mem::MaybeUninit::uninit();
+        check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
+        let mut actions = Destroy(
+            actions.assume_init(),
+            libc::posix_spawn_file_actions_destroy,
+        );
+        check(libc::posix_spawn_file_actions_adddup2(
+            &mut actions.0,
+            sock,
+            3,
+        ))?;
+        check(libc::posix_spawn_file_actions_adddup2(
+            &mut actions.0,
+            control,
+            4,
+        ))?;
+        check(libc::posix_spawn_file_actions_addopen(
+            &mut actions.0,
+            0,
+            c"/dev/null".as_ptr(),
+            libc::O_RDONLY,
+            0,
+        ))?;
+        let mut attr = std::mem::MaybeUninit::uninit();
+        check(libc::posix_spawnattr_init(attr.as_mut_ptr()))?;
+        let mut attr = Destroy(attr.assume_init(), libc::posix_spawnattr_destroy);
+        let mut set = std::mem::MaybeUninit::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        let mut set = set.assume_init();
+        check(libc::posix_spawnattr_setsigmask(&mut attr.0, &set))?;
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        check(libc::posix_spawnattr_setsigdefault(&mut attr.0, &set))?;
+        let mut flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+        if own_group {
+            check(libc::posix_spawnattr_setpgroup(&mut attr.0, 0))?;
+            flags |= libc::POSIX_SPAWN_SETPGROUP;
+        }
+        check(libc::posix_spawnattr_setflags(&mut attr.0, flags as _))?;
+        let mut pid: libc::pid_t = 0;
+        check(libc::posix_spawn(
+            &mut pid,
+            c"/proc/self/exe".as_ptr(),
+            &actions.0,
+            &attr.0,
+            argv.as_ptr() as *const *mut libc::c_char,
+            envp.as_ptr() as *const *mut libc::c_char,
+        ))?;
+        Ok(pid as u32)
+    }
 }
 
 /// Kills (SIGKILL) the process group that worker `pid` leads: the worker

@@ -8,9 +8,11 @@ use crew_process::remote::{RawInput, RawOutcome};
 
 /// Bumped when an entry's layout changes; a node dead-letters entries of
 /// another version instead of misreading them.
-pub(crate) const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 2;
 
-/// A task entry (field `t` of the task stream).
+/// A task entry (field `t` of the task stream). Every version starts with
+/// `version`, `driver` and `id` (see [`Header`]), so that a node can tell
+/// the driver of an entry it refuses.
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) struct TaskMsg {
     pub(crate) version: u8,
@@ -27,7 +29,15 @@ pub(crate) struct TaskMsg {
     pub(crate) spans: bool,
     /// Tell the driver when the task starts (calls; chunks need not).
     pub(crate) notify_start: bool,
+    /// A call by name (`entry` is then 0): the task's name and signature
+    /// fingerprint, which the entry's stream serves; its input is a
+    /// `crew_process::remote::NamedCall`.
+    pub(crate) named: Option<(String, u64)>,
 }
+
+/// The start of every task entry, whatever its version: postcard writes
+/// fields in order, so it decodes from the front of any entry.
+pub(crate) type Header = (u8, String, u64);
 
 /// An entry of a driver's result stream (field `r`).
 #[derive(Serialize, Deserialize, Debug)]
@@ -63,6 +73,9 @@ pub(crate) mod node_fields {
     pub(crate) const DONE: &str = "done";
     pub(crate) const FAILED: &str = "failed";
     pub(crate) const STARTED: &str = "started";
+    /// The ids (hex) of the named task streams the node serves, comma
+    /// separated.
+    pub(crate) const NAMED: &str = "named";
 }
 
 /// `unix ns - monotonic ns` of this machine now.

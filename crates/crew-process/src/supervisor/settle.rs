@@ -61,7 +61,7 @@ pub(super) fn deliver(
     }
 }
 
-pub(super) fn reap(child: &mut std::process::Child) -> std::process::ExitStatus {
+pub(super) fn reap(child: &mut crate::spawn::Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         match child.try_wait() {
