@@ -30,7 +30,7 @@
 //! Signatures linked with `link` / `link_error` are sent after a Rust task
 //! succeeds (with its result prepended) or fails (with its id prepended).
 //! A node answers Celery's remote control (`celery inspect ping`, `active`,
-//! `stats`, `registered`; `celery control enable_events`, `disable_events`,
+//! `reserved`, `scheduled`, `stats`, `registered`; `celery control enable_events`, `disable_events`,
 //! `shutdown`) on the mailbox's pub/sub channel.
 //!
 //! # Examples

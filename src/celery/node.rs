@@ -195,6 +195,9 @@ struct Shared {
     processed: std::sync::atomic::AtomicU64,
     /// What each running task is, by delivery tag (`celery inspect active`).
     active: Mutex<HashMap<String, Value>>,
+    /// Tasks taken but not started, by delivery tag: whether each waits for
+    /// its eta, and what it is (`celery inspect reserved`, `scheduled`).
+    waiting: Mutex<HashMap<String, (bool, Value)>>,
     /// How many tasks of each name ended (`celery inspect stats`).
     totals: Mutex<HashMap<String, u64>>,
     started: std::time::Instant,
@@ -290,6 +293,7 @@ impl Worker {
                 events: Events::start(hostname.clone(), &config.broker, config.task_events)?,
                 processed: std::sync::atomic::AtomicU64::new(0),
                 active: Mutex::new(HashMap::new()),
+                waiting: Mutex::new(HashMap::new()),
                 totals: Mutex::new(HashMap::new()),
                 started: std::time::Instant::now(),
                 hostname,
@@ -382,10 +386,15 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
     while !shared.stopping() {
         let now = wire::now();
         while let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
-            ready.push_back(later.swap_remove(i));
+            let m = later.swap_remove(i);
+            if let Some(w) = lock(&shared.waiting).get_mut(&m.tag) {
+                w.0 = false;
+            }
+            ready.push_back(m);
         }
         while !ready.is_empty() && *lock(&shared.running) < workers {
             if let Some(m) = ready.pop_front() {
+                lock(&shared.waiting).remove(&m.tag);
                 dispatch(shared, tx, m);
             }
         }
@@ -446,7 +455,10 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                             }),
                         );
                             lock(&shared.held).insert(m.tag.clone());
-                            if m.eta.is_some_and(|t| t > wire::now()) {
+                            let eta = m.eta.is_some_and(|t| t > wire::now());
+                            lock(&shared.waiting)
+                                .insert(m.tag.clone(), (eta, active_info(shared, &m)));
+                            if eta {
                                 later.push(m);
                             } else {
                                 ready.push_back(m);
@@ -546,6 +558,7 @@ fn give_back(shared: &Shared, link: &mut Link, msgs: &[Message]) {
     }
     for m in msgs {
         lock(&shared.held).remove(&m.tag);
+        lock(&shared.waiting).remove(&m.tag);
     }
 }
 
@@ -1347,6 +1360,7 @@ fn active_info(shared: &Shared, msg: &Message) -> Value {
             "redelivered": false,
         },
         "worker_pid": null,
+        "eta": msg.headers.get("eta"),
     })
 }
 
@@ -1362,7 +1376,28 @@ fn control_reply(shared: &Shared, method: &str) -> Value {
             names.dedup();
             serde_json::json!(names)
         }
-        "reserved" | "scheduled" | "revoked" => serde_json::json!([]),
+        // Taken and waiting for a worker process, or for their eta.
+        "reserved" => Value::Array(
+            lock(&shared.waiting)
+                .values()
+                .filter(|(eta, _)| !eta)
+                .map(|(_, info)| info.clone())
+                .collect(),
+        ),
+        "scheduled" => Value::Array(
+            lock(&shared.waiting)
+                .values()
+                .filter(|(eta, _)| *eta)
+                .map(|(_, info)| {
+                    serde_json::json!({
+                        "eta": info.get("eta").cloned().unwrap_or(Value::Null),
+                        "priority": info.pointer("/delivery_info/priority").cloned().unwrap_or(Value::Null),
+                        "request": info,
+                    })
+                })
+                .collect(),
+        ),
+        "revoked" => serde_json::json!([]),
         "stats" => {
             let totals = lock(&shared.totals).clone();
             serde_json::json!({
