@@ -259,3 +259,47 @@ fn the_progress_bar_reaches_its_total_on_the_cluster() {
     let counts = progress_counts(&lines, "Parallel(n_jobs=2)");
     assert_eq!(counts.last().unwrap(), &(40, 40), "{lines:?}");
 }
+
+fn nap_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// With prefetch, the first node to read after a map was queued must not
+/// take every chunk while another node idles: each takes a fair share of
+/// what waits.
+#[test]
+fn nodes_that_prefetch_share_a_queued_map() {
+    let queue = fresh_queue();
+    let env = [
+        ("CREW_HEARTBEAT_MS", HEARTBEAT_MS),
+        (crew::cluster::ENV_PREFETCH, "64"),
+    ];
+    let nodes: Vec<_> = (0..2)
+        .map(|_| redis().spawn_node(&queue, 1, &env).unwrap())
+        .collect();
+    let config = ClusterConfig::new(redis().url()).queue(&queue);
+    let pool = crew::Pool::builder()
+        .cluster_config(config.clone())
+        .build()
+        .unwrap();
+    eventually("the nodes come up", || pool.workers() >= 2);
+    let v = pool
+        .with_chunksize(1)
+        .map(nap_ms, std::iter::repeat_n(20u64, 40))
+        .unwrap();
+    assert_eq!(v.len(), 40);
+    eventually("both nodes report their counts", || {
+        let s = crew::cluster::status(&config).unwrap();
+        s.nodes.iter().map(|n| n.done).sum::<u64>() == 40
+    });
+    let s = crew::cluster::status(&config).unwrap();
+    let done: Vec<u64> = s.nodes.iter().map(|n| n.done).collect();
+    assert!(
+        done.iter().all(|&d| d >= 10),
+        "each node ran a fair share of the 40 tasks: {done:?}"
+    );
+    for n in nodes {
+        redis().kill_node(n);
+    }
+}

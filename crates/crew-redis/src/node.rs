@@ -431,8 +431,9 @@ fn capacity(shared: &Shared) -> usize {
 fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
     let mut link = shared.config.link(Duration::from_secs(5))?;
     let stop = || shared.stopping();
+    let fetch = redis::Script::new(proto::FETCH);
     while !shared.stopping() {
-        let want = {
+        let (want, free) = {
             let mut local = lock(&shared.local);
             while local.len() >= capacity(shared) && !shared.stopping() {
                 local = shared
@@ -441,11 +442,78 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
-            capacity(shared).saturating_sub(local.len())
+            (
+                capacity(shared).saturating_sub(local.len()),
+                shared.concurrency.saturating_sub(local.len()),
+            )
         };
         if want == 0 {
             continue;
         }
+        // With prefetch, take a fair share of what waits first (one round
+        // trip, no blocking); block only when nothing waits, and then for
+        // no more than the free worker processes.
+        if want > free {
+            let held = lock(&shared.local).len();
+            let got = link.call(&stop, |con| {
+                let mut inv = fetch.key(shared.keys.nodes());
+                for s in &shared.streams {
+                    inv.key(&s.key);
+                }
+                inv.arg(GROUP)
+                    .arg(&shared.name)
+                    .arg(free)
+                    .arg(want)
+                    .arg(held)
+                    .invoke::<Value>(con)
+            });
+            match got {
+                None => break,
+                Some(Ok(v)) => {
+                    let (waiting, read) = match reply::array(&v).split_first() {
+                        Some((w, rest)) => (
+                            reply::string(w)
+                                .and_then(|w| w.parse::<u64>().ok())
+                                .unwrap_or(0),
+                            reply::read_reply_by_stream(&Value::Array(rest.to_vec())),
+                        ),
+                        None => (0, Vec::new()),
+                    };
+                    let took = !read.is_empty();
+                    for (key, e) in read {
+                        if let Some(at) = shared.streams.iter().position(|s| s.key == key) {
+                            accept(shared, &mut link, at, e);
+                        }
+                    }
+                    if took {
+                        continue;
+                    }
+                    if waiting > 0 {
+                        // Entries wait, and this node holds its share of
+                        // them with every worker busy: wait for one to
+                        // finish (or for the share to change) instead of
+                        // taking more from the other nodes.
+                        let local = lock(&shared.local);
+                        let _ = shared
+                            .room
+                            .wait_timeout(local, Duration::from_millis(20))
+                            .unwrap_or_else(|p| p.into_inner());
+                        continue;
+                    }
+                }
+                Some(Err(e)) if e.to_string().contains("NOGROUP") => {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    ensure_groups(&mut link, &shared.keys, &shared.streams, deadline)?;
+                    continue;
+                }
+                Some(Err(e)) => {
+                    eprintln!("crew node {}: reading tasks: {e}", shared.name);
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
+        }
+        let want = want.min(free.max(1));
         // One read over every stream served (COUNT is per stream: with
         // named tasks a read may bring more than `want`; the surplus waits
         // in the node's process pool).

@@ -209,6 +209,46 @@ end
 return total
 "#;
 
+/// A node's read when it may take more than its free worker processes
+/// (`CREW_PREFETCH`): from each stream, no more than brings what this node
+/// holds to its fair share (the entries waiting and held, split over the
+/// live nodes), and at least one per free worker process. Without it, the
+/// first node to read after a map was queued takes every chunk its
+/// prefetch allows, and the other nodes idle while it runs them one after
+/// the other. Does not block. Returns the entries still waiting after the
+/// read (over all streams), then `{stream, entries}` for each stream read.
+///
+/// KEYS: nodes set, then the streams. ARGV: group, consumer, free worker
+/// processes, room (free plus prefetch left), entries this node holds.
+pub(crate) const FETCH: &str = r#"
+local free, room, held = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local nodes = math.max(redis.call('SCARD', KEYS[1]), 1)
+local out = {0}
+for i = 2, #KEYS do
+  local len = redis.call('XLEN', KEYS[i])
+  if len > 0 then
+    local pending = redis.call('XPENDING', KEYS[i], ARGV[1])[1]
+    local waiting = len - pending
+    if waiting > 0 then
+      local share = math.ceil(len / nodes) - held
+      local count = math.max(free, math.min(room, share))
+      if count > 0 then
+        local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count, 'STREAMS', KEYS[i], '>')
+        if r then
+          table.insert(out, r[1])
+          waiting = waiting - #r[1][2]
+          room = room - #r[1][2]
+          free = math.max(free - #r[1][2], 0)
+          held = held + #r[1][2]
+        end
+      end
+      out[1] = out[1] + waiting
+    end
+  end
+end
+return out
+"#;
+
 /// Deletes the entries no node has taken yet; returns their ids.
 ///
 /// KEYS: task stream. ARGV: group, entry ids.
