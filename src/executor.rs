@@ -315,7 +315,7 @@ impl<B: Backend> Executor<B> {
         A: 'static,
         R: Send + 'static,
     {
-        let (promise, future) = Future::pending();
+        let (promise, future) = Future::pending_recycled();
         engine::spawn_call(&**self.backend, Star(f), args, promise);
         future
     }
@@ -346,7 +346,7 @@ impl<B: Backend> Executor<B> {
     {
         match named_call::<A, R>(name, &args) {
             Ok(call) => {
-                let (promise, future) = Future::pending();
+                let (promise, future) = Future::pending_recycled();
                 engine::spawn_call(&**self.backend, ByName::new(), call, promise);
                 future
             }

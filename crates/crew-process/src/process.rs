@@ -137,7 +137,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
             promise: Some(promise),
             attempts: 0,
             number: None,
-            name: "call",
+            name: Some("call"),
         };
         std::thread::Builder::new()
             .name("crew-process".into())
