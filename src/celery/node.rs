@@ -184,6 +184,10 @@ struct Shared {
     processes: Processes,
     /// Delivery tags this node holds (running, or waiting for their eta).
     held: Mutex<HashSet<String>>,
+    /// Held by the fetch loop from taking messages until they are in
+    /// `held`, and by KEEP while it restores: a message just taken is never
+    /// mistaken for one a dead consumer left.
+    taking: Mutex<()>,
     running: Mutex<usize>,
     room: Condvar,
     stop: AtomicBool,
@@ -191,6 +195,9 @@ struct Shared {
     processed: std::sync::atomic::AtomicU64,
     /// What each running task is, by delivery tag (`celery inspect active`).
     active: Mutex<HashMap<String, Value>>,
+    /// Tasks taken but not started, by delivery tag: whether each waits for
+    /// its eta, and what it is (`celery inspect reserved`, `scheduled`).
+    waiting: Mutex<HashMap<String, (bool, Value)>>,
     /// How many tasks of each name ended (`celery inspect stats`).
     totals: Mutex<HashMap<String, u64>>,
     started: std::time::Instant,
@@ -279,12 +286,14 @@ impl Worker {
                 keys,
                 processes,
                 held: Mutex::new(HashSet::new()),
+                taking: Mutex::new(()),
                 running: Mutex::new(0),
                 room: Condvar::new(),
                 stop: AtomicBool::new(false),
                 events: Events::start(hostname.clone(), &config.broker, config.task_events)?,
                 processed: std::sync::atomic::AtomicU64::new(0),
                 active: Mutex::new(HashMap::new()),
+                waiting: Mutex::new(HashMap::new()),
                 totals: Mutex::new(HashMap::new()),
                 started: std::time::Instant::now(),
                 hostname,
@@ -377,10 +386,15 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
     while !shared.stopping() {
         let now = wire::now();
         while let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
-            ready.push_back(later.swap_remove(i));
+            let m = later.swap_remove(i);
+            if let Some(w) = lock(&shared.waiting).get_mut(&m.tag) {
+                w.0 = false;
+            }
+            ready.push_back(m);
         }
         while !ready.is_empty() && *lock(&shared.running) < workers {
             if let Some(m) = ready.pop_front() {
+                lock(&shared.waiting).remove(&m.tag);
                 dispatch(shared, tx, m);
             }
         }
@@ -397,7 +411,10 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             continue;
         }
         // While the queues stay empty, a plain EXISTS (a microsecond of
-        // Redis time) asks whether to run the script (tens of them).
+        // Redis time) asks whether to run the script (tens of them). KEEP
+        // waits while messages are taken and not yet in `held`, or it could
+        // put them back as abandoned.
+        let taking = lock(&shared.taking);
         let popped = link.call(&stop, |con| {
             if idle > Duration::ZERO
                 && redis::cmd("EXISTS").arg(&shared.keys).query::<u64>(con)? == 0
@@ -413,7 +430,13 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
         match popped {
             None => break,
             Some(Ok(raws)) if !raws.is_empty() => {
-                idle = Duration::ZERO;
+                // Fewer than asked for: the queues are empty now, so the
+                // next look is the cheap EXISTS, not the script.
+                idle = if raws.len() < want {
+                    Duration::from_nanos(1)
+                } else {
+                    Duration::ZERO
+                };
                 for raw in raws {
                     match Message::parse(&raw) {
                         Ok(m) => {
@@ -432,7 +455,10 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                             }),
                         );
                             lock(&shared.held).insert(m.tag.clone());
-                            if m.eta.is_some_and(|t| t > wire::now()) {
+                            let eta = m.eta.is_some_and(|t| t > wire::now());
+                            lock(&shared.waiting)
+                                .insert(m.tag.clone(), (eta, active_info(shared, &m)));
+                            if eta {
                                 later.push(m);
                             } else {
                                 ready.push_back(m);
@@ -443,6 +469,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 }
             }
             Some(Ok(_)) => {
+                drop(taking);
                 // Nothing queued: wait for a message on the first list
                 // (the first queue's default priority) without taking it:
                 // BLMOVE from a list onto its own end returns as soon as
@@ -489,6 +516,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 }
             }
             Some(Err(e)) => {
+                drop(taking);
                 eprintln!("crew celery node {}: reading tasks: {e}", shared.hostname);
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -530,6 +558,7 @@ fn give_back(shared: &Shared, link: &mut Link, msgs: &[Message]) {
     }
     for m in msgs {
         lock(&shared.held).remove(&m.tag);
+        lock(&shared.waiting).remove(&m.tag);
     }
 }
 
@@ -1277,6 +1306,8 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
                 .send("worker-heartbeat", worker_fields(shared));
             beat = std::time::Instant::now();
         }
+        // Not while the fetch loop takes messages (see `taking`).
+        let taking = lock(&shared.taking);
         let held: Vec<String> = lock(&shared.held).iter().cloned().collect();
         let now = wire::now();
         let r = link.call(&stop, |con| {
@@ -1294,6 +1325,7 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
             }
             restore.arg(now - vt).arg(&held).invoke::<u64>(con)
         });
+        drop(taking);
         match r {
             Some(Ok(n)) if n > 0 => eprintln!(
                 "crew celery node {}: put {n} unacknowledged message(s) back on their queues",
@@ -1328,6 +1360,7 @@ fn active_info(shared: &Shared, msg: &Message) -> Value {
             "redelivered": false,
         },
         "worker_pid": null,
+        "eta": msg.headers.get("eta"),
     })
 }
 
@@ -1343,7 +1376,28 @@ fn control_reply(shared: &Shared, method: &str) -> Value {
             names.dedup();
             serde_json::json!(names)
         }
-        "reserved" | "scheduled" | "revoked" => serde_json::json!([]),
+        // Taken and waiting for a worker process, or for their eta.
+        "reserved" => Value::Array(
+            lock(&shared.waiting)
+                .values()
+                .filter(|(eta, _)| !eta)
+                .map(|(_, info)| info.clone())
+                .collect(),
+        ),
+        "scheduled" => Value::Array(
+            lock(&shared.waiting)
+                .values()
+                .filter(|(eta, _)| *eta)
+                .map(|(_, info)| {
+                    serde_json::json!({
+                        "eta": info.get("eta").cloned().unwrap_or(Value::Null),
+                        "priority": info.pointer("/delivery_info/priority").cloned().unwrap_or(Value::Null),
+                        "request": info,
+                    })
+                })
+                .collect(),
+        ),
+        "revoked" => serde_json::json!([]),
         "stats" => {
             let totals = lock(&shared.totals).clone();
             serde_json::json!({
@@ -1380,37 +1434,20 @@ fn control_reply(shared: &Shared, method: &str) -> Value {
 // CONTROL: answer `celery inspect` and `celery control` on the mailbox's
 // pub/sub channel.
 fn control_loop(shared: &Arc<Shared>, mut link: Link) {
-    let Ok(client) = crew_redis::client(&shared.config.broker, None) else {
+    let channel = control::channel(events::db_of(&shared.config.broker));
+    let Ok(sub) = crew_redis::Subscriber::new(&shared.config.broker, None, &channel) else {
         return;
     };
-    let channel = control::channel(events::db_of(&shared.config.broker));
     let mut clock = 0u64;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(5)) else {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        };
-        let mut pubsub = con.as_pubsub();
-        if pubsub.subscribe(&channel).is_err()
-            || pubsub
-                .set_read_timeout(Some(Duration::from_millis(200)))
-                .is_err()
-        {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        }
-        while !shared.stop.load(Ordering::Relaxed) {
-            let payload = match pubsub.get_message() {
-                Ok(msg) => msg.get_payload_bytes().to_vec(),
-                Err(e) if e.is_timeout() => continue,
-                Err(_) => break,
-            };
-            let Some(req) = control::decode(&payload, &shared.hostname, wire::now()) else {
-                continue;
+    sub.run(
+        || shared.stop.load(Ordering::Relaxed),
+        |payload| {
+            let Some(req) = control::decode(payload, &shared.hostname, wire::now()) else {
+                return;
             };
             let data = control_reply(shared, &req.method);
             let Some((exchange, routing_key, ticket)) = req.reply else {
-                continue;
+                return;
             };
             clock += 1;
             let raw = control::reply_envelope(
@@ -1435,6 +1472,6 @@ fn control_loop(shared: &Arc<Shared>, mut link: Link) {
             if let Some(Err(e)) = r {
                 eprintln!("crew celery node {}: replying: {e}", shared.hostname);
             }
-        }
-    }
+        },
+    );
 }

@@ -347,7 +347,24 @@ impl LocalRedis {
         concurrency: usize,
         env: &[(&str, &str)],
     ) -> Result<NodeProcess> {
-        let mut cmd = Command::new("/proc/self/exe");
+        self.spawn_node_of(Path::new("/proc/self/exe"), queue, concurrency, env)
+    }
+
+    /// [`spawn_node`](LocalRedis::spawn_node) with another program (a
+    /// binary that uses crew): it serves the tasks of its own build, and
+    /// those it registers by name.
+    ///
+    /// # Errors
+    ///
+    /// `is_io` if the program cannot be started.
+    pub fn spawn_node_of(
+        &self,
+        program: &Path,
+        queue: &str,
+        concurrency: usize,
+        env: &[(&str, &str)],
+    ) -> Result<NodeProcess> {
+        let mut cmd = Command::new(program);
         cmd.env(crate::ENV_WORKER, self.url())
             .env(crate::ENV_QUEUE, queue)
             .env(crate::ENV_CONCURRENCY, concurrency.to_string())

@@ -29,6 +29,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The type is opaque: ask it questions. A task's failure never affects
 /// another task, so an `Error` always describes one task (or one call).
 ///
+/// Its `Display` is one line and does not repeat its cause: an I/O
+/// error's operating-system error is its
+/// [`source`](std::error::Error::source), as a [`MapError`]'s first failed
+/// task is the map error's. To log everything, walk the chain (as
+/// `anyhow`'s `{:#}` does) or print `{:?}`.
+///
 /// # Examples
 ///
 /// ```
@@ -38,6 +44,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// assert!(e.is_timeout());
 /// assert!(!e.is_panic());
 /// assert_eq!(e.to_string(), "task timed out");
+///
+/// // The whole chain, one cause after the other.
+/// fn chain(e: &dyn std::error::Error) -> String {
+///     let mut text = e.to_string();
+///     let mut cause = e.source();
+///     while let Some(c) = cause {
+///         text += &format!(": {c}");
+///         cause = c.source();
+///     }
+///     text
+/// }
+/// let io = Error::io("starting a worker process", std::io::Error::other("no memfd"));
+/// assert_eq!(chain(&io), "i/o error while starting a worker process: no memfd");
 /// ```
 #[derive(Clone)]
 pub struct Error {
@@ -683,6 +702,8 @@ pub struct MapError<R> {
     results: Vec<Result<R>>,
     first: usize,
     failed: usize,
+    /// The map failed as a whole (no task ran): it shows as that error.
+    whole: bool,
 }
 
 impl<R> MapError<R> {
@@ -709,6 +730,7 @@ impl<R> MapError<R> {
             results,
             first,
             failed,
+            whole: false,
         }
     }
 
@@ -834,12 +856,22 @@ impl<R> MapError<R> {
 
 impl<R> From<Error> for MapError<R> {
     /// A map that failed as a whole (for example, refused by a closed pool):
-    /// a single failed outcome with no results.
+    /// a single failed outcome with no results. It displays as that error
+    /// (no task failed), whose source is its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err: crew_core::MapError<u8> = crew_core::Error::shutdown().into();
+    /// assert_eq!(err.to_string(), "pool is shut down");
+    /// assert!(err.first().is_shutdown());
+    /// ```
     fn from(e: Error) -> MapError<R> {
         MapError {
             results: vec![Err(e)],
             first: 0,
             failed: 1,
+            whole: true,
         }
     }
 }
@@ -852,6 +884,10 @@ impl<R> From<MapError<R>> for Error {
 
 impl<R> fmt::Display for MapError<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.whole {
+            // Not a task's failure: "1 of 1 tasks failed" would mislead.
+            return fmt::Display::fmt(self.first(), f);
+        }
         // The first failure itself is the `source()`; not repeated here.
         write!(
             f,
@@ -875,6 +911,10 @@ impl<R> fmt::Debug for MapError<R> {
 
 impl<R> std::error::Error for MapError<R> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        if self.whole {
+            // Displayed as the error itself: its source comes next.
+            return std::error::Error::source(self.first());
+        }
         Some(self.first())
     }
 }
