@@ -541,3 +541,48 @@ fn retries_run_a_task_again_after_its_worker_died() {
         redis().kill_node(n);
     }
 }
+
+/// A Redis Cluster of one shard (`cluster-enabled yes`, every slot on this
+/// node): Redis then refuses any command or script whose keys are in
+/// different slots (`CROSSSLOT`), so a map, calls by name, a reclaim after
+/// `kill -9` and the status all running here shows every key of a queue
+/// shares its slot.
+#[test]
+fn a_one_shard_redis_cluster_serves_a_queue_with_reclaims() {
+    let own = LocalRedis::start_one_shard_cluster().unwrap();
+    let mut c = con(&own);
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
+    assert!(
+        info.contains("cluster_enabled:1") || info.contains("cluster_state:ok"),
+        "{info}"
+    );
+    let queue = fresh_queue();
+    let ns = nodes(&own, &queue, 2, 1, &[]);
+    let pool = pool_on(&own, &queue, 2);
+    let config = ClusterConfig::new(own.url()).queue(&queue);
+    let killed = ns[0];
+    let got = within("a map on a Redis Cluster", 4 * LONG, move || {
+        let mut it = pool.with_chunksize(50).imap(busy, 0..4_000u64);
+        let mut got = Vec::with_capacity(4_000);
+        for r in it.by_ref().take(500) {
+            got.push(r.unwrap());
+        }
+        own.kill_node(killed);
+        for r in it {
+            got.push(r.unwrap());
+        }
+        let ex = crew::Executor::cluster_config(config.clone()).unwrap();
+        let named = ex
+            .submit_named::<_, String>("examples::named::program", ())
+            .result_timeout(LONG)
+            .unwrap();
+        let s = crew::cluster::status(&config).unwrap();
+        (got, named, s.dead, own)
+    });
+    let (got, named, dead, own) = got;
+    // The killed node's chunks were reclaimed (by `RECLAIM`) and finished.
+    assert_eq!(got, (0..4_000u64).map(|x| x * 3).collect::<Vec<_>>());
+    assert_eq!(named, "the test binary");
+    assert_eq!(dead, 0);
+    own.kill_node(ns[1]);
+}
