@@ -353,6 +353,7 @@ fn serve_from_env() -> io::Result<()> {
         };
         let _ = rustix::process::setrlimit(rustix::process::Resource::As, lim);
     }
+    keep_freed_memory();
     // Processes that tasks start must not inherit the socket or the control
     // page: a child holding the socket open would hide our death.
     for fd in [sock, control] {
@@ -653,6 +654,7 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                         // Idle for a while: let go of the shared memory kept
                         // for large payloads, then wait as long as it takes.
                         crate::shm::trim();
+                        release_freed_memory();
                     }
                     break inbox.read(sock).map(|r| matches!(r, Read::Data));
                 }
@@ -672,6 +674,35 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                 return;
             }
         }
+    }
+}
+
+/// Has the allocator keep the memory tasks free for the next ones, rather
+/// than hand it back to the kernel at once: a large argument is decoded
+/// into a new buffer for each task, and with glibc's defaults each buffer
+/// of 32 MiB or more is a fresh mapping whose pages the kernel faults in
+/// and zeroes one by one (a third of the time of a 100 MB echo). Kept in
+/// the heap instead, the next task's buffer reuses pages already there.
+/// What is kept goes back when the worker sits idle
+/// ([`release_freed_memory`]). Only with glibc's allocator (a program with
+/// another global allocator is not affected).
+fn keep_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: `mallopt` only sets tuning parameters of glibc's allocator,
+    // before any task runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+/// Hands the memory kept by [`keep_freed_memory`] back to the kernel.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: `malloc_trim` returns free heap memory to the kernel; it is
+    // safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
