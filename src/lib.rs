@@ -8,13 +8,32 @@
 //! | `pool.map / starmap / apply` | [`Pool::map`], [`Pool::starmap`], [`Pool::apply`] |
 //! | `apply_async / map_async / starmap_async` | [`AsyncResult`] with `callback` / `error_callback` |
 //! | `imap / imap_unordered` | lazy iterators of `Result<T>` with bounded work in flight |
-//! | `ProcessPoolExecutor(n)` / `ThreadPoolExecutor(n)` | [`Executor::processes(n)`](Executor::processes) / [`Executor::threads(n)`](Executor::threads), [`Future`] |
+//! | `ProcessPoolExecutor(n)` / `ThreadPoolExecutor(n)` | [`Executor::processes(n)`](Executor::processes) / [`Executor::threads(n)`](Executor::threads), [`Executor::builder`] (initializer, `max_tasks_per_child`) |
+//! | `executor.submit(f, *args)` → `Future` | [`Executor::submit`]`(f, args)` → [`Future`] (`result`, `result_timeout`, `cancel`, `add_done_callback`, `.await`) |
+//! | `executor.map(f, xs)`, `shutdown(wait, cancel_futures)` | [`Executor::map`], [`Executor::map_timeout`], [`Executor::shutdown`] |
 //! | `Process(target=f, args=…)` | [`Process`] |
 //! | `Value`, `Array`, `Lock`, `Event`, …, `Queue`, `Pipe` | [`shm`], [`sync`], [`Queue`], [`Pipe`] |
 //! | `wait`, `as_completed` | [`wait`], [`as_completed`] |
 //! | `joblib.Parallel(n_jobs=-1)(delayed(f)(x) for x in xs)` | `Parallel::new().n_jobs(-1).run(xs.map(\|x\| delayed(f, (x,))))` |
 //! | `joblib.Memory(location).cache(f)(x)` | [`Memory::new(dir)?.cache(f).call((x,))`](Memory), [`Cached::map`] over a pool |
 //! | Cython `prange` / OpenMP `parallel for` | [`prange`], [`par_for_each_mut`] with a [`Schedule`] |
+//! | Celery workers and `app.send_task(name, args)` on Redis | [`celery`]: a node serving `#[crew::task(name = "…")]` functions, and a [`celery::Client`] |
+//! | invalid settings raise `ValueError` | errors with `is_invalid_input()` (`processes(0)`, `n_jobs(0)`, `chunksize(0)`, …) |
+//! | `BrokenProcessPool` | none: a dead worker fails only its own task (`is_worker_lost()`), the pool carries on |
+//!
+//! # Which back-end
+//!
+//! | back-end | pick it when | constructors |
+//! |---|---|---|
+//! | threads | the default choice in Rust: no start-up cost, no copying, and no GIL, so CPU-bound tasks run in parallel; tasks may borrow local data in blocking calls | [`Pool::threads`], [`Executor::threads`], [`Parallel`] with [`Prefer::Threads`] |
+//! | processes | a task may crash (segfault, abort, out of memory) or must be stopped (`task_timeout`, `cancel` kill its worker), or calls code that is not thread-safe; arguments and results cross as serde values (big data: [`shm::Array`]) | [`Pool::processes`], [`Executor::processes`], [`Parallel`] (joblib's default) |
+//! | cluster | the work outgrows one machine: nodes on other machines share a queue through Redis 7+; the rules of processes apply | [`Pool::cluster`], [`Executor::cluster`], [`Parallel::cluster`], [`cluster`] |
+//! | Celery | Python programs call Rust functions, or Rust calls Python tasks, through a Celery deployment on Redis | [`celery`] |
+//!
+//! A thread cannot be killed: on threads, `cancel` stops a task only before
+//! it starts, there is no `task_timeout`, and a `_timeout` wait that gives
+//! up leaves the task running to its end. Where a task must be stopped,
+//! use processes.
 //!
 //! The same calls run on threads or on worker processes; only the
 //! constructor changes. On processes a task is a fn item or a closure that
@@ -143,8 +162,9 @@ pub use crew_shm::{Connection, Pipe, PutError, Queue, QueueBuilder};
 ///     let pool = crew::Pool::processes(2).unwrap();
 ///     assert_eq!(pool.apply(|x: u8| x + 1, (1,)).unwrap(), 2);
 /// }
-/// # main();
 /// ```
+// The example is about `main`: it has to show one.
+#[allow(clippy::needless_doctest_main)]
 pub fn init() {
     crew_process::run_if_worker();
     crew_redis::run_if_node();

@@ -347,6 +347,7 @@ impl Parallel {
     /// // No worker at all is refused when the calls run.
     /// let err = Parallel::new().n_jobs(0).run([delayed(square, (1,))]).unwrap_err();
     /// assert!(err.first().is_invalid_input());
+    /// assert!(err.to_string().contains("n_jobs=0 leaves no worker"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn n_jobs(mut self, n_jobs: isize) -> Parallel {

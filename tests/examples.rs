@@ -192,8 +192,47 @@ fn futures() {
     );
 }
 
+/// The README's *Scale out* program, run as it says: a Redis, a node (the
+/// program with `CREW_WORKER`), then the driver (with `CREW_CLUSTER`).
+#[test]
+fn scale_out() {
+    /// Kills the node when the test ends, however it ends.
+    struct Node(std::process::Child);
+    impl Drop for Node {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let redis = crew::cluster::LocalRedis::start().expect("start redis-server");
+    let url = redis.tcp_url();
+    let queue = format!("readme-{}", std::process::id());
+    let _node = Node(
+        Command::new(example_binary("scale_out"))
+            .env("CREW_WORKER", &url)
+            .env("CREW_CONCURRENCY", "1")
+            .env("CREW_QUEUE", &queue)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the node"),
+    );
+    let stdout = run_with(
+        "scale_out",
+        &[
+            ("CREW_CLUSTER", url.as_ref()),
+            ("CREW_QUEUE", queue.as_ref()),
+        ],
+    );
+    assert!(
+        stdout.contains("squares on the cluster: [0, 1, 4, 9]"),
+        "{stdout}"
+    );
+}
+
 /// The examples with a test of their own above.
-const TESTED: [&str; 8] = [
+const TESTED: [&str; 9] = [
+    "scale_out",
     "howmany",
     "pi",
     "kde",

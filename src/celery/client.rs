@@ -208,6 +208,25 @@ impl Client {
 }
 
 /// The result of a Celery task, read from the result backend.
+///
+/// `get` waits as long as it takes, as Celery's does: with no worker
+/// serving the queue, that is forever. `get_timeout` bounds the wait and,
+/// when it expires, leaves the result to be asked for again.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let client = crew::celery::Client::new("redis://127.0.0.1:6379/0")?;
+/// let r = client.send("tasks.mul", (6, 7))?;
+/// println!("sent {}", r.id());
+/// match r.get_timeout::<i64>(Duration::from_secs(10)) {
+///     Ok(v) => assert_eq!(v, 42),
+///     Err(e) if e.is_timeout() => println!("no answer yet: is a worker serving `celery`?"),
+///     Err(e) => println!("{e}"), // "task panicked: builtins.ValueError: …"
+/// }
+/// # Ok::<(), crew::Error>(())
+/// ```
 pub struct AsyncResult {
     id: String,
     backend: Mutex<Link>,

@@ -184,6 +184,10 @@ struct Shared {
     processes: Processes,
     /// Delivery tags this node holds (running, or waiting for their eta).
     held: Mutex<HashSet<String>>,
+    /// Held by the fetch loop from taking messages until they are in
+    /// `held`, and by KEEP while it restores: a message just taken is never
+    /// mistaken for one a dead consumer left.
+    taking: Mutex<()>,
     running: Mutex<usize>,
     room: Condvar,
     stop: AtomicBool,
@@ -279,6 +283,7 @@ impl Worker {
                 keys,
                 processes,
                 held: Mutex::new(HashSet::new()),
+                taking: Mutex::new(()),
                 running: Mutex::new(0),
                 room: Condvar::new(),
                 stop: AtomicBool::new(false),
@@ -397,7 +402,10 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             continue;
         }
         // While the queues stay empty, a plain EXISTS (a microsecond of
-        // Redis time) asks whether to run the script (tens of them).
+        // Redis time) asks whether to run the script (tens of them). KEEP
+        // waits while messages are taken and not yet in `held`, or it could
+        // put them back as abandoned.
+        let taking = lock(&shared.taking);
         let popped = link.call(&stop, |con| {
             if idle > Duration::ZERO
                 && redis::cmd("EXISTS").arg(&shared.keys).query::<u64>(con)? == 0
@@ -413,7 +421,13 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
         match popped {
             None => break,
             Some(Ok(raws)) if !raws.is_empty() => {
-                idle = Duration::ZERO;
+                // Fewer than asked for: the queues are empty now, so the
+                // next look is the cheap EXISTS, not the script.
+                idle = if raws.len() < want {
+                    Duration::from_nanos(1)
+                } else {
+                    Duration::ZERO
+                };
                 for raw in raws {
                     match Message::parse(&raw) {
                         Ok(m) => {
@@ -443,6 +457,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 }
             }
             Some(Ok(_)) => {
+                drop(taking);
                 // Nothing queued: wait for a message on the first list
                 // (the first queue's default priority) without taking it:
                 // BLMOVE from a list onto its own end returns as soon as
@@ -489,6 +504,7 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                 }
             }
             Some(Err(e)) => {
+                drop(taking);
                 eprintln!("crew celery node {}: reading tasks: {e}", shared.hostname);
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -1277,6 +1293,8 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
                 .send("worker-heartbeat", worker_fields(shared));
             beat = std::time::Instant::now();
         }
+        // Not while the fetch loop takes messages (see `taking`).
+        let taking = lock(&shared.taking);
         let held: Vec<String> = lock(&shared.held).iter().cloned().collect();
         let now = wire::now();
         let r = link.call(&stop, |con| {
@@ -1294,6 +1312,7 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
             }
             restore.arg(now - vt).arg(&held).invoke::<u64>(con)
         });
+        drop(taking);
         match r {
             Some(Ok(n)) if n > 0 => eprintln!(
                 "crew celery node {}: put {n} unacknowledged message(s) back on their queues",

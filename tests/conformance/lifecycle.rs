@@ -34,7 +34,9 @@ macro_rules! lifecycle_tests {
         fn a_closed_pool_refuses_work() {
             let pool = $pool;
             pool.close();
-            assert!(pool.map(double, 0..3u64).unwrap_err().first().is_shutdown());
+            let refused = pool.map(double, 0..3u64).unwrap_err();
+            assert!(refused.first().is_shutdown());
+            assert_eq!(refused.to_string(), "pool is shut down");
             assert!(
                 pool.starmap(add, vec![(1u64, 2u64)])
                     .unwrap_err()

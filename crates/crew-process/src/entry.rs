@@ -21,10 +21,11 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crew_core::{Call, Error};
 
+use crate::bulk::{self, Out};
 use crate::worker::Control;
 
 /// The type of every trampoline: decode `input`, run, encode into `out`.
-pub(crate) type Entry = fn(input: &[u8], control: &Control, out: &mut Vec<u8>);
+pub(crate) type Entry = fn(input: &[u8], control: &Control, out: &mut Out);
 
 /// The reference point of task offsets.
 #[inline(never)]
@@ -165,18 +166,14 @@ impl WireError {
     }
 }
 
-fn encode<V: Serialize>(value: &V, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
-    let start = out.len();
-    match postcard::to_extend(value, std::mem::take(out)) {
-        Ok(v) => {
-            *out = v;
-            Ok(())
-        }
-        Err(e) => {
-            out.truncate(start);
-            Err(e)
-        }
+/// Encodes `value` into `out`, which is empty; on failure `out` is empty
+/// again.
+fn encode<V: Serialize>(value: &V, out: &mut Out) -> Result<(), bulk::Error> {
+    let encoded = bulk::encode(value, out);
+    if encoded.is_err() {
+        out.clear();
     }
+    encoded
 }
 
 fn run_one<T: Call<X, R>, X, R>(task: &T, x: X) -> Result<R, WireError> {
@@ -185,7 +182,7 @@ fn run_one<T: Call<X, R>, X, R>(task: &T, x: X) -> Result<R, WireError> {
 }
 
 /// Runs one call: `input` is `X`, `out` receives `Result<R, WireError>`.
-pub(crate) fn call_entry<T, X, R>(input: &[u8], control: &Control, out: &mut Vec<u8>)
+pub(crate) fn call_entry<T, X, R>(input: &[u8], control: &Control, out: &mut Out)
 where
     T: Call<X, R> + NonCapturing,
     X: DeserializeOwned,
@@ -196,7 +193,7 @@ where
     // `assert_non_capturing`.
     let task: T = unsafe { conjure() };
     let start = control.span_clock();
-    let result: Result<R, WireError> = match postcard::from_bytes::<X>(input) {
+    let result: Result<R, WireError> = match bulk::from_slice::<X>(input) {
         Ok(x) => run_one(&task, x),
         Err(e) => Err(WireError::from(&Error::protocol(format!(
             "cannot decode the task's arguments: {e}"
@@ -216,7 +213,7 @@ where
 
 /// Runs a chunk: `input` is `Vec<X>`; `out` receives the values of the
 /// items that succeeded and the failures with their positions.
-pub(crate) fn chunk_entry<T, X, R>(input: &[u8], control: &Control, out: &mut Vec<u8>)
+pub(crate) fn chunk_entry<T, X, R>(input: &[u8], control: &Control, out: &mut Out)
 where
     T: Call<X, R> + NonCapturing,
     X: DeserializeOwned,
@@ -227,7 +224,7 @@ where
     let mut values: Vec<R> = Vec::new();
     let mut errors: Vec<(u32, WireError)> = Vec::new();
     let mut spans: Vec<(u64, u64)> = Vec::new();
-    match postcard::from_bytes::<Vec<X>>(input) {
+    match bulk::from_slice::<Vec<X>>(input) {
         Ok(items) => {
             values.reserve(items.len());
             for (i, x) in items.into_iter().enumerate() {
@@ -250,12 +247,6 @@ where
             return;
         }
     }
-    out.reserve(
-        16 + std::mem::size_of::<R>()
-            .saturating_mul(values.len())
-            .saturating_mul(5)
-            / 4,
-    );
     let done = ChunkWire::Done(values, errors, spans);
     if let Err(e) = encode(&done, out) {
         let fail: ChunkWire<R> = ChunkWire::Undecodable(WireError::from(&Error::protocol(
@@ -285,7 +276,7 @@ pub(crate) enum ChunkWire<R> {
 
 /// Runs a pool's initializer in a new worker: `input` is `A`; the value it
 /// returns becomes the worker's state; `out` receives `Result<(), WireError>`.
-pub(crate) fn init_entry<T, A, S>(input: &[u8], control: &Control, out: &mut Vec<u8>)
+pub(crate) fn init_entry<T, A, S>(input: &[u8], control: &Control, out: &mut Out)
 where
     T: Call<A, S> + NonCapturing,
     A: DeserializeOwned,
@@ -294,7 +285,7 @@ where
     control.set_item(0);
     // SAFETY: as in `call_entry`.
     let task: T = unsafe { conjure() };
-    let result: Result<(), WireError> = match postcard::from_bytes::<A>(input) {
+    let result: Result<(), WireError> = match bulk::from_slice::<A>(input) {
         Ok(a) => {
             run_one(&task, a).map(|state| crew_core::set_worker_state(std::sync::Arc::new(state)))
         }

@@ -39,7 +39,8 @@ impl<'a> Input<'a> {
     }
 }
 
-/// A memfd holding `bytes`, sealed as a worker's payload is.
+/// A memfd holding a region's header then `bytes`, sealed as a worker's
+/// payload is.
 fn memfd(bytes: &[u8]) -> OwnedFd {
     use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, memfd_create};
     let fd = memfd_create(
@@ -47,9 +48,10 @@ fn memfd(bytes: &[u8]) -> OwnedFd {
         MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
     )
     .expect("memfd_create");
-    std::fs::File::from(fd.try_clone().expect("dup a memfd"))
-        .write_all(bytes)
+    let mut file = std::fs::File::from(fd.try_clone().expect("dup a memfd"));
+    file.write_all(&crate::shm::blank_header())
         .expect("write a memfd");
+    file.write_all(bytes).expect("write a memfd");
     // Sealed as the workers' payloads are, so the length check is what
     // stands between a garbled length and a SIGBUS.
     fcntl_add_seals(&fd, SealFlags::SHRINK).expect("seal a memfd");
@@ -263,7 +265,7 @@ where
             };
             assert!(c.start());
             if let Some((item, retry)) = lost {
-                let mut payload = postcard::to_allocvec(&items).expect("u32s encode");
+                let mut payload = crate::bulk::to_payload(&items).expect("u32s encode");
                 let e = Error::worker_lost("killed by the fuzzer");
                 if !c.lost(&mut payload, item, e, retry) {
                     return;
@@ -346,13 +348,16 @@ mod test {
         }
     }
 
+    // In the payload format of `bulk.rs` (a `u32` takes 4 bytes).
     const DECODER_FINDINGS: &[&[u8]] = &[
         // A chunk of 1 whose answer fails item 5: the counts added up, so
         // the outcome reached the map, which panicked looking for a value.
-        &[3, 0, 0, 0, 0, 0, 1, 5, 1, 0, 0, 0],
+        &[3, 0, 0, 0, 0, 0, 1, 5, 0, 0, 0, 1, 0, 0, 0],
         // A chunk of 2 failing item 0 twice: `ChunkOut::new` asserted in the
         // supervisor's thread.
-        &[3, 1, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 1, 0, 0, 0],
+        &[
+            3, 1, 0, 0, 0, 0, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+        ],
     ];
     const READER_FINDINGS: &[&[u8]] = &[
         // A 4-byte memfd with a DONE_SHM frame claiming 1 MiB: mapping

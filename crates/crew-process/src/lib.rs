@@ -14,11 +14,15 @@ compile_error!(
      this target is not supported; see the README, \"Supported systems\""
 );
 
+mod bulk;
 mod entry;
 #[cfg(any(test, feature = "fuzzing"))]
 mod fuzz;
+#[cfg(test)]
+mod payload_tests;
 mod process;
 pub mod remote;
+mod shm;
 mod spawn;
 mod supervisor;
 mod wire;
@@ -40,6 +44,7 @@ use entry::{
 pub use process::Process;
 use supervisor::{Completion, Shared};
 pub use supervisor::{ProcJob, ProcessConfig};
+use wire::Payload;
 pub use worker::run_if_worker;
 
 /// Entry points of the fuzz targets (`fuzz/` at the top of the repository)
@@ -150,7 +155,7 @@ impl Processes {
     {
         const { assert_non_capturing::<crew_core::Star<F>>() };
         drop(f);
-        let payload = postcard::to_allocvec(&args).map_err(|e| {
+        let payload = bulk::to_vec(&args).map_err(|e| {
             Error::protocol(format!("cannot encode the initializer's arguments: {e}"))
         })?;
         Ok((offset_of(init_entry::<crew_core::Star<F>, A, S>), payload))
@@ -229,10 +234,16 @@ impl Backend for Processes {
 
     fn terminate(&self) {
         self.shared.terminate();
+        // The pool's large payloads are done with: keep no memory for them.
+        shm::trim();
     }
 
     fn join(&self, deadline: Option<Instant>) -> bool {
-        self.shared.join(deadline)
+        let joined = self.shared.join(deadline);
+        if joined {
+            shm::trim();
+        }
+        joined
     }
 
     fn timeline(&self) -> Option<&Arc<Timeline>> {
@@ -274,7 +285,7 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
 
     fn finish(&mut self, output: &[u8], worker: usize, timeline: Option<&Timeline>) {
         let Some(p) = self.promise.take() else { return };
-        let outcome = match postcard::from_bytes::<CallWire<R>>(output) {
+        let outcome = match bulk::from_slice::<CallWire<R>>(output) {
             Ok(CallWire { result, span }) => {
                 if let (Some(t), Some((start, end)), Some(n)) = (timeline, span, self.number) {
                     t.record(worker, n, self.name, instant_of(start), instant_of(end));
@@ -300,7 +311,7 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
         }
     }
 
-    fn lost(&mut self, _payload: &mut Vec<u8>, _item: usize, error: Error, retry: bool) -> bool {
+    fn lost(&mut self, _payload: &mut Payload, _item: usize, error: Error, retry: bool) -> bool {
         if retry {
             self.attempts += 1;
             return true;
@@ -384,7 +395,7 @@ where
     }
 
     fn finish(&mut self, output: &[u8], worker: usize, timeline: Option<&Timeline>) {
-        let (values, errors) = match postcard::from_bytes::<ChunkWire<R>>(output) {
+        let (values, errors) = match bulk::from_slice::<ChunkWire<R>>(output) {
             Ok(ChunkWire::Done(values, errors, spans)) => {
                 if let (Some(t), Some(sink)) = (timeline, &self.sink) {
                     let positions = self.partial.as_ref().map(|(p, _)| p);
@@ -461,8 +472,8 @@ where
         self.fail(Error::cancelled());
     }
 
-    fn lost(&mut self, payload: &mut Vec<u8>, item: usize, error: Error, retry: bool) -> bool {
-        let Ok(mut items) = postcard::from_bytes::<Vec<X>>(payload) else {
+    fn lost(&mut self, payload: &mut Payload, item: usize, error: Error, retry: bool) -> bool {
+        let Ok(mut items) = bulk::from_slice::<Vec<X>>(payload.bytes()) else {
             self.fail(error);
             return false;
         };
@@ -480,7 +491,7 @@ where
             self.deliver_if_complete();
             return false;
         }
-        match postcard::to_allocvec(&items) {
+        match bulk::to_payload(&items) {
             Ok(bytes) => {
                 *payload = bytes;
                 true
@@ -509,7 +520,8 @@ where
         let _ = task;
         // The job holds the shared-memory regions the arguments name until
         // the worker has answered: `input` may hold their only handles.
-        let (encoded, held) = crew_shm::hold_serialized(|| postcard::to_allocvec(&input));
+        // Encoded straight into shared memory if large.
+        let (encoded, held) = crew_shm::hold_serialized(|| bulk::to_payload(&input));
         drop(input);
         match encoded {
             Ok(payload) => ProcJob {
@@ -539,12 +551,7 @@ where
         let name = task.name().and_then(crew_core::task_name).unwrap_or("map");
         drop(task);
         let len = chunk.len();
-        // Sized up front: growing a multi-megabyte buffer by doubling
-        // copies it again and again.
-        let guess = 8 + std::mem::size_of_val(chunk.as_slice()).saturating_mul(5) / 4;
-        let (encoded, held) = crew_shm::hold_serialized(|| {
-            postcard::to_extend(chunk.as_slice(), Vec::with_capacity(guess))
-        });
+        let (encoded, held) = crew_shm::hold_serialized(|| bulk::to_payload(chunk.as_slice()));
         drop(chunk);
         match encoded {
             Ok(payload) => ProcJob {

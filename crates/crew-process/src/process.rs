@@ -84,7 +84,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
         const { assert_non_capturing::<Star<F>>() };
         drop(f);
         let entry = offset_of(call_entry::<Star<F>, A, R>);
-        let (encoded, held) = crew_shm::hold_serialized(|| postcard::to_allocvec(&args));
+        let (encoded, held) = crew_shm::hold_serialized(|| crate::bulk::to_vec(&args));
         drop(args);
         let (job, result) = match encoded {
             Ok(payload) => (Some((entry, payload)), None),

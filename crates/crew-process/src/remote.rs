@@ -8,9 +8,9 @@
 //! executable may run it: compare [`fingerprint`]s before calling
 //! [`Processes::run_raw`]. A chunk's items cross one by one
 //! ([`encode_items`]), so a node can re-run part of a chunk after a worker
-//! died without knowing the item type: postcard encodes a `Vec<X>` as its
-//! length followed by the items, so any subset re-assembles into a valid
-//! payload.
+//! died without knowing the item type: the payload format (see `bulk.rs`)
+//! encodes a `Vec<X>` as its length followed by the items, so any subset
+//! re-assembles into a valid payload.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +25,7 @@ use crate::entry::{
     chunk_entry, offset_of,
 };
 use crate::supervisor::{Completion, JobLimits, ProcJob};
+use crate::wire::Payload;
 
 /// This executable's layout fingerprint: two processes may exchange task
 /// offsets only if theirs are equal.
@@ -93,7 +94,7 @@ where
 ///
 /// `is_protocol` if the value cannot be serialized.
 pub fn encode<V: Serialize + ?Sized>(value: &V) -> Result<Vec<u8>> {
-    postcard::to_allocvec(value)
+    crate::bulk::to_vec(value)
         .map_err(|e| Error::protocol(format!("cannot encode the task's arguments: {e}")))
 }
 
@@ -116,8 +117,8 @@ pub fn encode_items<X: Serialize>(items: &[X]) -> Result<Vec<Vec<u8>>> {
 /// Joins encoded items into the payload of a chunk.
 fn chunk_payload(items: &[Vec<u8>], positions: &[u32]) -> Vec<u8> {
     let len: usize = positions.iter().map(|&p| items[p as usize].len()).sum();
-    let mut out = postcard::to_allocvec(&positions.len()).expect("a length always encodes");
-    out.reserve(len);
+    let mut out = Vec::with_capacity(len + 10);
+    crate::bulk::put_len(&mut out, positions.len());
     for &p in positions {
         out.extend_from_slice(&items[p as usize]);
     }
@@ -336,7 +337,7 @@ impl Completion for RawCompletion {
         self.done(RawOutcome::Cancelled);
     }
 
-    fn lost(&mut self, payload: &mut Vec<u8>, item: usize, error: Error, retry: bool) -> bool {
+    fn lost(&mut self, payload: &mut Payload, item: usize, error: Error, retry: bool) -> bool {
         let Some((items, positions)) = &mut self.chunk else {
             if retry {
                 return true;
@@ -361,7 +362,7 @@ impl Completion for RawCompletion {
             });
             return false;
         }
-        *payload = chunk_payload(items, positions);
+        *payload = Payload::Inline(chunk_payload(items, positions));
         true
     }
 }
@@ -413,10 +414,13 @@ impl Processes {
     pub unsafe fn run_raw(&self, job: RawJob) -> Result<RawHandle> {
         let handle = RawHandle::default();
         let (payload, chunk) = match job.input {
-            RawInput::Call(bytes) => (bytes, None),
+            RawInput::Call(bytes) => (Payload::Inline(bytes), None),
             RawInput::Chunk(items) => {
                 let positions: Vec<u32> = (0..items.len() as u32).collect();
-                (chunk_payload(&items, &positions), Some((items, positions)))
+                (
+                    Payload::Inline(chunk_payload(&items, &positions)),
+                    Some((items, positions)),
+                )
             }
         };
         let completion = RawCompletion {
@@ -448,7 +452,7 @@ impl Processes {
 ///
 /// See [`Processes::run_raw`].
 pub fn decode_call<R: DeserializeOwned>(output: &[u8]) -> (Result<R>, Option<(u64, u64)>) {
-    match postcard::from_bytes::<CallWire<R>>(output) {
+    match crate::bulk::from_slice::<CallWire<R>>(output) {
         Ok(CallWire { result, span }) => (result.map_err(WireError::into_error), span),
         Err(e) => (
             Err(Error::protocol(format!(
@@ -500,7 +504,7 @@ pub fn decode_chunk<R: DeserializeOwned>(
         positions, output, ..
     } in segments
     {
-        match postcard::from_bytes::<ChunkWire<R>>(&output) {
+        match crate::bulk::from_slice::<ChunkWire<R>>(&output) {
             Ok(ChunkWire::Done(values, errors, seg_spans)) => {
                 let mut values = values.into_iter();
                 let mut errors = errors.into_iter().peekable();

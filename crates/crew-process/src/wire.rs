@@ -10,16 +10,18 @@
 use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::io::Errno;
+
+use crate::shm::{self, Lease};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
 };
 
 /// Version of this protocol; both sides must agree in the handshake.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// Payloads at least this long travel in a memfd.
 pub(crate) const SHM_THRESHOLD: usize = 128 * 1024;
 /// Frames longer than this are garbage, not data: a longer payload travels
@@ -45,111 +47,48 @@ pub(crate) const FATAL: u8 = 13;
 #[derive(Debug)]
 pub(crate) struct Garbage(pub(crate) String);
 
-/// A shared-memory buffer (memfd) holding one payload.
-pub(crate) struct ShmPayload {
-    fd: OwnedFd,
-    len: usize,
+/// A task's input or output as it waits to be sent: bytes, or a region of
+/// shared memory it was encoded into.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// Encoded bytes (copied into a region when sent, if large).
+    Inline(Vec<u8>),
+    /// Encoded into a region (see `shm`); boxed, so that a payload is no
+    /// larger than a `Vec`.
+    Shm(Box<Lease>),
 }
 
-impl ShmPayload {
-    /// Copies `data` into a new memfd.
-    pub(crate) fn create(data: &[u8]) -> io::Result<ShmPayload> {
-        use rustix::fs::{MemfdFlags, ftruncate, memfd_create};
-        let fd = memfd_create(
-            c"crew-payload",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )?;
-        ftruncate(&fd, data.len() as u64)?;
-        let map = Mapping::new(&fd, data.len(), true)?;
-        // SAFETY: the mapping is `data.len()` writable bytes that nobody else
-        // can see yet (the fd has not been sent).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), map.ptr, data.len()) };
-        drop(map);
-        // The reader maps it: it must never shrink under that mapping.
-        use rustix::fs::{SealFlags, fcntl_add_seals};
-        fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
-        Ok(ShmPayload {
-            fd,
-            len: data.len(),
-        })
-    }
-
-    /// Maps a received memfd of `len` bytes and calls `f` with its contents.
-    ///
-    /// The fd must be sealed against shrinking and at least `len` bytes long:
-    /// reading a mapping past the end of its file raises `SIGBUS`, so a
-    /// garbled length (or a peer that truncates) must fail here instead.
-    pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> io::Result<T> {
-        use rustix::fs::{SealFlags, fcntl_get_seals, fstat};
-        if !fcntl_get_seals(fd)?.contains(SealFlags::SHRINK) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a payload memfd is not sealed against shrinking",
-            ));
-        }
-        let size = fstat(fd)?.st_size;
-        if len as u64 > size as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("payload length {len} exceeds its memfd ({size} bytes)"),
-            ));
-        }
-        let map = Mapping::new(fd, len, false)?;
-        // SAFETY: the mapping holds `len` readable bytes; the sender wrote
-        // them before sending the fd and never touches them again.
-        let bytes = unsafe { std::slice::from_raw_parts(map.ptr, len) };
-        Ok(f(bytes))
+impl Default for Payload {
+    fn default() -> Payload {
+        Payload::Inline(Vec::new())
     }
 }
 
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
+impl Payload {
+    /// The encoded bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Inline(v) => v,
+            Payload::Shm(lease) => lease.bytes(),
+        }
+    }
 
-impl Mapping {
-    fn new(fd: &OwnedFd, len: usize, write: bool) -> io::Result<Mapping> {
-        if len == 0 {
-            return Ok(Mapping {
-                ptr: std::ptr::NonNull::dangling().as_ptr(),
-                len: 0,
-            });
+    /// A view of it to send.
+    pub(crate) fn as_ref(&self) -> PayloadRef<'_> {
+        match self {
+            Payload::Inline(v) => PayloadRef::Bytes(v),
+            Payload::Shm(lease) => PayloadRef::Shm(lease),
         }
-        let prot = if write {
-            libc::PROT_READ | libc::PROT_WRITE
-        } else {
-            libc::PROT_READ
-        };
-        // SAFETY: mapping `len` bytes of a memfd at least that long.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                // Populate up front: one pass in the kernel instead of a page
-                // fault per 4 KiB (2,560 of them for 10 MB).
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-        })
     }
 }
 
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: unmapping exactly what `new` mapped.
-            unsafe { libc::munmap(self.ptr.cast(), self.len) };
-        }
-    }
+/// A payload to send, borrowed.
+#[derive(Clone, Copy)]
+pub(crate) enum PayloadRef<'a> {
+    /// Bytes (copied into a region when sent, if large).
+    Bytes(&'a [u8]),
+    /// A region holding the payload.
+    Shm(&'a Lease),
 }
 
 /// Frames waiting to be written, with the memfds that go with them.
@@ -190,14 +129,38 @@ impl Outbox {
         head: &[u8],
         payload: &[u8],
     ) -> io::Result<()> {
-        if payload.len() >= SHM_THRESHOLD {
-            let shm = ShmPayload::create(payload)?;
+        self.push_payload(kind, shm_kind, head, PayloadRef::Bytes(payload))
+    }
+
+    /// As [`push`](Outbox::push); a payload already in a region goes as is
+    /// (the region is marked sent: its reader may read it from now on).
+    pub(crate) fn push_payload(
+        &mut self,
+        kind: u8,
+        shm_kind: u8,
+        head: &[u8],
+        payload: PayloadRef<'_>,
+    ) -> io::Result<()> {
+        let shm = match payload {
+            PayloadRef::Shm(lease) => Some((lease.send()?, lease.len())),
+            PayloadRef::Bytes(bytes) if bytes.len() >= SHM_THRESHOLD => {
+                // The region goes back to the pool at once; it is written
+                // again only after the reader says it finished reading.
+                let lease = shm::lease_with(bytes)?;
+                Some((lease.send()?, bytes.len()))
+            }
+            PayloadRef::Bytes(_) => None,
+        };
+        if let Some((fd, len)) = shm {
             let at = self.begin(shm_kind);
             self.buf.extend_from_slice(head);
-            self.buf.extend_from_slice(&(shm.len as u64).to_le_bytes());
+            self.buf.extend_from_slice(&(len as u64).to_le_bytes());
             self.end(at);
-            self.fds.push_back((at, shm.fd));
+            self.fds.push_back((at, fd));
         } else {
+            let PayloadRef::Bytes(payload) = payload else {
+                unreachable!("a region always goes as one")
+            };
             let at = self.begin(kind);
             self.buf.extend_from_slice(head);
             self.buf.extend_from_slice(payload);
@@ -351,6 +314,16 @@ impl Inbox {
 
     /// The next complete frame, if one is buffered.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, Garbage> {
+        Ok(self.next_frame_in_place()?.map(|f| Frame {
+            kind: f.kind,
+            body: f.body.to_vec(),
+            fd: f.fd,
+        }))
+    }
+
+    /// The next complete frame, its body read where it lies in the buffer
+    /// (no copy), if one is buffered.
+    pub(crate) fn next_frame_in_place(&mut self) -> Result<Option<FrameRef<'_>>, Garbage> {
         let avail = &self.buf[self.start..self.end];
         if avail.len() < 4 {
             return Ok(None);
@@ -365,7 +338,7 @@ impl Inbox {
             return Ok(None);
         }
         let kind = avail[4];
-        let body = avail[5..4 + len].to_vec();
+        let body = self.start + 5..self.start + 4 + len;
         self.start += 4 + len;
         let fd = match kind {
             RUN | STOP | HELLO | DONE | FATAL => None,
@@ -379,8 +352,20 @@ impl Inbox {
             },
             other => return Err(Garbage(format!("unknown frame kind {other}"))),
         };
-        Ok(Some(Frame { kind, body, fd }))
+        Ok(Some(FrameRef {
+            kind,
+            body: &self.buf[body],
+            fd,
+        }))
     }
+}
+
+/// One frame read from the wire, its body still in the reader's buffer.
+pub(crate) struct FrameRef<'a> {
+    pub(crate) kind: u8,
+    pub(crate) body: &'a [u8],
+    /// The memfd of a `*_SHM` frame.
+    pub(crate) fd: Option<OwnedFd>,
 }
 
 /// Little-endian field reader over a frame body.
@@ -432,7 +417,17 @@ pub(crate) fn with_payload<T>(
     fields: Fields<'_>,
     f: impl FnOnce(&[u8]) -> T,
 ) -> Result<T, Garbage> {
-    match &frame.fd {
+    read_payload(frame.fd.as_ref(), fields, f)
+}
+
+/// Reads a payload: inline (the rest of `fields`), or from the region `fd`
+/// (its length the next field).
+pub(crate) fn read_payload<T>(
+    fd: Option<&OwnedFd>,
+    fields: Fields<'_>,
+    f: impl FnOnce(&[u8]) -> T,
+) -> Result<T, Garbage> {
+    match fd {
         None => Ok(f(fields.rest())),
         Some(fd) => {
             let mut fields = fields;
@@ -442,7 +437,7 @@ pub(crate) fn with_payload<T>(
                     "memfd payload length {len} is out of range"
                 )));
             }
-            ShmPayload::read(fd, len, f).map_err(|e| Garbage(format!("cannot map a payload: {e}")))
+            shm::read(fd, len, f).map_err(|e| Garbage(format!("cannot map a payload: {e}")))
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crew_core::Error;
 
+use crate::bulk::Out;
 use crate::entry::{build_fingerprint, entry_at};
 use crate::wire::{self, Fields, Inbox, Outbox, Read};
 
@@ -519,7 +520,8 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
         wake: std::sync::Condvar::new(),
         closed: std::sync::atomic::AtomicBool::new(false),
     });
-    let mut out = Vec::new();
+    // Results: a large one is encoded straight into a shared region.
+    let mut out = Out::new(true);
     let mut hello = Vec::with_capacity(16);
     hello.extend_from_slice(&wire::VERSION.to_le_bytes());
     hello.extend_from_slice(&build_fingerprint().to_le_bytes());
@@ -545,7 +547,7 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
     loop {
         // BUSY: run every complete frame we have.
         loop {
-            let frame = match inbox.next_frame() {
+            let frame = match inbox.next_frame_in_place() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(wire::Garbage(msg)) => {
@@ -555,7 +557,7 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
             };
             match frame.kind {
                 wire::RUN | wire::RUN_SHM => {
-                    let mut fields = Fields::new(&frame.body);
+                    let mut fields = Fields::new(frame.body);
                     let header =
                         (|| Ok::<_, wire::Garbage>((fields.u64()?, fields.u64()?, fields.u8()?)))();
                     let Ok((seq, entry, flags)) = header else {
@@ -585,8 +587,9 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                     // this same executable, so `entry` is a trampoline here.
                     let run = unsafe { entry_at(entry) };
                     out.clear();
-                    let ran =
-                        wire::with_payload(&frame, fields, |input| run(input, control, &mut out));
+                    let ran = wire::read_payload(frame.fd.as_ref(), fields, |input| {
+                        run(input, control, &mut out)
+                    });
                     if let Err(wire::Garbage(msg)) = ran {
                         fatal(sock, &post, &msg);
                         return;
@@ -594,10 +597,17 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                     control.begin(0);
                     post.running.store(0, Ordering::Release);
                     let mut outbox = post.outbox();
-                    if outbox
-                        .push(wire::DONE, wire::DONE_SHM, &seq.to_le_bytes(), &out)
-                        .is_err()
-                    {
+                    let pushed = outbox.push_payload(
+                        wire::DONE,
+                        wire::DONE_SHM,
+                        &seq.to_le_bytes(),
+                        out.as_payload(),
+                    );
+                    // The `Vec` keeps its capacity for the next result; a
+                    // region goes back to the pool, to be written again
+                    // once the parent has read it.
+                    out.clear();
+                    if pushed.is_err() {
                         drop(outbox);
                         fatal(
                             sock,
@@ -605,11 +615,6 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                             "cannot create a shared-memory buffer for a result",
                         );
                         return;
-                    }
-                    // Keep the buffer for the next result (growing it again
-                    // costs a copy per doubling), unless it got huge.
-                    if out.capacity() > 256 << 20 {
-                        out = Vec::new();
                     }
                     if task_start.elapsed() >= FLUSH_AFTER_TASK
                         || last_flush.elapsed() >= FLUSH_EVERY
@@ -645,7 +650,14 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                 Ok(Read::Data) => break Ok(true),
                 Ok(Read::Eof) => break Ok(false),
                 Ok(Read::WouldBlock) if Instant::now() < spin_until => std::hint::spin_loop(),
-                Ok(Read::WouldBlock) => break inbox.read(sock).map(|r| matches!(r, Read::Data)),
+                Ok(Read::WouldBlock) => {
+                    if !readable_within(sock, IDLE_TRIM) {
+                        // Idle for a while: let go of the shared memory kept
+                        // for large payloads, then wait as long as it takes.
+                        crate::shm::trim();
+                    }
+                    break inbox.read(sock).map(|r| matches!(r, Read::Data));
+                }
                 Err(e) => break Err(e),
             }
         };
@@ -661,6 +673,30 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                 }
                 return;
             }
+        }
+    }
+}
+
+/// How long a worker waits for its next task before it lets go of the
+/// shared memory it keeps for large payloads.
+const IDLE_TRIM: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits up to `timeout` for `sock` to have something to read (or to close).
+fn readable_within(sock: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        &sock,
+        rustix::event::PollFlags::IN,
+    )];
+    let timeout = rustix::event::Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    loop {
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(n) => return n > 0,
+            Err(rustix::io::Errno::INTR) => continue,
+            // Let the blocking read that follows report the error.
+            Err(_) => return true,
         }
     }
 }

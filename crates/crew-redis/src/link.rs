@@ -18,6 +18,8 @@ pub struct Link {
     read_timeout: Duration,
     /// How many times this link connected (1 after the first).
     connects: u64,
+    /// The last transient failure, for the error of a call that gave up.
+    last_failure: Option<String>,
 }
 
 impl std::fmt::Debug for Link {
@@ -121,6 +123,7 @@ impl Link {
             con: None,
             read_timeout,
             connects: 0,
+            last_failure: None,
         })
     }
 
@@ -160,6 +163,7 @@ impl Link {
             match outcome {
                 Err(e) if is_transient(&e) => {
                     self.con = None;
+                    self.last_failure = Some(e.to_string());
                     if stop() {
                         return None;
                     }
@@ -185,10 +189,22 @@ impl Link {
         match self.call(&|| Instant::now() >= deadline, f) {
             Some(Ok(v)) => Ok(v),
             Some(Err(e)) => Err(redis_error(what, e)),
-            None => Err(Error::io(
-                what.to_owned(),
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "Redis cannot be reached"),
-            )),
+            None => {
+                // Say where, why, and what to check: the error is often the
+                // first thing a newcomer sees of a cluster that is not up.
+                let addr = self.client.get_connection_info().addr().to_string();
+                let why = self
+                    .last_failure
+                    .take()
+                    .unwrap_or_else(|| "no answer".into());
+                let unreachable = format!("Redis at {addr} cannot be reached ({why})");
+                Err(Error::io(
+                    format!(
+                        "{what}: {unreachable}; is redis-server running there, and is the URL right?"
+                    ),
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, unreachable),
+                ))
+            }
         }
     }
 }
@@ -196,4 +212,37 @@ impl Link {
 /// A Redis error as a crew error.
 pub(crate) fn redis_error(what: &str, e: RedisError) -> Error {
     Error::io(what.to_owned(), std::io::Error::other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_that_is_down_is_named_with_what_to_check() {
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut link =
+            Link::open(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(1)).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let e = link
+            .call_until(deadline, "creating the queue", |con| {
+                redis::cmd("PING").query::<String>(con)
+            })
+            .unwrap_err();
+        assert!(e.is_io(), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("i/o error while creating the queue: "),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("Redis at 127.0.0.1:{port} cannot be reached (")),
+            "{text}"
+        );
+        assert!(text.contains("is redis-server running there"), "{text}");
+    }
 }

@@ -2,7 +2,7 @@
 //! MB/s of payload (MB = 10^6 bytes).
 //!
 //! A task that takes and returns 10 MB: as a serde value
-//! (`processes.roundtrip_10mb`, bytes through a memfd and postcard), and as
+//! (`processes.roundtrip_10mb`, bytes through a shared-memory region), and as
 //! a shared-memory `Array` that the task reads and writes in place
 //! (`processes.roundtrip_10mb_shm`: only a handle crosses); beside a plain
 //! copy of 10 MB (`memcpy_10mb`).

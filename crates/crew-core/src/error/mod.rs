@@ -683,6 +683,8 @@ pub struct MapError<R> {
     results: Vec<Result<R>>,
     first: usize,
     failed: usize,
+    /// The map failed as a whole (no task ran): it shows as that error.
+    whole: bool,
 }
 
 impl<R> MapError<R> {
@@ -709,6 +711,7 @@ impl<R> MapError<R> {
             results,
             first,
             failed,
+            whole: false,
         }
     }
 
@@ -834,12 +837,22 @@ impl<R> MapError<R> {
 
 impl<R> From<Error> for MapError<R> {
     /// A map that failed as a whole (for example, refused by a closed pool):
-    /// a single failed outcome with no results.
+    /// a single failed outcome with no results. It displays as that error
+    /// (no task failed), whose source is its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err: crew_core::MapError<u8> = crew_core::Error::shutdown().into();
+    /// assert_eq!(err.to_string(), "pool is shut down");
+    /// assert!(err.first().is_shutdown());
+    /// ```
     fn from(e: Error) -> MapError<R> {
         MapError {
             results: vec![Err(e)],
             first: 0,
             failed: 1,
+            whole: true,
         }
     }
 }
@@ -852,6 +865,10 @@ impl<R> From<MapError<R>> for Error {
 
 impl<R> fmt::Display for MapError<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.whole {
+            // Not a task's failure: "1 of 1 tasks failed" would mislead.
+            return fmt::Display::fmt(self.first(), f);
+        }
         // The first failure itself is the `source()`; not repeated here.
         write!(
             f,
@@ -875,6 +892,10 @@ impl<R> fmt::Debug for MapError<R> {
 
 impl<R> std::error::Error for MapError<R> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        if self.whole {
+            // Displayed as the error itself: its source comes next.
+            return std::error::Error::source(self.first());
+        }
         Some(self.first())
     }
 }

@@ -322,9 +322,9 @@ impl Conn {
         } else {
             0
         };
-        if let Err(e) = self
-            .outbox
-            .push(wire::RUN, wire::RUN_SHM, &head, &job.payload)
+        if let Err(e) =
+            self.outbox
+                .push_payload(wire::RUN, wire::RUN_SHM, &head, job.payload.as_ref())
         {
             job.completion()
                 .fail(Error::io("sending a task through shared memory", e));
@@ -581,7 +581,7 @@ impl Conn {
         };
         if done_seq == INIT_SEQ && !self.greeted {
             let outcome = wire::with_payload(&frame, f, |b| {
-                postcard::from_bytes::<Result<(), crate::entry::WireError>>(b)
+                crate::bulk::from_slice::<Result<(), crate::entry::WireError>>(b)
             });
             match outcome {
                 Ok(Ok(Ok(()))) => self.greeted(shared),

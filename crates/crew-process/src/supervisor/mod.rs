@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crew_core::{Error, MarkKind, Timeline};
 
 use crate::spawn::{has_exited, kill_group, spawn_worker};
+use crate::wire::Payload;
 
 /// A job's owner-side half: how its outcome reaches the caller. Every
 /// method delivers at most once; dropping an undelivered completion reports
@@ -48,7 +49,7 @@ pub(crate) trait Completion: Send {
     /// The worker died while running item `item` of the job. Returns true
     /// if the job should run again with the (rewritten) `payload`: the items
     /// not done, and the failed one too if `retry`.
-    fn lost(&mut self, payload: &mut Vec<u8>, item: usize, error: Error, retry: bool) -> bool;
+    fn lost(&mut self, payload: &mut Payload, item: usize, error: Error, retry: bool) -> bool;
 }
 
 /// A job of the process back-end: a trampoline offset, the encoded input,
@@ -68,7 +69,7 @@ pub(crate) trait Completion: Send {
 /// ```
 pub struct ProcJob<'s> {
     pub(crate) entry: u64,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) payload: Payload,
     pub(crate) completion: Option<Box<dyn Completion + 's>>,
     pub(crate) attempt: u32,
     pub(crate) not_before: Option<Instant>,
@@ -103,7 +104,7 @@ impl std::fmt::Debug for ProcJob<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcJob")
             .field("entry", &self.entry)
-            .field("bytes", &self.payload.len())
+            .field("bytes", &self.payload.bytes().len())
             .field("attempt", &self.attempt)
             .finish()
     }
@@ -112,7 +113,7 @@ impl std::fmt::Debug for ProcJob<'_> {
 impl<'s> ProcJob<'s> {
     pub(crate) fn new(
         entry: u64,
-        payload: Vec<u8>,
+        payload: Payload,
         completion: Box<dyn Completion + 's>,
     ) -> ProcJob<'s> {
         ProcJob {
@@ -133,7 +134,7 @@ impl<'s> ProcJob<'s> {
     pub(crate) fn settled() -> ProcJob<'s> {
         ProcJob {
             entry: 0,
-            payload: Vec::new(),
+            payload: Payload::default(),
             completion: None,
             attempt: 0,
             not_before: None,
