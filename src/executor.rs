@@ -10,7 +10,7 @@ use crew_core::{
 use crew_process::{ProcessConfig, Processes};
 
 use crate::PoolBuilder;
-use crate::registry::{ByName, NamedCall};
+use crate::registry::{ByName, NamedCall, named_call};
 
 /// Runs submitted calls and hands out [`Future`]s: Python's
 /// `ThreadPoolExecutor` (from [`Executor::threads`]) and
@@ -315,7 +315,7 @@ impl<B: Backend> Executor<B> {
         A: 'static,
         R: Send + 'static,
     {
-        let (promise, future) = Future::pending();
+        let (promise, future) = Future::pending_recycled();
         engine::spawn_call(&**self.backend, Star(f), args, promise);
         future
     }
@@ -344,9 +344,9 @@ impl<B: Backend> Executor<B> {
         B: Runs<'static, ByName<R>, NamedCall, R>,
         R: serde::de::DeserializeOwned + Send + 'static,
     {
-        match NamedCall::new::<A, R>(name, &args) {
+        match named_call::<A, R>(name, &args) {
             Ok(call) => {
-                let (promise, future) = Future::pending();
+                let (promise, future) = Future::pending_recycled();
                 engine::spawn_call(&**self.backend, ByName::new(), call, promise);
                 future
             }

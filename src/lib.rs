@@ -167,7 +167,7 @@ pub use crew_shm::{Connection, Pipe, PutError, Queue, QueueBuilder};
 #[allow(clippy::needless_doctest_main)]
 pub fn init() {
     crew_process::run_if_worker();
-    crew_redis::run_if_node();
+    crew_redis::run_if_node(Some(registry::cluster_named_tasks()));
     celery::run_if_node();
 }
 
@@ -191,8 +191,8 @@ pub fn init() {
 pub mod cluster {
     pub use crew_redis::{
         Cluster, ClusterConfig, DeadLetter, ENV_CLUSTER, ENV_CONCURRENCY, ENV_HEARTBEAT_MS,
-        ENV_LEASE_MS, ENV_MAX_DELIVERIES, ENV_PREFETCH, ENV_QUEUE, ENV_WORKER, LocalRedis,
-        NodeProcess, NodeStatus, QueueStatus, StreamStatus, status,
+        ENV_LEASE_MS, ENV_MAX_DELIVERIES, ENV_MAX_ENTRY_BYTES, ENV_PREFETCH, ENV_QUEUE, ENV_WORKER,
+        LocalRedis, NodeProcess, NodeStatus, QueueStatus, StreamStatus, status,
     };
 }
 

@@ -216,9 +216,10 @@ impl Parallel {
 
     /// Fails the run when a call runs longer than `timeout` (joblib's
     /// `timeout`): on processes the worker running it is killed and the
-    /// call fails with `is_timeout()`; on threads, which cannot be stopped,
-    /// the run fails with `is_timeout()` when no call has finished for
-    /// `timeout`, and the call goes on in the background. Ignored with
+    /// call fails with `is_timeout()` (on a cluster, on its node); on
+    /// threads, which cannot be stopped, the run fails with `is_timeout()`
+    /// when no call has finished for `timeout`, and the call goes on in
+    /// the background. Ignored with
     /// `n_jobs(1)`, as in joblib.
     ///
     /// # Examples
@@ -391,6 +392,15 @@ impl Parallel {
         self
     }
 
+    /// The cluster's settings with this run's: a call's `timeout` kills the
+    /// worker process running it on its node, as on processes.
+    fn cluster_config(&self, config: &crew_redis::ClusterConfig) -> crew_redis::ClusterConfig {
+        match self.timeout {
+            Some(t) => config.clone().task_timeout(t),
+            None => config.clone(),
+        }
+    }
+
     /// Prints joblib-style progress lines on stderr
     /// (`[Parallel(n_jobs=2)]: Done   4 out of  10 | elapsed: 0.1s
     /// remaining: 0.2s | 40.0 it/s`): 0 is quiet, 1–9 about every tenth of the work, 10
@@ -530,7 +540,7 @@ impl Parallel {
             let Some(f) = tasks.peek().map(|d| d.f) else {
                 return Ok(Vec::new());
             };
-            let cluster = crew_redis::Cluster::new(config.clone())?;
+            let cluster = crew_redis::Cluster::new(self.cluster_config(config))?;
             let workers = crew_core::Backend::workers(&cluster);
             let mut opts = self.options(workers);
             let progress = self.progress_of(&mut opts, tasks.size_hint());
@@ -669,7 +679,7 @@ impl Parallel {
                     stop,
                 ));
             };
-            let cluster = crew_redis::Cluster::new(config.clone())?;
+            let cluster = crew_redis::Cluster::new(self.cluster_config(config))?;
             let workers = crew_core::Backend::workers(&cluster);
             let opts = self.options(workers);
             let window = self.pre_dispatch.unwrap_or(2 * workers);

@@ -1010,7 +1010,7 @@ impl<B: Backend> Pool<B> {
         A: 'static,
         R: Send + 'static,
     {
-        let (promise, result) = AsyncResult::pending();
+        let (promise, result) = AsyncResult::pending_recycled();
         engine::spawn_call(&**self.backend, Star(f), args, promise);
         result
     }

@@ -526,36 +526,36 @@ impl<T> BinOutOther for &BinOut<'_, T> {
     }
 }
 
+// Arguments and results of named tasks are in the format of every task's
+// (`crew_process::remote`): a node hands a result on as the bytes the task
+// wrote, and the caller decodes them as any task's result.
+
 #[doc(hidden)]
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes)
+    crew_process::remote::decode(bytes)
         .map_err(|e| Error::protocol(format!("cannot decode a named task's arguments: {e}")))
 }
 
 #[doc(hidden)]
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(value)
+    crew_process::remote::encode(value)
         .map_err(|e| Error::protocol(format!("cannot encode a named task's result: {e}")))
 }
 
 /// A call by name, as it travels to a worker.
 #[doc(hidden)]
-#[derive(Serialize, Deserialize, Debug)]
-pub struct NamedCall {
-    name: String,
-    fingerprint: u64,
-    args: Vec<u8>,
-}
+pub use crew_process::remote::NamedCall;
 
-impl NamedCall {
-    pub(crate) fn new<A: Serialize, R>(name: &str, args: &A) -> Result<NamedCall> {
-        resolve::<A, R>(name)?;
-        Ok(NamedCall {
-            name: name.to_owned(),
-            fingerprint: Signature::of::<A, R>().fingerprint(),
-            args: encode(args)?,
-        })
-    }
+/// The call of `name` with `args`, checked against this program's registry.
+pub(crate) fn named_call<A: Serialize, R>(name: &str, args: &A) -> Result<NamedCall> {
+    resolve::<A, R>(name)?;
+    let signature = Signature::of::<A, R>();
+    Ok(NamedCall {
+        name: name.to_owned(),
+        fingerprint: signature.fingerprint(),
+        signature: format!("{} -> {}", signature.args, signature.result),
+        args: encode(args)?,
+    })
 }
 
 /// The task that runs a [`NamedCall`] through the registry.
@@ -583,6 +583,10 @@ impl<R> Clone for ByName<R> {
 impl<R> Copy for ByName<R> {}
 
 impl<R: DeserializeOwned> Call<NamedCall, R> for ByName<R> {
+    fn by_name(&self) -> bool {
+        true
+    }
+
     fn call(&self, call: NamedCall) -> R {
         // The caller resolved the name in its own registry; a worker of the
         // same program has the same one. Failing here means the worker is
@@ -595,4 +599,68 @@ impl<R: DeserializeOwned> Call<NamedCall, R> for ByName<R> {
         let out = (entry.call)(&call.args).unwrap_or_else(|e| panic!("{e}"));
         decode(&out).unwrap_or_else(|e| panic!("{e}"))
     }
+}
+
+/// The task a cluster node runs for a call by name from any build: looks
+/// the name up in this program's registry, checks the signature, and
+/// returns the result still encoded (the node does not know its type; the
+/// caller decodes it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunNamed;
+
+impl Call<NamedCall, crew_process::remote::Verbatim> for RunNamed {
+    fn call(&self, call: NamedCall) -> crew_process::remote::Verbatim {
+        // The node took the entry from the stream of this very name and
+        // fingerprint; checked again here, so that nothing else ever runs.
+        let entry = match lookup(&call.name) {
+            Some(e) if e.signature().fingerprint() == call.fingerprint => e,
+            Some(e) => panic!(
+                "task `{}` takes {} and returns {} here, not {}",
+                call.name,
+                e.signature().args,
+                e.signature().result,
+                call.signature
+            ),
+            None => panic!("task `{}` is not registered in this program", call.name),
+        };
+        match (entry.call)(&call.args) {
+            Ok(out) => crew_process::remote::Verbatim(out),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// What a cluster node of this program serves by name: every registered
+/// task, and the wire name of [`RunNamed`].
+pub(crate) fn cluster_named_tasks() -> crew_redis::NamedTasks {
+    fn list() -> Vec<crew_redis::NamedTask> {
+        tasks()
+            .map(|t| {
+                let s = t.signature();
+                crew_redis::NamedTask {
+                    name: t.name().to_owned(),
+                    fingerprint: s.fingerprint(),
+                    signature: format!("{} -> {}", s.args, s.result),
+                }
+            })
+            .collect()
+    }
+    fn entry() -> u64 {
+        crew_process::remote::call_task::<RunNamed, NamedCall, crew_process::remote::Verbatim>(
+            &RunNamed,
+        )
+    }
+    crew_redis::NamedTasks { list, entry }
+}
+
+// A cluster node (`CREW_WORKER`) starts before `main`, as worker processes
+// do (crew-process), and serves this program's named tasks too. This
+// crate's constructors run after those of the program that uses it, so the
+// program's `#[crew::task]`s are registered by then.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ENTER_CLUSTER_NODE: extern "C" fn() = enter_cluster_node;
+
+extern "C" fn enter_cluster_node() {
+    crew_redis::run_if_node(Some(cluster_named_tasks()));
 }

@@ -606,6 +606,10 @@ fn celery_inspect_and_control_see_the_node() {
     assert_eq!(active[0]["id"], r["busy_id"]);
     assert_eq!(active[0]["name"], "tasks.sleep_ms");
     assert_eq!(active[0]["args"], serde_json::json!([4000]));
+    // Taken ahead of the busy worker process: one to run next, one
+    // waiting for its countdown.
+    assert_eq!(r["reserved"], serde_json::json!([r["queued_id"]]));
+    assert_eq!(r["scheduled"], serde_json::json!([r["later_id"]]));
     let registered: Vec<&str> = r["registered"]
         .as_array()
         .unwrap_or_else(|| panic!("no registered tasks: {}", r["registered"]))

@@ -17,3 +17,5 @@ mod common;
 mod api;
 #[path = "cluster/faults.rs"]
 mod faults;
+#[path = "cluster/named.rs"]
+mod named;

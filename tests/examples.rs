@@ -33,6 +33,17 @@ fn examples_dir() -> &'static Path {
             .args(["build", "--quiet", "--examples", "--target-dir"])
             .arg(profile.parent().expect("target folder"))
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // Not the variables cargo sets for a test: build scripts watch
+        // some (ring's, `CARGO_MANIFEST_DIR`), and would rebuild here and
+        // again in the next `cargo test`.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k == "OUT_DIR"
+                || (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR")
+            {
+                cargo.env_remove(&*k);
+            }
+        }
         if !cfg!(debug_assertions) {
             cargo.arg("--release");
         }

@@ -195,6 +195,9 @@ struct Shared {
     processed: std::sync::atomic::AtomicU64,
     /// What each running task is, by delivery tag (`celery inspect active`).
     active: Mutex<HashMap<String, Value>>,
+    /// Tasks taken but not started, by delivery tag: whether each waits for
+    /// its eta, and what it is (`celery inspect reserved`, `scheduled`).
+    waiting: Mutex<HashMap<String, (bool, Value)>>,
     /// How many tasks of each name ended (`celery inspect stats`).
     totals: Mutex<HashMap<String, u64>>,
     started: std::time::Instant,
@@ -290,6 +293,7 @@ impl Worker {
                 events: Events::start(hostname.clone(), &config.broker, config.task_events)?,
                 processed: std::sync::atomic::AtomicU64::new(0),
                 active: Mutex::new(HashMap::new()),
+                waiting: Mutex::new(HashMap::new()),
                 totals: Mutex::new(HashMap::new()),
                 started: std::time::Instant::now(),
                 hostname,
@@ -382,10 +386,15 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
     while !shared.stopping() {
         let now = wire::now();
         while let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
-            ready.push_back(later.swap_remove(i));
+            let m = later.swap_remove(i);
+            if let Some(w) = lock(&shared.waiting).get_mut(&m.tag) {
+                w.0 = false;
+            }
+            ready.push_back(m);
         }
         while !ready.is_empty() && *lock(&shared.running) < workers {
             if let Some(m) = ready.pop_front() {
+                lock(&shared.waiting).remove(&m.tag);
                 dispatch(shared, tx, m);
             }
         }
@@ -446,7 +455,10 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                             }),
                         );
                             lock(&shared.held).insert(m.tag.clone());
-                            if m.eta.is_some_and(|t| t > wire::now()) {
+                            let eta = m.eta.is_some_and(|t| t > wire::now());
+                            lock(&shared.waiting)
+                                .insert(m.tag.clone(), (eta, active_info(shared, &m)));
+                            if eta {
                                 later.push(m);
                             } else {
                                 ready.push_back(m);
@@ -546,6 +558,7 @@ fn give_back(shared: &Shared, link: &mut Link, msgs: &[Message]) {
     }
     for m in msgs {
         lock(&shared.held).remove(&m.tag);
+        lock(&shared.waiting).remove(&m.tag);
     }
 }
 
@@ -1347,6 +1360,7 @@ fn active_info(shared: &Shared, msg: &Message) -> Value {
             "redelivered": false,
         },
         "worker_pid": null,
+        "eta": msg.headers.get("eta"),
     })
 }
 
@@ -1362,7 +1376,28 @@ fn control_reply(shared: &Shared, method: &str) -> Value {
             names.dedup();
             serde_json::json!(names)
         }
-        "reserved" | "scheduled" | "revoked" => serde_json::json!([]),
+        // Taken and waiting for a worker process, or for their eta.
+        "reserved" => Value::Array(
+            lock(&shared.waiting)
+                .values()
+                .filter(|(eta, _)| !eta)
+                .map(|(_, info)| info.clone())
+                .collect(),
+        ),
+        "scheduled" => Value::Array(
+            lock(&shared.waiting)
+                .values()
+                .filter(|(eta, _)| *eta)
+                .map(|(_, info)| {
+                    serde_json::json!({
+                        "eta": info.get("eta").cloned().unwrap_or(Value::Null),
+                        "priority": info.pointer("/delivery_info/priority").cloned().unwrap_or(Value::Null),
+                        "request": info,
+                    })
+                })
+                .collect(),
+        ),
+        "revoked" => serde_json::json!([]),
         "stats" => {
             let totals = lock(&shared.totals).clone();
             serde_json::json!({
@@ -1399,37 +1434,20 @@ fn control_reply(shared: &Shared, method: &str) -> Value {
 // CONTROL: answer `celery inspect` and `celery control` on the mailbox's
 // pub/sub channel.
 fn control_loop(shared: &Arc<Shared>, mut link: Link) {
-    let Ok(client) = crew_redis::client(&shared.config.broker, None) else {
+    let channel = control::channel(events::db_of(&shared.config.broker));
+    let Ok(sub) = crew_redis::Subscriber::new(&shared.config.broker, None, &channel) else {
         return;
     };
-    let channel = control::channel(events::db_of(&shared.config.broker));
     let mut clock = 0u64;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(5)) else {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        };
-        let mut pubsub = con.as_pubsub();
-        if pubsub.subscribe(&channel).is_err()
-            || pubsub
-                .set_read_timeout(Some(Duration::from_millis(200)))
-                .is_err()
-        {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        }
-        while !shared.stop.load(Ordering::Relaxed) {
-            let payload = match pubsub.get_message() {
-                Ok(msg) => msg.get_payload_bytes().to_vec(),
-                Err(e) if e.is_timeout() => continue,
-                Err(_) => break,
-            };
-            let Some(req) = control::decode(&payload, &shared.hostname, wire::now()) else {
-                continue;
+    sub.run(
+        || shared.stop.load(Ordering::Relaxed),
+        |payload| {
+            let Some(req) = control::decode(payload, &shared.hostname, wire::now()) else {
+                return;
             };
             let data = control_reply(shared, &req.method);
             let Some((exchange, routing_key, ticket)) = req.reply else {
-                continue;
+                return;
             };
             clock += 1;
             let raw = control::reply_envelope(
@@ -1454,6 +1472,6 @@ fn control_loop(shared: &Arc<Shared>, mut link: Link) {
             if let Some(Err(e)) = r {
                 eprintln!("crew celery node {}: replying: {e}", shared.hostname);
             }
-        }
-    }
+        },
+    );
 }

@@ -194,6 +194,16 @@ def drive(scenario):
         out["active"] = active
         out["busy_id"] = busy.id
         out["registered"] = (one.registered() or {}).get(node)
+        # Behind the busy task (one worker process): taken ahead, waiting.
+        queued = send("tasks.add", (1, 1))
+        later = send("tasks.add", (2, 2), countdown=600)
+        reserved, scheduled = [], []
+        while (not reserved or not scheduled) and time.time() < deadline:
+            reserved = (one.reserved() or {}).get(node, [])
+            scheduled = (one.scheduled() or {}).get(node, [])
+        out["reserved"] = [r["id"] for r in reserved]
+        out["scheduled"] = [r["request"]["id"] for r in scheduled]
+        out["queued_id"], out["later_id"] = queued.id, later.id
         outcome(busy)
         out["stats"] = (one.stats() or {}).get(node)
     else:

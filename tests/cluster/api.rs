@@ -198,3 +198,108 @@ fn rediss_tls_carries_the_cluster() {
     assert!(format!("{e:?}").contains("certificate"), "{e:?}");
     tls.kill_node(node);
 }
+
+/// The `Done n out of total` counts of captured progress lines.
+fn progress_counts(lines: &[String], label: &str) -> Vec<(usize, usize)> {
+    lines
+        .iter()
+        .map(|l| {
+            let rest = l
+                .strip_prefix(&format!("[{label}]: Done "))
+                .unwrap_or_else(|| panic!("{l:?} is not a progress line of {label}"));
+            let (done, rest) = rest.split_once(" out of ").expect("out of");
+            let total = rest.split(' ').find(|s| !s.is_empty()).expect("total");
+            (done.trim().parse().unwrap(), total.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_progress_bar_reaches_its_total_on_the_cluster() {
+    use std::sync::{Arc, Mutex};
+
+    use crew::ProgressStyle;
+
+    let pool = crate::common::cluster::pool();
+    for chunksize in [1, 7, 100] {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let v = pool
+            .with_chunksize(chunksize)
+            .with_progress_style(Some(ProgressStyle::Capture(lines.clone())))
+            .map(|x: u64| x + 1, 0..500u64)
+            .unwrap();
+        assert_eq!(v.len(), 500);
+        let lines = lines.lock().unwrap().clone();
+        let label = lines
+            .first()
+            .and_then(|l| l.strip_prefix('[')?.split_once("]:"))
+            .map(|(label, _)| label.to_owned())
+            .unwrap_or_else(|| panic!("no progress line: {lines:?}"));
+        assert!(label.starts_with("Pool(cluster="), "{label}");
+        let counts = progress_counts(&lines, &label);
+        assert!(!counts.is_empty(), "no progress line: {lines:?}");
+        assert!(counts.iter().all(|&(_, total)| total == 500), "{lines:?}");
+        assert!(
+            counts.windows(2).all(|w| w[0].0 <= w[1].0),
+            "done counts never go back: {lines:?}"
+        );
+        assert_eq!(counts.last().unwrap().0, 500, "{lines:?}");
+    }
+    // joblib's lines, from `Parallel` on the cluster.
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let v = crate::common::cluster::parallel()
+        .verbose(5)
+        .progress_style(Some(ProgressStyle::Capture(lines.clone())))
+        .run((0..40u64).map(|i| delayed(|x: u64| x * 3, (i,))))
+        .unwrap();
+    assert_eq!(v.len(), 40);
+    let lines = lines.lock().unwrap().clone();
+    let last = lines.last().expect("progress lines");
+    assert!(last.contains(" finished | "), "{lines:?}");
+    let counts = progress_counts(&lines, "Parallel(n_jobs=2)");
+    assert_eq!(counts.last().unwrap(), &(40, 40), "{lines:?}");
+}
+
+fn nap_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// With prefetch, the first node to read after a map was queued must not
+/// take every chunk while another node idles: each takes a fair share of
+/// what waits.
+#[test]
+fn nodes_that_prefetch_share_a_queued_map() {
+    let queue = fresh_queue();
+    let env = [
+        ("CREW_HEARTBEAT_MS", HEARTBEAT_MS),
+        (crew::cluster::ENV_PREFETCH, "64"),
+    ];
+    let nodes: Vec<_> = (0..2)
+        .map(|_| redis().spawn_node(&queue, 1, &env).unwrap())
+        .collect();
+    let config = ClusterConfig::new(redis().url()).queue(&queue);
+    let pool = crew::Pool::builder()
+        .cluster_config(config.clone())
+        .build()
+        .unwrap();
+    eventually("the nodes come up", || pool.workers() >= 2);
+    let v = pool
+        .with_chunksize(1)
+        .map(nap_ms, std::iter::repeat_n(20u64, 40))
+        .unwrap();
+    assert_eq!(v.len(), 40);
+    eventually("both nodes report their counts", || {
+        let s = crew::cluster::status(&config).unwrap();
+        s.nodes.iter().map(|n| n.done).sum::<u64>() == 40
+    });
+    let s = crew::cluster::status(&config).unwrap();
+    let done: Vec<u64> = s.nodes.iter().map(|n| n.done).collect();
+    assert!(
+        done.iter().all(|&d| d >= 10),
+        "each node ran a fair share of the 40 tasks: {done:?}"
+    );
+    for n in nodes {
+        redis().kill_node(n);
+    }
+}

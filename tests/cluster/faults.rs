@@ -204,13 +204,20 @@ fn garbage_entries_go_to_the_dead_letter_stream_and_nodes_keep_serving() {
         .arg("x")
         .query::<String>(&mut c)
         .unwrap();
+    redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("t")
+        .arg(b"".as_slice())
+        .query::<String>(&mut c)
+        .unwrap();
     assert_eq!(
         pool.map(|x: u64| x * 2, 0..100u64).unwrap(),
         (0..100).map(|x| x * 2).collect::<Vec<_>>()
     );
     let config = ClusterConfig::new(redis().url()).queue(&queue);
-    eventually("two dead letters", || {
-        crew::cluster::status(&config).unwrap().dead == 2
+    eventually("three dead letters", || {
+        crew::cluster::status(&config).unwrap().dead == 3
     });
     let s = crew::cluster::status(&config).unwrap();
     let reasons: Vec<&str> = s.recent_dead.iter().map(|d| d.reason.as_str()).collect();
@@ -218,11 +225,81 @@ fn garbage_entries_go_to_the_dead_letter_stream_and_nodes_keep_serving() {
         reasons.iter().any(|r| r.contains("cannot be decoded")),
         "{reasons:?}"
     );
+    // The version comes first: garbage reads as another version.
+    assert!(
+        reasons.iter().any(|r| r.contains("protocol version 255")),
+        "{reasons:?}"
+    );
     assert!(
         reasons.iter().any(|r| r.contains("no task field")),
         "{reasons:?}"
     );
     assert_eq!(pool.apply(|x: u64| x + 1, (1u64,)).unwrap(), 2);
+    for n in ns {
+        redis().kill_node(n);
+    }
+}
+
+#[test]
+fn an_oversized_entry_goes_to_the_dead_letter_stream_and_its_caller_learns_why() {
+    let queue = fresh_queue();
+    let ns = nodes(redis(), &queue, 1, 1, &[("CREW_MAX_ENTRY_BYTES", "4096")]);
+    let ex =
+        crew::Executor::cluster_config(ClusterConfig::new(redis().url()).queue(&queue)).unwrap();
+    eventually("the node comes up", || ex.workers() >= 1);
+    let big = ex.submit(|v: Vec<u8>| v.len(), (vec![7u8; 10_000],));
+    let e = big.result_timeout(LONG).unwrap_err();
+    assert!(e.is_protocol(), "{e}");
+    assert!(e.to_string().contains("more than the limit of 4096"), "{e}");
+    let s = crew::cluster::status(&ClusterConfig::new(redis().url()).queue(&queue)).unwrap();
+    assert_eq!(s.dead, 1);
+    assert!(
+        s.recent_dead[0]
+            .reason
+            .contains("more than the limit of 4096"),
+        "{:?}",
+        s.recent_dead
+    );
+    // The node carries on with entries under the limit.
+    let small = ex.submit(|v: Vec<u8>| v.len(), (vec![7u8; 100],));
+    assert_eq!(small.result_timeout(LONG).unwrap(), 100);
+    for n in ns {
+        redis().kill_node(n);
+    }
+}
+
+#[test]
+fn an_entry_of_another_protocol_version_goes_to_the_dead_letter_stream() {
+    let queue = fresh_queue();
+    let ns = nodes(redis(), &queue, 1, 1, &[]);
+    let pool = pool_on(redis(), &queue, 1);
+    let mut c = con(redis());
+    // Version 99, then what every version starts with: a driver and an id;
+    // the rest is whatever that version holds.
+    let mut entry = vec![99u8, 3];
+    entry.extend_from_slice(b"old");
+    entry.extend_from_slice(&[5, 0xde, 0xad, 0xbe, 0xef]);
+    redis::cmd("XADD")
+        .arg(task_stream(&queue))
+        .arg("*")
+        .arg("t")
+        .arg(entry.as_slice())
+        .query::<String>(&mut c)
+        .unwrap();
+    let config = ClusterConfig::new(redis().url()).queue(&queue);
+    eventually("a dead letter", || {
+        crew::cluster::status(&config).unwrap().dead == 1
+    });
+    let s = crew::cluster::status(&config).unwrap();
+    assert!(
+        s.recent_dead[0]
+            .reason
+            .contains("protocol version 99, this node speaks"),
+        "{:?}",
+        s.recent_dead
+    );
+    assert_eq!(s.waiting(), 0, "the entry is acknowledged and deleted");
+    assert_eq!(pool.map(|x: u64| x + 1, 0..10u64).unwrap()[9], 10);
     for n in ns {
         redis().kill_node(n);
     }
@@ -339,6 +416,43 @@ fn redis_killed_and_restarted_mid_map_loses_no_accepted_task() {
 }
 
 #[test]
+fn redis_restarted_without_its_data_mid_map_gets_the_lost_tasks_again() {
+    // As after a failover to a replica that had not yet received the
+    // latest writes: a Redis with another run id and less (here: none) of
+    // the data. The driver sends again what it waits for.
+    let mut own = LocalRedis::start_with(false, &[]).unwrap();
+    let queue = fresh_queue();
+    let _ns = nodes(&own, &queue, 1, 2, &[]);
+    let pool = pool_on(&own, &queue, 2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let map = std::thread::spawn(move || {
+        let mut it = pool.with_chunksize(20).imap(busy, 0..3_000u64);
+        let mut got = Vec::new();
+        for (i, r) in it.by_ref().enumerate() {
+            got.push(r.unwrap());
+            if i == 500 {
+                tx.send(()).unwrap();
+            }
+        }
+        got
+    });
+    rx.recv_timeout(LONG).expect("the map got going");
+    own.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    own.restart().unwrap();
+    let deadline = Instant::now() + 4 * LONG;
+    while !map.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the map did not end after Redis came back empty"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = map.join().unwrap();
+    assert_eq!(got, (0..3_000u64).map(|x| x * 3).collect::<Vec<_>>());
+}
+
+#[test]
 fn task_timeout_kills_the_worker_on_its_node() {
     let queue = fresh_queue();
     let ns = nodes(redis(), &queue, 1, 1, &[]);
@@ -426,4 +540,49 @@ fn retries_run_a_task_again_after_its_worker_died() {
     for n in ns {
         redis().kill_node(n);
     }
+}
+
+/// A Redis Cluster of one shard (`cluster-enabled yes`, every slot on this
+/// node): Redis then refuses any command or script whose keys are in
+/// different slots (`CROSSSLOT`), so a map, calls by name, a reclaim after
+/// `kill -9` and the status all running here shows every key of a queue
+/// shares its slot.
+#[test]
+fn a_one_shard_redis_cluster_serves_a_queue_with_reclaims() {
+    let own = LocalRedis::start_one_shard_cluster().unwrap();
+    let mut c = con(&own);
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
+    assert!(
+        info.contains("cluster_enabled:1") || info.contains("cluster_state:ok"),
+        "{info}"
+    );
+    let queue = fresh_queue();
+    let ns = nodes(&own, &queue, 2, 1, &[]);
+    let pool = pool_on(&own, &queue, 2);
+    let config = ClusterConfig::new(own.url()).queue(&queue);
+    let killed = ns[0];
+    let got = within("a map on a Redis Cluster", 4 * LONG, move || {
+        let mut it = pool.with_chunksize(50).imap(busy, 0..4_000u64);
+        let mut got = Vec::with_capacity(4_000);
+        for r in it.by_ref().take(500) {
+            got.push(r.unwrap());
+        }
+        own.kill_node(killed);
+        for r in it {
+            got.push(r.unwrap());
+        }
+        let ex = crew::Executor::cluster_config(config.clone()).unwrap();
+        let named = ex
+            .submit_named::<_, String>("examples::named::program", ())
+            .result_timeout(LONG)
+            .unwrap();
+        let s = crew::cluster::status(&config).unwrap();
+        (got, named, s.dead, own)
+    });
+    let (got, named, dead, own) = got;
+    // The killed node's chunks were reclaimed (by `RECLAIM`) and finished.
+    assert_eq!(got, (0..4_000u64).map(|x| x * 3).collect::<Vec<_>>());
+    assert_eq!(named, "the test binary");
+    assert_eq!(dead, 0);
+    own.kill_node(ns[1]);
 }

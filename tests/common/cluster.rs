@@ -142,3 +142,53 @@ pub(crate) fn executor() -> WithNode<crew::Executor<Cluster>> {
         |e| e.workers(),
     )
 }
+
+/// A `Parallel` with 2 jobs on a 2-worker node of a fresh queue. Each run
+/// makes its own driver; the node stops once drivers came and all are gone
+/// (their result streams deleted) for a second, or after `2 * LONG`.
+pub(crate) fn parallel() -> crew::Parallel {
+    let queue = fresh_queue();
+    let node = redis()
+        .spawn_node(&queue, 2, &[("CREW_HEARTBEAT_MS", HEARTBEAT_MS)])
+        .expect("start a node");
+    let config = crew::cluster::ClusterConfig::new(redis().url()).queue(&queue);
+    let deadline = Instant::now() + LONG;
+    while crew::cluster::status(&config)
+        .map_or(0, |s| s.nodes.iter().map(|n| n.concurrency).sum::<usize>())
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not come up within {LONG:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pattern = format!("crew:{{{queue}}}:results:*");
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + 2 * LONG;
+        let mut con = redis::Client::open(redis().url())
+            .and_then(|c| c.get_connection())
+            .ok();
+        let (mut seen, mut quiet_since) = (false, None::<Instant>);
+        while Instant::now() < deadline {
+            let drivers = con.as_mut().map_or(1, |c| {
+                redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query::<Vec<String>>(c)
+                    .map_or(1, |k| k.len())
+            });
+            if drivers > 0 {
+                seen = true;
+                quiet_since = None;
+            } else if seen {
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= std::time::Duration::from_secs(1) {
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        redis().kill_node(node);
+    });
+    crew::Parallel::new().n_jobs(2).cluster(config)
+}

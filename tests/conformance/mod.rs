@@ -114,4 +114,5 @@ conformance_suite!(
     pool: crate::common::cluster::pool(),
     executor: crate::common::cluster::executor(),
     timeline_pool: crate::common::cluster::timeline_pool(),
+    parallel: crate::common::cluster::parallel(),
 );

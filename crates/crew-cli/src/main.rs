@@ -166,6 +166,10 @@ struct ClusterArgs {
     /// Adds Celery's rows (needs `pip install "celery[redis]"`).
     #[arg(long)]
     python: bool,
+    /// Leaves out the 2-node rows on a one-shard Redis Cluster
+    /// (`redis-server --cluster-enabled yes` holding every slot).
+    #[arg(long)]
+    no_one_shard: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -525,6 +529,7 @@ fn main() -> anyhow::Result<()> {
                     gate: a.common.gate(IdleGate::new(Duration::from_secs(120))),
                     target: a.common.target(),
                     python: a.python,
+                    redis_cluster: !a.no_one_shard,
                 })?;
             }
             Suite::Memory(a) => {

@@ -397,7 +397,10 @@ fn bench_cluster_writes_its_records() {
         [
             "cluster.map_noop",
             "cluster.submit_noop",
-            "cluster.roundtrip_p50"
+            "cluster.roundtrip_p50",
+            "cluster.map_noop.one_shard",
+            "cluster.submit_noop.one_shard",
+            "cluster.roundtrip_p50.one_shard"
         ]
     );
 }
@@ -429,6 +432,6 @@ fn status_says_why_tasks_wait_without_a_node() {
     );
     assert!(out.contains("nodes: 0"), "{out}");
     assert!(out.contains("tasks waiting: 1"), "{out}");
-    assert!(out.contains("no live node runs that build"), "{out}");
+    assert!(out.contains("no live node has build"), "{out}");
     drop(pending);
 }

@@ -44,6 +44,14 @@ pub trait Call<X, R> {
     fn name(&self) -> Option<&'static str> {
         None
     }
+
+    /// True for a call of a task by its registered name (`#[crew::task]`),
+    /// whose input is then a `crew_process::remote::NamedCall`: a cluster
+    /// routes it by name and signature rather than by build.
+    #[doc(hidden)]
+    fn by_name(&self) -> bool {
+        false
+    }
 }
 
 /// `f(x)`: the task of `map`, `imap` and `imap_unordered`.

@@ -53,7 +53,10 @@ impl<T: Send> Future<T> {
     /// assert!(future.done());
     /// ```
     pub fn pending() -> (Promise<Result<T>>, Future<T>) {
-        let slot = Arc::new(Slot::new());
+        Future::with_slot(Arc::new(Slot::new()))
+    }
+
+    fn with_slot(slot: Arc<Slot<Result<T>>>) -> (Promise<Result<T>>, Future<T>) {
         (
             Promise::new(slot.clone()),
             Future {
@@ -292,8 +295,50 @@ impl<T: Send> Future<T> {
         self.slot.on_done(Box::new(callback));
     }
 
-    pub(crate) fn on_done_boxed(&self, callback: crate::slot::Callback<Result<T>>) {
-        self.slot.on_done_listener(callback);
+    /// Has `listener(index, outcome)` run once the future is done (the
+    /// hook of `wait` and `as_completed`).
+    pub(crate) fn on_done_listener(
+        &self,
+        listener: crate::slot::Listener<Result<T>>,
+        index: usize,
+    ) {
+        self.slot.on_done_listener(listener, index);
+    }
+}
+
+impl<T: Send + 'static> Future<T> {
+    /// [`pending`](Future::pending), reusing a result slot this thread
+    /// recycled: once both the future and its promise are gone, the slot is
+    /// reset and kept for the next call, so a steady stream of submits
+    /// allocates no slots. The seam `Executor::submit` uses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (promise, future) = crew_core::Future::<u32>::pending_recycled();
+    /// promise.complete(Ok(1));
+    /// assert_eq!(future.result()?, 1);
+    /// // The slot is back on this thread's shelf: the next pair reuses it.
+    /// let (promise, future) = crew_core::Future::<u32>::pending_recycled();
+    /// assert!(!future.done());
+    /// promise.complete(Ok(2));
+    /// assert_eq!(future.result()?, 2);
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
+    pub fn pending_recycled() -> (Promise<Result<T>>, Future<T>) {
+        Future::with_slot(Slot::recycled())
+    }
+
+    /// The address of the result slot (to tell a reused slot in tests).
+    #[cfg(test)]
+    pub(crate) fn slot_addr(&self) -> usize {
+        Arc::as_ptr(&self.slot) as usize
+    }
+}
+
+impl<T> Drop for Future<T> {
+    fn drop(&mut self) {
+        Slot::release(&self.slot);
     }
 }
 
@@ -423,7 +468,12 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// assert!(r.get().unwrap_err().is_cancelled());
     /// ```
     pub fn pending() -> (Promise<std::result::Result<T, E>>, AsyncResult<T, E>) {
-        let slot = Arc::new(Slot::new());
+        AsyncResult::with_slot(Arc::new(Slot::new()))
+    }
+
+    fn with_slot(
+        slot: Arc<Slot<std::result::Result<T, E>>>,
+    ) -> (Promise<std::result::Result<T, E>>, AsyncResult<T, E>) {
         (
             Promise::new(slot.clone()),
             AsyncResult {
@@ -615,6 +665,28 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
             }
         }));
         self
+    }
+}
+
+impl<T: Send + 'static, E: Send + From<Error> + 'static> AsyncResult<T, E> {
+    /// [`pending`](AsyncResult::pending), reusing a result slot this thread
+    /// recycled (see [`Future::pending_recycled`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (p, r) = crew_core::AsyncResult::<u8>::pending_recycled();
+    /// p.complete(Ok(5));
+    /// assert_eq!(r.get().unwrap(), 5);
+    /// ```
+    pub fn pending_recycled() -> (Promise<std::result::Result<T, E>>, AsyncResult<T, E>) {
+        AsyncResult::with_slot(Slot::recycled())
+    }
+}
+
+impl<T, E> Drop for AsyncResult<T, E> {
+    fn drop(&mut self) {
+        Slot::release(&self.slot);
     }
 }
 

@@ -80,7 +80,7 @@ pub fn prange(range: Range<usize>) -> ParRange {
 fn block(len: usize, schedule: Schedule, threads: usize) -> (usize, usize) {
     match schedule {
         Schedule::Static => {
-            let b = len.div_ceil(threads.max(1)).max(1);
+            let b = crate::engine::even_split(len, threads);
             (b, b)
         }
         Schedule::Dynamic(n) => (n.max(1), n.max(1)),

@@ -30,6 +30,10 @@
 //! threads that pin it (`lenders`): one that calls back into a slot whose value it lends
 //! to a running callback neither waits for itself nor moves the value out
 //! from under the callback's `&V`.
+//!
+//! A slot has two owners, its promise and its handle, counted in `owners`;
+//! a slot made by [`Slot::recycled`] is reset and reused by whichever lets
+//! go second (see `cache.rs`), so a warm submit allocates nothing.
 
 use crate::sync::thread::{self, Thread};
 use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -39,6 +43,7 @@ use std::task::Waker;
 use std::time::Instant;
 
 use crate::error::{Error, FromError};
+use crate::spin::SpinWait;
 
 /// The task has not started.
 const PENDING: usize = 0;
@@ -60,23 +65,29 @@ const CANCEL_REQUESTED: usize = 1 << 4;
 /// its `wait()` returns).
 const CALLBACKS: usize = 1 << 5;
 
-/// How long a blocking wait spins before parking. Waking a parked thread on
-/// the other vCPU costs ~60 µs on the project's VMs (notes/ipc-floor.md), so a
-/// short spin pays when the result is microseconds away.
-/// (None under loom: the model explores the parking path.)
-const SPIN_LIMIT: u32 = if cfg!(loom) { 0 } else { 2000 };
-
 pub(crate) type Callback<V> = Box<dyn FnOnce(&V) + Send>;
+
+/// An internal observer of many slots; see [`Slot::on_done_listener`].
+pub(crate) type Listener<V> = Arc<dyn Fn(usize, &V) + Send + Sync>;
 
 /// `readers` while the value is being moved out.
 const TAKING: usize = 1 << (usize::BITS - 1);
 
-/// A wait for other threads to leave the value: spins, then yields.
-fn backoff(spins: &mut u32) {
-    *spins = spins.saturating_add(1);
-    if *spins < 64 {
-        crate::sync::spin_loop();
+/// The spin of this slot's waits: crew's policy; none under loom, whose
+/// models explore the parking (and yielding) paths, and whose state space
+/// grows with every extra check.
+fn spin_wait() -> SpinWait {
+    if cfg!(loom) {
+        SpinWait::with_budget(std::time::Duration::ZERO)
     } else {
+        SpinWait::new()
+    }
+}
+
+/// A wait for other threads to leave the value (they hold it for a few
+/// instructions, unless preempted): spins, then yields.
+fn backoff(spin: &mut SpinWait) {
+    if !spin.spin() {
         thread::yield_now();
     }
 }
@@ -114,9 +125,13 @@ enum Waiter<V> {
     Waker(Waker),
     /// A user's callback: runs before waiters are released.
     Callback(Callback<V>),
-    /// An internal observer (`wait`, `as_completed`): runs once the slot is
-    /// fully done, like a woken thread.
-    Listener(Callback<V>),
+    /// An internal observer (`wait`, `as_completed`), told the index it
+    /// was registered with: runs once the slot is fully done, like a woken
+    /// thread. One observer watches many slots (no allocation per slot).
+    Listener(Listener<V>, usize),
+    /// A callback already run (its place in the list, while the list is
+    /// being worked through).
+    Ran,
 }
 
 /// The hook a back-end installs to stop a running task (kill its worker).
@@ -133,6 +148,12 @@ pub(crate) struct Slot<V> {
     /// The threads that pin the value right now (one entry per pin).
     lenders: Mutex<Vec<thread::ThreadId>>,
     interrupt: Mutex<Option<Interrupt>>,
+    /// The owners still holding the slot: its promise and its handle.
+    owners: AtomicUsize,
+    /// What the last owner does with the slot: reset and shelve it for
+    /// reuse (slots of a `'static` value type), or nothing (the `Arc`
+    /// frees it).
+    recycle: Option<fn(Arc<Slot<V>>)>,
 }
 
 // SAFETY: the value is written once by the claimant before `DONE`, then read
@@ -161,7 +182,62 @@ impl<V> Slot<V> {
             readers: AtomicUsize::new(0),
             lenders: Mutex::new(Vec::new()),
             interrupt: Mutex::new(None),
+            owners: AtomicUsize::new(2),
+            recycle: None,
         }
+    }
+
+    /// A fresh slot, reused from this thread's shelf when there is one: a
+    /// slot whose owners both let go is reset and shelved by the last of
+    /// them (see [`release`](Slot::release)).
+    pub(crate) fn recycled() -> Arc<Slot<V>>
+    where
+        V: Send + 'static,
+    {
+        cache::take().unwrap_or_else(|| {
+            // Room for a waiter and a lender from the start: a recycled
+            // slot keeps it, so a warm wait allocates nothing either.
+            Arc::new(Slot {
+                recycle: Some(shelve::<V>),
+                waiters: Mutex::new(Vec::with_capacity(2)),
+                lenders: Mutex::new(Vec::with_capacity(2)),
+                ..Slot::new()
+            })
+        })
+    }
+
+    /// One of the slot's two owners (its promise, its handle) lets go of it,
+    /// as its last access to the slot. The second to let go recycles it, if
+    /// it is recyclable.
+    pub(crate) fn release(this: &Arc<Slot<V>>) {
+        // AcqRel: the last owner sees everything the other wrote (as `Arc`'s
+        // own drop does) before it resets the slot.
+        if this.owners.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(recycle) = this.recycle
+        {
+            recycle(this.clone());
+        }
+    }
+
+    /// Makes the slot new again: pending, empty, two owners.
+    ///
+    /// # Safety
+    ///
+    /// Both owners have released the slot ([`release`](Slot::release)):
+    /// nobody else reads or writes it.
+    unsafe fn reset(&self) {
+        // SAFETY: no other access (the caller); the value cell is ours.
+        let old = unsafe { (*self.value.get()).take() };
+        let hook = lock(&self.interrupt).take();
+        // A released slot is done: its waiters were taken when it completed
+        // (the list's memory was handed back) and every pin was dropped.
+        debug_assert!(lock(&self.waiters).is_empty() && lock(&self.lenders).is_empty());
+        self.readers.store(0, Ordering::Relaxed);
+        self.state.store(PENDING, Ordering::Relaxed);
+        self.owners.store(2, Ordering::Relaxed);
+        // Dropped last, outside the lock: their drops are users' code.
+        drop(hook);
+        drop(old);
     }
 
     /// True if this thread lends the value out right now (it runs one of
@@ -173,7 +249,7 @@ impl<V> Slot<V> {
 
     /// Pins the value for reading (waits out a move in progress).
     fn pin(&self) -> Pin<'_, V> {
-        let mut spins = 0;
+        let mut spin = spin_wait();
         loop {
             let r = self.readers.load(Ordering::Relaxed);
             if r & TAKING == 0
@@ -184,7 +260,7 @@ impl<V> Slot<V> {
             {
                 break;
             }
-            backoff(&mut spins);
+            backoff(&mut spin);
         }
         lock(&self.lenders).push(thread::current().id());
         Pin { slot: self }
@@ -197,13 +273,13 @@ impl<V> Slot<V> {
         if self.lent_here() {
             return None;
         }
-        let mut spins = 0;
+        let mut spin = spin_wait();
         while self
             .readers
             .compare_exchange_weak(0, TAKING, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            backoff(&mut spins);
+            backoff(&mut spin);
         }
         Some(Exclusive { slot: self })
     }
@@ -316,25 +392,33 @@ impl<V> Slot<V> {
                 let mut waiters = lock(&self.waiters);
                 let running = lock(&self.running);
                 self.state.fetch_or(DONE | CALLBACKS, Ordering::AcqRel);
-                let list = std::mem::take(&mut *waiters);
+                let mut list = std::mem::take(&mut *waiters);
                 // Callbacks run without the list's lock: they may add more.
                 drop(waiters);
                 let pin = self.pin();
                 // SAFETY: the value was written before `DONE`, and is pinned:
                 // nobody moves it out until `pin` is dropped.
                 let value = unsafe { (*self.value.get()).as_ref() }.expect("value written");
-                let mut wake_later = Vec::new();
-                for w in list {
-                    match w {
-                        Waiter::Callback(f) => run_callback(f, value),
-                        other => wake_later.push(other),
+                // Callbacks first, in order; then the others, in order.
+                for w in list.iter_mut() {
+                    if matches!(w, Waiter::Callback(_))
+                        && let Waiter::Callback(f) = std::mem::replace(w, Waiter::Ran)
+                    {
+                        run_callback(f, value);
                     }
                 }
                 self.state.fetch_and(!CALLBACKS, Ordering::AcqRel);
-                for w in wake_later {
+                for w in list.drain(..) {
                     wake(w, value);
                 }
                 drop(pin);
+                // Hand the list's memory back for the slot's next use (a
+                // recycled slot then registers waiters without allocating).
+                let mut waiters = lock(&self.waiters);
+                if waiters.capacity() == 0 {
+                    *waiters = list;
+                }
+                drop(waiters);
                 drop(running);
                 return;
             }
@@ -370,10 +454,10 @@ impl<V> Slot<V> {
 
     /// Runs `f(&value)` once the slot is done and its callbacks have run:
     /// the hook of `wait` and `as_completed`, which then see `is_done()`.
-    pub(crate) fn on_done_listener(&self, f: Callback<V>) {
-        if let Some(Waiter::Listener(f)) = self.register(Waiter::Listener(f)) {
+    pub(crate) fn on_done_listener(&self, f: Listener<V>, index: usize) {
+        if let Some(Waiter::Listener(f, index)) = self.register(Waiter::Listener(f, index)) {
             self.settle();
-            self.with_value(|v| run_callback(f, v));
+            self.with_value(|v| run_listener(&f, index, v));
         }
     }
 
@@ -384,17 +468,15 @@ impl<V> Slot<V> {
             // as the callback is concerned (waiting would wait for itself).
             return true;
         }
-        for i in 0..SPIN_LIMIT {
-            if self.is_done() {
-                return true;
+        // Spin first (a result is often microseconds away), then park.
+        let mut spin = spin_wait();
+        while !self.is_done() {
+            if !spin.spin() {
+                break;
             }
-            // Yield now and then: the thread that will complete us may be
-            // waiting for this very CPU (2 vCPUs, often 3 runnable threads).
-            if i % 256 == 255 {
-                thread::yield_now();
-            } else {
-                crate::sync::spin_loop();
-            }
+        }
+        if self.is_done() {
+            return true;
         }
         if self.register(Waiter::Thread(thread::current())).is_some() {
             // Done; wait out callbacks the completer may still be running.
@@ -523,18 +605,37 @@ impl<V: FromError> Slot<V> {
     }
 }
 
+/// The `recycle` of slots of a `'static` value type: reset, then shelved
+/// on the calling thread.
+fn shelve<V: Send + 'static>(slot: Arc<Slot<V>>) {
+    // SAFETY: called once both owners released the slot (`release`).
+    unsafe { slot.reset() };
+    cache::give(slot);
+}
+
 fn wake<V>(w: Waiter<V>, value: &V) {
     match w {
         Waiter::Thread(t) => t.unpark(),
         Waiter::Waker(w) => w.wake(),
-        Waiter::Callback(f) | Waiter::Listener(f) => run_callback(f, value),
+        Waiter::Callback(f) => run_callback(f, value),
+        Waiter::Listener(f, index) => run_listener(&f, index, value),
+        Waiter::Ran => {}
     }
 }
 
 fn run_callback<V>(f: Callback<V>, value: &V) {
+    guarded(|| f(value));
+}
+
+fn run_listener<V>(f: &Listener<V>, index: usize, value: &V) {
+    guarded(|| f(index, value));
+}
+
+/// Runs a callback or a listener.
+fn guarded(f: impl FnOnce()) {
     // A panicking callback must not take the worker (or the other callbacks)
     // with it; Python's pools likewise report and go on.
-    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(value))) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         // The callback's panic, not the task's: the task itself succeeded
         // or failed on its own, and its outcome stands.
         eprintln!("{}", callback_panic_report(&*p));
@@ -679,6 +780,7 @@ impl<V: FromError> Promise<V> {
     pub fn complete(mut self, value: V) {
         if let Some(slot) = self.slot.take() {
             let _ = slot.complete(value);
+            Slot::release(&slot);
         }
     }
 
@@ -712,6 +814,7 @@ impl<V: FromError> Promise<V> {
     pub fn cancelled(mut self) {
         if let Some(slot) = self.slot.take() {
             slot.complete_cancelled();
+            Slot::release(&slot);
         }
     }
 
@@ -746,10 +849,12 @@ impl<V: FromError> Drop for Promise<V> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             let _ = slot.complete_with(CANCELLED, true, V::from_error(Error::cancelled()));
+            Slot::release(&slot);
         }
     }
 }
 
+mod cache;
 #[cfg(all(test, loom))]
 mod loom;
 #[cfg(test)]

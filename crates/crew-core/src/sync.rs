@@ -37,15 +37,6 @@ pub(crate) mod thread {
     }
 }
 
-/// A spin-wait hint; a yield under loom, which must see every busy loop
-/// give way.
-pub(crate) fn spin_loop() {
-    #[cfg(not(loom))]
-    std::hint::spin_loop();
-    #[cfg(loom)]
-    loom::thread::yield_now();
-}
-
 #[cfg(loom)]
 pub(crate) use self::injector::{Injector, Steal};
 

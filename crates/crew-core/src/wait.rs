@@ -1,12 +1,16 @@
 //! `wait` and `as_completed` over many futures, as in `concurrent.futures`.
 //!
-//! Both register one callback per future that pushes the future's index into
-//! a shared queue; the caller sleeps on a condition variable, never polls.
+//! Both register one listener with every future that pushes the future's
+//! index into a shared queue; the caller takes the queue a batch at a time,
+//! spins briefly when it is empty (crew's `SpinWait`), then sleeps on a
+//! condition variable, which completions notify only while it sleeps.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::sync::{Condvar, Mutex};
+use crate::slot::Listener;
+use crate::spin::SpinWait;
+use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -61,41 +65,99 @@ pub struct Waited<T> {
     pub not_done: Vec<Future<T>>,
 }
 
+/// The completions of the futures one `wait` or `as_completed` watches,
+/// in the order they happened: pushed by the threads that complete the
+/// futures, taken by the one waiting thread a batch at a time.
 struct Completions {
-    ready: Mutex<VecDeque<(usize, bool)>>,
+    ready: Mutex<Ready>,
     cv: Condvar,
+    /// Completions in `ready.queue`, read without the lock: the waiter
+    /// spins on it before sleeping.
+    count: AtomicUsize,
+}
+
+/// Room for this many completions is made up front: the queue is usually
+/// short (the waiter keeps up), and a wait on a million futures need not
+/// allocate for a million.
+const BATCH: usize = 1024;
+
+struct Ready {
+    /// `(index, failed)` of each completion not yet taken.
+    queue: VecDeque<(usize, bool)>,
+    /// The waiter sleeps on `cv`: only then does a completion notify it
+    /// (a notification is a futex call even with nobody to wake).
+    waiting: bool,
 }
 
 impl Completions {
-    /// Watches every future; `futures` yields `(index, future)`.
+    /// Watches every future; `futures` yields `(index, future)`. One
+    /// listener serves them all.
     fn watch<'a, T: Send + 'a>(
         futures: impl ExactSizeIterator<Item = (usize, &'a Future<T>)>,
     ) -> Arc<Completions> {
         let c = Arc::new(Completions {
-            ready: Mutex::new(VecDeque::with_capacity(futures.len())),
+            ready: Mutex::new(Ready {
+                queue: VecDeque::with_capacity(futures.len().min(BATCH)),
+                waiting: false,
+            }),
             cv: Condvar::new(),
+            count: AtomicUsize::new(0),
+        });
+        let c2 = c.clone();
+        let listener: Listener<Result<T>> = Arc::new(move |i, r: &Result<T>| {
+            c2.push(i, r.as_ref().is_err_and(|e| !e.is_cancelled()))
         });
         for (i, f) in futures {
-            let c2 = c.clone();
-            f.on_done_boxed(Box::new(move |r: &Result<T>| {
-                c2.ready
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push_back((i, r.as_ref().is_err_and(|e| !e.is_cancelled())));
-                c2.cv.notify_all();
-            }));
+            f.on_done_listener(listener.clone(), i);
         }
         c
     }
 
-    /// Next completion, or `None` when `deadline` passed first.
-    fn next(&self, deadline: Option<Instant>) -> Option<(usize, bool)> {
-        let mut q = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+    fn push(&self, index: usize, failed: bool) {
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        ready.queue.push_back((index, failed));
+        self.count.store(ready.queue.len(), Ordering::Release);
+        let waiting = ready.waiting;
+        drop(ready);
+        if waiting {
+            self.cv.notify_one();
+        }
+    }
+
+    /// Next completion, from `taken` (this waiter's batch) or, once that is
+    /// empty, the next batch; `None` when `deadline` passed first.
+    fn next(
+        &self,
+        taken: &mut VecDeque<(usize, bool)>,
+        deadline: Option<Instant>,
+    ) -> Option<(usize, bool)> {
+        if let Some(x) = taken.pop_front() {
+            return Some(x);
+        }
+        let mut spin = SpinWait::new();
+        while self.count.load(Ordering::Acquire) == 0 && spin.spin() {}
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(x) = q.pop_front() {
-                return Some(x);
+            if !ready.queue.is_empty() {
+                // Take the whole batch; the queue gets our empty buffer.
+                std::mem::swap(&mut ready.queue, taken);
+                self.count.store(0, Ordering::Relaxed);
+                return taken.pop_front();
             }
-            q = crate::engine::wait_deadline(&self.cv, q, deadline).ok()?;
+            ready.waiting = true;
+            match crate::engine::wait_deadline(&self.cv, ready, deadline) {
+                Ok(r) => {
+                    ready = r;
+                    ready.waiting = false;
+                }
+                Err(mut r) => {
+                    r.waiting = false;
+                    if r.queue.is_empty() {
+                        return None;
+                    }
+                    ready = r;
+                }
+            }
         }
     }
 }
@@ -127,10 +189,11 @@ pub fn wait<T: Send>(
     let deadline = timeout.map(crate::engine::deadline);
     let total = futures.len();
     let completions = Completions::watch(futures.iter().enumerate());
+    let mut taken = VecDeque::new();
     let mut finished = 0;
     let mut stop = total == 0;
     while !stop {
-        match completions.next(deadline) {
+        match completions.next(&mut taken, deadline) {
             None => stop = true,
             Some((_, failed)) => {
                 finished += 1;
@@ -173,6 +236,7 @@ pub fn as_completed<T: Send>(futures: impl IntoIterator<Item = Future<T>>) -> As
         remaining: futures.len(),
         futures,
         completions,
+        taken: VecDeque::new(),
         deadline: None,
     }
 }
@@ -230,6 +294,8 @@ pub fn as_completed_timeout<T: Send>(
 pub struct AsCompleted<T> {
     futures: Vec<Option<Future<T>>>,
     completions: Arc<Completions>,
+    /// The batch of completions taken from `completions`, not yet yielded.
+    taken: VecDeque<(usize, bool)>,
     remaining: usize,
     deadline: Option<Instant>,
 }
@@ -267,7 +333,7 @@ impl<T: Send> Iterator for AsCompleted<T> {
         if self.remaining == 0 {
             return None;
         }
-        let (i, _) = self.completions.next(self.deadline)?;
+        let (i, _) = self.completions.next(&mut self.taken, self.deadline)?;
         self.remaining -= 1;
         self.futures[i].take()
     }

@@ -171,7 +171,7 @@ fn call<R: Send + serde::de::DeserializeOwned + 'static>(output: &[u8]) {
         promise: Some(promise),
         attempts: 0,
         number: None,
-        name: "fuzz",
+        name: Some("fuzz"),
     };
     assert!(c.start());
     c.finish(output, 0, None);

@@ -261,8 +261,9 @@ struct CallCompletion<R: Send> {
     attempts: u32,
     /// Submission number for the timeline, if the pool keeps one.
     number: Option<usize>,
-    /// The span's name on the timeline.
-    name: &'static str,
+    /// The task's type name, made the span's name on the timeline only if
+    /// there is one (`task_name` scans the string: not on every submit).
+    name: Option<&'static str>,
 }
 
 impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
@@ -288,7 +289,8 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
         let outcome = match bulk::from_slice::<CallWire<R>>(output) {
             Ok(CallWire { result, span }) => {
                 if let (Some(t), Some((start, end)), Some(n)) = (timeline, span, self.number) {
-                    t.record(worker, n, self.name, instant_of(start), instant_of(end));
+                    let name = self.name.and_then(crew_core::task_name).unwrap_or("call");
+                    t.record(worker, n, name, instant_of(start), instant_of(end));
                 }
                 result.map_err(|e| e.into_error().with_worker(worker))
             }
@@ -516,7 +518,7 @@ where
 {
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ProcJob<'s> {
         const { assert_non_capturing::<T>() };
-        let name = task.name().and_then(crew_core::task_name).unwrap_or("call");
+        let name = task.name();
         let _ = task;
         // The job holds the shared-memory regions the arguments name until
         // the worker has answered: `input` may hold their only handles.

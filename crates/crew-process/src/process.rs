@@ -111,7 +111,9 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
     /// ```
     /// let mut p = crew_process::Process::new(|| 1u8, ());
     /// p.start()?;
-    /// assert!(p.start().unwrap_err().is_invalid_input());
+    /// let again = p.start().unwrap_err();
+    /// assert!(again.is_invalid_input());
+    /// assert!(again.to_string().contains("make a new Process"), "{again}");
     /// assert_eq!(p.result()?, 1);
     /// # Ok::<(), crew_core::Error>(())
     /// ```
@@ -122,7 +124,9 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
     /// be created.
     pub fn start(&mut self) -> Result<()> {
         let Some((entry, payload)) = self.job.take() else {
-            return Err(Error::invalid_input("a process can be started only once"));
+            return Err(Error::invalid_input(
+                "a process can be started only once: make a new Process to run the task again",
+            ));
         };
         let worker = spawn_worker(None, false).map_err(|e| Error::io("starting a process", e))?;
         self.pid = Some(worker.child.id());
@@ -133,7 +137,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
             promise: Some(promise),
             attempts: 0,
             number: None,
-            name: "call",
+            name: Some("call"),
         };
         std::thread::Builder::new()
             .name("crew-process".into())
@@ -288,7 +292,9 @@ impl<R: Send> Process<R> {
     ///
     /// ```
     /// let mut p = crew_process::Process::new(|| (), ());
-    /// assert!(p.join().unwrap_err().is_invalid_input());
+    /// let e = p.join().unwrap_err();
+    /// assert!(e.is_invalid_input());
+    /// assert!(e.to_string().ends_with("call start() first"), "{e}");
     /// p.start()?;
     /// p.join()?;
     /// assert_eq!(p.exitcode(), Some(0));
@@ -327,7 +333,7 @@ impl<R: Send> Process<R> {
     fn join_deadline(&self, deadline: Option<Instant>) -> Result<bool> {
         if self.pid.is_none() {
             return Err(Error::invalid_input(
-                "join() on a process that was not started",
+                "join() on a process that was not started: call start() first",
             ));
         }
         let mut status = lock(&self.state.status);
@@ -398,7 +404,7 @@ impl<R: Send> Process<R> {
         match self.result.take() {
             Some(f) => f.result(),
             None => Err(Error::invalid_input(
-                "result() of a process that was not started",
+                "result() of a process that was not started: call start() first",
             )),
         }
     }

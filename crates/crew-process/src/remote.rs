@@ -98,6 +98,24 @@ pub fn encode<V: Serialize + ?Sized>(value: &V) -> Result<Vec<u8>> {
         .map_err(|e| Error::protocol(format!("cannot encode the task's arguments: {e}")))
 }
 
+/// Decodes one value [`encode`] wrote.
+///
+/// # Examples
+///
+/// ```
+/// use crew_process::remote::{decode, encode};
+/// let v: (u32, String) = decode(&encode(&(5u32, "x".to_string()))?)?;
+/// assert_eq!(v, (5, "x".to_string()));
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// `is_protocol` if the bytes are not an encoding of a `T`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    crate::bulk::from_slice(bytes).map_err(|e| Error::protocol(format!("cannot decode: {e}")))
+}
+
 /// Encodes a chunk's items one by one.
 ///
 /// # Examples
@@ -160,6 +178,59 @@ pub struct Segment {
     pub output: Vec<u8>,
     /// The index of the worker that ran them, in its pool.
     pub worker: u32,
+}
+
+/// A call of a task by its registered name (`#[crew::task]`), as it
+/// travels to whoever runs it: the name, the fingerprint of the signature
+/// the caller expects, that signature in words, and the encoded arguments.
+/// Any build that registers the name with the same fingerprint may run it.
+///
+/// # Examples
+///
+/// ```
+/// use crew_process::remote::NamedCall;
+/// let c = NamedCall { name: "m::add".into(), fingerprint: 7, signature: "(u8,) -> u8".into(), args: vec![1] };
+/// let back: NamedCall = crew_process::remote::decode(&crew_process::remote::encode(&c)?)?;
+/// assert_eq!(back.name, "m::add");
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NamedCall {
+    /// The registered name.
+    pub name: String,
+    /// The fingerprint of the signature (argument and result types).
+    pub fingerprint: u64,
+    /// The signature in words, `(args) -> result`, for people.
+    pub signature: String,
+    /// The arguments, encoded.
+    pub args: Vec<u8>,
+}
+
+/// A value already encoded: serializes as exactly its bytes, so a task that
+/// returns `Verbatim(encode(&r))` produces the same output as one returning
+/// `r` (a tuple's bytes are written with no length). Lets a worker run a
+/// named task whose result type it knows only as bytes.
+///
+/// # Examples
+///
+/// ```
+/// use crew_process::remote::{Verbatim, encode};
+/// let r = (5u32, String::from("x"));
+/// assert_eq!(encode(&Verbatim(encode(&r)?))?, encode(&r)?);
+/// # Ok::<(), crew_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verbatim(pub Vec<u8>);
+
+impl Serialize for Verbatim {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for b in &self.0 {
+            t.serialize_element(b)?;
+        }
+        t.end()
+    }
 }
 
 /// A task's input as bytes.

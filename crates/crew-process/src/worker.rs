@@ -405,10 +405,6 @@ fn start_watchdog(sock: RawFd) {
     }
 }
 
-/// How long the worker polls for the next frame before blocking: waking
-/// a sleeping vCPU costs ~60 µs here, polling ~10 µs costs little.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(20);
-
 /// Flush results at least this often while busy, so the parent hears of
 /// results promptly (and loses fewer if the worker dies).
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_micros(100);
@@ -644,12 +640,14 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
             return;
         }
         last_flush = Instant::now();
-        let spin_until = Instant::now() + SPIN;
+        // Poll for the next frame a while (crew's spin-then-park policy:
+        // waking a sleeping vCPU costs ~60 µs here), then block.
+        let mut spin = crew_core::SpinWait::new();
         let got = loop {
             match inbox.read_nonblocking(sock) {
                 Ok(Read::Data) => break Ok(true),
                 Ok(Read::Eof) => break Ok(false),
-                Ok(Read::WouldBlock) if Instant::now() < spin_until => std::hint::spin_loop(),
+                Ok(Read::WouldBlock) if spin.spin() => {}
                 Ok(Read::WouldBlock) => {
                     if !readable_within(sock, IDLE_TRIM) {
                         // Idle for a while: let go of the shared memory kept

@@ -25,6 +25,9 @@ pub const ENV_HEARTBEAT_MS: &str = "CREW_HEARTBEAT_MS";
 /// How many deliveries a task gets before it goes to the dead-letter
 /// stream (default 5).
 pub const ENV_MAX_DELIVERIES: &str = "CREW_MAX_DELIVERIES";
+/// The largest task entry a node accepts, in bytes (default 64 MiB); larger
+/// ones go to the dead-letter stream.
+pub const ENV_MAX_ENTRY_BYTES: &str = "CREW_MAX_ENTRY_BYTES";
 
 /// Where a cluster lives and how it keeps time.
 ///
@@ -53,6 +56,31 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.trim().parse().ok()
 }
 
+/// A count from the environment variable `name`: `default` when unset or
+/// empty; a value that is not a whole number of at least `min` is refused,
+/// naming the variable, rather than silently replaced by the default.
+pub(crate) fn env_count(name: &str, default: usize, min: usize) -> Result<usize> {
+    parse_count(name, std::env::var(name).ok().as_deref(), default, min)
+}
+
+/// [`env_count`] of a given value.
+pub(crate) fn parse_count(
+    name: &str,
+    value: Option<&str>,
+    default: usize,
+    min: usize,
+) -> Result<usize> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n >= min => Ok(n),
+            _ => Err(Error::invalid_input(format!(
+                "{name}={v:?}: expected a whole number of at least {min}"
+            ))),
+        },
+    }
+}
+
 impl ClusterConfig {
     /// Settings for the Redis at `url` (`redis://[user:password@]host:port[/db]`,
     /// `rediss://…` for TLS, or `redis+unix:///path/to/socket`), with the
@@ -65,7 +93,7 @@ impl ClusterConfig {
             lease: Duration::from_millis(env_u64(ENV_LEASE_MS).unwrap_or(30_000).max(50)),
             heartbeat,
             max_deliveries: env_u64(ENV_MAX_DELIVERIES).unwrap_or(5).clamp(1, 1000) as u32,
-            max_entry_bytes: 64 << 20,
+            max_entry_bytes: env_u64(ENV_MAX_ENTRY_BYTES).map_or(64 << 20, |n| n as usize),
             task_timeout: None,
             retries: 0,
             retry_backoff: Duration::from_millis(100),
@@ -185,6 +213,18 @@ impl Keys {
         format!("{}:tasks:{build:016x}", self.prefix)
     }
 
+    /// The task stream of the task registered as `name` with the signature
+    /// `fingerprint`, for every build that registers it.
+    pub(crate) fn named(&self, name: &str, fingerprint: u64) -> String {
+        format!("{}:named:{:016x}", self.prefix, named_id(name, fingerprint))
+    }
+
+    /// What each named stream serves, in words (`name: (args) -> result`),
+    /// by the stream's id (for `status`).
+    pub(crate) fn signatures(&self) -> String {
+        format!("{}:signatures", self.prefix)
+    }
+
     /// Every task stream ever used on this queue (for `status`).
     pub(crate) fn streams(&self) -> String {
         format!("{}:streams", self.prefix)
@@ -215,5 +255,38 @@ impl Keys {
     }
 }
 
+/// The id of a named task's stream: FNV-1a of the name and the signature's
+/// fingerprint.
+pub(crate) fn named_id(name: &str, fingerprint: u64) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in name.bytes().chain([0]).chain(fingerprint.to_le_bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
 /// The consumer group of every task stream.
 pub(crate) const GROUP: &str = "nodes";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mistyped_count_is_refused_with_the_variable_named() {
+        assert_eq!(parse_count(ENV_CONCURRENCY, None, 4, 1).unwrap(), 4);
+        assert_eq!(parse_count(ENV_CONCURRENCY, Some(" "), 4, 1).unwrap(), 4);
+        assert_eq!(parse_count(ENV_CONCURRENCY, Some(" 8 "), 4, 1).unwrap(), 8);
+        assert_eq!(parse_count(ENV_PREFETCH, Some("0"), 0, 0).unwrap(), 0);
+        for bad in ["8x", "-1", "0", "two"] {
+            let e = parse_count(ENV_CONCURRENCY, Some(bad), 4, 1).unwrap_err();
+            assert!(e.is_invalid_input(), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "invalid input: CREW_CONCURRENCY={bad:?}: expected a whole number of at least 1"
+                )
+            );
+        }
+    }
+}

@@ -63,6 +63,8 @@ impl Placement<'_> {
 /// to everyone else.
 pub struct ClusterJob<'s> {
     entry: u64,
+    /// A call by name: where it goes instead of the build's stream.
+    named: Option<Route>,
     input: RawInput,
     notify_start: bool,
     completion: Option<Box<dyn Completion + 's>>,
@@ -80,6 +82,7 @@ impl ClusterJob<'_> {
     fn settled() -> Self {
         ClusterJob {
             entry: 0,
+            named: None,
             input: RawInput::Call(Vec::new()),
             notify_start: false,
             completion: None,
@@ -87,8 +90,26 @@ impl ClusterJob<'_> {
     }
 }
 
+/// The stream of a named task, for calls by name from any build.
+#[derive(Clone, Debug)]
+struct Route {
+    name: String,
+    fingerprint: u64,
+    /// `name: (args) -> result`, for `status`.
+    describe: String,
+    key: String,
+}
+
+/// A task whose entry is in Redis: its id, its stream (`None`: the
+/// build's) and its entry.
+type Written = (u64, Option<String>, String);
+
 struct Slot {
     completion: Box<dyn Completion>,
+    /// The entry as written, and where: sent again if Redis loses it.
+    sent: (Arc<Vec<u8>>, Option<Route>),
+    /// The named task's stream, or `None` for the build's.
+    stream: Option<String>,
     /// The stream entry, once written.
     entry: Option<String>,
     /// Handed to Redis in a batch whose reply has not been read yet: a
@@ -98,9 +119,10 @@ struct Slot {
 }
 
 enum Out {
-    Task(u64, Vec<u8>),
+    Task(u64, Arc<Vec<u8>>, Option<Route>),
     Cancel(Vec<u64>),
-    Delete(Vec<String>),
+    /// Entries of a stream (`None`: the build's).
+    Delete(Option<String>, Vec<String>),
 }
 
 pub(crate) struct Shared {
@@ -242,25 +264,11 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut link = config.link(Duration::from_secs(10))?;
         let last: String = link.call_until(deadline, "creating the queue", |con| {
-            let r: redis::RedisResult<()> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query(con);
-            match r {
-                Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-                other => other,
-            }?;
+            create_group(con, &keys, &stream)?;
             // The result stream exists (empty) from now on: nodes write
             // results only to streams that exist, so a driver that is gone
             // gets none.
             let (id,): (String,) = redis::pipe()
-                .cmd("SADD")
-                .arg(keys.streams())
-                .arg(&stream)
-                .ignore()
                 .cmd("XADD")
                 .arg(&results)
                 .arg("*")
@@ -338,6 +346,31 @@ impl Cluster {
     }
 }
 
+/// Creates a task stream with its consumer group (at `0`, so entries
+/// written before any node came are delivered) unless it exists, and lists
+/// it among the queue's streams.
+pub(crate) fn create_group(
+    con: &mut redis::Connection,
+    keys: &Keys,
+    stream: &str,
+) -> redis::RedisResult<()> {
+    let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(con);
+    match r {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }?;
+    redis::cmd("SADD")
+        .arg(keys.streams())
+        .arg(stream)
+        .query::<()>(con)
+}
+
 fn next_driver_nonce() -> u32 {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
@@ -358,6 +391,7 @@ impl Backend for Cluster {
         }
         let ClusterJob {
             entry,
+            named,
             input,
             notify_start,
             completion,
@@ -385,18 +419,21 @@ impl Backend for Cluster {
             backoff_ms: shared.config.retry_backoff.as_millis() as u64,
             spans: shared.timeline.is_some(),
             notify_start,
+            named: named.as_ref().map(|r| (r.name.clone(), r.fingerprint)),
         };
-        let bytes = postcard::to_allocvec(&msg).expect("a task entry always encodes");
+        let bytes = Arc::new(postcard::to_allocvec(&msg).expect("a task entry always encodes"));
         lock(&shared.slots).insert(
             id,
             Slot {
                 completion,
+                sent: (bytes.clone(), named.clone()),
+                stream: named.as_ref().map(|r| r.key.clone()),
                 entry: None,
                 sending: false,
                 started: false,
             },
         );
-        shared.send(Out::Task(id, bytes));
+        shared.send(Out::Task(id, bytes, named));
         Ok(())
     }
 
@@ -422,7 +459,7 @@ impl Backend for Cluster {
         // A task whose batch is on its way to Redis may already run on a
         // node: wait (bounded) for its entry, so the check below decides it
         // instead of cancelling a running task.
-        let (unsent, written): (Vec<u64>, Vec<(u64, String)>) = {
+        let (unsent, written): (Vec<u64>, Vec<Written>) = {
             let deadline = Instant::now() + Duration::from_secs(10);
             let mut slots = lock(&s.slots);
             while slots
@@ -442,17 +479,22 @@ impl Backend for Cluster {
             for (&id, slot) in slots.iter().filter(|(_, slot)| !slot.started) {
                 match &slot.entry {
                     None => unsent.push(id),
-                    Some(e) => written.push((id, e.clone())),
+                    Some(e) => written.push((id, slot.stream.clone(), e.clone())),
                 }
             }
             (unsent, written)
         };
         let mut cancel: Vec<u64> = unsent;
-        if !written.is_empty() {
+        let mut by_stream: HashMap<Option<String>, Vec<(u64, String)>> = HashMap::new();
+        for (id, stream, e) in written {
+            by_stream.entry(stream).or_default().push((id, e));
+        }
+        for (stream, written) in by_stream {
             let script = redis::Script::new(proto::CANCEL_WAITING);
             let deadline = Instant::now() + Duration::from_secs(10);
+            let key = stream.as_deref().unwrap_or(&s.stream);
             let deleted = lock(&s.control).call_until(deadline, "cancelling tasks", |con| {
-                let mut inv = script.key(&s.stream);
+                let mut inv = script.key(key);
                 inv.arg(GROUP);
                 for (_, e) in &written {
                     inv.arg(e);
@@ -489,8 +531,18 @@ impl Backend for Cluster {
         let all: Vec<(u64, Slot)> = lock(&s.slots).drain().collect();
         if !all.is_empty() {
             let ids = all.iter().map(|(id, _)| *id).collect();
-            let entries = all.iter().filter_map(|(_, s)| s.entry.clone()).collect();
-            s.send(Out::Delete(entries));
+            let mut by_stream: HashMap<Option<String>, Vec<String>> = HashMap::new();
+            for (_, slot) in &all {
+                if let Some(e) = &slot.entry {
+                    by_stream
+                        .entry(slot.stream.clone())
+                        .or_default()
+                        .push(e.clone());
+                }
+            }
+            for (stream, entries) in by_stream {
+                s.send(Out::Delete(stream, entries));
+            }
             s.send(Out::Cancel(ids));
         }
         s.state.store(TERMINATED, Ordering::Release);
@@ -534,6 +586,8 @@ impl Backend for Cluster {
 // SEND: task entries, cancels and deletions, batched.
 fn send_loop(shared: &Arc<Shared>, mut link: Link) {
     let cancel_channel = shared.keys.cancel_channel();
+    // The named tasks' streams made ready (created, listed, described).
+    let mut ready: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         let batch: Vec<Out> = {
             let mut out = lock(&shared.out);
@@ -561,7 +615,7 @@ fn send_loop(shared: &Arc<Shared>, mut link: Link) {
             batch
                 .iter()
                 .map(|o| match o {
-                    Out::Task(id, _) => match slots.get_mut(id) {
+                    Out::Task(id, _, _) => match slots.get_mut(id) {
                         Some(slot) => {
                             slot.sending = true;
                             true
@@ -572,11 +626,36 @@ fn send_loop(shared: &Arc<Shared>, mut link: Link) {
                 })
                 .collect()
         };
+        let new_routes: Vec<&Route> = batch
+            .iter()
+            .filter_map(|o| match o {
+                Out::Task(_, _, Some(r)) if !ready.contains(&r.key) => Some(r),
+                _ => None,
+            })
+            .collect();
+        if !new_routes.is_empty() {
+            let give_up = Instant::now() + Duration::from_secs(2);
+            let stop = || shared.state() == TERMINATED && Instant::now() >= give_up;
+            let made = link.call(&stop, |con| {
+                for r in &new_routes {
+                    create_group(con, &shared.keys, &r.key)?;
+                    redis::cmd("HSETNX")
+                        .arg(shared.keys.signatures())
+                        .arg(crate::node::stream_id(&r.key))
+                        .arg(&r.describe)
+                        .query::<()>(con)?;
+                }
+                Ok(())
+            });
+            if let Some(Ok(())) = made {
+                ready.extend(new_routes.iter().map(|r| r.key.clone()));
+            }
+        }
         for (o, _) in batch.iter().zip(&live).filter(|(_, live)| **live) {
             match o {
-                Out::Task(id, bytes) => {
+                Out::Task(id, bytes, route) => {
                     pipe.cmd("XADD")
-                        .arg(&shared.stream)
+                        .arg(route.as_ref().map_or(&shared.stream, |r| &r.key))
                         .arg("*")
                         .arg("t")
                         .arg(bytes.as_slice());
@@ -591,11 +670,13 @@ fn send_loop(shared: &Arc<Shared>, mut link: Link) {
                     pipe.cmd("PUBLISH").arg(&cancel_channel).arg(bytes);
                     adds.push(None);
                 }
-                Out::Delete(entries) => {
+                Out::Delete(stream, entries) => {
                     if entries.is_empty() {
                         continue;
                     }
-                    pipe.cmd("XDEL").arg(&shared.stream).arg(entries.as_slice());
+                    pipe.cmd("XDEL")
+                        .arg(stream.as_ref().unwrap_or(&shared.stream))
+                        .arg(entries.as_slice());
                     adds.push(None);
                 }
             }
@@ -658,6 +739,7 @@ fn send_loop(shared: &Arc<Shared>, mut link: Link) {
 fn receive_loop(shared: &Arc<Shared>, mut link: Link, mut last: String) {
     let stop = || shared.finished();
     let mut looked = Instant::now();
+    let mut run_id = server_run_id(&mut link);
     while !shared.finished() {
         let read = link.call(&stop, |con| {
             redis::cmd("XREAD")
@@ -700,6 +782,14 @@ fn receive_loop(shared: &Arc<Shared>, mut link: Link, mut last: String) {
         }
         if looked.elapsed() >= shared.config.heartbeat.min(Duration::from_millis(500)) {
             refresh_workers(shared, &mut link);
+            if let Some(id) = server_run_id(&mut link) {
+                if run_id.as_ref().is_some_and(|old| *old != id) {
+                    // Another Redis (restarted, or a replica promoted):
+                    // it may have lost what we wrote.
+                    last = recover_lost(shared, &mut link).unwrap_or(last);
+                }
+                run_id = Some(id);
+            }
             looked = Instant::now();
         }
     }
@@ -708,6 +798,107 @@ fn receive_loop(shared: &Arc<Shared>, mut link: Link, mut last: String) {
     });
     shared.threads.fetch_sub(1, Ordering::AcqRel);
 }
+
+/// The `run_id` of the Redis server: another one after every restart, and
+/// on a replica promoted in a failover.
+fn server_run_id(link: &mut Link) -> Option<String> {
+    let stop = || true;
+    match link.call(&stop, |con| {
+        redis::cmd("INFO").arg("server").query::<String>(con)
+    }) {
+        Some(Ok(info)) => info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|v| v.trim().to_owned()),
+        _ => None,
+    }
+}
+
+/// After Redis changed under us (a restart without all its data, a
+/// failover that lost writes): makes our result stream again, and sends
+/// again every task we wait for whose entry Redis no longer has. A task
+/// that did run is at worst run twice; its result is taken once. Returns
+/// the id to read results after.
+fn recover_lost(shared: &Arc<Shared>, link: &mut Link) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stop = || Instant::now() >= deadline || shared.state() == TERMINATED;
+    let written: Vec<(u64, Option<String>, String)> = lock(&shared.slots)
+        .iter()
+        .filter_map(|(&id, slot)| Some((id, slot.stream.clone(), slot.entry.clone()?)))
+        .collect();
+    let script = redis::Script::new(MISSING);
+    let mut lost: Vec<u64> = Vec::new();
+    let mut by_stream: HashMap<Option<String>, Vec<(u64, String)>> = HashMap::new();
+    for (id, stream, e) in written {
+        by_stream.entry(stream).or_default().push((id, e));
+    }
+    for (stream, entries) in by_stream {
+        let key = stream.as_deref().unwrap_or(&shared.stream);
+        let missing = link.call(&stop, |con| {
+            let mut inv = script.key(key);
+            for (_, e) in &entries {
+                inv.arg(e);
+            }
+            inv.invoke::<Vec<String>>(con)
+        });
+        if let Some(Ok(missing)) = missing {
+            lost.extend(
+                entries
+                    .iter()
+                    .filter(|(_, e)| missing.contains(e))
+                    .map(|(id, _)| *id),
+            );
+        }
+    }
+    let fresh = link.call(&stop, |con| {
+        create_group(con, &shared.keys, &shared.stream)?;
+        let id: String = redis::cmd("XADD")
+            .arg(&shared.results)
+            .arg("*")
+            .arg("hello")
+            .arg(1)
+            .query(con)?;
+        redis::cmd("XDEL")
+            .arg(&shared.results)
+            .arg(&id)
+            .query::<()>(con)?;
+        Ok(())
+    });
+    if !lost.is_empty() {
+        eprintln!(
+            "crew cluster driver: Redis changed (restart or failover); sending {} lost task(s) again",
+            lost.len()
+        );
+    }
+    let again: Vec<Out> = {
+        let mut slots = lock(&shared.slots);
+        lost.into_iter()
+            .filter_map(|id| {
+                let slot = slots.get_mut(&id)?;
+                slot.entry = None;
+                let (bytes, route) = slot.sent.clone();
+                Some(Out::Task(id, bytes, route))
+            })
+            .collect()
+    };
+    for out in again {
+        shared.send(out);
+    }
+    // Results are read again from the start of the stream: those read
+    // before were deleted, and a duplicate finds no waiting task.
+    matches!(fresh, Some(Ok(()))).then(|| "0-0".to_owned())
+}
+
+/// The entry ids (ARGV) that the stream (KEYS[1]) no longer holds.
+const MISSING: &str = r#"
+local out = {}
+for i = 1, #ARGV do
+  if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i], 'COUNT', 1) == 0 then
+    table.insert(out, ARGV[i])
+  end
+end
+return out
+"#;
 
 fn refresh_workers(shared: &Shared, link: &mut Link) {
     let script = redis::Script::new(proto::WORKERS);
@@ -867,10 +1058,27 @@ where
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ClusterJob<'s> {
         let entry = remote::call_task::<T, X, R>(&task);
         let name = task.name().and_then(crew_core::task_name).unwrap_or("call");
+        let by_name = task.by_name();
         let _ = task;
-        match remote::encode(&input) {
-            Ok(bytes) => ClusterJob {
-                entry,
+        let encoded = remote::encode(&input).and_then(|bytes| {
+            if !by_name {
+                return Ok((bytes, None));
+            }
+            // A call by name goes to the stream of its name and signature,
+            // which nodes of every build that registers them serve.
+            let call: remote::NamedCall = remote::decode(&bytes)?;
+            let route = Route {
+                key: self.shared().keys.named(&call.name, call.fingerprint),
+                describe: format!("{}: {}", call.name, call.signature),
+                name: call.name,
+                fingerprint: call.fingerprint,
+            };
+            Ok((bytes, Some(route)))
+        });
+        match encoded {
+            Ok((bytes, named)) => ClusterJob {
+                entry: if named.is_some() { 0 } else { entry },
+                named,
                 input: RawInput::Call(bytes),
                 notify_start: true,
                 completion: Some(Box::new(CallCompletion {
@@ -896,6 +1104,7 @@ where
         match items {
             Ok(items) => ClusterJob {
                 entry,
+                named: None,
                 input: RawInput::Chunk(items),
                 notify_start: false,
                 completion: Some(Box::new(ChunkCompletion {

@@ -6,7 +6,8 @@
 //!   crate): tasks become stream entries, results come back on the
 //!   driver's own result stream, each exactly once.
 //! - [`Node`] serves a queue in crash-isolated worker processes; a program
-//!   becomes one before `main` when `CREW_WORKER` is set ([`run_if_node`]).
+//!   becomes one before `main` when `CREW_WORKER` is set ([`run_if_node`],
+//!   which the `crew` crate calls with its registry of named tasks).
 //! - [`LocalRedis`] starts a private `redis-server`, for tests and demos.
 //! - [`status`] reads what `crew status` shows.
 //!
@@ -22,13 +23,15 @@ mod proto;
 mod reply;
 mod server;
 mod status;
+mod subscriber;
 
 pub use config::{
     ClusterConfig, ENV_CLUSTER, ENV_CONCURRENCY, ENV_HEARTBEAT_MS, ENV_LEASE_MS,
-    ENV_MAX_DELIVERIES, ENV_PREFETCH, ENV_QUEUE, ENV_WORKER,
+    ENV_MAX_DELIVERIES, ENV_MAX_ENTRY_BYTES, ENV_PREFETCH, ENV_QUEUE, ENV_WORKER,
 };
 pub use driver::{Cluster, ClusterJob};
 pub use link::{ENV_TLS_CA, Link, client};
-pub use node::{Node, hostname, run_if_node};
+pub use node::{NamedTask, NamedTasks, Node, hostname, run_if_node, serve_and_exit};
 pub use server::{LocalRedis, NodeProcess};
 pub use status::{DeadLetter, NodeStatus, QueueStatus, StreamStatus, status};
+pub use subscriber::Subscriber;

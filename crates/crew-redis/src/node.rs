@@ -19,7 +19,7 @@ use crew_process::remote::{ErrorWire, RawHandle, RawJob, RawOutcome};
 use crew_process::{ProcessConfig, Processes};
 use redis::Value;
 
-use crate::config::{ClusterConfig, ENV_CONCURRENCY, ENV_WORKER, GROUP, Keys};
+use crate::config::{ClusterConfig, ENV_CONCURRENCY, ENV_WORKER, GROUP, Keys, env_count};
 use crate::link::{Link, redis_error};
 use crate::proto::{self, CancelMsg, Note, TaskMsg, node_fields};
 use crate::reply::{self, Entry};
@@ -61,17 +61,41 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// The tasks a node serves by name, across builds: made by the `crew`
+/// crate from its registry of `#[crew::task]` functions.
+#[derive(Clone, Copy, Debug)]
+pub struct NamedTasks {
+    /// The registered tasks.
+    pub list: fn() -> Vec<NamedTask>,
+    /// The wire name (see `crew_process::remote::call_task`) of the task
+    /// that runs a `crew_process::remote::NamedCall` through the registry
+    /// and returns its result encoded (`Verbatim`).
+    pub entry: fn() -> u64,
+}
+
+/// One task registered by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedTask {
+    /// Its name.
+    pub name: String,
+    /// The fingerprint of its signature.
+    pub fingerprint: u64,
+    /// Its signature in words, `(args) -> result`.
+    pub signature: String,
+}
+
 /// Serves as a worker node if this process was started as one
 /// (`CREW_WORKER` set): never returns then. Otherwise returns at once.
-/// Called before `main` automatically; `crew::init()` calls it too.
+/// The `crew` crate calls it before `main` (and in `crew::init()`), with
+/// its registry of named tasks.
 ///
 /// # Examples
 ///
 /// ```
 /// // In a program that was not started as a node, this returns at once.
-/// crew_redis::run_if_node();
+/// crew_redis::run_if_node(None);
 /// ```
-pub fn run_if_node() {
+pub fn run_if_node(named: Option<NamedTasks>) {
     // A worker process of a node is started with the node's environment
     // minus `CREW_WORKER` (the node removes it), and with `CREW_WORKER_FD`:
     // it is crew-process's to serve.
@@ -86,34 +110,51 @@ pub fn run_if_node() {
     // nothing reads the environment concurrently. Removing the variable
     // keeps this node's worker processes from becoming nodes.
     unsafe { std::env::remove_var(ENV_WORKER) };
-    let concurrency = std::env::var(ENV_CONCURRENCY)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(crew_core::cpu_count)
-        .max(1);
-    let code = match Node::start(ClusterConfig::new(url), concurrency) {
-        Ok(node) => match node.serve() {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("crew node {}: {e}", std::process::id());
-                2
-            }
-        },
+    // A mistyped count stops the node with a message, rather than giving
+    // it a number of workers nobody asked for.
+    let started = env_count(ENV_CONCURRENCY, crew_core::cpu_count(), 1)
+        .and_then(|concurrency| Node::start_with(ClusterConfig::new(url), concurrency, named));
+    serve_and_exit("crew node", started, Node::serve);
+}
+
+/// The end of a node process: serves the node `started` (if it started)
+/// and exits, with 0 when it served until told to stop, or 2 after a line
+/// on stderr (`<label> <pid>: …`) saying why it could not start or failed.
+///
+/// # Examples
+///
+/// ```no_run
+/// let node = crew_redis::Node::start(crew_redis::ClusterConfig::new("redis://127.0.0.1:6379"), 2);
+/// crew_redis::serve_and_exit("my node", node, crew_redis::Node::serve);
+/// ```
+pub fn serve_and_exit<N>(
+    label: &str,
+    started: Result<N>,
+    serve: impl FnOnce(N) -> Result<()>,
+) -> ! {
+    let pid = std::process::id();
+    let code = match started.map(serve) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("{label} {pid}: {e}");
+            2
+        }
         Err(e) => {
-            eprintln!("crew node {}: cannot start: {e}", std::process::id());
+            eprintln!("{label} {pid}: cannot start: {e}");
             2
         }
     };
     std::process::exit(code);
 }
 
-// Enter node mode before `main`, as worker processes do (crew-process).
-#[used]
-#[unsafe(link_section = ".init_array")]
-static ENTER_NODE: extern "C" fn() = enter_node;
+/// An entry this node holds: the index of its stream among the node's
+/// streams, and its id there.
+type Held = (usize, String);
 
-extern "C" fn enter_node() {
-    run_if_node();
+/// A stream a node serves: its build's, or one named task's.
+struct Served {
+    key: String,
+    named: Option<NamedTask>,
 }
 
 /// One entry this node holds.
@@ -129,7 +170,7 @@ enum Report {
         id: u64,
     },
     Done {
-        entry: String,
+        entry: Held,
         driver: String,
         id: u64,
         outcome: RawOutcome,
@@ -140,18 +181,28 @@ enum Report {
         id: u64,
         reason: String,
     },
+    /// An entry was refused (too large, another version, not what its
+    /// stream serves) and went to the dead-letter stream: tell its driver.
+    Refused {
+        driver: String,
+        id: u64,
+        reason: String,
+    },
 }
 
 struct Shared {
     config: ClusterConfig,
     keys: Keys,
     name: String,
-    stream: String,
+    /// The build's stream first, then one per named task.
+    streams: Vec<Served>,
+    /// The wire name of the task that runs named calls (0: none).
+    named_entry: u64,
     build: String,
     concurrency: usize,
     prefetch: usize,
     processes: Processes,
-    local: Mutex<HashMap<String, Local>>,
+    local: Mutex<HashMap<Held, Local>>,
     room: Condvar,
     reports: Mutex<Option<Sender<Report>>>,
     stop: AtomicBool,
@@ -203,14 +254,46 @@ impl Node {
     /// # Errors
     ///
     /// `is_io` if Redis cannot be reached within 30 s; `is_invalid_input`
-    /// for a bad URL.
+    /// for a bad URL, or a `CREW_PREFETCH` that is not a whole number.
     pub fn start(config: ClusterConfig, concurrency: usize) -> Result<Node> {
+        Node::start_with(config, concurrency, None)
+    }
+
+    /// [`Node::start`], also serving the tasks `named` lists by name, for
+    /// drivers of any build that register them with the same signature.
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::start`].
+    pub fn start_with(
+        config: ClusterConfig,
+        concurrency: usize,
+        named: Option<NamedTasks>,
+    ) -> Result<Node> {
+        let prefetch = env_count(crate::config::ENV_PREFETCH, 0, 0)?;
         let keys = Keys::new(&config.queue);
         let build = crew_process::remote::fingerprint();
-        let stream = keys.tasks(build);
+        let mut streams = vec![Served {
+            key: keys.tasks(build),
+            named: None,
+        }];
+        let mut named_entry = 0;
+        if let Some(n) = named {
+            let mut seen = std::collections::HashSet::new();
+            for t in (n.list)() {
+                let key = keys.named(&t.name, t.fingerprint);
+                if seen.insert(key.clone()) {
+                    streams.push(Served {
+                        key,
+                        named: Some(t),
+                    });
+                }
+            }
+            named_entry = (n.entry)();
+        }
         let mut link = config.link(Duration::from_secs(10))?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        ensure_group(&mut link, &keys, &stream, deadline)?;
+        ensure_groups(&mut link, &keys, &streams, deadline)?;
         let processes = Processes::with_config(ProcessConfig {
             workers: concurrency.max(1),
             ..ProcessConfig::default()
@@ -227,13 +310,11 @@ impl Node {
             shared: Arc::new(Shared {
                 keys,
                 name: consumer_name(),
-                stream,
+                streams,
+                named_entry,
                 build: format!("{build:016x}"),
                 concurrency: concurrency.max(1),
-                prefetch: std::env::var(crate::config::ENV_PREFETCH)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0),
+                prefetch,
                 processes,
                 local: Mutex::new(HashMap::new()),
                 room: Condvar::new(),
@@ -307,24 +388,34 @@ impl Node {
     }
 }
 
-fn ensure_group(link: &mut Link, keys: &Keys, stream: &str, deadline: Instant) -> Result<()> {
-    link.call_until(deadline, "creating the consumer group", |con| {
-        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(stream)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query(con);
-        match r {
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            other => other,
-        }?;
-        redis::cmd("SADD")
-            .arg(keys.streams())
-            .arg(stream)
-            .query::<()>(con)
+/// Creates the consumer group of each stream the node serves (if needed),
+/// lists the streams for `status`, and records what each named stream
+/// serves.
+fn ensure_groups(
+    link: &mut Link,
+    keys: &Keys,
+    streams: &[Served],
+    deadline: Instant,
+) -> Result<()> {
+    link.call_until(deadline, "creating the consumer groups", |con| {
+        for s in streams {
+            crate::driver::create_group(con, keys, &s.key)?;
+            if let Some(t) = &s.named {
+                redis::cmd("HSET")
+                    .arg(keys.signatures())
+                    .arg(stream_id(&s.key))
+                    .arg(format!("{}: {}", t.name, t.signature))
+                    .query::<()>(con)?;
+            }
+        }
+        Ok(())
     })
+}
+
+/// The last part of a stream's key: a build fingerprint or a named
+/// task's id, in hex.
+pub(crate) fn stream_id(key: &str) -> &str {
+    key.rsplit(':').next().unwrap_or_default()
 }
 
 /// How many entries a node holds: one per worker process, plus
@@ -340,8 +431,9 @@ fn capacity(shared: &Shared) -> usize {
 fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
     let mut link = shared.config.link(Duration::from_secs(5))?;
     let stop = || shared.stopping();
+    let fetch = redis::Script::new(proto::FETCH);
     while !shared.stopping() {
-        let want = {
+        let (want, free) = {
             let mut local = lock(&shared.local);
             while local.len() >= capacity(shared) && !shared.stopping() {
                 local = shared
@@ -350,37 +442,113 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
-            capacity(shared).saturating_sub(local.len())
+            (
+                capacity(shared).saturating_sub(local.len()),
+                shared.concurrency.saturating_sub(local.len()),
+            )
         };
         if want == 0 {
             continue;
         }
+        // With prefetch, take a fair share of what waits first (one round
+        // trip, no blocking); block only when nothing waits, and then for
+        // no more than the free worker processes.
+        if want > free {
+            let held = lock(&shared.local).len();
+            let got = link.call(&stop, |con| {
+                let mut inv = fetch.key(shared.keys.nodes());
+                for s in &shared.streams {
+                    inv.key(&s.key);
+                }
+                inv.arg(GROUP)
+                    .arg(&shared.name)
+                    .arg(free)
+                    .arg(want)
+                    .arg(held)
+                    .invoke::<Value>(con)
+            });
+            match got {
+                None => break,
+                Some(Ok(v)) => {
+                    let (waiting, read) = match reply::array(&v).split_first() {
+                        Some((w, rest)) => (
+                            reply::string(w)
+                                .and_then(|w| w.parse::<u64>().ok())
+                                .unwrap_or(0),
+                            reply::read_reply_by_stream(&Value::Array(rest.to_vec())),
+                        ),
+                        None => (0, Vec::new()),
+                    };
+                    let took = !read.is_empty();
+                    for (key, e) in read {
+                        if let Some(at) = shared.streams.iter().position(|s| s.key == key) {
+                            accept(shared, &mut link, at, e);
+                        }
+                    }
+                    if took {
+                        continue;
+                    }
+                    if waiting > 0 {
+                        // Entries wait, and this node holds its share of
+                        // them with every worker busy: wait for one to
+                        // finish (or for the share to change) instead of
+                        // taking more from the other nodes.
+                        let local = lock(&shared.local);
+                        let _ = shared
+                            .room
+                            .wait_timeout(local, Duration::from_millis(20))
+                            .unwrap_or_else(|p| p.into_inner());
+                        continue;
+                    }
+                }
+                Some(Err(e)) if e.to_string().contains("NOGROUP") => {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    ensure_groups(&mut link, &shared.keys, &shared.streams, deadline)?;
+                    continue;
+                }
+                Some(Err(e)) => {
+                    eprintln!("crew node {}: reading tasks: {e}", shared.name);
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
+        }
+        let want = want.min(free.max(1));
+        // One read over every stream served (COUNT is per stream: with
+        // named tasks a read may bring more than `want`; the surplus waits
+        // in the node's process pool).
         let read = link.call(&stop, |con| {
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
                 .arg(GROUP)
                 .arg(&shared.name)
                 .arg("COUNT")
                 .arg(want)
                 .arg("BLOCK")
                 .arg(500)
-                .arg("STREAMS")
-                .arg(&shared.stream)
-                .arg(">")
-                .query::<Value>(con)
+                .arg("STREAMS");
+            for s in &shared.streams {
+                cmd.arg(&s.key);
+            }
+            for _ in &shared.streams {
+                cmd.arg(">");
+            }
+            cmd.query::<Value>(con)
         });
         match read {
             None => break,
             Some(Ok(v)) => {
-                for e in reply::read_reply(&v) {
-                    accept(shared, &mut link, e);
+                for (key, e) in reply::read_reply_by_stream(&v) {
+                    if let Some(at) = shared.streams.iter().position(|s| s.key == key) {
+                        accept(shared, &mut link, at, e);
+                    }
                 }
             }
             Some(Err(e)) if e.code() == Some("NOGROUP") => {
-                // The stream or its group is gone (Redis restarted without
+                // A stream or its group is gone (Redis restarted without
                 // its data, or someone deleted it): make them again.
                 let deadline = Instant::now() + Duration::from_secs(30);
-                ensure_group(&mut link, &shared.keys, &shared.stream, deadline)?;
+                ensure_groups(&mut link, &shared.keys, &shared.streams, deadline)?;
             }
             Some(Err(e)) => {
                 eprintln!("crew node {}: reading tasks: {e}", shared.name);
@@ -391,9 +559,9 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
     Ok(())
 }
 
-/// Takes an entry: runs it, or sends it to the dead-letter stream if it
-/// cannot be read.
-fn accept(shared: &Arc<Shared>, link: &mut Link, (entry, fields): Entry) {
+/// Takes an entry of stream `at`: runs it, or sends it to the dead-letter
+/// stream if it cannot be read or is not what its stream serves.
+fn accept(shared: &Arc<Shared>, link: &mut Link, at: usize, (entry, fields): Entry) {
     let msg = match reply::field(&fields, "t") {
         None => Err("the entry has no task field `t`".to_owned()),
         Some(t) if t.len() > shared.config.max_entry_bytes => Err(format!(
@@ -401,8 +569,27 @@ fn accept(shared: &Arc<Shared>, link: &mut Link, (entry, fields): Entry) {
             t.len(),
             shared.config.max_entry_bytes
         )),
+        // The version first: another version's layout may not decode.
+        Some(t) if t.first().is_some_and(|&v| v != proto::VERSION) => Err(format!(
+            "the entry is of protocol version {}, this node speaks {}",
+            t[0],
+            proto::VERSION
+        )),
         Some(t) => match postcard::from_bytes::<TaskMsg>(t) {
-            Ok(m) if m.version == proto::VERSION => Ok(m),
+            Ok(m) if m.version == proto::VERSION => {
+                let serves = shared.streams[at].named.as_ref();
+                match (&m.named, serves) {
+                    (None, None) => Ok(m),
+                    (Some((n, f)), Some(t)) if *n == t.name && *f == t.fingerprint => Ok(m),
+                    (Some((n, _)), _) => Err(format!(
+                        "the entry calls task `{n}` by name, which this stream does not serve"
+                    )),
+                    (None, Some(t)) => Err(format!(
+                        "the entry is not a call by name, but its stream serves task `{}`",
+                        t.name
+                    )),
+                }
+            }
             Ok(m) => Err(format!(
                 "the entry is of protocol version {}, this node speaks {}",
                 m.version,
@@ -414,16 +601,23 @@ fn accept(shared: &Arc<Shared>, link: &mut Link, (entry, fields): Entry) {
     let msg = match msg {
         Ok(m) => m,
         Err(reason) => {
-            dead_letter(shared, link, &entry, &fields, &reason);
+            dead_letter(shared, link, at, &entry, &fields, &reason);
+            // Tell its driver, if the entry says who that is.
+            let header = reply::field(&fields, "t")
+                .and_then(|t| postcard::take_from_bytes::<proto::Header>(t).ok());
+            if let Some(((_, driver, id), _)) = header {
+                shared.report(Report::Refused { driver, id, reason });
+            }
             return;
         }
     };
-    run(shared, entry, msg);
+    run(shared, (at, entry), msg);
 }
 
 fn dead_letter(
     shared: &Shared,
     link: &mut Link,
+    at: usize,
     entry: &str,
     fields: &[(Vec<u8>, Vec<u8>)],
     reason: &str,
@@ -433,6 +627,7 @@ fn dead_letter(
         shared.name
     );
     let stop = || shared.stopping();
+    let stream = &shared.streams[at].key;
     let _ = link.call(&stop, |con| {
         let mut add = redis::cmd("XADD");
         add.arg(shared.keys.dead())
@@ -440,7 +635,7 @@ fn dead_letter(
             .arg("reason")
             .arg(reason)
             .arg("stream")
-            .arg(&shared.stream)
+            .arg(stream)
             .arg("entry")
             .arg(entry)
             .arg("node")
@@ -454,17 +649,17 @@ fn dead_letter(
         redis::pipe()
             .add_command(add)
             .cmd("XACK")
-            .arg(&shared.stream)
+            .arg(stream)
             .arg(GROUP)
             .arg(entry)
             .cmd("XDEL")
-            .arg(&shared.stream)
+            .arg(stream)
             .arg(entry)
             .query::<()>(con)
     });
 }
 
-fn run(shared: &Arc<Shared>, entry: String, msg: TaskMsg) {
+fn run(shared: &Arc<Shared>, entry: Held, msg: TaskMsg) {
     {
         let mut local = lock(&shared.local);
         if local.contains_key(&entry) {
@@ -499,7 +694,11 @@ fn run(shared: &Arc<Shared>, entry: String, msg: TaskMsg) {
         })
     };
     let job = RawJob {
-        entry: msg.entry,
+        entry: if entry.0 == 0 {
+            msg.entry
+        } else {
+            shared.named_entry
+        },
         input: msg.input,
         timeout: msg.timeout_ms.map(Duration::from_millis),
         retries: msg.retries,
@@ -508,10 +707,13 @@ fn run(shared: &Arc<Shared>, entry: String, msg: TaskMsg) {
         on_start,
         on_done,
     };
-    // SAFETY: entries of this stream name tasks of this very build: the
-    // stream's key carries the build fingerprint, and drivers write only to
-    // the stream of their own fingerprint (see README.md, "Trust": whoever
-    // may write to the queue's keys on Redis may run this build's tasks).
+    // SAFETY: entries of the build's stream name tasks of this very build:
+    // the stream's key carries the build fingerprint, and drivers write only
+    // to the stream of their own fingerprint (see README.md, "Trust":
+    // whoever may write to the queue's keys on Redis may run this build's
+    // tasks). Entries of a named task's stream run this build's own
+    // trampoline, which decodes a `NamedCall` and checks it against the
+    // registry (`accept` checked the name and fingerprint already).
     // On a closed pool `run_raw` fails and `on_done` reports the job
     // cancelled: nothing more to do here.
     if let Ok(handle) = unsafe { shared.processes.run_raw(job) }
@@ -563,8 +765,14 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Report>) {
                     let bytes = postcard::to_allocvec(&note).expect("a note encodes");
                     pipe.invoke_script(notify.key(shared.keys.results(driver)).arg(bytes));
                 }
-                Report::Dead { driver, id, reason } => {
-                    let e = Error::worker_lost(reason.clone());
+                Report::Dead { driver, id, reason } | Report::Refused { driver, id, reason } => {
+                    let e = if matches!(r, Report::Dead { .. }) {
+                        Error::worker_lost(reason.clone())
+                    } else {
+                        Error::protocol(format!(
+                            "a node refused the task (it is in the dead-letter stream): {reason}"
+                        ))
+                    };
                     let note = done_note(shared, *id, RawOutcome::Failed(ErrorWire::from(&e)));
                     let bytes = postcard::to_allocvec(&note).expect("a note encodes");
                     pipe.invoke_script(notify.key(shared.keys.results(driver)).arg(bytes));
@@ -580,11 +788,11 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Report>) {
                     let bytes = postcard::to_allocvec(&note).expect("a note encodes");
                     pipe.invoke_script(
                         finish
-                            .key(&shared.stream)
+                            .key(&shared.streams[entry.0].key)
                             .key(shared.keys.results(driver))
                             .arg(GROUP)
                             .arg(&shared.name)
-                            .arg(entry)
+                            .arg(&entry.1)
                             .arg(bytes),
                     );
                     finished.push((entry.clone(), failed));
@@ -671,8 +879,12 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
 fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()> {
     let stop = || shared.stop.load(Ordering::Relaxed);
     let hb_ttl = (shared.config.heartbeat * 3).as_millis() as u64;
-    let held: Vec<String> = lock(&shared.local).keys().cloned().collect();
+    let held: Vec<Held> = lock(&shared.local).keys().cloned().collect();
     let running = held.len();
+    let named: Vec<&str> = shared.streams[1..]
+        .iter()
+        .map(|s| stream_id(&s.key))
+        .collect();
     let fields: Vec<(&str, String)> = vec![
         (node_fields::BUILD, shared.build.clone()),
         (node_fields::HOST, hostname()),
@@ -688,32 +900,49 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
             shared.failed.load(Ordering::Relaxed).to_string(),
         ),
         (node_fields::STARTED, started_at().to_string()),
+        (node_fields::NAMED, named.join(",")),
     ];
     let renew = redis::Script::new(proto::RENEW);
-    let lost: Vec<String> = match link.call(&stop, |con| {
-        let mut inv = renew.key(&shared.stream);
-        inv.key(shared.keys.node(&shared.name))
-            .key(shared.keys.nodes())
-            .arg(GROUP)
-            .arg(&shared.name)
-            .arg(hb_ttl)
-            .arg(fields.len());
-        for (k, v) in &fields {
-            inv.arg(*k).arg(v);
+    // One RENEW per stream holding entries (the first, with the heartbeat,
+    // always).
+    let mut lost: Vec<Held> = Vec::new();
+    for (at, served) in shared.streams.iter().enumerate() {
+        let ids: Vec<&String> = held
+            .iter()
+            .filter(|(i, _)| *i == at)
+            .map(|(_, id)| id)
+            .collect();
+        if at > 0 && ids.is_empty() {
+            continue;
         }
-        for id in &held {
-            inv.arg(id);
+        let beat: &[(&str, String)] = if at == 0 { &fields } else { &[] };
+        match link.call(&stop, |con| {
+            let mut inv = renew.key(&served.key);
+            inv.key(shared.keys.node(&shared.name))
+                .key(shared.keys.nodes())
+                .arg(GROUP)
+                .arg(&shared.name)
+                .arg(hb_ttl)
+                .arg(beat.len());
+            for (k, v) in beat {
+                inv.arg(*k).arg(v);
+            }
+            for id in &ids {
+                inv.arg(*id);
+            }
+            inv.invoke::<Vec<String>>(con)
+        }) {
+            Some(Ok(l)) => lost.extend(l.into_iter().map(|id| (at, id))),
+            Some(Err(e)) => return Err(redis_error("renewing leases", e)),
+            None => return Ok(()),
         }
-        inv.invoke::<Vec<String>>(con)
-    }) {
-        Some(Ok(lost)) => lost,
-        Some(Err(e)) => return Err(redis_error("renewing leases", e)),
-        None => return Ok(()),
-    };
+    }
     // Entries no longer ours ran (or run) elsewhere: stop ours; its result
     // would be dropped anyway.
-    for id in lost {
-        let handle = lock(&shared.local).get(&id).and_then(|l| l.handle.clone());
+    for held in lost {
+        let handle = lock(&shared.local)
+            .get(&held)
+            .and_then(|l| l.handle.clone());
         if let Some(h) = handle {
             h.cancel();
         }
@@ -721,11 +950,21 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
     if !reclaim {
         return Ok(());
     }
-    recover_own(shared, link, hb_ttl)?;
+    for at in 0..shared.streams.len() {
+        recover_own(shared, link, at, hb_ttl)?;
+        reclaim_stream(shared, link, at, hb_ttl)?;
+    }
+    Ok(())
+}
+
+/// Runs `RECLAIM` on stream `at`: takes the entries of dead or stalled
+/// nodes, and tells the drivers of those dead-lettered.
+fn reclaim_stream(shared: &Arc<Shared>, link: &mut Link, at: usize, hb_ttl: u64) -> Result<()> {
+    let stop = || shared.stop.load(Ordering::Relaxed);
     let script = redis::Script::new(proto::RECLAIM);
     let got = link.call(&stop, |con| {
         script
-            .key(&shared.stream)
+            .key(&shared.streams[at].key)
             .key(shared.keys.dead())
             .key(shared.keys.nodes())
             .arg(GROUP)
@@ -769,7 +1008,7 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
                 });
             }
         } else {
-            accept(shared, link, (id, fields));
+            accept(shared, link, at, (id, fields));
         }
     }
     Ok(())
@@ -780,11 +1019,12 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
 /// before we read the reply. Nobody else would take them (we are alive and
 /// renewing), so we run them now. An entry idle for less than `min_idle_ms`
 /// may still be on its way through the fetcher, and is left alone.
-fn recover_own(shared: &Arc<Shared>, link: &mut Link, min_idle_ms: u64) -> Result<()> {
+fn recover_own(shared: &Arc<Shared>, link: &mut Link, at: usize, min_idle_ms: u64) -> Result<()> {
     let stop = || shared.stop.load(Ordering::Relaxed);
+    let stream = &shared.streams[at].key;
     let pending = match link.call(&stop, |con| {
         redis::cmd("XPENDING")
-            .arg(&shared.stream)
+            .arg(stream)
             .arg(GROUP)
             .arg("IDLE")
             .arg(min_idle_ms)
@@ -803,7 +1043,7 @@ fn recover_own(shared: &Arc<Shared>, link: &mut Link, min_idle_ms: u64) -> Resul
         reply::array(&pending)
             .iter()
             .filter_map(|p| reply::array(p).first().and_then(reply::string))
-            .filter(|id| !local.contains_key(id))
+            .filter(|id| !local.contains_key(&(at, id.clone())))
             .collect()
     };
     if lost.is_empty() {
@@ -811,7 +1051,7 @@ fn recover_own(shared: &Arc<Shared>, link: &mut Link, min_idle_ms: u64) -> Resul
     }
     let got = link.call(&stop, |con| {
         redis::cmd("XCLAIM")
-            .arg(&shared.stream)
+            .arg(stream)
             .arg(GROUP)
             .arg(&shared.name)
             .arg(0)
@@ -820,7 +1060,7 @@ fn recover_own(shared: &Arc<Shared>, link: &mut Link, min_idle_ms: u64) -> Resul
     });
     if let Some(Ok(v)) = got {
         for e in reply::array(&v).iter().filter_map(reply::entry) {
-            accept(shared, link, e);
+            accept(shared, link, at, e);
         }
     }
     Ok(())
@@ -837,38 +1077,22 @@ fn started_at() -> u64 {
 
 // LISTEN: cancel requests.
 fn listen_loop(shared: &Arc<Shared>) {
-    let Ok(client) = crate::link::client(&shared.config.url, shared.config.tls_ca.as_deref())
-    else {
+    let Ok(sub) = crate::Subscriber::new(
+        &shared.config.url,
+        shared.config.tls_ca.as_deref(),
+        &shared.keys.cancel_channel(),
+    ) else {
         return;
     };
-    let channel = shared.keys.cancel_channel();
-    while !shared.stop.load(Ordering::Relaxed) {
-        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(5)) else {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        };
-        let mut pubsub = con.as_pubsub();
-        if pubsub.subscribe(&channel).is_err()
-            || pubsub
-                .set_read_timeout(Some(Duration::from_millis(500)))
-                .is_err()
-        {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        }
-        while !shared.stop.load(Ordering::Relaxed) {
-            match pubsub.get_message() {
-                Ok(msg) => {
-                    let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
-                    if let Ok(c) = postcard::from_bytes::<CancelMsg>(&payload) {
-                        cancel_local(shared, &c);
-                    }
-                }
-                Err(e) if e.is_timeout() => {}
-                Err(_) => break,
+    let sub = sub.poll(Duration::from_millis(500));
+    sub.run(
+        || shared.stop.load(Ordering::Relaxed),
+        |payload| {
+            if let Ok(c) = postcard::from_bytes::<CancelMsg>(payload) {
+                cancel_local(shared, &c);
             }
-        }
-    }
+        },
+    );
 }
 
 fn cancel_local(shared: &Shared, c: &CancelMsg) {

@@ -8,9 +8,11 @@ use crew_process::remote::{RawInput, RawOutcome};
 
 /// Bumped when an entry's layout changes; a node dead-letters entries of
 /// another version instead of misreading them.
-pub(crate) const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 2;
 
-/// A task entry (field `t` of the task stream).
+/// A task entry (field `t` of the task stream). Every version starts with
+/// `version`, `driver` and `id` (see [`Header`]), so that a node can tell
+/// the driver of an entry it refuses.
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) struct TaskMsg {
     pub(crate) version: u8,
@@ -27,7 +29,15 @@ pub(crate) struct TaskMsg {
     pub(crate) spans: bool,
     /// Tell the driver when the task starts (calls; chunks need not).
     pub(crate) notify_start: bool,
+    /// A call by name (`entry` is then 0): the task's name and signature
+    /// fingerprint, which the entry's stream serves; its input is a
+    /// `crew_process::remote::NamedCall`.
+    pub(crate) named: Option<(String, u64)>,
 }
+
+/// The start of every task entry, whatever its version: postcard writes
+/// fields in order, so it decodes from the front of any entry.
+pub(crate) type Header = (u8, String, u64);
 
 /// An entry of a driver's result stream (field `r`).
 #[derive(Serialize, Deserialize, Debug)]
@@ -63,6 +73,9 @@ pub(crate) mod node_fields {
     pub(crate) const DONE: &str = "done";
     pub(crate) const FAILED: &str = "failed";
     pub(crate) const STARTED: &str = "started";
+    /// The ids (hex) of the named task streams the node serves, comma
+    /// separated.
+    pub(crate) const NAMED: &str = "named";
 }
 
 /// `unix ns - monotonic ns` of this machine now.
@@ -194,6 +207,46 @@ for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return total
+"#;
+
+/// A node's read when it may take more than its free worker processes
+/// (`CREW_PREFETCH`): from each stream, no more than brings what this node
+/// holds to its fair share (the entries waiting and held, split over the
+/// live nodes), and at least one per free worker process. Without it, the
+/// first node to read after a map was queued takes every chunk its
+/// prefetch allows, and the other nodes idle while it runs them one after
+/// the other. Does not block. Returns the entries still waiting after the
+/// read (over all streams), then `{stream, entries}` for each stream read.
+///
+/// KEYS: nodes set, then the streams. ARGV: group, consumer, free worker
+/// processes, room (free plus prefetch left), entries this node holds.
+pub(crate) const FETCH: &str = r#"
+local free, room, held = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local nodes = math.max(redis.call('SCARD', KEYS[1]), 1)
+local out = {0}
+for i = 2, #KEYS do
+  local len = redis.call('XLEN', KEYS[i])
+  if len > 0 then
+    local pending = redis.call('XPENDING', KEYS[i], ARGV[1])[1]
+    local waiting = len - pending
+    if waiting > 0 then
+      local share = math.ceil(len / nodes) - held
+      local count = math.max(free, math.min(room, share))
+      if count > 0 then
+        local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count, 'STREAMS', KEYS[i], '>')
+        if r then
+          table.insert(out, r[1])
+          waiting = waiting - #r[1][2]
+          room = room - #r[1][2]
+          free = math.max(free - #r[1][2], 0)
+          held = held + #r[1][2]
+        end
+      end
+      out[1] = out[1] + waiting
+    end
+  end
+end
+return out
 "#;
 
 /// Deletes the entries no node has taken yet; returns their ids.

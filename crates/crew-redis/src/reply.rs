@@ -71,6 +71,37 @@ pub(crate) fn read_reply(v: &Value) -> Vec<Entry> {
     out
 }
 
+/// The entries of an `XREADGROUP` reply over several streams, each with
+/// its stream's key.
+pub(crate) fn read_reply_by_stream(v: &Value) -> Vec<(String, Entry)> {
+    let mut out = Vec::new();
+    let mut per_stream = |key: &Value, entries: &Value| {
+        if let Some(key) = string(key) {
+            out.extend(
+                array(entries)
+                    .iter()
+                    .filter_map(entry)
+                    .map(|e| (key.clone(), e)),
+            );
+        }
+    };
+    match v {
+        Value::Map(m) => {
+            for (key, entries) in m {
+                per_stream(key, entries);
+            }
+        }
+        _ => {
+            for s in array(v) {
+                if let [key, entries] = array(s) {
+                    per_stream(key, entries);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The value of `field` among an entry's fields.
 pub(crate) fn field<'a>(fields: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     fields

@@ -197,6 +197,48 @@ impl LocalRedis {
         Ok(r)
     }
 
+    /// Starts `redis-server` as a Redis Cluster of one shard
+    /// (`cluster-enabled yes`, every slot on this node), without
+    /// persistence: Redis then refuses any command or script whose keys are
+    /// in different slots, as a real Redis Cluster does.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](LocalRedis::start); `is_io` also if the cluster does
+    /// not report `cluster_state:ok` within 10 s.
+    pub fn start_one_shard_cluster() -> Result<LocalRedis> {
+        let r = LocalRedis::start_with(false, &["--cluster-enabled", "yes"])?;
+        let fail = |what: &str, e: redis::RedisError| {
+            Error::io(what.to_owned(), std::io::Error::other(e.to_string()))
+        };
+        let mut con = redis::Client::open(r.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .map_err(|e| fail("connecting to the cluster shard", e))?;
+        redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query::<()>(&mut con)
+            .map_err(|e| fail("giving the shard every slot", e))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut con)
+                .map_err(|e| fail("reading the cluster's state", e))?;
+            if info.contains("cluster_state:ok") {
+                return Ok(r);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::io(
+                    "waiting for the one-shard cluster",
+                    std::io::Error::other("cluster_state is not ok after 10 s"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Starts `redis-server` whose only user is `user` with `password`
     /// (the `default` user is off): an ACL user, as a shared Redis would
     /// have. [`url`](LocalRedis::url) and [`tcp_url`](LocalRedis::tcp_url)
@@ -347,7 +389,24 @@ impl LocalRedis {
         concurrency: usize,
         env: &[(&str, &str)],
     ) -> Result<NodeProcess> {
-        let mut cmd = Command::new("/proc/self/exe");
+        self.spawn_node_of(Path::new("/proc/self/exe"), queue, concurrency, env)
+    }
+
+    /// [`spawn_node`](LocalRedis::spawn_node) with another program (a
+    /// binary that uses crew): it serves the tasks of its own build, and
+    /// those it registers by name.
+    ///
+    /// # Errors
+    ///
+    /// `is_io` if the program cannot be started.
+    pub fn spawn_node_of(
+        &self,
+        program: &Path,
+        queue: &str,
+        concurrency: usize,
+        env: &[(&str, &str)],
+    ) -> Result<NodeProcess> {
+        let mut cmd = Command::new(program);
         cmd.env(crate::ENV_WORKER, self.url())
             .env(crate::ENV_QUEUE, queue)
             .env(crate::ENV_CONCURRENCY, concurrency.to_string())

@@ -29,13 +29,19 @@ pub struct NodeStatus {
     pub done: u64,
     /// Tasks that failed on it.
     pub failed: u64,
+    /// The named task streams it serves (their ids, hex).
+    pub named: Vec<String>,
 }
 
-/// The task stream of one build.
+/// A task stream: one build's, or one named task's (for every build that
+/// registers it with that signature).
 #[derive(Clone, Debug, Default)]
 pub struct StreamStatus {
-    /// The build fingerprint (hex) whose tasks it holds.
+    /// The build fingerprint (hex) whose tasks it holds; for a named task's
+    /// stream, the stream's id (hex).
     pub build: String,
+    /// For a named task's stream: `name: (args) -> result`.
+    pub task: Option<String>,
     /// Entries in the stream: waiting or running.
     pub length: u64,
     /// Entries a node holds (running or about to).
@@ -77,18 +83,42 @@ impl QueueStatus {
             .sum()
     }
 
-    /// Why tasks wait, in words: a build with waiting tasks and no live
-    /// node that can run it.
+    /// Why tasks wait, in words: a build, or a task called by name, with
+    /// waiting tasks and no live node that can run it.
     pub fn problems(&self) -> Vec<String> {
         self.streams
             .iter()
             .filter(|s| s.length > s.pending && s.workers == 0)
-            .map(|s| {
-                format!(
-                    "{} task(s) of build {} wait: no live node runs that build (start the same program with CREW_WORKER=…)",
+            .map(|s| match &s.task {
+                None => format!(
+                    "{} task(s) of build {} wait: no live node has build {} (start the same program with CREW_WORKER=…)",
                     s.length - s.pending,
+                    s.build,
                     s.build
-                )
+                ),
+                Some(task) => {
+                    let name = task.split(": ").next().unwrap_or(task);
+                    // The same name with another signature, served by a
+                    // live node: the likely mistake.
+                    let others: Vec<&str> = self
+                        .streams
+                        .iter()
+                        .filter(|o| o.workers > 0)
+                        .filter_map(|o| o.task.as_deref())
+                        .filter(|t| t.split(": ").next() == Some(name) && *t != task)
+                        .collect();
+                    let mut m = format!(
+                        "{} call(s) of task {task} wait: no live node has task `{name}` with this signature",
+                        s.length - s.pending
+                    );
+                    if !others.is_empty() {
+                        m.push_str(&format!(
+                            " (live nodes have {}; a program calling it must register the same argument and result types)",
+                            others.join(", ")
+                        ));
+                    }
+                    m
+                }
             })
             .collect()
     }
@@ -107,10 +137,14 @@ impl std::fmt::Display for QueueStatus {
         }
         writeln!(out, "tasks waiting: {}", self.waiting())?;
         for s in &self.streams {
+            let what = match &s.task {
+                Some(t) => format!("task {t}"),
+                None => format!("build {}", s.build),
+            };
             writeln!(
                 out,
-                "  build {}: {} in stream, {} held by nodes, {} live workers",
-                s.build, s.length, s.pending, s.workers
+                "  {what}: {} in stream, {} held by nodes, {} live workers",
+                s.length, s.pending, s.workers
             )?;
         }
         writeln!(out, "dead-letter: {}", self.dead)?;
@@ -167,12 +201,21 @@ pub fn status(config: &ClusterConfig) -> Result<QueueStatus> {
             running: get(f::RUNNING).parse().unwrap_or(0),
             done: get(f::DONE).parse().unwrap_or(0),
             failed: get(f::FAILED).parse().unwrap_or(0),
+            named: get(f::NAMED)
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
         });
     }
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let stream_keys: Vec<String> = link.call_until(deadline, "reading the streams", |con| {
         redis::cmd("SMEMBERS").arg(keys.streams()).query(con)
     })?;
+    let signatures: std::collections::HashMap<String, String> =
+        link.call_until(deadline, "reading the named tasks", |con| {
+            redis::cmd("HGETALL").arg(keys.signatures()).query(con)
+        })?;
     let mut streams = Vec::new();
     for key in stream_keys {
         let (length, pending): (u64, Value) =
@@ -190,13 +233,26 @@ pub fn status(config: &ClusterConfig) -> Result<QueueStatus> {
             .and_then(reply::string)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let build = key.rsplit(':').next().unwrap_or_default().to_owned();
+        let build = crate::node::stream_id(&key).to_owned();
+        let named = key.contains(":named:");
         let workers = nodes
             .iter()
-            .filter(|n| n.build == build)
+            .filter(|n| {
+                if named {
+                    n.named.contains(&build)
+                } else {
+                    n.build == build
+                }
+            })
             .map(|n| n.concurrency)
             .sum();
         streams.push(StreamStatus {
+            task: named.then(|| {
+                signatures
+                    .get(&build)
+                    .cloned()
+                    .unwrap_or_else(|| format!("with id {build}"))
+            }),
             build,
             length,
             pending,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::sizing::{ChunkPolicy, auto_chunksize};
+use super::sizing::ChunkPolicy;
 use super::{
     Chunk, ChunkOut, ChunkSink, Collect, MapOptions, Owned, deadline, lock, start_progress,
     wait_deadline,
@@ -158,10 +158,7 @@ where
             in_flight: 0,
             window: (backend.workers() * 4).max(2),
             backend,
-            policy: ChunkPolicy {
-                fixed: opts.chunksize.is_some(),
-                size: opts.chunksize.unwrap_or(1).max(1),
-            },
+            policy: ChunkPolicy::new(opts.chunksize),
             current: None,
             deadline: timeout.map(deadline),
             finished: false,
@@ -232,10 +229,7 @@ where
         if self.window == usize::MAX && !self.policy.fixed {
             let (lo, hi) = self.input.size_hint();
             if hi == Some(lo) {
-                self.policy = ChunkPolicy {
-                    fixed: true,
-                    size: auto_chunksize(lo, self.backend.workers()),
-                };
+                self.policy = ChunkPolicy::known(lo, self.backend.workers());
             }
         }
         self.cancel_on_drop = false;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::gather::{Gather, OutBuf, assemble};
-use super::sizing::{auto_chunksize, split};
+use super::sizing::{chunksize, split};
 use super::{Chunk, ChunkOut, ChunkSink, MapOptions, lock, start_progress};
 use crate::backend::{Backend, Runs};
 use crate::error::{Error, MapError, Result};
@@ -50,18 +50,14 @@ where
         // without copying.
         let all: Vec<X> = items.collect();
         let n = all.len();
-        let chunksize = opts
-            .chunksize
-            .unwrap_or_else(|| auto_chunksize(n, backend.workers()));
+        let chunksize = chunksize(opts.chunksize, n, backend.workers());
         let mut chunks = split(all, chunksize).into_iter();
         return map_chunks(backend, task, n, chunksize, |_, _| chunks.next(), opts);
     }
     // Known length: chunks are cut from the iterator as they are dispatched,
     // so the workers start while the rest of the input is still being read.
     let n = lo;
-    let chunksize = opts
-        .chunksize
-        .unwrap_or_else(|| auto_chunksize(n, backend.workers()));
+    let chunksize = chunksize(opts.chunksize, n, backend.workers());
     let mut short = false;
     let out = map_chunks(
         backend,
@@ -227,9 +223,7 @@ where
         promise.fail(e);
         return result;
     }
-    let chunksize = opts
-        .chunksize
-        .unwrap_or_else(|| auto_chunksize(n, backend.workers()));
+    let chunksize = chunksize(opts.chunksize, n, backend.workers());
     let chunks = split(items, chunksize);
     let progress = start_progress(opts, Some(n));
     let gather = Arc::new(Gather::new(chunks.len(), n, progress.clone()));

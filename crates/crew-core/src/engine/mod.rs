@@ -44,6 +44,7 @@ pub(crate) use run::run_chunk_into;
 pub use sink::{ChunkOut, ChunkSink};
 pub(crate) use sink::{Collect, Dest};
 pub use sizing::auto_chunksize;
+pub(crate) use sizing::even_split;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

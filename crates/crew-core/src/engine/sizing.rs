@@ -1,5 +1,9 @@
-//! Chunk sizing: the automatic size of a map of known length, and the
-//! adaptive size of a lazy map whose length is unknown.
+//! Chunk sizing, the one policy of crew: a size the caller fixed; else,
+//! for a known length, [`CHUNKS_PER_WORKER`] chunks per worker
+//! ([`auto_chunksize`]); for an unknown one, single items growing until a
+//! chunk takes about [`TARGET_CHUNK_TIME`] ([`ChunkPolicy`]). `prange`'s
+//! static schedule cuts one block per thread with the same
+//! [`even_split`].
 
 use std::time::Duration;
 
@@ -19,7 +23,19 @@ const CHUNKS_PER_WORKER: usize = 16;
 /// assert_eq!(crew_core::engine::auto_chunksize(10_000_000, 2), 312_500);
 /// ```
 pub fn auto_chunksize(n: usize, workers: usize) -> usize {
-    n.div_ceil(workers.max(1) * CHUNKS_PER_WORKER).max(1)
+    even_split(n, workers.max(1).saturating_mul(CHUNKS_PER_WORKER))
+}
+
+/// The size of each of `parts` near-equal parts of `n` items (the last
+/// may be shorter), at least 1.
+pub(crate) fn even_split(n: usize, parts: usize) -> usize {
+    n.div_ceil(parts.max(1)).max(1)
+}
+
+/// The chunk size of a map of `n` items on `workers` workers: the one the
+/// caller fixed, else [`auto_chunksize`].
+pub(super) fn chunksize(fixed: Option<usize>, n: usize, workers: usize) -> usize {
+    fixed.unwrap_or_else(|| auto_chunksize(n, workers))
 }
 
 pub(super) fn split<X>(items: Vec<X>, chunksize: usize) -> Vec<Chunk<X>> {
@@ -42,6 +58,24 @@ const TARGET_CHUNK_TIME: Duration = Duration::from_micros(500);
 const MAX_CHUNK: usize = 1 << 16;
 
 impl ChunkPolicy {
+    /// The sizing of a lazy map: `fixed` if the caller chose a size, else
+    /// adaptive, from single items.
+    pub(super) fn new(fixed: Option<usize>) -> ChunkPolicy {
+        ChunkPolicy {
+            fixed: fixed.is_some(),
+            size: fixed.unwrap_or(1).max(1),
+        }
+    }
+
+    /// The sizing of a lazy map whose length turned out to be known (`n`
+    /// items on `workers`): fixed at [`auto_chunksize`].
+    pub(super) fn known(n: usize, workers: usize) -> ChunkPolicy {
+        ChunkPolicy {
+            fixed: true,
+            size: auto_chunksize(n, workers),
+        }
+    }
+
     pub(super) fn observe(&mut self, len: usize, elapsed: Duration) {
         if self.fixed || len == 0 {
             return;

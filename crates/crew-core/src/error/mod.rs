@@ -29,6 +29,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The type is opaque: ask it questions. A task's failure never affects
 /// another task, so an `Error` always describes one task (or one call).
 ///
+/// Its `Display` is one line and does not repeat its cause: an I/O
+/// error's operating-system error is its
+/// [`source`](std::error::Error::source), as a [`MapError`]'s first failed
+/// task is the map error's. To log everything, walk the chain (as
+/// `anyhow`'s `{:#}` does) or print `{:?}`.
+///
 /// # Examples
 ///
 /// ```
@@ -38,6 +44,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// assert!(e.is_timeout());
 /// assert!(!e.is_panic());
 /// assert_eq!(e.to_string(), "task timed out");
+///
+/// // The whole chain, one cause after the other.
+/// fn chain(e: &dyn std::error::Error) -> String {
+///     let mut text = e.to_string();
+///     let mut cause = e.source();
+///     while let Some(c) = cause {
+///         text += &format!(": {c}");
+///         cause = c.source();
+///     }
+///     text
+/// }
+/// let io = Error::io("starting a worker process", std::io::Error::other("no memfd"));
+/// assert_eq!(chain(&io), "i/o error while starting a worker process: no memfd");
 /// ```
 #[derive(Clone)]
 pub struct Error {

@@ -131,3 +131,47 @@ fn loom_a_dropped_promise_releases_the_waiter() {
         worker.join().unwrap();
     });
 }
+
+/// A recycled slot: whichever owner lets go last shelves it, and a late
+/// completion (the handle was dropped first) never reaches the slot a new
+/// user gets, whether or not that slot is the reused one.
+#[test]
+fn loom_a_late_completion_never_reaches_a_reused_slot() {
+    ::loom::model(|| {
+        let (promise, future) = crate::Future::<u32>::pending_recycled();
+        let worker = thread::spawn(move || {
+            if promise.start() {
+                promise.complete(Ok(1));
+            }
+        });
+        drop(future);
+        let (p2, f2) = crate::Future::<u32>::pending_recycled();
+        assert!(!f2.done() && !f2.running());
+        worker.join().unwrap();
+        assert!(!f2.done(), "the old promise completed the new slot");
+        assert!(p2.start());
+        p2.complete(Ok(2));
+        assert_eq!(f2.result().unwrap(), 2);
+    });
+}
+
+/// The handle takes the result while the completer may still be waking
+/// it: the slot is shelved once, by the last owner, and a slot taken
+/// afterwards is fresh.
+#[test]
+fn loom_the_last_owner_shelves_the_slot_once() {
+    ::loom::model(|| {
+        let (promise, future) = crate::Future::<u32>::pending_recycled();
+        let worker = thread::spawn(move || {
+            assert!(promise.start());
+            promise.complete(Ok(7));
+        });
+        assert_eq!(future.result().unwrap(), 7);
+        let (p2, f2) = crate::Future::<u32>::pending_recycled();
+        assert!(!f2.done());
+        worker.join().unwrap();
+        assert!(!f2.done());
+        drop(p2);
+        assert!(f2.result().unwrap_err().is_cancelled());
+    });
+}

@@ -184,3 +184,68 @@ fn an_async_result_callback_may_call_back_into_its_own_result() {
     assert_eq!(got, (Some(true), true));
     t.join().unwrap();
 }
+
+#[test]
+fn a_slot_is_reused_once_both_owners_let_go() {
+    let (p, f) = crate::Future::<u32>::pending_recycled();
+    let first = f.slot_addr();
+    p.complete(Ok(1));
+    assert_eq!(f.result().unwrap(), 1);
+    let (p, f) = crate::Future::<u32>::pending_recycled();
+    assert_eq!(f.slot_addr(), first, "the released slot is reused");
+    assert!(!f.done() && !f.running(), "a reused slot starts pending");
+    assert!(p.start());
+    p.complete(Ok(2));
+    assert_eq!(f.result().unwrap(), 2);
+}
+
+#[test]
+fn a_slot_still_held_by_its_promise_is_not_reused() {
+    let (p, f) = crate::Future::<u32>::pending_recycled();
+    let first = f.slot_addr();
+    drop(f); // the handle goes first: the promise still owns the slot
+    let (p2, f2) = crate::Future::<u32>::pending_recycled();
+    assert_ne!(f2.slot_addr(), first);
+    // The late completion reaches the old slot, not the new user's.
+    p.complete(Ok(1));
+    assert!(!f2.done());
+    // Now that both let go, the old slot is reused, reset.
+    let (p3, f3) = crate::Future::<u32>::pending_recycled();
+    assert_eq!(f3.slot_addr(), first);
+    assert!(!f3.done());
+    p2.complete(Ok(2));
+    drop(p3);
+    assert_eq!(f2.result().unwrap(), 2);
+    assert!(f3.result().unwrap_err().is_cancelled());
+}
+
+#[test]
+fn a_reused_slot_keeps_no_callback_waiter_or_hook_of_its_last_use() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (p, f) = crate::Future::<u32>::pending_recycled();
+    let h = hits.clone();
+    f.add_done_callback(move |_| {
+        h.fetch_add(1, Ordering::SeqCst);
+    });
+    assert!(p.start());
+    p.set_interrupt(Some(Arc::new(|| {})));
+    let waiter = std::thread::spawn(move || f.result().unwrap());
+    std::thread::sleep(Duration::from_millis(20)); // let it park
+    p.complete(Ok(4));
+    assert_eq!(waiter.join().unwrap(), 4);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // The waiter's thread released last or we did: either way, a slot
+    // taken now is fresh.
+    for _ in 0..2 {
+        let (p, f) = crate::Future::<u32>::pending_recycled();
+        assert!(p.start());
+        assert!(!f.cancel(), "no interrupt hook survives a reuse");
+        p.complete(Ok(5));
+        assert_eq!(f.result().unwrap(), 5);
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "no callback survives a reuse"
+        );
+    }
+}

@@ -18,6 +18,7 @@ use crate::call::Call;
 use crate::engine::{Chunk, ChunkOut, ChunkSink, run_chunk_into};
 use crate::error::{Error, Result};
 use crate::slot::Promise;
+use crate::spin::SpinWait;
 use crate::timeline::Timeline;
 
 #[cfg(all(test, loom))]
@@ -168,16 +169,6 @@ pub struct WorkerCtx<'a> {
     /// The pool's timeline, if it keeps one.
     pub timeline: Option<&'a Timeline>,
 }
-
-/// An idle worker checks the queue this many times before sleeping: the
-/// first half with [`SPIN_BATCH`] pauses in between (~5 µs in all here, a
-/// PAUSE is ~9 ns, ipc-floor.md), the second half yielding its CPU, which a
-/// submitter sharing it needs. Less than the ~60 µs a sleeping vCPU takes
-/// to wake. Only one worker searches at a time.
-/// Under loom: two checks, enough to model the
-/// searching state without an explosion of interleavings.
-const IDLE_SPINS: u32 = if cfg!(loom) { 2 } else { 64 };
-const SPIN_BATCH: u32 = if cfg!(loom) { 1 } else { 16 };
 
 /// Accepting jobs.
 const OPEN: u8 = 0;
@@ -506,7 +497,7 @@ impl Shared {
             match self.injector.steal() {
                 Steal::Success(job) => return Some(job),
                 Steal::Empty => return None,
-                Steal::Retry => crate::sync::spin_loop(),
+                Steal::Retry => std::hint::spin_loop(),
             }
         }
     }
@@ -531,7 +522,9 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
         worker: index,
         timeline: shared.timeline.as_deref(),
     };
-    let mut spins = 0u32;
+    // An idle worker looks for work for a while (`SpinWait`'s budget) before
+    // it sleeps; only one worker searches at a time.
+    let mut spin = SpinWait::new();
     let mut searching = false;
     loop {
         // BUSY: run whatever is queued.
@@ -546,7 +539,7 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
                 }
             }
             run_job(job, &ctx);
-            spins = 0;
+            spin.reset();
             continue;
         }
         // SHUTDOWN: closed and drained, or terminated.
@@ -558,22 +551,14 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
         // sleep until a submitter hands us a wake-up token.
         // One searcher is enough: it takes the next job; a second would
         // only burn the CPU the submitter needs.
-        if spins < IDLE_SPINS && (searching || shared.searching.load(Ordering::Relaxed) == 0) {
+        if !spin.is_spent() && (searching || shared.searching.load(Ordering::Relaxed) == 0) {
             if !searching {
                 searching = true;
                 shared.searching.fetch_add(1, Ordering::SeqCst);
             }
-            spins += 1;
-            // (No yield under loom: a yielding thread is not preempted
-            // there, which would hide the very races the models look for.)
-            if spins <= IDLE_SPINS / 2 || cfg!(loom) {
-                for _ in 0..SPIN_BATCH {
-                    std::hint::spin_loop();
-                }
-            } else {
-                thread::yield_now();
+            if spin.spin() {
+                continue;
             }
-            continue;
         }
         if searching {
             searching = false;
@@ -605,7 +590,7 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
             sleep.hint.fetch_sub(1, Ordering::Relaxed);
         }
         drop(st);
-        spins = 0;
+        spin.reset();
     }
     if searching {
         shared.searching.fetch_sub(1, Ordering::SeqCst);
@@ -722,10 +707,10 @@ where
     R: Send + 's,
 {
     fn call_job(&self, task: T, input: X, promise: Promise<Result<R>>) -> ThreadJob<'s> {
-        let number = self.shared.timeline.as_ref().map(|t| {
-            let name = task.name().and_then(crate::task_name).unwrap_or("call");
-            (t.next_call(), name)
-        });
+        // Only the call's number is kept (its name is looked up when it
+        // runs): with the task, its input and the promise, the job then
+        // fits inline in the queue for small tasks and inputs.
+        let number = self.shared.timeline.as_ref().map(|t| t.next_call());
         let mut job = CallJob {
             task: Some(task),
             input: Some(input),
@@ -737,6 +722,9 @@ where
             }
             let task = job.task.take().expect("job runs once");
             let input = job.input.take().expect("job runs once");
+            let name = ctx
+                .timeline
+                .map(|_| task.name().and_then(crate::task_name).unwrap_or("call"));
             let start = ctx.timeline.map(|_| Instant::now());
             // The task is dropped inside the guard: what it captured may
             // panic on drop, which fails the task, not its worker.
@@ -746,7 +734,9 @@ where
                 value
             }))
             .map_err(|p| Error::from_panic(p).with_worker(ctx.worker));
-            if let (Some(t), Some(start), Some((number, name))) = (ctx.timeline, start, number) {
+            if let (Some(t), Some(start), Some(number), Some(name)) =
+                (ctx.timeline, start, number, name)
+            {
                 t.record(ctx.worker, number, name, start, Instant::now());
             }
             let CallJob { promise, .. } = job;

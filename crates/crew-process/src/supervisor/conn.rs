@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 
-use crew_core::Error;
+use crew_core::{Error, SpinWait};
 
 use super::settle::{deliver, mark_exit, reap, settle};
 use super::{
@@ -439,13 +439,9 @@ impl Conn {
         let mut got = false;
         if ready && (idle_watch || !self.inflight.is_empty()) {
             let sock = self.worker.sock.as_fd();
-            let until = Instant::now() + if idle_watch { IDLE_WATCH } else { SPIN };
-            let mut spins = 0u32;
-            while Instant::now() < until {
-                spins += 1;
-                if spins.is_multiple_of(64) {
-                    std::thread::yield_now();
-                }
+            // crew's spin-then-park policy, with this site's budget.
+            let mut spin = SpinWait::with_budget(if idle_watch { IDLE_WATCH } else { SPIN });
+            while spin.spin() {
                 if self.inflight.is_empty() {
                     if shared.queued.load(Ordering::Acquire) > 0 {
                         got = true;
@@ -458,7 +454,6 @@ impl Conn {
                     got = true;
                     break;
                 }
-                std::hint::spin_loop();
             }
         }
         if idle_watch {
@@ -777,7 +772,8 @@ impl Conn {
             return false;
         }
         let start = Instant::now();
-        let mut spins = 0u32;
+        // crew's spin-then-park policy, with this site's budget; then `poll`.
+        let mut spin = SpinWait::with_budget(CALLER_SPIN);
         while !self.inflight.is_empty() {
             match self.inbox.read_nonblocking(self.worker.sock.as_fd()) {
                 Ok(Read::Data) => {
@@ -794,12 +790,7 @@ impl Conn {
             if waited >= CALLER_DRIVES {
                 break;
             }
-            if waited < CALLER_SPIN {
-                spins += 1;
-                if spins.is_multiple_of(64) {
-                    std::thread::yield_now();
-                }
-                std::hint::spin_loop();
+            if spin.spin() {
                 continue;
             }
             let Some(pidfd) = &self.worker.pidfd else {

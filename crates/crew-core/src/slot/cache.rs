@@ -1,0 +1,189 @@
+//! Recycled result slots, so that a warm `submit` allocates nothing.
+//!
+//! A slot made by [`Slot::recycled`] has two owners, its promise and its
+//! handle (`Future`, `AsyncResult`), counted in `Slot::owners`. Each owner
+//! releases the slot once, as its very last access to it (a promise after
+//! completing it, a handle when dropped); whichever releases second resets
+//! the slot and shelves it here, on its own thread. Nobody can write into a
+//! shelved or reused slot: both owners are gone, and a new user gets a new
+//! pair (the `Arc` an owner may still be dropping keeps the memory alive
+//! but never reaches the slot's contents).
+//!
+//! The shelves are per thread and per value type, in magazines of
+//! [`MAGAZINE`] slots (Bonwick's magazine allocator): a thread keeps a
+//! loaded and a spare magazine and goes to the process-wide depot only
+//! when both are empty (to take) or full (to give). Whoever releases the
+//! slot last is a matter of timing (the submitter usually, the worker when
+//! the submitter took the result before the worker let go), so slots
+//! released on workers flow back to the submitter through the depot, a
+//! magazine at a time. The depot keeps at most [`DEPOT_LIMIT`] full
+//! magazines per type; beyond that, slots are freed.
+//!
+//! Rejected: recycling into the releasing thread's cache only (a worker
+//! that releases last would hoard slots while the submitter allocates);
+//! one locked list per type (a lock per submit and per completion, dearer
+//! than the allocation it saves).
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use super::Slot;
+
+/// Slots per magazine.
+const MAGAZINE: usize = 32;
+/// Full magazines the depot keeps per value type (1,024 slots).
+const DEPOT_LIMIT: usize = 32;
+
+type Erased = Arc<dyn Any + Send + Sync>;
+
+/// One thread's slots of one value type.
+struct Shelf {
+    ty: TypeId,
+    loaded: Vec<Erased>,
+    spare: Vec<Erased>,
+}
+
+impl Shelf {
+    fn new(ty: TypeId) -> Shelf {
+        Shelf {
+            ty,
+            loaded: Vec::with_capacity(MAGAZINE),
+            spare: Vec::with_capacity(MAGAZINE),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shelves(Vec<Shelf>);
+
+impl Shelves {
+    fn shelf(&mut self, ty: TypeId) -> &mut Shelf {
+        let i = match self.0.iter().position(|s| s.ty == ty) {
+            Some(i) => i,
+            None => {
+                self.0.push(Shelf::new(ty));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i]
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    static LOCAL: RefCell<Shelves> = const { RefCell::new(Shelves(Vec::new())) };
+}
+
+#[cfg(loom)]
+::loom::thread_local! {
+    /// As above; loom's threads share one OS thread.
+    static LOCAL: RefCell<Shelves> = RefCell::new(Shelves::default());
+}
+
+/// The magazines of one value type shared by all threads.
+#[cfg_attr(loom, allow(dead_code))]
+struct DepotShelf {
+    ty: TypeId,
+    full: Vec<Vec<Erased>>,
+    empty: Vec<Vec<Erased>>,
+}
+
+/// Full and empty magazines, by value type. (Not under loom: a static
+/// would carry one model run's slots into the next.)
+#[cfg(not(loom))]
+static DEPOT: std::sync::Mutex<Vec<DepotShelf>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs `f` on the depot's shelf for `ty`; `None` under loom.
+fn with_depot<T>(ty: TypeId, f: impl FnOnce(&mut DepotShelf) -> T) -> Option<T> {
+    #[cfg(not(loom))]
+    {
+        let mut depot = DEPOT.lock().unwrap_or_else(|p| p.into_inner());
+        let i = match depot.iter().position(|s| s.ty == ty) {
+            Some(i) => i,
+            None => {
+                depot.push(DepotShelf {
+                    ty,
+                    full: Vec::new(),
+                    empty: Vec::new(),
+                });
+                depot.len() - 1
+            }
+        };
+        Some(f(&mut depot[i]))
+    }
+    #[cfg(loom)]
+    {
+        let _ = (ty, f);
+        None
+    }
+}
+
+/// A slot from this thread's shelf (or the depot), or `None` if there is
+/// none to reuse.
+pub(super) fn take<V: Send + 'static>() -> Option<Arc<Slot<V>>> {
+    let ty = TypeId::of::<Slot<V>>();
+    let erased = LOCAL
+        .try_with(|local| {
+            let mut local = local.try_borrow_mut().ok()?;
+            let shelf = local.shelf(ty);
+            if shelf.loaded.is_empty() {
+                if shelf.spare.is_empty() {
+                    let full = with_depot(ty, |d| {
+                        let full = d.full.pop()?;
+                        d.empty.push(std::mem::take(&mut shelf.loaded));
+                        Some(full)
+                    })??;
+                    shelf.loaded = full;
+                } else {
+                    std::mem::swap(&mut shelf.loaded, &mut shelf.spare);
+                }
+            }
+            shelf.loaded.pop()
+        })
+        .ok()
+        .flatten()?;
+    Some(
+        erased
+            .downcast::<Slot<V>>()
+            .unwrap_or_else(|_| unreachable!("a shelf holds slots of its own type")),
+    )
+}
+
+/// Shelves `slot` (already reset) on this thread; frees it if the shelves
+/// are full or gone (the thread is exiting).
+pub(super) fn give<V: Send + 'static>(slot: Arc<Slot<V>>) {
+    let ty = TypeId::of::<Slot<V>>();
+    let slot: Erased = slot;
+    let _ = LOCAL.try_with(move |local| {
+        let Ok(mut local) = local.try_borrow_mut() else {
+            return;
+        };
+        let shelf = local.shelf(ty);
+        if shelf.loaded.len() == MAGAZINE {
+            if shelf.spare.len() == MAGAZINE {
+                // Both full: the spare goes to the depot and an empty one
+                // comes back (made only while the depot has none); a depot
+                // at its limit refuses it, and its slots are freed.
+                let full = std::mem::take(&mut shelf.spare);
+                shelf.spare = match with_depot(ty, move |d| {
+                    if d.full.len() < DEPOT_LIMIT {
+                        d.full.push(full);
+                        Ok(d.empty.pop())
+                    } else {
+                        Err(full)
+                    }
+                }) {
+                    Some(Ok(Some(empty))) => empty,
+                    Some(Ok(None)) | None => Vec::with_capacity(MAGAZINE),
+                    Some(Err(mut full)) => {
+                        full.clear();
+                        full
+                    }
+                };
+            }
+            std::mem::swap(&mut shelf.loaded, &mut shelf.spare);
+        }
+        shelf.loaded.push(slot);
+    });
+}

@@ -1,0 +1,85 @@
+//! Allocations on the submit path, counted by a global allocator: once
+//! warm, `Executor::threads(n).submit` followed by `result()` allocates
+//! nothing of its own, on the submitting thread or on the workers (result
+//! slots are recycled, jobs live inline in the queue). What remains is the
+//! queue's: crossbeam's `Injector` allocates a block for every 63 jobs
+//! (and frees it once they are taken).
+//!
+//! Its own binary: the counting allocator sees every thread of the process,
+//! so no other test may run beside it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to `System`, counting the calls that take memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Submits `batch` tasks, then takes every result.
+fn round(ex: &crew::Executor<crew::Threads>, batch: u64) {
+    let futures: Vec<crew::Future<u64>> = (0..batch)
+        .map(|x| ex.submit(|x: u64| x * x, (x,)))
+        .collect();
+    for (x, f) in (0..batch).zip(futures) {
+        assert_eq!(f.result().unwrap(), x * x);
+    }
+}
+
+/// Jobs per block of crossbeam's `Injector` (`BLOCK_CAP`).
+const QUEUE_BLOCK: usize = 63;
+
+#[test]
+fn a_warm_thread_submit_allocates_nothing_but_the_queue_s_blocks() {
+    const BATCH: u64 = 200;
+    const ROUNDS: u64 = 50;
+    let ex = crew::Executor::threads(2).unwrap();
+    // Warm up: the workers' first wait, the queue, and enough recycled
+    // slots for a batch even while every worker keeps its shelf of slots
+    // it let go last (two magazines of 32 at most: one big batch first).
+    round(&ex, 1_000);
+    for _ in 0..ROUNDS {
+        round(&ex, BATCH);
+    }
+    // The batch's `Vec` of futures is the test's own: one allocation a round.
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..ROUNDS {
+        round(&ex, BATCH);
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before - ROUNDS as usize;
+    let submits = (BATCH * ROUNDS) as usize;
+    // One block per 63 jobs, plus the block the queue's tail was in.
+    let queue_blocks = submits.div_ceil(QUEUE_BLOCK) + 1;
+    assert!(
+        allocations <= queue_blocks,
+        "{allocations} allocations in {submits} warm submits (the queue's blocks: {queue_blocks})"
+    );
+}
