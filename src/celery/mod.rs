@@ -119,14 +119,24 @@ pub fn run_if_node() {
     if let Some(q) = var(ENV_CELERY_QUEUES) {
         config = config.queues(q.split(',').map(str::trim).filter(|q| !q.is_empty()));
     }
-    if let Some(n) = var(crew_redis::ENV_CONCURRENCY).and_then(|v| v.trim().parse().ok()) {
-        config = config.concurrency(n);
+    // A mistyped number stops the node with a message, rather than being
+    // replaced by the default nobody asked for.
+    let number = |k: &str| {
+        var(k).map(|v| {
+            whole_number(k, &v).unwrap_or_else(|e| {
+                eprintln!("crew celery node {}: {e}", std::process::id());
+                std::process::exit(2);
+            })
+        })
+    };
+    if let Some(n) = number(crew_redis::ENV_CONCURRENCY) {
+        config = config.concurrency(n as usize);
     }
-    if let Some(ms) = var(ENV_CELERY_VISIBILITY_MS).and_then(|v| v.trim().parse().ok()) {
+    if let Some(ms) = number(ENV_CELERY_VISIBILITY_MS) {
         config = config.visibility_timeout(Duration::from_millis(ms));
     }
-    if let Some(n) = var(ENV_CELERY_PREFETCH).and_then(|v| v.trim().parse().ok()) {
-        config = config.prefetch(n);
+    if let Some(n) = number(ENV_CELERY_PREFETCH) {
+        config = config.prefetch(n as usize);
     }
     if let Some(on) = var(ENV_CELERY_EVENTS) {
         config = config.task_events(matches!(on.trim(), "1" | "true" | "yes" | "on"));
@@ -143,6 +153,14 @@ pub fn run_if_node() {
     crew_redis::serve_and_exit("crew celery node", Worker::start(config), Worker::serve);
 }
 
+/// The whole number the setting `name` holds, or why it does not hold one.
+fn whole_number(name: &str, value: &str) -> std::result::Result<u64, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{name}={value:?}: expected a whole number"))
+}
+
 // Enter node mode before `main`, as worker processes do (crew-process).
 // This crate's constructors run after those of the program that uses it,
 // so the program's `#[crew::task]`s are registered by then.
@@ -152,4 +170,20 @@ static ENTER_NODE: extern "C" fn() = enter_node;
 
 extern "C" fn enter_node() {
     run_if_node();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_mistyped_number_is_refused_with_the_setting_named() {
+        assert_eq!(super::whole_number("CREW_CONCURRENCY", " 8 "), Ok(8));
+        for bad in ["8x", "-1", "two", "1.5"] {
+            assert_eq!(
+                super::whole_number("CREW_CELERY_PREFETCH", bad),
+                Err(format!(
+                    "CREW_CELERY_PREFETCH={bad:?}: expected a whole number"
+                ))
+            );
+        }
+    }
 }

@@ -379,6 +379,13 @@ fn bench_cluster_writes_its_records() {
             "5",
             "--nodes",
             "2",
+            "--churn",
+            "--churn-nodes",
+            "3",
+            "--churn-tasks",
+            "20000",
+            "--churn-every-ms",
+            "50",
             "--no-idle-gate",
         ],
         &dir,
@@ -397,7 +404,13 @@ fn bench_cluster_writes_its_records() {
         [
             "cluster.map_noop",
             "cluster.submit_noop",
-            "cluster.roundtrip_p50"
+            "cluster.roundtrip_p50",
+            "cluster.map_noop.one_shard",
+            "cluster.submit_noop.one_shard",
+            "cluster.roundtrip_p50.one_shard",
+            "cluster.churn_map",
+            "cluster.churn_kills",
+            "cluster.churn_reclaimed"
         ]
     );
 }
@@ -429,6 +442,6 @@ fn status_says_why_tasks_wait_without_a_node() {
     );
     assert!(out.contains("nodes: 0"), "{out}");
     assert!(out.contains("tasks waiting: 1"), "{out}");
-    assert!(out.contains("no live node runs that build"), "{out}");
+    assert!(out.contains("no live node has build"), "{out}");
     drop(pending);
 }

@@ -56,6 +56,31 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.trim().parse().ok()
 }
 
+/// A count from the environment variable `name`: `default` when unset or
+/// empty; a value that is not a whole number of at least `min` is refused,
+/// naming the variable, rather than silently replaced by the default.
+pub(crate) fn env_count(name: &str, default: usize, min: usize) -> Result<usize> {
+    parse_count(name, std::env::var(name).ok().as_deref(), default, min)
+}
+
+/// [`env_count`] of a given value.
+pub(crate) fn parse_count(
+    name: &str,
+    value: Option<&str>,
+    default: usize,
+    min: usize,
+) -> Result<usize> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n >= min => Ok(n),
+            _ => Err(Error::invalid_input(format!(
+                "{name}={v:?}: expected a whole number of at least {min}"
+            ))),
+        },
+    }
+}
+
 impl ClusterConfig {
     /// Settings for the Redis at `url` (`redis://[user:password@]host:port[/db]`,
     /// `rediss://…` for TLS, or `redis+unix:///path/to/socket`), with the
@@ -200,6 +225,12 @@ impl Keys {
         format!("{}:signatures", self.prefix)
     }
 
+    /// Counters of the queue (`reclaimed`: entries taken over from dead or
+    /// stalled nodes), for `status`.
+    pub(crate) fn stats(&self) -> String {
+        format!("{}:stats", self.prefix)
+    }
+
     /// Every task stream ever used on this queue (for `status`).
     pub(crate) fn streams(&self) -> String {
         format!("{}:streams", self.prefix)
@@ -242,3 +273,26 @@ pub(crate) fn named_id(name: &str, fingerprint: u64) -> u64 {
 
 /// The consumer group of every task stream.
 pub(crate) const GROUP: &str = "nodes";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mistyped_count_is_refused_with_the_variable_named() {
+        assert_eq!(parse_count(ENV_CONCURRENCY, None, 4, 1).unwrap(), 4);
+        assert_eq!(parse_count(ENV_CONCURRENCY, Some(" "), 4, 1).unwrap(), 4);
+        assert_eq!(parse_count(ENV_CONCURRENCY, Some(" 8 "), 4, 1).unwrap(), 8);
+        assert_eq!(parse_count(ENV_PREFETCH, Some("0"), 0, 0).unwrap(), 0);
+        for bad in ["8x", "-1", "0", "two"] {
+            let e = parse_count(ENV_CONCURRENCY, Some(bad), 4, 1).unwrap_err();
+            assert!(e.is_invalid_input(), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "invalid input: CREW_CONCURRENCY={bad:?}: expected a whole number of at least 1"
+                )
+            );
+        }
+    }
+}

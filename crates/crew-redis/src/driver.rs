@@ -106,6 +106,8 @@ type Written = (u64, Option<String>, String);
 
 struct Slot {
     completion: Box<dyn Completion>,
+    /// The entry as written, and where: sent again if Redis loses it.
+    sent: (Arc<Vec<u8>>, Option<Route>),
     /// The named task's stream, or `None` for the build's.
     stream: Option<String>,
     /// The stream entry, once written.
@@ -117,7 +119,7 @@ struct Slot {
 }
 
 enum Out {
-    Task(u64, Vec<u8>, Option<Route>),
+    Task(u64, Arc<Vec<u8>>, Option<Route>),
     Cancel(Vec<u64>),
     /// Entries of a stream (`None`: the build's).
     Delete(Option<String>, Vec<String>),
@@ -419,11 +421,12 @@ impl Backend for Cluster {
             notify_start,
             named: named.as_ref().map(|r| (r.name.clone(), r.fingerprint)),
         };
-        let bytes = postcard::to_allocvec(&msg).expect("a task entry always encodes");
+        let bytes = Arc::new(postcard::to_allocvec(&msg).expect("a task entry always encodes"));
         lock(&shared.slots).insert(
             id,
             Slot {
                 completion,
+                sent: (bytes.clone(), named.clone()),
                 stream: named.as_ref().map(|r| r.key.clone()),
                 entry: None,
                 sending: false,
@@ -736,6 +739,7 @@ fn send_loop(shared: &Arc<Shared>, mut link: Link) {
 fn receive_loop(shared: &Arc<Shared>, mut link: Link, mut last: String) {
     let stop = || shared.finished();
     let mut looked = Instant::now();
+    let mut run_id = server_run_id(&mut link);
     while !shared.finished() {
         let read = link.call(&stop, |con| {
             redis::cmd("XREAD")
@@ -778,6 +782,14 @@ fn receive_loop(shared: &Arc<Shared>, mut link: Link, mut last: String) {
         }
         if looked.elapsed() >= shared.config.heartbeat.min(Duration::from_millis(500)) {
             refresh_workers(shared, &mut link);
+            if let Some(id) = server_run_id(&mut link) {
+                if run_id.as_ref().is_some_and(|old| *old != id) {
+                    // Another Redis (restarted, or a replica promoted):
+                    // it may have lost what we wrote.
+                    last = recover_lost(shared, &mut link).unwrap_or(last);
+                }
+                run_id = Some(id);
+            }
             looked = Instant::now();
         }
     }
@@ -786,6 +798,107 @@ fn receive_loop(shared: &Arc<Shared>, mut link: Link, mut last: String) {
     });
     shared.threads.fetch_sub(1, Ordering::AcqRel);
 }
+
+/// The `run_id` of the Redis server: another one after every restart, and
+/// on a replica promoted in a failover.
+fn server_run_id(link: &mut Link) -> Option<String> {
+    let stop = || true;
+    match link.call(&stop, |con| {
+        redis::cmd("INFO").arg("server").query::<String>(con)
+    }) {
+        Some(Ok(info)) => info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|v| v.trim().to_owned()),
+        _ => None,
+    }
+}
+
+/// After Redis changed under us (a restart without all its data, a
+/// failover that lost writes): makes our result stream again, and sends
+/// again every task we wait for whose entry Redis no longer has. A task
+/// that did run is at worst run twice; its result is taken once. Returns
+/// the id to read results after.
+fn recover_lost(shared: &Arc<Shared>, link: &mut Link) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stop = || Instant::now() >= deadline || shared.state() == TERMINATED;
+    let written: Vec<(u64, Option<String>, String)> = lock(&shared.slots)
+        .iter()
+        .filter_map(|(&id, slot)| Some((id, slot.stream.clone(), slot.entry.clone()?)))
+        .collect();
+    let script = redis::Script::new(MISSING);
+    let mut lost: Vec<u64> = Vec::new();
+    let mut by_stream: HashMap<Option<String>, Vec<(u64, String)>> = HashMap::new();
+    for (id, stream, e) in written {
+        by_stream.entry(stream).or_default().push((id, e));
+    }
+    for (stream, entries) in by_stream {
+        let key = stream.as_deref().unwrap_or(&shared.stream);
+        let missing = link.call(&stop, |con| {
+            let mut inv = script.key(key);
+            for (_, e) in &entries {
+                inv.arg(e);
+            }
+            inv.invoke::<Vec<String>>(con)
+        });
+        if let Some(Ok(missing)) = missing {
+            lost.extend(
+                entries
+                    .iter()
+                    .filter(|(_, e)| missing.contains(e))
+                    .map(|(id, _)| *id),
+            );
+        }
+    }
+    let fresh = link.call(&stop, |con| {
+        create_group(con, &shared.keys, &shared.stream)?;
+        let id: String = redis::cmd("XADD")
+            .arg(&shared.results)
+            .arg("*")
+            .arg("hello")
+            .arg(1)
+            .query(con)?;
+        redis::cmd("XDEL")
+            .arg(&shared.results)
+            .arg(&id)
+            .query::<()>(con)?;
+        Ok(())
+    });
+    if !lost.is_empty() {
+        eprintln!(
+            "crew cluster driver: Redis changed (restart or failover); sending {} lost task(s) again",
+            lost.len()
+        );
+    }
+    let again: Vec<Out> = {
+        let mut slots = lock(&shared.slots);
+        lost.into_iter()
+            .filter_map(|id| {
+                let slot = slots.get_mut(&id)?;
+                slot.entry = None;
+                let (bytes, route) = slot.sent.clone();
+                Some(Out::Task(id, bytes, route))
+            })
+            .collect()
+    };
+    for out in again {
+        shared.send(out);
+    }
+    // Results are read again from the start of the stream: those read
+    // before were deleted, and a duplicate finds no waiting task.
+    matches!(fresh, Some(Ok(()))).then(|| "0-0".to_owned())
+}
+
+/// The entry ids (ARGV) that the stream (KEYS[1]) no longer holds.
+const MISSING: &str = r#"
+local out = {}
+for i = 1, #ARGV do
+  if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i], 'COUNT', 1) == 0 then
+    table.insert(out, ARGV[i])
+  end
+end
+return out
+"#;
 
 fn refresh_workers(shared: &Shared, link: &mut Link) {
     let script = redis::Script::new(proto::WORKERS);

@@ -19,7 +19,7 @@ use crew_process::remote::{ErrorWire, RawHandle, RawJob, RawOutcome};
 use crew_process::{ProcessConfig, Processes};
 use redis::Value;
 
-use crate::config::{ClusterConfig, ENV_CONCURRENCY, ENV_WORKER, GROUP, Keys};
+use crate::config::{ClusterConfig, ENV_CONCURRENCY, ENV_WORKER, GROUP, Keys, env_count};
 use crate::link::{Link, redis_error};
 use crate::proto::{self, CancelMsg, Note, TaskMsg, node_fields};
 use crate::reply::{self, Entry};
@@ -110,16 +110,11 @@ pub fn run_if_node(named: Option<NamedTasks>) {
     // nothing reads the environment concurrently. Removing the variable
     // keeps this node's worker processes from becoming nodes.
     unsafe { std::env::remove_var(ENV_WORKER) };
-    let concurrency = std::env::var(ENV_CONCURRENCY)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(crew_core::cpu_count)
-        .max(1);
-    serve_and_exit(
-        "crew node",
-        Node::start_with(ClusterConfig::new(url), concurrency, named),
-        Node::serve,
-    );
+    // A mistyped count stops the node with a message, rather than giving
+    // it a number of workers nobody asked for.
+    let started = env_count(ENV_CONCURRENCY, crew_core::cpu_count(), 1)
+        .and_then(|concurrency| Node::start_with(ClusterConfig::new(url), concurrency, named));
+    serve_and_exit("crew node", started, Node::serve);
 }
 
 /// The end of a node process: serves the node `started` (if it started)
@@ -259,7 +254,7 @@ impl Node {
     /// # Errors
     ///
     /// `is_io` if Redis cannot be reached within 30 s; `is_invalid_input`
-    /// for a bad URL.
+    /// for a bad URL, or a `CREW_PREFETCH` that is not a whole number.
     pub fn start(config: ClusterConfig, concurrency: usize) -> Result<Node> {
         Node::start_with(config, concurrency, None)
     }
@@ -275,6 +270,7 @@ impl Node {
         concurrency: usize,
         named: Option<NamedTasks>,
     ) -> Result<Node> {
+        let prefetch = env_count(crate::config::ENV_PREFETCH, 0, 0)?;
         let keys = Keys::new(&config.queue);
         let build = crew_process::remote::fingerprint();
         let mut streams = vec![Served {
@@ -318,10 +314,7 @@ impl Node {
                 named_entry,
                 build: format!("{build:016x}"),
                 concurrency: concurrency.max(1),
-                prefetch: std::env::var(crate::config::ENV_PREFETCH)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0),
+                prefetch,
                 processes,
                 local: Mutex::new(HashMap::new()),
                 room: Condvar::new(),
@@ -974,6 +967,7 @@ fn reclaim_stream(shared: &Arc<Shared>, link: &mut Link, at: usize, hb_ttl: u64)
             .key(&shared.streams[at].key)
             .key(shared.keys.dead())
             .key(shared.keys.nodes())
+            .key(shared.keys.stats())
             .arg(GROUP)
             .arg(&shared.name)
             .arg(shared.config.lease.as_millis() as u64)

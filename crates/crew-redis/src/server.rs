@@ -197,6 +197,48 @@ impl LocalRedis {
         Ok(r)
     }
 
+    /// Starts `redis-server` as a Redis Cluster of one shard
+    /// (`cluster-enabled yes`, every slot on this node), without
+    /// persistence: Redis then refuses any command or script whose keys are
+    /// in different slots, as a real Redis Cluster does.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](LocalRedis::start); `is_io` also if the cluster does
+    /// not report `cluster_state:ok` within 10 s.
+    pub fn start_one_shard_cluster() -> Result<LocalRedis> {
+        let r = LocalRedis::start_with(false, &["--cluster-enabled", "yes"])?;
+        let fail = |what: &str, e: redis::RedisError| {
+            Error::io(what.to_owned(), std::io::Error::other(e.to_string()))
+        };
+        let mut con = redis::Client::open(r.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .map_err(|e| fail("connecting to the cluster shard", e))?;
+        redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query::<()>(&mut con)
+            .map_err(|e| fail("giving the shard every slot", e))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut con)
+                .map_err(|e| fail("reading the cluster's state", e))?;
+            if info.contains("cluster_state:ok") {
+                return Ok(r);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::io(
+                    "waiting for the one-shard cluster",
+                    std::io::Error::other("cluster_state is not ok after 10 s"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Starts `redis-server` whose only user is `user` with `password`
     /// (the `default` user is off): an ACL user, as a shared Redis would
     /// have. [`url`](LocalRedis::url) and [`tcp_url`](LocalRedis::tcp_url)
@@ -375,6 +417,73 @@ impl LocalRedis {
         }
         let pid = self.keeper.spawn(cmd)?;
         Ok(NodeProcess { pid })
+    }
+
+    /// Runs `work` while nodes of `queue` come and go: starts `nodes` nodes
+    /// (`concurrency` worker processes each, `env` added), and every
+    /// `every` kills one at random (SIGKILL) and starts a new one in its
+    /// place, until `work` returns; then stops the nodes left. Returns what
+    /// `work` returned and the number of nodes killed. A simulation of
+    /// churn on one machine (`crew bench cluster --churn`).
+    ///
+    /// # Errors
+    ///
+    /// `is_io` if a node cannot be started.
+    pub fn churn<T>(
+        &self,
+        queue: &str,
+        nodes: usize,
+        concurrency: usize,
+        env: &[(&str, &str)],
+        every: Duration,
+        work: impl FnOnce() -> T,
+    ) -> Result<(T, usize)> {
+        let live: std::sync::Mutex<Vec<NodeProcess>> = std::sync::Mutex::new(
+            (0..nodes.max(1))
+                .map(|_| self.spawn_node(queue, concurrency, env))
+                .collect::<Result<_>>()?,
+        );
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (out, kills) = std::thread::scope(|scope| {
+            let killer = scope.spawn(|| {
+                let mut kills = 0;
+                // xorshift, seeded by the clock: which node dies next.
+                let mut x = crate::proto::clock_shift() as u64 | 1;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(every);
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let victim = {
+                        let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+                        if l.is_empty() {
+                            None
+                        } else {
+                            let i = (x % l.len() as u64) as usize;
+                            Some(l.swap_remove(i))
+                        }
+                    };
+                    if let Some(v) = victim {
+                        self.kill_node(v);
+                        kills += 1;
+                    }
+                    if let Ok(n) = self.spawn_node(queue, concurrency, env) {
+                        live.lock().unwrap_or_else(|p| p.into_inner()).push(n);
+                    }
+                }
+                kills
+            });
+            let out = work();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            (out, killer.join().unwrap_or(0))
+        });
+        for n in live.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            self.kill_node(n);
+        }
+        Ok((out, kills))
     }
 
     /// Kills a node it started (SIGKILL) and reaps it.
