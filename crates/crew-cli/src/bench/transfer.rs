@@ -173,7 +173,7 @@ pub(crate) fn run(o: &TransferOptions) -> anyhow::Result<Vec<Record>> {
     let notes = vec![
         (
             "processes.roundtrip_10mb".to_string(),
-            "apply(f, (ByteBuf 10 MB,)) returning it: postcard through a memfd both ways".to_string(),
+            "apply(f, (ByteBuf 10 MB,)) returning it: through a shared-memory region both ways".to_string(),
         ),
         (
             "processes.roundtrip_10mb_shm".to_string(),
