@@ -170,6 +170,20 @@ struct ClusterArgs {
     /// (`redis-server --cluster-enabled yes` holding every slot).
     #[arg(long)]
     no_one_shard: bool,
+    /// Adds the churn simulation: 16 nodes (`--churn-nodes`), one killed
+    /// and replaced at random every `--churn-every-ms` during a map of
+    /// `--churn-tasks` items; reports tasks/s, kills and reclaims.
+    #[arg(long)]
+    churn: bool,
+    /// Nodes of the churn simulation.
+    #[arg(long, default_value_t = 16)]
+    churn_nodes: usize,
+    /// Items of the churn simulation's map.
+    #[arg(long, default_value_t = 2_000_000)]
+    churn_tasks: usize,
+    /// How often a node is killed and replaced, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    churn_every_ms: u64,
     #[command(flatten)]
     common: Common,
 }
@@ -530,6 +544,9 @@ fn main() -> anyhow::Result<()> {
                     target: a.common.target(),
                     python: a.python,
                     redis_cluster: !a.no_one_shard,
+                    churn_nodes: a.churn.then_some(a.churn_nodes.max(1)),
+                    churn_tasks: a.churn_tasks.max(1),
+                    churn_every: Duration::from_millis(a.churn_every_ms.max(1)),
                 })?;
             }
             Suite::Memory(a) => {

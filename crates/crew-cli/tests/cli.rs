@@ -379,6 +379,13 @@ fn bench_cluster_writes_its_records() {
             "5",
             "--nodes",
             "2",
+            "--churn",
+            "--churn-nodes",
+            "3",
+            "--churn-tasks",
+            "20000",
+            "--churn-every-ms",
+            "50",
             "--no-idle-gate",
         ],
         &dir,
@@ -400,7 +407,10 @@ fn bench_cluster_writes_its_records() {
             "cluster.roundtrip_p50",
             "cluster.map_noop.one_shard",
             "cluster.submit_noop.one_shard",
-            "cluster.roundtrip_p50.one_shard"
+            "cluster.roundtrip_p50.one_shard",
+            "cluster.churn_map",
+            "cluster.churn_kills",
+            "cluster.churn_reclaimed"
         ]
     );
 }

@@ -225,6 +225,12 @@ impl Keys {
         format!("{}:signatures", self.prefix)
     }
 
+    /// Counters of the queue (`reclaimed`: entries taken over from dead or
+    /// stalled nodes), for `status`.
+    pub(crate) fn stats(&self) -> String {
+        format!("{}:stats", self.prefix)
+    }
+
     /// Every task stream ever used on this queue (for `status`).
     pub(crate) fn streams(&self) -> String {
         format!("{}:streams", self.prefix)

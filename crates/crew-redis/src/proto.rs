@@ -137,8 +137,10 @@ return lost
 /// Returns `{kind, id, fields, reason}` for each entry taken: kind `run`
 /// (now ours to run) or `dead` (dead-lettered; tell its driver).
 ///
-/// KEYS: task stream, dead-letter stream, nodes set. ARGV: group, consumer,
-/// lease ms, max deliveries, count, node key prefix, heartbeat grace ms.
+/// KEYS: task stream, dead-letter stream, nodes set, the queue's counters
+/// (`reclaimed` counts the entries taken to run again). ARGV: group,
+/// consumer, lease ms, max deliveries, count, node key prefix, heartbeat
+/// grace ms.
 pub(crate) const RECLAIM: &str = r#"
 local group, me = ARGV[1], ARGV[2]
 local lease, maxd, count = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -160,6 +162,7 @@ local function take(id, owner, idle, delivered, why)
     redis.call('XDEL', KEYS[1], id)
     table.insert(out, {'dead', id, fields, reason})
   else
+    redis.call('HINCRBY', KEYS[4], 'reclaimed', 1)
     table.insert(out, {'run', id, fields, owner .. ' ' .. why})
   end
 end

@@ -419,6 +419,73 @@ impl LocalRedis {
         Ok(NodeProcess { pid })
     }
 
+    /// Runs `work` while nodes of `queue` come and go: starts `nodes` nodes
+    /// (`concurrency` worker processes each, `env` added), and every
+    /// `every` kills one at random (SIGKILL) and starts a new one in its
+    /// place, until `work` returns; then stops the nodes left. Returns what
+    /// `work` returned and the number of nodes killed. A simulation of
+    /// churn on one machine (`crew bench cluster --churn`).
+    ///
+    /// # Errors
+    ///
+    /// `is_io` if a node cannot be started.
+    pub fn churn<T>(
+        &self,
+        queue: &str,
+        nodes: usize,
+        concurrency: usize,
+        env: &[(&str, &str)],
+        every: Duration,
+        work: impl FnOnce() -> T,
+    ) -> Result<(T, usize)> {
+        let live: std::sync::Mutex<Vec<NodeProcess>> = std::sync::Mutex::new(
+            (0..nodes.max(1))
+                .map(|_| self.spawn_node(queue, concurrency, env))
+                .collect::<Result<_>>()?,
+        );
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (out, kills) = std::thread::scope(|scope| {
+            let killer = scope.spawn(|| {
+                let mut kills = 0;
+                // xorshift, seeded by the clock: which node dies next.
+                let mut x = crate::proto::clock_shift() as u64 | 1;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(every);
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let victim = {
+                        let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+                        if l.is_empty() {
+                            None
+                        } else {
+                            let i = (x % l.len() as u64) as usize;
+                            Some(l.swap_remove(i))
+                        }
+                    };
+                    if let Some(v) = victim {
+                        self.kill_node(v);
+                        kills += 1;
+                    }
+                    if let Ok(n) = self.spawn_node(queue, concurrency, env) {
+                        live.lock().unwrap_or_else(|p| p.into_inner()).push(n);
+                    }
+                }
+                kills
+            });
+            let out = work();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            (out, killer.join().unwrap_or(0))
+        });
+        for n in live.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            self.kill_node(n);
+        }
+        Ok((out, kills))
+    }
+
     /// Kills a node it started (SIGKILL) and reaps it.
     pub fn kill_node(&self, node: NodeProcess) {
         self.keeper.kill(node.pid);

@@ -70,6 +70,9 @@ pub struct QueueStatus {
     pub streams: Vec<StreamStatus>,
     /// Entries in the dead-letter stream.
     pub dead: u64,
+    /// Entries taken over from dead or stalled nodes to run again, since
+    /// the queue was first used.
+    pub reclaimed: u64,
     /// The latest few of them.
     pub recent_dead: Vec<DeadLetter>,
 }
@@ -147,6 +150,11 @@ impl std::fmt::Display for QueueStatus {
                 s.length, s.pending, s.workers
             )?;
         }
+        writeln!(
+            out,
+            "reclaimed from dead or stalled nodes: {}",
+            self.reclaimed
+        )?;
         writeln!(out, "dead-letter: {}", self.dead)?;
         for d in &self.recent_dead {
             writeln!(out, "  {}: {}", d.id, d.reason)?;
@@ -259,6 +267,12 @@ pub fn status(config: &ClusterConfig) -> Result<QueueStatus> {
             workers,
         });
     }
+    let reclaimed: Option<u64> = link.call_until(deadline, "reading the counters", |con| {
+        redis::cmd("HGET")
+            .arg(keys.stats())
+            .arg("reclaimed")
+            .query(con)
+    })?;
     let (dead, recent): (u64, Value) =
         link.call_until(deadline, "reading the dead letters", |con| {
             redis::pipe()
@@ -287,6 +301,7 @@ pub fn status(config: &ClusterConfig) -> Result<QueueStatus> {
         nodes,
         streams,
         dead,
+        reclaimed: reclaimed.unwrap_or(0),
         recent_dead,
     })
 }

@@ -4,8 +4,9 @@
 //! and the submit-to-result round trip (ms); with `--python`, Celery with
 //! its Redis broker and result backend and as many prefork processes; and
 //! the 2-node rows again on a one-shard Redis Cluster (`.one_shard`: what
-//! one shard sustains; `--no-one-shard` leaves them out). Writes
-//! `cluster.json`.
+//! one shard sustains; `--no-one-shard` leaves them out); with `--churn`,
+//! a simulation of nodes killed and restarted at random during a long map
+//! (throughput, kills and reclaims). Writes `cluster.json`.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -36,6 +37,11 @@ pub(crate) struct ClusterOptions {
     pub(crate) python: bool,
     /// Adds the 2-node rows on a one-shard Redis Cluster.
     pub(crate) redis_cluster: bool,
+    /// Adds the churn simulation: this many nodes, one killed and replaced
+    /// at random every `churn_every` during a map of `churn_tasks` items.
+    pub(crate) churn_nodes: Option<usize>,
+    pub(crate) churn_tasks: usize,
+    pub(crate) churn_every: Duration,
 }
 
 fn noop(x: u64) -> u64 {
@@ -100,6 +106,9 @@ pub(crate) fn run(o: &ClusterOptions) -> anyhow::Result<Vec<Record>> {
             records.push(Record::new("cluster", &name, unit, summarize(samples)));
         }
     }
+    if let Some(n) = o.churn_nodes {
+        records.extend(churn_rows(o, &redis, n, &mut notes)?);
+    }
     if o.python {
         match celery_rows(o, &redis) {
             Ok(rows) => records.extend(rows),
@@ -120,6 +129,63 @@ pub(crate) fn run(o: &ClusterOptions) -> anyhow::Result<Vec<Record>> {
     let path = report::write_json(&dir, "cluster", &records)?;
     eprintln!("wrote {}", path.display());
     Ok(records)
+}
+
+/// The churn simulation: `n` nodes of one worker process, one killed
+/// (SIGKILL) and replaced at random every `churn_every` through each
+/// round's map; the map's tasks/s, the nodes killed and the entries
+/// reclaimed. Fails if any item is missing or wrong, or dead-lettered.
+fn churn_rows(
+    o: &ClusterOptions,
+    redis: &LocalRedis,
+    n: usize,
+    notes: &mut Vec<(String, String)>,
+) -> anyhow::Result<Vec<Record>> {
+    let (mut rate, mut kills, mut reclaimed) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..o.rounds {
+        let queue = format!("bench-{}-churn-{round}", std::process::id());
+        let config = ClusterConfig::new(redis.url()).queue(&queue);
+        let pool: Pool<Cluster> = Pool::builder().cluster_config(config.clone()).build()?;
+        o.gate.wait();
+        let env = [(crew::cluster::ENV_HEARTBEAT_MS, "200")];
+        let (out, killed) = redis.churn(&queue, n, 1, &env, o.churn_every, || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while pool.workers() < n {
+                anyhow::ensure!(Instant::now() < deadline, "{n} nodes did not come up");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let t = Instant::now();
+            let v = pool
+                .with_chunksize(500)
+                .map(noop, 0..o.churn_tasks as u64)?;
+            let secs = t.elapsed().as_secs_f64();
+            anyhow::ensure!(
+                v.len() == o.churn_tasks && v.iter().enumerate().all(|(i, &x)| x == i as u64),
+                "the map under churn lost or garbled items"
+            );
+            Ok(o.churn_tasks as f64 / secs)
+        })?;
+        rate.push(out?);
+        kills.push(killed as f64);
+        let s = crew::cluster::status(&config)?;
+        anyhow::ensure!(s.dead == 0, "{} entries dead-lettered under churn", s.dead);
+        reclaimed.push(s.reclaimed as f64);
+    }
+    let note = format!(
+        "{n} nodes of 1 worker process, one killed and replaced every {} ms; map of {} no-op items in chunks of 500",
+        o.churn_every.as_millis(),
+        o.churn_tasks
+    );
+    let mut rows = Vec::new();
+    for (name, unit, samples) in [
+        ("cluster.churn_map", "tasks/s", &rate),
+        ("cluster.churn_kills", "nodes", &kills),
+        ("cluster.churn_reclaimed", "entries", &reclaimed),
+    ] {
+        notes.push((name.to_owned(), note.clone()));
+        rows.push(Record::new("cluster", name, unit, summarize(samples)));
+    }
+    Ok(rows)
 }
 
 /// Map, submit and round-trip samples with `n` nodes on `queue` of `redis`.

@@ -128,6 +128,8 @@ pub(super) struct Conn {
     taken_back: Option<u64>,
     /// The pool's task timeout, in nanoseconds.
     timeout_ns: Option<u64>,
+    /// The last job done had a caller blocked on it (`ProcJob::caller_waits`).
+    last_caller_waits: bool,
 }
 
 /// Runs the worker until it exits or dies, then settles its jobs; true if
@@ -233,6 +235,7 @@ impl Conn {
             exited: false,
             taken_back: None,
             timeout_ns: shared.config.task_timeout.map(|t| t.as_nanos() as u64),
+            last_caller_waits: false,
         }
     }
 
@@ -420,12 +423,15 @@ impl Conn {
     /// takes ~60 µs to wake here (ipc-floor.md): looks for ~15 µs before
     /// sleeping. One idle proxy at a time watches the queue a little longer
     /// (a caller's next `apply` is often tens of microseconds away); the
-    /// others sleep at once rather than compete for the CPUs. True if
-    /// something came.
+    /// others sleep at once rather than compete for the CPUs. A proxy whose
+    /// last job had a blocked caller does not watch: it parks at once, so
+    /// that the caller's next call finds the worker idle and drives it
+    /// itself, which is faster than any relay. True if something came.
     fn spin(&mut self, shared: &Shared) -> bool {
         let ready = self.ready() && self.kill.is_none();
         let idle_watch = ready
             && self.inflight.is_empty()
+            && !self.last_caller_waits
             && shared
                 .idle_watchers
                 .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
@@ -595,6 +601,7 @@ impl Conn {
             return false;
         }
         let done = self.inflight.pop_front().expect("checked above");
+        self.last_caller_waits = done.job.caller_waits;
         self.refresh_phase();
         self.isolating = false;
         let now = Instant::now();

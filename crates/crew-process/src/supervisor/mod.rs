@@ -76,6 +76,10 @@ pub struct ProcJob<'s> {
     /// Was in flight when its worker garbled the stream, with others: it
     /// runs again alone, so that if it was the one, it is the one blamed.
     pub(crate) suspect: bool,
+    /// Its caller blocks on it (`apply`) but found no idle worker to drive
+    /// itself: once it is done, its proxy parks at once rather than watch
+    /// the queue, so that the caller's next call finds the worker idle.
+    pub(crate) caller_waits: bool,
     /// This job's own limits, overriding the pool's (a cluster node runs
     /// jobs of many callers, each with its own settings).
     pub(crate) limits: Option<JobLimits>,
@@ -119,6 +123,7 @@ impl<'s> ProcJob<'s> {
             attempt: 0,
             not_before: None,
             suspect: false,
+            caller_waits: false,
             limits: None,
             _held: None,
         }
@@ -134,6 +139,7 @@ impl<'s> ProcJob<'s> {
             attempt: 0,
             not_before: None,
             suspect: false,
+            caller_waits: false,
             limits: None,
             _held: None,
         }
@@ -445,6 +451,8 @@ impl Shared {
         }
         let Some(slot) = q.idle.pop() else {
             drop(q);
+            let mut job = job;
+            job.caller_waits = true;
             return self.submit(job);
         };
         drop(q);
@@ -478,6 +486,8 @@ impl Shared {
         drop(guard);
         // The proxy is awake (or its worker busy): queue the job, and wake
         // the proxy taken off the idle list.
+        let mut job = job;
+        job.caller_waits = true;
         let mut q = lock(&self.queue);
         q.jobs.push_back(job);
         self.queued.store(q.jobs.len(), Ordering::Release);

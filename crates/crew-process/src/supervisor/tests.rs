@@ -160,3 +160,27 @@ fn terminate_ends_a_caller_driven_call() {
     });
     assert!(p.worker_pids().is_empty());
 }
+
+#[test]
+fn back_to_back_calls_on_one_worker_reach_the_caller_driven_path() {
+    // The first call goes through the proxy (the worker is starting); the
+    // proxy must then park at once, not watch the queue and keep relaying
+    // every next call.
+    let p = pool(ProcessConfig {
+        workers: 1,
+        ..Default::default()
+    });
+    let before = exchanges(&p);
+    let mut calls = 0u64;
+    while exchanges(&p) == before {
+        assert!(
+            calls < 100_000,
+            "no back-to-back call was driven by its caller"
+        );
+        assert_eq!(
+            call_blocking(&p, Star(|x: u64| x + 1), (calls,)).unwrap(),
+            calls + 1
+        );
+        calls += 1;
+    }
+}
