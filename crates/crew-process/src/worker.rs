@@ -451,11 +451,16 @@ impl Post {
     }
 
     /// Task `task` starts while results wait: have the flusher send them if
-    /// it runs long. Does nothing when the flusher is already watching.
+    /// it runs long. The newest task replaces a task still watched: that
+    /// one has ended, and a flusher that woke for it would find another task
+    /// running and send nothing, leaving the results behind this one. The
+    /// flusher is woken only when it watched nothing; otherwise it is
+    /// already waiting for a deadline, after which it reads the new one.
     fn watch(&self, task: u64, started: Instant) {
         let mut w = self.watch.lock().unwrap_or_else(|p| p.into_inner());
-        if w.0 == 0 {
-            *w = (task, Some(started));
+        let idle = w.0 == 0;
+        *w = (task, Some(started));
+        if idle {
             self.wake.notify_one();
         }
     }
@@ -735,4 +740,48 @@ fn fatal(sock: std::os::fd::BorrowedFd<'_>, post: &Post, message: &str) {
     let mut outbox = post.outbox();
     let _ = outbox.push(wire::FATAL, wire::FATAL, message.as_bytes(), &[]);
     let _ = outbox.flush(sock);
+}
+
+#[cfg(test)]
+mod flusher_test {
+    use super::*;
+    use std::io::Read as _;
+    use std::os::unix::net::UnixStream;
+
+    /// A task watched by the flusher ends and the next one starts before
+    /// the flusher has looked (it had not been scheduled yet): the results
+    /// waiting behind the new task are still sent. Before, the new task's
+    /// watch was ignored while the old one was set, and the flusher, finding
+    /// another task running, sent nothing: the results waited for the end
+    /// of the new task however long it ran.
+    #[test]
+    fn results_are_sent_behind_a_task_that_started_after_the_watched_one() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let post = std::sync::Arc::new(Post {
+            outbox: std::sync::Mutex::new(Outbox::default()),
+            running: AtomicU64::new(0),
+            watch: std::sync::Mutex::new((0, None)),
+            wake: std::sync::Condvar::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        post.outbox()
+            .push(wire::DONE, wire::DONE_SHM, &7u64.to_le_bytes(), b"result")
+            .unwrap();
+        let long_ago = Instant::now() - std::time::Duration::from_secs(1);
+        // Task 1 started with results waiting, then ended; task 2 started.
+        post.watch(1, long_ago);
+        post.running.store(2, Ordering::Release);
+        post.watch(2, long_ago);
+        assert!(start_flusher(ours.as_raw_fd(), post.clone()));
+        theirs
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut got = [0u8; 4];
+        theirs
+            .read_exact(&mut got)
+            .expect("the flusher sends the waiting result");
+        // The socket closes only after the flusher is told to let go of it.
+        drop(StopFlusher(&post));
+        drop(ours);
+    }
 }
