@@ -54,14 +54,22 @@ fn a_crash_in_a_caller_driven_call_is_worker_lost_and_the_pool_goes_on() {
         workers: 1,
         ..Default::default()
     });
-    until_caller_drives(&p);
-    let before = exchanges(&p);
-    let e = call_blocking(&p, Star(|| -> u8 { std::process::abort() }), ()).unwrap_err();
-    assert!(
-        exchanges(&p) > before,
-        "the call was not driven by its caller"
-    );
-    assert!(e.is_worker_lost(), "{e}");
+    // A call finds the proxy not yet parked now and then (it took the call
+    // itself); repeat until a crashing call was the caller's to begin.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        until_caller_drives(&p);
+        let before = exchanges(&p);
+        let e = call_blocking(&p, Star(|| -> u8 { std::process::abort() }), ()).unwrap_err();
+        assert!(e.is_worker_lost(), "{e}");
+        if exchanges(&p) > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no crashing call was driven by its caller"
+        );
+    }
     assert_eq!(
         call_blocking(&p, Star(|x: u64| x * 3), (5u64,)).unwrap(),
         15
@@ -70,23 +78,33 @@ fn a_crash_in_a_caller_driven_call_is_worker_lost_and_the_pool_goes_on() {
 
 #[test]
 fn a_caller_driven_call_that_runs_long_is_handed_to_the_proxy() {
+    // The timeout is far above the 30 ms task, so a loaded machine cannot
+    // make that one time out.
     let p = pool(ProcessConfig {
         workers: 1,
-        task_timeout: Some(Duration::from_millis(300)),
+        task_timeout: Some(Duration::from_secs(2)),
         ..Default::default()
     });
-    until_caller_drives(&p);
-    let before = exchanges(&p);
     // Longer than the caller drives: the proxy finishes the exchange.
     let slow = |ms: u64| -> u64 {
         std::thread::sleep(Duration::from_millis(ms));
         ms
     };
-    assert_eq!(call_blocking(&p, Star(slow), (30u64,)).unwrap(), 30);
-    assert!(
-        exchanges(&p) > before,
-        "the call was not driven by its caller"
-    );
+    // A call finds the proxy not yet parked now and then (it took the call
+    // itself); repeat until a long call was the caller's to begin.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        until_caller_drives(&p);
+        let before = exchanges(&p);
+        assert_eq!(call_blocking(&p, Star(slow), (30u64,)).unwrap(), 30);
+        if exchanges(&p) > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no long call was driven by its caller"
+        );
+    }
     // And past the pool's timeout: the proxy kills the worker.
     until_caller_drives(&p);
     let e = call_blocking(&p, Star(slow), (60_000u64,)).unwrap_err();
