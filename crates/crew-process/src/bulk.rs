@@ -142,7 +142,10 @@ fn shm_error(e: std::io::Error) -> Error {
 
 /// Encodes `value` at the end of `out`.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Out) -> Result<()> {
-    value.serialize(&mut Encoder { out })
+    value.serialize(&mut Encoder {
+        out,
+        verbatim: false,
+    })
 }
 
 /// Encodes `value` into a new `Vec`.
@@ -270,7 +273,14 @@ fn plain_slice<'a, I>(iter: &'a I) -> Option<(usize, &'a [u8])> {
 
 struct Encoder<'o> {
     out: &'o mut Out,
+    /// Set by a [`VERBATIM`] newtype: its bytes are written as they are.
+    verbatim: bool,
 }
+
+/// The name of the newtype by which a value asks to be written as its
+/// bytes alone, with no length, in one copy: how a value already encoded
+/// (`remote::Verbatim`) travels as itself.
+pub(crate) const VERBATIM: &str = "\0crew::verbatim";
 
 impl Encoder<'_> {
     fn len(&mut self, n: usize) -> Result<()> {
@@ -341,7 +351,9 @@ impl ser::Serializer for &mut Encoder<'_> {
         self.serialize_bytes(v.as_bytes())
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
-        self.len(v.len())?;
+        if !std::mem::take(&mut self.verbatim) {
+            self.len(v.len())?;
+        }
         self.out.put(v)
     }
     fn serialize_none(self) -> Result<()> {
@@ -362,9 +374,16 @@ impl ser::Serializer for &mut Encoder<'_> {
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
-        _name: &'static str,
+        name: &'static str,
         value: &T,
     ) -> Result<()> {
+        if name == VERBATIM {
+            self.verbatim = true;
+            let done = value.serialize(&mut *self);
+            // A value that did not write bytes leaves no flag behind.
+            self.verbatim = false;
+            return done;
+        }
         value.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -956,8 +975,14 @@ mod test {
                 assert_eq!(bytes.len(), len.len() + n * std::mem::size_of::<$t>());
                 // Item by item gives the same bytes.
                 let mut out = Out::new(false);
-                ser::Serializer::collect_seq(&mut Encoder { out: &mut out }, v.iter().copied())
-                    .unwrap();
+                ser::Serializer::collect_seq(
+                    &mut Encoder {
+                        out: &mut out,
+                        verbatim: false,
+                    },
+                    v.iter().copied(),
+                )
+                .unwrap();
                 assert_eq!(out.vec, bytes);
             }};
         }

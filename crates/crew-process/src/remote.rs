@@ -217,19 +217,28 @@ pub struct NamedCall {
 /// use crew_process::remote::{Verbatim, encode};
 /// let r = (5u32, String::from("x"));
 /// assert_eq!(encode(&Verbatim(encode(&r)?))?, encode(&r)?);
+/// let big = vec![7u8; 200_000];
+/// assert_eq!(encode(&Verbatim(encode(&big)?))?, encode(&big)?);
 /// # Ok::<(), crew_core::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verbatim(pub Vec<u8>);
 
 impl Serialize for Verbatim {
+    /// In crew's payload format, the bytes as they are, in one copy (the
+    /// format's `VERBATIM` newtype); in any other format, a newtype of
+    /// bytes.
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        let mut t = s.serialize_tuple(self.0.len())?;
-        for b in &self.0 {
-            t.serialize_element(b)?;
+        struct Raw<'a>(&'a [u8]);
+        impl Serialize for Raw<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
         }
-        t.end()
+        s.serialize_newtype_struct(crate::bulk::VERBATIM, &Raw(&self.0))
     }
 }
 
