@@ -38,38 +38,37 @@ pub(crate) fn fresh_queue() -> String {
     )
 }
 
-/// A handle that stops the test's node once the handle (a pool or an
-/// executor) is gone and its queue holds no more tasks (some tests drop
-/// the handle and then wait for the work it queued), or after `2 * LONG`.
+/// A pool or an executor whose node lives as long as the test that made it.
+///
+/// The node is not stopped when the handle goes: a lazy iterator or a
+/// dropped handle's queued work may still need it (the driver lives on in
+/// every clone of the back-end). It is stopped when the test's thread ends
+/// (and with the test binary at the latest), which is after every use of
+/// the back-end the test could make.
 pub(crate) struct WithNode<T> {
-    inner: Option<T>,
-    node: NodeProcess,
-    queue: String,
+    inner: T,
 }
 
 impl<T> Deref for WithNode<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        self.inner.as_ref().expect("present until drop")
+        &self.inner
     }
 }
 
-impl<T> Drop for WithNode<T> {
+/// The nodes this thread started, stopped when the thread ends.
+struct ThreadNodes(std::cell::RefCell<Vec<NodeProcess>>);
+
+impl Drop for ThreadNodes {
     fn drop(&mut self) {
-        drop(self.inner.take());
-        let (node, queue) = (self.node, self.queue.clone());
-        std::thread::spawn(move || {
-            let config = crew::cluster::ClusterConfig::new(redis().url()).queue(queue);
-            let deadline = Instant::now() + 2 * LONG;
-            while Instant::now() < deadline {
-                match crew::cluster::status(&config) {
-                    Ok(s) if s.streams.iter().all(|s| s.length == 0) => break,
-                    _ => std::thread::sleep(std::time::Duration::from_millis(50)),
-                }
-            }
+        for node in self.0.get_mut().drain(..) {
             redis().kill_node(node);
-        });
+        }
     }
+}
+
+thread_local! {
+    static NODES: ThreadNodes = const { ThreadNodes(std::cell::RefCell::new(Vec::new())) };
 }
 
 /// Starts a node with `workers` worker processes on a fresh queue, builds
@@ -84,6 +83,7 @@ pub(crate) fn with_node<T>(
     let node = redis()
         .spawn_node(&queue, workers, &[("CREW_HEARTBEAT_MS", HEARTBEAT_MS)])
         .expect("start a node");
+    NODES.with(|n| n.0.borrow_mut().push(node));
     let inner = build(&redis().url(), &queue);
     let deadline = Instant::now() + LONG;
     while live(&inner) < workers {
@@ -93,11 +93,7 @@ pub(crate) fn with_node<T>(
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    WithNode {
-        inner: Some(inner),
-        node,
-        queue,
-    }
+    WithNode { inner }
 }
 
 /// A 2-worker cluster pool.
@@ -144,13 +140,13 @@ pub(crate) fn executor() -> WithNode<crew::Executor<Cluster>> {
 }
 
 /// A `Parallel` with 2 jobs on a 2-worker node of a fresh queue. Each run
-/// makes its own driver; the node stops once drivers came and all are gone
-/// (their result streams deleted) for a second, or after `2 * LONG`.
+/// makes its own driver; the node stops when the test's thread ends.
 pub(crate) fn parallel() -> crew::Parallel {
     let queue = fresh_queue();
     let node = redis()
         .spawn_node(&queue, 2, &[("CREW_HEARTBEAT_MS", HEARTBEAT_MS)])
         .expect("start a node");
+    NODES.with(|n| n.0.borrow_mut().push(node));
     let config = crew::cluster::ClusterConfig::new(redis().url()).queue(&queue);
     let deadline = Instant::now() + LONG;
     while crew::cluster::status(&config)
@@ -163,32 +159,5 @@ pub(crate) fn parallel() -> crew::Parallel {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let pattern = format!("crew:{{{queue}}}:results:*");
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + 2 * LONG;
-        let mut con = redis::Client::open(redis().url())
-            .and_then(|c| c.get_connection())
-            .ok();
-        let (mut seen, mut quiet_since) = (false, None::<Instant>);
-        while Instant::now() < deadline {
-            let drivers = con.as_mut().map_or(1, |c| {
-                redis::cmd("KEYS")
-                    .arg(&pattern)
-                    .query::<Vec<String>>(c)
-                    .map_or(1, |k| k.len())
-            });
-            if drivers > 0 {
-                seen = true;
-                quiet_since = None;
-            } else if seen {
-                let since = *quiet_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= std::time::Duration::from_secs(1) {
-                    break;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        redis().kill_node(node);
-    });
     crew::Parallel::new().n_jobs(2).cluster(config)
 }

@@ -156,7 +156,11 @@ macro_rules! lifecycle_tests {
             let pool = $pool;
             let it = pool.imap(double, 0..100u64);
             drop(pool);
-            let got: Vec<u64> = it.collect::<Result<_, _>>().unwrap();
+            let mut it = it;
+            let mut got = Vec::new();
+            while let Some(r) = it.next_timeout(LONG) {
+                got.push(r.unwrap());
+            }
             assert_eq!(got, (0..100).map(|x| 2 * x).collect::<Vec<u64>>());
         }
 
