@@ -100,11 +100,7 @@ struct Pin<'a, V> {
 impl<V> Drop for Pin<'_, V> {
     fn drop(&mut self) {
         let me = thread::current().id();
-        let mut lenders = lock(&self.slot.lenders);
-        if let Some(i) = lenders.iter().rposition(|&t| t == me) {
-            lenders.remove(i);
-        }
-        drop(lenders);
+        lock(&self.slot.lenders).remove(me);
         self.slot.readers.fetch_sub(1, Ordering::Release);
     }
 }
@@ -134,19 +130,108 @@ enum Waiter<V> {
     Ran,
 }
 
+/// The waiters of a slot, in the order they registered: the first inline
+/// (a slot is usually waited on once, and a fresh slot then allocates
+/// nothing for it), any others in a list.
+struct Waiters<V> {
+    first: Option<Waiter<V>>,
+    rest: Vec<Waiter<V>>,
+}
+
+impl<V> Waiters<V> {
+    const fn new() -> Waiters<V> {
+        Waiters {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    fn push(&mut self, w: Waiter<V>) {
+        if self.is_empty() {
+            self.first = Some(w);
+        } else {
+            self.rest.push(w);
+        }
+    }
+
+    /// Takes the waiters out.
+    fn take(&mut self) -> Waiters<V> {
+        std::mem::replace(self, Waiters::new())
+    }
+
+    /// Keeps the memory of `used`'s (drained) list for the next waiters.
+    fn give_back(&mut self, used: Waiters<V>) {
+        if self.rest.capacity() == 0 && used.rest.is_empty() {
+            self.rest = used.rest;
+        }
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Waiter<V>> {
+        self.first.iter_mut().chain(self.rest.iter_mut())
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Waiter<V>> + '_ {
+        self.first.take().into_iter().chain(self.rest.drain(..))
+    }
+}
+
+/// The threads that pin a slot's value (one entry per pin, in no order):
+/// two inline, so pinning a fresh slot allocates nothing.
+struct Lenders {
+    inline: [Option<thread::ThreadId>; 2],
+    rest: Vec<thread::ThreadId>,
+}
+
+impl Lenders {
+    const fn new() -> Lenders {
+        Lenders {
+            inline: [None, None],
+            rest: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inline.iter().all(Option::is_none) && self.rest.is_empty()
+    }
+
+    fn push(&mut self, t: thread::ThreadId) {
+        match self.inline.iter_mut().find(|s| s.is_none()) {
+            Some(free) => *free = Some(t),
+            None => self.rest.push(t),
+        }
+    }
+
+    /// Removes one entry of `t`, if there is one.
+    fn remove(&mut self, t: thread::ThreadId) {
+        if let Some(i) = self.rest.iter().rposition(|&r| r == t) {
+            self.rest.swap_remove(i);
+        } else if let Some(s) = self.inline.iter_mut().find(|s| **s == Some(t)) {
+            *s = None;
+        }
+    }
+
+    fn contains(&self, t: thread::ThreadId) -> bool {
+        self.inline.contains(&Some(t)) || self.rest.contains(&t)
+    }
+}
+
 /// The hook a back-end installs to stop a running task (kill its worker).
 pub(crate) type Interrupt = Arc<dyn Fn() + Send + Sync>;
 
 pub(crate) struct Slot<V> {
     state: AtomicUsize,
     value: UnsafeCell<Option<V>>,
-    waiters: Mutex<Vec<Waiter<V>>>,
+    waiters: Mutex<Waiters<V>>,
     /// Held by the completer while it runs the callbacks.
     running: Mutex<()>,
     /// How many readers the value has, or `TAKING`.
     readers: AtomicUsize,
     /// The threads that pin the value right now (one entry per pin).
-    lenders: Mutex<Vec<thread::ThreadId>>,
+    lenders: Mutex<Lenders>,
     interrupt: Mutex<Option<Interrupt>>,
     /// The owners still holding the slot: its promise and its handle.
     owners: AtomicUsize,
@@ -177,10 +262,10 @@ impl<V> Slot<V> {
         Slot {
             state: AtomicUsize::new(PENDING),
             value: UnsafeCell::new(None),
-            waiters: Mutex::new(Vec::new()),
+            waiters: Mutex::new(Waiters::new()),
             running: Mutex::new(()),
             readers: AtomicUsize::new(0),
-            lenders: Mutex::new(Vec::new()),
+            lenders: Mutex::new(Lenders::new()),
             interrupt: Mutex::new(None),
             owners: AtomicUsize::new(2),
             recycle: None,
@@ -194,13 +279,11 @@ impl<V> Slot<V> {
     where
         V: Send + 'static,
     {
+        // A fresh slot is one allocation: its first waiter and two
+        // lenders have room inline, so a wait allocates nothing either.
         cache::take().unwrap_or_else(|| {
-            // Room for a waiter and a lender from the start: a recycled
-            // slot keeps it, so a warm wait allocates nothing either.
             Arc::new(Slot {
                 recycle: Some(shelve::<V>),
-                waiters: Mutex::new(Vec::with_capacity(2)),
-                lenders: Mutex::new(Vec::with_capacity(2)),
                 ..Slot::new()
             })
         })
@@ -244,7 +327,7 @@ impl<V> Slot<V> {
     /// the slot's callbacks, or reads it).
     fn lent_here(&self) -> bool {
         self.readers.load(Ordering::Acquire) & !TAKING != 0
-            && lock(&self.lenders).contains(&thread::current().id())
+            && lock(&self.lenders).contains(thread::current().id())
     }
 
     /// Pins the value for reading (waits out a move in progress).
@@ -392,7 +475,7 @@ impl<V> Slot<V> {
                 let mut waiters = lock(&self.waiters);
                 let running = lock(&self.running);
                 self.state.fetch_or(DONE | CALLBACKS, Ordering::AcqRel);
-                let mut list = std::mem::take(&mut *waiters);
+                let mut list = waiters.take();
                 // Callbacks run without the list's lock: they may add more.
                 drop(waiters);
                 let pin = self.pin();
@@ -408,17 +491,13 @@ impl<V> Slot<V> {
                     }
                 }
                 self.state.fetch_and(!CALLBACKS, Ordering::AcqRel);
-                for w in list.drain(..) {
+                for w in list.drain() {
                     wake(w, value);
                 }
                 drop(pin);
                 // Hand the list's memory back for the slot's next use (a
                 // recycled slot then registers waiters without allocating).
-                let mut waiters = lock(&self.waiters);
-                if waiters.capacity() == 0 {
-                    *waiters = list;
-                }
-                drop(waiters);
+                lock(&self.waiters).give_back(list);
                 drop(running);
                 return;
             }
