@@ -157,9 +157,40 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 
 /// Encodes `value` into a payload: a large one straight into a region.
 pub(crate) fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<Payload> {
+    // A short encoding is written into this thread's scratch buffer and
+    // kept inline in the payload: no allocation per task.
+    thread_local! {
+        static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    // Kept only while small: a thread holds no large buffer for this.
+    fn keep(scratch: Vec<u8>) {
+        if scratch.capacity() <= 4096 {
+            let _ = SCRATCH.try_with(|s| s.set(scratch));
+        }
+    }
     let mut out = Out::new(true);
-    encode(value, &mut out)?;
-    Ok(out.into_payload())
+    out.vec = SCRATCH.try_with(|s| s.take()).unwrap_or_default();
+    out.vec.clear();
+    let encoded = encode(value, &mut out);
+    let small = match (&encoded, &out.lease) {
+        (Ok(()), None) => crate::wire::SmallBytes::new(&out.vec),
+        _ => None,
+    };
+    let payload = match small {
+        Some(small) => {
+            keep(std::mem::take(&mut out.vec));
+            Payload::Small(small)
+        }
+        None => {
+            if out.lease.is_some() {
+                // Spilled to shared memory: the buffer is free again.
+                keep(std::mem::take(&mut out.vec));
+            }
+            encoded?;
+            out.into_payload()
+        }
+    };
+    Ok(payload)
 }
 
 /// Decodes a `T` that fills `bytes` exactly.

@@ -284,6 +284,10 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
         }
     }
 
+    fn cancel_requested(&self) -> bool {
+        self.promise.as_ref().is_some_and(|p| p.cancel_requested())
+    }
+
     fn finish(&mut self, output: &[u8], worker: usize, timeline: Option<&Timeline>) {
         let Some(p) = self.promise.take() else { return };
         let outcome = match bulk::from_slice::<CallWire<R>>(output) {
@@ -531,12 +535,12 @@ where
                 ..ProcJob::new(
                     offset_of(call_entry::<T, X, R>),
                     payload,
-                    Box::new(CallCompletion {
+                    CallCompletion {
                         promise: Some(promise),
                         attempts: 0,
                         number: self.shared.timeline.as_ref().map(|t| t.next_call()),
                         name,
-                    }),
+                    },
                 )
             },
             Err(e) => {
@@ -561,14 +565,14 @@ where
                 ..ProcJob::new(
                     offset_of(chunk_entry::<T, X, R>),
                     payload,
-                    Box::new(ChunkCompletion::<X, R> {
+                    ChunkCompletion::<X, R> {
                         sink: Some(sink),
                         len,
                         partial: None,
                         started: Instant::now(),
                         name,
                         _input: std::marker::PhantomData,
-                    }),
+                    },
                 )
             },
             Err(e) => {

@@ -391,6 +391,10 @@ impl Completion for RawCompletion {
         }
     }
 
+    fn cancel_requested(&self) -> bool {
+        self.handle.state.lock().map_or(true, |s| s.cancelled)
+    }
+
     fn finish(&mut self, output: &[u8], worker: usize, _timeline: Option<&Timeline>) {
         let outcome = match &mut self.chunk {
             None => RawOutcome::Call {
@@ -510,7 +514,7 @@ impl Processes {
             chunk,
             lost: Vec::new(),
         };
-        let mut proc_job = ProcJob::new(job.entry, payload, Box::new(completion));
+        let mut proc_job = ProcJob::new(job.entry, payload, completion);
         proc_job.limits = Some(JobLimits {
             timeout: job.timeout,
             retries: job.retries,

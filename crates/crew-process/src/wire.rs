@@ -51,6 +51,9 @@ pub(crate) struct Garbage(pub(crate) String);
 /// shared memory it was encoded into.
 #[derive(Debug)]
 pub(crate) enum Payload {
+    /// A short encoding, kept in the job itself: a task of a few small
+    /// arguments allocates nothing for them.
+    Small(SmallBytes),
     /// Encoded bytes (copied into a region when sent, if large).
     Inline(Vec<u8>),
     /// Encoded into a region (see `shm`); boxed, so that a payload is no
@@ -64,10 +67,37 @@ impl Default for Payload {
     }
 }
 
+/// Bytes of a [`Payload::Small`].
+pub(crate) const SMALL_PAYLOAD: usize = 30;
+
+/// Up to [`SMALL_PAYLOAD`] bytes, inline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SmallBytes {
+    len: u8,
+    bytes: [u8; SMALL_PAYLOAD],
+}
+
+impl SmallBytes {
+    /// `bytes` inline, if they fit.
+    pub(crate) fn new(bytes: &[u8]) -> Option<SmallBytes> {
+        let mut small = SmallBytes {
+            len: u8::try_from(bytes.len()).ok()?,
+            bytes: [0; SMALL_PAYLOAD],
+        };
+        small.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(small)
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
 impl Payload {
     /// The encoded bytes.
     pub(crate) fn bytes(&self) -> &[u8] {
         match self {
+            Payload::Small(s) => s.as_slice(),
             Payload::Inline(v) => v,
             Payload::Shm(lease) => lease.bytes(),
         }
@@ -76,6 +106,7 @@ impl Payload {
     /// A view of it to send.
     pub(crate) fn as_ref(&self) -> PayloadRef<'_> {
         match self {
+            Payload::Small(s) => PayloadRef::Bytes(s.as_slice()),
             Payload::Inline(v) => PayloadRef::Bytes(v),
             Payload::Shm(lease) => PayloadRef::Shm(lease),
         }
@@ -318,6 +349,25 @@ impl Inbox {
             kind: f.kind,
             body: f.body.to_vec(),
             fd: f.fd,
+        }))
+    }
+
+    /// [`next_frame`](Inbox::next_frame), its body copied into a buffer
+    /// from `spare` (one is made if `spare` is empty): a reader that hands
+    /// bodies back once done with them allocates none per frame.
+    pub(crate) fn next_frame_reusing(
+        &mut self,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<Option<Frame>, Garbage> {
+        Ok(self.next_frame_in_place()?.map(|f| {
+            let mut body = spare.pop().unwrap_or_default();
+            body.clear();
+            body.extend_from_slice(f.body);
+            Frame {
+                kind: f.kind,
+                body,
+                fd: f.fd,
+            }
         }))
     }
 

@@ -116,6 +116,8 @@ pub(super) struct Conn {
     /// Results read but not yet decoded: the next jobs go out first, so the
     /// worker does not wait while we decode.
     finished: Vec<(ProcJob<'static>, wire::Frame)>,
+    /// Bodies of frames delivered, reused for the next frames read.
+    spare_bodies: Vec<Vec<u8>>,
     /// Since when a frame has been begun and left unfinished.
     partial_since: Option<Instant>,
     /// A suspect job is in flight alone; nothing else is sent until it ends.
@@ -156,7 +158,12 @@ pub(super) fn drive(shared: &Arc<Shared>, conn: Conn) -> bool {
             conn.phase = Phase::Dead;
             continue;
         }
-        deliver(&mut conn.finished, slot, shared.timeline.as_deref());
+        deliver(
+            &mut conn.finished,
+            &mut conn.spare_bodies,
+            slot,
+            shared.timeline.as_deref(),
+        );
         // SPIN, then (unless something came) IDLE: wait for the worker, a
         // wake-up, or the next deadline.
         let wait_ms = conn.wait_ms(shared);
@@ -230,6 +237,7 @@ impl Conn {
             avg: None,
             last_done: Instant::now(),
             finished: Vec::new(),
+            spare_bodies: Vec::new(),
             partial_since: None,
             isolating: false,
             exited: false,
@@ -270,6 +278,8 @@ impl Conn {
             return;
         }
         let limit = allowance(self.avg);
+        // One clock read for the jobs sent together.
+        let now = Instant::now();
         while self.inflight.len() < limit && !self.isolating {
             let Some(job) = shared.pop() else { break };
             if job.suspect {
@@ -283,7 +293,7 @@ impl Conn {
             let s = shared.proxies[self.slot]
                 .next_seq
                 .fetch_add(1, Ordering::Relaxed);
-            if !self.send_job(shared, s, job) {
+            if !self.send_job(shared, s, job, now) {
                 continue;
             }
             if shared
@@ -301,11 +311,17 @@ impl Conn {
     /// JOB SENT: writes job `s` into the outbox and keeps it in flight;
     /// false if it was cancelled while queued or could not be encoded (its
     /// outcome is then delivered).
-    fn send_job(&mut self, shared: &Arc<Shared>, s: u64, mut job: ProcJob<'static>) -> bool {
+    fn send_job(
+        &mut self,
+        shared: &Arc<Shared>,
+        s: u64,
+        mut job: ProcJob<'static>,
+        now: Instant,
+    ) -> bool {
         // The hook goes in before the task is marked running, so a
         // `cancel()` that sees it running always finds the hook.
         job.completion()
-            .set_interrupt(Some(shared.interrupt_hook(self.slot, s)));
+            .set_interrupt(Some(shared.interrupt_hook(self.slot)));
         if !job.completion().start() {
             return false;
         }
@@ -335,7 +351,7 @@ impl Conn {
             seq: s,
             number: self.sent_jobs as u64,
             job,
-            sent: Instant::now(),
+            sent: now,
         });
         true
     }
@@ -485,8 +501,10 @@ impl Conn {
 
     /// FRAME RECEIVED, for every complete frame read.
     fn on_frames(&mut self, shared: &Arc<Shared>) {
+        // One clock read for the frames read together (they came at once).
+        let now = Instant::now();
         loop {
-            let frame = match self.inbox.next_frame() {
+            let frame = match self.inbox.next_frame_reusing(&mut self.spare_bodies) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(wire::Garbage(msg)) => {
@@ -497,18 +515,18 @@ impl Conn {
                     break;
                 }
             };
-            if !self.on_frame(shared, frame) || self.kill.is_some() {
+            if !self.on_frame(shared, frame, now) || self.kill.is_some() {
                 break;
             }
         }
     }
 
     /// One frame from the worker; false to stop reading frames.
-    fn on_frame(&mut self, shared: &Arc<Shared>, frame: wire::Frame) -> bool {
+    fn on_frame(&mut self, shared: &Arc<Shared>, frame: wire::Frame, now: Instant) -> bool {
         let slot = self.slot;
         match frame.kind {
             wire::HELLO => self.on_hello(shared, &frame),
-            wire::DONE | wire::DONE_SHM => return self.on_done(shared, frame),
+            wire::DONE | wire::DONE_SHM => return self.on_done(shared, frame, now),
             wire::FATAL => {
                 let msg = String::from_utf8_lossy(&frame.body).into_owned();
                 self.kill = Some(Kill::Protocol(format!("worker {slot} gave up: {msg}")));
@@ -565,7 +583,7 @@ impl Conn {
 
     /// A result: of the initializer, or of the oldest job in flight (a
     /// worker answers in order). False to stop reading frames.
-    fn on_done(&mut self, shared: &Shared, frame: wire::Frame) -> bool {
+    fn on_done(&mut self, shared: &Shared, frame: wire::Frame, now: Instant) -> bool {
         let slot = self.slot;
         let mut f = Fields::new(&frame.body);
         let Ok(done_seq) = f.u64() else {
@@ -604,8 +622,7 @@ impl Conn {
         self.last_caller_waits = done.job.caller_waits;
         self.refresh_phase();
         self.isolating = false;
-        let now = Instant::now();
-        let took = now - done.sent.max(self.last_done);
+        let took = now.saturating_duration_since(done.sent.max(self.last_done));
         self.avg = Some(match self.avg {
             None => took,
             Some(a) => (a * 4 + took) / 5,
@@ -689,8 +706,21 @@ impl Conn {
 
     /// CANCEL: kills the worker when the task to cancel is the one running.
     fn on_cancel(&mut self, shared: &Shared) {
-        self.cancel_wanted
-            .extend(lock(&shared.proxies[self.slot].kills).drain(..));
+        if shared.proxies[self.slot]
+            .cancels
+            .swap(false, Ordering::AcqRel)
+        {
+            for f in &self.inflight {
+                if f.job
+                    .completion
+                    .as_deref()
+                    .is_some_and(|c| c.cancel_requested())
+                    && !self.cancel_wanted.contains(&f.seq)
+                {
+                    self.cancel_wanted.push(f.seq);
+                }
+            }
+        }
         let (running, _, _) = self.worker.control.running();
         if self.kill.is_none() && running != 0 && self.cancel_wanted.contains(&running) {
             self.kill = Some(Kill::Cancelled);
@@ -758,7 +788,7 @@ impl Conn {
     pub(super) fn exchange(&mut self, shared: &Arc<Shared>, job: ProcJob<'static>) -> bool {
         let proxy = &shared.proxies[self.slot];
         let s = proxy.next_seq.fetch_add(1, Ordering::Relaxed);
-        if self.send_job(shared, s, job)
+        if self.send_job(shared, s, job, Instant::now())
             && shared
                 .config
                 .max_tasks_per_child
@@ -813,7 +843,12 @@ impl Conn {
                 break;
             }
         }
-        deliver(&mut self.finished, self.slot, shared.timeline.as_deref());
+        deliver(
+            &mut self.finished,
+            &mut self.spare_bodies,
+            self.slot,
+            shared.timeline.as_deref(),
+        );
         self.publish_backlog(shared);
         self.can_lend()
     }
@@ -830,7 +865,12 @@ impl Conn {
     fn end(mut self, shared: &Arc<Shared>) -> bool {
         let slot = self.slot;
         shared.proxies[slot].backlog.store(0, Ordering::Release);
-        deliver(&mut self.finished, slot, shared.timeline.as_deref());
+        deliver(
+            &mut self.finished,
+            &mut self.spare_bodies,
+            slot,
+            shared.timeline.as_deref(),
+        );
         shared.set_slot(slot, Slot::Reaping(self.worker.child.id()));
         let status = reap(&mut self.worker.child);
         shared.set_slot(slot, Slot::Empty);

@@ -9,6 +9,8 @@
 //! proxy thread's outer loop; `conn` drives one worker incarnation through
 //! its phases; `settle` reaps a dead worker and decides its jobs' fate.
 
+#[cfg(test)]
+mod completion_tests;
 mod conn;
 mod settle;
 #[cfg(test)]
@@ -37,6 +39,11 @@ pub(crate) trait Completion: Send {
     fn start(&mut self) -> bool;
     /// Installs the hook `Future::cancel` calls while the task runs.
     fn set_interrupt(&mut self, _hook: Option<Arc<dyn Fn() + Send + Sync>>) {}
+    /// True once a cancel of the running task was asked for (the hook
+    /// then ran).
+    fn cancel_requested(&self) -> bool {
+        false
+    }
     /// The job goes back to the queue (its worker died before running it,
     /// or it will be retried): it is pending again, and cancellable as such.
     fn requeued(&mut self) {}
@@ -50,6 +57,93 @@ pub(crate) trait Completion: Send {
     /// if the job should run again with the (rewritten) `payload`: the items
     /// not done, and the failed one too if `retry`.
     fn lost(&mut self, payload: &mut Payload, item: usize, error: Error, retry: bool) -> bool;
+}
+
+/// A job's [`Completion`]: kept in the job itself when it is small (a
+/// call's is a promise and a few words), so that a submit allocates
+/// nothing for it; boxed otherwise.
+pub(crate) struct CompletionBox<'s>(CompletionRepr<'s>);
+
+enum CompletionRepr<'s> {
+    Inline(InlineCompletion<'s>),
+    Boxed(Box<dyn Completion + 's>),
+}
+
+/// Room for a completion of up to eight words (a call's takes seven).
+type CompletionBytes = [std::mem::MaybeUninit<usize>; 8];
+
+struct InlineCompletion<'s> {
+    data: CompletionBytes,
+    /// Views `data` (which holds the completion `new` stored) as the trait
+    /// object; computed from the current address, so the job may move.
+    view: unsafe fn(*mut CompletionBytes) -> *mut (dyn Completion + 's),
+}
+
+// SAFETY: `data` holds a `Completion`, which is `Send`.
+unsafe impl Send for InlineCompletion<'_> {}
+
+impl Drop for InlineCompletion<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `data` holds the completion `new` stored (never moved
+        // out), dropped here once.
+        unsafe { (self.view)(&mut self.data).drop_in_place() }
+    }
+}
+
+impl<'s> CompletionBox<'s> {
+    pub(crate) fn new<C: Completion + 's>(c: C) -> CompletionBox<'s> {
+        if std::mem::size_of::<C>() > std::mem::size_of::<CompletionBytes>()
+            || std::mem::align_of::<C>() > std::mem::align_of::<CompletionBytes>()
+        {
+            return CompletionBox(CompletionRepr::Boxed(Box::new(c)));
+        }
+        unsafe fn view<'s, C: Completion + 's>(
+            data: *mut CompletionBytes,
+        ) -> *mut (dyn Completion + 's) {
+            data.cast::<C>()
+        }
+        let mut data: CompletionBytes = [std::mem::MaybeUninit::uninit(); 8];
+        // SAFETY: `C` fits in `data` and its alignment is at most `usize`'s
+        // (checked above).
+        unsafe { (&mut data as *mut CompletionBytes).cast::<C>().write(c) };
+        CompletionBox(CompletionRepr::Inline(InlineCompletion {
+            data,
+            view: view::<'s, C>,
+        }))
+    }
+}
+
+impl CompletionBox<'_> {
+    /// True if the completion lives in the job itself.
+    #[cfg(test)]
+    pub(crate) fn is_inline(&self) -> bool {
+        matches!(self.0, CompletionRepr::Inline(_))
+    }
+}
+
+impl<'s> std::ops::Deref for CompletionBox<'s> {
+    type Target = dyn Completion + 's;
+
+    fn deref(&self) -> &(dyn Completion + 's) {
+        match &self.0 {
+            // SAFETY: `data` holds the completion (see `new`); `view` only
+            // casts the pointer, and the shared borrow of `self` covers it.
+            CompletionRepr::Inline(i) => unsafe {
+                &*(i.view)(std::ptr::from_ref(&i.data).cast_mut())
+            },
+            CompletionRepr::Boxed(b) => &**b,
+        }
+    }
+}
+
+impl std::ops::DerefMut for CompletionBox<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match &mut self.0 {
+            // SAFETY: as in `deref`, under the exclusive borrow of `self`.
+            CompletionRepr::Inline(i) => unsafe { &mut *(i.view)(&mut i.data) },
+            CompletionRepr::Boxed(b) => &mut **b,
+        }
+    }
 }
 
 /// A job of the process back-end: a trampoline offset, the encoded input,
@@ -70,7 +164,7 @@ pub(crate) trait Completion: Send {
 pub struct ProcJob<'s> {
     pub(crate) entry: u64,
     pub(crate) payload: Payload,
-    pub(crate) completion: Option<Box<dyn Completion + 's>>,
+    pub(crate) completion: Option<CompletionBox<'s>>,
     pub(crate) attempt: u32,
     pub(crate) not_before: Option<Instant>,
     /// Was in flight when its worker garbled the stream, with others: it
@@ -114,12 +208,12 @@ impl<'s> ProcJob<'s> {
     pub(crate) fn new(
         entry: u64,
         payload: Payload,
-        completion: Box<dyn Completion + 's>,
+        completion: impl Completion + 's,
     ) -> ProcJob<'s> {
         ProcJob {
             entry,
             payload,
-            completion: Some(completion),
+            completion: Some(CompletionBox::new(completion)),
             attempt: 0,
             not_before: None,
             suspect: false,
@@ -241,7 +335,12 @@ struct Queue {
 
 pub(crate) struct Proxy {
     wake: OwnedFd,
-    kills: Mutex<Vec<u64>>,
+    /// Set by the interrupt hook: some task in flight asked to be
+    /// cancelled (`Completion::cancel_requested` says which).
+    cancels: std::sync::atomic::AtomicBool,
+    /// The interrupt hook of this slot's tasks: one for all of them, made
+    /// once, so sending a task allocates none.
+    hook: std::sync::OnceLock<Arc<dyn Fn() + Send + Sync>>,
     /// Set by an idle proxy: take back the jobs your worker has not
     /// started, so that the idle worker runs them.
     steal: std::sync::atomic::AtomicBool,
@@ -350,7 +449,8 @@ impl Shared {
             .map(|slot| {
                 Ok(Proxy {
                     wake: eventfd()?,
-                    kills: Mutex::new(Vec::new()),
+                    cancels: std::sync::atomic::AtomicBool::new(false),
+                    hook: std::sync::OnceLock::new(),
                     steal: std::sync::atomic::AtomicBool::new(false),
                     backlog: std::sync::atomic::AtomicUsize::new(0),
                     next_seq: std::sync::atomic::AtomicU64::new(((slot as u64 + 1) << 40) + 1),
@@ -703,14 +803,22 @@ impl Shared {
         q.broken = None;
     }
 
-    fn interrupt_hook(self: &Arc<Self>, slot: usize, seq: u64) -> Arc<dyn Fn() + Send + Sync> {
-        let weak: Weak<Shared> = Arc::downgrade(self);
-        Arc::new(move || {
-            if let Some(shared) = weak.upgrade() {
-                lock(&shared.proxies[slot].kills).push(seq);
-                signal(&shared.proxies[slot].wake);
-            }
-        })
+    /// The hook `Future::cancel` calls on a task of `slot` while it runs
+    /// (after marking it `cancel_requested`): the proxy looks for such
+    /// tasks among those in flight (`Conn::on_cancel`).
+    fn interrupt_hook(self: &Arc<Self>, slot: usize) -> Arc<dyn Fn() + Send + Sync> {
+        self.proxies[slot]
+            .hook
+            .get_or_init(|| {
+                let weak: Weak<Shared> = Arc::downgrade(self);
+                Arc::new(move || {
+                    if let Some(shared) = weak.upgrade() {
+                        shared.proxies[slot].cancels.store(true, Ordering::Release);
+                        signal(&shared.proxies[slot].wake);
+                    }
+                })
+            })
+            .clone()
     }
 }
 

@@ -42,9 +42,16 @@ pub(super) fn mark_exit(
     t.mark(slot, kind, detail);
 }
 
-/// Decodes and delivers the results read from a worker.
+/// Frame bodies kept for reuse ([`wire::Inbox::next_frame_reusing`]): as
+/// many as a worker may have results in flight, each small.
+const SPARE_BODIES: usize = 1024;
+const SPARE_BODY_BYTES: usize = 4096;
+
+/// Decodes and delivers the results read from a worker; their frames'
+/// bodies go to `spare` for the next frames read.
 pub(super) fn deliver(
     finished: &mut Vec<(ProcJob<'static>, wire::Frame)>,
+    spare: &mut Vec<Vec<u8>>,
     slot: usize,
     timeline: Option<&Timeline>,
 ) {
@@ -57,6 +64,9 @@ pub(super) fn deliver(
         if let Err(wire::Garbage(msg)) = read {
             job.completion()
                 .fail(Error::protocol(msg).with_worker(slot));
+        }
+        if spare.len() < SPARE_BODIES && frame.body.capacity() <= SPARE_BODY_BYTES {
+            spare.push(frame.body);
         }
     }
 }
