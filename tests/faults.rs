@@ -15,6 +15,8 @@
 #[path = "faults/support.rs"]
 mod support;
 
+#[path = "faults/burst.rs"]
+mod burst;
 #[path = "faults/crashes.rs"]
 mod crashes;
 #[path = "faults/kill.rs"]

@@ -352,25 +352,6 @@ impl Inbox {
         }))
     }
 
-    /// [`next_frame`](Inbox::next_frame), its body copied into a buffer
-    /// from `spare` (one is made if `spare` is empty): a reader that hands
-    /// bodies back once done with them allocates none per frame.
-    pub(crate) fn next_frame_reusing(
-        &mut self,
-        spare: &mut Vec<Vec<u8>>,
-    ) -> Result<Option<Frame>, Garbage> {
-        Ok(self.next_frame_in_place()?.map(|f| {
-            let mut body = spare.pop().unwrap_or_default();
-            body.clear();
-            body.extend_from_slice(f.body);
-            Frame {
-                kind: f.kind,
-                body,
-                fd: f.fd,
-            }
-        }))
-    }
-
     /// The next complete frame, its body read where it lies in the buffer
     /// (no copy), if one is buffered.
     pub(crate) fn next_frame_in_place(&mut self) -> Result<Option<FrameRef<'_>>, Garbage> {

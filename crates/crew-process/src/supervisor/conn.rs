@@ -59,6 +59,14 @@ pub(super) struct InFlight {
     pub(super) sent: Instant,
 }
 
+/// A frame read from the worker, waiting to be handled: its body is
+/// `received[body]` of its connection.
+pub(super) struct Received {
+    /// The memfd of a `*_SHM` frame.
+    pub(super) fd: Option<std::os::fd::OwnedFd>,
+    pub(super) body: std::ops::Range<usize>,
+}
+
 /// Jobs longer than this are sent one at a time (nothing is gained by
 /// sending ahead); shorter ones are sent at least two at a time, so the
 /// worker never waits for the parent between them. A job sent ahead that a
@@ -115,9 +123,10 @@ pub(super) struct Conn {
     last_done: Instant,
     /// Results read but not yet decoded: the next jobs go out first, so the
     /// worker does not wait while we decode.
-    finished: Vec<(ProcJob<'static>, wire::Frame)>,
-    /// Bodies of frames delivered, reused for the next frames read.
-    spare_bodies: Vec<Vec<u8>>,
+    finished: Vec<(ProcJob<'static>, Received)>,
+    /// The bodies of the frames read, one after another (`Received::body`
+    /// indexes them): one buffer, emptied by `deliver` and kept.
+    received: Vec<u8>,
     /// Since when a frame has been begun and left unfinished.
     partial_since: Option<Instant>,
     /// A suspect job is in flight alone; nothing else is sent until it ends.
@@ -160,7 +169,7 @@ pub(super) fn drive(shared: &Arc<Shared>, conn: Conn) -> bool {
         }
         deliver(
             &mut conn.finished,
-            &mut conn.spare_bodies,
+            &mut conn.received,
             slot,
             shared.timeline.as_deref(),
         );
@@ -237,7 +246,7 @@ impl Conn {
             avg: None,
             last_done: Instant::now(),
             finished: Vec::new(),
-            spare_bodies: Vec::new(),
+            received: Vec::new(),
             partial_since: None,
             isolating: false,
             exited: false,
@@ -285,7 +294,7 @@ impl Conn {
             if job.suspect {
                 if !self.inflight.is_empty() {
                     // A suspect runs alone: wait until the pipe is empty.
-                    shared.requeue_front(vec![job]);
+                    shared.requeue_front([job]);
                     break;
                 }
                 self.isolating = true;
@@ -504,8 +513,14 @@ impl Conn {
         // One clock read for the frames read together (they came at once).
         let now = Instant::now();
         loop {
-            let frame = match self.inbox.next_frame_reusing(&mut self.spare_bodies) {
-                Ok(Some(f)) => f,
+            // The body goes to the end of `received`, where a result waits
+            // to be decoded (other frames take theirs out).
+            let start = self.received.len();
+            let (kind, fd) = match self.inbox.next_frame_in_place() {
+                Ok(Some(f)) => {
+                    self.received.extend_from_slice(f.body);
+                    (f.kind, f.fd)
+                }
                 Ok(None) => break,
                 Err(wire::Garbage(msg)) => {
                     self.kill = Some(Kill::Protocol(format!(
@@ -515,18 +530,30 @@ impl Conn {
                     break;
                 }
             };
-            if !self.on_frame(shared, frame, now) || self.kill.is_some() {
+            let received = Received {
+                fd,
+                body: start..self.received.len(),
+            };
+            if !self.on_frame(shared, kind, received, now) || self.kill.is_some() {
                 break;
             }
         }
     }
 
     /// One frame from the worker; false to stop reading frames.
-    fn on_frame(&mut self, shared: &Arc<Shared>, frame: wire::Frame, now: Instant) -> bool {
+    fn on_frame(&mut self, shared: &Arc<Shared>, kind: u8, r: Received, now: Instant) -> bool {
         let slot = self.slot;
+        if matches!(kind, wire::DONE | wire::DONE_SHM) {
+            return self.on_done(shared, r, now);
+        }
+        // Any other frame is rare: its body leaves `received`.
+        let frame = wire::Frame {
+            kind,
+            body: self.received.drain(r.body).collect(),
+            fd: r.fd,
+        };
         match frame.kind {
             wire::HELLO => self.on_hello(shared, &frame),
-            wire::DONE | wire::DONE_SHM => return self.on_done(shared, frame, now),
             wire::FATAL => {
                 let msg = String::from_utf8_lossy(&frame.body).into_owned();
                 self.kill = Some(Kill::Protocol(format!("worker {slot} gave up: {msg}")));
@@ -583,17 +610,19 @@ impl Conn {
 
     /// A result: of the initializer, or of the oldest job in flight (a
     /// worker answers in order). False to stop reading frames.
-    fn on_done(&mut self, shared: &Shared, frame: wire::Frame, now: Instant) -> bool {
+    fn on_done(&mut self, shared: &Shared, r: Received, now: Instant) -> bool {
         let slot = self.slot;
-        let mut f = Fields::new(&frame.body);
-        let Ok(done_seq) = f.u64() else {
+        let Ok(done_seq) = Fields::new(&self.received[r.body.clone()]).u64() else {
             self.kill = Some(Kill::Protocol(format!(
                 "worker {slot} sent a result without a task number"
             )));
             return false;
         };
         if done_seq == INIT_SEQ && !self.greeted {
-            let outcome = wire::with_payload(&frame, f, |b| {
+            let body: Vec<u8> = self.received.drain(r.body).collect();
+            let mut f = Fields::new(&body);
+            let _ = f.u64();
+            let outcome = wire::read_payload(r.fd.as_ref(), f, |b| {
                 crate::bulk::from_slice::<Result<(), crate::entry::WireError>>(b)
             });
             match outcome {
@@ -634,8 +663,9 @@ impl Conn {
             let mut job = done.job;
             job.completion().cancelled();
             self.cancel_wanted.retain(|&s| s != done_seq);
+            self.received.truncate(r.body.start);
         } else {
-            self.finished.push((done.job, frame));
+            self.finished.push((done.job, r));
         }
         true
     }
@@ -689,17 +719,16 @@ impl Conn {
             let from = self.inflight.front().map_or(0, |f| f.number);
             let last = self.inflight.back().map_or(0, |f| f.number);
             if let Some(first) = control.take_back(from, last) {
-                let mut back = Vec::new();
-                while self.inflight.back().is_some_and(|f| f.number >= first) {
-                    let mut f = self.inflight.pop_back().expect("checked");
+                // Straight from the jobs in flight to the queue (no list
+                // in between: a take-back allocates nothing).
+                let keep = self.inflight.partition_point(|f| f.number < first);
+                shared.requeue_front(self.inflight.drain(keep..).map(|mut f| {
                     f.job.completion().requeued();
-                    back.push(f.job);
-                }
-                back.reverse();
+                    f.job
+                }));
                 self.taken_back = Some(last);
                 self.refresh_phase();
                 self.publish_backlog(shared);
-                shared.requeue_front(back);
             }
         }
     }
@@ -845,7 +874,7 @@ impl Conn {
         }
         deliver(
             &mut self.finished,
-            &mut self.spare_bodies,
+            &mut self.received,
             self.slot,
             shared.timeline.as_deref(),
         );
@@ -867,7 +896,7 @@ impl Conn {
         shared.proxies[slot].backlog.store(0, Ordering::Release);
         deliver(
             &mut self.finished,
-            &mut self.spare_bodies,
+            &mut self.received,
             slot,
             shared.timeline.as_deref(),
         );

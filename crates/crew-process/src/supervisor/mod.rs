@@ -445,6 +445,7 @@ pub(crate) fn poll_ms(fds: &mut [rustix::event::PollFd<'_>], ms: i32) {
 impl Shared {
     pub(crate) fn start(config: ProcessConfig) -> Result<Arc<Shared>, Error> {
         config.validate()?;
+        let workers = config.workers;
         let proxies = (0..config.workers)
             .map(|slot| {
                 Ok(Proxy {
@@ -467,7 +468,8 @@ impl Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 delayed: Vec::new(),
-                idle: Vec::new(),
+                // Room for every proxy: parking allocates nothing.
+                idle: Vec::with_capacity(workers),
                 broken: None,
                 start_failures: 0,
             }),
@@ -658,7 +660,12 @@ impl Shared {
         lock(&self.queue).idle.retain(|&s| s != slot);
     }
 
-    fn requeue_front(&self, jobs: Vec<ProcJob<'static>>) {
+    /// Puts `jobs` (oldest first) back at the front of the queue.
+    fn requeue_front<I>(&self, jobs: I)
+    where
+        I: IntoIterator<Item = ProcJob<'static>>,
+        I::IntoIter: DoubleEndedIterator,
+    {
         let mut q = lock(&self.queue);
         for job in jobs.into_iter().rev() {
             if job.not_before.is_some() {
@@ -669,11 +676,12 @@ impl Shared {
         }
         self.queued.store(q.jobs.len(), Ordering::Release);
         self.delayed.store(q.delayed.len(), Ordering::Release);
-        let idle: Vec<usize> = std::mem::take(&mut q.idle);
-        drop(q);
-        for slot in idle {
+        // Woken under the lock (an eventfd write each), so the idle list
+        // keeps its memory.
+        for slot in q.idle.drain(..) {
             signal(&self.proxies[slot].wake);
         }
+        drop(q);
     }
 
     fn wake_all(&self) {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crew_core::{Error, MarkKind, Timeline};
 
-use super::conn::{InFlight, Kill};
+use super::conn::{InFlight, Kill, Received};
 use super::{ProcJob, Shared};
 use crate::spawn::kill_group;
 use crate::wire::{self, Fields};
@@ -42,32 +42,32 @@ pub(super) fn mark_exit(
     t.mark(slot, kind, detail);
 }
 
-/// Frame bodies kept for reuse ([`wire::Inbox::next_frame_reusing`]): as
-/// many as a worker may have results in flight, each small.
-const SPARE_BODIES: usize = 1024;
-const SPARE_BODY_BYTES: usize = 4096;
+/// What the buffer of frames read may keep between deliveries: more is
+/// given back (a burst of large inline results).
+const RECEIVED_KEPT: usize = 1 << 20;
 
-/// Decodes and delivers the results read from a worker; their frames'
-/// bodies go to `spare` for the next frames read.
+/// Decodes and delivers the results read from a worker, whose frames'
+/// bodies are in `received`, then empties it (keeping its memory).
 pub(super) fn deliver(
-    finished: &mut Vec<(ProcJob<'static>, wire::Frame)>,
-    spare: &mut Vec<Vec<u8>>,
+    finished: &mut Vec<(ProcJob<'static>, Received)>,
+    received: &mut Vec<u8>,
     slot: usize,
     timeline: Option<&Timeline>,
 ) {
-    for (mut job, frame) in finished.drain(..) {
-        let mut f = Fields::new(&frame.body);
+    for (mut job, r) in finished.drain(..) {
+        let mut f = Fields::new(&received[r.body]);
         let _seq = f.u64();
-        let read = wire::with_payload(&frame, f, |bytes| {
+        let read = wire::read_payload(r.fd.as_ref(), f, |bytes| {
             job.completion().finish(bytes, slot, timeline)
         });
         if let Err(wire::Garbage(msg)) = read {
             job.completion()
                 .fail(Error::protocol(msg).with_worker(slot));
         }
-        if spare.len() < SPARE_BODIES && frame.body.capacity() <= SPARE_BODY_BYTES {
-            spare.push(frame.body);
-        }
+    }
+    received.clear();
+    if received.capacity() > RECEIVED_KEPT {
+        *received = Vec::new();
     }
 }
 
