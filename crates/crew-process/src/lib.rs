@@ -203,7 +203,7 @@ impl Backend for Processes {
             unsafe { std::mem::transmute::<ProcJob<'s>, ProcJob<'static>>(job) };
         self.shared.submit(job).map_err(|job| {
             // SAFETY: handing the job back with the lifetime it came with.
-            unsafe { std::mem::transmute::<ProcJob<'static>, ProcJob<'s>>(job) }
+            unsafe { std::mem::transmute::<ProcJob<'static>, ProcJob<'s>>(*job) }
         })
     }
 
@@ -216,7 +216,7 @@ impl Backend for Processes {
             unsafe { std::mem::transmute::<ProcJob<'s>, ProcJob<'static>>(job) };
         self.shared.submit_blocking(job).map_err(|job| {
             // SAFETY: handing the job back with the lifetime it came with.
-            unsafe { std::mem::transmute::<ProcJob<'static>, ProcJob<'s>>(job) }
+            unsafe { std::mem::transmute::<ProcJob<'static>, ProcJob<'s>>(*job) }
         })
     }
 

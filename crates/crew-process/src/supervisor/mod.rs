@@ -507,13 +507,15 @@ impl Shared {
         self.state.load(Ordering::Acquire) != OPEN
     }
 
-    pub(crate) fn submit(&self, mut job: ProcJob<'static>) -> Result<(), ProcJob<'static>> {
+    /// Queues `job`; gives it back (boxed: a job is large, and this is the
+    /// rare path) if the pool is closed.
+    pub(crate) fn submit(&self, mut job: ProcJob<'static>) -> Result<(), Box<ProcJob<'static>>> {
         if job.completion.is_none() {
             return Ok(());
         }
         let mut q = lock(&self.queue);
         if self.is_closed() {
-            return Err(job);
+            return Err(Box::new(job));
         }
         if let Some(e) = &q.broken {
             let e = e.clone();
@@ -540,7 +542,7 @@ impl Shared {
     pub(crate) fn submit_blocking(
         self: &Arc<Self>,
         job: ProcJob<'static>,
-    ) -> Result<(), ProcJob<'static>> {
+    ) -> Result<(), Box<ProcJob<'static>>> {
         if job.completion.is_none() || PROXY_OF.with(|p| p.get()) == Arc::as_ptr(self) as usize {
             // A proxy (running a done-callback) keeps to the queue: it holds
             // its own connection.
