@@ -890,6 +890,7 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
         (node_fields::HOST, hostname()),
         (node_fields::PID, std::process::id().to_string()),
         (node_fields::CONCURRENCY, shared.concurrency.to_string()),
+        (node_fields::CPUS, crew_core::cpu_count().to_string()),
         (node_fields::RUNNING, running.to_string()),
         (
             node_fields::DONE,

@@ -69,6 +69,8 @@ pub(crate) mod node_fields {
     pub(crate) const HOST: &str = "host";
     pub(crate) const PID: &str = "pid";
     pub(crate) const CONCURRENCY: &str = "concurrency";
+    /// The CPUs the node may use on its host (`crew_core::cpu_count`).
+    pub(crate) const CPUS: &str = "cpus";
     pub(crate) const RUNNING: &str = "running";
     pub(crate) const DONE: &str = "done";
     pub(crate) const FAILED: &str = "failed";
@@ -195,21 +197,43 @@ end
 return out
 "#;
 
-/// The live nodes that can run tasks of a build: the sum of their worker
-/// process counts. Forgets nodes whose heartbeat expired.
+/// The live nodes that can run tasks of a build: `{workers, parallel}`,
+/// the sum of their worker process counts, and how many of those can run
+/// at the same time: per host, no more than the CPUs there (the most any
+/// node on it reports; a node that reports none counts whole). Forgets
+/// nodes whose heartbeat expired.
 ///
 /// KEYS: nodes set. ARGV: node key prefix, build.
 pub(crate) const WORKERS: &str = r#"
 local total = 0
+local hosts = {}
 for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local v = redis.call('HMGET', ARGV[1] .. n, 'build', 'concurrency')
+  local v = redis.call('HMGET', ARGV[1] .. n, 'build', 'concurrency', 'host', 'cpus')
   if v[1] == false then
     redis.call('SREM', KEYS[1], n)
   elseif v[1] == ARGV[2] then
-    total = total + tonumber(v[2])
+    local c = tonumber(v[2]) or 0
+    total = total + c
+    local host = v[3] or ''
+    local h = hosts[host]
+    if h == nil then
+      h = {workers = 0, cpus = 0, unknown = 0}
+      hosts[host] = h
+    end
+    local cpus = tonumber(v[4])
+    if cpus == nil or host == '' then
+      h.unknown = h.unknown + c
+    else
+      h.workers = h.workers + c
+      h.cpus = math.max(h.cpus, cpus)
+    end
   end
 end
-return total
+local parallel = 0
+for _, h in pairs(hosts) do
+  parallel = parallel + math.min(h.workers, h.cpus) + h.unknown
+end
+return {total, parallel}
 "#;
 
 /// A node's read when it may take more than its free worker processes
