@@ -76,6 +76,24 @@ fn until_soft_limit(
     Ok("no soft limit seen".into())
 }
 
+/// Like `until_soft_limit`, but the asking is done by a thread the task
+/// starts: the soft limit is the worker process's, not the task thread's.
+#[crew::task(name = "tasks.soft_limit_in_thread")]
+fn soft_limit_in_thread(max_ms: u64) -> String {
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(max_ms) {
+            if crew::celery::soft_limit_exceeded() {
+                return "a thread wound down".to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        "no soft limit seen".to_owned()
+    })
+    .join()
+    .expect("the task's thread")
+}
+
 #[crew::task(name = "tasks.segfault")]
 fn segfault() -> i64 {
     // SAFETY: none: this is the crash the node must survive. The signal is
@@ -285,6 +303,15 @@ fn python_client_runs_rust_tasks() {
     // msgpack messages are read; pickle is refused with a FAILURE saying why.
     assert_eq!(ok(&r["msgpack"]), &serde_json::json!([3.0, 4.0]));
     assert_eq!(ok(&r["msgpack_chain"]), 113);
+    // Compressed bodies: zlib is read; another compression fails the task
+    // with a FAILURE naming it (the node lives on: later calls succeed).
+    assert_eq!(ok(&r["zlib"]), &serde_json::json!([3.0, 4.0]));
+    assert_eq!(ok(&r["zlib_msgpack"]), 42);
+    let bz2 = err(&r["bz2"]);
+    assert!(
+        bz2.starts_with("kombu.exceptions.DecodeError") && bz2.contains("application/x-bz2"),
+        "{bz2}"
+    );
     let pickle = err(&r["pickle"]);
     assert!(
         pickle.starts_with("kombu.exceptions.ContentDisallowed")
@@ -317,6 +344,7 @@ fn python_client_runs_rust_tasks() {
         soft.starts_with("billiard.exceptions.SoftTimeLimitExceeded"),
         "{soft}"
     );
+    assert_eq!(ok(&r["soft_in_thread"]), "a thread wound down");
     assert_eq!(ok(&r["soft_ignored"]), 1500);
     assert!(
         err(&r["soft_then_hard"]).contains("billiard.exceptions.TimeLimitExceeded"),

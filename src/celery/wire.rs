@@ -238,6 +238,53 @@ fn read_body(content_type: &str, body: &[u8]) -> Result<Result<Value, JsonError>
     }
 }
 
+/// The most a compressed body may grow to: a larger one is refused rather
+/// than filling the node's memory.
+const MAX_DECOMPRESSED: u64 = 256 << 20;
+
+/// Decompresses a body kombu compressed (its `compression` header); `Err`
+/// for a compression crew cannot read, or a body that does not decompress:
+/// that fails the task (kombu's `DecodeError`), not the node.
+fn decompress(compression: &str, body: Vec<u8>) -> Result<Vec<u8>, JsonError> {
+    use std::io::Read as _;
+    let fail = |message: String| JsonError {
+        exc_type: "DecodeError".into(),
+        exc_module: "kombu.exceptions".into(),
+        message,
+    };
+    match compression {
+        // kombu's `zlib` and `gzip` are both zlib's format under this
+        // name; a real gzip stream is read too.
+        "application/x-gzip" | "zlib" | "gzip" => {
+            let mut out = Vec::new();
+            let read = if body.starts_with(&[0x1f, 0x8b]) {
+                flate2::read::GzDecoder::new(&body[..])
+                    .take(MAX_DECOMPRESSED + 1)
+                    .read_to_end(&mut out)
+            } else {
+                flate2::read::ZlibDecoder::new(&body[..])
+                    .take(MAX_DECOMPRESSED + 1)
+                    .read_to_end(&mut out)
+            };
+            match read {
+                Ok(n) if n as u64 > MAX_DECOMPRESSED => Err(fail(format!(
+                    "the body decompresses to more than {} MiB",
+                    MAX_DECOMPRESSED >> 20
+                ))),
+                Ok(_) => Ok(out),
+                Err(e) => Err(fail(format!(
+                    "the body does not decompress as {compression}: {e}"
+                ))),
+            }
+        }
+        other => Err(fail(format!(
+            "crew reads task messages compressed with zlib (application/x-gzip) \
+             or not at all, not `{other}`: send this task with compression=\"zlib\" \
+             or none"
+        ))),
+    }
+}
+
 fn number(v: Option<&Value>) -> Option<f64> {
     v.and_then(Value::as_f64).filter(|x| *x > 0.0)
 }
@@ -294,8 +341,19 @@ impl Message {
                 .map_err(|e| format!("the body is not base64: {e}"))?,
             _ => body.as_bytes().to_vec(),
         };
-        let (body, refused) = match read_body(ctype, &body)? {
-            Ok(v) => (v, None),
+        let compression = headers
+            .get("compression")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty());
+        let body = match compression {
+            Some(c) => decompress(c, body),
+            None => Ok(body),
+        };
+        let (body, refused) = match body.map(|b| read_body(ctype, &b)) {
+            Ok(read) => match read? {
+                Ok(v) => (v, None),
+                Err(e) => (json!([[], {}, {}]), Some(e)),
+            },
             Err(e) => (json!([[], {}, {}]), Some(e)),
         };
         let (args, kwargs, embed) = match body {
@@ -652,6 +710,49 @@ mod tests {
         assert_eq!(e.exc_type, "ContentDisallowed");
         assert!(e.message.contains("does not unpickle"), "{}", e.message);
         assert!(m.args.is_empty());
+    }
+
+    #[test]
+    fn zlib_bodies_read_and_other_compressions_fail_the_task() {
+        use std::io::Write as _;
+        let (_, raw) = Outgoing {
+            id: new_id(),
+            task: "tasks.add".into(),
+            queue: "q".into(),
+            ..Outgoing::default()
+        }
+        .encode("me");
+        let mut env: Value = serde_json::from_str(&raw).unwrap();
+        let body = json!([[1, 2], {"k": "v"}, {}]).to_string();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(body.as_bytes()).unwrap();
+        env["headers"]["compression"] = "application/x-gzip".into();
+        env["body"] = BASE64.encode(z.finish().unwrap()).into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        assert!(m.refused.is_none(), "{:?}", m.refused);
+        assert_eq!(m.args, [json!(1), json!(2)]);
+        assert_eq!(m.kwargs["k"], json!("v"));
+        // A gzip stream under the same name.
+        let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        g.write_all(body.as_bytes()).unwrap();
+        env["body"] = BASE64.encode(g.finish().unwrap()).into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        assert_eq!(m.args, [json!(1), json!(2)]);
+        // Not zlib after all: the task fails, the message is still read.
+        env["body"] = BASE64.encode(body.as_bytes()).into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        let e = m.refused.unwrap();
+        assert_eq!(
+            (e.exc_type.as_str(), e.exc_module.as_str()),
+            ("DecodeError", "kombu.exceptions")
+        );
+        assert!(e.message.contains("does not decompress"), "{}", e.message);
+        // A compression crew does not read: named in the failure.
+        env["headers"]["compression"] = "application/x-bz2".into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        assert_eq!(m.id, env["headers"]["id"].as_str().unwrap());
+        let e = m.refused.unwrap();
+        assert!(e.message.contains("`application/x-bz2`"), "{}", e.message);
     }
 
     #[test]

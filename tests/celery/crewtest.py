@@ -71,6 +71,11 @@ def drive(scenario):
         c = chain(app.signature("tasks.add", (1, 2)), app.signature("tasks.add", (10,)),
                   app.signature("tasks.add", (100,)))
         out["msgpack_chain"] = outcome(c.apply_async(serializer="msgpack"))
+        out["zlib"] = outcome(send("tasks.scale", ([1.5, 2.0],), {"by": 2},
+                                   compression="zlib"))
+        out["zlib_msgpack"] = outcome(send("tasks.add", (20, 22), serializer="msgpack",
+                                           compression="gzip"))
+        out["bz2"] = outcome(send("tasks.add", (1, 2), compression="bzip2"))
         out["pickle"] = outcome(send("tasks.add", (1, 2), serializer="pickle"))
         out["parse_ok"] = outcome(send("tasks.parse", ("42",)))
         r = send("tasks.parse", ("forty-two",))
@@ -82,6 +87,8 @@ def drive(scenario):
                                               soft_time_limit=0.3, time_limit=30))
         out["soft_failed"] = outcome(send("tasks.until_soft_limit", (20000, True),
                                           soft_time_limit=0.3))
+        out["soft_in_thread"] = outcome(send("tasks.soft_limit_in_thread", (20000,),
+                                             soft_time_limit=0.3, time_limit=30))
         out["soft_ignored"] = outcome(send("tasks.sleep_ms", (1500,), soft_time_limit=0.3))
         out["soft_then_hard"] = outcome(send("tasks.sleep_ms", (20000,), soft_time_limit=0.3,
                                              time_limit=1.5))
