@@ -212,7 +212,13 @@ impl Setup {
 
     /// A Python Celery worker (prefork, `concurrency` processes).
     fn python_worker(&self, concurrency: usize) -> Kid {
+        self.python_worker_with(concurrency, &[])
+    }
+
+    /// A Python Celery worker with more environment variables.
+    fn python_worker_with(&self, concurrency: usize, env: &[(&str, &str)]) -> Kid {
         let child = Command::new(python())
+            .envs(env.iter().copied())
             .args([
                 "-m", "celery", "-A", "crewtest", "worker", "--pool", "prefork",
             ])
@@ -438,6 +444,50 @@ fn rust_client_calls_a_python_worker() {
     assert!(!lost.ready().unwrap());
     assert!(
         lost.get_timeout::<i64>(Duration::from_millis(300))
+            .unwrap_err()
+            .is_timeout()
+    );
+}
+
+#[test]
+fn rust_client_sends_msgpack_to_a_python_worker() {
+    let s = Setup::new();
+    // This worker reads msgpack messages only: a JSON one would be refused
+    // (and its result never written).
+    let _worker = s.python_worker_with(1, &[("CREW_TEST_ACCEPT", "msgpack")]);
+    let client = crew::celery::Client::new(&format!("{}/0", s.url()))
+        .unwrap()
+        .backend(&format!("{}/1", s.url()))
+        .unwrap()
+        .serializer(crew::celery::Serializer::Msgpack);
+    let r = client.send("py.mul", (6, 7)).unwrap();
+    assert_eq!(r.get_timeout::<i64>(Duration::from_secs(60)).unwrap(), 42);
+    // Strings, floats, lists and keyword arguments arrive as Python's.
+    let r = client
+        .send_with(
+            crew::celery::Send::new("py.echo")
+                .args([
+                    serde_json::json!("héllo"),
+                    serde_json::json!([1.5, null, true]),
+                ])
+                .kwarg("k", serde_json::json!({"a": [1, 2]})),
+        )
+        .unwrap();
+    assert_eq!(
+        r.get_timeout::<Value>(Duration::from_secs(30)).unwrap(),
+        serde_json::json!([["héllo", [1.5, null, true]], {"k": {"a": [1, 2]}}])
+    );
+    // A JSON message (the per-task choice) is refused by this worker.
+    let refused = client
+        .send_with(
+            crew::celery::Send::new("py.mul")
+                .args([2.into(), 3.into()])
+                .serializer(crew::celery::Serializer::Json),
+        )
+        .unwrap();
+    assert!(
+        refused
+            .get_timeout::<i64>(Duration::from_secs(2))
             .unwrap_err()
             .is_timeout()
     );

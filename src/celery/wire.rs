@@ -426,6 +426,8 @@ pub(crate) struct Outgoing {
     pub(crate) countdown: Option<f64>,
     pub(crate) expires: Option<f64>,
     pub(crate) timelimit: (Option<f64>, Option<f64>),
+    /// How the body is written.
+    pub(crate) serializer: Serializer,
 }
 
 fn iso_of(unix: f64) -> Value {
@@ -438,12 +440,17 @@ impl Outgoing {
     /// The message as kombu's Redis transport stores it, and the list it
     /// goes on.
     pub(crate) fn encode(&self, origin: &str) -> (String, String) {
-        let body = json!([self.args, self.kwargs, self.embed]).to_string();
+        let body = self
+            .serializer
+            .encode(&json!([self.args, self.kwargs, self.embed]));
         let root = self.root_id.clone().unwrap_or_else(|| self.id.clone());
         let message = json!({
-            "body": BASE64.encode(body.as_bytes()),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
+            "body": BASE64.encode(&body),
+            "content-encoding": match self.serializer {
+                Serializer::Json => "utf-8",
+                Serializer::Msgpack => "binary",
+            },
+            "content-type": self.serializer.content_type(),
             "headers": {
                 "lang": "py",
                 "task": self.task,
@@ -505,8 +512,31 @@ pub(crate) enum Outcome {
     Revoked(String),
 }
 
-/// How a node writes results: Celery's `result_serializer`, which the
-/// Python clients of the deployment read them with.
+/// A Celery serializer crew writes: how a node writes results (Celery's
+/// `result_serializer`, which the Python clients of the deployment read
+/// them with), and how a [`Client`](super::Client) writes task messages
+/// (Celery's `task_serializer`; the Python workers must accept it, see
+/// Celery's `accept_content`).
+///
+/// # Examples
+///
+/// ```
+/// use crew::celery::Serializer;
+///
+/// assert_eq!("msgpack".parse::<Serializer>().unwrap(), Serializer::Msgpack);
+/// assert_eq!(Serializer::default(), Serializer::Json);
+/// assert!("pickle".parse::<Serializer>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Serializer {
+    /// JSON, Celery's default.
+    #[default]
+    Json,
+    /// msgpack (`"msgpack"` in Celery's settings).
+    Msgpack,
+}
+
+/// How a node writes results: a [`Serializer`].
 ///
 /// # Examples
 ///
@@ -514,39 +544,38 @@ pub(crate) enum Outcome {
 /// use crew::celery::ResultSerializer;
 ///
 /// assert_eq!("msgpack".parse::<ResultSerializer>().unwrap(), ResultSerializer::Msgpack);
-/// assert_eq!(ResultSerializer::default(), ResultSerializer::Json);
-/// assert!("pickle".parse::<ResultSerializer>().is_err());
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ResultSerializer {
-    /// JSON, Celery's default.
-    #[default]
-    Json,
-    /// msgpack (`result_serializer = "msgpack"`).
-    Msgpack,
-}
+pub type ResultSerializer = Serializer;
 
-impl std::str::FromStr for ResultSerializer {
+impl std::str::FromStr for Serializer {
     type Err = crew_core::Error;
 
-    fn from_str(s: &str) -> crew_core::Result<ResultSerializer> {
+    fn from_str(s: &str) -> crew_core::Result<Serializer> {
         match s.trim() {
-            "json" => Ok(ResultSerializer::Json),
-            "msgpack" => Ok(ResultSerializer::Msgpack),
+            "json" => Ok(Serializer::Json),
+            "msgpack" => Ok(Serializer::Msgpack),
             other => Err(crew_core::Error::invalid_input(format!(
-                "a crew node writes results as `json` or `msgpack`, not `{other}`"
+                "crew writes Celery payloads as `json` or `msgpack`, not `{other}`"
             ))),
         }
     }
 }
 
-impl ResultSerializer {
+impl Serializer {
     /// `v` as this serializer writes it.
     pub(crate) fn encode(self, v: &Value) -> Vec<u8> {
         match self {
-            ResultSerializer::Json => v.to_string().into_bytes(),
+            Serializer::Json => v.to_string().into_bytes(),
             // A JSON value always has a msgpack form (maps keyed by strings).
-            ResultSerializer::Msgpack => rmp_serde::to_vec(v).unwrap_or_default(),
+            Serializer::Msgpack => rmp_serde::to_vec(v).unwrap_or_default(),
+        }
+    }
+
+    /// The content type kombu names this serializer by.
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Serializer::Json => "application/json",
+            Serializer::Msgpack => "application/x-msgpack",
         }
     }
 }
@@ -753,6 +782,27 @@ mod tests {
         assert_eq!(m.id, env["headers"]["id"].as_str().unwrap());
         let e = m.refused.unwrap();
         assert!(e.message.contains("`application/x-bz2`"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_msgpack_message_is_written_as_kombu_writes_one() {
+        let out = Outgoing {
+            id: new_id(),
+            task: "py.mul".into(),
+            args: vec![json!(6), json!("x")],
+            queue: "q".into(),
+            serializer: Serializer::Msgpack,
+            ..Outgoing::default()
+        };
+        let (_, raw) = out.encode("me");
+        let env: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(env["content-type"], "application/x-msgpack");
+        assert_eq!(env["content-encoding"], "binary");
+        let body = BASE64.decode(env["body"].as_str().unwrap()).unwrap();
+        let v: Value = rmp_serde::from_slice(&body).unwrap();
+        assert_eq!(v[0], json!([6, "x"]));
+        let m = Message::parse(raw.as_bytes()).unwrap();
+        assert_eq!(m.args, [json!(6), json!("x")]);
     }
 
     #[test]

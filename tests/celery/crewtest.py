@@ -13,6 +13,9 @@ app = Celery("crewtest", broker=f"{URL}/0", backend=f"{URL}/1")
 app.conf.broker_transport_options = {"visibility_timeout": 3600}
 app.conf.worker_prefetch_multiplier = 1
 app.conf.task_acks_late = True
+# Task messages from crew's Client may be msgpack (CREW_TEST_ACCEPT narrows
+# what a worker reads, to show what a message was written in).
+app.conf.accept_content = os.environ.get("CREW_TEST_ACCEPT", "json,msgpack").split(",")
 if os.environ.get("CREW_TEST_RESULT_SERIALIZER"):
     app.conf.result_serializer = os.environ["CREW_TEST_RESULT_SERIALIZER"]
     app.conf.result_accept_content = [app.conf.result_serializer]
@@ -26,6 +29,11 @@ def mul(x, y):
 @app.task(name="py.sum")
 def py_sum(xs, extra=0):
     return sum(xs) + extra
+
+
+@app.task(name="py.echo")
+def echo(*args, **kwargs):
+    return [list(args), kwargs]
 
 
 @app.task(name="py.fail")
