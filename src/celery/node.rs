@@ -1246,6 +1246,7 @@ fn signature_message(
         countdown: f("countdown"),
         expires: None,
         timelimit: (f("time_limit"), f("soft_time_limit")),
+        serializer: wire::Serializer::Json,
     })
 }
 

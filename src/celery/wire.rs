@@ -238,6 +238,53 @@ fn read_body(content_type: &str, body: &[u8]) -> Result<Result<Value, JsonError>
     }
 }
 
+/// The most a compressed body may grow to: a larger one is refused rather
+/// than filling the node's memory.
+const MAX_DECOMPRESSED: u64 = 256 << 20;
+
+/// Decompresses a body kombu compressed (its `compression` header); `Err`
+/// for a compression crew cannot read, or a body that does not decompress:
+/// that fails the task (kombu's `DecodeError`), not the node.
+fn decompress(compression: &str, body: Vec<u8>) -> Result<Vec<u8>, JsonError> {
+    use std::io::Read as _;
+    let fail = |message: String| JsonError {
+        exc_type: "DecodeError".into(),
+        exc_module: "kombu.exceptions".into(),
+        message,
+    };
+    match compression {
+        // kombu's `zlib` and `gzip` are both zlib's format under this
+        // name; a real gzip stream is read too.
+        "application/x-gzip" | "zlib" | "gzip" => {
+            let mut out = Vec::new();
+            let read = if body.starts_with(&[0x1f, 0x8b]) {
+                flate2::read::GzDecoder::new(&body[..])
+                    .take(MAX_DECOMPRESSED + 1)
+                    .read_to_end(&mut out)
+            } else {
+                flate2::read::ZlibDecoder::new(&body[..])
+                    .take(MAX_DECOMPRESSED + 1)
+                    .read_to_end(&mut out)
+            };
+            match read {
+                Ok(n) if n as u64 > MAX_DECOMPRESSED => Err(fail(format!(
+                    "the body decompresses to more than {} MiB",
+                    MAX_DECOMPRESSED >> 20
+                ))),
+                Ok(_) => Ok(out),
+                Err(e) => Err(fail(format!(
+                    "the body does not decompress as {compression}: {e}"
+                ))),
+            }
+        }
+        other => Err(fail(format!(
+            "crew reads task messages compressed with zlib (application/x-gzip) \
+             or not at all, not `{other}`: send this task with compression=\"zlib\" \
+             or none"
+        ))),
+    }
+}
+
 fn number(v: Option<&Value>) -> Option<f64> {
     v.and_then(Value::as_f64).filter(|x| *x > 0.0)
 }
@@ -294,8 +341,19 @@ impl Message {
                 .map_err(|e| format!("the body is not base64: {e}"))?,
             _ => body.as_bytes().to_vec(),
         };
-        let (body, refused) = match read_body(ctype, &body)? {
-            Ok(v) => (v, None),
+        let compression = headers
+            .get("compression")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty());
+        let body = match compression {
+            Some(c) => decompress(c, body),
+            None => Ok(body),
+        };
+        let (body, refused) = match body.map(|b| read_body(ctype, &b)) {
+            Ok(read) => match read? {
+                Ok(v) => (v, None),
+                Err(e) => (json!([[], {}, {}]), Some(e)),
+            },
             Err(e) => (json!([[], {}, {}]), Some(e)),
         };
         let (args, kwargs, embed) = match body {
@@ -368,6 +426,8 @@ pub(crate) struct Outgoing {
     pub(crate) countdown: Option<f64>,
     pub(crate) expires: Option<f64>,
     pub(crate) timelimit: (Option<f64>, Option<f64>),
+    /// How the body is written.
+    pub(crate) serializer: Serializer,
 }
 
 fn iso_of(unix: f64) -> Value {
@@ -380,12 +440,17 @@ impl Outgoing {
     /// The message as kombu's Redis transport stores it, and the list it
     /// goes on.
     pub(crate) fn encode(&self, origin: &str) -> (String, String) {
-        let body = json!([self.args, self.kwargs, self.embed]).to_string();
+        let body = self
+            .serializer
+            .encode(&json!([self.args, self.kwargs, self.embed]));
         let root = self.root_id.clone().unwrap_or_else(|| self.id.clone());
         let message = json!({
-            "body": BASE64.encode(body.as_bytes()),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
+            "body": BASE64.encode(&body),
+            "content-encoding": match self.serializer {
+                Serializer::Json => "utf-8",
+                Serializer::Msgpack => "binary",
+            },
+            "content-type": self.serializer.content_type(),
             "headers": {
                 "lang": "py",
                 "task": self.task,
@@ -447,8 +512,31 @@ pub(crate) enum Outcome {
     Revoked(String),
 }
 
-/// How a node writes results: Celery's `result_serializer`, which the
-/// Python clients of the deployment read them with.
+/// A Celery serializer crew writes: how a node writes results (Celery's
+/// `result_serializer`, which the Python clients of the deployment read
+/// them with), and how a [`Client`](super::Client) writes task messages
+/// (Celery's `task_serializer`; the Python workers must accept it, see
+/// Celery's `accept_content`).
+///
+/// # Examples
+///
+/// ```
+/// use crew::celery::Serializer;
+///
+/// assert_eq!("msgpack".parse::<Serializer>().unwrap(), Serializer::Msgpack);
+/// assert_eq!(Serializer::default(), Serializer::Json);
+/// assert!("pickle".parse::<Serializer>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Serializer {
+    /// JSON, Celery's default.
+    #[default]
+    Json,
+    /// msgpack (`"msgpack"` in Celery's settings).
+    Msgpack,
+}
+
+/// How a node writes results: a [`Serializer`].
 ///
 /// # Examples
 ///
@@ -456,39 +544,38 @@ pub(crate) enum Outcome {
 /// use crew::celery::ResultSerializer;
 ///
 /// assert_eq!("msgpack".parse::<ResultSerializer>().unwrap(), ResultSerializer::Msgpack);
-/// assert_eq!(ResultSerializer::default(), ResultSerializer::Json);
-/// assert!("pickle".parse::<ResultSerializer>().is_err());
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ResultSerializer {
-    /// JSON, Celery's default.
-    #[default]
-    Json,
-    /// msgpack (`result_serializer = "msgpack"`).
-    Msgpack,
-}
+pub type ResultSerializer = Serializer;
 
-impl std::str::FromStr for ResultSerializer {
+impl std::str::FromStr for Serializer {
     type Err = crew_core::Error;
 
-    fn from_str(s: &str) -> crew_core::Result<ResultSerializer> {
+    fn from_str(s: &str) -> crew_core::Result<Serializer> {
         match s.trim() {
-            "json" => Ok(ResultSerializer::Json),
-            "msgpack" => Ok(ResultSerializer::Msgpack),
+            "json" => Ok(Serializer::Json),
+            "msgpack" => Ok(Serializer::Msgpack),
             other => Err(crew_core::Error::invalid_input(format!(
-                "a crew node writes results as `json` or `msgpack`, not `{other}`"
+                "crew writes Celery payloads as `json` or `msgpack`, not `{other}`"
             ))),
         }
     }
 }
 
-impl ResultSerializer {
+impl Serializer {
     /// `v` as this serializer writes it.
     pub(crate) fn encode(self, v: &Value) -> Vec<u8> {
         match self {
-            ResultSerializer::Json => v.to_string().into_bytes(),
+            Serializer::Json => v.to_string().into_bytes(),
             // A JSON value always has a msgpack form (maps keyed by strings).
-            ResultSerializer::Msgpack => rmp_serde::to_vec(v).unwrap_or_default(),
+            Serializer::Msgpack => rmp_serde::to_vec(v).unwrap_or_default(),
+        }
+    }
+
+    /// The content type kombu names this serializer by.
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Serializer::Json => "application/json",
+            Serializer::Msgpack => "application/x-msgpack",
         }
     }
 }
@@ -652,6 +739,70 @@ mod tests {
         assert_eq!(e.exc_type, "ContentDisallowed");
         assert!(e.message.contains("does not unpickle"), "{}", e.message);
         assert!(m.args.is_empty());
+    }
+
+    #[test]
+    fn zlib_bodies_read_and_other_compressions_fail_the_task() {
+        use std::io::Write as _;
+        let (_, raw) = Outgoing {
+            id: new_id(),
+            task: "tasks.add".into(),
+            queue: "q".into(),
+            ..Outgoing::default()
+        }
+        .encode("me");
+        let mut env: Value = serde_json::from_str(&raw).unwrap();
+        let body = json!([[1, 2], {"k": "v"}, {}]).to_string();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(body.as_bytes()).unwrap();
+        env["headers"]["compression"] = "application/x-gzip".into();
+        env["body"] = BASE64.encode(z.finish().unwrap()).into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        assert!(m.refused.is_none(), "{:?}", m.refused);
+        assert_eq!(m.args, [json!(1), json!(2)]);
+        assert_eq!(m.kwargs["k"], json!("v"));
+        // A gzip stream under the same name.
+        let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        g.write_all(body.as_bytes()).unwrap();
+        env["body"] = BASE64.encode(g.finish().unwrap()).into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        assert_eq!(m.args, [json!(1), json!(2)]);
+        // Not zlib after all: the task fails, the message is still read.
+        env["body"] = BASE64.encode(body.as_bytes()).into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        let e = m.refused.unwrap();
+        assert_eq!(
+            (e.exc_type.as_str(), e.exc_module.as_str()),
+            ("DecodeError", "kombu.exceptions")
+        );
+        assert!(e.message.contains("does not decompress"), "{}", e.message);
+        // A compression crew does not read: named in the failure.
+        env["headers"]["compression"] = "application/x-bz2".into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        assert_eq!(m.id, env["headers"]["id"].as_str().unwrap());
+        let e = m.refused.unwrap();
+        assert!(e.message.contains("`application/x-bz2`"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_msgpack_message_is_written_as_kombu_writes_one() {
+        let out = Outgoing {
+            id: new_id(),
+            task: "py.mul".into(),
+            args: vec![json!(6), json!("x")],
+            queue: "q".into(),
+            serializer: Serializer::Msgpack,
+            ..Outgoing::default()
+        };
+        let (_, raw) = out.encode("me");
+        let env: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(env["content-type"], "application/x-msgpack");
+        assert_eq!(env["content-encoding"], "binary");
+        let body = BASE64.decode(env["body"].as_str().unwrap()).unwrap();
+        let v: Value = rmp_serde::from_slice(&body).unwrap();
+        assert_eq!(v[0], json!([6, "x"]));
+        let m = Message::parse(raw.as_bytes()).unwrap();
+        assert_eq!(m.args, [json!(6), json!("x")]);
     }
 
     #[test]
