@@ -88,3 +88,77 @@ fn nodes_beyond_the_hosts_cpus_add_no_map_entries() {
         );
     }
 }
+
+/// The worker processes of the node with process id `pid` on `queue`, once
+/// it has said (0 until then).
+fn concurrency_of(config: &ClusterConfig, pid: u32) -> usize {
+    crew::cluster::status(config)
+        .unwrap()
+        .nodes
+        .iter()
+        .find(|n| n.pid == pid)
+        .map_or(0, |n| n.concurrency)
+}
+
+/// Nodes told no `CREW_CONCURRENCY` split their host's CPUs: the first
+/// takes them all, the next ones what is left (at least 1), so the nodes
+/// of one host start no more worker processes than its CPUs beyond one
+/// each; a node killed (its heartbeat not yet expired) gives its CPUs to
+/// the one started in its place.
+#[test]
+fn nodes_sharing_a_host_split_its_cpus_by_default() {
+    let cpus = crew::cpu_count();
+    let queue = fresh_queue();
+    let config = ClusterConfig::new(redis().url()).queue(&queue);
+    // Slow heartbeats: a killed node's hash outlives it by 6 s, long after
+    // the node started in its place has sized itself.
+    let env = [("CREW_HEARTBEAT_MS", "2000")];
+    let first = redis().spawn_node(&queue, 0, &env).unwrap();
+    eventually("the first node comes up", || {
+        concurrency_of(&config, first.pid) > 0
+    });
+    assert_eq!(
+        concurrency_of(&config, first.pid),
+        cpus,
+        "alone on its host"
+    );
+    let first_pid = first.pid;
+    redis().kill_node(first);
+    let again = redis().spawn_node(&queue, 0, &env).unwrap();
+    eventually("the node started in its place comes up", || {
+        concurrency_of(&config, again.pid) > 0
+    });
+    assert!(
+        crew::cluster::status(&config)
+            .unwrap()
+            .nodes
+            .iter()
+            .any(|n| n.pid == first_pid),
+        "the killed node's heartbeat is still there"
+    );
+    assert_eq!(
+        concurrency_of(&config, again.pid),
+        cpus,
+        "a killed node's CPUs go to the one started in its place"
+    );
+    // Two more, started together.
+    let more: Vec<_> = (0..2)
+        .map(|_| redis().spawn_node(&queue, 0, &env).unwrap())
+        .collect();
+    eventually("the two nodes come up", || {
+        more.iter().all(|n| concurrency_of(&config, n.pid) > 0)
+    });
+    let each: Vec<usize> = more
+        .iter()
+        .map(|n| concurrency_of(&config, n.pid))
+        .collect();
+    assert_eq!(
+        each,
+        [1, 1],
+        "the CPUs of the host are taken: at least 1 each"
+    );
+    redis().kill_node(again);
+    for n in more {
+        redis().kill_node(n);
+    }
+}

@@ -236,6 +236,33 @@ end
 return {total, parallel}
 "#;
 
+/// The worker processes of a node told none: the CPUs of its host
+/// (`ARGV[3]`) that the queue's live nodes there do not use yet, at least
+/// 1; reserved at once by writing this node's hash (a heartbeat with its
+/// build, host, CPUs, pid and concurrency), so that nodes starting together
+/// on one host split its CPUs instead of each taking all of them.
+///
+/// KEYS: nodes set, this node's hash. ARGV: node key prefix, host, cpus,
+/// heartbeat ttl ms, build, pid, this node's name, then the names of nodes
+/// to leave out (of this host, with their process gone).
+pub(crate) const RESERVE: &str = r#"
+local skip = {}
+for i = 8, #ARGV do skip[ARGV[i]] = true end
+local used = 0
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not skip[n] then
+    local v = redis.call('HMGET', ARGV[1] .. n, 'host', 'concurrency')
+    if v[1] == ARGV[2] then used = used + (tonumber(v[2]) or 0) end
+  end
+end
+local mine = math.max(1, tonumber(ARGV[3]) - used)
+redis.call('HSET', KEYS[2], 'build', ARGV[5], 'host', ARGV[2], 'cpus', ARGV[3],
+  'pid', ARGV[6], 'concurrency', mine)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[1], ARGV[7])
+return mine
+"#;
+
 /// A node's read when it may take more than its free worker processes
 /// (`CREW_PREFETCH`): from each stream, no more than brings what this node
 /// holds to its fair share (the entries waiting and held, split over the
