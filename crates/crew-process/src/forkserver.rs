@@ -283,15 +283,16 @@ fn start() -> io::Result<Server> {
                 rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
             });
             let _ = tx.send(started.map(|_| pidfd));
-            if let Some(pid) = pid {
-                // Reap the server whenever it ends.
-                let mut status = 0;
-                // SAFETY: waiting for our own child with a valid pointer.
-                while unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) } < 0
-                    && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-                {
-                }
-            }
+            let Some(pid) = pid else {
+                // No server: no process depends on this thread.
+                return;
+            };
+            // Reap the server whenever it ends.
+            let mut status = 0;
+            // SAFETY: waiting for our own child with a valid pointer.
+            while unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) } < 0
+                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+            {}
             // The server's workers are this thread's children for
             // `PR_SET_PDEATHSIG`: it must not end before the program.
             loop {
