@@ -13,8 +13,10 @@
 //!   Python workers and returns an [`AsyncResult`].
 //!
 //! Wire formats follow Celery's protocol 2 (task messages in JSON or
-//! msgpack; a pickled one fails with kombu's `ContentDisallowed` and is
-//! never unpickled; results in JSON, Celery's default, or msgpack, see
+//! msgpack, read and written (see [`Client::serializer`]); a pickled one
+//! fails with kombu's `ContentDisallowed` and is never unpickled; a body
+//! compressed with zlib is read, another compression fails the task with
+//! kombu's `DecodeError`; results in JSON, Celery's default, or msgpack, see
 //! [`ResultSerializer`]) and
 //! kombu's Redis transport: a queue is four lists (priorities 0, 3, 6, 9;
 //! **0 is the highest**), a delivered message sits in kombu's `unacked`
@@ -65,7 +67,7 @@ use std::time::Duration;
 pub use client::{AsyncResult, Client, Send};
 pub use limits::{SoftTimeLimitExceeded, check_soft_limit, soft_limit_exceeded};
 pub use node::{Worker, WorkerConfig};
-pub use wire::ResultSerializer;
+pub use wire::{ResultSerializer, Serializer};
 
 /// The broker URL that makes a program a Celery node before `main`.
 pub const ENV_CELERY: &str = "CREW_CELERY";

@@ -13,6 +13,9 @@ app = Celery("crewtest", broker=f"{URL}/0", backend=f"{URL}/1")
 app.conf.broker_transport_options = {"visibility_timeout": 3600}
 app.conf.worker_prefetch_multiplier = 1
 app.conf.task_acks_late = True
+# Task messages from crew's Client may be msgpack (CREW_TEST_ACCEPT narrows
+# what a worker reads, to show what a message was written in).
+app.conf.accept_content = os.environ.get("CREW_TEST_ACCEPT", "json,msgpack").split(",")
 if os.environ.get("CREW_TEST_RESULT_SERIALIZER"):
     app.conf.result_serializer = os.environ["CREW_TEST_RESULT_SERIALIZER"]
     app.conf.result_accept_content = [app.conf.result_serializer]
@@ -26,6 +29,11 @@ def mul(x, y):
 @app.task(name="py.sum")
 def py_sum(xs, extra=0):
     return sum(xs) + extra
+
+
+@app.task(name="py.echo")
+def echo(*args, **kwargs):
+    return [list(args), kwargs]
 
 
 @app.task(name="py.fail")
@@ -71,6 +79,11 @@ def drive(scenario):
         c = chain(app.signature("tasks.add", (1, 2)), app.signature("tasks.add", (10,)),
                   app.signature("tasks.add", (100,)))
         out["msgpack_chain"] = outcome(c.apply_async(serializer="msgpack"))
+        out["zlib"] = outcome(send("tasks.scale", ([1.5, 2.0],), {"by": 2},
+                                   compression="zlib"))
+        out["zlib_msgpack"] = outcome(send("tasks.add", (20, 22), serializer="msgpack",
+                                           compression="gzip"))
+        out["bz2"] = outcome(send("tasks.add", (1, 2), compression="bzip2"))
         out["pickle"] = outcome(send("tasks.add", (1, 2), serializer="pickle"))
         out["parse_ok"] = outcome(send("tasks.parse", ("42",)))
         r = send("tasks.parse", ("forty-two",))
@@ -82,6 +95,8 @@ def drive(scenario):
                                               soft_time_limit=0.3, time_limit=30))
         out["soft_failed"] = outcome(send("tasks.until_soft_limit", (20000, True),
                                           soft_time_limit=0.3))
+        out["soft_in_thread"] = outcome(send("tasks.soft_limit_in_thread", (20000,),
+                                             soft_time_limit=0.3, time_limit=30))
         out["soft_ignored"] = outcome(send("tasks.sleep_ms", (1500,), soft_time_limit=0.3))
         out["soft_then_hard"] = outcome(send("tasks.sleep_ms", (20000,), soft_time_limit=0.3,
                                              time_limit=1.5))

@@ -69,6 +69,8 @@ pub(crate) mod node_fields {
     pub(crate) const HOST: &str = "host";
     pub(crate) const PID: &str = "pid";
     pub(crate) const CONCURRENCY: &str = "concurrency";
+    /// The CPUs the node may use on its host (`crew_core::cpu_count`).
+    pub(crate) const CPUS: &str = "cpus";
     pub(crate) const RUNNING: &str = "running";
     pub(crate) const DONE: &str = "done";
     pub(crate) const FAILED: &str = "failed";
@@ -195,21 +197,70 @@ end
 return out
 "#;
 
-/// The live nodes that can run tasks of a build: the sum of their worker
-/// process counts. Forgets nodes whose heartbeat expired.
+/// The live nodes that can run tasks of a build: `{workers, parallel}`,
+/// the sum of their worker process counts, and how many of those can run
+/// at the same time: per host, no more than the CPUs there (the most any
+/// node on it reports; a node that reports none counts whole). Forgets
+/// nodes whose heartbeat expired.
 ///
 /// KEYS: nodes set. ARGV: node key prefix, build.
 pub(crate) const WORKERS: &str = r#"
 local total = 0
+local hosts = {}
 for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local v = redis.call('HMGET', ARGV[1] .. n, 'build', 'concurrency')
+  local v = redis.call('HMGET', ARGV[1] .. n, 'build', 'concurrency', 'host', 'cpus')
   if v[1] == false then
     redis.call('SREM', KEYS[1], n)
   elseif v[1] == ARGV[2] then
-    total = total + tonumber(v[2])
+    local c = tonumber(v[2]) or 0
+    total = total + c
+    local host = v[3] or ''
+    local h = hosts[host]
+    if h == nil then
+      h = {workers = 0, cpus = 0, unknown = 0}
+      hosts[host] = h
+    end
+    local cpus = tonumber(v[4])
+    if cpus == nil or host == '' then
+      h.unknown = h.unknown + c
+    else
+      h.workers = h.workers + c
+      h.cpus = math.max(h.cpus, cpus)
+    end
   end
 end
-return total
+local parallel = 0
+for _, h in pairs(hosts) do
+  parallel = parallel + math.min(h.workers, h.cpus) + h.unknown
+end
+return {total, parallel}
+"#;
+
+/// The worker processes of a node told none: the CPUs of its host
+/// (`ARGV[3]`) that the queue's live nodes there do not use yet, at least
+/// 1; reserved at once by writing this node's hash (a heartbeat with its
+/// build, host, CPUs, pid and concurrency), so that nodes starting together
+/// on one host split its CPUs instead of each taking all of them.
+///
+/// KEYS: nodes set, this node's hash. ARGV: node key prefix, host, cpus,
+/// heartbeat ttl ms, build, pid, this node's name, then the names of nodes
+/// to leave out (of this host, with their process gone).
+pub(crate) const RESERVE: &str = r#"
+local skip = {}
+for i = 8, #ARGV do skip[ARGV[i]] = true end
+local used = 0
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not skip[n] then
+    local v = redis.call('HMGET', ARGV[1] .. n, 'host', 'concurrency')
+    if v[1] == ARGV[2] then used = used + (tonumber(v[2]) or 0) end
+  end
+end
+local mine = math.max(1, tonumber(ARGV[3]) - used)
+redis.call('HSET', KEYS[2], 'build', ARGV[5], 'host', ARGV[2], 'cpus', ARGV[3],
+  'pid', ARGV[6], 'concurrency', mine)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[1], ARGV[7])
+return mine
 "#;
 
 /// A node's read when it may take more than its free worker processes

@@ -23,6 +23,8 @@ pub struct NodeStatus {
     pub pid: u32,
     /// Its worker processes.
     pub concurrency: usize,
+    /// The CPUs it may use on its host (0: it did not say).
+    pub cpus: usize,
     /// Tasks it holds now.
     pub running: u64,
     /// Tasks it finished.
@@ -134,8 +136,8 @@ impl std::fmt::Display for QueueStatus {
         for n in &self.nodes {
             writeln!(
                 out,
-                "  {}  build {}  host {}  pid {}  workers {}  running {}  done {}  failed {}",
-                n.name, n.build, n.host, n.pid, n.concurrency, n.running, n.done, n.failed
+                "  {}  build {}  host {} ({} cpus)  pid {}  workers {}  running {}  done {}  failed {}",
+                n.name, n.build, n.host, n.cpus, n.pid, n.concurrency, n.running, n.done, n.failed
             )?;
         }
         writeln!(out, "tasks waiting: {}", self.waiting())?;
@@ -206,6 +208,7 @@ pub fn status(config: &ClusterConfig) -> Result<QueueStatus> {
             host: get(f::HOST),
             pid: get(f::PID).parse().unwrap_or(0),
             concurrency: get(f::CONCURRENCY).parse().unwrap_or(0),
+            cpus: get(f::CPUS).parse().unwrap_or(0),
             running: get(f::RUNNING).parse().unwrap_or(0),
             done: get(f::DONE).parse().unwrap_or(0),
             failed: get(f::FAILED).parse().unwrap_or(0),
