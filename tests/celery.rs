@@ -797,3 +797,107 @@ fn a_stopping_node_gives_back_what_waits_for_its_eta() {
     assert_eq!(m["headers"]["id"], r.id());
     assert_eq!(m["headers"]["redelivered"], true);
 }
+
+#[test]
+fn a_message_a_dead_node_s_wake_up_took_runs_elsewhere() {
+    let s = Setup::new();
+    let client = crew::celery::Client::new(&format!("{}/0", s.url()))
+        .unwrap()
+        .backend(&format!("{}/1", s.url()))
+        .unwrap();
+    let mut con = redis::Client::open(format!("{}/0", s.url()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // A node's wake-up moves a message into the node's taking list before
+    // recording it as unacknowledged. Here is one that did and then died
+    // (its life key still set, for now), and one that is alive.
+    let sent = client.send("tasks.add", (40, 2)).unwrap();
+    let dead = "_crew.celery.taking.crew@ghost.1";
+    let _: Option<String> = redis::cmd("LMOVE")
+        .arg("celery")
+        .arg(dead)
+        .arg("RIGHT")
+        .arg("LEFT")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg("_crew.celery.taking")
+        .arg(dead)
+        .arg("celery")
+        .ignore()
+        .cmd("SET")
+        .arg(format!("{dead}.alive"))
+        .arg(1)
+        .arg("EX")
+        .arg(600)
+        .ignore()
+        .query(&mut con)
+        .unwrap();
+    let _node = s.node(1, 1000);
+    // The node has registered its own taking list and renewed it (KEEP
+    // has run) a few times: the ghost's list is still the ghost's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut watch = redis::Client::open(format!("{}/0", s.url()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut registered = || {
+        redis::cmd("HKEYS")
+            .arg("_crew.celery.taking")
+            .query::<Vec<String>>(&mut watch)
+            .unwrap()
+    };
+    let mine = loop {
+        if let Some(k) = registered().into_iter().find(|k| k != dead) {
+            break k;
+        }
+        assert!(Instant::now() < deadline, "the node never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let r = client.send("tasks.add", (1, 1)).unwrap();
+    assert_eq!(r.get_timeout::<i64>(Duration::from_secs(30)).unwrap(), 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        redis::cmd("LLEN").arg(dead).query::<u64>(&mut con).unwrap(),
+        1
+    );
+    assert!(!sent.ready().unwrap());
+    // The ghost's life ends: the node puts its message back and runs it.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{dead}.alive"))
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        sent.get_timeout::<i64>(Duration::from_secs(60)).unwrap(),
+        42
+    );
+    assert_eq!(
+        redis::cmd("LLEN").arg(dead).query::<u64>(&mut con).unwrap(),
+        0
+    );
+    assert!(
+        !redis::cmd("HEXISTS")
+            .arg("_crew.celery.taking")
+            .arg(dead)
+            .query::<bool>(&mut con)
+            .unwrap()
+    );
+    // Nothing is left behind: each message the node took was recorded,
+    // then acknowledged (just after its result was written).
+    loop {
+        let left: (u64, u64) = redis::pipe()
+            .cmd("HLEN")
+            .arg("unacked")
+            .cmd("LLEN")
+            .arg(&mine)
+            .query(&mut con)
+            .unwrap();
+        if left == (0, 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

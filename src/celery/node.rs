@@ -180,6 +180,12 @@ type JobOut = std::result::Result<String, JsonError>;
 struct Shared {
     config: WorkerConfig,
     keys: Vec<String>,
+    /// The list the wake-up moves a message into (see `wire::TAKING`).
+    taking_key: String,
+    /// The broker's and the backend's database numbers when both are on
+    /// the same Redis server: results, next tasks, acknowledgements and
+    /// events then go in one pipeline on one connection.
+    same_server: Option<(i64, i64)>,
     hostname: String,
     processes: Processes,
     /// Delivery tags this node holds (running, or waiting for their eta).
@@ -281,8 +287,11 @@ impl Worker {
             .flat_map(|q| wire::STEPS.iter().map(move |&s| wire::queue_key(q, s)))
             .collect();
         let hostname = format!("crew@{}.{}", super::hostname(), std::process::id());
+        let same_server = same_server(&config.broker, &config.backend);
         Ok(Worker {
             shared: Arc::new(Shared {
+                taking_key: format!("{}.{hostname}", wire::TAKING),
+                same_server,
                 keys,
                 processes,
                 held: Mutex::new(HashSet::new()),
@@ -361,6 +370,16 @@ impl Worker {
         shared.stop.store(true, Ordering::SeqCst);
         let _ = keeper.join();
         let _ = controller.join();
+        // This node's taking list is empty now (or, should Redis have been
+        // out of reach, put back by another node's KEEP): let it go.
+        if let Ok(mut link) = Link::open(&shared.config.broker, Duration::from_secs(5)) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let _ = link.call(&|| std::time::Instant::now() >= deadline, |con| {
+                redis::cmd("DEL")
+                    .arg(wire::alive_key(&shared.taking_key))
+                    .query::<()>(con)
+            });
+        }
         shared.events.send("worker-offline", worker_fields(&shared));
         shared.events.close();
         shared.processes.close();
@@ -383,6 +402,33 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
     let mut ready: VecDeque<Message> = VecDeque::new();
     let mut idle = Duration::ZERO;
     let mut blocking = true;
+    // A message the wake-up moved into this node's taking list and that
+    // the next script call records as unacknowledged.
+    let mut to_book = false;
+    // This node's taking list, known to the others (which put back what a
+    // dead node's list holds), alive while KEEP renews it.
+    let registered = link.call(&stop, |con| {
+        redis::pipe()
+            .cmd("HSET")
+            .arg(wire::TAKING)
+            .arg(&shared.taking_key)
+            .arg(&shared.keys[0])
+            .ignore()
+            .cmd("SET")
+            .arg(wire::alive_key(&shared.taking_key))
+            .arg(1)
+            .arg("PX")
+            .arg(alive_ms(shared))
+            .ignore()
+            .query::<()>(con)
+    });
+    if let Some(Err(e)) = registered {
+        eprintln!(
+            "crew celery node {}: registering: {e}; waiting without taking",
+            shared.hostname
+        );
+        blocking = false;
+    }
     while !shared.stopping() {
         let now = wire::now();
         while let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
@@ -399,16 +445,21 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             }
         }
         // Take up to `prefetch` messages ahead, in one script call.
-        let want = prefetch.saturating_sub(ready.len() + *lock(&shared.running));
+        let mut want = prefetch.saturating_sub(ready.len() + *lock(&shared.running));
         if want < batch {
-            let running = lock(&shared.running);
-            if *running >= workers {
-                let _ = shared
-                    .room
-                    .wait_timeout(running, Duration::from_millis(100))
-                    .unwrap_or_else(|p| p.into_inner());
+            if to_book {
+                // No room for more, but what the wake-up took is recorded.
+                want = 0;
+            } else {
+                let running = lock(&shared.running);
+                if *running >= workers {
+                    let _ = shared
+                        .room
+                        .wait_timeout(running, Duration::from_millis(100))
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                continue;
             }
-            continue;
         }
         // While the queues stay empty, a plain EXISTS (a microsecond of
         // Redis time) asks whether to run the script (tens of them). KEEP
@@ -417,16 +468,21 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
         let taking = lock(&shared.taking);
         let popped = link.call(&stop, |con| {
             if idle > Duration::ZERO
+                && !to_book
                 && redis::cmd("EXISTS").arg(&shared.keys).query::<u64>(con)? == 0
             {
                 return Ok(Vec::new());
             }
             script
+                .key(&shared.taking_key)
                 .key(&shared.keys)
                 .arg(wire::now())
                 .arg(want)
                 .invoke::<Vec<Vec<u8>>>(con)
         });
+        if matches!(popped, Some(Ok(_))) {
+            to_book = false;
+        }
         match popped {
             None => break,
             Some(Ok(raws)) if !raws.is_empty() => {
@@ -438,70 +494,53 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                     Duration::ZERO
                 };
                 for raw in raws {
-                    match Message::parse(&raw) {
-                        Ok(m) => {
-                            shared.events.send_task_event(
-                            "task-received",
-                            serde_json::json!({
-                                "uuid": m.id,
-                                "name": m.task,
-                                "args": Value::Array(m.args.clone()).to_string(),
-                                "kwargs": Value::Object(m.kwargs.clone()).to_string(),
-                                "retries": m.headers.get("retries").cloned().unwrap_or(0.into()),
-                                "eta": m.headers.get("eta"),
-                                "expires": m.headers.get("expires"),
-                                "root_id": m.header("root_id"),
-                                "parent_id": m.header("parent_id"),
-                            }),
-                        );
-                            lock(&shared.held).insert(m.tag.clone());
-                            let eta = m.eta.is_some_and(|t| t > wire::now());
-                            lock(&shared.waiting)
-                                .insert(m.tag.clone(), (eta, active_info(shared, &m)));
-                            if eta {
-                                later.push(m);
-                            } else {
-                                ready.push_back(m);
-                            }
-                        }
-                        Err(reason) => reject(shared, &mut link, &raw, &reason),
-                    }
+                    take(shared, &mut link, raw, false, &mut later, &mut ready);
                 }
             }
+            Some(Ok(_)) if want == 0 => {}
             Some(Ok(_)) => {
                 drop(taking);
                 // Nothing queued: wait for a message on the first list
-                // (the first queue's default priority) without taking it:
-                // BLMOVE from a list onto its own end returns as soon as
-                // the list has a message and leaves it in place. The
-                // other lists are looked at again after at most `idle`
-                // (1 ms, growing to 20 ms while the queues stay empty).
-                // Before Redis 6.2 (no BLMOVE) the node polls instead.
+                // (the first queue's default priority) and take it in the
+                // wake-up itself: BLMOVE moves it into this node's taking
+                // list, where it stays (restorable, should the node die)
+                // until the next script call records it in kombu's unacked
+                // hash; it runs at once. The other lists are looked at
+                // again after at most `idle` (1 ms, growing to 20 ms while
+                // the queues stay empty). Before Redis 6.2 (no BLMOVE) the
+                // node polls instead.
                 idle = idle
                     .mul_f64(1.5)
                     .clamp(Duration::from_millis(1), Duration::from_millis(20));
-                let woke = if blocking {
+                if blocking {
+                    // KEEP need not wait: a message taken here is in
+                    // `held` before the script records it as unacked.
                     let first = &shared.keys[0];
                     let r = link.call(&stop, |con| {
                         redis::cmd("BLMOVE")
                             .arg(first)
-                            .arg(first)
+                            .arg(&shared.taking_key)
                             .arg("RIGHT")
-                            .arg("RIGHT")
+                            .arg("LEFT")
                             .arg(idle.as_secs_f64())
                             .query::<Option<Vec<u8>>>(con)
                     });
                     match r {
-                        Some(Ok(m)) => m.is_some(),
-                        Some(Err(e)) => {
-                            if e.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
-                            {
-                                blocking = false;
-                            }
-                            false
+                        Some(Ok(Some(raw))) => {
+                            idle = Duration::from_nanos(1);
+                            to_book = true;
+                            take(shared, &mut link, raw, true, &mut later, &mut ready);
                         }
-                        None => false,
+                        // Redis before 6.2: no BLMOVE.
+                        Some(Err(e))
+                            if e.kind()
+                                == redis::ErrorKind::Server(
+                                    redis::ServerErrorKind::ResponseError,
+                                ) =>
+                        {
+                            blocking = false;
+                        }
+                        _ => {}
                     }
                 } else {
                     let running = lock(&shared.running);
@@ -509,10 +548,6 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                         .room
                         .wait_timeout(running, idle)
                         .unwrap_or_else(|p| p.into_inner());
-                    false
-                };
-                if woke {
-                    idle = Duration::ZERO;
                 }
             }
             Some(Err(e)) => {
@@ -522,12 +557,90 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             }
         }
     }
-    // What was taken but not started goes back now.
+    // What the wake-up took is recorded, and what was taken but not
+    // started goes back now.
+    if to_book {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let r = link.call(&|| std::time::Instant::now() >= deadline, |con| {
+            script
+                .key(&shared.taking_key)
+                .key(&shared.keys)
+                .arg(wire::now())
+                .arg(0)
+                .invoke::<Vec<Vec<u8>>>(con)
+        });
+        if let Some(Err(e)) = r {
+            eprintln!("crew celery node {}: recording: {e}", shared.hostname);
+        }
+    }
     later.extend(ready);
     if !later.is_empty() {
         give_back(shared, &mut link, &later);
     }
     Ok(())
+}
+
+/// The database numbers of `broker` and `backend` if both are on one Redis
+/// server (same address and credentials).
+fn same_server(broker: &str, backend: &str) -> Option<(i64, i64)> {
+    use redis::IntoConnectionInfo as _;
+    let a = broker.into_connection_info().ok()?;
+    let b = backend.into_connection_info().ok()?;
+    let (ra, rb) = (a.redis_settings(), b.redis_settings());
+    (a.addr() == b.addr()
+        && ra.username() == rb.username()
+        && ra.password() == rb.password()
+        && ra.protocol() == rb.protocol())
+    .then(|| (ra.db(), rb.db()))
+}
+
+/// How long this node's taking list stays its own without KEEP renewing
+/// it (the visibility timeout, at least a second).
+fn alive_ms(shared: &Shared) -> u64 {
+    (shared.config.visibility_timeout.as_millis() as u64).max(1000)
+}
+
+/// A message just taken (by the script, or by the wake-up: `woke`): held,
+/// and queued to run now or at its eta; one that cannot be read is
+/// dropped.
+fn take(
+    shared: &Shared,
+    link: &mut Link,
+    raw: Vec<u8>,
+    woke: bool,
+    later: &mut Vec<Message>,
+    ready: &mut VecDeque<Message>,
+) {
+    match Message::parse(&raw) {
+        Ok(mut m) => {
+            shared.events.send_task_event(
+                "task-received",
+                serde_json::json!({
+                    "uuid": m.id,
+                    "name": m.task,
+                    "args": Value::Array(m.args.clone()).to_string(),
+                    "kwargs": Value::Object(m.kwargs.clone()).to_string(),
+                    "retries": m.headers.get("retries").cloned().unwrap_or(0.into()),
+                    "eta": m.headers.get("eta"),
+                    "expires": m.headers.get("expires"),
+                    "root_id": m.header("root_id"),
+                    "parent_id": m.header("parent_id"),
+                }),
+            );
+            if woke {
+                m.woke = Some(raw);
+            }
+            lock(&shared.held).insert(m.tag.clone());
+            let eta = m.eta.is_some_and(|t| t > wire::now());
+            lock(&shared.waiting).insert(m.tag.clone(), (eta, active_info(shared, &m)));
+            if eta {
+                later.push(m);
+            } else {
+                ready.push_back(m);
+            }
+        }
+        Err(reason) => reject(shared, link, &raw, woke, &reason),
+    }
 }
 
 /// Puts messages this node took but will not run (waiting for their eta at
@@ -547,7 +660,7 @@ fn give_back(shared: &Shared, link: &mut Link, msgs: &[Message]) {
                 .ignore();
         }
         p.query::<()>(con)?;
-        restore.arg(0).invoke::<u64>(con)
+        restore.arg(0).arg(&shared.taking_key).invoke::<u64>(con)
     });
     if let Some(Err(e)) = r {
         eprintln!(
@@ -563,13 +676,23 @@ fn give_back(shared: &Shared, link: &mut Link, msgs: &[Message]) {
 }
 
 /// A message that cannot be read: logged and acknowledged (kombu would
-/// fail the same way on it), so it cannot block the queue.
-fn reject(shared: &Shared, link: &mut Link, raw: &[u8], reason: &str) {
+/// fail the same way on it), so it cannot block the queue; one the wake-up
+/// took (`woke`) leaves the taking list too.
+fn reject(shared: &Shared, link: &mut Link, raw: &[u8], woke: bool, reason: &str) {
     eprintln!(
         "crew celery node {}: dropping a message: {reason}: {}",
         shared.hostname,
         String::from_utf8_lossy(&raw[..raw.len().min(300)])
     );
+    if woke {
+        let _ = link.call(&|| shared.stopping(), |con| {
+            redis::cmd("LREM")
+                .arg(&shared.taking_key)
+                .arg(1)
+                .arg(raw)
+                .query::<()>(con)
+        });
+    }
     if let Ok(v) = serde_json::from_slice::<Value>(raw)
         && let Some(tag) = v
             .pointer("/properties/delivery_tag")
@@ -736,18 +859,26 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
     // stays in `unacked`, to be restored and run again.
     let stop = || STOP_SIGNAL.load(Ordering::Relaxed);
     let origin = shared.hostname.clone();
-    // What ended since the last round trip is written in one pipeline per
-    // connection: results first, then the next tasks and the acks.
+    // What ended since the last round trip is written in one pipeline:
+    // results first, then the next tasks, the acks and the task events.
+    // With the backend on another server (or a chord to complete), the
+    // results go first in a pipeline of their own.
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(255));
         let mut ended = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
         for Done { msg, t0, outcome } in batch {
             match outcome {
                 Some(outcome) => {
                     shared.processed.fetch_add(1, Ordering::Relaxed);
                     *lock(&shared.totals).entry(msg.task.clone()).or_insert(0) += 1;
-                    task_event(shared, &msg, &outcome, t0.elapsed().as_secs_f64());
+                    events.extend(task_event(
+                        shared,
+                        &msg,
+                        &outcome,
+                        t0.elapsed().as_secs_f64(),
+                    ));
                     ended.push((msg, outcome));
                 }
                 None => release(shared, &msg),
@@ -783,21 +914,31 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
                 )
             })
             .collect();
-        if !results.is_empty() {
+        let write_results = |p: &mut redis::Pipeline| {
+            for (key, payload) in &results {
+                p.cmd("SET")
+                    .arg(key)
+                    .arg(payload)
+                    .arg("EX")
+                    .arg(wire::RESULT_EXPIRES_S)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(key)
+                    .arg(payload)
+                    .ignore();
+            }
+        };
+        let in_chord = ended
+            .iter()
+            .chain(&stopped)
+            .any(|(msg, _)| msg.embed.get("chord").is_some_and(Value::is_object));
+        // One pipeline on the broker's connection: the backend's database
+        // is selected for the results, then the broker's again.
+        let together = shared.same_server.filter(|_| !in_chord);
+        if together.is_none() && !results.is_empty() {
             let r = backend.call(&stop, |con| {
                 let mut p = redis::pipe();
-                for (key, payload) in &results {
-                    p.cmd("SET")
-                        .arg(key)
-                        .arg(payload)
-                        .arg("EX")
-                        .arg(wire::RESULT_EXPIRES_S)
-                        .ignore()
-                        .cmd("PUBLISH")
-                        .arg(key)
-                        .arg(payload)
-                        .ignore();
-                }
+                write_results(&mut p);
                 p.query::<()>(con)
             });
             if let Some(Err(e)) = r {
@@ -814,15 +955,29 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
                 after.push(next);
             }
         }
-        for (msg, outcome) in ended.iter().chain(&stopped) {
-            if let Some(Chord::Fire(body, keys)) = chord_member(shared, &mut backend, msg, outcome)
-            {
-                after.extend(body);
-                chords.push(keys);
+        if in_chord {
+            for (msg, outcome) in ended.iter().chain(&stopped) {
+                if let Some(Chord::Fire(body, keys)) =
+                    chord_member(shared, &mut backend, msg, outcome)
+                {
+                    after.extend(body);
+                    chords.push(keys);
+                }
             }
         }
         let r = broker.call(&stop, |con| {
             let mut p = redis::pipe();
+            if let Some((broker_db, backend_db)) = together
+                && !results.is_empty()
+            {
+                if backend_db != broker_db {
+                    p.cmd("SELECT").arg(backend_db).ignore();
+                }
+                write_results(&mut p);
+                if backend_db != broker_db {
+                    p.cmd("SELECT").arg(broker_db).ignore();
+                }
+            }
             for next in &after {
                 let (list, raw) = next.encode(&origin);
                 p.cmd("LPUSH").arg(list).arg(raw).ignore();
@@ -836,6 +991,18 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
                     .arg(wire::UNACKED)
                     .arg(&msg.tag)
                     .ignore();
+                // Taken by the wake-up: if the fetch loop has not recorded
+                // it as unacknowledged yet, it never will.
+                if let Some(raw) = &msg.woke {
+                    p.cmd("LREM")
+                        .arg(&shared.taking_key)
+                        .arg(1)
+                        .arg(raw)
+                        .ignore();
+                }
+            }
+            for (channel, message) in &events {
+                p.cmd("PUBLISH").arg(channel).arg(message).ignore();
             }
             p.query::<()>(con)
         });
@@ -1075,6 +1242,7 @@ fn chain_stopped(msg: &Message, outcome: &Outcome) -> Vec<(Message, Outcome)> {
                 eta: None,
                 expires: None,
                 refused: None,
+                woke: None,
             };
             Some((step, outcome.clone()))
         })
@@ -1269,14 +1437,20 @@ fn worker_fields(shared: &Shared) -> Value {
     })
 }
 
-/// The event of a task's end.
-fn task_event(shared: &Shared, msg: &Message, outcome: &Outcome, runtime: f64) {
+/// The event of a task's end, to publish in the pipeline that writes its
+/// result (if task events are on).
+fn task_event(
+    shared: &Shared,
+    msg: &Message,
+    outcome: &Outcome,
+    runtime: f64,
+) -> Option<(String, String)> {
     match outcome {
-        Outcome::Success(v) => shared.events.send_task_event(
+        Outcome::Success(v) => shared.events.task_event_message(
             "task-succeeded",
             serde_json::json!({"uuid": msg.id, "result": v.to_string(), "runtime": runtime}),
         ),
-        Outcome::Failure(e, tb) => shared.events.send_task_event(
+        Outcome::Failure(e, tb) => shared.events.task_event_message(
             "task-failed",
             serde_json::json!({
                 "uuid": msg.id,
@@ -1284,18 +1458,22 @@ fn task_event(shared: &Shared, msg: &Message, outcome: &Outcome, runtime: f64) {
                 "traceback": tb,
             }),
         ),
-        Outcome::Revoked(_) => shared.events.send_task_event(
+        Outcome::Revoked(_) => shared.events.task_event_message(
             "task-revoked",
             serde_json::json!({"uuid": msg.id, "terminated": false, "signum": null, "expired": true}),
         ),
     }
 }
 
-// KEEP: renew the delivery times of the messages this node holds, and put
-// back those of consumers that stopped (older than the visibility timeout).
+// KEEP: renew the delivery times of the messages this node holds and the
+// life of its taking list, and put back those of consumers that stopped
+// (older than the visibility timeout; in the taking list of a node whose
+// life ran out).
 fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
     let restore = redis::Script::new(wire::RESTORE);
     let vt = shared.config.visibility_timeout.as_secs_f64();
+    let alive = wire::alive_key(&shared.taking_key);
+    let alive_ms = alive_ms(shared);
     let every = (shared.config.visibility_timeout / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(30));
     let stop = || shared.stopping();
@@ -1312,19 +1490,28 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
         let held: Vec<String> = lock(&shared.held).iter().cloned().collect();
         let now = wire::now();
         let r = link.call(&stop, |con| {
-            if !held.is_empty() {
-                let mut p = redis::pipe();
-                for tag in &held {
-                    p.cmd("ZADD")
-                        .arg(wire::UNACKED_INDEX)
-                        .arg("XX")
-                        .arg(now)
-                        .arg(tag)
-                        .ignore();
-                }
-                p.query::<()>(con)?;
+            let mut p = redis::pipe();
+            for tag in &held {
+                p.cmd("ZADD")
+                    .arg(wire::UNACKED_INDEX)
+                    .arg("XX")
+                    .arg(now)
+                    .arg(tag)
+                    .ignore();
             }
-            restore.arg(now - vt).arg(&held).invoke::<u64>(con)
+            // This node's taking list stays its own.
+            p.cmd("SET")
+                .arg(&alive)
+                .arg(1)
+                .arg("PX")
+                .arg(alive_ms)
+                .ignore();
+            p.query::<()>(con)?;
+            restore
+                .arg(now - vt)
+                .arg(&shared.taking_key)
+                .arg(&held)
+                .invoke::<u64>(con)
         });
         drop(taking);
         match r {

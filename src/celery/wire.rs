@@ -36,9 +36,22 @@ pub(crate) fn queue_key(queue: &str, priority: u8) -> String {
     }
 }
 
-/// Pops up to ARGV[2] messages from the lists in `KEYS`, highest priority
-/// first, and records each in kombu's unacked hash and index in the same
-/// step. ARGV[1]: now (Unix seconds, float). Returns the raw messages.
+/// The hash of the lists a node's wake-up moves messages into (its
+/// "taking" list, field) and the queue list each came from (value).
+pub(crate) const TAKING: &str = "_crew.celery.taking";
+
+/// The key that says the node owning taking list `list` is alive (set with
+/// the visibility timeout as its expiry, renewed while it runs).
+pub(crate) fn alive_key(list: &str) -> String {
+    format!("{list}.alive")
+}
+
+/// Records the messages in the node's taking list `KEYS[1]` (moved there by
+/// its blocking wake-up, already running) in kombu's unacked hash and
+/// index, emptying the list; then pops up to ARGV[2] messages from the
+/// lists in `KEYS[2..]`, highest priority first, and records each in the
+/// same step. ARGV[1]: now (Unix seconds, float). Returns the popped raw
+/// messages (not those of the taking list).
 ///
 /// The delivery tag, exchange and routing key are read with string
 /// patterns in the envelope's `properties` (the last `"properties":`: it is
@@ -59,31 +72,39 @@ local function properties(m)
     at, from = i, i + 1
   end
 end
-for i = 1, #KEYS do
+local function book(m)
+  local tag, ex, rk
+  local at = properties(m)
+  if at then
+    tag, ex, rk = field(m, at, 'delivery_tag'), field(m, at, 'exchange'), field(m, at, 'routing_key')
+  end
+  if tag and ex and rk then
+    ex, rk = '"' .. ex .. '"', '"' .. rk .. '"'
+  else
+    tag = nil
+    local ok, d = pcall(cjson.decode, m)
+    if ok and type(d) == 'table' and type(d.properties) == 'table'
+        and d.properties.delivery_tag then
+      local di = d.properties.delivery_info or {}
+      tag = tostring(d.properties.delivery_tag)
+      ex, rk = cjson.encode(di.exchange or ''), cjson.encode(di.routing_key or '')
+    end
+  end
+  if tag then
+    redis.call('HSET', 'unacked', tag, '[' .. m .. ',' .. ex .. ',' .. rk .. ']')
+    redis.call('ZADD', 'unacked_index', ARGV[1], tag)
+  end
+end
+while true do
+  local m = redis.call('RPOP', KEYS[1])
+  if not m then break end
+  book(m)
+end
+for i = 2, #KEYS do
   while #out < want do
     local m = redis.call('RPOP', KEYS[i])
     if not m then break end
-    local tag, ex, rk
-    local at = properties(m)
-    if at then
-      tag, ex, rk = field(m, at, 'delivery_tag'), field(m, at, 'exchange'), field(m, at, 'routing_key')
-    end
-    if tag and ex and rk then
-      ex, rk = '"' .. ex .. '"', '"' .. rk .. '"'
-    else
-      tag = nil
-      local ok, d = pcall(cjson.decode, m)
-      if ok and type(d) == 'table' and type(d.properties) == 'table'
-          and d.properties.delivery_tag then
-        local di = d.properties.delivery_info or {}
-        tag = tostring(d.properties.delivery_tag)
-        ex, rk = cjson.encode(di.exchange or ''), cjson.encode(di.routing_key or '')
-      end
-    end
-    if tag then
-      redis.call('HSET', 'unacked', tag, '[' .. m .. ',' .. ex .. ',' .. rk .. ']')
-      redis.call('ZADD', 'unacked_index', ARGV[1], tag)
-    end
+    book(m)
     table.insert(out, m)
   end
   if #out >= want then break end
@@ -93,14 +114,29 @@ return out
 
 /// Puts the messages in `unacked` older than ARGV[1] (Unix seconds) back
 /// on their queues as kombu's `restore_visible` does (marked redelivered,
-/// on the end consumers read next), skipping tags in ARGV[2..]. Returns how
-/// many it restored.
+/// on the end consumers read next), skipping tags in ARGV[3..]; and the
+/// messages in the taking lists of nodes no longer alive (see [`TAKING`];
+/// ARGV[2] is this node's list, never touched here) back on the end of the
+/// queue lists they came from. Returns how many it restored.
 pub(crate) const RESTORE: &str = r#"
 local sep = '\6\22'
 local skip = {}
-for i = 2, #ARGV do skip[ARGV[i]] = true end
-local tags = redis.call('ZRANGE', 'unacked_index', '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, 100)
+for i = 3, #ARGV do skip[ARGV[i]] = true end
 local n = 0
+local taking = redis.call('HGETALL', '_crew.celery.taking')
+for i = 1, #taking, 2 do
+  local list, source = taking[i], taking[i + 1]
+  if list ~= ARGV[2] and redis.call('EXISTS', list .. '.alive') == 0 then
+    while true do
+      local m = redis.call('RPOP', list)
+      if not m then break end
+      redis.call('RPUSH', source, m)
+      n = n + 1
+    end
+    redis.call('HDEL', '_crew.celery.taking', list)
+  end
+end
+local tags = redis.call('ZRANGE', 'unacked_index', '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, 100)
 for _, tag in ipairs(tags) do
   if not skip[tag] then
     local raw = redis.call('HGET', 'unacked', tag)
@@ -206,6 +242,9 @@ pub(crate) struct Message {
     /// Why the body was not read (a serializer crew refuses, such as
     /// pickle): the task fails with this instead of running.
     pub(crate) refused: Option<JsonError>,
+    /// The raw message, when the node's wake-up moved it into its taking
+    /// list: acknowledging it also takes it out of there (see [`FETCH`]).
+    pub(crate) woke: Option<Vec<u8>>,
 }
 
 /// Reads a message body of `content_type` into JSON: `Ok(Err(why))` for a
@@ -400,6 +439,7 @@ impl Message {
             eta,
             expires,
             refused,
+            woke: None,
         })
     }
 
