@@ -9,7 +9,7 @@
 //! connection, which reconnects on its own.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -214,10 +214,10 @@ struct Shared {
     done: AtomicU64,
     failed: AtomicU64,
     shift: i64,
-    /// The worker processes of the live nodes of this build, and of all
-    /// live nodes, as of the last heartbeat: `FETCH` splits by them.
-    build_workers: AtomicUsize,
-    all_workers: AtomicUsize,
+    /// The worker processes of the live nodes of this build and of all
+    /// live nodes, and the size of the nodes set, as of the last
+    /// heartbeat: `FETCH` splits by them (see `proto::FETCH`).
+    seen: Mutex<(usize, usize, usize)>,
 }
 
 impl Shared {
@@ -348,8 +348,7 @@ impl Node {
                 done: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 shift: proto::clock_shift(),
-                build_workers: AtomicUsize::new(0),
-                all_workers: AtomicUsize::new(0),
+                seen: Mutex::new((0, 0, 0)),
                 config,
             }),
         })
@@ -562,7 +561,7 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
         if want > free && !idle {
             let held = lock(&shared.local).len();
             let got = link.call(&stop, |con| {
-                let mut inv = fetch.prepare_invoke();
+                let mut inv = fetch.key(shared.keys.nodes());
                 for s in &shared.streams {
                     inv.key(&s.key);
                 }
@@ -572,9 +571,10 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
                     .arg(want)
                     .arg(held)
                     .arg(shared.concurrency)
-                    .arg(shared.build_workers.load(Ordering::Relaxed))
-                    .arg(shared.all_workers.load(Ordering::Relaxed))
-                    .invoke::<Value>(con)
+                    .arg(shared.keys.node_prefix())
+                    .arg(&shared.build);
+                let (build, all, members) = *lock(&shared.seen);
+                inv.arg(build).arg(all).arg(members).invoke::<Value>(con)
             });
             match got {
                 None => break,
@@ -1045,12 +1045,11 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
             for id in &ids {
                 inv.arg(*id);
             }
-            inv.invoke::<(Vec<String>, usize, usize)>(con)
+            inv.invoke::<(Vec<String>, usize, usize, usize)>(con)
         }) {
-            Some(Ok((l, build, all))) => {
+            Some(Ok((l, build, all, members))) => {
                 if !beat.is_empty() {
-                    shared.build_workers.store(build, Ordering::Relaxed);
-                    shared.all_workers.store(all, Ordering::Relaxed);
+                    *lock(&shared.seen) = (build, all, members);
                 }
                 lost.extend(l.into_iter().map(|id| (at, id)));
             }

@@ -109,9 +109,10 @@ return 1
 /// `XCLAIM … 0 … JUSTID` resets an entry's idle time without counting a
 /// delivery, and only for entries still ours (a stale node must not steal
 /// an entry back). Returns `{ids no longer ours, build workers, all
-/// workers}`: with a heartbeat (n > 0), the worker processes of the live
-/// nodes of `build` and of all live nodes, by which `FETCH` splits the
-/// entries (else 0, 0).
+/// workers, members}`: with a heartbeat (n > 0), the worker processes of
+/// the live nodes of `build` and of all live nodes, by which `FETCH` splits
+/// the entries, and the size of the nodes set they were counted from (else
+/// 0, 0, 0).
 ///
 /// KEYS: task stream, node hash, nodes set. ARGV: group, consumer, heartbeat
 /// ttl ms, node key prefix, build, then field/value pairs count n, the n*2
@@ -132,9 +133,11 @@ for i = 7 + 2 * n, #ARGV do
     table.insert(lost, ARGV[i])
   end
 end
-local build, all = 0, 0
+local build, all, members = 0, 0, 0
 if n > 0 then
-  for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local names = redis.call('SMEMBERS', KEYS[3])
+  members = #names
+  for _, m in ipairs(names) do
     local v = redis.call('HMGET', ARGV[4] .. m, 'build', 'concurrency')
     local c = tonumber(v[2])
     if c then
@@ -143,7 +146,7 @@ if n > 0 then
     end
   end
 end
-return {lost, build, all}
+return {lost, build, all, members}
 "#;
 
 /// Takes over entries whose holder is gone (no heartbeat) or past its
@@ -290,23 +293,37 @@ return mine
 /// Does not block. Returns the entries still waiting after the read (over
 /// all streams), then `{stream, entries}` for each stream read.
 ///
-/// KEYS: the streams (the build's first). ARGV: group, consumer, free
-/// worker processes, room (free plus prefetch left), entries this node
-/// holds, this node's worker processes, those of the live nodes of its
-/// build (who serve the build's stream) and of all live nodes (who may
-/// serve a named stream), as of the node's last heartbeat (`RENEW`).
+/// KEYS: nodes set, then the streams (the build's first). ARGV: group,
+/// consumer, free worker processes, room (free plus prefetch left),
+/// entries this node holds, this node's worker processes, node key
+/// prefix, build, then as of the node's last heartbeat (`RENEW`): the
+/// worker processes of the live nodes of its build (who serve the build's
+/// stream) and of all live nodes (who may serve a named stream), and the
+/// size of the nodes set. When the set changed size since (a node came or
+/// was forgotten), the counts are taken afresh.
 pub(crate) const FETCH: &str = r#"
 local free, room, held = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local mine, build, all = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local mine, build, all = tonumber(ARGV[6]), tonumber(ARGV[9]), tonumber(ARGV[10])
+if redis.call('SCARD', KEYS[1]) ~= tonumber(ARGV[11]) then
+  build, all = 0, 0
+  for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local v = redis.call('HMGET', ARGV[7] .. n, 'build', 'concurrency')
+    local c = tonumber(v[2])
+    if c then
+      all = all + c
+      if v[1] == ARGV[8] then build = build + c end
+    end
+  end
+end
 local out = {0}
-for i = 1, #KEYS do
+for i = 2, #KEYS do
   local len = redis.call('XLEN', KEYS[i])
   if len > 0 then
     local pending = redis.call('XPENDING', KEYS[i], ARGV[1])[1]
     local waiting = len - pending
     if waiting > 0 then
       local workers = all
-      if i == 1 then workers = build end
+      if i == 2 then workers = build end
       workers = math.max(workers, mine)
       local share = math.ceil(len * mine / workers) - held
       local count = math.max(free, math.min(room, share))
