@@ -162,3 +162,107 @@ fn nodes_sharing_a_host_split_its_cpus_by_default() {
         redis().kill_node(n);
     }
 }
+
+/// The calls of each command Redis has run (`INFO commandstats`).
+fn command_calls(con: &mut redis::Connection) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// A node with nothing to do blocks in `XREADGROUP` (500 ms at a time);
+/// it does not ask again with `FETCH` (whose `XLEN` nothing else sends
+/// here) between its blocking reads.
+#[test]
+fn an_idle_node_blocks_instead_of_polling() {
+    // A Redis of its own: its counters are this test's alone.
+    let own = crew::cluster::LocalRedis::start().unwrap();
+    let queue = fresh_queue();
+    let env = [
+        ("CREW_HEARTBEAT_MS", "1000"),
+        (crew::cluster::ENV_PREFETCH, "64"),
+    ];
+    let node = own.spawn_node(&queue, 1, &env).unwrap();
+    let config = ClusterConfig::new(own.url()).queue(&queue);
+    eventually("the node comes up", || {
+        crew::cluster::status(&config).is_ok_and(|s| s.nodes.len() == 1)
+    });
+    let mut con = redis::Client::open(own.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // Past its first read (a `FETCH`, then a blocking read that ends
+    // empty).
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let before = command_calls(&mut con);
+    let idle = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let after = command_calls(&mut con);
+    let secs = idle.elapsed().as_secs_f64();
+    let delta = |c: &str| after.get(c).copied().unwrap_or(0) - before.get(c).copied().unwrap_or(0);
+    assert_eq!(delta("xlen"), 0, "an idle node ran FETCH");
+    let reads = delta("xreadgroup");
+    assert!(
+        reads >= 1 && reads as f64 <= secs / 0.5 + 2.0,
+        "an idle node blocks 500 ms per read: {reads} reads in {secs:.1} s"
+    );
+    own.kill_node(node);
+}
+
+fn nap_ms(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
+
+/// Prefetching nodes share a queued map by their worker processes, not
+/// by their number: a node of 1 worker beside a node of 3 holds back no
+/// more than its quarter, so adding it cannot slow the big one down.
+#[test]
+fn prefetching_nodes_share_a_map_by_their_workers() {
+    let queue = fresh_queue();
+    let env = [
+        ("CREW_HEARTBEAT_MS", HEARTBEAT_MS),
+        (crew::cluster::ENV_PREFETCH, "64"),
+    ];
+    let big = redis().spawn_node(&queue, 3, &env).unwrap();
+    let small = redis().spawn_node(&queue, 1, &env).unwrap();
+    let config = ClusterConfig::new(redis().url()).queue(&queue);
+    let pool = crew::Pool::builder()
+        .cluster_config(config.clone())
+        .build()
+        .unwrap();
+    eventually("the nodes come up", || pool.workers() >= 4);
+    let v = pool
+        .with_chunksize(1)
+        .map(nap_ms, std::iter::repeat_n(20u64, 48))
+        .unwrap();
+    assert_eq!(v.len(), 48);
+    let done = |pid: u32| {
+        crew::cluster::status(&config)
+            .unwrap()
+            .nodes
+            .iter()
+            .find(|n| n.pid == pid)
+            .map_or(0, |n| n.done)
+    };
+    eventually("both nodes report their counts", || {
+        done(big.pid) + done(small.pid) == 48
+    });
+    let (b, s) = (done(big.pid), done(small.pid));
+    // A quarter is 12; split by nodes the small one would take 24.
+    assert!(
+        s <= 18 && b >= 30,
+        "the node of 3 workers ran {b}, the node of 1 ran {s} of 48"
+    );
+    redis().kill_node(big);
+    redis().kill_node(small);
+}

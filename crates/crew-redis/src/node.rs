@@ -9,7 +9,7 @@
 //! connection, which reconnects on its own.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -214,6 +214,10 @@ struct Shared {
     done: AtomicU64,
     failed: AtomicU64,
     shift: i64,
+    /// The worker processes of the live nodes of this build, and of all
+    /// live nodes, as of the last heartbeat: `FETCH` splits by them.
+    build_workers: AtomicUsize,
+    all_workers: AtomicUsize,
 }
 
 impl Shared {
@@ -344,6 +348,8 @@ impl Node {
                 done: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 shift: proto::clock_shift(),
+                build_workers: AtomicUsize::new(0),
+                all_workers: AtomicUsize::new(0),
                 config,
             }),
         })
@@ -527,6 +533,11 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
     let mut link = shared.config.link(Duration::from_secs(5))?;
     let stop = || shared.stopping();
     let fetch = redis::Script::new(proto::FETCH);
+    // The last blocking read ended with nothing: the stream had nothing
+    // new for us, and the next blocking read returns at once with what
+    // comes; `FETCH` before it would only ask again (an idle node makes
+    // one round trip per 500 ms, not two).
+    let mut idle = false;
     while !shared.stopping() {
         let (want, free) = {
             let mut local = lock(&shared.local);
@@ -548,10 +559,10 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
         // With prefetch, take a fair share of what waits first (one round
         // trip, no blocking); block only when nothing waits, and then for
         // no more than the free worker processes.
-        if want > free {
+        if want > free && !idle {
             let held = lock(&shared.local).len();
             let got = link.call(&stop, |con| {
-                let mut inv = fetch.key(shared.keys.nodes());
+                let mut inv = fetch.prepare_invoke();
                 for s in &shared.streams {
                     inv.key(&s.key);
                 }
@@ -560,6 +571,9 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
                     .arg(free)
                     .arg(want)
                     .arg(held)
+                    .arg(shared.concurrency)
+                    .arg(shared.build_workers.load(Ordering::Relaxed))
+                    .arg(shared.all_workers.load(Ordering::Relaxed))
                     .invoke::<Value>(con)
             });
             match got {
@@ -630,10 +644,13 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
             }
             cmd.query::<Value>(con)
         });
+        idle = false;
         match read {
             None => break,
             Some(Ok(v)) => {
-                for (key, e) in reply::read_reply_by_stream(&v) {
+                let read = reply::read_reply_by_stream(&v);
+                idle = read.is_empty();
+                for (key, e) in read {
                     if let Some(at) = shared.streams.iter().position(|s| s.key == key) {
                         accept(shared, &mut link, at, e);
                     }
@@ -1019,6 +1036,8 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
                 .arg(GROUP)
                 .arg(&shared.name)
                 .arg(hb_ttl)
+                .arg(shared.keys.node_prefix())
+                .arg(&shared.build)
                 .arg(beat.len());
             for (k, v) in beat {
                 inv.arg(*k).arg(v);
@@ -1026,9 +1045,15 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
             for id in &ids {
                 inv.arg(*id);
             }
-            inv.invoke::<Vec<String>>(con)
+            inv.invoke::<(Vec<String>, usize, usize)>(con)
         }) {
-            Some(Ok(l)) => lost.extend(l.into_iter().map(|id| (at, id))),
+            Some(Ok((l, build, all))) => {
+                if !beat.is_empty() {
+                    shared.build_workers.store(build, Ordering::Relaxed);
+                    shared.all_workers.store(all, Ordering::Relaxed);
+                }
+                lost.extend(l.into_iter().map(|id| (at, id)));
+            }
             Some(Err(e)) => return Err(redis_error("renewing leases", e)),
             None => return Ok(()),
         }

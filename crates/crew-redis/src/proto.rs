@@ -108,19 +108,23 @@ return 1
 /// Renews this node's heartbeat and the leases of the entries it holds:
 /// `XCLAIM … 0 … JUSTID` resets an entry's idle time without counting a
 /// delivery, and only for entries still ours (a stale node must not steal
-/// an entry back). Returns the ids no longer ours.
+/// an entry back). Returns `{ids no longer ours, build workers, all
+/// workers}`: with a heartbeat (n > 0), the worker processes of the live
+/// nodes of `build` and of all live nodes, by which `FETCH` splits the
+/// entries (else 0, 0).
 ///
 /// KEYS: task stream, node hash, nodes set. ARGV: group, consumer, heartbeat
-/// ttl ms, then field/value pairs count n, the n*2 pairs, then entry ids.
+/// ttl ms, node key prefix, build, then field/value pairs count n, the n*2
+/// pairs, then entry ids.
 pub(crate) const RENEW: &str = r#"
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[6])
 local fields = {}
-for i = 5, 4 + 2 * n do table.insert(fields, ARGV[i]) end
+for i = 7, 6 + 2 * n do table.insert(fields, ARGV[i]) end
 if n > 0 then redis.call('HSET', KEYS[2], unpack(fields)) end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[2])
 local lost = {}
-for i = 5 + 2 * n, #ARGV do
+for i = 7 + 2 * n, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if #p > 0 and p[1][2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
@@ -128,7 +132,18 @@ for i = 5 + 2 * n, #ARGV do
     table.insert(lost, ARGV[i])
   end
 end
-return lost
+local build, all = 0, 0
+if n > 0 then
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    local v = redis.call('HMGET', ARGV[4] .. m, 'build', 'concurrency')
+    local c = tonumber(v[2])
+    if c then
+      all = all + c
+      if v[1] == ARGV[5] then build = build + c end
+    end
+  end
+end
+return {lost, build, all}
 "#;
 
 /// Takes over entries whose holder is gone (no heartbeat) or past its
@@ -266,25 +281,34 @@ return mine
 /// A node's read when it may take more than its free worker processes
 /// (`CREW_PREFETCH`): from each stream, no more than brings what this node
 /// holds to its fair share (the entries waiting and held, split over the
-/// live nodes), and at least one per free worker process. Without it, the
-/// first node to read after a map was queued takes every chunk its
-/// prefetch allows, and the other nodes idle while it runs them one after
-/// the other. Does not block. Returns the entries still waiting after the
-/// read (over all streams), then `{stream, entries}` for each stream read.
+/// live nodes by their worker processes: a node of 3 takes 3 entries for
+/// every one a node of 1 takes), and at least one per free worker process.
+/// Without it, the first node to read after a map was queued takes every
+/// chunk its prefetch allows, and the other nodes idle while it runs them
+/// one after the other; split by nodes rather than workers, a small node
+/// added beside a big one would hold back as many entries as the big one.
+/// Does not block. Returns the entries still waiting after the read (over
+/// all streams), then `{stream, entries}` for each stream read.
 ///
-/// KEYS: nodes set, then the streams. ARGV: group, consumer, free worker
-/// processes, room (free plus prefetch left), entries this node holds.
+/// KEYS: the streams (the build's first). ARGV: group, consumer, free
+/// worker processes, room (free plus prefetch left), entries this node
+/// holds, this node's worker processes, those of the live nodes of its
+/// build (who serve the build's stream) and of all live nodes (who may
+/// serve a named stream), as of the node's last heartbeat (`RENEW`).
 pub(crate) const FETCH: &str = r#"
 local free, room, held = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local nodes = math.max(redis.call('SCARD', KEYS[1]), 1)
+local mine, build, all = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local out = {0}
-for i = 2, #KEYS do
+for i = 1, #KEYS do
   local len = redis.call('XLEN', KEYS[i])
   if len > 0 then
     local pending = redis.call('XPENDING', KEYS[i], ARGV[1])[1]
     local waiting = len - pending
     if waiting > 0 then
-      local share = math.ceil(len / nodes) - held
+      local workers = all
+      if i == 1 then workers = build end
+      workers = math.max(workers, mine)
+      local share = math.ceil(len * mine / workers) - held
       local count = math.max(free, math.min(room, share))
       if count > 0 then
         local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count, 'STREAMS', KEYS[i], '>')
