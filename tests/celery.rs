@@ -617,6 +617,28 @@ fn chords_with_canvas_bodies_and_chains_in_headers() {
 }
 
 #[test]
+fn groups_after_a_rust_task_start_as_celery_starts_them() {
+    let s = Setup::new();
+    let _worker = s.python_worker(1);
+    let _node = s.node_on("rust", 1, 3_600_000);
+    let r = s.drive(&["group_canvas"]);
+    // add(1, 2) = 3, then [py.mul(3, 10), tasks.add(3, 100)].
+    assert_eq!(ok(&r["chain_group"]), &serde_json::json!([30, 103]));
+    // add(2, 3) = 5, linked to [py.mul(5, 10), tasks.add(5, 1000)].
+    assert_eq!(ok(&r["link_add"]), 5);
+    assert_eq!(ok(&r["link_group"]), &serde_json::json!([50, 1005]));
+    // py.sum([30, 103]).
+    assert_eq!(ok(&r["chain_chord_py"]), 133);
+    // tasks.total([13, 23]) = 36, then py.mul(36, 2).
+    assert_eq!(ok(&r["chain_chord_rust"]), 72);
+    // add(1, 1) = 2; header [3, 4]; body [total = 7, py.sum = 107].
+    assert_eq!(
+        ok(&r["chain_chord_group_body"]),
+        &serde_json::json!([7, 107])
+    );
+}
+
+#[test]
 fn results_in_msgpack_for_a_msgpack_deployment() {
     let s = Setup::new();
     let _node = s.node_with(

@@ -26,11 +26,16 @@
 //! renews the delivery time of the messages it holds and puts back those
 //! of consumers that stopped, after the visibility timeout, as kombu's
 //! `restore_visible` does. A chain that passes through a Rust task goes on:
-//! the node publishes the chain's next signature with the result prepended.
+//! the node publishes the chain's next signature with the result prepended;
+//! a group there starts each of its members (its id their group, so
+//! Python's `GroupResult` completes), and a chord there (Celery makes a
+//! group followed by another step one) records its size and starts its
+//! header, its body carrying the rest of the chain.
 //! A chord whose header a Rust task completes starts its body, also when
 //! the body is a group or a chain.
-//! Signatures linked with `link` / `link_error` are sent after a Rust task
-//! succeeds (with its result prepended) or fails (with its id prepended).
+//! Signatures linked with `link` / `link_error` (a group among them too)
+//! are sent after a Rust task succeeds (with its result prepended) or
+//! fails (with its id prepended).
 //! A node answers Celery's remote control (`celery inspect ping`, `active`,
 //! `reserved`, `scheduled`, `stats`, `registered`; `celery control enable_events`, `disable_events`,
 //! `shutdown`) on the mailbox's pub/sub channel.

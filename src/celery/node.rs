@@ -947,33 +947,62 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
         }
         let mut after = Vec::new();
         let mut chords = Vec::new();
+        // The sizes of chords started here, recorded before their
+        // members are sent.
+        let mut sizes = Vec::new();
         for (msg, outcome) in &ended {
-            after.extend(linked(msg, outcome));
-            if let Outcome::Success(v) = outcome
-                && let Some(next) = next_in_chain(msg, v)
-            {
-                after.push(next);
+            after.extend(linked(msg, outcome, &mut sizes));
+            if let Outcome::Success(v) = outcome {
+                after.extend(next_in_chain(msg, v, &mut sizes));
             }
         }
         if in_chord {
             for (msg, outcome) in ended.iter().chain(&stopped) {
                 if let Some(Chord::Fire(body, keys)) =
-                    chord_member(shared, &mut backend, msg, outcome)
+                    chord_member(shared, &mut backend, msg, outcome, &mut sizes)
                 {
                     after.extend(body);
                     chords.push(keys);
                 }
             }
         }
+        let chord_sizes = |p: &mut redis::Pipeline| {
+            for (group_id, size) in &sizes {
+                let key = |suffix: &str| format!("{}{group_id}{suffix}", wire::TASKSET);
+                p.cmd("DEL")
+                    .arg(key(".c"))
+                    .ignore()
+                    .cmd("SET")
+                    .arg(key(".s"))
+                    .arg(size)
+                    .arg("EX")
+                    .arg(wire::RESULT_EXPIRES_S)
+                    .ignore();
+            }
+        };
+        if together.is_none() && !sizes.is_empty() {
+            let r = backend.call(&stop, |con| {
+                let mut p = redis::pipe();
+                chord_sizes(&mut p);
+                p.query::<()>(con)
+            });
+            if let Some(Err(e)) = r {
+                eprintln!(
+                    "crew celery node {}: starting a chord: {e}",
+                    shared.hostname
+                );
+            }
+        }
         let r = broker.call(&stop, |con| {
             let mut p = redis::pipe();
             if let Some((broker_db, backend_db)) = together
-                && !results.is_empty()
+                && !(results.is_empty() && sizes.is_empty())
             {
                 if backend_db != broker_db {
                     p.cmd("SELECT").arg(backend_db).ignore();
                 }
                 write_results(&mut p);
+                chord_sizes(&mut p);
                 if backend_db != broker_db {
                     p.cmd("SELECT").arg(broker_db).ignore();
                 }
@@ -1055,6 +1084,7 @@ fn chord_member(
     backend: &mut Link,
     msg: &Message,
     outcome: &Outcome,
+    sizes: &mut Vec<ChordSize>,
 ) -> Option<Chord> {
     let callback = msg.embed.get("chord").and_then(Value::as_object)?;
     let gid = msg.header("group")?;
@@ -1173,7 +1203,13 @@ fn chord_member(
         }
         return None;
     }
-    let body = start_signature(callback, Some(Value::Array(results)), msg);
+    let body = start_signature(
+        callback,
+        Some(Value::Array(results)),
+        msg,
+        Vec::new(),
+        sizes,
+    );
     if body.is_empty() {
         return None;
     }
@@ -1184,7 +1220,7 @@ fn chord_member(
 /// success its `callbacks` (`link`) with the result prepended to their
 /// arguments, after a failure its `errbacks` (`link_error`) with the
 /// failed task's id prepended (unless a signature is immutable).
-fn linked(msg: &Message, outcome: &Outcome) -> Vec<Outgoing> {
+fn linked(msg: &Message, outcome: &Outcome, sizes: &mut Vec<ChordSize>) -> Vec<Outgoing> {
     let (key, prepend) = match outcome {
         Outcome::Success(v) => ("callbacks", v.clone()),
         Outcome::Failure(..) => ("errbacks", Value::String(msg.id.clone())),
@@ -1195,7 +1231,7 @@ fn linked(msg: &Message, outcome: &Outcome) -> Vec<Outgoing> {
     };
     sigs.iter()
         .filter_map(Value::as_object)
-        .flat_map(|sig| start_signature(sig, Some(prepend.clone()), msg))
+        .flat_map(|sig| start_signature(sig, Some(prepend.clone()), msg, Vec::new(), sizes))
         .collect()
 }
 
@@ -1272,26 +1308,107 @@ fn canvas_tasks(sig: &serde_json::Map<String, Value>) -> Vec<serde_json::Map<Str
         .unwrap_or_default()
 }
 
+/// A chord the node starts: its group id and how many results complete
+/// its header, written (Celery's `set_chord_size`) before its header's
+/// messages are sent.
+type ChordSize = (String, u64);
+
+/// How many results a chord header member adds to its chord (Celery's
+/// `chord._descend`): a task one, a group the sum of its members, a chain
+/// what its last step adds, a chord what its body adds.
+fn chord_weight(sig: &serde_json::Map<String, Value>) -> u64 {
+    match canvas_kind(sig) {
+        Some("group") => canvas_tasks(sig).iter().map(chord_weight).sum(),
+        Some("chain") => canvas_tasks(sig).last().map_or(1, chord_weight),
+        Some("chord") => sig
+            .get("kwargs")
+            .and_then(|k| k.get("body"))
+            .and_then(Value::as_object)
+            .map_or(1, chord_weight),
+        _ => 1,
+    }
+}
+
+/// Makes `member` a member of the chord header `group_id` at `index`,
+/// whose body is `body`: on a chain, its last step is the member.
+fn join_chord(
+    member: &mut serde_json::Map<String, Value>,
+    group_id: &str,
+    index: usize,
+    body: &Value,
+) {
+    if canvas_kind(member) == Some("chain") {
+        if let Some(last) = member
+            .get_mut("kwargs")
+            .and_then(|k| k.get_mut("tasks"))
+            .and_then(Value::as_array_mut)
+            .and_then(|ts| ts.last_mut())
+            .and_then(Value::as_object_mut)
+        {
+            join_chord(last, group_id, index, body);
+        }
+        return;
+    }
+    let options = member
+        .entry("options")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if let Value::Object(o) = options {
+        o.insert("group_id".into(), group_id.into());
+        o.entry("group_index").or_insert(index.into());
+        o.insert("chord".into(), body.clone());
+    }
+}
+
 /// The messages that start a signature applied with `prepend` (a task's
-/// result, or a chord header's results), as Celery applies a canvas: a
-/// group starts each of its members with `prepend`, a chain its first task
+/// result, or a chord header's results), as Celery applies a canvas, with
+/// `rest` what remains of the chain it is a step of (reversed, as Celery
+/// stores it): a plain signature is one message; a group starts each of
+/// its members with `prepend` (its id their group); a chain its first step
 /// with the rest of the chain in the message (a chain inside it is
-/// flattened), a plain signature is one message. A chord there, or a chain
-/// that starts with a group (Celery makes those chords), is not started:
-/// it is logged.
+/// flattened); a chord its header's members with `prepend`, each carrying
+/// the body (which carries `rest`), after its size is recorded in `sizes`.
 fn start_signature(
     sig: &serde_json::Map<String, Value>,
     prepend: Option<Value>,
     parent: &Message,
+    rest: Vec<Value>,
+    sizes: &mut Vec<ChordSize>,
 ) -> Vec<Outgoing> {
+    let own_id = |sig: &serde_json::Map<String, Value>| {
+        sig.get("options")
+            .and_then(|o| o.get("task_id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
     match canvas_kind(sig) {
-        None => signature_message(sig, prepend, parent, Vec::new())
+        None => signature_message(sig, prepend, parent, rest)
             .into_iter()
             .collect(),
-        Some("group") => canvas_tasks(sig)
-            .iter()
-            .flat_map(|member| start_signature(member, prepend.clone(), parent))
-            .collect(),
+        Some("group") => {
+            if !rest.is_empty() {
+                // Celery makes a group followed by more steps a chord.
+                eprintln!(
+                    "crew celery node: after task {} a group is followed by {} more step(s), which a chord would carry",
+                    parent.id,
+                    rest.len()
+                );
+            }
+            let group_id = own_id(sig).unwrap_or_else(wire::new_id);
+            canvas_tasks(sig)
+                .into_iter()
+                .enumerate()
+                .flat_map(|(i, mut member)| {
+                    if let Value::Object(o) = member
+                        .entry("options")
+                        .or_insert_with(|| Value::Object(serde_json::Map::new()))
+                    {
+                        o.entry("group_id").or_insert(group_id.clone().into());
+                        o.entry("group_index").or_insert(i.into());
+                    }
+                    start_signature(&member, prepend.clone(), parent, Vec::new(), sizes)
+                })
+                .collect()
+        }
         Some("chain") => {
             // Flatten nested chains: Celery runs them as one sequence.
             let mut steps = Vec::new();
@@ -1310,18 +1427,67 @@ fn start_signature(
                 return Vec::new();
             }
             let first = steps.remove(0);
-            if canvas_kind(&first).is_some() {
+            // The rest goes in the message reversed, as Celery sends it,
+            // after (before, reversed) what follows this chain.
+            let mut chain = rest;
+            chain.extend(steps.into_iter().rev().map(Value::Object));
+            start_signature(&first, prepend, parent, chain, sizes)
+        }
+        Some("chord") => {
+            let kwargs = sig.get("kwargs").and_then(Value::as_object);
+            let header = kwargs.and_then(|k| k.get("header"));
+            let Some(mut body) = kwargs
+                .and_then(|k| k.get("body"))
+                .and_then(Value::as_object)
+                .cloned()
+            else {
                 eprintln!(
-                    "crew celery node: a chain after task {} starts with a {}, which crew does not start",
-                    parent.id,
-                    canvas_kind(&first).unwrap_or("canvas")
+                    "crew celery node: a chord after task {} has no body",
+                    parent.id
                 );
                 return Vec::new();
+            };
+            let (members, header_id) = match header {
+                Some(Value::Object(h)) if canvas_kind(h) == Some("group") => {
+                    (canvas_tasks(h), own_id(h))
+                }
+                Some(Value::Object(h)) => (vec![h.clone()], None),
+                Some(Value::Array(hs)) => (
+                    hs.iter().filter_map(Value::as_object).cloned().collect(),
+                    None,
+                ),
+                _ => (Vec::new(), None),
+            };
+            let group_id = header_id
+                .or_else(|| own_id(sig))
+                .unwrap_or_else(wire::new_id);
+            // What follows the chord in the chain follows its body.
+            if !rest.is_empty()
+                && let Value::Object(o) = body
+                    .entry("options")
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()))
+            {
+                o.entry("chain").or_insert(Value::Array(rest));
             }
-            // The rest goes in the message reversed, as Celery sends it.
-            let rest = steps.into_iter().rev().map(Value::Object).collect();
-            signature_message(&first, prepend, parent, rest)
+            if members.is_empty() {
+                // Nothing to wait for: the body runs now, on no results.
+                return start_signature(
+                    &body,
+                    Some(Value::Array(Vec::new())),
+                    parent,
+                    Vec::new(),
+                    sizes,
+                );
+            }
+            let body = Value::Object(body);
+            sizes.push((group_id.clone(), members.iter().map(chord_weight).sum()));
+            members
                 .into_iter()
+                .enumerate()
+                .flat_map(|(i, mut member)| {
+                    join_chord(&mut member, &group_id, i, &body);
+                    start_signature(&member, prepend.clone(), parent, Vec::new(), sizes)
+                })
                 .collect()
         }
         Some(kind) => {
@@ -1334,13 +1500,18 @@ fn start_signature(
     }
 }
 
-/// The next task of a chain this message is part of, given its result:
+/// The next step of a chain this message is part of, given its result:
 /// the last signature of `chain` (Celery stores it reversed), with the
-/// result prepended to its arguments unless it is immutable.
-fn next_in_chain(msg: &Message, result: &Value) -> Option<Outgoing> {
-    let mut chain = msg.embed.get("chain")?.as_array()?.clone();
-    let sig = chain.pop()?;
-    signature_message(sig.as_object()?, Some(result.clone()), msg, chain)
+/// result prepended to its arguments unless it is immutable; a group or a
+/// chord there starts as Celery starts one.
+fn next_in_chain(msg: &Message, result: &Value, sizes: &mut Vec<ChordSize>) -> Vec<Outgoing> {
+    let Some(mut chain) = msg.embed.get("chain").and_then(Value::as_array).cloned() else {
+        return Vec::new();
+    };
+    let Some(Value::Object(sig)) = chain.pop() else {
+        return Vec::new();
+    };
+    start_signature(&sig, Some(result.clone()), msg, chain, sizes)
 }
 
 /// The message of a signature (a dict of `task`, `args`, `kwargs`,
@@ -1380,6 +1551,16 @@ fn signature_message(
     for k in ["callbacks", "errbacks", "chord"] {
         embed.insert(k.into(), options.get(k).cloned().unwrap_or(Value::Null));
     }
+    // A chord's body carries what follows the chord in a chain.
+    let chain = if chain.is_empty() {
+        options
+            .get("chain")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        chain
+    };
     embed.insert(
         "chain".into(),
         if chain.is_empty() {

@@ -151,6 +151,41 @@ def drive(scenario):
         body = chord(header, rust("tasks.total"))()
         out["failed_in_header_chain"] = outcome(app.AsyncResult(body.id))
         out["failed_chain_step"] = outcome(later_result)
+    elif scenario == "group_canvas":
+        # Groups after a Rust task (on the node's queue `rust`), as a
+        # chain's next step, in a link, and made a chord by a later step.
+        def rust(name, *args):
+            return app.signature(name, args, queue="rust")
+
+        def py(name, *args):
+            return app.signature(name, args, queue="celery")
+
+        # chain(rust, group): the node starts the group's members with its
+        # result; the client holds the GroupResult.
+        c = chain(rust("tasks.add", 1, 2), group(py("py.mul", 10), rust("tasks.add", 100)))
+        out["chain_group"] = outcome(c.apply_async())
+        # A group as a link.
+        g = group(py("py.mul", 10), rust("tasks.add", 1000))
+        g_result = g.freeze()
+        r = send("tasks.add", (2, 3), queue="rust", link=g)
+        out["link_add"] = outcome(r)
+        out["link_group"] = outcome(g_result)
+        # chain(rust, group, python): Celery makes the group and the step
+        # after it a chord, which the node starts.
+        c = chain(rust("tasks.add", 1, 2), group(py("py.mul", 10), rust("tasks.add", 100)),
+                  py("py.sum"))
+        out["chain_chord_py"] = outcome(c.apply_async())
+        # The same with a Rust body, the node completing the chord, and a
+        # step after the body (the chain goes on from the body).
+        c = chain(rust("tasks.add", 1, 2), group(rust("tasks.add", 10), rust("tasks.add", 20)),
+                  rust("tasks.total"), py("py.mul", 2))
+        out["chain_chord_rust"] = outcome(c.apply_async())
+        # A chord whose body is a group, all members Rust, after a Rust
+        # task.
+        c = chain(rust("tasks.add", 1, 1),
+                  chord(group(rust("tasks.add", 1), rust("tasks.add", 2)),
+                        group(rust("tasks.total"), py("py.sum", 100))))
+        out["chain_chord_group_body"] = outcome(c.apply_async())
     elif scenario == "results":
         # Whatever result_serializer this client reads (the environment's).
         out["add"] = outcome(send("tasks.add", (2, 3)))
