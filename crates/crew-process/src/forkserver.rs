@@ -100,7 +100,9 @@ enum Failure {
     Broken(io::Error),
 }
 
-/// The pid of the server, if it runs.
+/// The pid of the fork server, if this program runs one: from its second
+/// process pool on, pool workers are forked from it (set
+/// `CREW_NO_FORK_SERVER=1` to start every worker afresh instead).
 ///
 /// # Examples
 ///
