@@ -1893,3 +1893,47 @@ fn control_loop(shared: &Arc<Shared>, mut link: Link) {
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_server_is_told_from_two() {
+        let url = |rest: &str| format!("redis://{rest}");
+        assert_eq!(
+            same_server(&url("127.0.0.1:6379/4"), &url("127.0.0.1:6379/5")),
+            Some((4, 5))
+        );
+        assert_eq!(
+            same_server(&url("127.0.0.1:6379"), &url("127.0.0.1:6379")),
+            Some((0, 0))
+        );
+        assert_eq!(
+            same_server(&url("127.0.0.1:6379/0"), &url("127.0.0.1:6380/0")),
+            None
+        );
+        assert_eq!(
+            same_server(&url("127.0.0.1:6379/0"), &url("10.0.0.2:6379/0")),
+            None
+        );
+        assert_eq!(
+            same_server(&url(":a@127.0.0.1:6379/0"), &url(":b@127.0.0.1:6379/1")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_chord_weighs_what_completes_it() {
+        let sig = |v: Value| v.as_object().unwrap().clone();
+        let task = serde_json::json!({"task": "t", "args": []});
+        let group = serde_json::json!({"task": "celery.group", "subtask_type": "group",
+            "kwargs": {"tasks": [task, task, task]}});
+        let chain = serde_json::json!({"task": "celery.chain", "subtask_type": "chain",
+            "kwargs": {"tasks": [task, group]}});
+        assert_eq!(chord_weight(&sig(task.clone())), 1);
+        assert_eq!(chord_weight(&sig(group.clone())), 3);
+        // A chain adds what its last step adds.
+        assert_eq!(chord_weight(&sig(chain)), 3);
+    }
+}
