@@ -22,10 +22,13 @@
 //! **0 is the highest**), a delivered message sits in kombu's `unacked`
 //! hash and `unacked_index` until acknowledged (the node pops and records
 //! it in one Lua script, and acknowledges after the result is written), and
-//! results are `celery-task-meta-<id>` keys on the result backend. A node
-//! renews the delivery time of the messages it holds and puts back those
-//! of consumers that stopped, after the visibility timeout, as kombu's
-//! `restore_visible` does. A chain that passes through a Rust task goes on:
+//! results are `celery-task-meta-<id>` keys on the result backend. An idle
+//! node waits with `BLMOVE`, which moves the message that wakes it into the
+//! node's own list in Redis: it runs at once, and the node's next script
+//! call records it in `unacked`. A node renews the delivery time of the
+//! messages it holds and puts back those of consumers that stopped, after
+//! the visibility timeout, as kombu's `restore_visible` does (and those
+//! left in the list of a crew node that died). A chain that passes through a Rust task goes on:
 //! the node publishes the chain's next signature with the result prepended;
 //! a group there starts each of its members (its id their group, so
 //! Python's `GroupResult` completes), and a chord there (Celery makes a
