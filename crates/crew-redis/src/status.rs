@@ -134,10 +134,15 @@ impl std::fmt::Display for QueueStatus {
         writeln!(out, "queue {}", self.queue)?;
         writeln!(out, "nodes: {}", self.nodes.len())?;
         for n in &self.nodes {
+            let cpus = if n.cpus > 0 {
+                format!(" ({} cpus)", n.cpus)
+            } else {
+                String::new()
+            };
             writeln!(
                 out,
-                "  {}  build {}  host {} ({} cpus)  pid {}  workers {}  running {}  done {}  failed {}",
-                n.name, n.build, n.host, n.cpus, n.pid, n.concurrency, n.running, n.done, n.failed
+                "  {}  build {}  host {}{cpus}  pid {}  workers {}  running {}  done {}  failed {}",
+                n.name, n.build, n.host, n.pid, n.concurrency, n.running, n.done, n.failed
             )?;
         }
         writeln!(out, "tasks waiting: {}", self.waiting())?;
