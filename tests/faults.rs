@@ -19,6 +19,8 @@ mod support;
 mod burst;
 #[path = "faults/crashes.rs"]
 mod crashes;
+#[path = "faults/forkserver.rs"]
+mod forkserver;
 #[path = "faults/kill.rs"]
 mod kill;
 #[path = "faults/lifecycle.rs"]

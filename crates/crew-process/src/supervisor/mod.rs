@@ -446,6 +446,7 @@ impl Shared {
     pub(crate) fn start(config: ProcessConfig) -> Result<Arc<Shared>, Error> {
         config.validate()?;
         let workers = config.workers;
+        crate::forkserver::pool_created();
         let proxies = (0..config.workers)
             .map(|slot| {
                 Ok(Proxy {
