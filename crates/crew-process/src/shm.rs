@@ -41,11 +41,15 @@ const POOL_REGIONS: usize = 8;
 /// this still travels in a region, which is dropped after its use).
 const POOL_BYTES: usize = 512 << 20;
 /// A reader keeps at most this many mappings, of at most this many bytes
-/// in all, and none unused for longer than `READER_IDLE` (checked when it
+/// in all, and none unused for longer than [`KEEP_IDLE`] (checked when it
 /// reads another).
 const READER_MAPPINGS: usize = 8;
 const READER_BYTES: usize = 512 << 20;
-const READER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a region may go unused and still be kept: by a reader (its
+/// mapping), and by a worker for its largest regions while it sits idle
+/// (`worker.rs`), so that both sides of a large transfer keep or drop the
+/// same regions.
+pub(crate) const KEEP_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Regions grow in steps of this (so that a payload slightly larger than
 /// the last does not make a new region each time).
 const STEP: usize = 2 << 20;
@@ -206,15 +210,19 @@ impl Lease {
         let reused = {
             let mut pool = lock(&POOL);
             // The smallest free region that fits, else the largest free
-            // one (grown below: cheaper than a new one).
+            // one (grown below: cheaper than a new one); of equals, the one
+            // used last (the pool is in the order regions came back), so
+            // that a run of payloads of one size reuses one region, which
+            // its reader keeps mapped.
             let free = pool.iter().enumerate().filter(|(_, r)| r.is_free());
             let fits = free
                 .clone()
                 .filter(|(_, r)| r.capacity() >= capacity)
-                .min_by_key(|(_, r)| r.capacity())
+                .min_by_key(|&(i, r)| (r.capacity(), std::cmp::Reverse(i)))
                 .map(|(i, _)| i);
-            let pick = fits.or_else(|| free.max_by_key(|(_, r)| r.capacity()).map(|(i, _)| i));
-            pick.map(|i| pool.swap_remove(i))
+            let pick =
+                fits.or_else(|| free.max_by_key(|&(i, r)| (r.capacity(), i)).map(|(i, _)| i));
+            pick.map(|i| pool.remove(i))
         };
         let region = match reused {
             Some(mut r) => {
@@ -298,7 +306,7 @@ impl Drop for Lease {
         if pool.len() >= POOL_REGIONS
             && let Some(i) = pool.iter().position(|r| !r.is_free())
         {
-            pool.swap_remove(i);
+            pool.remove(i);
         }
         let bytes: usize = pool.iter().map(|r| r.map.len).sum();
         if pool.len() < POOL_REGIONS && bytes + region.map.len <= POOL_BYTES {
@@ -362,7 +370,7 @@ pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> i
     let now = Instant::now();
     let cached = {
         let mut mapped = lock(&MAPPED);
-        mapped.retain(|(_, used)| now.duration_since(*used) < READER_IDLE);
+        mapped.retain(|(_, used)| now.duration_since(*used) < KEEP_IDLE);
         let at = mapped
             .iter()
             .position(|(m, _)| m.dev == dev && m.ino == ino && m.id == id && m.map.len >= need);
@@ -404,22 +412,51 @@ pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> i
     Ok(out)
 }
 
-/// Lets go of the regions this process keeps for reuse (those no reader
-/// reads) and of its mappings of regions it was sent: for a process that
-/// is about to sit idle, so that it does not hold that memory meanwhile.
-/// What a reader still reads stays mapped until it is done.
+/// Lets go of the regions this process keeps for reuse and of its mappings
+/// of regions it was sent: for a process that is about to sit idle, so that
+/// it does not hold that memory meanwhile. A region a reader still reads
+/// (or never finished reading: a reader that died) is forgotten too: its
+/// reader's own mapping keeps it alive until that goes, and forgetting
+/// never writes it.
 pub(crate) fn trim() {
-    let kept: Vec<Region> = {
+    trim_keeping(false);
+}
+
+/// As [`trim`], but keeps the largest region per direction: of the regions
+/// this process writes, the largest free one, and of its mappings of
+/// regions it was sent, the largest (the most recently used of equals).
+/// For a process that has sat idle a little while: the next large payload,
+/// in either direction, then costs no new region, no mapping and no page
+/// fault, while the rest goes (a later [`trim`] lets go of those two).
+pub(crate) fn trim_to_largest() {
+    trim_keeping(true);
+}
+
+fn trim_keeping(largest: bool) {
+    let dropped: Vec<Region> = {
         let mut pool = lock(&POOL);
-        let (busy, free): (Vec<Region>, Vec<Region>) = std::mem::take(&mut *pool)
-            .into_iter()
-            .partition(|r| !r.is_free());
-        *pool = busy;
-        free
+        let mut all = std::mem::take(&mut *pool);
+        // Most recently returned last: `max_by_key` keeps the last of
+        // equals.
+        let largest_free = (0..all.len())
+            .filter(|&i| all[i].is_free())
+            .max_by_key(|&i| all[i].map.len);
+        if largest && let Some(i) = largest_free {
+            pool.push(all.remove(i));
+        }
+        all
     };
-    drop(kept);
-    let mapped = std::mem::take(&mut *lock(&MAPPED));
-    drop(mapped);
+    drop(dropped);
+    let dropped = {
+        let mut mapped = lock(&MAPPED);
+        let mut all = std::mem::take(&mut *mapped);
+        // Most recently used last: `max_by_key` keeps the last of equals.
+        if largest && let Some(i) = (0..all.len()).max_by_key(|&i| all[i].0.map.len) {
+            mapped.push(all.remove(i));
+        }
+        all
+    };
+    drop(dropped);
 }
 
 /// The header of a region that was never sent (for the fuzz targets,

@@ -49,6 +49,11 @@ pub(super) fn deliver(
     timeline: Option<&Timeline>,
 ) {
     for (mut job, frame) in finished.drain(..) {
+        // It will not run again: its payload's region goes back to the
+        // pool now, before its caller wakes, so that the caller's next
+        // payload is written into the same region (which its worker keeps
+        // mapped) rather than a new one.
+        job.payload = wire::Payload::default();
         let mut f = Fields::new(&frame.body);
         let _seq = f.u64();
         let read = wire::with_payload(&frame, f, |bytes| {
