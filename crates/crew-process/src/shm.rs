@@ -6,6 +6,9 @@
 //! mapped), and each reader keeps its mappings of the regions it was sent
 //! (keyed by inode and checked against a random id), so that a payload
 //! after the first costs no page fault on either side: only the copies.
+//! A worker that sits idle keeps only its largest region each way for a
+//! while, then none ([`trim_to_largest`], [`trim`]); `README.md` has the
+//! whole policy.
 //!
 //! A region starts with a 64-byte header, then the payload:
 //!
@@ -68,8 +71,14 @@ unsafe impl Send for Map {}
 unsafe impl Sync for Map {}
 
 impl Map {
-    fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Map> {
+    /// Maps all `len` bytes of `fd`, with its pages faulted in with one call
+    /// instead of a fault per 4 KiB page: for reading (`write` false: a
+    /// reader's mapping of pages its writer made), or for writing (a
+    /// region this process is about to write; a mapping populated for
+    /// reading would take a write fault on every page anyway).
+    fn new(fd: BorrowedFd<'_>, len: usize, write: bool) -> io::Result<Map> {
         debug_assert!(len >= HEADER);
+        let populate = if write { 0 } else { libc::MAP_POPULATE };
         // SAFETY: mapping `len` bytes of a memfd at least that long (the
         // callers check its size, and its seal keeps it from shrinking).
         let ptr = unsafe {
@@ -77,14 +86,16 @@ impl Map {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                // One pass in the kernel instead of a fault per 4 KiB page.
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                libc::MAP_SHARED | populate,
                 fd.as_raw_fd(),
                 0,
             )
         };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
+        }
+        if write {
+            populate_write(ptr.cast(), len);
         }
         Ok(Map {
             ptr: ptr.cast(),
@@ -124,7 +135,7 @@ impl Region {
         // A reader maps it: it must never shrink under that mapping (a read
         // past the end of a file raises SIGBUS). It may grow.
         fcntl_add_seals(&fd, SealFlags::SHRINK)?;
-        let map = Map::new(fd.as_fd(), len)?;
+        let map = Map::new(fd.as_fd(), len, true)?;
         map.word(0).store(MAGIC, Ordering::Relaxed);
         let mut id = [0u8; 8];
         rustix::rand::getrandom(&mut id, rustix::rand::GetRandomFlags::empty())?;
@@ -163,18 +174,19 @@ impl Region {
         let old = self.map.len;
         self.map.ptr = ptr.cast();
         self.map.len = len;
-        // Fault the new part in with one call rather than page by page
-        // (advice only: on an older kernel the copy faults them in).
-        // SAFETY: advice on our own mapping; it does not change contents.
-        unsafe {
-            libc::madvise(
-                self.map.ptr.add(old).cast(),
-                len - old,
-                libc::MADV_POPULATE_WRITE,
-            )
-        };
+        // SAFETY: `old < len`: the new part lies inside the mapping.
+        populate_write(unsafe { self.map.ptr.add(old) }, len - old);
         Ok(())
     }
+}
+
+/// Faults in `len` bytes of a shared mapping of ours at `ptr` for writing,
+/// with one call rather than a fault per page (advice only: on a kernel
+/// without `MADV_POPULATE_WRITE` the first writes fault them in).
+fn populate_write(ptr: *mut u8, len: usize) {
+    // SAFETY: advice on (part of) a mapping this process made; it does not
+    // change the contents.
+    unsafe { libc::madvise(ptr.cast(), len, libc::MADV_POPULATE_WRITE) };
 }
 
 fn round_up(n: usize) -> usize {
@@ -383,7 +395,7 @@ pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> i
     let mapping = match cached {
         Some(m) => m,
         None => {
-            let map = Map::new(fd.as_fd(), size as usize)?;
+            let map = Map::new(fd.as_fd(), size as usize, false)?;
             if map.word(0).load(Ordering::Relaxed) != MAGIC {
                 return Err(invalid("a payload memfd without its header".into()));
             }
