@@ -194,7 +194,8 @@ impl<B: Backend> Executor<B> {
     /// This executor with `n` items per job for its [`map`](Executor::map)
     /// (Python's `ProcessPoolExecutor.map(…, chunksize=n)`). Without it,
     /// `map` chooses: about 16 chunks per worker for an input of known
-    /// length, otherwise chunks that grow until each takes about half a
+    /// length (per worker that can run at once: on a cluster, no more per
+    /// machine than its CPUs), otherwise chunks that grow until each takes about half a
     /// millisecond.
     ///
     /// # Examples

@@ -95,7 +95,7 @@ pub use crew_core::{
     worker_state,
 };
 pub use crew_macros::{main, task};
-pub use crew_process::{Process, ProcessConfig, Processes};
+pub use crew_process::{Process, ProcessConfig, Processes, fork_server_pid};
 pub use executor::{Executor, ExecutorBuilder};
 pub use memory::{Cached, Memory};
 pub use parallel::{BatchSize, Delayed, Parallel, ParallelIter, Prefer, RunDelayed, delayed};

@@ -797,8 +797,9 @@ impl<B: Backend> Pool<B> {
     /// This pool with `n` items per job for the calls made through it
     /// (Python's `chunksize`).
     ///
-    /// Without it, `map` splits its input into about 16 chunks per worker, and
-    /// the lazy iterators start with one item per job and grow chunks until
+    /// Without it, `map` splits its input into about 16 chunks per worker
+    /// (per worker that can run at once: on a cluster, no more per machine
+    /// than its CPUs), and the lazy iterators start with one item per job and grow chunks until
     /// each takes about half a millisecond.
     ///
     /// # Examples

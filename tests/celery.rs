@@ -76,6 +76,24 @@ fn until_soft_limit(
     Ok("no soft limit seen".into())
 }
 
+/// Like `until_soft_limit`, but the asking is done by a thread the task
+/// starts: the soft limit is the worker process's, not the task thread's.
+#[crew::task(name = "tasks.soft_limit_in_thread")]
+fn soft_limit_in_thread(max_ms: u64) -> String {
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(max_ms) {
+            if crew::celery::soft_limit_exceeded() {
+                return "a thread wound down".to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        "no soft limit seen".to_owned()
+    })
+    .join()
+    .expect("the task's thread")
+}
+
 #[crew::task(name = "tasks.segfault")]
 fn segfault() -> i64 {
     // SAFETY: none: this is the crash the node must survive. The signal is
@@ -194,7 +212,13 @@ impl Setup {
 
     /// A Python Celery worker (prefork, `concurrency` processes).
     fn python_worker(&self, concurrency: usize) -> Kid {
+        self.python_worker_with(concurrency, &[])
+    }
+
+    /// A Python Celery worker with more environment variables.
+    fn python_worker_with(&self, concurrency: usize, env: &[(&str, &str)]) -> Kid {
         let child = Command::new(python())
+            .envs(env.iter().copied())
             .args([
                 "-m", "celery", "-A", "crewtest", "worker", "--pool", "prefork",
             ])
@@ -285,6 +309,15 @@ fn python_client_runs_rust_tasks() {
     // msgpack messages are read; pickle is refused with a FAILURE saying why.
     assert_eq!(ok(&r["msgpack"]), &serde_json::json!([3.0, 4.0]));
     assert_eq!(ok(&r["msgpack_chain"]), 113);
+    // Compressed bodies: zlib is read; another compression fails the task
+    // with a FAILURE naming it (the node lives on: later calls succeed).
+    assert_eq!(ok(&r["zlib"]), &serde_json::json!([3.0, 4.0]));
+    assert_eq!(ok(&r["zlib_msgpack"]), 42);
+    let bz2 = err(&r["bz2"]);
+    assert!(
+        bz2.starts_with("kombu.exceptions.DecodeError") && bz2.contains("application/x-bz2"),
+        "{bz2}"
+    );
     let pickle = err(&r["pickle"]);
     assert!(
         pickle.starts_with("kombu.exceptions.ContentDisallowed")
@@ -317,6 +350,7 @@ fn python_client_runs_rust_tasks() {
         soft.starts_with("billiard.exceptions.SoftTimeLimitExceeded"),
         "{soft}"
     );
+    assert_eq!(ok(&r["soft_in_thread"]), "a thread wound down");
     assert_eq!(ok(&r["soft_ignored"]), 1500);
     assert!(
         err(&r["soft_then_hard"]).contains("billiard.exceptions.TimeLimitExceeded"),
@@ -410,6 +444,50 @@ fn rust_client_calls_a_python_worker() {
     assert!(!lost.ready().unwrap());
     assert!(
         lost.get_timeout::<i64>(Duration::from_millis(300))
+            .unwrap_err()
+            .is_timeout()
+    );
+}
+
+#[test]
+fn rust_client_sends_msgpack_to_a_python_worker() {
+    let s = Setup::new();
+    // This worker reads msgpack messages only: a JSON one would be refused
+    // (and its result never written).
+    let _worker = s.python_worker_with(1, &[("CREW_TEST_ACCEPT", "msgpack")]);
+    let client = crew::celery::Client::new(&format!("{}/0", s.url()))
+        .unwrap()
+        .backend(&format!("{}/1", s.url()))
+        .unwrap()
+        .serializer(crew::celery::Serializer::Msgpack);
+    let r = client.send("py.mul", (6, 7)).unwrap();
+    assert_eq!(r.get_timeout::<i64>(Duration::from_secs(60)).unwrap(), 42);
+    // Strings, floats, lists and keyword arguments arrive as Python's.
+    let r = client
+        .send_with(
+            crew::celery::Send::new("py.echo")
+                .args([
+                    serde_json::json!("héllo"),
+                    serde_json::json!([1.5, null, true]),
+                ])
+                .kwarg("k", serde_json::json!({"a": [1, 2]})),
+        )
+        .unwrap();
+    assert_eq!(
+        r.get_timeout::<Value>(Duration::from_secs(30)).unwrap(),
+        serde_json::json!([["héllo", [1.5, null, true]], {"k": {"a": [1, 2]}}])
+    );
+    // A JSON message (the per-task choice) is refused by this worker.
+    let refused = client
+        .send_with(
+            crew::celery::Send::new("py.mul")
+                .args([2.into(), 3.into()])
+                .serializer(crew::celery::Serializer::Json),
+        )
+        .unwrap();
+    assert!(
+        refused
+            .get_timeout::<i64>(Duration::from_secs(2))
             .unwrap_err()
             .is_timeout()
     );
@@ -536,6 +614,28 @@ fn chords_with_canvas_bodies_and_chains_in_headers() {
     );
     let step = err(&r["failed_chain_step"]);
     assert!(step.contains("in a chain"), "{step}");
+}
+
+#[test]
+fn groups_after_a_rust_task_start_as_celery_starts_them() {
+    let s = Setup::new();
+    let _worker = s.python_worker(1);
+    let _node = s.node_on("rust", 1, 3_600_000);
+    let r = s.drive(&["group_canvas"]);
+    // add(1, 2) = 3, then [py.mul(3, 10), tasks.add(3, 100)].
+    assert_eq!(ok(&r["chain_group"]), &serde_json::json!([30, 103]));
+    // add(2, 3) = 5, linked to [py.mul(5, 10), tasks.add(5, 1000)].
+    assert_eq!(ok(&r["link_add"]), 5);
+    assert_eq!(ok(&r["link_group"]), &serde_json::json!([50, 1005]));
+    // py.sum([30, 103]).
+    assert_eq!(ok(&r["chain_chord_py"]), 133);
+    // tasks.total([13, 23]) = 36, then py.mul(36, 2).
+    assert_eq!(ok(&r["chain_chord_rust"]), 72);
+    // add(1, 1) = 2; header [3, 4]; body [total = 7, py.sum = 107].
+    assert_eq!(
+        ok(&r["chain_chord_group_body"]),
+        &serde_json::json!([7, 107])
+    );
 }
 
 #[test]
@@ -718,4 +818,108 @@ fn a_stopping_node_gives_back_what_waits_for_its_eta() {
     let m: Value = serde_json::from_str(&back[0]).unwrap();
     assert_eq!(m["headers"]["id"], r.id());
     assert_eq!(m["headers"]["redelivered"], true);
+}
+
+#[test]
+fn a_message_a_dead_node_s_wake_up_took_runs_elsewhere() {
+    let s = Setup::new();
+    let client = crew::celery::Client::new(&format!("{}/0", s.url()))
+        .unwrap()
+        .backend(&format!("{}/1", s.url()))
+        .unwrap();
+    let mut con = redis::Client::open(format!("{}/0", s.url()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // A node's wake-up moves a message into the node's taking list before
+    // recording it as unacknowledged. Here is one that did and then died
+    // (its life key still set, for now), and one that is alive.
+    let sent = client.send("tasks.add", (40, 2)).unwrap();
+    let dead = "_crew.celery.taking.crew@ghost.1";
+    let _: Option<String> = redis::cmd("LMOVE")
+        .arg("celery")
+        .arg(dead)
+        .arg("RIGHT")
+        .arg("LEFT")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg("_crew.celery.taking")
+        .arg(dead)
+        .arg("celery")
+        .ignore()
+        .cmd("SET")
+        .arg(format!("{dead}.alive"))
+        .arg(1)
+        .arg("EX")
+        .arg(600)
+        .ignore()
+        .query(&mut con)
+        .unwrap();
+    let _node = s.node(1, 1000);
+    // The node has registered its own taking list and renewed it (KEEP
+    // has run) a few times: the ghost's list is still the ghost's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut watch = redis::Client::open(format!("{}/0", s.url()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut registered = || {
+        redis::cmd("HKEYS")
+            .arg("_crew.celery.taking")
+            .query::<Vec<String>>(&mut watch)
+            .unwrap()
+    };
+    let mine = loop {
+        if let Some(k) = registered().into_iter().find(|k| k != dead) {
+            break k;
+        }
+        assert!(Instant::now() < deadline, "the node never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let r = client.send("tasks.add", (1, 1)).unwrap();
+    assert_eq!(r.get_timeout::<i64>(Duration::from_secs(30)).unwrap(), 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        redis::cmd("LLEN").arg(dead).query::<u64>(&mut con).unwrap(),
+        1
+    );
+    assert!(!sent.ready().unwrap());
+    // The ghost's life ends: the node puts its message back and runs it.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{dead}.alive"))
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        sent.get_timeout::<i64>(Duration::from_secs(60)).unwrap(),
+        42
+    );
+    assert_eq!(
+        redis::cmd("LLEN").arg(dead).query::<u64>(&mut con).unwrap(),
+        0
+    );
+    assert!(
+        !redis::cmd("HEXISTS")
+            .arg("_crew.celery.taking")
+            .arg(dead)
+            .query::<bool>(&mut con)
+            .unwrap()
+    );
+    // Nothing is left behind: each message the node took was recorded,
+    // then acknowledged (just after its result was written).
+    loop {
+        let left: (u64, u64) = redis::pipe()
+            .cmd("HLEN")
+            .arg("unacked")
+            .cmd("LLEN")
+            .arg(&mine)
+            .query(&mut con)
+            .unwrap();
+        if left == (0, 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -19,3 +19,5 @@ mod api;
 mod faults;
 #[path = "cluster/named.rs"]
 mod named;
+#[path = "cluster/scale.rs"]
+mod scale;

@@ -17,6 +17,8 @@ mod support;
 
 #[path = "faults/crashes.rs"]
 mod crashes;
+#[path = "faults/forkserver.rs"]
+mod forkserver;
 #[path = "faults/kill.rs"]
 mod kill;
 #[path = "faults/lifecycle.rs"]

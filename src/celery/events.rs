@@ -45,6 +45,8 @@ pub(crate) struct Events {
     clock: AtomicU64,
     /// Whether task events are sent (worker events always are).
     tasks: AtomicBool,
+    /// The pub/sub channel prefix of the broker's database.
+    prefix: String,
 }
 
 impl Events {
@@ -53,15 +55,17 @@ impl Events {
         let link = Link::open(url, Duration::from_secs(10))?;
         let prefix = format!("/{}.celeryev/", db_of(url));
         let (tx, rx) = mpsc::channel();
+        let thread_prefix = prefix.clone();
         std::thread::Builder::new()
             .name("crew-celery-events".into())
-            .spawn(move || publish_loop(link, &prefix, rx))
+            .spawn(move || publish_loop(link, &thread_prefix, rx))
             .map_err(|e| crew_core::Error::io("starting the events thread", e))?;
         Ok(Events {
             tx: Mutex::new(Some(tx)),
             hostname,
             clock: AtomicU64::new(0),
             tasks: AtomicBool::new(tasks),
+            prefix,
         })
     }
 
@@ -77,9 +81,29 @@ impl Events {
         }
     }
 
+    /// A task event to publish by the caller, in its own pipeline: the
+    /// channel and the message, if task events are on.
+    pub(crate) fn task_event_message(&self, kind: &str, fields: Value) -> Option<(String, String)> {
+        if !self.tasks.load(Ordering::Relaxed) {
+            return None;
+        }
+        let rk = kind.replace('-', ".");
+        let ev = self.event(kind, fields);
+        Some((format!("{}{rk}", self.prefix), envelope(&rk, &ev)))
+    }
+
     /// Sends an event of `kind` (`task-succeeded`, `worker-heartbeat`) with
     /// `fields`.
     pub(crate) fn send(&self, kind: &str, fields: Value) {
+        let ev = self.event(kind, fields);
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = tx.as_ref() {
+            let _ = tx.send((kind.replace('-', "."), ev));
+        }
+    }
+
+    /// The fields of an event of `kind`, with those every event has.
+    fn event(&self, kind: &str, fields: Value) -> Map<String, Value> {
         let mut ev = match fields {
             Value::Object(m) => m,
             _ => Map::new(),
@@ -93,10 +117,7 @@ impl Events {
         ev.insert("timestamp".into(), wire::now().into());
         ev.insert("utcoffset".into(), 0.into());
         ev.insert("pid".into(), std::process::id().into());
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = tx.as_ref() {
-            let _ = tx.send((kind.replace('-', "."), ev));
-        }
+        ev
     }
 
     /// Stops the publishing thread after what was sent.

@@ -2,16 +2,23 @@
 //! `SoftTimeLimitExceeded` inside the task; Rust code cannot be interrupted,
 //! so the task asks ([`soft_limit_exceeded`], [`check_soft_limit`]).
 
-use std::cell::Cell;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-thread_local! {
-    /// The soft limit of the task this thread runs: (its deadline, the
-    /// limit in seconds).
-    static SOFT: Cell<Option<(Instant, f64)>> = const { Cell::new(None) };
+/// The soft limit of the task this process runs: (its deadline, the limit
+/// in seconds). One per process, not per thread: a worker process runs one
+/// task at a time, and threads the task starts see its limit too.
+static SOFT: Mutex<Option<(Instant, f64)>> = Mutex::new(None);
+
+fn soft() -> Option<(Instant, f64)> {
+    *SOFT.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Sets the soft limit of the task this thread starts now; cleared when
+fn set_soft(v: Option<(Instant, f64)>) {
+    *SOFT.lock().unwrap_or_else(|p| p.into_inner()) = v;
+}
+
+/// Sets the soft limit of the task this process starts now; cleared when
 /// dropped (also when the task panics).
 pub(crate) struct SoftLimit(());
 
@@ -20,18 +27,18 @@ impl SoftLimit {
         let soft = limit
             .filter(|s| s.is_finite() && *s > 0.0)
             .map(|s| (Instant::now() + Duration::from_secs_f64(s.min(1e9)), s));
-        SOFT.with(|c| c.set(soft));
+        set_soft(soft);
         SoftLimit(())
     }
 }
 
 impl Drop for SoftLimit {
     fn drop(&mut self) {
-        SOFT.with(|c| c.set(None));
+        set_soft(None);
     }
 }
 
-/// Whether the Celery task this thread runs has passed its soft time limit
+/// Whether the Celery task this process runs has passed its soft time limit
 /// (`soft_time_limit`, the second number of the message's `timelimit`).
 ///
 /// Where Celery raises `SoftTimeLimitExceeded` inside a Python task, a
@@ -41,9 +48,10 @@ impl Drop for SoftLimit {
 /// `SoftTimeLimitExceeded` in Python). A task that does not ask runs on
 /// until it returns, or until the hard limit (`time_limit`) kills its
 /// worker process (`TimeLimitExceeded`); with no hard limit it is not
-/// stopped, as a Python task that catches the exception goes on. False
-/// outside a Celery task, in threads the task started, and when the
-/// message set no soft limit.
+/// stopped, as a Python task that catches the exception goes on. Any
+/// thread of the worker process running the task sees it (a worker process
+/// runs one task at a time), so threads the task starts can wind down too.
+/// False outside a Celery task, and when the message set no soft limit.
 ///
 /// # Examples
 ///
@@ -59,11 +67,10 @@ impl Drop for SoftLimit {
 /// # assert!(!crew::celery::soft_limit_exceeded());
 /// ```
 pub fn soft_limit_exceeded() -> bool {
-    SOFT.with(|c| c.get())
-        .is_some_and(|(at, _)| Instant::now() >= at)
+    soft().is_some_and(|(at, _)| Instant::now() >= at)
 }
 
-/// `Err` once the Celery task this thread runs has passed its soft time
+/// `Err` once the Celery task this process runs has passed its soft time
 /// limit (see [`soft_limit_exceeded`]): `?` it in a task returning
 /// `Result<T, SoftTimeLimitExceeded>` (or an error type that converts from
 /// it) and Python's `.get()` raises `SoftTimeLimitExceeded`, as for a
@@ -89,7 +96,7 @@ pub fn soft_limit_exceeded() -> bool {
 ///
 /// [`SoftTimeLimitExceeded`] after the soft limit.
 pub fn check_soft_limit() -> Result<(), SoftTimeLimitExceeded> {
-    match SOFT.with(|c| c.get()) {
+    match soft() {
         Some((at, limit)) if Instant::now() >= at => Err(SoftTimeLimitExceeded { limit }),
         _ => Ok(()),
     }
@@ -147,6 +154,16 @@ mod tests {
             assert_eq!(check_soft_limit(), Err(SoftTimeLimitExceeded::new(0.05)));
         }
         assert!(!soft_limit_exceeded());
+        // Threads see the limit of the process's task.
+        {
+            let _g = SoftLimit::start(Some(0.01));
+            std::thread::sleep(Duration::from_millis(30));
+            let seen = std::thread::spawn(|| (soft_limit_exceeded(), check_soft_limit()))
+                .join()
+                .unwrap();
+            assert_eq!(seen, (true, Err(SoftTimeLimitExceeded::new(0.01))));
+        }
+        assert!(!std::thread::spawn(soft_limit_exceeded).join().unwrap());
         let _g = SoftLimit::start(None);
         assert!(check_soft_limit().is_ok());
     }

@@ -13,22 +13,32 @@
 //!   Python workers and returns an [`AsyncResult`].
 //!
 //! Wire formats follow Celery's protocol 2 (task messages in JSON or
-//! msgpack; a pickled one fails with kombu's `ContentDisallowed` and is
-//! never unpickled; results in JSON, Celery's default, or msgpack, see
+//! msgpack, read and written (see [`Client::serializer`]); a pickled one
+//! fails with kombu's `ContentDisallowed` and is never unpickled; a body
+//! compressed with zlib is read, another compression fails the task with
+//! kombu's `DecodeError`; results in JSON, Celery's default, or msgpack, see
 //! [`ResultSerializer`]) and
 //! kombu's Redis transport: a queue is four lists (priorities 0, 3, 6, 9;
 //! **0 is the highest**), a delivered message sits in kombu's `unacked`
 //! hash and `unacked_index` until acknowledged (the node pops and records
 //! it in one Lua script, and acknowledges after the result is written), and
-//! results are `celery-task-meta-<id>` keys on the result backend. A node
-//! renews the delivery time of the messages it holds and puts back those
-//! of consumers that stopped, after the visibility timeout, as kombu's
-//! `restore_visible` does. A chain that passes through a Rust task goes on:
-//! the node publishes the chain's next signature with the result prepended.
+//! results are `celery-task-meta-<id>` keys on the result backend. An idle
+//! node waits with `BLMOVE`, which moves the message that wakes it into the
+//! node's own list in Redis: it runs at once, and the node's next script
+//! call records it in `unacked`. A node renews the delivery time of the
+//! messages it holds and puts back those of consumers that stopped, after
+//! the visibility timeout, as kombu's `restore_visible` does (and those
+//! left in the list of a crew node that died). A chain that passes through a Rust task goes on:
+//! the node publishes the chain's next signature with the result prepended;
+//! a group there starts each of its members (its id their group, so
+//! Python's `GroupResult` completes), and a chord there (Celery makes a
+//! group followed by another step one) records its size and starts its
+//! header, its body carrying the rest of the chain.
 //! A chord whose header a Rust task completes starts its body, also when
 //! the body is a group or a chain.
-//! Signatures linked with `link` / `link_error` are sent after a Rust task
-//! succeeds (with its result prepended) or fails (with its id prepended).
+//! Signatures linked with `link` / `link_error` (a group among them too)
+//! are sent after a Rust task succeeds (with its result prepended) or
+//! fails (with its id prepended).
 //! A node answers Celery's remote control (`celery inspect ping`, `active`,
 //! `reserved`, `scheduled`, `stats`, `registered`; `celery control enable_events`, `disable_events`,
 //! `shutdown`) on the mailbox's pub/sub channel.
@@ -65,7 +75,7 @@ use std::time::Duration;
 pub use client::{AsyncResult, Client, Send};
 pub use limits::{SoftTimeLimitExceeded, check_soft_limit, soft_limit_exceeded};
 pub use node::{Worker, WorkerConfig};
-pub use wire::ResultSerializer;
+pub use wire::{ResultSerializer, Serializer};
 
 /// The broker URL that makes a program a Celery node before `main`.
 pub const ENV_CELERY: &str = "CREW_CELERY";

@@ -180,6 +180,12 @@ type JobOut = std::result::Result<String, JsonError>;
 struct Shared {
     config: WorkerConfig,
     keys: Vec<String>,
+    /// The list the wake-up moves a message into (see `wire::TAKING`).
+    taking_key: String,
+    /// The broker's and the backend's database numbers when both are on
+    /// the same Redis server: results, next tasks, acknowledgements and
+    /// events then go in one pipeline on one connection.
+    same_server: Option<(i64, i64)>,
     hostname: String,
     processes: Processes,
     /// Delivery tags this node holds (running, or waiting for their eta).
@@ -281,8 +287,11 @@ impl Worker {
             .flat_map(|q| wire::STEPS.iter().map(move |&s| wire::queue_key(q, s)))
             .collect();
         let hostname = format!("crew@{}.{}", super::hostname(), std::process::id());
+        let same_server = same_server(&config.broker, &config.backend);
         Ok(Worker {
             shared: Arc::new(Shared {
+                taking_key: format!("{}.{hostname}", wire::TAKING),
+                same_server,
                 keys,
                 processes,
                 held: Mutex::new(HashSet::new()),
@@ -361,6 +370,16 @@ impl Worker {
         shared.stop.store(true, Ordering::SeqCst);
         let _ = keeper.join();
         let _ = controller.join();
+        // This node's taking list is empty now (or, should Redis have been
+        // out of reach, put back by another node's KEEP): let it go.
+        if let Ok(mut link) = Link::open(&shared.config.broker, Duration::from_secs(5)) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let _ = link.call(&|| std::time::Instant::now() >= deadline, |con| {
+                redis::cmd("DEL")
+                    .arg(wire::alive_key(&shared.taking_key))
+                    .query::<()>(con)
+            });
+        }
         shared.events.send("worker-offline", worker_fields(&shared));
         shared.events.close();
         shared.processes.close();
@@ -383,6 +402,33 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
     let mut ready: VecDeque<Message> = VecDeque::new();
     let mut idle = Duration::ZERO;
     let mut blocking = true;
+    // A message the wake-up moved into this node's taking list and that
+    // the next script call records as unacknowledged.
+    let mut to_book = false;
+    // This node's taking list, known to the others (which put back what a
+    // dead node's list holds), alive while KEEP renews it.
+    let registered = link.call(&stop, |con| {
+        redis::pipe()
+            .cmd("HSET")
+            .arg(wire::TAKING)
+            .arg(&shared.taking_key)
+            .arg(&shared.keys[0])
+            .ignore()
+            .cmd("SET")
+            .arg(wire::alive_key(&shared.taking_key))
+            .arg(1)
+            .arg("PX")
+            .arg(alive_ms(shared))
+            .ignore()
+            .query::<()>(con)
+    });
+    if let Some(Err(e)) = registered {
+        eprintln!(
+            "crew celery node {}: registering: {e}; waiting without taking",
+            shared.hostname
+        );
+        blocking = false;
+    }
     while !shared.stopping() {
         let now = wire::now();
         while let Some(i) = later.iter().position(|m| m.eta.is_some_and(|t| t <= now)) {
@@ -399,16 +445,21 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             }
         }
         // Take up to `prefetch` messages ahead, in one script call.
-        let want = prefetch.saturating_sub(ready.len() + *lock(&shared.running));
+        let mut want = prefetch.saturating_sub(ready.len() + *lock(&shared.running));
         if want < batch {
-            let running = lock(&shared.running);
-            if *running >= workers {
-                let _ = shared
-                    .room
-                    .wait_timeout(running, Duration::from_millis(100))
-                    .unwrap_or_else(|p| p.into_inner());
+            if to_book {
+                // No room for more, but what the wake-up took is recorded.
+                want = 0;
+            } else {
+                let running = lock(&shared.running);
+                if *running >= workers {
+                    let _ = shared
+                        .room
+                        .wait_timeout(running, Duration::from_millis(100))
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                continue;
             }
-            continue;
         }
         // While the queues stay empty, a plain EXISTS (a microsecond of
         // Redis time) asks whether to run the script (tens of them). KEEP
@@ -417,16 +468,21 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
         let taking = lock(&shared.taking);
         let popped = link.call(&stop, |con| {
             if idle > Duration::ZERO
+                && !to_book
                 && redis::cmd("EXISTS").arg(&shared.keys).query::<u64>(con)? == 0
             {
                 return Ok(Vec::new());
             }
             script
+                .key(&shared.taking_key)
                 .key(&shared.keys)
                 .arg(wire::now())
                 .arg(want)
                 .invoke::<Vec<Vec<u8>>>(con)
         });
+        if matches!(popped, Some(Ok(_))) {
+            to_book = false;
+        }
         match popped {
             None => break,
             Some(Ok(raws)) if !raws.is_empty() => {
@@ -438,70 +494,53 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                     Duration::ZERO
                 };
                 for raw in raws {
-                    match Message::parse(&raw) {
-                        Ok(m) => {
-                            shared.events.send_task_event(
-                            "task-received",
-                            serde_json::json!({
-                                "uuid": m.id,
-                                "name": m.task,
-                                "args": Value::Array(m.args.clone()).to_string(),
-                                "kwargs": Value::Object(m.kwargs.clone()).to_string(),
-                                "retries": m.headers.get("retries").cloned().unwrap_or(0.into()),
-                                "eta": m.headers.get("eta"),
-                                "expires": m.headers.get("expires"),
-                                "root_id": m.header("root_id"),
-                                "parent_id": m.header("parent_id"),
-                            }),
-                        );
-                            lock(&shared.held).insert(m.tag.clone());
-                            let eta = m.eta.is_some_and(|t| t > wire::now());
-                            lock(&shared.waiting)
-                                .insert(m.tag.clone(), (eta, active_info(shared, &m)));
-                            if eta {
-                                later.push(m);
-                            } else {
-                                ready.push_back(m);
-                            }
-                        }
-                        Err(reason) => reject(shared, &mut link, &raw, &reason),
-                    }
+                    take(shared, &mut link, raw, false, &mut later, &mut ready);
                 }
             }
+            Some(Ok(_)) if want == 0 => {}
             Some(Ok(_)) => {
                 drop(taking);
                 // Nothing queued: wait for a message on the first list
-                // (the first queue's default priority) without taking it:
-                // BLMOVE from a list onto its own end returns as soon as
-                // the list has a message and leaves it in place. The
-                // other lists are looked at again after at most `idle`
-                // (1 ms, growing to 20 ms while the queues stay empty).
-                // Before Redis 6.2 (no BLMOVE) the node polls instead.
+                // (the first queue's default priority) and take it in the
+                // wake-up itself: BLMOVE moves it into this node's taking
+                // list, where it stays (restorable, should the node die)
+                // until the next script call records it in kombu's unacked
+                // hash; it runs at once. The other lists are looked at
+                // again after at most `idle` (1 ms, growing to 20 ms while
+                // the queues stay empty). Before Redis 6.2 (no BLMOVE) the
+                // node polls instead.
                 idle = idle
                     .mul_f64(1.5)
                     .clamp(Duration::from_millis(1), Duration::from_millis(20));
-                let woke = if blocking {
+                if blocking {
+                    // KEEP need not wait: a message taken here is in
+                    // `held` before the script records it as unacked.
                     let first = &shared.keys[0];
                     let r = link.call(&stop, |con| {
                         redis::cmd("BLMOVE")
                             .arg(first)
-                            .arg(first)
+                            .arg(&shared.taking_key)
                             .arg("RIGHT")
-                            .arg("RIGHT")
+                            .arg("LEFT")
                             .arg(idle.as_secs_f64())
                             .query::<Option<Vec<u8>>>(con)
                     });
                     match r {
-                        Some(Ok(m)) => m.is_some(),
-                        Some(Err(e)) => {
-                            if e.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
-                            {
-                                blocking = false;
-                            }
-                            false
+                        Some(Ok(Some(raw))) => {
+                            idle = Duration::from_nanos(1);
+                            to_book = true;
+                            take(shared, &mut link, raw, true, &mut later, &mut ready);
                         }
-                        None => false,
+                        // Redis before 6.2: no BLMOVE.
+                        Some(Err(e))
+                            if e.kind()
+                                == redis::ErrorKind::Server(
+                                    redis::ServerErrorKind::ResponseError,
+                                ) =>
+                        {
+                            blocking = false;
+                        }
+                        _ => {}
                     }
                 } else {
                     let running = lock(&shared.running);
@@ -509,10 +548,6 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
                         .room
                         .wait_timeout(running, idle)
                         .unwrap_or_else(|p| p.into_inner());
-                    false
-                };
-                if woke {
-                    idle = Duration::ZERO;
                 }
             }
             Some(Err(e)) => {
@@ -522,12 +557,90 @@ fn fetch_loop(shared: &Arc<Shared>, tx: &Sender<Done>) -> Result<()> {
             }
         }
     }
-    // What was taken but not started goes back now.
+    // What the wake-up took is recorded, and what was taken but not
+    // started goes back now.
+    if to_book {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let r = link.call(&|| std::time::Instant::now() >= deadline, |con| {
+            script
+                .key(&shared.taking_key)
+                .key(&shared.keys)
+                .arg(wire::now())
+                .arg(0)
+                .invoke::<Vec<Vec<u8>>>(con)
+        });
+        if let Some(Err(e)) = r {
+            eprintln!("crew celery node {}: recording: {e}", shared.hostname);
+        }
+    }
     later.extend(ready);
     if !later.is_empty() {
         give_back(shared, &mut link, &later);
     }
     Ok(())
+}
+
+/// The database numbers of `broker` and `backend` if both are on one Redis
+/// server (same address and credentials).
+fn same_server(broker: &str, backend: &str) -> Option<(i64, i64)> {
+    use redis::IntoConnectionInfo as _;
+    let a = broker.into_connection_info().ok()?;
+    let b = backend.into_connection_info().ok()?;
+    let (ra, rb) = (a.redis_settings(), b.redis_settings());
+    (a.addr() == b.addr()
+        && ra.username() == rb.username()
+        && ra.password() == rb.password()
+        && ra.protocol() == rb.protocol())
+    .then(|| (ra.db(), rb.db()))
+}
+
+/// How long this node's taking list stays its own without KEEP renewing
+/// it (the visibility timeout, at least a second).
+fn alive_ms(shared: &Shared) -> u64 {
+    (shared.config.visibility_timeout.as_millis() as u64).max(1000)
+}
+
+/// A message just taken (by the script, or by the wake-up: `woke`): held,
+/// and queued to run now or at its eta; one that cannot be read is
+/// dropped.
+fn take(
+    shared: &Shared,
+    link: &mut Link,
+    raw: Vec<u8>,
+    woke: bool,
+    later: &mut Vec<Message>,
+    ready: &mut VecDeque<Message>,
+) {
+    match Message::parse(&raw) {
+        Ok(mut m) => {
+            shared.events.send_task_event(
+                "task-received",
+                serde_json::json!({
+                    "uuid": m.id,
+                    "name": m.task,
+                    "args": Value::Array(m.args.clone()).to_string(),
+                    "kwargs": Value::Object(m.kwargs.clone()).to_string(),
+                    "retries": m.headers.get("retries").cloned().unwrap_or(0.into()),
+                    "eta": m.headers.get("eta"),
+                    "expires": m.headers.get("expires"),
+                    "root_id": m.header("root_id"),
+                    "parent_id": m.header("parent_id"),
+                }),
+            );
+            if woke {
+                m.woke = Some(raw);
+            }
+            lock(&shared.held).insert(m.tag.clone());
+            let eta = m.eta.is_some_and(|t| t > wire::now());
+            lock(&shared.waiting).insert(m.tag.clone(), (eta, active_info(shared, &m)));
+            if eta {
+                later.push(m);
+            } else {
+                ready.push_back(m);
+            }
+        }
+        Err(reason) => reject(shared, link, &raw, woke, &reason),
+    }
 }
 
 /// Puts messages this node took but will not run (waiting for their eta at
@@ -547,7 +660,7 @@ fn give_back(shared: &Shared, link: &mut Link, msgs: &[Message]) {
                 .ignore();
         }
         p.query::<()>(con)?;
-        restore.arg(0).invoke::<u64>(con)
+        restore.arg(0).arg(&shared.taking_key).invoke::<u64>(con)
     });
     if let Some(Err(e)) = r {
         eprintln!(
@@ -563,13 +676,23 @@ fn give_back(shared: &Shared, link: &mut Link, msgs: &[Message]) {
 }
 
 /// A message that cannot be read: logged and acknowledged (kombu would
-/// fail the same way on it), so it cannot block the queue.
-fn reject(shared: &Shared, link: &mut Link, raw: &[u8], reason: &str) {
+/// fail the same way on it), so it cannot block the queue; one the wake-up
+/// took (`woke`) leaves the taking list too.
+fn reject(shared: &Shared, link: &mut Link, raw: &[u8], woke: bool, reason: &str) {
     eprintln!(
         "crew celery node {}: dropping a message: {reason}: {}",
         shared.hostname,
         String::from_utf8_lossy(&raw[..raw.len().min(300)])
     );
+    if woke {
+        let _ = link.call(&|| shared.stopping(), |con| {
+            redis::cmd("LREM")
+                .arg(&shared.taking_key)
+                .arg(1)
+                .arg(raw)
+                .query::<()>(con)
+        });
+    }
     if let Ok(v) = serde_json::from_slice::<Value>(raw)
         && let Some(tag) = v
             .pointer("/properties/delivery_tag")
@@ -646,6 +769,7 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
         })
     };
     let task = msg.task.clone();
+    let s = shared.clone();
     let job = RawJob {
         entry: remote::call_task::<RunByName, JsonCall, JobOut>(&RunByName),
         input: RawInput::Call(input),
@@ -659,7 +783,15 @@ fn dispatch(shared: &Arc<Shared>, tx: &Sender<Done>, msg: Message) {
                 RawOutcome::Cancelled => None,
                 out => Some(outcome_of(&task, out, limit)),
             };
-            let _ = tx.send(Done { msg, t0, outcome });
+            let done = Done { msg, t0, outcome };
+            // The only task running (one at a time: the round trip that
+            // waits for each result): report it here, now. Otherwise REPORT
+            // writes what ended together, in fewer round trips.
+            if done.outcome.is_some() && *lock(&s.running) == 1 {
+                report_here(&s, done, &tx);
+            } else {
+                let _ = tx.send(done);
+            }
         }),
     };
     // SAFETY: the entry was made by `call_task` in this very process, whose
@@ -732,29 +864,77 @@ fn error_outcome(task: &str, e: &Error, limit: Option<f64>) -> Outcome {
 
 // REPORT: write the result, continue the chain, acknowledge.
 fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut backend: Link) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(255));
+        report(shared, batch, &mut broker, &mut backend);
+    }
+}
+
+thread_local! {
+    /// The connections (broker, backend) of a thread of the worker pool
+    /// that reports a task's end itself, by the node's broker URL.
+    static HERE: std::cell::RefCell<Option<(String, Link, Link)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Reports a task's end on this thread (the worker pool's, which heard it
+/// end), rather than handing it to REPORT: one thread wake-up less between
+/// the task's end and its result. Hands it to REPORT (`tx`) if this thread
+/// has no connections and cannot open them.
+fn report_here(shared: &Shared, done: Done, tx: &Sender<Done>) {
+    HERE.with(|here| {
+        let mut here = here.borrow_mut();
+        if here
+            .as_ref()
+            .is_none_or(|(url, ..)| *url != shared.config.broker)
+        {
+            let open = |url: &str| Link::open(url, Duration::from_secs(10));
+            *here = match (open(&shared.config.broker), open(&shared.config.backend)) {
+                (Ok(b), Ok(k)) => Some((shared.config.broker.clone(), b, k)),
+                _ => None,
+            };
+        }
+        match here.as_mut() {
+            Some((_, broker, backend)) => report(shared, vec![done], broker, backend),
+            None => {
+                let _ = tx.send(done);
+            }
+        }
+    });
+}
+
+/// Writes what ended: results, the next tasks, acknowledgements, events.
+fn report(shared: &Shared, batch: Vec<Done>, broker: &mut Link, backend: &mut Link) {
     // Redis unreachable after SIGTERM: give up; what was not acknowledged
     // stays in `unacked`, to be restored and run again.
     let stop = || STOP_SIGNAL.load(Ordering::Relaxed);
     let origin = shared.hostname.clone();
-    // What ended since the last round trip is written in one pipeline per
-    // connection: results first, then the next tasks and the acks.
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter().take(255));
+    // What ended since the last round trip is written in one pipeline:
+    // results first, then the next tasks, the acks and the task events.
+    // With the backend on another server (or a chord to complete), the
+    // results go first in a pipeline of their own.
+    {
         let mut ended = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
         for Done { msg, t0, outcome } in batch {
             match outcome {
                 Some(outcome) => {
                     shared.processed.fetch_add(1, Ordering::Relaxed);
                     *lock(&shared.totals).entry(msg.task.clone()).or_insert(0) += 1;
-                    task_event(shared, &msg, &outcome, t0.elapsed().as_secs_f64());
+                    events.extend(task_event(
+                        shared,
+                        &msg,
+                        &outcome,
+                        t0.elapsed().as_secs_f64(),
+                    ));
                     ended.push((msg, outcome));
                 }
                 None => release(shared, &msg),
             }
         }
         if ended.is_empty() {
-            continue;
+            return;
         }
         // A failed task's chain stops: its later steps fail with it, and
         // one of them that belongs to a chord counts as a failed member,
@@ -783,21 +963,31 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
                 )
             })
             .collect();
-        if !results.is_empty() {
+        let write_results = |p: &mut redis::Pipeline| {
+            for (key, payload) in &results {
+                p.cmd("SET")
+                    .arg(key)
+                    .arg(payload)
+                    .arg("EX")
+                    .arg(wire::RESULT_EXPIRES_S)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(key)
+                    .arg(payload)
+                    .ignore();
+            }
+        };
+        let in_chord = ended
+            .iter()
+            .chain(&stopped)
+            .any(|(msg, _)| msg.embed.get("chord").is_some_and(Value::is_object));
+        // One pipeline on the broker's connection: the backend's database
+        // is selected for the results, then the broker's again.
+        let together = shared.same_server.filter(|_| !in_chord);
+        if together.is_none() && !results.is_empty() {
             let r = backend.call(&stop, |con| {
                 let mut p = redis::pipe();
-                for (key, payload) in &results {
-                    p.cmd("SET")
-                        .arg(key)
-                        .arg(payload)
-                        .arg("EX")
-                        .arg(wire::RESULT_EXPIRES_S)
-                        .ignore()
-                        .cmd("PUBLISH")
-                        .arg(key)
-                        .arg(payload)
-                        .ignore();
-                }
+                write_results(&mut p);
                 p.query::<()>(con)
             });
             if let Some(Err(e)) = r {
@@ -806,23 +996,66 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
         }
         let mut after = Vec::new();
         let mut chords = Vec::new();
+        // The sizes of chords started here, recorded before their
+        // members are sent.
+        let mut sizes = Vec::new();
         for (msg, outcome) in &ended {
-            after.extend(linked(msg, outcome));
-            if let Outcome::Success(v) = outcome
-                && let Some(next) = next_in_chain(msg, v)
-            {
-                after.push(next);
+            after.extend(linked(msg, outcome, &mut sizes));
+            if let Outcome::Success(v) = outcome {
+                after.extend(next_in_chain(msg, v, &mut sizes));
             }
         }
-        for (msg, outcome) in ended.iter().chain(&stopped) {
-            if let Some(Chord::Fire(body, keys)) = chord_member(shared, &mut backend, msg, outcome)
-            {
-                after.extend(body);
-                chords.push(keys);
+        if in_chord {
+            for (msg, outcome) in ended.iter().chain(&stopped) {
+                if let Some(Chord::Fire(body, keys)) =
+                    chord_member(shared, backend, msg, outcome, &mut sizes)
+                {
+                    after.extend(body);
+                    chords.push(keys);
+                }
+            }
+        }
+        let chord_sizes = |p: &mut redis::Pipeline| {
+            for (group_id, size) in &sizes {
+                let key = |suffix: &str| format!("{}{group_id}{suffix}", wire::TASKSET);
+                p.cmd("DEL")
+                    .arg(key(".c"))
+                    .ignore()
+                    .cmd("SET")
+                    .arg(key(".s"))
+                    .arg(size)
+                    .arg("EX")
+                    .arg(wire::RESULT_EXPIRES_S)
+                    .ignore();
+            }
+        };
+        if together.is_none() && !sizes.is_empty() {
+            let r = backend.call(&stop, |con| {
+                let mut p = redis::pipe();
+                chord_sizes(&mut p);
+                p.query::<()>(con)
+            });
+            if let Some(Err(e)) = r {
+                eprintln!(
+                    "crew celery node {}: starting a chord: {e}",
+                    shared.hostname
+                );
             }
         }
         let r = broker.call(&stop, |con| {
             let mut p = redis::pipe();
+            if let Some((broker_db, backend_db)) = together
+                && !(results.is_empty() && sizes.is_empty())
+            {
+                if backend_db != broker_db {
+                    p.cmd("SELECT").arg(backend_db).ignore();
+                }
+                write_results(&mut p);
+                chord_sizes(&mut p);
+                if backend_db != broker_db {
+                    p.cmd("SELECT").arg(broker_db).ignore();
+                }
+            }
             for next in &after {
                 let (list, raw) = next.encode(&origin);
                 p.cmd("LPUSH").arg(list).arg(raw).ignore();
@@ -836,6 +1069,18 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Done>, mut broker: Link, mut b
                     .arg(wire::UNACKED)
                     .arg(&msg.tag)
                     .ignore();
+                // Taken by the wake-up: if the fetch loop has not recorded
+                // it as unacknowledged yet, it never will.
+                if let Some(raw) = &msg.woke {
+                    p.cmd("LREM")
+                        .arg(&shared.taking_key)
+                        .arg(1)
+                        .arg(raw)
+                        .ignore();
+                }
+            }
+            for (channel, message) in &events {
+                p.cmd("PUBLISH").arg(channel).arg(message).ignore();
             }
             p.query::<()>(con)
         });
@@ -888,6 +1133,7 @@ fn chord_member(
     backend: &mut Link,
     msg: &Message,
     outcome: &Outcome,
+    sizes: &mut Vec<ChordSize>,
 ) -> Option<Chord> {
     let callback = msg.embed.get("chord").and_then(Value::as_object)?;
     let gid = msg.header("group")?;
@@ -1006,7 +1252,13 @@ fn chord_member(
         }
         return None;
     }
-    let body = start_signature(callback, Some(Value::Array(results)), msg);
+    let body = start_signature(
+        callback,
+        Some(Value::Array(results)),
+        msg,
+        Vec::new(),
+        sizes,
+    );
     if body.is_empty() {
         return None;
     }
@@ -1017,7 +1269,7 @@ fn chord_member(
 /// success its `callbacks` (`link`) with the result prepended to their
 /// arguments, after a failure its `errbacks` (`link_error`) with the
 /// failed task's id prepended (unless a signature is immutable).
-fn linked(msg: &Message, outcome: &Outcome) -> Vec<Outgoing> {
+fn linked(msg: &Message, outcome: &Outcome, sizes: &mut Vec<ChordSize>) -> Vec<Outgoing> {
     let (key, prepend) = match outcome {
         Outcome::Success(v) => ("callbacks", v.clone()),
         Outcome::Failure(..) => ("errbacks", Value::String(msg.id.clone())),
@@ -1028,7 +1280,7 @@ fn linked(msg: &Message, outcome: &Outcome) -> Vec<Outgoing> {
     };
     sigs.iter()
         .filter_map(Value::as_object)
-        .flat_map(|sig| start_signature(sig, Some(prepend.clone()), msg))
+        .flat_map(|sig| start_signature(sig, Some(prepend.clone()), msg, Vec::new(), sizes))
         .collect()
 }
 
@@ -1075,6 +1327,7 @@ fn chain_stopped(msg: &Message, outcome: &Outcome) -> Vec<(Message, Outcome)> {
                 eta: None,
                 expires: None,
                 refused: None,
+                woke: None,
             };
             Some((step, outcome.clone()))
         })
@@ -1104,26 +1357,107 @@ fn canvas_tasks(sig: &serde_json::Map<String, Value>) -> Vec<serde_json::Map<Str
         .unwrap_or_default()
 }
 
+/// A chord the node starts: its group id and how many results complete
+/// its header, written (Celery's `set_chord_size`) before its header's
+/// messages are sent.
+type ChordSize = (String, u64);
+
+/// How many results a chord header member adds to its chord (Celery's
+/// `chord._descend`): a task one, a group the sum of its members, a chain
+/// what its last step adds, a chord what its body adds.
+fn chord_weight(sig: &serde_json::Map<String, Value>) -> u64 {
+    match canvas_kind(sig) {
+        Some("group") => canvas_tasks(sig).iter().map(chord_weight).sum(),
+        Some("chain") => canvas_tasks(sig).last().map_or(1, chord_weight),
+        Some("chord") => sig
+            .get("kwargs")
+            .and_then(|k| k.get("body"))
+            .and_then(Value::as_object)
+            .map_or(1, chord_weight),
+        _ => 1,
+    }
+}
+
+/// Makes `member` a member of the chord header `group_id` at `index`,
+/// whose body is `body`: on a chain, its last step is the member.
+fn join_chord(
+    member: &mut serde_json::Map<String, Value>,
+    group_id: &str,
+    index: usize,
+    body: &Value,
+) {
+    if canvas_kind(member) == Some("chain") {
+        if let Some(last) = member
+            .get_mut("kwargs")
+            .and_then(|k| k.get_mut("tasks"))
+            .and_then(Value::as_array_mut)
+            .and_then(|ts| ts.last_mut())
+            .and_then(Value::as_object_mut)
+        {
+            join_chord(last, group_id, index, body);
+        }
+        return;
+    }
+    let options = member
+        .entry("options")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if let Value::Object(o) = options {
+        o.insert("group_id".into(), group_id.into());
+        o.entry("group_index").or_insert(index.into());
+        o.insert("chord".into(), body.clone());
+    }
+}
+
 /// The messages that start a signature applied with `prepend` (a task's
-/// result, or a chord header's results), as Celery applies a canvas: a
-/// group starts each of its members with `prepend`, a chain its first task
+/// result, or a chord header's results), as Celery applies a canvas, with
+/// `rest` what remains of the chain it is a step of (reversed, as Celery
+/// stores it): a plain signature is one message; a group starts each of
+/// its members with `prepend` (its id their group); a chain its first step
 /// with the rest of the chain in the message (a chain inside it is
-/// flattened), a plain signature is one message. A chord there, or a chain
-/// that starts with a group (Celery makes those chords), is not started:
-/// it is logged.
+/// flattened); a chord its header's members with `prepend`, each carrying
+/// the body (which carries `rest`), after its size is recorded in `sizes`.
 fn start_signature(
     sig: &serde_json::Map<String, Value>,
     prepend: Option<Value>,
     parent: &Message,
+    rest: Vec<Value>,
+    sizes: &mut Vec<ChordSize>,
 ) -> Vec<Outgoing> {
+    let own_id = |sig: &serde_json::Map<String, Value>| {
+        sig.get("options")
+            .and_then(|o| o.get("task_id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
     match canvas_kind(sig) {
-        None => signature_message(sig, prepend, parent, Vec::new())
+        None => signature_message(sig, prepend, parent, rest)
             .into_iter()
             .collect(),
-        Some("group") => canvas_tasks(sig)
-            .iter()
-            .flat_map(|member| start_signature(member, prepend.clone(), parent))
-            .collect(),
+        Some("group") => {
+            if !rest.is_empty() {
+                // Celery makes a group followed by more steps a chord.
+                eprintln!(
+                    "crew celery node: after task {} a group is followed by {} more step(s), which a chord would carry",
+                    parent.id,
+                    rest.len()
+                );
+            }
+            let group_id = own_id(sig).unwrap_or_else(wire::new_id);
+            canvas_tasks(sig)
+                .into_iter()
+                .enumerate()
+                .flat_map(|(i, mut member)| {
+                    if let Value::Object(o) = member
+                        .entry("options")
+                        .or_insert_with(|| Value::Object(serde_json::Map::new()))
+                    {
+                        o.entry("group_id").or_insert(group_id.clone().into());
+                        o.entry("group_index").or_insert(i.into());
+                    }
+                    start_signature(&member, prepend.clone(), parent, Vec::new(), sizes)
+                })
+                .collect()
+        }
         Some("chain") => {
             // Flatten nested chains: Celery runs them as one sequence.
             let mut steps = Vec::new();
@@ -1142,18 +1476,67 @@ fn start_signature(
                 return Vec::new();
             }
             let first = steps.remove(0);
-            if canvas_kind(&first).is_some() {
+            // The rest goes in the message reversed, as Celery sends it,
+            // after (before, reversed) what follows this chain.
+            let mut chain = rest;
+            chain.extend(steps.into_iter().rev().map(Value::Object));
+            start_signature(&first, prepend, parent, chain, sizes)
+        }
+        Some("chord") => {
+            let kwargs = sig.get("kwargs").and_then(Value::as_object);
+            let header = kwargs.and_then(|k| k.get("header"));
+            let Some(mut body) = kwargs
+                .and_then(|k| k.get("body"))
+                .and_then(Value::as_object)
+                .cloned()
+            else {
                 eprintln!(
-                    "crew celery node: a chain after task {} starts with a {}, which crew does not start",
-                    parent.id,
-                    canvas_kind(&first).unwrap_or("canvas")
+                    "crew celery node: a chord after task {} has no body",
+                    parent.id
                 );
                 return Vec::new();
+            };
+            let (members, header_id) = match header {
+                Some(Value::Object(h)) if canvas_kind(h) == Some("group") => {
+                    (canvas_tasks(h), own_id(h))
+                }
+                Some(Value::Object(h)) => (vec![h.clone()], None),
+                Some(Value::Array(hs)) => (
+                    hs.iter().filter_map(Value::as_object).cloned().collect(),
+                    None,
+                ),
+                _ => (Vec::new(), None),
+            };
+            let group_id = header_id
+                .or_else(|| own_id(sig))
+                .unwrap_or_else(wire::new_id);
+            // What follows the chord in the chain follows its body.
+            if !rest.is_empty()
+                && let Value::Object(o) = body
+                    .entry("options")
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()))
+            {
+                o.entry("chain").or_insert(Value::Array(rest));
             }
-            // The rest goes in the message reversed, as Celery sends it.
-            let rest = steps.into_iter().rev().map(Value::Object).collect();
-            signature_message(&first, prepend, parent, rest)
+            if members.is_empty() {
+                // Nothing to wait for: the body runs now, on no results.
+                return start_signature(
+                    &body,
+                    Some(Value::Array(Vec::new())),
+                    parent,
+                    Vec::new(),
+                    sizes,
+                );
+            }
+            let body = Value::Object(body);
+            sizes.push((group_id.clone(), members.iter().map(chord_weight).sum()));
+            members
                 .into_iter()
+                .enumerate()
+                .flat_map(|(i, mut member)| {
+                    join_chord(&mut member, &group_id, i, &body);
+                    start_signature(&member, prepend.clone(), parent, Vec::new(), sizes)
+                })
                 .collect()
         }
         Some(kind) => {
@@ -1166,13 +1549,18 @@ fn start_signature(
     }
 }
 
-/// The next task of a chain this message is part of, given its result:
+/// The next step of a chain this message is part of, given its result:
 /// the last signature of `chain` (Celery stores it reversed), with the
-/// result prepended to its arguments unless it is immutable.
-fn next_in_chain(msg: &Message, result: &Value) -> Option<Outgoing> {
-    let mut chain = msg.embed.get("chain")?.as_array()?.clone();
-    let sig = chain.pop()?;
-    signature_message(sig.as_object()?, Some(result.clone()), msg, chain)
+/// result prepended to its arguments unless it is immutable; a group or a
+/// chord there starts as Celery starts one.
+fn next_in_chain(msg: &Message, result: &Value, sizes: &mut Vec<ChordSize>) -> Vec<Outgoing> {
+    let Some(mut chain) = msg.embed.get("chain").and_then(Value::as_array).cloned() else {
+        return Vec::new();
+    };
+    let Some(Value::Object(sig)) = chain.pop() else {
+        return Vec::new();
+    };
+    start_signature(&sig, Some(result.clone()), msg, chain, sizes)
 }
 
 /// The message of a signature (a dict of `task`, `args`, `kwargs`,
@@ -1212,6 +1600,16 @@ fn signature_message(
     for k in ["callbacks", "errbacks", "chord"] {
         embed.insert(k.into(), options.get(k).cloned().unwrap_or(Value::Null));
     }
+    // A chord's body carries what follows the chord in a chain.
+    let chain = if chain.is_empty() {
+        options
+            .get("chain")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        chain
+    };
     embed.insert(
         "chain".into(),
         if chain.is_empty() {
@@ -1246,6 +1644,7 @@ fn signature_message(
         countdown: f("countdown"),
         expires: None,
         timelimit: (f("time_limit"), f("soft_time_limit")),
+        serializer: wire::Serializer::Json,
     })
 }
 
@@ -1268,14 +1667,20 @@ fn worker_fields(shared: &Shared) -> Value {
     })
 }
 
-/// The event of a task's end.
-fn task_event(shared: &Shared, msg: &Message, outcome: &Outcome, runtime: f64) {
+/// The event of a task's end, to publish in the pipeline that writes its
+/// result (if task events are on).
+fn task_event(
+    shared: &Shared,
+    msg: &Message,
+    outcome: &Outcome,
+    runtime: f64,
+) -> Option<(String, String)> {
     match outcome {
-        Outcome::Success(v) => shared.events.send_task_event(
+        Outcome::Success(v) => shared.events.task_event_message(
             "task-succeeded",
             serde_json::json!({"uuid": msg.id, "result": v.to_string(), "runtime": runtime}),
         ),
-        Outcome::Failure(e, tb) => shared.events.send_task_event(
+        Outcome::Failure(e, tb) => shared.events.task_event_message(
             "task-failed",
             serde_json::json!({
                 "uuid": msg.id,
@@ -1283,18 +1688,22 @@ fn task_event(shared: &Shared, msg: &Message, outcome: &Outcome, runtime: f64) {
                 "traceback": tb,
             }),
         ),
-        Outcome::Revoked(_) => shared.events.send_task_event(
+        Outcome::Revoked(_) => shared.events.task_event_message(
             "task-revoked",
             serde_json::json!({"uuid": msg.id, "terminated": false, "signum": null, "expired": true}),
         ),
     }
 }
 
-// KEEP: renew the delivery times of the messages this node holds, and put
-// back those of consumers that stopped (older than the visibility timeout).
+// KEEP: renew the delivery times of the messages this node holds and the
+// life of its taking list, and put back those of consumers that stopped
+// (older than the visibility timeout; in the taking list of a node whose
+// life ran out).
 fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
     let restore = redis::Script::new(wire::RESTORE);
     let vt = shared.config.visibility_timeout.as_secs_f64();
+    let alive = wire::alive_key(&shared.taking_key);
+    let alive_ms = alive_ms(shared);
     let every = (shared.config.visibility_timeout / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(30));
     let stop = || shared.stopping();
@@ -1311,19 +1720,28 @@ fn keep_loop(shared: &Arc<Shared>, mut link: Link) {
         let held: Vec<String> = lock(&shared.held).iter().cloned().collect();
         let now = wire::now();
         let r = link.call(&stop, |con| {
-            if !held.is_empty() {
-                let mut p = redis::pipe();
-                for tag in &held {
-                    p.cmd("ZADD")
-                        .arg(wire::UNACKED_INDEX)
-                        .arg("XX")
-                        .arg(now)
-                        .arg(tag)
-                        .ignore();
-                }
-                p.query::<()>(con)?;
+            let mut p = redis::pipe();
+            for tag in &held {
+                p.cmd("ZADD")
+                    .arg(wire::UNACKED_INDEX)
+                    .arg("XX")
+                    .arg(now)
+                    .arg(tag)
+                    .ignore();
             }
-            restore.arg(now - vt).arg(&held).invoke::<u64>(con)
+            // This node's taking list stays its own.
+            p.cmd("SET")
+                .arg(&alive)
+                .arg(1)
+                .arg("PX")
+                .arg(alive_ms)
+                .ignore();
+            p.query::<()>(con)?;
+            restore
+                .arg(now - vt)
+                .arg(&shared.taking_key)
+                .arg(&held)
+                .invoke::<u64>(con)
         });
         drop(taking);
         match r {
@@ -1474,4 +1892,48 @@ fn control_loop(shared: &Arc<Shared>, mut link: Link) {
             }
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_server_is_told_from_two() {
+        let url = |rest: &str| format!("redis://{rest}");
+        assert_eq!(
+            same_server(&url("127.0.0.1:6379/4"), &url("127.0.0.1:6379/5")),
+            Some((4, 5))
+        );
+        assert_eq!(
+            same_server(&url("127.0.0.1:6379"), &url("127.0.0.1:6379")),
+            Some((0, 0))
+        );
+        assert_eq!(
+            same_server(&url("127.0.0.1:6379/0"), &url("127.0.0.1:6380/0")),
+            None
+        );
+        assert_eq!(
+            same_server(&url("127.0.0.1:6379/0"), &url("10.0.0.2:6379/0")),
+            None
+        );
+        assert_eq!(
+            same_server(&url(":a@127.0.0.1:6379/0"), &url(":b@127.0.0.1:6379/1")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_chord_weighs_what_completes_it() {
+        let sig = |v: Value| v.as_object().unwrap().clone();
+        let task = serde_json::json!({"task": "t", "args": []});
+        let group = serde_json::json!({"task": "celery.group", "subtask_type": "group",
+            "kwargs": {"tasks": [task, task, task]}});
+        let chain = serde_json::json!({"task": "celery.chain", "subtask_type": "chain",
+            "kwargs": {"tasks": [task, group]}});
+        assert_eq!(chord_weight(&sig(task.clone())), 1);
+        assert_eq!(chord_weight(&sig(group.clone())), 3);
+        // A chain adds what its last step adds.
+        assert_eq!(chord_weight(&sig(chain)), 3);
+    }
 }

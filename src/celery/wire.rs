@@ -36,9 +36,22 @@ pub(crate) fn queue_key(queue: &str, priority: u8) -> String {
     }
 }
 
-/// Pops up to ARGV[2] messages from the lists in `KEYS`, highest priority
-/// first, and records each in kombu's unacked hash and index in the same
-/// step. ARGV[1]: now (Unix seconds, float). Returns the raw messages.
+/// The hash of the lists a node's wake-up moves messages into (its
+/// "taking" list, field) and the queue list each came from (value).
+pub(crate) const TAKING: &str = "_crew.celery.taking";
+
+/// The key that says the node owning taking list `list` is alive (set with
+/// the visibility timeout as its expiry, renewed while it runs).
+pub(crate) fn alive_key(list: &str) -> String {
+    format!("{list}.alive")
+}
+
+/// Records the messages in the node's taking list `KEYS[1]` (moved there by
+/// its blocking wake-up, already running) in kombu's unacked hash and
+/// index, emptying the list; then pops up to ARGV[2] messages from the
+/// lists in `KEYS[2..]`, highest priority first, and records each in the
+/// same step. ARGV[1]: now (Unix seconds, float). Returns the popped raw
+/// messages (not those of the taking list).
 ///
 /// The delivery tag, exchange and routing key are read with string
 /// patterns in the envelope's `properties` (the last `"properties":`: it is
@@ -59,31 +72,39 @@ local function properties(m)
     at, from = i, i + 1
   end
 end
-for i = 1, #KEYS do
+local function book(m)
+  local tag, ex, rk
+  local at = properties(m)
+  if at then
+    tag, ex, rk = field(m, at, 'delivery_tag'), field(m, at, 'exchange'), field(m, at, 'routing_key')
+  end
+  if tag and ex and rk then
+    ex, rk = '"' .. ex .. '"', '"' .. rk .. '"'
+  else
+    tag = nil
+    local ok, d = pcall(cjson.decode, m)
+    if ok and type(d) == 'table' and type(d.properties) == 'table'
+        and d.properties.delivery_tag then
+      local di = d.properties.delivery_info or {}
+      tag = tostring(d.properties.delivery_tag)
+      ex, rk = cjson.encode(di.exchange or ''), cjson.encode(di.routing_key or '')
+    end
+  end
+  if tag then
+    redis.call('HSET', 'unacked', tag, '[' .. m .. ',' .. ex .. ',' .. rk .. ']')
+    redis.call('ZADD', 'unacked_index', ARGV[1], tag)
+  end
+end
+while true do
+  local m = redis.call('RPOP', KEYS[1])
+  if not m then break end
+  book(m)
+end
+for i = 2, #KEYS do
   while #out < want do
     local m = redis.call('RPOP', KEYS[i])
     if not m then break end
-    local tag, ex, rk
-    local at = properties(m)
-    if at then
-      tag, ex, rk = field(m, at, 'delivery_tag'), field(m, at, 'exchange'), field(m, at, 'routing_key')
-    end
-    if tag and ex and rk then
-      ex, rk = '"' .. ex .. '"', '"' .. rk .. '"'
-    else
-      tag = nil
-      local ok, d = pcall(cjson.decode, m)
-      if ok and type(d) == 'table' and type(d.properties) == 'table'
-          and d.properties.delivery_tag then
-        local di = d.properties.delivery_info or {}
-        tag = tostring(d.properties.delivery_tag)
-        ex, rk = cjson.encode(di.exchange or ''), cjson.encode(di.routing_key or '')
-      end
-    end
-    if tag then
-      redis.call('HSET', 'unacked', tag, '[' .. m .. ',' .. ex .. ',' .. rk .. ']')
-      redis.call('ZADD', 'unacked_index', ARGV[1], tag)
-    end
+    book(m)
     table.insert(out, m)
   end
   if #out >= want then break end
@@ -93,14 +114,29 @@ return out
 
 /// Puts the messages in `unacked` older than ARGV[1] (Unix seconds) back
 /// on their queues as kombu's `restore_visible` does (marked redelivered,
-/// on the end consumers read next), skipping tags in ARGV[2..]. Returns how
-/// many it restored.
+/// on the end consumers read next), skipping tags in ARGV[3..]; and the
+/// messages in the taking lists of nodes no longer alive (see [`TAKING`];
+/// ARGV[2] is this node's list, never touched here) back on the end of the
+/// queue lists they came from. Returns how many it restored.
 pub(crate) const RESTORE: &str = r#"
 local sep = '\6\22'
 local skip = {}
-for i = 2, #ARGV do skip[ARGV[i]] = true end
-local tags = redis.call('ZRANGE', 'unacked_index', '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, 100)
+for i = 3, #ARGV do skip[ARGV[i]] = true end
 local n = 0
+local taking = redis.call('HGETALL', '_crew.celery.taking')
+for i = 1, #taking, 2 do
+  local list, source = taking[i], taking[i + 1]
+  if list ~= ARGV[2] and redis.call('EXISTS', list .. '.alive') == 0 then
+    while true do
+      local m = redis.call('RPOP', list)
+      if not m then break end
+      redis.call('RPUSH', source, m)
+      n = n + 1
+    end
+    redis.call('HDEL', '_crew.celery.taking', list)
+  end
+end
+local tags = redis.call('ZRANGE', 'unacked_index', '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, 100)
 for _, tag in ipairs(tags) do
   if not skip[tag] then
     local raw = redis.call('HGET', 'unacked', tag)
@@ -206,6 +242,9 @@ pub(crate) struct Message {
     /// Why the body was not read (a serializer crew refuses, such as
     /// pickle): the task fails with this instead of running.
     pub(crate) refused: Option<JsonError>,
+    /// The raw message, when the node's wake-up moved it into its taking
+    /// list: acknowledging it also takes it out of there (see [`FETCH`]).
+    pub(crate) woke: Option<Vec<u8>>,
 }
 
 /// Reads a message body of `content_type` into JSON: `Ok(Err(why))` for a
@@ -235,6 +274,53 @@ fn read_body(content_type: &str, body: &[u8]) -> Result<Result<Value, JsonError>
              (application/x-msgpack), not `{other}`: send this task with \
              serializer=\"json\" or \"msgpack\""
         )),
+    }
+}
+
+/// The most a compressed body may grow to: a larger one is refused rather
+/// than filling the node's memory.
+const MAX_DECOMPRESSED: u64 = 256 << 20;
+
+/// Decompresses a body kombu compressed (its `compression` header); `Err`
+/// for a compression crew cannot read, or a body that does not decompress:
+/// that fails the task (kombu's `DecodeError`), not the node.
+fn decompress(compression: &str, body: Vec<u8>) -> Result<Vec<u8>, JsonError> {
+    use std::io::Read as _;
+    let fail = |message: String| JsonError {
+        exc_type: "DecodeError".into(),
+        exc_module: "kombu.exceptions".into(),
+        message,
+    };
+    match compression {
+        // kombu's `zlib` and `gzip` are both zlib's format under this
+        // name; a real gzip stream is read too.
+        "application/x-gzip" | "zlib" | "gzip" => {
+            let mut out = Vec::new();
+            let read = if body.starts_with(&[0x1f, 0x8b]) {
+                flate2::read::GzDecoder::new(&body[..])
+                    .take(MAX_DECOMPRESSED + 1)
+                    .read_to_end(&mut out)
+            } else {
+                flate2::read::ZlibDecoder::new(&body[..])
+                    .take(MAX_DECOMPRESSED + 1)
+                    .read_to_end(&mut out)
+            };
+            match read {
+                Ok(n) if n as u64 > MAX_DECOMPRESSED => Err(fail(format!(
+                    "the body decompresses to more than {} MiB",
+                    MAX_DECOMPRESSED >> 20
+                ))),
+                Ok(_) => Ok(out),
+                Err(e) => Err(fail(format!(
+                    "the body does not decompress as {compression}: {e}"
+                ))),
+            }
+        }
+        other => Err(fail(format!(
+            "crew reads task messages compressed with zlib (application/x-gzip) \
+             or not at all, not `{other}`: send this task with compression=\"zlib\" \
+             or none"
+        ))),
     }
 }
 
@@ -294,8 +380,19 @@ impl Message {
                 .map_err(|e| format!("the body is not base64: {e}"))?,
             _ => body.as_bytes().to_vec(),
         };
-        let (body, refused) = match read_body(ctype, &body)? {
-            Ok(v) => (v, None),
+        let compression = headers
+            .get("compression")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty());
+        let body = match compression {
+            Some(c) => decompress(c, body),
+            None => Ok(body),
+        };
+        let (body, refused) = match body.map(|b| read_body(ctype, &b)) {
+            Ok(read) => match read? {
+                Ok(v) => (v, None),
+                Err(e) => (json!([[], {}, {}]), Some(e)),
+            },
             Err(e) => (json!([[], {}, {}]), Some(e)),
         };
         let (args, kwargs, embed) = match body {
@@ -342,6 +439,7 @@ impl Message {
             eta,
             expires,
             refused,
+            woke: None,
         })
     }
 
@@ -368,6 +466,8 @@ pub(crate) struct Outgoing {
     pub(crate) countdown: Option<f64>,
     pub(crate) expires: Option<f64>,
     pub(crate) timelimit: (Option<f64>, Option<f64>),
+    /// How the body is written.
+    pub(crate) serializer: Serializer,
 }
 
 fn iso_of(unix: f64) -> Value {
@@ -380,12 +480,17 @@ impl Outgoing {
     /// The message as kombu's Redis transport stores it, and the list it
     /// goes on.
     pub(crate) fn encode(&self, origin: &str) -> (String, String) {
-        let body = json!([self.args, self.kwargs, self.embed]).to_string();
+        let body = self
+            .serializer
+            .encode(&json!([self.args, self.kwargs, self.embed]));
         let root = self.root_id.clone().unwrap_or_else(|| self.id.clone());
         let message = json!({
-            "body": BASE64.encode(body.as_bytes()),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
+            "body": BASE64.encode(&body),
+            "content-encoding": match self.serializer {
+                Serializer::Json => "utf-8",
+                Serializer::Msgpack => "binary",
+            },
+            "content-type": self.serializer.content_type(),
             "headers": {
                 "lang": "py",
                 "task": self.task,
@@ -447,8 +552,31 @@ pub(crate) enum Outcome {
     Revoked(String),
 }
 
-/// How a node writes results: Celery's `result_serializer`, which the
-/// Python clients of the deployment read them with.
+/// A Celery serializer crew writes: how a node writes results (Celery's
+/// `result_serializer`, which the Python clients of the deployment read
+/// them with), and how a [`Client`](super::Client) writes task messages
+/// (Celery's `task_serializer`; the Python workers must accept it, see
+/// Celery's `accept_content`).
+///
+/// # Examples
+///
+/// ```
+/// use crew::celery::Serializer;
+///
+/// assert_eq!("msgpack".parse::<Serializer>().unwrap(), Serializer::Msgpack);
+/// assert_eq!(Serializer::default(), Serializer::Json);
+/// assert!("pickle".parse::<Serializer>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Serializer {
+    /// JSON, Celery's default.
+    #[default]
+    Json,
+    /// msgpack (`"msgpack"` in Celery's settings).
+    Msgpack,
+}
+
+/// How a node writes results: a [`Serializer`].
 ///
 /// # Examples
 ///
@@ -456,39 +584,38 @@ pub(crate) enum Outcome {
 /// use crew::celery::ResultSerializer;
 ///
 /// assert_eq!("msgpack".parse::<ResultSerializer>().unwrap(), ResultSerializer::Msgpack);
-/// assert_eq!(ResultSerializer::default(), ResultSerializer::Json);
-/// assert!("pickle".parse::<ResultSerializer>().is_err());
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ResultSerializer {
-    /// JSON, Celery's default.
-    #[default]
-    Json,
-    /// msgpack (`result_serializer = "msgpack"`).
-    Msgpack,
-}
+pub type ResultSerializer = Serializer;
 
-impl std::str::FromStr for ResultSerializer {
+impl std::str::FromStr for Serializer {
     type Err = crew_core::Error;
 
-    fn from_str(s: &str) -> crew_core::Result<ResultSerializer> {
+    fn from_str(s: &str) -> crew_core::Result<Serializer> {
         match s.trim() {
-            "json" => Ok(ResultSerializer::Json),
-            "msgpack" => Ok(ResultSerializer::Msgpack),
+            "json" => Ok(Serializer::Json),
+            "msgpack" => Ok(Serializer::Msgpack),
             other => Err(crew_core::Error::invalid_input(format!(
-                "a crew node writes results as `json` or `msgpack`, not `{other}`"
+                "crew writes Celery payloads as `json` or `msgpack`, not `{other}`"
             ))),
         }
     }
 }
 
-impl ResultSerializer {
+impl Serializer {
     /// `v` as this serializer writes it.
     pub(crate) fn encode(self, v: &Value) -> Vec<u8> {
         match self {
-            ResultSerializer::Json => v.to_string().into_bytes(),
+            Serializer::Json => v.to_string().into_bytes(),
             // A JSON value always has a msgpack form (maps keyed by strings).
-            ResultSerializer::Msgpack => rmp_serde::to_vec(v).unwrap_or_default(),
+            Serializer::Msgpack => rmp_serde::to_vec(v).unwrap_or_default(),
+        }
+    }
+
+    /// The content type kombu names this serializer by.
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Serializer::Json => "application/json",
+            Serializer::Msgpack => "application/x-msgpack",
         }
     }
 }
@@ -652,6 +779,70 @@ mod tests {
         assert_eq!(e.exc_type, "ContentDisallowed");
         assert!(e.message.contains("does not unpickle"), "{}", e.message);
         assert!(m.args.is_empty());
+    }
+
+    #[test]
+    fn zlib_bodies_read_and_other_compressions_fail_the_task() {
+        use std::io::Write as _;
+        let (_, raw) = Outgoing {
+            id: new_id(),
+            task: "tasks.add".into(),
+            queue: "q".into(),
+            ..Outgoing::default()
+        }
+        .encode("me");
+        let mut env: Value = serde_json::from_str(&raw).unwrap();
+        let body = json!([[1, 2], {"k": "v"}, {}]).to_string();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(body.as_bytes()).unwrap();
+        env["headers"]["compression"] = "application/x-gzip".into();
+        env["body"] = BASE64.encode(z.finish().unwrap()).into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        assert!(m.refused.is_none(), "{:?}", m.refused);
+        assert_eq!(m.args, [json!(1), json!(2)]);
+        assert_eq!(m.kwargs["k"], json!("v"));
+        // A gzip stream under the same name.
+        let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        g.write_all(body.as_bytes()).unwrap();
+        env["body"] = BASE64.encode(g.finish().unwrap()).into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        assert_eq!(m.args, [json!(1), json!(2)]);
+        // Not zlib after all: the task fails, the message is still read.
+        env["body"] = BASE64.encode(body.as_bytes()).into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        let e = m.refused.unwrap();
+        assert_eq!(
+            (e.exc_type.as_str(), e.exc_module.as_str()),
+            ("DecodeError", "kombu.exceptions")
+        );
+        assert!(e.message.contains("does not decompress"), "{}", e.message);
+        // A compression crew does not read: named in the failure.
+        env["headers"]["compression"] = "application/x-bz2".into();
+        let m = Message::parse(env.to_string().as_bytes()).unwrap();
+        assert_eq!(m.id, env["headers"]["id"].as_str().unwrap());
+        let e = m.refused.unwrap();
+        assert!(e.message.contains("`application/x-bz2`"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_msgpack_message_is_written_as_kombu_writes_one() {
+        let out = Outgoing {
+            id: new_id(),
+            task: "py.mul".into(),
+            args: vec![json!(6), json!("x")],
+            queue: "q".into(),
+            serializer: Serializer::Msgpack,
+            ..Outgoing::default()
+        };
+        let (_, raw) = out.encode("me");
+        let env: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(env["content-type"], "application/x-msgpack");
+        assert_eq!(env["content-encoding"], "binary");
+        let body = BASE64.decode(env["body"].as_str().unwrap()).unwrap();
+        let v: Value = rmp_serde::from_slice(&body).unwrap();
+        assert_eq!(v[0], json!([6, "x"]));
+        let m = Message::parse(raw.as_bytes()).unwrap();
+        assert_eq!(m.args, [json!(6), json!("x")]);
     }
 
     #[test]

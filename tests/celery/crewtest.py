@@ -13,6 +13,9 @@ app = Celery("crewtest", broker=f"{URL}/0", backend=f"{URL}/1")
 app.conf.broker_transport_options = {"visibility_timeout": 3600}
 app.conf.worker_prefetch_multiplier = 1
 app.conf.task_acks_late = True
+# Task messages from crew's Client may be msgpack (CREW_TEST_ACCEPT narrows
+# what a worker reads, to show what a message was written in).
+app.conf.accept_content = os.environ.get("CREW_TEST_ACCEPT", "json,msgpack").split(",")
 if os.environ.get("CREW_TEST_RESULT_SERIALIZER"):
     app.conf.result_serializer = os.environ["CREW_TEST_RESULT_SERIALIZER"]
     app.conf.result_accept_content = [app.conf.result_serializer]
@@ -26,6 +29,11 @@ def mul(x, y):
 @app.task(name="py.sum")
 def py_sum(xs, extra=0):
     return sum(xs) + extra
+
+
+@app.task(name="py.echo")
+def echo(*args, **kwargs):
+    return [list(args), kwargs]
 
 
 @app.task(name="py.fail")
@@ -71,6 +79,11 @@ def drive(scenario):
         c = chain(app.signature("tasks.add", (1, 2)), app.signature("tasks.add", (10,)),
                   app.signature("tasks.add", (100,)))
         out["msgpack_chain"] = outcome(c.apply_async(serializer="msgpack"))
+        out["zlib"] = outcome(send("tasks.scale", ([1.5, 2.0],), {"by": 2},
+                                   compression="zlib"))
+        out["zlib_msgpack"] = outcome(send("tasks.add", (20, 22), serializer="msgpack",
+                                           compression="gzip"))
+        out["bz2"] = outcome(send("tasks.add", (1, 2), compression="bzip2"))
         out["pickle"] = outcome(send("tasks.add", (1, 2), serializer="pickle"))
         out["parse_ok"] = outcome(send("tasks.parse", ("42",)))
         r = send("tasks.parse", ("forty-two",))
@@ -82,6 +95,8 @@ def drive(scenario):
                                               soft_time_limit=0.3, time_limit=30))
         out["soft_failed"] = outcome(send("tasks.until_soft_limit", (20000, True),
                                           soft_time_limit=0.3))
+        out["soft_in_thread"] = outcome(send("tasks.soft_limit_in_thread", (20000,),
+                                             soft_time_limit=0.3, time_limit=30))
         out["soft_ignored"] = outcome(send("tasks.sleep_ms", (1500,), soft_time_limit=0.3))
         out["soft_then_hard"] = outcome(send("tasks.sleep_ms", (20000,), soft_time_limit=0.3,
                                              time_limit=1.5))
@@ -136,6 +151,41 @@ def drive(scenario):
         body = chord(header, rust("tasks.total"))()
         out["failed_in_header_chain"] = outcome(app.AsyncResult(body.id))
         out["failed_chain_step"] = outcome(later_result)
+    elif scenario == "group_canvas":
+        # Groups after a Rust task (on the node's queue `rust`), as a
+        # chain's next step, in a link, and made a chord by a later step.
+        def rust(name, *args):
+            return app.signature(name, args, queue="rust")
+
+        def py(name, *args):
+            return app.signature(name, args, queue="celery")
+
+        # chain(rust, group): the node starts the group's members with its
+        # result; the client holds the GroupResult.
+        c = chain(rust("tasks.add", 1, 2), group(py("py.mul", 10), rust("tasks.add", 100)))
+        out["chain_group"] = outcome(c.apply_async())
+        # A group as a link.
+        g = group(py("py.mul", 10), rust("tasks.add", 1000))
+        g_result = g.freeze()
+        r = send("tasks.add", (2, 3), queue="rust", link=g)
+        out["link_add"] = outcome(r)
+        out["link_group"] = outcome(g_result)
+        # chain(rust, group, python): Celery makes the group and the step
+        # after it a chord, which the node starts.
+        c = chain(rust("tasks.add", 1, 2), group(py("py.mul", 10), rust("tasks.add", 100)),
+                  py("py.sum"))
+        out["chain_chord_py"] = outcome(c.apply_async())
+        # The same with a Rust body, the node completing the chord, and a
+        # step after the body (the chain goes on from the body).
+        c = chain(rust("tasks.add", 1, 2), group(rust("tasks.add", 10), rust("tasks.add", 20)),
+                  rust("tasks.total"), py("py.mul", 2))
+        out["chain_chord_rust"] = outcome(c.apply_async())
+        # A chord whose body is a group, all members Rust, after a Rust
+        # task.
+        c = chain(rust("tasks.add", 1, 1),
+                  chord(group(rust("tasks.add", 1), rust("tasks.add", 2)),
+                        group(rust("tasks.total"), py("py.sum", 100))))
+        out["chain_chord_group_body"] = outcome(c.apply_async())
     elif scenario == "results":
         # Whatever result_serializer this client reads (the environment's).
         out["add"] = outcome(send("tasks.add", (2, 3)))

@@ -31,6 +31,7 @@ fn color(backend: Backend) -> RGBColor {
         Backend::Threads => RGBColor(31, 119, 180),
         Backend::Processes => RGBColor(44, 160, 44),
         Backend::Rayon => RGBColor(255, 127, 14),
+        Backend::Bare => RGBColor(214, 39, 40),
     }
 }
 

@@ -423,6 +423,9 @@ fn main() -> anyhow::Result<()> {
     // likewise for procspawn's workers (the `procspawn.pool` anchor).
     crew::init();
     procspawn::init();
+    if let Some(workers) = std::env::var_os(bench::startup::COLD_ENV) {
+        bench::startup::cold_child(&workers);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { quick, cluster, .. } if cluster => {

@@ -130,11 +130,14 @@ fn demo_quick_writes_records_chart_and_trace() {
         cases.contains(&"pi.processes.speedup".to_string()),
         "{cases:?}"
     );
-    // rayon runs the same tasks in the same run, so a speed-up short of the
-    // core count can be told apart from the machine's own limit.
+    // rayon and bare threads with the work split up front run the same
+    // work in the same run, so a speed-up short of the core count can be
+    // told apart from the machine's own limit.
     for w in ["pi", "kde", "crunch"] {
-        let case = format!("{w}.rayon.speedup");
-        assert!(cases.contains(&case), "demo.json has no {case}: {cases:?}");
+        for b in ["rayon", "std"] {
+            let case = format!("{w}.{b}.speedup");
+            assert!(cases.contains(&case), "demo.json has no {case}: {cases:?}");
+        }
     }
 
     let png = std::fs::read(dir.join("crew-demo/speedup.png")).expect("speedup.png");
@@ -212,6 +215,7 @@ fn bench_startup_transfer_and_shm_write_their_cases() {
             "startup",
             &[
                 "processes.first_result",
+                "processes.first_result_cold",
                 "threads.first_result",
                 "rayon.first_result",
             ][..],

@@ -56,6 +56,14 @@ pub trait Backend: Send + Sync + 'static {
     /// The number of workers.
     fn workers(&self) -> usize;
 
+    /// How many of the workers can run at the same time: what a map of
+    /// known length sizes its chunks by. The number of workers, unless some
+    /// of them share CPUs (several cluster nodes on one machine), where
+    /// more chunks would only cost more dispatches.
+    fn parallelism(&self) -> usize {
+        self.workers()
+    }
+
     /// Queues a job. Never blocks for long: the queue is unbounded (callers
     /// bound what they have in flight). Gives the job back if the back-end is
     /// closed.

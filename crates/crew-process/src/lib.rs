@@ -16,6 +16,7 @@ compile_error!(
 
 mod bulk;
 mod entry;
+mod forkserver;
 #[cfg(any(test, feature = "fuzzing"))]
 mod fuzz;
 #[cfg(test)]
@@ -41,6 +42,7 @@ use entry::{
     CallWire, ChunkWire, assert_non_capturing, call_entry, chunk_entry, init_entry, instant_of,
     offset_of,
 };
+pub use forkserver::{NO_FORK_SERVER_ENV, fork_server_pid};
 pub use process::Process;
 use supervisor::{Completion, Shared};
 pub use supervisor::{ProcJob, ProcessConfig};

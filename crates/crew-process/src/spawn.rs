@@ -5,7 +5,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -98,15 +98,30 @@ fn set_buffers(fd: &OwnedFd) {
 /// Starts one worker process; with `own_group`, the worker leads a process
 /// group of its own (pool workers: see [`kill_group`]).
 ///
-/// `posix_spawn` (glibc's is `clone(CLONE_VM | CLONE_VFORK)` and `exec`)
-/// rather than `fork`: a `fork` copies the page tables of the whole parent
-/// and leaves its pages copy-on-write, so the parent takes a page fault on
-/// the first write to each page after every spawn; a pool of many workers
-/// in a big parent paid that on its way to the first result. The file
-/// actions place the two fds and `/dev/null` on stdin; the worker sets
-/// `PR_SET_PDEATHSIG` itself, first thing, and checks that its parent is
-/// still the one named in its environment (the README, "Orphans").
+/// Pool workers come from the fork server once the program runs its second
+/// process pool ([`crate::forkserver`]); otherwise, or if the server cannot
+/// serve, a worker is this executable started afresh: `posix_spawn` (glibc's
+/// is `clone(CLONE_VM | CLONE_VFORK)` and `exec`) rather than `fork`, as a
+/// `fork` copies the page tables of the whole parent and leaves its pages
+/// copy-on-write, so the parent takes a page fault on the first write to
+/// each page after every spawn; a pool of many workers in a big parent paid
+/// that on its way to the first result. Either way the worker is our child,
+/// with its socket on fd 3, its control page on fd 4 and `/dev/null` on
+/// stdin; it sets `PR_SET_PDEATHSIG` itself, first thing, and checks that
+/// its parent is still the one named in its environment (the README,
+/// "Orphans").
 pub(crate) fn spawn_worker(memory_limit: Option<u64>, own_group: bool) -> io::Result<Spawned> {
+    if own_group && crate::forkserver::wanted() {
+        // A worker the server could not start is started afresh, with new
+        // descriptors: a request that failed half-way may have reached it.
+        if let Ok(spawned) = start_worker(memory_limit, own_group, true) {
+            return Ok(spawned);
+        }
+    }
+    start_worker(memory_limit, own_group, false)
+}
+
+fn start_worker(memory_limit: Option<u64>, own_group: bool, forked: bool) -> io::Result<Spawned> {
     use rustix::fs::{MemfdFlags, ftruncate, memfd_create};
     use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
     let (parent_end, child_end) = socketpair(
@@ -120,17 +135,6 @@ pub(crate) fn spawn_worker(memory_limit: Option<u64>, own_group: bool) -> io::Re
     let control_fd = memfd_create(c"crew-control", MemfdFlags::CLOEXEC)?;
     ftruncate(&control_fd, CONTROL_LEN as u64)?;
     let control = Control::map(control_fd.as_raw_fd())?;
-    // The file actions `dup2` these onto 3 and 4 (which clears close-on-exec
-    // on the copies only); above 4, neither `dup2` can overwrite the other's
-    // source.
-    let sock_src = rustix::io::fcntl_dupfd_cloexec(&child_end, 10)?;
-    let control_src = rustix::io::fcntl_dupfd_cloexec(&control_fd, 10)?;
-    drop(child_end);
-    drop(control_fd);
-
-    let arg0 = std::env::args_os()
-        .next()
-        .unwrap_or_else(|| OsString::from("/proc/self/exe"));
     let mut ours = vec![
         (ENV_FD, "3".to_owned()),
         (ENV_CONTROL, "4".to_owned()),
@@ -139,36 +143,23 @@ pub(crate) fn spawn_worker(memory_limit: Option<u64>, own_group: bool) -> io::Re
     if let Some(bytes) = memory_limit {
         ours.push((ENV_MEMORY, bytes.to_string()));
     }
-    let mut env: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| ours.iter().all(|(name, _)| k.as_bytes() != name.as_bytes()))
-        .filter_map(|(k, v)| {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).ok()
-        })
-        .collect();
-    env.extend(
-        ours.iter()
-            .map(|(k, v)| CString::new(format!("{k}={v}")).expect("no NUL in our variables")),
-    );
-    let arg0 = CString::new(arg0.into_vec())
-        .unwrap_or_else(|_| CString::new("/proc/self/exe").expect("no NUL"));
-    let argv = [arg0.as_ptr(), std::ptr::null()];
-    let envp: Vec<*const libc::c_char> = env
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let pid = posix_spawn(
-        &argv,
-        &envp,
-        sock_src.as_raw_fd(),
-        control_src.as_raw_fd(),
-        own_group,
-    )?;
-    drop(sock_src);
-    drop(control_src);
+    let env = env_block(&ours);
+    let pid = if forked {
+        crate::forkserver::fork_worker(&env, child_end.as_fd(), control_fd.as_fd())?
+    } else {
+        // The file actions `dup2` these onto 3 and 4 (which clears
+        // close-on-exec on the copies only); above 4, neither `dup2` can
+        // overwrite the other's source.
+        let sock_src = rustix::io::fcntl_dupfd_cloexec(&child_end, 10)?;
+        let control_src = rustix::io::fcntl_dupfd_cloexec(&control_fd, 10)?;
+        spawn_self(
+            &env,
+            &[(sock_src.as_raw_fd(), 3), (control_src.as_raw_fd(), 4)],
+            own_group,
+        )?
+    };
+    drop(child_end);
+    drop(control_fd);
     let child = Child { pid, status: None };
     let pidfd = rustix::process::Pid::from_raw(pid as i32)
         .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
@@ -178,6 +169,50 @@ pub(crate) fn spawn_worker(memory_limit: Option<u64>, own_group: bool) -> io::Re
         control,
         pidfd,
     })
+}
+
+/// This process's environment with `ours` set (replacing any variables of
+/// the same names), as `KEY=value` strings each ended by a NUL.
+pub(crate) fn env_block(ours: &[(&str, String)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let (k, v) = (k.as_bytes(), v.as_bytes());
+        if ours.iter().any(|(name, _)| k == name.as_bytes()) || k.contains(&0) || v.contains(&0) {
+            continue;
+        }
+        block.extend_from_slice(k);
+        block.push(b'=');
+        block.extend_from_slice(v);
+        block.push(0);
+    }
+    for (k, v) in ours {
+        debug_assert!(!k.contains('\0') && !v.contains('\0'));
+        block.extend_from_slice(k.as_bytes());
+        block.push(b'=');
+        block.extend_from_slice(v.as_bytes());
+        block.push(0);
+    }
+    block
+}
+
+/// Starts this executable afresh (`/proc/self/exe`, with the `argv[0]` we
+/// were started with) with the environment `env` (an [`env_block`]), each
+/// `(source, target)` of `fds` `dup2`ed onto its target, and `/dev/null` on
+/// stdin; with `own_group`, in a process group of its own. Returns its pid.
+pub(crate) fn spawn_self(env: &[u8], fds: &[(RawFd, RawFd)], own_group: bool) -> io::Result<u32> {
+    let arg0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("/proc/self/exe"));
+    let arg0 = CString::new(arg0.into_vec())
+        .unwrap_or_else(|_| CString::new("/proc/self/exe").expect("no NUL"));
+    let argv = [arg0.as_ptr(), std::ptr::null()];
+    let envp: Vec<*const libc::c_char> = env
+        .split_inclusive(|&b| b == 0)
+        .map(|kv| kv.as_ptr().cast())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    debug_assert!(env.is_empty() || env.last() == Some(&0));
+    posix_spawn(&argv, &envp, fds, own_group)
 }
 
 /// Owns a `posix_spawn` attribute or file-actions object until dropped.
@@ -198,16 +233,15 @@ fn check(r: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// `posix_spawn` of `/proc/self/exe` with `sock` on fd 3, `control` on fd
-/// 4, `/dev/null` on stdin, an empty signal mask and `SIGPIPE` at its
+/// `posix_spawn` of `/proc/self/exe` with each `(source, target)` of `fds`
+/// `dup2`ed onto its target, `/dev/null` on stdin, an empty signal mask and `SIGPIPE` at its
 /// default (as `std::process::Command` leaves a child), and, with
 /// `own_group`, a process group of its own. `argv` and `envp` end with a
 /// null pointer.
 fn posix_spawn(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
-    sock: libc::c_int,
-    control: libc::c_int,
+    fds: &[(RawFd, RawFd)],
     own_group: bool,
 ) -> io::Result<u32> {
     debug_assert!(argv.last().is_some_and(|p| p.is_null()));
@@ -222,16 +256,13 @@ fn posix_spawn(
             actions.assume_init(),
             libc::posix_spawn_file_actions_destroy,
         );
-        check(libc::posix_spawn_file_actions_adddup2(
-            &mut actions.0,
-            sock,
-            3,
-        ))?;
-        check(libc::posix_spawn_file_actions_adddup2(
-            &mut actions.0,
-            control,
-            4,
-        ))?;
+        for &(source, target) in fds {
+            check(libc::posix_spawn_file_actions_adddup2(
+                &mut actions.0,
+                source,
+                target,
+            ))?;
+        }
         check(libc::posix_spawn_file_actions_addopen(
             &mut actions.0,
             0,

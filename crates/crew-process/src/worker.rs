@@ -266,13 +266,11 @@ fn install_panic_hook() {
 static ENTER_WORKER: extern "C" fn() = enter_worker;
 
 extern "C" fn enter_worker() {
-    if std::env::var_os(ENV_FD).is_some() {
-        run_worker();
-    }
+    run_if_worker();
 }
 
-/// Serves as a worker if this process was started as one (never returns
-/// then); otherwise returns at once. Called before `main` automatically;
+/// Serves as a worker (or as the fork server that starts pool workers) if
+/// this process was started as one (never returns then); otherwise returns at once. Called before `main` automatically;
 /// `crew::init()` calls it too.
 ///
 /// # Examples
@@ -285,13 +283,15 @@ pub fn run_if_worker() {
     if std::env::var_os(ENV_FD).is_some() {
         run_worker();
     }
+    crate::forkserver::run_if_server();
 }
 
 fn env_fd(name: &str) -> Option<RawFd> {
     std::env::var(name).ok()?.parse().ok()
 }
 
-fn run_worker() -> ! {
+/// Serves as a worker set up by its environment (`CREW_WORKER_*`) and fds.
+pub(crate) fn run_worker() -> ! {
     // Read before `serve_from_env` clears the environment.
     let sock = env_fd(ENV_FD);
     let code = match serve_from_env() {

@@ -13,7 +13,9 @@ pub const ENV_CLUSTER: &str = "CREW_CLUSTER";
 pub const ENV_WORKER: &str = "CREW_WORKER";
 /// The queue name (default `default`), for drivers and nodes.
 pub const ENV_QUEUE: &str = "CREW_QUEUE";
-/// The number of worker processes of a node (default: the CPU count).
+/// The number of worker processes of a node. Default: the CPUs of its
+/// host that the queue's live nodes there do not use yet, at least 1 (the
+/// CPU count for the first node of a host).
 pub const ENV_CONCURRENCY: &str = "CREW_CONCURRENCY";
 /// Entries a node takes beyond one per worker process (default 0).
 pub const ENV_PREFETCH: &str = "CREW_PREFETCH";

@@ -140,6 +140,8 @@ pub(crate) struct Shared {
     out_ready: Condvar,
     next_id: AtomicU64,
     workers: AtomicUsize,
+    /// Of `workers`, how many can run at once (see `proto::WORKERS`).
+    parallel: AtomicUsize,
     timeline: Option<Arc<Timeline>>,
     shift: i64,
     /// The first worker index of each node seen (for the timeline).
@@ -237,6 +239,7 @@ impl std::fmt::Debug for Cluster {
             .field("queue", &s.config.queue)
             .field("driver", &s.name)
             .field("workers", &s.workers.load(Ordering::Relaxed))
+            .field("parallel", &s.parallel.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -292,6 +295,7 @@ impl Cluster {
             out_ready: Condvar::new(),
             next_id: AtomicU64::new(1),
             workers: AtomicUsize::new(0),
+            parallel: AtomicUsize::new(0),
             shift: proto::clock_shift(),
             nodes: Mutex::new((HashMap::new(), 0)),
             threads: AtomicUsize::new(2),
@@ -327,7 +331,17 @@ impl Cluster {
     /// The worker processes of live nodes of this build, as of the last
     /// look (the driver looks every heartbeat); may be 0.
     pub fn live_workers(&self) -> usize {
-        self.shared().workers.load(Ordering::Relaxed)
+        self.shared().workers.load(Ordering::Acquire)
+    }
+
+    /// Of [`live_workers`](Cluster::live_workers), how many can run at the
+    /// same time: on each host, no more than the CPUs there, however many
+    /// nodes share it. A map of known length cuts its chunks by this
+    /// number, so nodes that outnumber their host's CPUs add no chunks
+    /// (and no Redis entries) that could not run in parallel anyway. May
+    /// be 0 (no live node).
+    pub fn live_parallelism(&self) -> usize {
+        self.shared().parallel.load(Ordering::Acquire)
     }
 
     /// Waits until live nodes of this build offer at least `n` worker
@@ -382,6 +396,10 @@ impl Backend for Cluster {
 
     fn workers(&self) -> usize {
         self.live_workers().max(1)
+    }
+
+    fn parallelism(&self) -> usize {
+        self.live_parallelism().clamp(1, self.workers())
     }
 
     unsafe fn execute<'s>(&self, job: Self::Job<'s>) -> std::result::Result<(), Self::Job<'s>> {
@@ -902,14 +920,17 @@ return out
 
 fn refresh_workers(shared: &Shared, link: &mut Link) {
     let script = redis::Script::new(proto::WORKERS);
-    if let Some(Ok(n)) = link.call(&|| true, |con| {
+    if let Some(Ok((workers, parallel))) = link.call(&|| true, |con| {
         script
             .key(shared.keys.nodes())
             .arg(shared.keys.node_prefix())
             .arg(&shared.build)
-            .invoke::<usize>(con)
+            .invoke::<(usize, usize)>(con)
     }) {
-        shared.workers.store(n, Ordering::Relaxed);
+        // `parallel` first: a reader that sees the new worker count sees
+        // the parallelism of the same look.
+        shared.parallel.store(parallel, Ordering::Release);
+        shared.workers.store(workers, Ordering::Release);
     }
 }
 

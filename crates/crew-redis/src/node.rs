@@ -111,9 +111,14 @@ pub fn run_if_node(named: Option<NamedTasks>) {
     // keeps this node's worker processes from becoming nodes.
     unsafe { std::env::remove_var(ENV_WORKER) };
     // A mistyped count stops the node with a message, rather than giving
-    // it a number of workers nobody asked for.
-    let started = env_count(ENV_CONCURRENCY, crew_core::cpu_count(), 1)
-        .and_then(|concurrency| Node::start_with(ClusterConfig::new(url), concurrency, named));
+    // it a number of workers nobody asked for. None given: the node takes
+    // the CPUs of its host that other nodes there do not use yet.
+    let given = match std::env::var(ENV_CONCURRENCY) {
+        Ok(v) if !v.trim().is_empty() => env_count(ENV_CONCURRENCY, 1, 1).map(Some),
+        _ => Ok(None),
+    };
+    let started = given
+        .and_then(|concurrency| Node::start_sized(ClusterConfig::new(url), concurrency, named));
     serve_and_exit("crew node", started, Node::serve);
 }
 
@@ -209,6 +214,10 @@ struct Shared {
     done: AtomicU64,
     failed: AtomicU64,
     shift: i64,
+    /// The worker processes of the live nodes of this build and of all
+    /// live nodes, and the size of the nodes set, as of the last
+    /// heartbeat: `FETCH` splits by them (see `proto::FETCH`).
+    seen: Mutex<(usize, usize, usize)>,
 }
 
 impl Shared {
@@ -270,6 +279,17 @@ impl Node {
         concurrency: usize,
         named: Option<NamedTasks>,
     ) -> Result<Node> {
+        Node::start_sized(config, Some(concurrency), named)
+    }
+
+    /// [`Node::start_with`]; with `concurrency` `None`, the node runs as
+    /// many worker processes as its host has CPUs that the queue's live
+    /// nodes there do not use yet, at least 1 (see [`ENV_CONCURRENCY`]).
+    fn start_sized(
+        config: ClusterConfig,
+        concurrency: Option<usize>,
+        named: Option<NamedTasks>,
+    ) -> Result<Node> {
         let prefetch = env_count(crate::config::ENV_PREFETCH, 0, 0)?;
         let keys = Keys::new(&config.queue);
         let build = crew_process::remote::fingerprint();
@@ -294,8 +314,13 @@ impl Node {
         let mut link = config.link(Duration::from_secs(10))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         ensure_groups(&mut link, &keys, &streams, deadline)?;
+        let name = consumer_name();
+        let concurrency = match concurrency {
+            Some(n) => n.max(1),
+            None => host_share(&mut link, &config, &keys, &name, build, deadline)?,
+        };
         let processes = Processes::with_config(ProcessConfig {
-            workers: concurrency.max(1),
+            workers: concurrency,
             ..ProcessConfig::default()
         })?;
         // SAFETY: a plain signal disposition change; the handler only
@@ -309,11 +334,11 @@ impl Node {
         Ok(Node {
             shared: Arc::new(Shared {
                 keys,
-                name: consumer_name(),
+                name,
                 streams,
                 named_entry,
                 build: format!("{build:016x}"),
-                concurrency: concurrency.max(1),
+                concurrency,
                 prefetch,
                 processes,
                 local: Mutex::new(HashMap::new()),
@@ -323,6 +348,7 @@ impl Node {
                 done: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 shift: proto::clock_shift(),
+                seen: Mutex::new((0, 0, 0)),
                 config,
             }),
         })
@@ -388,6 +414,80 @@ impl Node {
     }
 }
 
+/// The worker processes of a node told none, reserved in its hash at once
+/// (`proto::RESERVE`): the CPUs of this host that the queue's live nodes
+/// here do not use yet, at least 1. A node of this host whose process is
+/// gone (killed; its hash lives on for three heartbeats) uses none: a node
+/// restarted in its place gets its CPUs back.
+fn host_share(
+    link: &mut Link,
+    config: &ClusterConfig,
+    keys: &Keys,
+    name: &str,
+    build: u64,
+    deadline: Instant,
+) -> Result<usize> {
+    let host = hostname();
+    let names: Vec<String> = link.call_until(deadline, "reading the nodes", |con| {
+        redis::cmd("SMEMBERS").arg(keys.nodes()).query(con)
+    })?;
+    let seen: Vec<(Option<String>, Option<u32>)> = if names.is_empty() {
+        Vec::new()
+    } else {
+        link.call_until(deadline, "reading the nodes", |con| {
+            let mut pipe = redis::pipe();
+            for n in &names {
+                pipe.cmd("HMGET")
+                    .arg(keys.node(n))
+                    .arg(node_fields::HOST)
+                    .arg(node_fields::PID);
+            }
+            pipe.query(con)
+        })?
+    };
+    let gone: Vec<&String> = names
+        .iter()
+        .zip(&seen)
+        .filter(|(_, (h, pid))| h.as_deref() == Some(host.as_str()) && pid.is_some_and(is_gone))
+        .map(|(n, _)| n)
+        .collect();
+    let hb_ttl = (config.heartbeat * 3).as_millis() as u64;
+    let script = redis::Script::new(proto::RESERVE);
+    link.call_until(deadline, "sizing the node to its host", |con| {
+        let mut inv = script.key(keys.nodes());
+        inv.key(keys.node(name))
+            .arg(keys.node_prefix())
+            .arg(&host)
+            .arg(crew_core::cpu_count())
+            .arg(hb_ttl)
+            .arg(format!("{build:016x}"))
+            .arg(std::process::id())
+            .arg(name);
+        for n in &gone {
+            inv.arg(*n);
+        }
+        inv.invoke::<usize>(con)
+    })
+}
+
+/// True if no process `pid` runs on this machine (or it is this very
+/// process: an earlier node that had our pid is gone).
+fn is_gone(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks that the
+    // process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// Creates the consumer group of each stream the node serves (if needed),
 /// lists the streams for `status`, and records what each named stream
 /// serves.
@@ -432,6 +532,11 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
     let mut link = shared.config.link(Duration::from_secs(5))?;
     let stop = || shared.stopping();
     let fetch = redis::Script::new(proto::FETCH);
+    // The last blocking read ended with nothing: the stream had nothing
+    // new for us, and the next blocking read returns at once with what
+    // comes; `FETCH` before it would only ask again (an idle node makes
+    // one round trip per 500 ms, not two).
+    let mut idle = false;
     while !shared.stopping() {
         let (want, free) = {
             let mut local = lock(&shared.local);
@@ -453,7 +558,7 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
         // With prefetch, take a fair share of what waits first (one round
         // trip, no blocking); block only when nothing waits, and then for
         // no more than the free worker processes.
-        if want > free {
+        if want > free && !idle {
             let held = lock(&shared.local).len();
             let got = link.call(&stop, |con| {
                 let mut inv = fetch.key(shared.keys.nodes());
@@ -465,7 +570,11 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
                     .arg(free)
                     .arg(want)
                     .arg(held)
-                    .invoke::<Value>(con)
+                    .arg(shared.concurrency)
+                    .arg(shared.keys.node_prefix())
+                    .arg(&shared.build);
+                let (build, all, members) = *lock(&shared.seen);
+                inv.arg(build).arg(all).arg(members).invoke::<Value>(con)
             });
             match got {
                 None => break,
@@ -535,10 +644,13 @@ fn fetch_loop(shared: &Arc<Shared>) -> Result<()> {
             }
             cmd.query::<Value>(con)
         });
+        idle = false;
         match read {
             None => break,
             Some(Ok(v)) => {
-                for (key, e) in reply::read_reply_by_stream(&v) {
+                let read = reply::read_reply_by_stream(&v);
+                idle = read.is_empty();
+                for (key, e) in read {
                     if let Some(at) = shared.streams.iter().position(|s| s.key == key) {
                         accept(shared, &mut link, at, e);
                     }
@@ -890,6 +1002,7 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
         (node_fields::HOST, hostname()),
         (node_fields::PID, std::process::id().to_string()),
         (node_fields::CONCURRENCY, shared.concurrency.to_string()),
+        (node_fields::CPUS, crew_core::cpu_count().to_string()),
         (node_fields::RUNNING, running.to_string()),
         (
             node_fields::DONE,
@@ -923,6 +1036,8 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
                 .arg(GROUP)
                 .arg(&shared.name)
                 .arg(hb_ttl)
+                .arg(shared.keys.node_prefix())
+                .arg(&shared.build)
                 .arg(beat.len());
             for (k, v) in beat {
                 inv.arg(*k).arg(v);
@@ -930,9 +1045,14 @@ fn keep_once(shared: &Arc<Shared>, link: &mut Link, reclaim: bool) -> Result<()>
             for id in &ids {
                 inv.arg(*id);
             }
-            inv.invoke::<Vec<String>>(con)
+            inv.invoke::<(Vec<String>, usize, usize, usize)>(con)
         }) {
-            Some(Ok(l)) => lost.extend(l.into_iter().map(|id| (at, id))),
+            Some(Ok((l, build, all, members))) => {
+                if !beat.is_empty() {
+                    *lock(&shared.seen) = (build, all, members);
+                }
+                lost.extend(l.into_iter().map(|id| (at, id)));
+            }
             Some(Err(e)) => return Err(redis_error("renewing leases", e)),
             None => return Ok(()),
         }

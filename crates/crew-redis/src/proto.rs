@@ -69,6 +69,8 @@ pub(crate) mod node_fields {
     pub(crate) const HOST: &str = "host";
     pub(crate) const PID: &str = "pid";
     pub(crate) const CONCURRENCY: &str = "concurrency";
+    /// The CPUs the node may use on its host (`crew_core::cpu_count`).
+    pub(crate) const CPUS: &str = "cpus";
     pub(crate) const RUNNING: &str = "running";
     pub(crate) const DONE: &str = "done";
     pub(crate) const FAILED: &str = "failed";
@@ -106,19 +108,24 @@ return 1
 /// Renews this node's heartbeat and the leases of the entries it holds:
 /// `XCLAIM … 0 … JUSTID` resets an entry's idle time without counting a
 /// delivery, and only for entries still ours (a stale node must not steal
-/// an entry back). Returns the ids no longer ours.
+/// an entry back). Returns `{ids no longer ours, build workers, all
+/// workers, members}`: with a heartbeat (n > 0), the worker processes of
+/// the live nodes of `build` and of all live nodes, by which `FETCH` splits
+/// the entries, and the size of the nodes set they were counted from (else
+/// 0, 0, 0).
 ///
 /// KEYS: task stream, node hash, nodes set. ARGV: group, consumer, heartbeat
-/// ttl ms, then field/value pairs count n, the n*2 pairs, then entry ids.
+/// ttl ms, node key prefix, build, then field/value pairs count n, the n*2
+/// pairs, then entry ids.
 pub(crate) const RENEW: &str = r#"
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[6])
 local fields = {}
-for i = 5, 4 + 2 * n do table.insert(fields, ARGV[i]) end
+for i = 7, 6 + 2 * n do table.insert(fields, ARGV[i]) end
 if n > 0 then redis.call('HSET', KEYS[2], unpack(fields)) end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[2])
 local lost = {}
-for i = 5 + 2 * n, #ARGV do
+for i = 7 + 2 * n, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if #p > 0 and p[1][2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
@@ -126,7 +133,20 @@ for i = 5 + 2 * n, #ARGV do
     table.insert(lost, ARGV[i])
   end
 end
-return lost
+local build, all, members = 0, 0, 0
+if n > 0 then
+  local names = redis.call('SMEMBERS', KEYS[3])
+  members = #names
+  for _, m in ipairs(names) do
+    local v = redis.call('HMGET', ARGV[4] .. m, 'build', 'concurrency')
+    local c = tonumber(v[2])
+    if c then
+      all = all + c
+      if v[1] == ARGV[5] then build = build + c end
+    end
+  end
+end
+return {lost, build, all, members}
 "#;
 
 /// Takes over entries whose holder is gone (no heartbeat) or past its
@@ -195,37 +215,106 @@ end
 return out
 "#;
 
-/// The live nodes that can run tasks of a build: the sum of their worker
-/// process counts. Forgets nodes whose heartbeat expired.
+/// The live nodes that can run tasks of a build: `{workers, parallel}`,
+/// the sum of their worker process counts, and how many of those can run
+/// at the same time: per host, no more than the CPUs there (the most any
+/// node on it reports; a node that reports none counts whole). Forgets
+/// nodes whose heartbeat expired.
 ///
 /// KEYS: nodes set. ARGV: node key prefix, build.
 pub(crate) const WORKERS: &str = r#"
 local total = 0
+local hosts = {}
 for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local v = redis.call('HMGET', ARGV[1] .. n, 'build', 'concurrency')
+  local v = redis.call('HMGET', ARGV[1] .. n, 'build', 'concurrency', 'host', 'cpus')
   if v[1] == false then
     redis.call('SREM', KEYS[1], n)
   elseif v[1] == ARGV[2] then
-    total = total + tonumber(v[2])
+    local c = tonumber(v[2]) or 0
+    total = total + c
+    local host = v[3] or ''
+    local h = hosts[host]
+    if h == nil then
+      h = {workers = 0, cpus = 0, unknown = 0}
+      hosts[host] = h
+    end
+    local cpus = tonumber(v[4])
+    if cpus == nil or host == '' then
+      h.unknown = h.unknown + c
+    else
+      h.workers = h.workers + c
+      h.cpus = math.max(h.cpus, cpus)
+    end
   end
 end
-return total
+local parallel = 0
+for _, h in pairs(hosts) do
+  parallel = parallel + math.min(h.workers, h.cpus) + h.unknown
+end
+return {total, parallel}
+"#;
+
+/// The worker processes of a node told none: the CPUs of its host
+/// (`ARGV[3]`) that the queue's live nodes there do not use yet, at least
+/// 1; reserved at once by writing this node's hash (a heartbeat with its
+/// build, host, CPUs, pid and concurrency), so that nodes starting together
+/// on one host split its CPUs instead of each taking all of them.
+///
+/// KEYS: nodes set, this node's hash. ARGV: node key prefix, host, cpus,
+/// heartbeat ttl ms, build, pid, this node's name, then the names of nodes
+/// to leave out (of this host, with their process gone).
+pub(crate) const RESERVE: &str = r#"
+local skip = {}
+for i = 8, #ARGV do skip[ARGV[i]] = true end
+local used = 0
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not skip[n] then
+    local v = redis.call('HMGET', ARGV[1] .. n, 'host', 'concurrency')
+    if v[1] == ARGV[2] then used = used + (tonumber(v[2]) or 0) end
+  end
+end
+local mine = math.max(1, tonumber(ARGV[3]) - used)
+redis.call('HSET', KEYS[2], 'build', ARGV[5], 'host', ARGV[2], 'cpus', ARGV[3],
+  'pid', ARGV[6], 'concurrency', mine)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[1], ARGV[7])
+return mine
 "#;
 
 /// A node's read when it may take more than its free worker processes
 /// (`CREW_PREFETCH`): from each stream, no more than brings what this node
 /// holds to its fair share (the entries waiting and held, split over the
-/// live nodes), and at least one per free worker process. Without it, the
-/// first node to read after a map was queued takes every chunk its
-/// prefetch allows, and the other nodes idle while it runs them one after
-/// the other. Does not block. Returns the entries still waiting after the
-/// read (over all streams), then `{stream, entries}` for each stream read.
+/// live nodes by their worker processes: a node of 3 takes 3 entries for
+/// every one a node of 1 takes), and at least one per free worker process.
+/// Without it, the first node to read after a map was queued takes every
+/// chunk its prefetch allows, and the other nodes idle while it runs them
+/// one after the other; split by nodes rather than workers, a small node
+/// added beside a big one would hold back as many entries as the big one.
+/// Does not block. Returns the entries still waiting after the read (over
+/// all streams), then `{stream, entries}` for each stream read.
 ///
-/// KEYS: nodes set, then the streams. ARGV: group, consumer, free worker
-/// processes, room (free plus prefetch left), entries this node holds.
+/// KEYS: nodes set, then the streams (the build's first). ARGV: group,
+/// consumer, free worker processes, room (free plus prefetch left),
+/// entries this node holds, this node's worker processes, node key
+/// prefix, build, then as of the node's last heartbeat (`RENEW`): the
+/// worker processes of the live nodes of its build (who serve the build's
+/// stream) and of all live nodes (who may serve a named stream), and the
+/// size of the nodes set. When the set changed size since (a node came or
+/// was forgotten), the counts are taken afresh.
 pub(crate) const FETCH: &str = r#"
 local free, room, held = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local nodes = math.max(redis.call('SCARD', KEYS[1]), 1)
+local mine, build, all = tonumber(ARGV[6]), tonumber(ARGV[9]), tonumber(ARGV[10])
+if redis.call('SCARD', KEYS[1]) ~= tonumber(ARGV[11]) then
+  build, all = 0, 0
+  for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local v = redis.call('HMGET', ARGV[7] .. n, 'build', 'concurrency')
+    local c = tonumber(v[2])
+    if c then
+      all = all + c
+      if v[1] == ARGV[8] then build = build + c end
+    end
+  end
+end
 local out = {0}
 for i = 2, #KEYS do
   local len = redis.call('XLEN', KEYS[i])
@@ -233,7 +322,10 @@ for i = 2, #KEYS do
     local pending = redis.call('XPENDING', KEYS[i], ARGV[1])[1]
     local waiting = len - pending
     if waiting > 0 then
-      local share = math.ceil(len / nodes) - held
+      local workers = all
+      if i == 2 then workers = build end
+      workers = math.max(workers, mine)
+      local share = math.ceil(len * mine / workers) - held
       local count = math.max(free, math.min(room, share))
       if count > 0 then
         local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count, 'STREAMS', KEYS[i], '>')

@@ -377,8 +377,9 @@ impl LocalRedis {
     }
 
     /// Starts this program as a worker node of `queue` with `concurrency`
-    /// worker processes (and `env` added to its environment); it dies with
-    /// this `LocalRedis` at the latest.
+    /// worker processes (0: as many as the node chooses by itself, see
+    /// [`ENV_CONCURRENCY`](crate::ENV_CONCURRENCY)), and `env` added to its
+    /// environment; it dies with this `LocalRedis` at the latest.
     ///
     /// # Errors
     ///
@@ -409,9 +410,13 @@ impl LocalRedis {
         let mut cmd = Command::new(program);
         cmd.env(crate::ENV_WORKER, self.url())
             .env(crate::ENV_QUEUE, queue)
-            .env(crate::ENV_CONCURRENCY, concurrency.to_string())
             .env_remove("CREW_WORKER_FD")
             .stdin(Stdio::null());
+        if concurrency == 0 {
+            cmd.env_remove(crate::ENV_CONCURRENCY);
+        } else {
+            cmd.env(crate::ENV_CONCURRENCY, concurrency.to_string());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -23,6 +23,8 @@ pub struct NodeStatus {
     pub pid: u32,
     /// Its worker processes.
     pub concurrency: usize,
+    /// The CPUs it may use on its host (0: it did not say).
+    pub cpus: usize,
     /// Tasks it holds now.
     pub running: u64,
     /// Tasks it finished.
@@ -132,9 +134,14 @@ impl std::fmt::Display for QueueStatus {
         writeln!(out, "queue {}", self.queue)?;
         writeln!(out, "nodes: {}", self.nodes.len())?;
         for n in &self.nodes {
+            let cpus = if n.cpus > 0 {
+                format!(" ({} cpus)", n.cpus)
+            } else {
+                String::new()
+            };
             writeln!(
                 out,
-                "  {}  build {}  host {}  pid {}  workers {}  running {}  done {}  failed {}",
+                "  {}  build {}  host {}{cpus}  pid {}  workers {}  running {}  done {}  failed {}",
                 n.name, n.build, n.host, n.pid, n.concurrency, n.running, n.done, n.failed
             )?;
         }
@@ -206,6 +213,7 @@ pub fn status(config: &ClusterConfig) -> Result<QueueStatus> {
             host: get(f::HOST),
             pid: get(f::PID).parse().unwrap_or(0),
             concurrency: get(f::CONCURRENCY).parse().unwrap_or(0),
+            cpus: get(f::CPUS).parse().unwrap_or(0),
             running: get(f::RUNNING).parse().unwrap_or(0),
             done: get(f::DONE).parse().unwrap_or(0),
             failed: get(f::FAILED).parse().unwrap_or(0),

@@ -1,4 +1,5 @@
-//! The seed workloads as benchmark cases, serial vs crew threads vs rayon:
+//! The seed workloads as benchmark cases, serial vs crew threads vs rayon vs
+//! bare std threads with a static split (the ceiling):
 //! `crew bench seeds` runs all of them, `crew demo` the serial and crew
 //! ones. Every variant of a workload returns the same checksum, which the
 //! runner checks.
@@ -27,8 +28,13 @@ pub(crate) enum Backend {
     /// crew's worker processes (`Pool::processes`, `Executor::processes`):
     /// arguments and results cross as serialised bytes.
     Processes,
-    /// rayon, the Rust baseline (benchmarks only).
+    /// rayon, the Rust baseline.
     Rayon,
+    /// Plain `std::thread::scope` threads, the work cut into one equal
+    /// contiguous part per thread up front: no pool, no queue, no
+    /// scheduling. What this machine gives the workload with nothing in
+    /// the way, the ceiling the pools are read against.
+    Bare,
 }
 
 impl Backend {
@@ -39,6 +45,7 @@ impl Backend {
             Backend::Threads => "threads",
             Backend::Processes => "processes",
             Backend::Rayon => "rayon",
+            Backend::Bare => "std",
         }
     }
 }
@@ -70,6 +77,27 @@ fn variant<'a>(
         how: how.into(),
         workers,
     }
+}
+
+/// The `Bare` variant's runner: `items` cut into `parts` contiguous parts
+/// of (nearly) equal length, each run by `f` on its own scoped thread; the
+/// parts' outputs in order.
+fn static_split<I: Sync, T: Send>(
+    items: &[I],
+    parts: usize,
+    f: impl Fn(&[I]) -> T + Sync,
+) -> Vec<T> {
+    let per = items.len().div_ceil(parts.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|part| scope.spawn(|| f(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a bare thread panicked"))
+            .collect()
+    })
 }
 
 /// Sizes of the seed workloads.
@@ -286,6 +314,23 @@ pub(crate) fn pi<'a>(n: u64, p: &'a Pools, extended: bool) -> Vec<Variant<'a>> {
             }
         },
     ));
+    v.push(variant(
+        "pi",
+        Backend::Bare,
+        "",
+        "std threads, one equal part each",
+        w,
+        move || {
+            let parts = split_range(n, w as u64);
+            static_split(&parts, w, |part| {
+                part.iter()
+                    .map(|&(lo, hi)| count_inside(lo, hi))
+                    .sum::<u64>()
+            })
+            .iter()
+            .sum::<u64>() as f64
+        },
+    ));
     if extended {
         v.push(variant(
             "pi",
@@ -379,6 +424,27 @@ pub(crate) fn kde<'a>(k: &'a Kde, p: &'a Pools, extended: bool) -> Vec<Variant<'
                         .map(|(h, block)| parzen_density(s, &q[block.clone()], *h))
                         .collect()
                 });
+                total(&d)
+            }
+        },
+    ));
+    v.push(variant(
+        "kde",
+        Backend::Bare,
+        "",
+        "std threads, the same tasks in one equal part each",
+        w,
+        {
+            let tasks = kde_tasks(k, 10);
+            move || {
+                let d: Vec<Vec<f64>> = static_split(&tasks, w, |part| {
+                    part.iter()
+                        .map(|(h, block)| parzen_density(s, &q[block.clone()], *h))
+                        .collect::<Vec<_>>()
+                })
+                .into_iter()
+                .flatten()
+                .collect();
                 total(&d)
             }
         },
@@ -518,6 +584,22 @@ pub(crate) fn crunch<'a>(n: u64, p: &'a Pools, extended: bool) -> Vec<Variant<'a
                     .map(|_| crunch_numbers(black_box(n)))
                     .sum::<u64>()
             }) as f64
+        },
+    ));
+    v.push(variant(
+        "crunch",
+        Backend::Bare,
+        "",
+        "std threads, the 4 calls in one equal part each",
+        w,
+        move || {
+            static_split(&[n; 4], w, |part| {
+                part.iter()
+                    .map(|&n| crunch_numbers(black_box(n)))
+                    .sum::<u64>()
+            })
+            .iter()
+            .sum::<u64>() as f64
         },
     ));
     if extended {

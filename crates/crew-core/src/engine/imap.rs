@@ -229,7 +229,7 @@ where
         if self.window == usize::MAX && !self.policy.fixed {
             let (lo, hi) = self.input.size_hint();
             if hi == Some(lo) {
-                self.policy = ChunkPolicy::known(lo, self.backend.workers());
+                self.policy = ChunkPolicy::known(lo, self.backend.parallelism());
             }
         }
         self.cancel_on_drop = false;

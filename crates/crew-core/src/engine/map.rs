@@ -50,14 +50,14 @@ where
         // without copying.
         let all: Vec<X> = items.collect();
         let n = all.len();
-        let chunksize = chunksize(opts.chunksize, n, backend.workers());
+        let chunksize = chunksize(opts.chunksize, n, backend.parallelism());
         let mut chunks = split(all, chunksize).into_iter();
         return map_chunks(backend, task, n, chunksize, |_, _| chunks.next(), opts);
     }
     // Known length: chunks are cut from the iterator as they are dispatched,
     // so the workers start while the rest of the input is still being read.
     let n = lo;
-    let chunksize = chunksize(opts.chunksize, n, backend.workers());
+    let chunksize = chunksize(opts.chunksize, n, backend.parallelism());
     let mut short = false;
     let out = map_chunks(
         backend,
@@ -223,7 +223,7 @@ where
         promise.fail(e);
         return result;
     }
-    let chunksize = chunksize(opts.chunksize, n, backend.workers());
+    let chunksize = chunksize(opts.chunksize, n, backend.parallelism());
     let chunks = split(items, chunksize);
     let progress = start_progress(opts, Some(n));
     let gather = Arc::new(Gather::new(chunks.len(), n, progress.clone()));

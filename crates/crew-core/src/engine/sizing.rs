@@ -1,6 +1,6 @@
 //! Chunk sizing, the one policy of crew: a size the caller fixed; else,
-//! for a known length, [`CHUNKS_PER_WORKER`] chunks per worker
-//! ([`auto_chunksize`]); for an unknown one, single items growing until a
+//! for a known length, [`CHUNKS_PER_WORKER`] chunks per worker that can
+//! run at once (`Backend::parallelism`; [`auto_chunksize`]); for an unknown one, single items growing until a
 //! chunk takes about [`TARGET_CHUNK_TIME`] ([`ChunkPolicy`]). `prange`'s
 //! static schedule cuts one block per thread with the same
 //! [`even_split`].

@@ -346,6 +346,7 @@ pub(crate) fn poll_ms(fds: &mut [rustix::event::PollFd<'_>], ms: i32) {
 impl Shared {
     pub(crate) fn start(config: ProcessConfig) -> Result<Arc<Shared>, Error> {
         config.validate()?;
+        crate::forkserver::pool_created();
         let proxies = (0..config.workers)
             .map(|slot| {
                 Ok(Proxy {
