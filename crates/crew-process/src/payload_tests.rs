@@ -521,3 +521,33 @@ fn a_worker_killed_while_regions_are_cached_is_replaced_cleanly() {
     assert!(p.join(None));
     assert_eq!(payload_fds_and_maps(), (0, 0), "after the pool ended");
 }
+
+#[test]
+fn an_idle_caller_lets_go_of_its_payload_memory() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let p = Processes::new(1).unwrap();
+    let v = bytes(SHM_THRESHOLD * 4, 8);
+    let echo = || {
+        let back: Vec<u8> = apply(&p, |v: Vec<u8>| v, (v.clone(),)).unwrap();
+        assert!(back == v);
+    };
+    echo();
+    // Right after the call this process keeps the region it wrote the
+    // argument to and its mapping of the worker's result.
+    let (fds, maps) = payload_fds_and_maps();
+    assert!(fds > 0 && maps > 0, "{fds} fds, {maps} mappings");
+    // With the pool still open, both go once unused for a while (other
+    // tests of this binary that read regions may put it off).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while payload_fds_and_maps() != (0, 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle caller still holds {:?} payload fds and mappings",
+            payload_fds_and_maps()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // And it still sends and reads large payloads.
+    echo();
+    echo();
+}

@@ -197,6 +197,48 @@ fn round_up(n: usize) -> usize {
 /// reader to finish, then to be written again).
 static POOL: Mutex<Vec<Region>> = Mutex::new(Vec::new());
 
+/// When this process last leased, returned or read a region (ns of
+/// `CLOCK_MONOTONIC`), and whether it may keep any region or mapping since
+/// its last trim: what [`release_if_idle`] checks without taking a lock.
+static LAST_USE: AtomicU64 = AtomicU64::new(0);
+static KEEPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn mark_use() {
+    LAST_USE.store(monotonic_ns(), Ordering::Relaxed);
+    KEEPS.store(true, Ordering::Relaxed);
+}
+
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// How long until this process's regions and mappings have been unused for
+/// [`KEEP_IDLE`], if it keeps any: a process with no idle loop of its own
+/// (the parent) wakes up then and calls [`release_if_idle`].
+pub(crate) fn release_due_in() -> Option<std::time::Duration> {
+    if !KEEPS.load(Ordering::Relaxed) {
+        return None;
+    }
+    let idle = monotonic_ns().saturating_sub(LAST_USE.load(Ordering::Relaxed));
+    Some(KEEP_IDLE.saturating_sub(std::time::Duration::from_nanos(idle)))
+}
+
+/// Lets go of every region and mapping ([`trim`]) if none was used for
+/// [`KEEP_IDLE`]. Cheap when there is nothing to do (two atomic loads).
+pub(crate) fn release_if_idle() {
+    if release_due_in() == Some(std::time::Duration::ZERO) {
+        KEEPS.store(false, Ordering::Relaxed);
+        trim();
+        // Something used a region meanwhile: it is kept, and checked again.
+        if monotonic_ns().saturating_sub(LAST_USE.load(Ordering::Relaxed))
+            < KEEP_IDLE.as_nanos() as u64
+        {
+            KEEPS.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -219,6 +261,7 @@ impl Lease {
     /// A region that holds at least `capacity` payload bytes and that no
     /// reader reads.
     pub(crate) fn acquire(capacity: usize) -> io::Result<Lease> {
+        mark_use();
         let reused = {
             let mut pool = lock(&POOL);
             // The smallest free region that fits, else the largest free
@@ -311,6 +354,7 @@ impl Drop for Lease {
         let Some(region) = self.region.take() else {
             return;
         };
+        mark_use();
         let mut pool = lock(&POOL);
         // Regions whose readers never said they finished are forgotten
         // first: never written again, their memory goes with the last
@@ -379,6 +423,7 @@ pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> i
     let id = u64::from_le_bytes(id);
     let (dev, ino) = (stat.st_dev as u64, stat.st_ino as u64);
     let need = HEADER + len;
+    mark_use();
     let now = Instant::now();
     let cached = {
         let mut mapped = lock(&MAPPED);
