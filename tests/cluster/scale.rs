@@ -6,7 +6,7 @@ use crew::cluster::ClusterConfig;
 use crew::core::engine::auto_chunksize;
 use redis::Value;
 
-use crate::common::cluster::{HEARTBEAT_MS, fresh_queue, redis};
+use crate::common::cluster::{fresh_queue, redis};
 use crate::common::eventually;
 
 fn noop(x: u64) -> u64 {
@@ -112,9 +112,9 @@ fn nodes_sharing_a_host_split_its_cpus_by_default() {
     let cpus = crew::cpu_count();
     let queue = fresh_queue();
     let config = ClusterConfig::new(redis().url()).queue(&queue);
-    // Slow heartbeats: a killed node's hash outlives it by 6 s, long after
-    // the node started in its place has sized itself.
-    let env = [("CREW_HEARTBEAT_MS", "2000")];
+    // Slow heartbeats: a killed node's hash outlives it by 15 s, long
+    // after the node started in its place has sized itself.
+    let env = [("CREW_HEARTBEAT_MS", "5000")];
     let first = redis().spawn_node(&queue, 0, &env).unwrap();
     eventually("the first node comes up", || {
         concurrency_of(&config, first.pid) > 0
@@ -231,8 +231,10 @@ fn nap_ms(ms: u64) -> u64 {
 #[test]
 fn prefetching_nodes_share_a_map_by_their_workers() {
     let queue = fresh_queue();
+    // Heartbeats of 1 s: neither node drops out of the count on a loaded
+    // machine (the other would then take the whole map).
     let env = [
-        ("CREW_HEARTBEAT_MS", HEARTBEAT_MS),
+        ("CREW_HEARTBEAT_MS", "1000"),
         (crew::cluster::ENV_PREFETCH, "64"),
     ];
     let big = redis().spawn_node(&queue, 3, &env).unwrap();

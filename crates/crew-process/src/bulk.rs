@@ -530,44 +530,21 @@ impl ser::SerializeMap for &mut Encoder<'_> {
 /// as is); shorter ones are lent.
 const OWNED_AT: usize = 64 * 1024;
 
-/// A `Vec<u8>` of capacity `n` whose pages are already faulted in.
-fn alloc_bytes(n: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n);
-    prefault(v.as_mut_ptr(), n);
-    v
-}
-
-/// Faults in the pages of a fresh allocation of `len` bytes at `ptr` with
-/// one call (or two) instead of a page fault per 4 KiB as a copy fills it.
+/// A `Vec<u8>` of capacity `n`, for a large string or byte buffer.
 ///
-/// Only from 32 MiB: glibc's allocator maps so large a block afresh each
-/// time (its mapping threshold stops growing there), while smaller ones
-/// come back from its heap already faulted in after the first, where a
-/// `madvise` would only walk them again.
-fn prefault(ptr: *mut u8, len: usize) {
-    const PAGE: usize = 4096;
-    if len < 32 << 20 {
-        return;
-    }
-    // Only the whole pages inside the allocation: the partial ones at its
-    // ends may hold other allocations.
-    let start = (ptr as usize).next_multiple_of(PAGE);
-    let end = (ptr as usize + len) & !(PAGE - 1);
-    if end <= start {
-        return;
-    }
-    // SAFETY: advice on pages that lie wholly inside an allocation we own
-    // and have not handed out; neither advice changes their contents (both
-    // only change how and when the kernel backs them), and both fail
-    // harmlessly on kernels that lack them.
-    unsafe {
-        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        libc::madvise(
-            start as *mut libc::c_void,
-            end - start,
-            libc::MADV_POPULATE_WRITE,
-        );
-    }
+/// Fresh memory, which the copy into it faults in page by page. Neither
+/// huge pages nor prefaulting pay for themselves here (counted with
+/// `perf` on ten 100 MB echoes, `crates/crew-cli/examples/echo_counts.rs`):
+/// `madvise(MADV_HUGEPAGE)` cuts the faults 500-fold but on this kind of
+/// virtual machine a fresh huge page is slow to clear (its memory was
+/// handed back to the host), and the kernel time of the echoes rose by a
+/// half to double; `MADV_POPULATE_WRITE` alone cut the faults twelvefold
+/// and left the kernel time as it was (the same pages are allocated and
+/// zeroed either way). What makes a destination cheap is reuse: a worker
+/// keeps freed memory in its heap (`worker.rs`), so after the first task
+/// its arguments land in pages it already has.
+fn alloc_bytes(n: usize) -> Vec<u8> {
+    Vec::with_capacity(n)
 }
 
 /// The type of the visitor serde's `Vec<T>` hands `deserialize_seq`.
@@ -675,8 +652,8 @@ impl<'de> Decoder<'de> {
         let src = self.take(bytes)?;
         #[cfg(test)]
         test::BULK_DECODES.with(|c| c.set(c.get() + 1));
+        // Fresh memory when large: see `alloc_bytes`.
         let mut v = Vec::<T>::with_capacity(n);
-        prefault(v.as_mut_ptr().cast(), bytes);
         // SAFETY: `v` has room for `n` items, `bytes` bytes, which `src`
         // holds; any bytes make valid `Plain` items, so all `n` are
         // initialised after the copy.

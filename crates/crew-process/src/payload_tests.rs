@@ -344,3 +344,210 @@ fn an_idle_worker_lets_go_of_its_payload_memory() {
     let back: Vec<u8> = apply(&p, |v: Vec<u8>| v, (v.clone(),)).unwrap();
     assert!(back == v);
 }
+
+/// The inodes of the payload regions process `pid` owns (it holds their
+/// memfds open; the regions it was sent it only maps).
+fn regions_owned_by(pid: u32) -> std::collections::BTreeSet<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let link = std::fs::read_link(&path).ok()?;
+            link.to_string_lossy()
+                .contains("crew-payload")
+                .then(|| std::fs::metadata(&path).ok().map(|m| m.ino()))?
+        })
+        .collect()
+}
+
+/// The inodes of the payload regions process `pid` maps.
+fn regions_mapped_by(pid: u32) -> std::collections::BTreeSet<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("crew-payload"))
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_worker_idle_a_little_while_keeps_its_largest_regions() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let p = Processes::new(1).unwrap();
+    let small = bytes(SHM_THRESHOLD * 2, 4);
+    let large = bytes(SHM_THRESHOLD * 24, 5);
+    let echo = |v: &Vec<u8>| {
+        let back: Vec<u8> = apply(&p, |v: Vec<u8>| v, (v.clone(),)).unwrap();
+        assert!(back == *v, "a payload of {} bytes", v.len());
+    };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        // Two calls in flight at once: each argument is written to a region
+        // of its own here, and the worker maps both.
+        let both: Vec<_> = [&large, &small]
+            .into_iter()
+            .map(|v| {
+                let (promise, future) = Future::pending();
+                let job = p.call_job(Star(|v: Vec<u8>| v), (v.clone(),), promise);
+                p.spawn(job).expect("open");
+                future
+            })
+            .collect();
+        for (f, v) in both.into_iter().zip([&large, &small]) {
+            let back: Vec<u8> = f.result().unwrap();
+            assert!(back == *v);
+        }
+        echo(&large);
+        let pid = p.worker_pids()[0];
+        let owned = regions_owned_by(pid);
+        let mapped = regions_mapped_by(pid);
+        assert!(!owned.is_empty(), "the worker keeps the regions it wrote");
+        assert!(
+            mapped.len() >= owned.len() + 2,
+            "the worker maps {mapped:?}, its own {owned:?}"
+        );
+        // Past the first idle trim (1 s), well before the release of the
+        // rest (`KEEP_IDLE`, 5 s). A round whose sleep overshot (a loaded
+        // machine) proves nothing and runs again.
+        let idle = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(1600));
+        let kept = regions_owned_by(pid);
+        let still = regions_mapped_by(pid);
+        if idle.elapsed() >= crate::shm::KEEP_IDLE - std::time::Duration::from_secs(2) {
+            assert!(tries < 5, "the machine is too slow to tell");
+            continue;
+        }
+        // Its largest region and its mapping of the largest argument's
+        // region stayed; the rest went.
+        assert!(
+            kept.len() == 1 && kept.is_subset(&owned),
+            "kept {kept:?} of {owned:?}"
+        );
+        assert!(
+            still.len() == 2 && kept.is_subset(&still) && still.is_subset(&mapped),
+            "the worker maps {still:?} of {mapped:?}, its own {kept:?}"
+        );
+        // The next large call needs no new region or mapping.
+        echo(&large);
+        assert_eq!(regions_owned_by(pid), kept, "a new region after the idle");
+        assert_eq!(
+            regions_mapped_by(pid),
+            still,
+            "a new mapping after the idle"
+        );
+        break;
+    }
+}
+
+#[test]
+fn payloads_that_grow_and_shrink_reuse_a_bounded_set_of_regions() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let p = Processes::new(1).unwrap();
+    let _: u8 = apply(&p, |x: u8| x, (1,)).unwrap();
+    let pid = p.worker_pids()[0];
+    let sizes = [
+        SHM_THRESHOLD,
+        3 << 20,
+        SHM_THRESHOLD + 1,
+        5 << 20,
+        1 << 20,
+        8 << 20,
+        SHM_THRESHOLD * 3,
+        8 << 20,
+        5 << 20,
+        (8 << 20) + 1,
+    ];
+    let mut owned = std::collections::BTreeSet::new();
+    for round in 0..3 {
+        for (i, &n) in sizes.iter().enumerate() {
+            let v = bytes(n, (round * 16 + i) as u8);
+            let back: Vec<u8> = apply(
+                &p,
+                |v: Vec<u8>| v.into_iter().rev().collect::<Vec<u8>>(),
+                (v.clone(),),
+            )
+            .unwrap();
+            assert!(
+                back.len() == n && back.iter().rev().eq(v.iter()),
+                "round {round}, {n} bytes"
+            );
+            owned.extend(regions_owned_by(pid));
+        }
+    }
+    // One call at a time: the worker writes every result into the one
+    // region it keeps, grown as needed (a region is never shrunk), rather
+    // than a region per size.
+    assert_eq!(owned.len(), 1, "the worker wrote to regions {owned:?}");
+    // Its mappings of the caller's regions stay within the reader's bound.
+    assert!(regions_mapped_by(pid).len() <= 9);
+    let (pool, mapped) = crate::shm::counts();
+    assert!(pool <= 8 && mapped <= 8, "pool {pool}, mapped {mapped}");
+}
+
+#[test]
+fn a_worker_killed_while_regions_are_cached_is_replaced_cleanly() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let p = Processes::new(1).unwrap();
+    let v = bytes(SHM_THRESHOLD * 16, 6);
+    let echo = || {
+        let back: Vec<u8> = apply(&p, |v: Vec<u8>| v, (v.clone(),)).unwrap();
+        assert!(back == v);
+    };
+    for round in 0..3 {
+        echo();
+        echo();
+        // Each side maps the other's region now; the worker dies between
+        // calls, with its region mapped here.
+        let pid = p.worker_pids()[0];
+        assert!(!regions_owned_by(pid).is_empty());
+        let ours = regions_mapped_by(std::process::id());
+        assert!(!ours.is_empty(), "round {round}: nothing mapped here");
+        // SAFETY: a signal to a worker of this pool.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while p.worker_pids().first() == Some(&pid) || p.worker_pids().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no new worker");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // The new worker reads the caller's cached region and writes its own.
+        echo();
+        echo();
+    }
+    let (pool, mapped) = crate::shm::counts();
+    assert!(pool <= 8 && mapped <= 8, "pool {pool}, mapped {mapped}");
+    p.close();
+    assert!(p.join(None));
+    assert_eq!(payload_fds_and_maps(), (0, 0), "after the pool ended");
+}
+
+#[test]
+fn an_idle_caller_lets_go_of_its_payload_memory() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let p = Processes::new(1).unwrap();
+    let v = bytes(SHM_THRESHOLD * 4, 8);
+    let echo = || {
+        let back: Vec<u8> = apply(&p, |v: Vec<u8>| v, (v.clone(),)).unwrap();
+        assert!(back == v);
+    };
+    echo();
+    // Right after the call this process keeps the region it wrote the
+    // argument to and its mapping of the worker's result.
+    let (fds, maps) = payload_fds_and_maps();
+    assert!(fds > 0 && maps > 0, "{fds} fds, {maps} mappings");
+    // With the pool still open, both go once unused for a while (other
+    // tests of this binary that read regions may put it off).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while payload_fds_and_maps() != (0, 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle caller still holds {:?} payload fds and mappings",
+            payload_fds_and_maps()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // And it still sends and reads large payloads.
+    echo();
+    echo();
+}

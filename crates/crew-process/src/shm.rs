@@ -6,6 +6,9 @@
 //! mapped), and each reader keeps its mappings of the regions it was sent
 //! (keyed by inode and checked against a random id), so that a payload
 //! after the first costs no page fault on either side: only the copies.
+//! A worker that sits idle keeps only its largest region each way for a
+//! while, then none ([`trim_to_largest`], [`trim`]); `README.md` has the
+//! whole policy.
 //!
 //! A region starts with a 64-byte header, then the payload:
 //!
@@ -41,11 +44,15 @@ const POOL_REGIONS: usize = 8;
 /// this still travels in a region, which is dropped after its use).
 const POOL_BYTES: usize = 512 << 20;
 /// A reader keeps at most this many mappings, of at most this many bytes
-/// in all, and none unused for longer than `READER_IDLE` (checked when it
+/// in all, and none unused for longer than [`KEEP_IDLE`] (checked when it
 /// reads another).
 const READER_MAPPINGS: usize = 8;
 const READER_BYTES: usize = 512 << 20;
-const READER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a region may go unused and still be kept: by a reader (its
+/// mapping), and by a worker for its largest regions while it sits idle
+/// (`worker.rs`), so that both sides of a large transfer keep or drop the
+/// same regions.
+pub(crate) const KEEP_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Regions grow in steps of this (so that a payload slightly larger than
 /// the last does not make a new region each time).
 const STEP: usize = 2 << 20;
@@ -64,8 +71,14 @@ unsafe impl Send for Map {}
 unsafe impl Sync for Map {}
 
 impl Map {
-    fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Map> {
+    /// Maps all `len` bytes of `fd`, with its pages faulted in with one call
+    /// instead of a fault per 4 KiB page: for reading (`write` false: a
+    /// reader's mapping of pages its writer made), or for writing (a
+    /// region this process is about to write; a mapping populated for
+    /// reading would take a write fault on every page anyway).
+    fn new(fd: BorrowedFd<'_>, len: usize, write: bool) -> io::Result<Map> {
         debug_assert!(len >= HEADER);
+        let populate = if write { 0 } else { libc::MAP_POPULATE };
         // SAFETY: mapping `len` bytes of a memfd at least that long (the
         // callers check its size, and its seal keeps it from shrinking).
         let ptr = unsafe {
@@ -73,14 +86,16 @@ impl Map {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                // One pass in the kernel instead of a fault per 4 KiB page.
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                libc::MAP_SHARED | populate,
                 fd.as_raw_fd(),
                 0,
             )
         };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
+        }
+        if write {
+            populate_write(ptr.cast(), len);
         }
         Ok(Map {
             ptr: ptr.cast(),
@@ -120,7 +135,7 @@ impl Region {
         // A reader maps it: it must never shrink under that mapping (a read
         // past the end of a file raises SIGBUS). It may grow.
         fcntl_add_seals(&fd, SealFlags::SHRINK)?;
-        let map = Map::new(fd.as_fd(), len)?;
+        let map = Map::new(fd.as_fd(), len, true)?;
         map.word(0).store(MAGIC, Ordering::Relaxed);
         let mut id = [0u8; 8];
         rustix::rand::getrandom(&mut id, rustix::rand::GetRandomFlags::empty())?;
@@ -159,18 +174,19 @@ impl Region {
         let old = self.map.len;
         self.map.ptr = ptr.cast();
         self.map.len = len;
-        // Fault the new part in with one call rather than page by page
-        // (advice only: on an older kernel the copy faults them in).
-        // SAFETY: advice on our own mapping; it does not change contents.
-        unsafe {
-            libc::madvise(
-                self.map.ptr.add(old).cast(),
-                len - old,
-                libc::MADV_POPULATE_WRITE,
-            )
-        };
+        // SAFETY: `old < len`: the new part lies inside the mapping.
+        populate_write(unsafe { self.map.ptr.add(old) }, len - old);
         Ok(())
     }
+}
+
+/// Faults in `len` bytes of a shared mapping of ours at `ptr` for writing,
+/// with one call rather than a fault per page (advice only: on a kernel
+/// without `MADV_POPULATE_WRITE` the first writes fault them in).
+fn populate_write(ptr: *mut u8, len: usize) {
+    // SAFETY: advice on (part of) a mapping this process made; it does not
+    // change the contents.
+    unsafe { libc::madvise(ptr.cast(), len, libc::MADV_POPULATE_WRITE) };
 }
 
 fn round_up(n: usize) -> usize {
@@ -180,6 +196,48 @@ fn round_up(n: usize) -> usize {
 /// This process's regions that wait to be written again (or for their
 /// reader to finish, then to be written again).
 static POOL: Mutex<Vec<Region>> = Mutex::new(Vec::new());
+
+/// When this process last leased, returned or read a region (ns of
+/// `CLOCK_MONOTONIC`), and whether it may keep any region or mapping since
+/// its last trim: what [`release_if_idle`] checks without taking a lock.
+static LAST_USE: AtomicU64 = AtomicU64::new(0);
+static KEEPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn mark_use() {
+    LAST_USE.store(monotonic_ns(), Ordering::Relaxed);
+    KEEPS.store(true, Ordering::Relaxed);
+}
+
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// How long until this process's regions and mappings have been unused for
+/// [`KEEP_IDLE`], if it keeps any: a process with no idle loop of its own
+/// (the parent) wakes up then and calls [`release_if_idle`].
+pub(crate) fn release_due_in() -> Option<std::time::Duration> {
+    if !KEEPS.load(Ordering::Relaxed) {
+        return None;
+    }
+    let idle = monotonic_ns().saturating_sub(LAST_USE.load(Ordering::Relaxed));
+    Some(KEEP_IDLE.saturating_sub(std::time::Duration::from_nanos(idle)))
+}
+
+/// Lets go of every region and mapping ([`trim`]) if none was used for
+/// [`KEEP_IDLE`]. Cheap when there is nothing to do (two atomic loads).
+pub(crate) fn release_if_idle() {
+    if release_due_in() == Some(std::time::Duration::ZERO) {
+        KEEPS.store(false, Ordering::Relaxed);
+        trim();
+        // Something used a region meanwhile: it is kept, and checked again.
+        if monotonic_ns().saturating_sub(LAST_USE.load(Ordering::Relaxed))
+            < KEEP_IDLE.as_nanos() as u64
+        {
+            KEEPS.store(true, Ordering::Relaxed);
+        }
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -203,18 +261,23 @@ impl Lease {
     /// A region that holds at least `capacity` payload bytes and that no
     /// reader reads.
     pub(crate) fn acquire(capacity: usize) -> io::Result<Lease> {
+        mark_use();
         let reused = {
             let mut pool = lock(&POOL);
             // The smallest free region that fits, else the largest free
-            // one (grown below: cheaper than a new one).
+            // one (grown below: cheaper than a new one); of equals, the one
+            // used last (the pool is in the order regions came back), so
+            // that a run of payloads of one size reuses one region, which
+            // its reader keeps mapped.
             let free = pool.iter().enumerate().filter(|(_, r)| r.is_free());
             let fits = free
                 .clone()
                 .filter(|(_, r)| r.capacity() >= capacity)
-                .min_by_key(|(_, r)| r.capacity())
+                .min_by_key(|&(i, r)| (r.capacity(), std::cmp::Reverse(i)))
                 .map(|(i, _)| i);
-            let pick = fits.or_else(|| free.max_by_key(|(_, r)| r.capacity()).map(|(i, _)| i));
-            pick.map(|i| pool.swap_remove(i))
+            let pick =
+                fits.or_else(|| free.max_by_key(|&(i, r)| (r.capacity(), i)).map(|(i, _)| i));
+            pick.map(|i| pool.remove(i))
         };
         let region = match reused {
             Some(mut r) => {
@@ -291,6 +354,7 @@ impl Drop for Lease {
         let Some(region) = self.region.take() else {
             return;
         };
+        mark_use();
         let mut pool = lock(&POOL);
         // Regions whose readers never said they finished are forgotten
         // first: never written again, their memory goes with the last
@@ -298,7 +362,7 @@ impl Drop for Lease {
         if pool.len() >= POOL_REGIONS
             && let Some(i) = pool.iter().position(|r| !r.is_free())
         {
-            pool.swap_remove(i);
+            pool.remove(i);
         }
         let bytes: usize = pool.iter().map(|r| r.map.len).sum();
         if pool.len() < POOL_REGIONS && bytes + region.map.len <= POOL_BYTES {
@@ -359,10 +423,11 @@ pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> i
     let id = u64::from_le_bytes(id);
     let (dev, ino) = (stat.st_dev as u64, stat.st_ino as u64);
     let need = HEADER + len;
+    mark_use();
     let now = Instant::now();
     let cached = {
         let mut mapped = lock(&MAPPED);
-        mapped.retain(|(_, used)| now.duration_since(*used) < READER_IDLE);
+        mapped.retain(|(_, used)| now.duration_since(*used) < KEEP_IDLE);
         let at = mapped
             .iter()
             .position(|(m, _)| m.dev == dev && m.ino == ino && m.id == id && m.map.len >= need);
@@ -375,7 +440,7 @@ pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> i
     let mapping = match cached {
         Some(m) => m,
         None => {
-            let map = Map::new(fd.as_fd(), size as usize)?;
+            let map = Map::new(fd.as_fd(), size as usize, false)?;
             if map.word(0).load(Ordering::Relaxed) != MAGIC {
                 return Err(invalid("a payload memfd without its header".into()));
             }
@@ -404,22 +469,51 @@ pub(crate) fn read<T>(fd: &OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> T) -> i
     Ok(out)
 }
 
-/// Lets go of the regions this process keeps for reuse (those no reader
-/// reads) and of its mappings of regions it was sent: for a process that
-/// is about to sit idle, so that it does not hold that memory meanwhile.
-/// What a reader still reads stays mapped until it is done.
+/// Lets go of the regions this process keeps for reuse and of its mappings
+/// of regions it was sent: for a process that is about to sit idle, so that
+/// it does not hold that memory meanwhile. A region a reader still reads
+/// (or never finished reading: a reader that died) is forgotten too: its
+/// reader's own mapping keeps it alive until that goes, and forgetting
+/// never writes it.
 pub(crate) fn trim() {
-    let kept: Vec<Region> = {
+    trim_keeping(false);
+}
+
+/// As [`trim`], but keeps the largest region per direction: of the regions
+/// this process writes, the largest free one, and of its mappings of
+/// regions it was sent, the largest (the most recently used of equals).
+/// For a process that has sat idle a little while: the next large payload,
+/// in either direction, then costs no new region, no mapping and no page
+/// fault, while the rest goes (a later [`trim`] lets go of those two).
+pub(crate) fn trim_to_largest() {
+    trim_keeping(true);
+}
+
+fn trim_keeping(largest: bool) {
+    let dropped: Vec<Region> = {
         let mut pool = lock(&POOL);
-        let (busy, free): (Vec<Region>, Vec<Region>) = std::mem::take(&mut *pool)
-            .into_iter()
-            .partition(|r| !r.is_free());
-        *pool = busy;
-        free
+        let mut all = std::mem::take(&mut *pool);
+        // Most recently returned last: `max_by_key` keeps the last of
+        // equals.
+        let largest_free = (0..all.len())
+            .filter(|&i| all[i].is_free())
+            .max_by_key(|&i| all[i].map.len);
+        if largest && let Some(i) = largest_free {
+            pool.push(all.remove(i));
+        }
+        all
     };
-    drop(kept);
-    let mapped = std::mem::take(&mut *lock(&MAPPED));
-    drop(mapped);
+    drop(dropped);
+    let dropped = {
+        let mut mapped = lock(&MAPPED);
+        let mut all = std::mem::take(&mut *mapped);
+        // Most recently used last: `max_by_key` keeps the last of equals.
+        if largest && let Some(i) = (0..all.len()).max_by_key(|&i| all[i].0.map.len) {
+            mapped.push(all.remove(i));
+        }
+        all
+    };
+    drop(dropped);
 }
 
 /// The header of a region that was never sent (for the fuzz targets,

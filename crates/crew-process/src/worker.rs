@@ -589,9 +589,14 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                     // this same executable, so `entry` is a trampoline here.
                     let run = unsafe { entry_at(entry) };
                     out.clear();
-                    let ran = wire::read_payload(frame.fd.as_ref(), fields, |input| {
+                    let region = frame.fd;
+                    let ran = wire::read_payload(region.as_ref(), fields, |input| {
                         run(input, control, &mut out)
                     });
+                    // Read: the caller's region is not ours to hold (the
+                    // mapping stays cached), so its descriptor closes before
+                    // the result goes.
+                    drop(region);
                     if let Err(wire::Garbage(msg)) = ran {
                         fatal(sock, &post, &msg);
                         return;
@@ -657,9 +662,17 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
                 Ok(Read::WouldBlock) => {
                     if !readable_within(sock, IDLE_TRIM) {
                         // Idle for a while: let go of the shared memory kept
-                        // for large payloads, then wait as long as it takes.
-                        crate::shm::trim();
-                        release_freed_memory();
+                        // for large payloads but the largest region each
+                        // way (a caller that sends a large payload now and
+                        // then pays no new region, mapping or page fault for
+                        // it); after a longer while, of those too and of the
+                        // memory the allocator keeps. Then wait as long as
+                        // it takes.
+                        crate::shm::trim_to_largest();
+                        if !readable_within(sock, crate::shm::KEEP_IDLE - IDLE_TRIM) {
+                            crate::shm::trim();
+                            release_freed_memory();
+                        }
                     }
                     break inbox.read(sock).map(|r| matches!(r, Read::Data));
                 }
@@ -712,7 +725,8 @@ fn release_freed_memory() {
 }
 
 /// How long a worker waits for its next task before it lets go of the
-/// shared memory it keeps for large payloads.
+/// shared memory it keeps for large payloads, but the largest region each
+/// way (those go after `shm::KEEP_IDLE`).
 const IDLE_TRIM: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Waits up to `timeout` for `sock` to have something to read (or to close).

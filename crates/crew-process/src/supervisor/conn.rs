@@ -211,6 +211,7 @@ pub(super) fn drive(shared: &Arc<Shared>, conn: Conn) -> bool {
         if parked {
             shared.unpark(slot);
         }
+        crate::shm::release_if_idle();
         conn.read();
         conn.on_frames(shared);
         conn.check_stalled_frame();
@@ -410,6 +411,11 @@ impl Conn {
             cap(1);
         }
         if let Some(d) = shared.next_delay() {
+            cap(d.as_millis() as u64 + 1);
+        }
+        // The process's payload regions are let go of once unused for a
+        // while (`shm::release_if_idle`, after each wake-up).
+        if let Some(d) = crate::shm::release_due_in() {
             cap(d.as_millis() as u64 + 1);
         }
         wait.map_or(-1, |w| w.min(i32::MAX as u64) as i32)

@@ -55,6 +55,11 @@ pub(super) fn deliver(
     timeline: Option<&Timeline>,
 ) {
     for (mut job, r) in finished.drain(..) {
+        // It will not run again: its payload's region goes back to the
+        // pool now, before its caller wakes, so that the caller's next
+        // payload is written into the same region (which its worker keeps
+        // mapped) rather than a new one.
+        job.payload = wire::Payload::default();
         let mut f = Fields::new(&received[r.body]);
         let _seq = f.u64();
         let read = wire::read_payload(r.fd.as_ref(), f, |bytes| {
