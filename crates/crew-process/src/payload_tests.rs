@@ -384,13 +384,22 @@ fn a_worker_idle_a_little_while_keeps_its_largest_regions() {
     let mut tries = 0;
     loop {
         tries += 1;
-        // Two calls in flight at once: each argument is written to a region
-        // of its own here, and the worker maps both.
-        let both: Vec<_> = [&large, &small]
+        // This process's regions are made afresh (earlier tests leave some
+        // of other sizes): the larger argument gets the larger region.
+        crate::shm::trim();
+        // Two calls encoded before either is sent: each argument is written
+        // to a region of its own here, and the worker maps both.
+        let jobs: Vec<_> = [&large, &small]
             .into_iter()
             .map(|v| {
                 let (promise, future) = Future::pending();
                 let job = p.call_job(Star(|v: Vec<u8>| v), (v.clone(),), promise);
+                (job, future)
+            })
+            .collect();
+        let both: Vec<_> = jobs
+            .into_iter()
+            .map(|(job, future)| {
                 p.spawn(job).expect("open");
                 future
             })
