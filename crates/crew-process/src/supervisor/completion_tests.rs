@@ -59,6 +59,7 @@ fn a_call_s_completion_lives_in_its_job() {
             attempts: 0,
             number: Some(1),
             name: Some("call"),
+            spare: None,
         },
     );
     assert!(job.completion.as_ref().unwrap().is_inline());
@@ -108,6 +109,7 @@ fn a_call_completion_delivers_through_the_job() {
             attempts: 0,
             number: None,
             name: None,
+            spare: None,
         },
     );
     assert!(job.completion().start());
