@@ -262,6 +262,9 @@ impl Backend for Processes {
     }
 }
 
+/// A call's lent argument buffer (`CallCompletion::spare`).
+struct Lent(Vec<u8>);
+
 /// The completion of a single call.
 struct CallCompletion<R: Send> {
     promise: Option<Promise<Result<R>>>,
@@ -275,7 +278,7 @@ struct CallCompletion<R: Send> {
     /// (`bulk::take_spare`); only while the caller waits for the call.
     /// Boxed: it is rare (a large byte buffer), and without it the
     /// completion fits in its job (`CompletionBox`).
-    spare: Option<Box<Vec<u8>>>,
+    spare: Option<Box<Lent>>,
 }
 
 impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
@@ -306,7 +309,7 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
 
     fn finish(&mut self, output: &[u8], worker: usize, timeline: Option<&Timeline>) {
         let Some(p) = self.promise.take() else { return };
-        let decoded = bulk::with_spare(self.spare.take().map(|b| *b), || {
+        let decoded = bulk::with_spare(self.spare.take().map(|b| b.0), || {
             bulk::from_slice::<CallWire<R>>(output)
         });
         let outcome = match decoded {
@@ -548,7 +551,7 @@ where
         // Encoded straight into shared memory if large.
         let (encoded, held) = crew_shm::hold_serialized(|| bulk::to_payload(&input));
         let mut input = input;
-        let spare = bulk::take_spare(&mut input).map(Box::new);
+        let spare = bulk::take_spare(&mut input).map(|v| Box::new(Lent(v)));
         drop(input);
         match encoded {
             Ok(payload) => ProcJob {

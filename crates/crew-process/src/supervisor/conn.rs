@@ -663,9 +663,15 @@ impl Conn {
             Some(a) => (a * 4 + took) / 5,
         });
         self.last_done = now;
-        if self.cancel_wanted.contains(&done_seq) {
+        let cancel_asked = done
+            .job
+            .completion
+            .as_deref()
+            .is_some_and(|c| c.cancel_requested());
+        if cancel_asked || self.cancel_wanted.contains(&done_seq) {
             // `cancel()` promised a cancellation; the result that raced it
-            // is dropped.
+            // is dropped (even if the proxy has not yet seen the request:
+            // the task says so itself).
             let mut job = done.job;
             job.completion().cancelled();
             self.cancel_wanted.retain(|&s| s != done_seq);
