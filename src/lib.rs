@@ -95,7 +95,38 @@ pub use crew_core::{
     worker_state,
 };
 pub use crew_macros::{main, task};
-pub use crew_process::{Process, ProcessConfig, Processes, fork_server_pid};
+pub use crew_process::{Process, ProcessConfig, Processes};
+
+/// The pid of the fork server, if this program runs one. A program's first
+/// process pool starts its workers afresh (the program re-executed); from
+/// its second pool on, pool workers are forked from the fork server, a
+/// small single-threaded copy of the program started then, which skips the
+/// loader and the C library's start-up for each worker.
+///
+/// `None` before the second pool, with `CREW_NO_FORK_SERVER=1` in the
+/// environment (every worker started afresh), or once the server was given
+/// up (it could not start, died or stopped answering: said once on stderr;
+/// pools carry on, their new workers started afresh). Nothing else
+/// changes for a task: a forked worker is the program's child and is
+/// supervised, killed and reaped as any other.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(crew::fork_server_pid(), None); // no process pool yet
+/// let first = crew::Pool::processes(1)?;
+/// let second = crew::Pool::processes(1)?; // its worker comes from the fork server
+/// assert_eq!(second.apply(|x: u32| x + 1, (1,))?, 2);
+/// match crew::fork_server_pid() {
+///     Some(pid) => println!("fork server {pid}"),
+///     None => println!("every worker started afresh"),
+/// }
+/// # drop(first);
+/// # Ok::<(), crew::Error>(())
+/// ```
+pub fn fork_server_pid() -> Option<u32> {
+    crew_process::fork_server_pid()
+}
 pub use executor::{Executor, ExecutorBuilder};
 pub use memory::{Cached, Memory};
 pub use parallel::{BatchSize, Delayed, Parallel, ParallelIter, Prefer, RunDelayed, delayed};
