@@ -140,6 +140,10 @@ pub fn run_if_node() {
         })
     };
     if let Some(n) = number(crew_redis::ENV_CONCURRENCY) {
+        if let Err(e) = at_least_one(crew_redis::ENV_CONCURRENCY, n) {
+            eprintln!("crew celery node {}: {e}", std::process::id());
+            std::process::exit(2);
+        }
         config = config.concurrency(n as usize);
     }
     if let Some(ms) = number(ENV_CELERY_VISIBILITY_MS) {
@@ -171,6 +175,19 @@ fn whole_number(name: &str, value: &str) -> std::result::Result<u64, String> {
         .map_err(|_| format!("{name}={value:?}: expected a whole number"))
 }
 
+/// Refuses a worker count of 0 (a node of no worker processes would take
+/// messages and never run them), saying how to get the default.
+fn at_least_one(name: &str, n: u64) -> std::result::Result<(), String> {
+    if n == 0 {
+        Err(format!(
+            "{name}=\"0\": expected a whole number of at least 1 \
+             (or unset it: one worker process per CPU)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 // Enter node mode before `main`, as worker processes do (crew-process).
 // This crate's constructors run after those of the program that uses it,
 // so the program's `#[crew::task]`s are registered by then.
@@ -195,5 +212,18 @@ mod tests {
                 ))
             );
         }
+    }
+
+    #[test]
+    fn no_worker_processes_is_refused_saying_how_to_get_the_default() {
+        assert_eq!(super::at_least_one("CREW_CONCURRENCY", 2), Ok(()));
+        assert_eq!(
+            super::at_least_one("CREW_CONCURRENCY", 0),
+            Err(
+                "CREW_CONCURRENCY=\"0\": expected a whole number of at least 1 \
+                 (or unset it: one worker process per CPU)"
+                    .to_owned()
+            )
+        );
     }
 }
