@@ -207,8 +207,9 @@ pub fn init() {
 /// status `crew status` prints. Start with [`Pool::cluster`].
 ///
 /// A node is this program started with `CREW_WORKER=redis://host:port`
-/// (and `CREW_CONCURRENCY=n` worker processes, `CREW_QUEUE=name`); it
-/// becomes a node before `main`, like worker processes do.
+/// (and `CREW_CONCURRENCY=n` worker processes, by default the CPUs of its
+/// host that the queue's other nodes there leave free; `CREW_QUEUE=name`);
+/// it becomes a node before `main`, like worker processes do.
 ///
 /// # Examples
 ///
