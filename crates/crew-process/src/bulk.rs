@@ -499,6 +499,64 @@ impl ser::SerializeMap for &mut Encoder<'_> {
 /// as is); shorter ones are lent.
 const OWNED_AT: usize = 64 * 1024;
 
+/// Byte buffers at least this large are lent from a call's arguments to
+/// its result ([`take_spare`]).
+const SPARE_MIN: usize = 1 << 20;
+
+thread_local! {
+    /// A byte buffer that a decode on this thread may take instead of
+    /// allocating one ([`with_spare`]).
+    static SPARE: std::cell::Cell<Option<Vec<u8>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Takes the buffer out of a call's arguments when they are one large byte
+/// buffer, `(Vec<u8>,)`, `(ByteBuf,)` or `(String,)`, once they are encoded
+/// (the caller moved them into the call, and they are dropped next), so that
+/// the call's result can be decoded into it ([`with_spare`]): memory the
+/// caller's program already has, faulted in, instead of a fresh block the
+/// allocator maps and the kernel faults in and zeroes page by page, with the
+/// argument's block unmapped on the way. A tuple has no `Drop` of its own,
+/// so nothing can tell that the buffer left before the rest was dropped.
+pub(crate) fn take_spare<X>(args: &mut X) -> Option<Vec<u8>> {
+    let t = typeid::of::<X>();
+    let buf = if t == typeid::of::<(Vec<u8>,)>() {
+        // SAFETY: `X` is `(Vec<u8>,)` (equal type ids; it has no lifetimes).
+        let args = unsafe { &mut *(args as *mut X).cast::<(Vec<u8>,)>() };
+        std::mem::take(&mut args.0)
+    } else if t == typeid::of::<(serde_bytes::ByteBuf,)>() {
+        // SAFETY: as above, for `(ByteBuf,)`.
+        let args = unsafe { &mut *(args as *mut X).cast::<(serde_bytes::ByteBuf,)>() };
+        std::mem::take(&mut args.0).into_vec()
+    } else if t == typeid::of::<(String,)>() {
+        // SAFETY: as above, for `(String,)`.
+        let args = unsafe { &mut *(args as *mut X).cast::<(String,)>() };
+        std::mem::take(&mut args.0).into_bytes()
+    } else {
+        return None;
+    };
+    (buf.capacity() >= SPARE_MIN).then_some(buf)
+}
+
+/// Runs `decode` with `spare` lent to it: the first byte sequence (a
+/// `Vec<u8>`, `ByteBuf`, `String`) of at least `SPARE_MIN` bytes that fits
+/// it without wasting more than a quarter is decoded into it. Dropped after
+/// if unused.
+pub(crate) fn with_spare<T>(spare: Option<Vec<u8>>, decode: impl FnOnce() -> T) -> T {
+    /// Clears the lent buffer, even if `decode` panics.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            drop(SPARE.with(|s| s.take()));
+        }
+    }
+    if spare.is_none() {
+        return decode();
+    }
+    SPARE.with(|s| s.set(spare));
+    let _clear = Clear;
+    decode()
+}
+
 /// A `Vec<u8>` of capacity `n`, for a large string or byte buffer.
 ///
 /// Fresh memory, which the copy into it faults in page by page. Neither
@@ -511,8 +569,19 @@ const OWNED_AT: usize = 64 * 1024;
 /// and left the kernel time as it was (the same pages are allocated and
 /// zeroed either way). What makes a destination cheap is reuse: a worker
 /// keeps freed memory in its heap (`worker.rs`), so after the first task
-/// its arguments land in pages it already has.
+/// its arguments land in pages it already has, and a blocking call lends
+/// its arguments' byte buffer to its result ([`take_spare`]), which this
+/// takes when it fits.
 fn alloc_bytes(n: usize) -> Vec<u8> {
+    if n >= SPARE_MIN
+        && let Some(mut spare) = SPARE.with(|s| s.take())
+    {
+        if spare.capacity() >= n && spare.capacity() - n <= n / 4 {
+            spare.clear();
+            return spare;
+        }
+        SPARE.with(|s| s.set(Some(spare)));
+    }
     Vec::with_capacity(n)
 }
 
@@ -621,8 +690,17 @@ impl<'de> Decoder<'de> {
         let src = self.take(bytes)?;
         #[cfg(test)]
         test::BULK_DECODES.with(|c| c.set(c.get() + 1));
-        // Fresh memory when large: see `alloc_bytes`.
-        let mut v = Vec::<T>::with_capacity(n);
+        // Fresh memory when large (see `alloc_bytes`), unless a buffer is
+        // lent for bytes.
+        let mut v = if std::mem::size_of::<T>() == 1 && std::mem::align_of::<T>() == 1 {
+            let mut b = ManuallyDrop::new(alloc_bytes(n));
+            // SAFETY: the allocation of a `Vec<u8>` of capacity `c` has the
+            // layout of a `Vec<T>` of capacity `c`, as `T` has the size and
+            // alignment of `u8`; it is empty, and `b` is not dropped.
+            unsafe { Vec::from_raw_parts(b.as_mut_ptr().cast::<T>(), 0, b.capacity()) }
+        } else {
+            Vec::<T>::with_capacity(n)
+        };
         // SAFETY: `v` has room for `n` items, `bytes` bytes, which `src`
         // holds; any bytes make valid `Plain` items, so all `n` are
         // initialised after the copy.
@@ -1108,5 +1186,66 @@ mod test {
         assert!(from_slice::<u64>(&[0xff; 11]).is_err());
         let none: Option<Vec<u8>> = from_slice(&[0]).unwrap();
         assert_eq!(none, None);
+    }
+
+    #[test]
+    fn a_lent_buffer_receives_the_first_byte_sequence_that_fits() {
+        use serde_bytes::ByteBuf;
+        let n = SPARE_MIN + 5;
+        let data: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+        let encoded = to_vec(&(data.clone(), 9u8)).unwrap();
+        // Taken from arguments of one byte buffer only, and only if large.
+        let mut args = (Vec::<u8>::with_capacity(n),);
+        let spare = take_spare(&mut args).expect("a large Vec<u8>");
+        assert_eq!(args.0.capacity(), 0, "the buffer left the arguments");
+        assert!(take_spare(&mut (vec![0u8; 10],)).is_none());
+        assert!(take_spare(&mut (ByteBuf::from(vec![0u8; n]),)).is_some());
+        assert!(take_spare(&mut ("x".repeat(n),)).is_some());
+        assert!(take_spare(&mut (vec![0u8; n], 1u8)).is_none());
+        assert!(take_spare(&mut vec![0u8; n]).is_none());
+        // The decoded `Vec<u8>` is the lent buffer itself.
+        let at = spare.as_ptr();
+        let (v, k): (Vec<u8>, u8) = with_spare(Some(spare), || from_slice(&encoded)).unwrap();
+        assert!(v == data && k == 9);
+        assert_eq!(v.as_ptr(), at);
+        // As are a `ByteBuf`, a `String` and a `Vec<i8>`.
+        let spare = vec![0u8; n + 100];
+        let at = spare.as_ptr();
+        let b: ByteBuf = with_spare(Some(spare), || {
+            from_slice(&to_vec(&ByteBuf::from(data.clone())).unwrap())
+        })
+        .unwrap();
+        assert!(*b == data && b.as_ptr() == at);
+        let text = "abc".repeat(n / 3);
+        let spare = Vec::with_capacity(text.len());
+        let at = spare.as_ptr();
+        let t: String = with_spare(Some(spare), || from_slice(&to_vec(&text).unwrap())).unwrap();
+        assert!(t == text && t.as_ptr() == at);
+        let signed: Vec<i8> = data.iter().map(|&x| x as i8).collect();
+        let spare = Vec::with_capacity(n);
+        let at = spare.as_ptr();
+        let back: Vec<i8> =
+            with_spare(Some(spare), || from_slice(&to_vec(&signed).unwrap())).unwrap();
+        assert!(back == signed && back.as_ptr().cast::<u8>() == at);
+        // Too small, or so large that a quarter would be wasted: not used.
+        for cap in [n - 1, n * 2] {
+            let spare = Vec::with_capacity(cap);
+            let at = spare.as_ptr();
+            let v: Vec<u8> =
+                with_spare(Some(spare), || from_slice(&to_vec(&data).unwrap())).unwrap();
+            assert!(v == data && v.as_ptr() != at, "capacity {cap}");
+        }
+        // Only the first sequence that fits takes it; none is left after.
+        let spare = Vec::with_capacity(n);
+        let at = spare.as_ptr();
+        let (a, b): (Vec<u8>, Vec<u8>) = with_spare(Some(spare), || {
+            from_slice(&to_vec(&(data.clone(), data.clone())).unwrap())
+        })
+        .unwrap();
+        assert!(a == data && b == data && a.as_ptr() == at && b.as_ptr() != at);
+        assert!(SPARE.with(|s| s.take()).is_none());
+        // Nor after a decode that failed.
+        let _ = with_spare(Some(vec![0u8; n]), || from_slice::<Vec<u8>>(&[5, 1]));
+        assert!(SPARE.with(|s| s.take()).is_none());
     }
 }

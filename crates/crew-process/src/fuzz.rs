@@ -172,6 +172,7 @@ fn call<R: Send + serde::de::DeserializeOwned + 'static>(output: &[u8]) {
         attempts: 0,
         number: None,
         name: Some("fuzz"),
+        spare: None,
     };
     assert!(c.start());
     c.finish(output, 0, None);

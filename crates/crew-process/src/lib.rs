@@ -198,6 +198,11 @@ impl Backend for Processes {
     }
 
     unsafe fn execute<'s>(&self, job: Self::Job<'s>) -> std::result::Result<(), Self::Job<'s>> {
+        // A job nobody waits for may sit in the queue a long time: it keeps
+        // no buffer of its arguments meanwhile (only a blocking call lends
+        // its arguments' buffer to its result).
+        let mut job = job;
+        job.drop_spare();
         // SAFETY: per `Backend::execute`, what the job borrows for `'s` (its
         // result sink) outlives the job; the queue only needs the lifetime
         // erased while the job waits.
@@ -266,9 +271,16 @@ struct CallCompletion<R: Send> {
     /// The task's type name, made the span's name on the timeline only if
     /// there is one (`task_name` scans the string: not on every submit).
     name: Option<&'static str>,
+    /// The arguments' byte buffer, for the result to be decoded into
+    /// (`bulk::take_spare`); only while the caller waits for the call.
+    spare: Option<Vec<u8>>,
 }
 
 impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
+    fn drop_spare(&mut self) {
+        self.spare = None;
+    }
+
     fn start(&mut self) -> bool {
         self.promise.as_ref().is_some_and(|p| p.start())
     }
@@ -288,7 +300,10 @@ impl<R: Send + DeserializeOwned> Completion for CallCompletion<R> {
 
     fn finish(&mut self, output: &[u8], worker: usize, timeline: Option<&Timeline>) {
         let Some(p) = self.promise.take() else { return };
-        let outcome = match bulk::from_slice::<CallWire<R>>(output) {
+        let decoded = bulk::with_spare(self.spare.take(), || {
+            bulk::from_slice::<CallWire<R>>(output)
+        });
+        let outcome = match decoded {
             Ok(CallWire { result, span }) => {
                 if let (Some(t), Some((start, end)), Some(n)) = (timeline, span, self.number) {
                     let name = self.name.and_then(crew_core::task_name).unwrap_or("call");
@@ -526,6 +541,8 @@ where
         // the worker has answered: `input` may hold their only handles.
         // Encoded straight into shared memory if large.
         let (encoded, held) = crew_shm::hold_serialized(|| bulk::to_payload(&input));
+        let mut input = input;
+        let spare = bulk::take_spare(&mut input);
         drop(input);
         match encoded {
             Ok(payload) => ProcJob {
@@ -538,6 +555,7 @@ where
                         attempts: 0,
                         number: self.shared.timeline.as_ref().map(|t| t.next_call()),
                         name,
+                        spare,
                     }),
                 )
             },

@@ -384,13 +384,22 @@ fn a_worker_idle_a_little_while_keeps_its_largest_regions() {
     let mut tries = 0;
     loop {
         tries += 1;
-        // Two calls in flight at once: each argument is written to a region
-        // of its own here, and the worker maps both.
-        let both: Vec<_> = [&large, &small]
+        // This process's regions are made afresh (earlier tests leave some
+        // of other sizes): the larger argument gets the larger region.
+        crate::shm::trim();
+        // Two calls encoded before either is sent: each argument is written
+        // to a region of its own here, and the worker maps both.
+        let jobs: Vec<_> = [&large, &small]
             .into_iter()
             .map(|v| {
                 let (promise, future) = Future::pending();
                 let job = p.call_job(Star(|v: Vec<u8>| v), (v.clone(),), promise);
+                (job, future)
+            })
+            .collect();
+        let both: Vec<_> = jobs
+            .into_iter()
+            .map(|(job, future)| {
                 p.spawn(job).expect("open");
                 future
             })
@@ -550,4 +559,53 @@ fn an_idle_caller_lets_go_of_its_payload_memory() {
     // And it still sends and reads large payloads.
     echo();
     echo();
+}
+
+#[test]
+fn a_blocking_call_decodes_its_result_into_its_arguments_buffer() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let p = Processes::new(1).unwrap();
+    for n in [SHM_THRESHOLD * 12, 5 << 20] {
+        let v = bytes(n, 3);
+        let want: Vec<u8> = v.iter().map(|x| !x).collect();
+        // Room to spare: a fresh result would have a capacity of `n`.
+        let mut arg = Vec::with_capacity(n + n / 8);
+        arg.extend_from_slice(&v);
+        let at = arg.as_ptr();
+        let back: Vec<u8> = crew_core::engine::call_blocking(
+            &p,
+            Star(|v: Vec<u8>| v.iter().map(|x| !x).collect::<Vec<u8>>()),
+            (arg,),
+        )
+        .unwrap();
+        assert!(back == want, "{n} bytes");
+        // The caller's memory, reused: no fresh block for the result.
+        assert_eq!(
+            (back.as_ptr(), back.capacity()),
+            (at, n + n / 8),
+            "{n} bytes"
+        );
+        let b: ByteBuf =
+            crew_core::engine::call_blocking(&p, Star(|b: ByteBuf| b), (ByteBuf::from(back),))
+                .unwrap();
+        assert!(
+            *b == want && b.as_ptr() == at && b.capacity() == n + n / 8,
+            "ByteBuf of {n} bytes"
+        );
+        // A result of another size, or of another shape, is its own.
+        let half: Vec<u8> = crew_core::engine::call_blocking(
+            &p,
+            Star(|v: Vec<u8>| v[..v.len() / 2].to_vec()),
+            (v.clone(),),
+        )
+        .unwrap();
+        assert!(half[..] == v[..n / 2]);
+        let sum: u64 = crew_core::engine::call_blocking(
+            &p,
+            Star(|v: Vec<u8>| v.iter().map(|&x| u64::from(x)).sum::<u64>()),
+            (v.clone(),),
+        )
+        .unwrap();
+        assert_eq!(sum, v.iter().map(|&x| u64::from(x)).sum::<u64>());
+    }
 }

@@ -138,6 +138,7 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
             attempts: 0,
             number: None,
             name: Some("call"),
+            spare: None,
         };
         std::thread::Builder::new()
             .name("crew-process".into())

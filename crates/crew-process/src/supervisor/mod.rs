@@ -46,6 +46,9 @@ pub(crate) trait Completion: Send {
     fn fail(&mut self, error: Error);
     /// The job was stopped on request (its worker killed).
     fn cancelled(&mut self);
+    /// Lets go of memory kept for the result that only a caller waiting
+    /// for the job needs (see `CallCompletion::spare`).
+    fn drop_spare(&mut self) {}
     /// The worker died while running item `item` of the job. Returns true
     /// if the job should run again with the (rewritten) `payload`: the items
     /// not done, and the failed one too if `retry`.
@@ -111,6 +114,13 @@ impl std::fmt::Debug for ProcJob<'_> {
 }
 
 impl<'s> ProcJob<'s> {
+    /// See [`Completion::drop_spare`].
+    pub(crate) fn drop_spare(&mut self) {
+        if let Some(c) = &mut self.completion {
+            c.drop_spare();
+        }
+    }
+
     pub(crate) fn new(
         entry: u64,
         payload: Payload,
