@@ -40,7 +40,8 @@ pub(crate) const ENV_SERVER: &str = "CREW_FORK_SERVER_FD";
 /// The program's pid, to detect a program that died before we started.
 const ENV_SERVER_PARENT: &str = "CREW_FORK_SERVER_PARENT";
 /// Set (to `1`, or any value but empty, `0`, `false`, `no` or `off`), every
-/// worker is started afresh: no fork server.
+/// worker is started afresh: no fork server. Read once, when the program's
+/// second process pool starts its first worker.
 pub const NO_FORK_SERVER_ENV: &str = "CREW_NO_FORK_SERVER";
 /// The name the server shows in `ps` (`/proc/<pid>/comm`, 15 bytes at most).
 pub(crate) const SERVER_NAME: &std::ffi::CStr = c"crew-forkserver";
