@@ -159,7 +159,10 @@ pub fn run_if_node() {
         match ser.parse() {
             Ok(ser) => config = config.result_serializer(ser),
             Err(e) => {
-                eprintln!("crew celery node {}: {e}", std::process::id());
+                eprintln!(
+                    "crew celery node {}: {ENV_CELERY_RESULT_SERIALIZER}={ser:?}: {e}",
+                    std::process::id()
+                );
                 std::process::exit(2);
             }
         }
