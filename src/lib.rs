@@ -178,7 +178,8 @@ pub use crew_shm::{Connection, Pipe, PutError, Queue, QueueBuilder};
 /// Makes this program able to serve as a crew worker process; call it as
 /// the first line of `main`.
 ///
-/// Worker processes are this program re-executed. On Linux crew enters
+/// Worker processes are this program re-executed (or, from its second
+/// process pool on, forked from one such copy: [`fork_server_pid`]). On Linux crew enters
 /// worker mode from a constructor that runs *before* `main`, so code in
 /// `main` never runs in a worker, and process pools work in `cargo test`
 /// binaries and doctests with no set-up at all. `init()` is the explicit,
