@@ -39,8 +39,9 @@
 //! constructor changes. On processes a task is a fn item or a closure that
 //! captures nothing, and its arguments and result are serde types (derive
 //! `serde::Serialize` and `Deserialize` for your own); a worker is this
-//! program re-executed, entered before `main`, so nothing in `main` runs
-//! twice and tests need no set-up ([`init`] spells it out).
+//! program re-executed (from the second process pool on, forked from one
+//! such copy: [`fork_server_pid`]), entered before `main`, so nothing in
+//! `main` runs twice and tests need no set-up ([`init`] spells it out).
 //!
 //! A task that panics fails alone, with an [`Error`] that says so
 //! (`is_panic()`, with the message); a task that crashes its worker process
