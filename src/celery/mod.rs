@@ -55,8 +55,9 @@
 //! # if false {
 //! crew::celery::Worker::start(config)?.serve()?;
 //! # }
-//! // Call a Python task.
-//! let client = crew::celery::Client::new("redis://127.0.0.1:6379/0")?;
+//! // Call a Python task, on a queue only Python workers serve (a crew node
+//! // that took it would fail it as `NotRegistered`).
+//! let client = crew::celery::Client::new("redis://127.0.0.1:6379/0")?.queue("python");
 //! let n: i64 = client.send("tasks.mul", (6, 7))?.get_timeout(std::time::Duration::from_secs(10))?;
 //! # let _ = n;
 //! # Ok(())
