@@ -39,8 +39,9 @@
 //! constructor changes. On processes a task is a fn item or a closure that
 //! captures nothing, and its arguments and result are serde types (derive
 //! `serde::Serialize` and `Deserialize` for your own); a worker is this
-//! program re-executed, entered before `main`, so nothing in `main` runs
-//! twice and tests need no set-up ([`init`] spells it out).
+//! program re-executed (from the second process pool on, forked from one
+//! such copy: [`fork_server_pid`]), entered before `main`, so nothing in
+//! `main` runs twice and tests need no set-up ([`init`] spells it out).
 //!
 //! A task that panics fails alone, with an [`Error`] that says so
 //! (`is_panic()`, with the message); a task that crashes its worker process
@@ -95,7 +96,38 @@ pub use crew_core::{
     worker_state,
 };
 pub use crew_macros::{main, task};
-pub use crew_process::{Process, ProcessConfig, Processes, fork_server_pid};
+pub use crew_process::{Process, ProcessConfig, Processes};
+
+/// The pid of the fork server, if this program runs one. A program's first
+/// process pool starts its workers afresh (the program re-executed); from
+/// its second pool on, pool workers are forked from the fork server, a
+/// small single-threaded copy of the program started then, which skips the
+/// loader and the C library's start-up for each worker.
+///
+/// `None` before the second pool, with `CREW_NO_FORK_SERVER=1` in the
+/// environment (every worker started afresh), or once the server was given
+/// up (it could not start, died or stopped answering: said once on stderr;
+/// pools carry on, their new workers started afresh). Nothing else
+/// changes for a task: a forked worker is the program's child and is
+/// supervised, killed and reaped as any other.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(crew::fork_server_pid(), None); // no process pool yet
+/// let first = crew::Pool::processes(1)?;
+/// let second = crew::Pool::processes(1)?; // its worker comes from the fork server
+/// assert_eq!(second.apply(|x: u32| x + 1, (1,))?, 2);
+/// match crew::fork_server_pid() {
+///     Some(pid) => println!("fork server {pid}"),
+///     None => println!("every worker started afresh"),
+/// }
+/// # drop(first);
+/// # Ok::<(), crew::Error>(())
+/// ```
+pub fn fork_server_pid() -> Option<u32> {
+    crew_process::fork_server_pid()
+}
 pub use executor::{Executor, ExecutorBuilder};
 pub use memory::{Cached, Memory};
 pub use parallel::{BatchSize, Delayed, Parallel, ParallelIter, Prefer, RunDelayed, delayed};
@@ -147,7 +179,8 @@ pub use crew_shm::{Connection, Pipe, PutError, Queue, QueueBuilder};
 /// Makes this program able to serve as a crew worker process; call it as
 /// the first line of `main`.
 ///
-/// Worker processes are this program re-executed. On Linux crew enters
+/// Worker processes are this program re-executed (or, from its second
+/// process pool on, forked from one such copy: [`fork_server_pid`]). On Linux crew enters
 /// worker mode from a constructor that runs *before* `main`, so code in
 /// `main` never runs in a worker, and process pools work in `cargo test`
 /// binaries and doctests with no set-up at all. `init()` is the explicit,
@@ -176,8 +209,9 @@ pub fn init() {
 /// status `crew status` prints. Start with [`Pool::cluster`].
 ///
 /// A node is this program started with `CREW_WORKER=redis://host:port`
-/// (and `CREW_CONCURRENCY=n` worker processes, `CREW_QUEUE=name`); it
-/// becomes a node before `main`, like worker processes do.
+/// (and `CREW_CONCURRENCY=n` worker processes, by default the CPUs of its
+/// host that the queue's other nodes there leave free; `CREW_QUEUE=name`);
+/// it becomes a node before `main`, like worker processes do.
 ///
 /// # Examples
 ///

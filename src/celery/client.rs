@@ -119,7 +119,8 @@ impl Send {
         self
     }
 
-    /// Writes it with `serializer` instead of the client's.
+    /// Writes it with `serializer` instead of the client's (the worker must
+    /// accept it: see [`Client::serializer`]).
     #[must_use]
     pub fn serializer(mut self, serializer: Serializer) -> Self {
         self.serializer = Some(serializer);
@@ -171,7 +172,12 @@ impl Client {
 
     /// Writes task messages with `serializer` (Celery's `task_serializer`;
     /// JSON by default). The Python workers must accept it: msgpack is not
-    /// in Celery's default `accept_content`.
+    /// in Celery's default `accept_content` (`["json"]`), and a Python
+    /// worker that does not accept a message's serializer logs
+    /// `ContentDisallowed` and drops it, writing no result: [`AsyncResult::get`]
+    /// then waits forever and `get_timeout` ends with `is_timeout`. Add
+    /// `"msgpack"` to the workers' `accept_content` first (crew nodes read
+    /// both).
     ///
     /// # Examples
     ///

@@ -55,8 +55,9 @@
 //! # if false {
 //! crew::celery::Worker::start(config)?.serve()?;
 //! # }
-//! // Call a Python task.
-//! let client = crew::celery::Client::new("redis://127.0.0.1:6379/0")?;
+//! // Call a Python task, on a queue only Python workers serve (a crew node
+//! // that took it would fail it as `NotRegistered`).
+//! let client = crew::celery::Client::new("redis://127.0.0.1:6379/0")?.queue("python");
 //! let n: i64 = client.send("tasks.mul", (6, 7))?.get_timeout(std::time::Duration::from_secs(10))?;
 //! # let _ = n;
 //! # Ok(())
@@ -140,6 +141,10 @@ pub fn run_if_node() {
         })
     };
     if let Some(n) = number(crew_redis::ENV_CONCURRENCY) {
+        if let Err(e) = at_least_one(crew_redis::ENV_CONCURRENCY, n) {
+            eprintln!("crew celery node {}: {e}", std::process::id());
+            std::process::exit(2);
+        }
         config = config.concurrency(n as usize);
     }
     if let Some(ms) = number(ENV_CELERY_VISIBILITY_MS) {
@@ -155,7 +160,10 @@ pub fn run_if_node() {
         match ser.parse() {
             Ok(ser) => config = config.result_serializer(ser),
             Err(e) => {
-                eprintln!("crew celery node {}: {e}", std::process::id());
+                eprintln!(
+                    "crew celery node {}: {ENV_CELERY_RESULT_SERIALIZER}={ser:?}: {e}",
+                    std::process::id()
+                );
                 std::process::exit(2);
             }
         }
@@ -169,6 +177,19 @@ fn whole_number(name: &str, value: &str) -> std::result::Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{name}={value:?}: expected a whole number"))
+}
+
+/// Refuses a worker count of 0 (a node of no worker processes would take
+/// messages and never run them), saying how to get the default.
+fn at_least_one(name: &str, n: u64) -> std::result::Result<(), String> {
+    if n == 0 {
+        Err(format!(
+            "{name}=\"0\": expected a whole number of at least 1 \
+             (or unset it: one worker process per CPU)"
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 // Enter node mode before `main`, as worker processes do (crew-process).
@@ -195,5 +216,18 @@ mod tests {
                 ))
             );
         }
+    }
+
+    #[test]
+    fn no_worker_processes_is_refused_saying_how_to_get_the_default() {
+        assert_eq!(super::at_least_one("CREW_CONCURRENCY", 2), Ok(()));
+        assert_eq!(
+            super::at_least_one("CREW_CONCURRENCY", 0),
+            Err(
+                "CREW_CONCURRENCY=\"0\": expected a whole number of at least 1 \
+                 (or unset it: one worker process per CPU)"
+                    .to_owned()
+            )
+        );
     }
 }

@@ -105,7 +105,8 @@ impl WorkerConfig {
         self
     }
 
-    /// Sets the number of worker processes (and the prefetch to 4 × `n`).
+    /// Sets the number of worker processes (and the prefetch to 4 × `n`);
+    /// 0 counts as 1. The default is the CPU count ([`crew::cpu_count`](crate::cpu_count)).
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);

@@ -307,7 +307,8 @@ fn decompress(compression: &str, body: Vec<u8>) -> Result<Vec<u8>, JsonError> {
             };
             match read {
                 Ok(n) if n as u64 > MAX_DECOMPRESSED => Err(fail(format!(
-                    "the body decompresses to more than {} MiB",
+                    "the body decompresses to more than {} MiB, the most a crew node \
+                     reads: pass large data by reference (a key or path the task reads)",
                     MAX_DECOMPRESSED >> 20
                 ))),
                 Ok(_) => Ok(out),

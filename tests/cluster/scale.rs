@@ -270,3 +270,44 @@ fn prefetching_nodes_share_a_map_by_their_workers() {
     redis().kill_node(big);
     redis().kill_node(small);
 }
+
+/// `Node::start` given 0 worker processes sizes itself as a node started
+/// with no `CREW_CONCURRENCY` does (alone on its host for a fresh queue:
+/// every CPU), rather than running one worker or none.
+#[test]
+fn a_node_started_with_zero_workers_chooses_its_count() {
+    let queue = fresh_queue();
+    let config = ClusterConfig::new(redis().url()).queue(&queue);
+    let chosen = crew_redis::Node::start(config.clone(), 0).unwrap();
+    // `Node::start` makes SIGTERM stop a node's `serve`; this test process
+    // serves nothing and must stay killable.
+    // SAFETY: restoring the default disposition of a signal.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
+    assert_eq!(chosen.concurrency(), crew::cpu_count());
+    let given = crew_redis::Node::start(config, 2).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
+    assert_eq!(given.concurrency(), 2);
+}
+
+/// A node told `CREW_CONCURRENCY=0` (the usual guess at "choose for me")
+/// does not start: it exits with 2 and a line naming the variable and
+/// saying to unset it, before it connects to anything.
+#[test]
+fn a_node_told_zero_workers_exits_saying_to_unset_it() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(crew::cluster::ENV_WORKER, redis().url())
+        .env(crew::cluster::ENV_QUEUE, fresh_queue())
+        .env(crew::cluster::ENV_CONCURRENCY, "0")
+        .env_remove("CREW_WORKER_FD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CREW_CONCURRENCY=\"0\": expected a whole number of at least 1")
+            && stderr.contains("or unset it"),
+        "{stderr}"
+    );
+}

@@ -72,8 +72,9 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
-    /// The state of a cluster queue: live nodes (build, host, pid, running,
-    /// done, failed), tasks waiting and why, rates, dead letters.
+    /// The state of a cluster queue: live nodes (build, host and its CPUs,
+    /// pid, workers, running, done, failed), tasks waiting and why, rates,
+    /// dead letters.
     Status {
         /// The Redis URL (default: $CREW_CLUSTER).
         url: Option<String>,

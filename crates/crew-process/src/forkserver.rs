@@ -39,7 +39,9 @@ use rustix::net::{
 pub(crate) const ENV_SERVER: &str = "CREW_FORK_SERVER_FD";
 /// The program's pid, to detect a program that died before we started.
 const ENV_SERVER_PARENT: &str = "CREW_FORK_SERVER_PARENT";
-/// Set to a non-empty value, every worker is started afresh: no server.
+/// Set (to `1`, or any value but empty, `0`, `false`, `no` or `off`), every
+/// worker is started afresh: no fork server. Read once, when the program's
+/// second process pool starts its first worker.
 pub const NO_FORK_SERVER_ENV: &str = "CREW_NO_FORK_SERVER";
 /// The name the server shows in `ps` (`/proc/<pid>/comm`, 15 bytes at most).
 pub(crate) const SERVER_NAME: &std::ffi::CStr = c"crew-forkserver";
@@ -67,9 +69,38 @@ pub(crate) fn pool_created() {
 pub(crate) fn wanted() -> bool {
     static DISABLED: OnceLock<bool> = OnceLock::new();
     POOLS.load(Ordering::Relaxed) >= 2
-        && !*DISABLED
-            .get_or_init(|| std::env::var_os(NO_FORK_SERVER_ENV).is_some_and(|v| !v.is_empty()))
+        && !*DISABLED.get_or_init(|| disabled_by(std::env::var_os(NO_FORK_SERVER_ENV).as_deref()))
         && !GONE.load(Ordering::Relaxed)
+}
+
+/// True if [`NO_FORK_SERVER_ENV`] set to `value` turns the server off: any
+/// value but empty or one that reads as "no" (`CREW_NO_FORK_SERVER=0` keeps
+/// the server, as a newcomer means it to).
+fn disabled_by(value: Option<&std::ffi::OsStr>) -> bool {
+    let Some(v) = value else { return false };
+    let v = v.to_string_lossy();
+    let v = v.trim();
+    !(v.is_empty()
+        || ["0", "false", "no", "off"]
+            .iter()
+            .any(|n| v.eq_ignore_ascii_case(n)))
+}
+
+/// Says once, on stderr, that the server is given up and why: pools go on,
+/// with workers started afresh (slower to start, nothing else changes).
+fn give_up(why: &io::Error) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        eprintln!("{}", give_up_message(why));
+    }
+}
+
+fn give_up_message(why: &io::Error) -> String {
+    format!(
+        "crew: the fork server cannot serve ({why}); process pool workers are started afresh \
+         from now on, which only makes them slower to start (set {NO_FORK_SERVER_ENV}=1 \
+         to skip the fork server)"
+    )
 }
 
 enum State {
@@ -102,7 +133,10 @@ enum Failure {
 
 /// The pid of the fork server, if this program runs one: from its second
 /// process pool on, pool workers are forked from it (set
-/// `CREW_NO_FORK_SERVER=1` to start every worker afresh instead).
+/// `CREW_NO_FORK_SERVER=1` to start every worker afresh instead). `None`
+/// before the second pool, with the server turned off, or once it was given
+/// up (it could not start, died or stopped answering: said once on stderr;
+/// pools carry on with workers started afresh).
 ///
 /// # Examples
 ///
@@ -145,7 +179,8 @@ pub(crate) fn fork_worker(
     if matches!(*state, State::Off) {
         *state = match start() {
             Ok(server) => State::Up(server),
-            Err(_) => {
+            Err(e) => {
+                give_up(&e);
                 GONE.store(true, Ordering::Relaxed);
                 State::Gone
             }
@@ -158,6 +193,7 @@ pub(crate) fn fork_worker(
         Ok(pid) => Ok(pid),
         Err(Failure::Refused(e)) => Err(e),
         Err(Failure::Broken(e)) => {
+            give_up(&e);
             if let Some(pidfd) = &server.pidfd {
                 let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
             }
@@ -562,4 +598,29 @@ fn become_worker(fds: [OwnedFd; FDS], env: &mut [u8], comm: &[u8; 16]) -> ! {
         }
     }
     crate::worker::run_worker()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_server_is_off_only_for_a_value_that_does_not_read_as_no() {
+        for off in ["1", "yes", "true", "on", " 1 "] {
+            assert!(disabled_by(Some(OsStr::new(off))), "{off:?}");
+        }
+        for kept in ["", " ", "0", "false", "No", "OFF"] {
+            assert!(!disabled_by(Some(OsStr::new(kept))), "{kept:?}");
+        }
+        assert!(!disabled_by(None));
+    }
+
+    #[test]
+    fn giving_up_says_why_and_what_changes() {
+        let m = give_up_message(&io::Error::from_raw_os_error(libc::EPERM));
+        assert!(m.starts_with("crew: the fork server cannot serve ("), "{m}");
+        assert!(m.contains("workers are started afresh"), "{m}");
+        assert!(m.contains("CREW_NO_FORK_SERVER=1"), "{m}");
+    }
 }

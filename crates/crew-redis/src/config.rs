@@ -76,9 +76,19 @@ pub(crate) fn parse_count(
         None | Some("") => Ok(default),
         Some(v) => match v.parse::<usize>() {
             Ok(n) if n >= min => Ok(n),
-            _ => Err(Error::invalid_input(format!(
-                "{name}={v:?}: expected a whole number of at least {min}"
-            ))),
+            _ => {
+                // Unset, the node sizes itself: say so, since `0` is the
+                // usual guess at "choose for me".
+                let unset = if name == ENV_CONCURRENCY {
+                    " (or unset it: the node then takes the CPUs of its host \
+                     that the queue's other live nodes there leave free)"
+                } else {
+                    ""
+                };
+                Err(Error::invalid_input(format!(
+                    "{name}={v:?}: expected a whole number of at least {min}{unset}"
+                )))
+            }
         },
     }
 }
@@ -292,9 +302,16 @@ mod tests {
             assert_eq!(
                 e.to_string(),
                 format!(
-                    "invalid input: CREW_CONCURRENCY={bad:?}: expected a whole number of at least 1"
+                    "invalid input: CREW_CONCURRENCY={bad:?}: expected a whole number of at least 1 \
+                     (or unset it: the node then takes the CPUs of its host that the queue's \
+                     other live nodes there leave free)"
                 )
             );
         }
+        let e = parse_count(ENV_PREFETCH, Some("-1"), 0, 0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid input: CREW_PREFETCH=\"-1\": expected a whole number of at least 0"
+        );
     }
 }

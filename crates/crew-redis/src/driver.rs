@@ -340,6 +340,18 @@ impl Cluster {
     /// number, so nodes that outnumber their host's CPUs add no chunks
     /// (and no Redis entries) that could not run in parallel anyway. May
     /// be 0 (no live node).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let cluster = crew_redis::Cluster::new(crew_redis::ClusterConfig::new("redis://127.0.0.1:6379"))?;
+    /// if cluster.wait_for_workers(1, Duration::from_secs(10)) {
+    ///     // Three nodes of 2 workers on one 4-CPU host: 6 workers, 4 at once.
+    ///     println!("{} workers, {} at once", cluster.live_workers(), cluster.live_parallelism());
+    /// }
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
     pub fn live_parallelism(&self) -> usize {
         self.shared().parallel.load(Ordering::Acquire)
     }

@@ -75,7 +75,12 @@ pub const ENV_TLS_CA: &str = "CREW_TLS_CA";
 /// `is_invalid_input` if `url` is not a Redis URL; `is_io` if `ca` cannot
 /// be read.
 pub fn client(url: &str, ca: Option<&Path>) -> Result<Client> {
-    let bad = |e: RedisError| Error::invalid_input(format!("not a Redis URL ({url}): {e}"));
+    let bad = |e: RedisError| {
+        Error::invalid_input(format!(
+            "not a Redis URL ({url}): {e}; expected redis://[user:password@]host:port[/db], \
+             rediss://… for TLS or redis+unix:///path/to/socket"
+        ))
+    };
     if !url.starts_with("rediss") {
         return Client::open(url).map_err(bad);
     }
@@ -244,5 +249,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("is redis-server running there"), "{text}");
+    }
+
+    #[test]
+    fn a_url_without_its_scheme_is_refused_with_the_forms_that_work() {
+        let e = Link::open("localhost:6379", Duration::from_secs(1)).unwrap_err();
+        assert!(e.is_invalid_input(), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("not a Redis URL (localhost:6379)"), "{text}");
+        assert!(
+            text.contains("expected redis://[user:password@]host:port[/db]"),
+            "{text}"
+        );
     }
 }

@@ -258,7 +258,11 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Connects, joins the queue's consumer group for this build, and
-    /// starts `concurrency` worker processes.
+    /// starts `concurrency` worker processes; 0 lets the node choose, as a
+    /// node started with no `CREW_CONCURRENCY` does (the CPUs of its host
+    /// that the queue's live nodes there do not use yet, at least 1; see
+    /// [`ENV_CONCURRENCY`]), and as [`LocalRedis::spawn_node`](crate::LocalRedis::spawn_node)
+    /// reads 0.
     ///
     /// # Errors
     ///
@@ -279,7 +283,7 @@ impl Node {
         concurrency: usize,
         named: Option<NamedTasks>,
     ) -> Result<Node> {
-        Node::start_sized(config, Some(concurrency), named)
+        Node::start_sized(config, (concurrency > 0).then_some(concurrency), named)
     }
 
     /// [`Node::start_with`]; with `concurrency` `None`, the node runs as
@@ -357,6 +361,21 @@ impl Node {
     /// This node's consumer name (`host:pid:nonce`).
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// How many worker processes this node runs: the count it was given,
+    /// or the one it chose (given 0).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let config = crew_redis::ClusterConfig::new("redis://127.0.0.1:6379");
+    /// let node = crew_redis::Node::start(config, 0)?; // the node chooses
+    /// println!("{} worker processes", node.concurrency());
+    /// # Ok::<(), crew_core::Error>(())
+    /// ```
+    pub fn concurrency(&self) -> usize {
+        self.shared.concurrency
     }
 
     /// Serves until SIGTERM or SIGINT, then finishes the tasks it holds and

@@ -379,7 +379,10 @@ impl LocalRedis {
     /// Starts this program as a worker node of `queue` with `concurrency`
     /// worker processes (0: as many as the node chooses by itself, see
     /// [`ENV_CONCURRENCY`](crate::ENV_CONCURRENCY)), and `env` added to its
-    /// environment; it dies with this `LocalRedis` at the latest.
+    /// environment (last: a `CREW_CONCURRENCY` in `env` wins over
+    /// `concurrency`); it dies with this `LocalRedis` at the latest. A node
+    /// that cannot start (a mistyped `CREW_*` count, Redis unreachable)
+    /// exits with 2 after a line on its stderr, which is this program's.
     ///
     /// # Errors
     ///
