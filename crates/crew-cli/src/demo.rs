@@ -2,7 +2,7 @@
 //! with a table of time, speed-up and efficiency, `demo.json` and a chart.
 //!
 //! The rows come from [`Backend`]: serial, threads, processes, rayon and bare
-//! std threads with the work split up front (the ceiling); a new
+//! std threads with the work split up front (no pool at all); a new
 //! back-end adds its variants in `bench/seeds.rs` and shows up here as more
 //! rows and more bars, with nothing else to change.
 

@@ -1,5 +1,5 @@
 //! The seed workloads as benchmark cases, serial vs crew threads vs rayon vs
-//! bare std threads with a static split (the ceiling):
+//! bare std threads with the work split up front:
 //! `crew bench seeds` runs all of them, `crew demo` the serial and crew
 //! ones. Every variant of a workload returns the same checksum, which the
 //! runner checks.
@@ -32,8 +32,9 @@ pub(crate) enum Backend {
     Rayon,
     /// Plain `std::thread::scope` threads, the work cut into one equal
     /// contiguous part per thread up front: no pool, no queue, no
-    /// scheduling. What this machine gives the workload with nothing in
-    /// the way, the ceiling the pools are read against.
+    /// scheduling. For work that splits evenly (π, crunch), what this
+    /// machine gives with nothing in the way; for uneven work (the KDE's
+    /// widths), what a split made up front loses to dynamic scheduling.
     Bare,
 }
 
