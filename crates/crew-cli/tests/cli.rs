@@ -215,6 +215,7 @@ fn bench_startup_transfer_and_shm_write_their_cases() {
             "startup",
             &[
                 "processes.first_result",
+                "processes.first_result_with_shutdown",
                 "processes.first_result_cold",
                 "threads.first_result",
                 "rayon.first_result",

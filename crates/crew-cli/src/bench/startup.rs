@@ -1,6 +1,9 @@
 //! `crew bench startup`: from creating a pool of 2 workers to its first
-//! result, pool shut down after each round (`processes.first_result`,
-//! `threads.first_result`), beside rayon's pool start (`rayon.first_result`).
+//! result (`processes.first_result`, `threads.first_result`), beside rayon's
+//! pool start (`rayon.first_result`), as the anchors measure "to first
+//! result"; the pool is shut down after each round, outside the clock, and
+//! `processes.first_result_with_shutdown` counts that shutdown in (the
+//! anchors' "incl. shutdown/join").
 //!
 //! From its second process pool on, a program forks pool workers from its
 //! fork server, so `processes.first_result` (a new pool per round in this
@@ -32,16 +35,17 @@ pub(crate) struct StartupOptions {
 pub(crate) const COLD_ENV: &str = "CREW_BENCH_COLD_FIRST_RESULT";
 
 /// In a copy of this binary started with [`COLD_ENV`]: times this process's
-/// first pool (creation, first result, drop), prints the nanoseconds and
-/// exits.
+/// first pool from its creation to its first result, prints the
+/// nanoseconds, drops the pool and exits.
 pub(crate) fn cold_child(workers: &std::ffi::OsStr) -> ! {
     let w: usize = workers.to_str().and_then(|w| w.parse().ok()).unwrap_or(2);
     let start = Instant::now();
     let pool = Pool::processes(w).expect("a process pool");
     let pid = pool.apply(std::process::id, ()).expect("the first task");
+    let took = start.elapsed();
     assert_ne!(pid, std::process::id(), "ran in a worker process");
     drop(pool);
-    println!("{}", start.elapsed().as_nanos());
+    println!("{}", took.as_nanos());
     std::process::exit(0);
 }
 
@@ -69,7 +73,16 @@ fn cold_round(w: usize) -> Duration {
 /// Runs the suite, prints the table and writes `startup.json`.
 pub(crate) fn run(o: &StartupOptions) -> anyhow::Result<Vec<Record>> {
     let w = o.workers;
-    let mut processes = Case::new("processes.first_result", move || {
+    let mut processes = Case::self_timed("processes.first_result", move || {
+        let start = Instant::now();
+        let pool = Pool::processes(w).expect("a process pool");
+        let pid = pool.apply(std::process::id, ()).expect("the first task");
+        let took = start.elapsed();
+        assert_ne!(pid, std::process::id(), "ran in a worker process");
+        drop(pool);
+        took
+    });
+    let mut with_shutdown = Case::new("processes.first_result_with_shutdown", move || {
         let pool = Pool::processes(w).expect("a process pool");
         let pid = pool.apply(std::process::id, ()).expect("the first task");
         assert_ne!(pid, std::process::id(), "ran in a worker process");
@@ -77,10 +90,13 @@ pub(crate) fn run(o: &StartupOptions) -> anyhow::Result<Vec<Record>> {
         1.0
     });
     let mut cold = Case::self_timed("processes.first_result_cold", move || cold_round(w));
-    let mut threads = Case::new("threads.first_result", move || {
+    let mut threads = Case::self_timed("threads.first_result", move || {
+        let start = Instant::now();
         let pool = Pool::threads(w).expect("a thread pool");
         pool.apply(|| 1u8, ()).expect("the first task");
-        1.0
+        let took = start.elapsed();
+        drop(pool);
+        took
     });
     let mut rayon = Case::new("rayon.first_result", move || {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -89,7 +105,13 @@ pub(crate) fn run(o: &StartupOptions) -> anyhow::Result<Vec<Record>> {
             .expect("a rayon pool");
         pool.install(|| 1.0)
     });
-    let mut cases = vec![&mut processes, &mut cold, &mut threads, &mut rayon];
+    let mut cases = vec![
+        &mut processes,
+        &mut with_shutdown,
+        &mut cold,
+        &mut threads,
+        &mut rayon,
+    ];
     let measured = interleave(&mut cases, 2, o.rounds, &o.gate, "startup");
     let records: Vec<Record> = measured
         .iter()
@@ -99,16 +121,21 @@ pub(crate) fn run(o: &StartupOptions) -> anyhow::Result<Vec<Record>> {
         (
             "processes.first_result".to_string(),
             format!(
-                "Pool::processes({w}) + apply, then drop; not the program's first pool: workers forked from the fork server"
+                "Pool::processes({w}) + apply, to the result (drop outside the clock); not the program's first pool: workers forked from the fork server"
             ),
         ),
         (
+            "processes.first_result_with_shutdown".to_string(),
+            "the same with the pool's drop (kill and reap its workers) inside the clock"
+                .to_string(),
+        ),
+        (
             "processes.first_result_cold".to_string(),
-            "the same as a fresh program's first pool: workers started afresh (posix_spawn + exec); the bench binary re-executed per round, its own start not counted".to_string(),
+            "a fresh program's first pool, to its first result: workers started afresh (posix_spawn + exec); the bench binary re-executed per round, its own start not counted".to_string(),
         ),
         (
             "threads.first_result".to_string(),
-            format!("Pool::threads({w}) + apply, then drop"),
+            format!("Pool::threads({w}) + apply, to the result (drop outside the clock)"),
         ),
         (
             "rayon.first_result".to_string(),
