@@ -105,6 +105,31 @@ redis.call('XDEL', KEYS[1], ARGV[3])
 return 1
 "#;
 
+/// A Lua function both `RENEW` and `FETCH` start with:
+/// `count_workers(nodes set, node key prefix, build)` returns the worker
+/// processes of the live nodes of `build`, those of all live nodes, and the
+/// size of the nodes set they were counted from. (A macro, so that
+/// `concat!` can put it at the head of both scripts.)
+macro_rules! count_workers_lua {
+    () => {
+        r#"
+local function count_workers(set, prefix, my_build)
+  local build, all = 0, 0
+  local names = redis.call('SMEMBERS', set)
+  for _, m in ipairs(names) do
+    local v = redis.call('HMGET', prefix .. m, 'build', 'concurrency')
+    local c = tonumber(v[2])
+    if c then
+      all = all + c
+      if v[1] == my_build then build = build + c end
+    end
+  end
+  return build, all, #names
+end
+"#
+    };
+}
+
 /// Renews this node's heartbeat and the leases of the entries it holds:
 /// `XCLAIM … 0 … JUSTID` resets an entry's idle time without counting a
 /// delivery, and only for entries still ours (a stale node must not steal
@@ -117,7 +142,9 @@ return 1
 /// KEYS: task stream, node hash, nodes set. ARGV: group, consumer, heartbeat
 /// ttl ms, node key prefix, build, then field/value pairs count n, the n*2
 /// pairs, then entry ids.
-pub(crate) const RENEW: &str = r#"
+pub(crate) const RENEW: &str = concat!(
+    count_workers_lua!(),
+    r#"
 local n = tonumber(ARGV[6])
 local fields = {}
 for i = 7, 6 + 2 * n do table.insert(fields, ARGV[i]) end
@@ -135,19 +162,11 @@ for i = 7 + 2 * n, #ARGV do
 end
 local build, all, members = 0, 0, 0
 if n > 0 then
-  local names = redis.call('SMEMBERS', KEYS[3])
-  members = #names
-  for _, m in ipairs(names) do
-    local v = redis.call('HMGET', ARGV[4] .. m, 'build', 'concurrency')
-    local c = tonumber(v[2])
-    if c then
-      all = all + c
-      if v[1] == ARGV[5] then build = build + c end
-    end
-  end
+  build, all, members = count_workers(KEYS[3], ARGV[4], ARGV[5])
 end
 return {lost, build, all, members}
-"#;
+"#
+);
 
 /// Takes over entries whose holder is gone (no heartbeat) or past its
 /// lease, counting a delivery; an entry delivered more than the limit goes
@@ -301,19 +320,13 @@ return mine
 /// stream) and of all live nodes (who may serve a named stream), and the
 /// size of the nodes set. When the set changed size since (a node came or
 /// was forgotten), the counts are taken afresh.
-pub(crate) const FETCH: &str = r#"
+pub(crate) const FETCH: &str = concat!(
+    count_workers_lua!(),
+    r#"
 local free, room, held = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local mine, build, all = tonumber(ARGV[6]), tonumber(ARGV[9]), tonumber(ARGV[10])
 if redis.call('SCARD', KEYS[1]) ~= tonumber(ARGV[11]) then
-  build, all = 0, 0
-  for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    local v = redis.call('HMGET', ARGV[7] .. n, 'build', 'concurrency')
-    local c = tonumber(v[2])
-    if c then
-      all = all + c
-      if v[1] == ARGV[8] then build = build + c end
-    end
-  end
+  build, all = count_workers(KEYS[1], ARGV[7], ARGV[8])
 end
 local out = {0}
 for i = 2, #KEYS do
@@ -342,7 +355,8 @@ for i = 2, #KEYS do
   end
 end
 return out
-"#;
+"#
+);
 
 /// Deletes the entries no node has taken yet; returns their ids.
 ///
