@@ -446,6 +446,17 @@ impl Drop for StopFlusher<'_> {
 }
 
 impl Post {
+    /// An empty outbox, no task running, nothing watched, open.
+    fn new() -> Post {
+        Post {
+            outbox: std::sync::Mutex::new(Outbox::default()),
+            running: AtomicU64::new(0),
+            watch: std::sync::Mutex::new((0, None)),
+            wake: std::sync::Condvar::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
         self.outbox.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -515,13 +526,7 @@ pub(crate) fn serve(sock: RawFd, control: &Control) {
     // SAFETY: `run_worker` owns this fd (`sock_owned`) until we return.
     let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock) };
     let mut inbox = Inbox::new();
-    let post = std::sync::Arc::new(Post {
-        outbox: std::sync::Mutex::new(Outbox::default()),
-        running: AtomicU64::new(0),
-        watch: std::sync::Mutex::new((0, None)),
-        wake: std::sync::Condvar::new(),
-        closed: std::sync::atomic::AtomicBool::new(false),
-    });
+    let post = std::sync::Arc::new(Post::new());
     // Results: a large one is encoded straight into a shared region.
     let mut out = Out::new(true);
     let mut hello = Vec::with_capacity(16);
@@ -771,13 +776,7 @@ mod flusher_test {
     #[test]
     fn results_are_sent_behind_a_task_that_started_after_the_watched_one() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let post = std::sync::Arc::new(Post {
-            outbox: std::sync::Mutex::new(Outbox::default()),
-            running: AtomicU64::new(0),
-            watch: std::sync::Mutex::new((0, None)),
-            wake: std::sync::Condvar::new(),
-            closed: std::sync::atomic::AtomicBool::new(false),
-        });
+        let post = std::sync::Arc::new(Post::new());
         post.outbox()
             .push(wire::DONE, wire::DONE_SHM, &7u64.to_le_bytes(), b"result")
             .unwrap();
