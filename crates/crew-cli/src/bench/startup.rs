@@ -39,14 +39,23 @@ pub(crate) const COLD_ENV: &str = "CREW_BENCH_COLD_FIRST_RESULT";
 /// nanoseconds, drops the pool and exits.
 pub(crate) fn cold_child(workers: &std::ffi::OsStr) -> ! {
     let w: usize = workers.to_str().and_then(|w| w.parse().ok()).unwrap_or(2);
+    let (to_result, _) = first_process_pool(w);
+    println!("{}", to_result.as_nanos());
+    std::process::exit(0);
+}
+
+/// Creates a process pool of `w`, runs one task (checked to run in a
+/// worker) and drops the pool; returns the time from creation to the
+/// result, and to the end of the drop.
+fn first_process_pool(w: usize) -> (Duration, Duration) {
     let start = Instant::now();
     let pool = Pool::processes(w).expect("a process pool");
     let pid = pool.apply(std::process::id, ()).expect("the first task");
-    let took = start.elapsed();
-    assert_ne!(pid, std::process::id(), "ran in a worker process");
+    let to_result = start.elapsed();
     drop(pool);
-    println!("{}", took.as_nanos());
-    std::process::exit(0);
+    let with_drop = start.elapsed();
+    assert_ne!(pid, std::process::id(), "ran in a worker process");
+    (to_result, with_drop)
 }
 
 /// Re-executes this binary to time a fresh process's first pool of `w`.
@@ -73,21 +82,9 @@ fn cold_round(w: usize) -> Duration {
 /// Runs the suite, prints the table and writes `startup.json`.
 pub(crate) fn run(o: &StartupOptions) -> anyhow::Result<Vec<Record>> {
     let w = o.workers;
-    let mut processes = Case::self_timed("processes.first_result", move || {
-        let start = Instant::now();
-        let pool = Pool::processes(w).expect("a process pool");
-        let pid = pool.apply(std::process::id, ()).expect("the first task");
-        let took = start.elapsed();
-        assert_ne!(pid, std::process::id(), "ran in a worker process");
-        drop(pool);
-        took
-    });
-    let mut with_shutdown = Case::new("processes.first_result_with_shutdown", move || {
-        let pool = Pool::processes(w).expect("a process pool");
-        let pid = pool.apply(std::process::id, ()).expect("the first task");
-        assert_ne!(pid, std::process::id(), "ran in a worker process");
-        drop(pool);
-        1.0
+    let mut processes = Case::self_timed("processes.first_result", move || first_process_pool(w).0);
+    let mut with_shutdown = Case::self_timed("processes.first_result_with_shutdown", move || {
+        first_process_pool(w).1
     });
     let mut cold = Case::self_timed("processes.first_result_cold", move || cold_round(w));
     let mut threads = Case::self_timed("threads.first_result", move || {
