@@ -79,6 +79,23 @@ const ONCE_PER_THREAD: usize = 8;
 /// Jobs per block of crossbeam's `Injector` (`BLOCK_CAP`).
 const QUEUE_BLOCK: usize = 63;
 
+/// The allocations of `rounds` warm rounds of a batch: `round(Some(n))`
+/// runs a batch of `n`, `round(None)` one of the test's batch size. Warms
+/// up with a batch of 1,000 and `rounds` batches first, then counts
+/// `rounds` more, less the one allocation a round that is the test's own
+/// (the batch's `Vec` of futures).
+fn warm_allocations(rounds: u64, mut round: impl FnMut(Option<u64>)) -> usize {
+    round(Some(1_000));
+    for _ in 0..rounds {
+        round(None);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..rounds {
+        round(None);
+    }
+    ALLOCATIONS.load(Ordering::Relaxed) - before - rounds as usize
+}
+
 #[test]
 fn a_warm_thread_submit_allocates_nothing_but_the_queue_s_blocks() {
     const BATCH: u64 = 200;
@@ -88,16 +105,7 @@ fn a_warm_thread_submit_allocates_nothing_but_the_queue_s_blocks() {
     // Warm up: the workers' first wait, the queue, and enough recycled
     // slots for a batch even while every worker keeps its shelf of slots
     // it let go last (two magazines of 32 at most: one big batch first).
-    round(&ex, 1_000);
-    for _ in 0..ROUNDS {
-        round(&ex, BATCH);
-    }
-    // The batch's `Vec` of futures is the test's own: one allocation a round.
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for _ in 0..ROUNDS {
-        round(&ex, BATCH);
-    }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before - ROUNDS as usize;
+    let allocations = warm_allocations(ROUNDS, |n| round(&ex, n.unwrap_or(BATCH)));
     let submits = (BATCH * ROUNDS) as usize;
     // One block per 63 jobs, plus the block the queue's tail was in; and
     // what timing may put in the window once per thread (a thread's first
@@ -117,16 +125,9 @@ fn a_warm_process_submit_allocates_nothing_in_the_parent() {
     let ex = crew::Executor::processes(2).unwrap();
     // Warm up: the workers start, the queues and buffers grow to a batch,
     // and the result slots of a batch are on the shelves.
-    process_round(&ex, 1_000);
-    for _ in 0..ROUNDS {
-        process_round(&ex, BATCH);
-    }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for _ in 0..ROUNDS {
-        process_round(&ex, BATCH);
-    }
-    // The batch's `Vec` of futures is the test's own: one allocation a round.
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before - ROUNDS as usize;
+    let allocations = warm_allocations(ROUNDS as u64, |n| {
+        process_round(&ex, n.map_or(BATCH, |n| n as u32))
+    });
     let submits = (BATCH * ROUNDS) as usize;
     // Nothing per submit. What timing may still put in the window is
     // once per thread: the first time a proxy thread is the last to let go

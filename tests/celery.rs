@@ -924,20 +924,32 @@ fn a_message_a_dead_node_s_wake_up_took_runs_elsewhere() {
     }
 }
 
+/// Starts this test binary as a Celery node of an unreachable Redis with
+/// `env` set (and no inherited `CREW_CONCURRENCY`); returns its exit code
+/// and its standard error once it has exited.
+fn misconfigured_node(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env("CREW_CELERY", "redis://127.0.0.1:1/0")
+        .env_remove("CREW_CONCURRENCY")
+        .env_remove("CREW_WORKER_FD")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A node told `CREW_CONCURRENCY=0` (the usual guess at "choose for me")
 /// does not start with some other count: it exits with 2 and a line naming
 /// the variable and saying to unset it, before it connects to anything.
 #[test]
 fn a_node_told_zero_workers_exits_saying_to_unset_it() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .env("CREW_CELERY", "redis://127.0.0.1:1/0")
-        .env("CREW_CONCURRENCY", "0")
-        .env_remove("CREW_WORKER_FD")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = misconfigured_node(&[("CREW_CONCURRENCY", "0")]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("CREW_CONCURRENCY=\"0\": expected a whole number of at least 1")
             && stderr.contains("or unset it"),
@@ -949,16 +961,8 @@ fn a_node_told_zero_workers_exits_saying_to_unset_it() {
 /// variable and the serializers it can write.
 #[test]
 fn a_node_told_an_unknown_result_serializer_exits_naming_it() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .env("CREW_CELERY", "redis://127.0.0.1:1/0")
-        .env("CREW_CELERY_RESULT_SERIALIZER", "pickle")
-        .env_remove("CREW_CONCURRENCY")
-        .env_remove("CREW_WORKER_FD")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = misconfigured_node(&[("CREW_CELERY_RESULT_SERIALIZER", "pickle")]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("CREW_CELERY_RESULT_SERIALIZER=\"pickle\"")
             && stderr.contains("`json` or `msgpack`, not `pickle`"),

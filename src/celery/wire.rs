@@ -755,8 +755,8 @@ mod tests {
         assert!(left > 30.0 && left <= 60.0, "{left}");
     }
 
-    #[test]
-    fn msgpack_bodies_read_and_pickle_is_refused() {
+    /// The JSON envelope of a `tasks.add` message to queue `q`, to edit.
+    fn add_envelope() -> Value {
         let (_, raw) = Outgoing {
             id: new_id(),
             task: "tasks.add".into(),
@@ -764,7 +764,12 @@ mod tests {
             ..Outgoing::default()
         }
         .encode("me");
-        let mut env: Value = serde_json::from_str(&raw).unwrap();
+        serde_json::from_str(&raw).unwrap()
+    }
+
+    #[test]
+    fn msgpack_bodies_read_and_pickle_is_refused() {
+        let mut env = add_envelope();
         let body = rmp_serde::to_vec(&json!([[1, 2.5, "x"], {"k": [true]}, {}])).unwrap();
         env["content-type"] = "application/x-msgpack".into();
         env["body"] = BASE64.encode(&body).into();
@@ -785,14 +790,7 @@ mod tests {
     #[test]
     fn zlib_bodies_read_and_other_compressions_fail_the_task() {
         use std::io::Write as _;
-        let (_, raw) = Outgoing {
-            id: new_id(),
-            task: "tasks.add".into(),
-            queue: "q".into(),
-            ..Outgoing::default()
-        }
-        .encode("me");
-        let mut env: Value = serde_json::from_str(&raw).unwrap();
+        let mut env = add_envelope();
         let body = json!([[1, 2], {"k": "v"}, {}]).to_string();
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(body.as_bytes()).unwrap();
