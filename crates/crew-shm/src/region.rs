@@ -231,8 +231,10 @@ impl Shm {
             size: size as u64,
         };
         // SAFETY: as in `create`: the mapping is private to this call, at
-        // least DATA_OFFSET bytes and page aligned; `S` fits before the data.
+        // least DATA_OFFSET bytes and page aligned.
         unsafe { writable.as_ptr().cast::<Header>().write(header) };
+        // SAFETY: STATE_OFFSET is within the first page, suitably aligned for
+        // `S`, and `S` fits before DATA_OFFSET (checked above).
         init(unsafe { writable.as_ptr().add(STATE_OFFSET).cast::<S>() });
         // SAFETY: DATA_OFFSET + data_len is the mapping's size.
         fill(unsafe { writable.as_ptr().add(DATA_OFFSET) });
