@@ -6,13 +6,12 @@ use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::error::{Error, MapError, Result};
-use crate::slot::{Promise, Slot};
+use crate::slot::{Promise, Slot, SlotRef};
 
 use crate::engine::deadline;
 
@@ -32,7 +31,7 @@ use crate::engine::deadline;
 /// assert_eq!(future.result().unwrap(), 42);
 /// ```
 pub struct Future<T> {
-    slot: Arc<Slot<Result<T>>>,
+    slot: SlotRef<Result<T>>,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -53,12 +52,13 @@ impl<T: Send> Future<T> {
     /// assert!(future.done());
     /// ```
     pub fn pending() -> (Promise<Result<T>>, Future<T>) {
-        Future::with_slot(Arc::new(Slot::new()))
+        Future::with_slot(SlotRef::boxed(Slot::new()))
     }
 
-    fn with_slot(slot: Arc<Slot<Result<T>>>) -> (Promise<Result<T>>, Future<T>) {
+    fn with_slot(slot: SlotRef<Result<T>>) -> (Promise<Result<T>>, Future<T>) {
+        let (promise, slot) = slot.pair();
         (
-            Promise::new(slot.clone()),
+            Promise::new(promise),
             Future {
                 slot,
                 _not_sync: PhantomData,
@@ -304,6 +304,15 @@ impl<T: Send> Future<T> {
     ) {
         self.slot.on_done_listener(listener, index);
     }
+
+    /// True if the future is done and failed (a cancellation is not a
+    /// failure, as in Python; a value taken by `result_timeout` was a
+    /// success). Only once [`done`](Future::done).
+    pub(crate) fn failed_now(&self) -> bool {
+        self.slot
+            .with_value(|v| v.as_ref().is_err_and(|e| !e.is_cancelled()))
+            .unwrap_or(false)
+    }
 }
 
 impl<T: Send + 'static> Future<T> {
@@ -332,13 +341,14 @@ impl<T: Send + 'static> Future<T> {
     /// The address of the result slot (to tell a reused slot in tests).
     #[cfg(test)]
     pub(crate) fn slot_addr(&self) -> usize {
-        Arc::as_ptr(&self.slot) as usize
+        self.slot.addr()
     }
 }
 
 impl<T> Drop for Future<T> {
     fn drop(&mut self) {
-        Slot::release(&self.slot);
+        // SAFETY: the handle's last access: it is being dropped.
+        unsafe { self.slot.release() };
     }
 }
 
@@ -430,7 +440,7 @@ impl<T> Unpin for FutureOutput<T> {}
 /// assert_eq!(res.get().unwrap(), 3);
 /// ```
 pub struct AsyncResult<T, E = Error> {
-    slot: Arc<Slot<std::result::Result<T, E>>>,
+    slot: SlotRef<std::result::Result<T, E>>,
     /// What `get_timeout` took: 0 nothing, [`TAKEN_OK`] or [`TAKEN_ERR`].
     taken: AtomicU8,
     _not_sync: PhantomData<Cell<()>>,
@@ -468,14 +478,15 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// assert!(r.get().unwrap_err().is_cancelled());
     /// ```
     pub fn pending() -> (Promise<std::result::Result<T, E>>, AsyncResult<T, E>) {
-        AsyncResult::with_slot(Arc::new(Slot::new()))
+        AsyncResult::with_slot(SlotRef::boxed(Slot::new()))
     }
 
     fn with_slot(
-        slot: Arc<Slot<std::result::Result<T, E>>>,
+        slot: SlotRef<std::result::Result<T, E>>,
     ) -> (Promise<std::result::Result<T, E>>, AsyncResult<T, E>) {
+        let (promise, slot) = slot.pair();
         (
-            Promise::new(slot.clone()),
+            Promise::new(promise),
             AsyncResult {
                 slot,
                 taken: AtomicU8::new(0),
@@ -686,7 +697,8 @@ impl<T: Send + 'static, E: Send + From<Error> + 'static> AsyncResult<T, E> {
 
 impl<T, E> Drop for AsyncResult<T, E> {
     fn drop(&mut self) {
-        Slot::release(&self.slot);
+        // SAFETY: the handle's last access: it is being dropped.
+        unsafe { self.slot.release() };
     }
 }
 

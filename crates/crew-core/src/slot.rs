@@ -31,13 +31,20 @@
 //! to a running callback neither waits for itself nor moves the value out
 //! from under the callback's `&V`.
 //!
-//! A slot has two owners, its promise and its handle, counted in `owners`;
-//! a slot made by [`Slot::recycled`] is reset and reused by whichever lets
-//! go second (see `cache.rs`), so a warm submit allocates nothing.
+//! A slot has two owners, its promise and its handle, counted in `owners`
+//! (each holds a [`SlotRef`]); whichever lets go second disposes of it. A
+//! slot made by [`Slot::recycled`] is then reset and reused (see
+//! `cache.rs`), so a warm submit allocates nothing; such slots are made
+//! [`BLOCK`] at a time in one allocation (a [`Block`]), which is freed
+//! when the last of its slots is (see `cache.rs`), so that even a burst of
+//! more live futures than the shelves keep allocates once per block, not
+//! once per slot.
 
 use crate::sync::thread::{self, Thread};
 use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering};
 use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
@@ -236,9 +243,11 @@ pub(crate) struct Slot<V> {
     /// The owners still holding the slot: its promise and its handle.
     owners: AtomicUsize,
     /// What the last owner does with the slot: reset and shelve it for
-    /// reuse (slots of a `'static` value type), or nothing (the `Arc`
-    /// frees it).
-    recycle: Option<fn(Arc<Slot<V>>)>,
+    /// reuse (slots of a `'static` value type, in a block), or free it (a
+    /// boxed slot).
+    dispose: unsafe fn(NonNull<Slot<V>>),
+    /// The block the slot lives in; null for a boxed slot.
+    home: *const Block<V>,
 }
 
 // SAFETY: the value is written once by the claimant before `DONE`, then read
@@ -268,38 +277,29 @@ impl<V> Slot<V> {
             lenders: Mutex::new(Lenders::new()),
             interrupt: Mutex::new(None),
             owners: AtomicUsize::new(2),
-            recycle: None,
+            dispose: free_boxed::<V>,
+            home: std::ptr::null(),
         }
     }
 
     /// A fresh slot, reused from this thread's shelf when there is one: a
     /// slot whose owners both let go is reset and shelved by the last of
-    /// them (see [`release`](Slot::release)).
-    pub(crate) fn recycled() -> Arc<Slot<V>>
+    /// them (see [`SlotRef::release`]). With none on the shelves, a new
+    /// block of [`BLOCK`] slots is made: one is returned, the others
+    /// shelved.
+    pub(crate) fn recycled() -> SlotRef<V>
     where
         V: Send + 'static,
     {
-        // A fresh slot is one allocation: its first waiter and two
-        // lenders have room inline, so a wait allocates nothing either.
-        cache::take().unwrap_or_else(|| {
-            Arc::new(Slot {
-                recycle: Some(shelve::<V>),
-                ..Slot::new()
-            })
-        })
-    }
-
-    /// One of the slot's two owners (its promise, its handle) lets go of it,
-    /// as its last access to the slot. The second to let go recycles it, if
-    /// it is recyclable.
-    pub(crate) fn release(this: &Arc<Slot<V>>) {
-        // AcqRel: the last owner sees everything the other wrote (as `Arc`'s
-        // own drop does) before it resets the slot.
-        if this.owners.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Some(recycle) = this.recycle
-        {
-            recycle(this.clone());
-        }
+        // A slot's first waiter and two lenders have room inline, so a
+        // wait allocates nothing either.
+        let ptr = cache::take().unwrap_or_else(|| {
+            let mut slots = Block::<V>::make();
+            let first = slots.next().expect("a block has slots");
+            slots.for_each(cache::give);
+            first
+        });
+        SlotRef { ptr }
     }
 
     /// Makes the slot new again: pending, empty, two owners.
@@ -684,12 +684,170 @@ impl<V: FromError> Slot<V> {
     }
 }
 
-/// The `recycle` of slots of a `'static` value type: reset, then shelved
-/// on the calling thread.
-fn shelve<V: Send + 'static>(slot: Arc<Slot<V>>) {
-    // SAFETY: called once both owners released the slot (`release`).
-    unsafe { slot.reset() };
+/// The `dispose` of slots of a `'static` value type (in blocks): reset,
+/// then shelved on the calling thread.
+///
+/// # Safety
+///
+/// Both owners released the slot ([`SlotRef::release`]).
+unsafe fn shelve<V: Send + 'static>(slot: NonNull<Slot<V>>) {
+    // SAFETY: both owners released the slot (the caller): it is ours.
+    unsafe { slot.as_ref().reset() };
     cache::give(slot);
+}
+
+/// The `dispose` of a boxed slot ([`SlotRef::boxed`]): frees it.
+///
+/// # Safety
+///
+/// Both owners released the slot, which [`SlotRef::boxed`] made.
+unsafe fn free_boxed<V>(slot: NonNull<Slot<V>>) {
+    // SAFETY: made by `Box::into_raw` (`SlotRef::boxed`), and nobody
+    // holds it any more (the caller).
+    drop(unsafe { Box::from_raw(slot.as_ptr()) });
+}
+
+/// Slots per [`Block`]: enough that the allocation is a small share of a
+/// slot's cost; few enough that a block pinned by a single shelved slot
+/// wastes little.
+#[cfg(not(loom))]
+pub(crate) const BLOCK: usize = 16;
+/// As above, small: loom explores every interleaving of the releases.
+#[cfg(loom)]
+pub(crate) const BLOCK: usize = 2;
+
+/// [`BLOCK`] recyclable slots in one allocation, with one count of the
+/// slots not yet retired. A slot is retired (dropped for good, see
+/// [`retire`]) when a shelf lets go of it; the last slot retired frees the
+/// block. Until then the block's memory stays, whoever holds its other
+/// slots (a future, a promise, a shelf on any thread).
+pub(crate) struct Block<V> {
+    /// Slots not yet retired.
+    live: AtomicUsize,
+    slots: [UnsafeCell<MaybeUninit<Slot<V>>>; BLOCK],
+}
+
+impl<V: Send + 'static> Block<V> {
+    /// A new block: its slots, fresh (pending, two owners, reset and
+    /// shelved by the last), each to be used until retired.
+    fn make() -> impl Iterator<Item = NonNull<Slot<V>>> {
+        let block = Box::into_raw(Box::new(Block {
+            live: AtomicUsize::new(BLOCK),
+            slots: [const { UnsafeCell::new(MaybeUninit::uninit()) }; BLOCK],
+        }));
+        (0..BLOCK).map(move |i| {
+            // SAFETY: `block` is live (none of its slots is retired before
+            // it is handed out), and slot `i` is written once, here, before
+            // anyone reads it.
+            unsafe {
+                let cell = (*block).slots[i].get();
+                let slot = (*cell).as_mut_ptr();
+                slot.write(Slot {
+                    dispose: shelve::<V>,
+                    home: block,
+                    ..Slot::new()
+                });
+                NonNull::new_unchecked(slot)
+            }
+        })
+    }
+}
+
+/// Drops a recyclable slot for good, and frees its block if it was the
+/// last of it still live.
+///
+/// # Safety
+///
+/// `slot` was made by [`Block::make`], is reset, has no owner, and is
+/// retired once: nothing reaches it after this call.
+pub(crate) unsafe fn retire<V>(slot: NonNull<Slot<V>>) {
+    // SAFETY: the slot is ours alone (the caller) until it is dropped here.
+    let block = unsafe { slot.as_ref().home };
+    debug_assert!(!block.is_null(), "only a block's slots are retired");
+    // SAFETY: as above; the slot was written by `Block::make`.
+    unsafe { std::ptr::drop_in_place(slot.as_ptr()) };
+    // SAFETY: the block lives until its last slot is retired, and this one
+    // was not yet. AcqRel: whoever retires last sees the other slots'
+    // drops done before it frees their memory.
+    if unsafe { (*block).live.fetch_sub(1, Ordering::AcqRel) } == 1 {
+        // SAFETY: every slot of the block is retired (dropped, and reached
+        // by nobody): the block is ours; made by `Box::into_raw`. Its slots
+        // are `MaybeUninit`, so dropping it drops none of them again.
+        drop(unsafe { Box::from_raw(block.cast_mut()) });
+    }
+}
+
+/// A reference to a slot held by one of its two owners (a promise, a
+/// handle). Not counted itself: the slot's `owners` count says which owner
+/// lets go last, and that one disposes of the slot
+/// ([`release`](SlotRef::release)).
+pub(crate) struct SlotRef<V> {
+    ptr: NonNull<Slot<V>>,
+}
+
+// SAFETY: a `SlotRef` gives `&Slot<V>`, which is `Send + Sync` for
+// `V: Send` (see `Slot`); the last owner to let go disposes of the slot on
+// its own thread, which sending the value there needs `V: Send` for.
+unsafe impl<V: Send> Send for SlotRef<V> {}
+// SAFETY: as above: only `&Slot<V>` is shared.
+unsafe impl<V: Send> Sync for SlotRef<V> {}
+
+impl<V> SlotRef<V> {
+    /// A slot of its own allocation (any value type; never recycled).
+    pub(crate) fn boxed(slot: Slot<V>) -> SlotRef<V> {
+        SlotRef {
+            // SAFETY: `Box::into_raw` is never null.
+            ptr: unsafe { NonNull::new_unchecked(Box::into_raw(Box::new(slot))) },
+        }
+    }
+
+    /// The slot's two owners' references: one for the promise, one for
+    /// the handle.
+    pub(crate) fn pair(self) -> (SlotRef<V>, SlotRef<V>) {
+        (SlotRef { ptr: self.ptr }, self)
+    }
+
+    /// The slot's address (to tell a reused slot in tests).
+    #[cfg(test)]
+    pub(crate) fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    /// This owner lets go of the slot; the second to let go disposes of it
+    /// (shelves it for reuse, or frees it).
+    ///
+    /// # Safety
+    ///
+    /// Called once per owner, as its very last access to the slot (this
+    /// reference is not used again): once the other owner let go too, the
+    /// slot is reused or freed.
+    pub(crate) unsafe fn release(&self) {
+        let ptr = self.ptr;
+        // SAFETY: this owner has not let go yet (the caller), so the slot
+        // is live. AcqRel: the last owner sees everything the other wrote
+        // (as `Arc`'s own drop does) before it resets or frees the slot.
+        let last = unsafe { ptr.as_ref() }
+            .owners
+            .fetch_sub(1, Ordering::AcqRel)
+            == 1;
+        if last {
+            // SAFETY: both owners let go: the slot is ours.
+            unsafe {
+                let dispose = ptr.as_ref().dispose;
+                dispose(ptr);
+            }
+        }
+    }
+}
+
+impl<V> std::ops::Deref for SlotRef<V> {
+    type Target = Slot<V>;
+
+    fn deref(&self) -> &Slot<V> {
+        // SAFETY: an owner's reference is live until it releases the slot,
+        // after which it is not used (`release`).
+        unsafe { self.ptr.as_ref() }
+    }
 }
 
 fn wake<V>(w: Waiter<V>, value: &V) {
@@ -756,7 +914,7 @@ fn callback_panic_report(payload: &(dyn std::any::Any + Send)) -> String {
 /// assert!(future.result().unwrap_err().is_cancelled());
 /// ```
 pub struct Promise<V: FromError> {
-    slot: Option<Arc<Slot<V>>>,
+    slot: Option<SlotRef<V>>,
 }
 
 impl<V: FromError> std::fmt::Debug for Promise<V> {
@@ -766,7 +924,7 @@ impl<V: FromError> std::fmt::Debug for Promise<V> {
 }
 
 impl<V: FromError> Promise<V> {
-    pub(crate) fn new(slot: Arc<Slot<V>>) -> Promise<V> {
+    pub(crate) fn new(slot: SlotRef<V>) -> Promise<V> {
         Promise { slot: Some(slot) }
     }
 
@@ -859,7 +1017,8 @@ impl<V: FromError> Promise<V> {
     pub fn complete(mut self, value: V) {
         if let Some(slot) = self.slot.take() {
             let _ = slot.complete(value);
-            Slot::release(&slot);
+            // SAFETY: the promise's last access: its reference is dropped.
+            unsafe { slot.release() };
         }
     }
 
@@ -893,7 +1052,8 @@ impl<V: FromError> Promise<V> {
     pub fn cancelled(mut self) {
         if let Some(slot) = self.slot.take() {
             slot.complete_cancelled();
-            Slot::release(&slot);
+            // SAFETY: the promise's last access: its reference is dropped.
+            unsafe { slot.release() };
         }
     }
 
@@ -928,7 +1088,8 @@ impl<V: FromError> Drop for Promise<V> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             let _ = slot.complete_with(CANCELLED, true, V::from_error(Error::cancelled()));
-            Slot::release(&slot);
+            // SAFETY: the promise's last access: its reference is dropped.
+            unsafe { slot.release() };
         }
     }
 }

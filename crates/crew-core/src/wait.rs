@@ -91,9 +91,13 @@ struct Ready {
 
 impl Completions {
     /// Watches every future; `futures` yields `(index, future)`. One
-    /// listener serves them all.
+    /// listener serves the futures still running; those already done are
+    /// queued at once, together, without a listener (no lock, no pin of
+    /// their value per future). `failed` says whether to read a done
+    /// future's value for the `failed` flag (only `wait` uses it).
     fn watch<'a, T: Send + 'a>(
         futures: impl ExactSizeIterator<Item = (usize, &'a Future<T>)>,
+        failed: bool,
     ) -> Arc<Completions> {
         let c = Arc::new(Completions {
             ready: Mutex::new(Ready {
@@ -103,12 +107,37 @@ impl Completions {
             cv: Condvar::new(),
             count: AtomicUsize::new(0),
         });
-        let c2 = c.clone();
-        let listener: Listener<Result<T>> = Arc::new(move |i, r: &Result<T>| {
-            c2.push(i, r.as_ref().is_err_and(|e| !e.is_cancelled()))
-        });
+        let mut listener: Option<Listener<Result<T>>> = None;
+        let n = futures.len();
+        let mut done = VecDeque::new();
         for (i, f) in futures {
+            if f.done() {
+                if done.capacity() == 0 {
+                    // Room for all, made once (its memory is touched only
+                    // as it is used): a queue that grew by doubling would
+                    // copy itself and touch its pages again.
+                    done.reserve_exact(n);
+                }
+                done.push_back((i, failed && f.failed_now()));
+                continue;
+            }
+            let listener = listener.get_or_insert_with(|| {
+                let c2 = c.clone();
+                Arc::new(move |i, r: &Result<T>| {
+                    c2.push(i, r.as_ref().is_err_and(|e| !e.is_cancelled()))
+                })
+            });
             f.on_done_listener(listener.clone(), i);
+        }
+        if !done.is_empty() {
+            // Nobody waits yet: the waiter is this thread, later.
+            let mut ready = c.ready.lock().unwrap_or_else(|p| p.into_inner());
+            if ready.queue.is_empty() {
+                std::mem::swap(&mut ready.queue, &mut done);
+            } else {
+                ready.queue.append(&mut done);
+            }
+            c.count.store(ready.queue.len(), Ordering::Release);
         }
         c
     }
@@ -188,7 +217,7 @@ pub fn wait<T: Send>(
     let futures: Vec<Future<T>> = futures.into_iter().collect();
     let deadline = timeout.map(crate::engine::deadline);
     let total = futures.len();
-    let completions = Completions::watch(futures.iter().enumerate());
+    let completions = Completions::watch(futures.iter().enumerate(), true);
     let mut taken = VecDeque::new();
     let mut finished = 0;
     let mut stop = total == 0;
@@ -231,6 +260,7 @@ pub fn as_completed<T: Send>(futures: impl IntoIterator<Item = Future<T>>) -> As
             .iter()
             .enumerate()
             .map(|(i, f)| (i, f.as_ref().expect("fresh"))),
+        false,
     );
     AsCompleted {
         remaining: futures.len(),

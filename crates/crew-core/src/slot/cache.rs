@@ -6,8 +6,15 @@
 //! completing it, a handle when dropped); whichever releases second resets
 //! the slot and shelves it here, on its own thread. Nobody can write into a
 //! shelved or reused slot: both owners are gone, and a new user gets a new
-//! pair (the `Arc` an owner may still be dropping keeps the memory alive
-//! but never reaches the slot's contents).
+//! pair.
+//!
+//! Slots are made [`BLOCK`](super::BLOCK) at a time, in one allocation
+//! ([`Block`](super::Block)): when the shelves have none, a new block's
+//! slots are shelved here. A slot the shelves let go of (they are full, or
+//! the thread is exiting) is retired ([`retire`](super::retire)); the last
+//! slot of a block retired frees the block. So a burst of more live
+//! futures than the shelves keep (a million submits before the first
+//! result) costs one allocation and one free per block, not per slot.
 //!
 //! The shelves are per thread and per value type, in magazines of
 //! [`MAGAZINE`] slots (Bonwick's magazine allocator): a thread keeps a
@@ -24,9 +31,9 @@
 //! one locked list per type (a lock per submit and per completion, dearer
 //! than the allocation it saves).
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::ptr::NonNull;
 
 use super::Slot;
 
@@ -35,7 +42,55 @@ const MAGAZINE: usize = 32;
 /// Full magazines the depot keeps per value type (1,024 slots).
 const DEPOT_LIMIT: usize = 32;
 
-type Erased = Arc<dyn Any + Send + Sync>;
+/// A shelved slot of some value type (its shelf knows which); retired
+/// when dropped.
+struct Erased {
+    slot: NonNull<()>,
+    /// [`retire`](super::retire) for the slot's value type.
+    retire: unsafe fn(NonNull<()>),
+}
+
+// SAFETY: only slots of `Send` value types are shelved (`give`), and a
+// shelved slot has no owner: whoever holds the `Erased` holds the slot.
+unsafe impl Send for Erased {}
+
+impl Erased {
+    fn new<V: Send + 'static>(slot: NonNull<Slot<V>>) -> Erased {
+        Erased {
+            slot: slot.cast(),
+            retire: retire_erased::<V>,
+        }
+    }
+
+    /// The slot, of the shelf's value type `V`, out of the shelf.
+    ///
+    /// # Safety
+    ///
+    /// The slot is a `Slot<V>`.
+    unsafe fn into_slot<V>(self) -> NonNull<Slot<V>> {
+        let slot = self.slot.cast();
+        std::mem::forget(self);
+        slot
+    }
+}
+
+impl Drop for Erased {
+    fn drop(&mut self) {
+        // SAFETY: made by `Erased::new` from a reset slot nobody owns,
+        // which is dropped once, here.
+        unsafe { (self.retire)(self.slot) }
+    }
+}
+
+/// [`retire`](super::retire) of a `Slot<V>` behind an erased pointer.
+///
+/// # Safety
+///
+/// As `retire`'s; `slot` is a `Slot<V>`.
+unsafe fn retire_erased<V>(slot: NonNull<()>) {
+    // SAFETY: the caller's contract.
+    unsafe { super::retire::<V>(slot.cast()) }
+}
 
 /// One thread's slots of one value type.
 struct Shelf {
@@ -121,7 +176,7 @@ fn with_depot<T>(ty: TypeId, f: impl FnOnce(&mut DepotShelf) -> T) -> Option<T> 
 
 /// A slot from this thread's shelf (or the depot), or `None` if there is
 /// none to reuse.
-pub(super) fn take<V: Send + 'static>() -> Option<Arc<Slot<V>>> {
+pub(super) fn take<V: Send + 'static>() -> Option<NonNull<Slot<V>>> {
     let ty = TypeId::of::<Slot<V>>();
     let erased = LOCAL
         .try_with(|local| {
@@ -143,18 +198,16 @@ pub(super) fn take<V: Send + 'static>() -> Option<Arc<Slot<V>>> {
         })
         .ok()
         .flatten()?;
-    Some(
-        erased
-            .downcast::<Slot<V>>()
-            .unwrap_or_else(|_| unreachable!("a shelf holds slots of its own type")),
-    )
+    // SAFETY: the shelf of `Slot<V>`'s type holds only `Slot<V>`s.
+    Some(unsafe { erased.into_slot::<V>() })
 }
 
-/// Shelves `slot` (already reset) on this thread; frees it if the shelves
-/// are full or gone (the thread is exiting).
-pub(super) fn give<V: Send + 'static>(slot: Arc<Slot<V>>) {
+/// Shelves `slot` (fresh or reset, with no owner, made by `Block::make`)
+/// on this thread; retires it if the shelves are full or gone (the thread
+/// is exiting).
+pub(super) fn give<V: Send + 'static>(slot: NonNull<Slot<V>>) {
     let ty = TypeId::of::<Slot<V>>();
-    let slot: Erased = slot;
+    let slot = Erased::new(slot);
     let _ = LOCAL.try_with(move |local| {
         let Ok(mut local) = local.try_borrow_mut() else {
             return;

@@ -123,11 +123,14 @@ fn loom_a_registered_waker_is_woken() {
 #[test]
 fn loom_a_dropped_promise_releases_the_waiter() {
     ::loom::model(|| {
-        let slot = Arc::new(Slot::<V>::new());
-        let promise = Promise::new(slot.clone());
+        let (promise, slot) = SlotRef::boxed(Slot::<V>::new()).pair();
+        let promise = Promise::new(promise);
         let worker = thread::spawn(move || drop(promise));
         assert!(slot.wait(None));
         assert!(slot.take().unwrap_err().is_cancelled());
+        // SAFETY: the model's last access to the slot (whoever lets go
+        // last frees it).
+        unsafe { slot.release() };
         worker.join().unwrap();
     });
 }
@@ -173,5 +176,49 @@ fn loom_the_last_owner_shelves_the_slot_once() {
         assert!(!f2.done());
         drop(p2);
         assert!(f2.result().unwrap_err().is_cancelled());
+    });
+}
+
+/// Two slots of one block (`BLOCK` is 2 under loom) used on two threads:
+/// each is shelved by whichever owner lets go last and retired when that
+/// thread's shelves go (at its exit), and the block is freed once, by the
+/// last of its slots retired, whichever thread that is.
+#[test]
+fn loom_a_block_is_freed_by_its_last_slot_on_either_thread() {
+    ::loom::model(|| {
+        // A fresh thread's shelves are empty: a new block, one slot
+        // returned, the other shelved, then taken.
+        let (p1, f1) = crate::Future::<u32>::pending_recycled();
+        let (p2, f2) = crate::Future::<u32>::pending_recycled();
+        let worker = thread::spawn(move || {
+            assert!(p1.start());
+            p1.complete(Ok(1));
+            drop(p2);
+            assert!(f2.result().unwrap_err().is_cancelled());
+        });
+        assert_eq!(f1.result().unwrap(), 1);
+        worker.join().unwrap();
+    });
+}
+
+/// Retiring a block's slots from two threads at once frees the block once.
+#[test]
+fn loom_retiring_a_blocks_slots_on_two_threads_frees_it_once() {
+    struct Sent(NonNull<Slot<V>>);
+    // SAFETY: the slot has no owner; the thread it is sent to retires it.
+    unsafe impl Send for Sent {}
+    ::loom::model(|| {
+        let mut slots = Block::<V>::make();
+        let a = Sent(slots.next().unwrap());
+        let b = slots.next().unwrap();
+        assert!(slots.next().is_none());
+        let worker = thread::spawn(move || {
+            let a = a;
+            // SAFETY: fresh, unowned, retired once.
+            unsafe { retire(a.0) };
+        });
+        // SAFETY: as above.
+        unsafe { retire(b) };
+        worker.join().unwrap();
     });
 }
