@@ -1,6 +1,7 @@
-//! Adding nodes never lowers throughput: nodes that outnumber their host's
-//! CPUs add no map chunks, hence no Redis entries, round trips or context
-//! switches, that could not run in parallel anyway.
+//! Adding nodes never lowers throughput: nodes that outnumber the CPUs
+//! they can use (their host's, less the one the driver takes when it runs
+//! there too) add no map chunks, hence no Redis entries, round trips or
+//! context switches, that could not run in parallel anyway.
 
 use crew::cluster::ClusterConfig;
 use crew::core::engine::auto_chunksize;
@@ -74,19 +75,27 @@ fn nodes_beyond_the_hosts_cpus_add_no_map_entries() {
     let cpus = crew::cpu_count();
     let items = 20_000u64;
     // A map cuts 16 chunks per worker that can run at once: on one host,
-    // no more than its CPUs, however many nodes share it.
+    // no more than its CPUs, however many nodes share it; here the driver
+    // shares it too, and takes one of them itself.
     let expected = |nodes: usize| {
-        let parallel = nodes.min(cpus);
+        let parallel = nodes.min(cpus.saturating_sub(1).max(1));
         (items as usize).div_ceil(auto_chunksize(items as usize, parallel)) as u64
     };
+    let one = map_entries(1, items);
+    assert_eq!(one, expected(1), "1 node of 1 worker on {cpus} CPU(s)");
     let two = map_entries(2, items);
     assert_eq!(two, expected(2), "2 nodes of 1 worker on {cpus} CPU(s)");
     let four = map_entries(4, items);
     assert_eq!(four, expected(4), "4 nodes of 1 worker on {cpus} CPU(s)");
     if cpus <= 2 {
+        // The driver takes one of 2 CPUs: a second node cannot add one.
         assert_eq!(
-            four, two,
-            "4 nodes on {cpus} CPU(s) write as many entries as 2"
+            two, one,
+            "2 nodes on {cpus} CPU(s) beside the driver write as many entries as 1"
+        );
+        assert_eq!(
+            four, one,
+            "4 nodes on {cpus} CPU(s) beside the driver write as many entries as 1"
         );
     }
 }

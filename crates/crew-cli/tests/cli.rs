@@ -396,6 +396,11 @@ fn bench_cluster_writes_its_records() {
         &dir,
     );
     assert!(out.contains("cluster.map_noop"), "{out}");
+    // The map's size is in its row, not only in the title.
+    assert!(
+        out.contains("| a map of 200 items, 2 node(s), 1 worker process each"),
+        "{out}"
+    );
     let json = std::fs::read_to_string(dir.join("crew-bench").join("cluster.json")).unwrap();
     let records: serde_json::Value = serde_json::from_str(&json).unwrap();
     let cases: Vec<&str> = records

@@ -129,6 +129,8 @@ pub(crate) struct Shared {
     config: ClusterConfig,
     keys: Keys,
     name: String,
+    /// This machine's name, as nodes report theirs (see `proto::WORKERS`).
+    host: String,
     stream: String,
     results: String,
     build: String,
@@ -257,9 +259,10 @@ impl Cluster {
         let keys = Keys::new(&config.queue);
         let build = remote::fingerprint();
         let stream = keys.tasks(build);
+        let host = crate::node::hostname();
         let name = format!(
             "{}:{}:{:08x}",
-            crate::node::hostname(),
+            host,
             std::process::id(),
             next_driver_nonce()
         );
@@ -285,6 +288,7 @@ impl Cluster {
             timeline: config.timeline.then(|| Arc::new(Timeline::new())),
             keys,
             name,
+            host,
             stream,
             results,
             build: format!("{build:016x}"),
@@ -336,10 +340,12 @@ impl Cluster {
 
     /// Of [`live_workers`](Cluster::live_workers), how many can run at the
     /// same time: on each host, no more than the CPUs there, however many
-    /// nodes share it. A map of known length cuts its chunks by this
-    /// number, so nodes that outnumber their host's CPUs add no chunks
-    /// (and no Redis entries) that could not run in parallel anyway. May
-    /// be 0 (no live node).
+    /// nodes share it, and on this driver's own host no more than its CPUs
+    /// less one (at least 1), which the driver takes itself: it encodes
+    /// and decodes every item of a map. A map of known length cuts its
+    /// chunks by this number, so nodes that outnumber the CPUs they can
+    /// use add no chunks (and no Redis entries) that could not run in
+    /// parallel anyway. May be 0 (no live node).
     ///
     /// # Examples
     ///
@@ -347,7 +353,8 @@ impl Cluster {
     /// use std::time::Duration;
     /// let cluster = crew_redis::Cluster::new(crew_redis::ClusterConfig::new("redis://127.0.0.1:6379"))?;
     /// if cluster.wait_for_workers(1, Duration::from_secs(10)) {
-    ///     // Three nodes of 2 workers on one 4-CPU host: 6 workers, 4 at once.
+    ///     // Three nodes of 2 workers on one 4-CPU host: 6 workers, 4 at once
+    ///     // (3 if this driver runs on that host too).
     ///     println!("{} workers, {} at once", cluster.live_workers(), cluster.live_parallelism());
     /// }
     /// # Ok::<(), crew_core::Error>(())
@@ -937,6 +944,7 @@ fn refresh_workers(shared: &Shared, link: &mut Link) {
             .key(shared.keys.nodes())
             .arg(shared.keys.node_prefix())
             .arg(&shared.build)
+            .arg(&shared.host)
             .invoke::<(usize, usize)>(con)
     }) {
         // `parallel` first: a reader that sees the new worker count sees

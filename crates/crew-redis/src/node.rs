@@ -886,27 +886,29 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Report>) {
         }
         let mut pipe = redis::pipe();
         let mut finished = Vec::new();
-        for r in &batch {
+        for r in batch {
             match r {
                 Report::Started { driver, id } => {
                     let note = Note::Started {
-                        id: *id,
+                        id,
                         node: shared.name.clone(),
                     };
                     let bytes = postcard::to_allocvec(&note).expect("a note encodes");
-                    pipe.invoke_script(notify.key(shared.keys.results(driver)).arg(bytes));
+                    pipe.invoke_script(notify.key(shared.keys.results(&driver)).arg(bytes));
                 }
-                Report::Dead { driver, id, reason } | Report::Refused { driver, id, reason } => {
-                    let e = if matches!(r, Report::Dead { .. }) {
-                        Error::worker_lost(reason.clone())
-                    } else {
-                        Error::protocol(format!(
-                            "a node refused the task (it is in the dead-letter stream): {reason}"
-                        ))
-                    };
-                    let note = done_note(shared, *id, RawOutcome::Failed(ErrorWire::from(&e)));
+                Report::Dead { driver, id, reason } => {
+                    let e = Error::worker_lost(reason);
+                    let note = done_note(shared, id, RawOutcome::Failed(ErrorWire::from(&e)));
                     let bytes = postcard::to_allocvec(&note).expect("a note encodes");
-                    pipe.invoke_script(notify.key(shared.keys.results(driver)).arg(bytes));
+                    pipe.invoke_script(notify.key(shared.keys.results(&driver)).arg(bytes));
+                }
+                Report::Refused { driver, id, reason } => {
+                    let e = Error::protocol(format!(
+                        "a node refused the task (it is in the dead-letter stream): {reason}"
+                    ));
+                    let note = done_note(shared, id, RawOutcome::Failed(ErrorWire::from(&e)));
+                    let bytes = postcard::to_allocvec(&note).expect("a note encodes");
+                    pipe.invoke_script(notify.key(shared.keys.results(&driver)).arg(bytes));
                 }
                 Report::Done {
                     entry,
@@ -915,18 +917,20 @@ fn report_loop(shared: &Arc<Shared>, rx: Receiver<Report>) {
                     outcome,
                 } => {
                     let failed = matches!(outcome, RawOutcome::Failed(_));
-                    let note = done_note(shared, *id, outcome.clone());
+                    // The outcome moves into the note: a chunk's output is
+                    // not copied on its way out.
+                    let note = done_note(shared, id, outcome);
                     let bytes = postcard::to_allocvec(&note).expect("a note encodes");
                     pipe.invoke_script(
                         finish
                             .key(&shared.streams[entry.0].key)
-                            .key(shared.keys.results(driver))
+                            .key(shared.keys.results(&driver))
                             .arg(GROUP)
                             .arg(&shared.name)
                             .arg(&entry.1)
                             .arg(bytes),
                     );
-                    finished.push((entry.clone(), failed));
+                    finished.push((entry, failed));
                 }
             }
         }

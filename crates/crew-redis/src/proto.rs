@@ -237,10 +237,13 @@ return out
 /// The live nodes that can run tasks of a build: `{workers, parallel}`,
 /// the sum of their worker process counts, and how many of those can run
 /// at the same time: per host, no more than the CPUs there (the most any
-/// node on it reports; a node that reports none counts whole). Forgets
-/// nodes whose heartbeat expired.
+/// node on it reports; a node that reports none counts whole), and on the
+/// driver's own host no more than its CPUs less one (at least 1): the
+/// driver encodes and decodes every item of a map, and takes that CPU
+/// itself while a map of short tasks runs. Forgets nodes whose heartbeat
+/// expired.
 ///
-/// KEYS: nodes set. ARGV: node key prefix, build.
+/// KEYS: nodes set. ARGV: node key prefix, build, the driver's host.
 pub(crate) const WORKERS: &str = r#"
 local total = 0
 local hosts = {}
@@ -267,8 +270,10 @@ for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 local parallel = 0
-for _, h in pairs(hosts) do
-  parallel = parallel + math.min(h.workers, h.cpus) + h.unknown
+for host, h in pairs(hosts) do
+  local cpus = h.cpus
+  if host == ARGV[3] then cpus = math.max(1, cpus - 1) end
+  parallel = parallel + math.min(h.workers, cpus) + h.unknown
 end
 return {total, parallel}
 "#;

@@ -1,6 +1,9 @@
 //! `crew bench cluster`: no-op tasks through Redis on this machine, with 1,
 //! 2 and 4 worker nodes (this program, started with `CREW_WORKER`, one
-//! worker process each): a batched `map` and unbatched `submit` (tasks/s),
+//! worker process each): a batched `map` (of 2,000,000 items by default,
+//! `--map-tasks`: long enough that the fixed costs of a map, the nodes'
+//! first reads, the first chunk's encoding and the last one's results,
+//! weigh little beside its throughput) and unbatched `submit` (tasks/s),
 //! and the submit-to-result round trip (ms); with `--python`, Celery with
 //! its Redis broker and result backend and as many prefork processes; and
 //! the 2-node rows again on a one-shard Redis Cluster (`.one_shard`: what
@@ -73,10 +76,14 @@ pub(crate) fn run(o: &ClusterOptions) -> anyhow::Result<Vec<Record>> {
             ("roundtrip_p50", "ms", &trip),
         ] {
             let name = case_name(base, n);
+            let what = match base {
+                "map_noop" => format!("a map of {} items, ", o.map_tasks),
+                _ => String::new(),
+            };
             notes.push((
                 name.clone(),
                 format!(
-                    "{n} node(s), 1 worker process each, prefetch {}",
+                    "{what}{n} node(s), 1 worker process each, prefetch {}",
                     o.prefetch
                 ),
             ));
@@ -96,10 +103,14 @@ pub(crate) fn run(o: &ClusterOptions) -> anyhow::Result<Vec<Record>> {
             ("roundtrip_p50", "ms", &trip),
         ] {
             let name = format!("cluster.{base}.one_shard");
+            let what = match base {
+                "map_noop" => format!("a map of {} items, ", o.map_tasks),
+                _ => String::new(),
+            };
             notes.push((
                 name.clone(),
                 format!(
-                    "2 nodes on a one-shard Redis Cluster (cluster-enabled yes), prefetch {}",
+                    "{what}2 nodes on a one-shard Redis Cluster (cluster-enabled yes), prefetch {}",
                     o.prefetch
                 ),
             ));
