@@ -148,7 +148,7 @@ pub use pool::{Pool, PoolBuilder};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub mod shm {
-    pub use crew_shm::{Array, ArrayGuard, Error, Pod, Region, Value, ValueGuard};
+    pub use crew_shm::{Array, ArrayGuard, Error, Frozen, Pod, Region, Value, ValueGuard};
 }
 
 /// Process-shared synchronisation (Python's `multiprocessing.Lock`,

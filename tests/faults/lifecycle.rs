@@ -579,3 +579,27 @@ fn a_shared_region_moved_into_a_process_task_reaches_the_worker() {
     assert!(p.join_timeout(LONG).unwrap(), "the process did not end");
     assert_eq!(p.result().unwrap(), 15);
 }
+
+fn block_sum((data, block): (crew::shm::Frozen<[f64; 2]>, std::ops::Range<usize>)) -> f64 {
+    data[block].iter().map(|[a, b]| a * b).sum()
+}
+
+/// Read-only data shared once: every task of a map carries a handle to the
+/// same `Frozen` slice, and the workers read it in place, also when the
+/// parent's own handle went into the tasks.
+#[test]
+fn a_frozen_slice_reaches_every_task_of_a_process_map() {
+    let pool = Pool::processes(2).unwrap();
+    let points: Vec<[f64; 2]> = (0..10_000).map(|i| [i as f64, 0.5]).collect();
+    let frozen = crew::shm::Frozen::from_slice(&points).unwrap();
+    let tasks: Vec<_> = (0..100)
+        .map(|b| (frozen.clone(), b * 100..(b + 1) * 100))
+        .collect();
+    drop(frozen); // the tasks hold the only handles
+    let sums = pool.map(block_sum, tasks).unwrap();
+    let expected: Vec<f64> = points
+        .chunks(100)
+        .map(|c| c.iter().map(|[a, b]| a * b).sum())
+        .collect();
+    assert_eq!(sums, expected);
+}

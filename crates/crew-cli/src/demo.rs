@@ -57,12 +57,19 @@ pub(crate) fn run(o: &DemoOptions) -> anyhow::Result<Vec<Record>> {
     let kde = Kde::new(ns, nq, nw);
     println!(
         "crew demo: {cpus} CPUs; {} rows, pi {} samples, KDE {ns} points x {nq} queries x {nw} widths, \
-         crunch_numbers({}) x4, only_sleep({:?}) x4; median of {} rounds",
-        sizes.rows, sizes.pi_samples, sizes.crunch, sizes.sleep, o.rounds
+         crunch_numbers({}) x4, only_sleep({:?}) x4; median of {} rounds (pi {}, KDE {}, crunch and sleep {})",
+        sizes.rows,
+        sizes.pi_samples,
+        sizes.crunch,
+        sizes.sleep,
+        o.rounds,
+        demo_rounds("pi", o.rounds, o.quick).0,
+        demo_rounds("kde", o.rounds, o.quick).0,
+        demo_rounds("crunch", o.rounds, o.quick).0,
     );
     let groups: Vec<(&'static str, Vec<Variant<'_>>)> = vec![
         ("pi", seeds::pi(sizes.pi_samples, &pools, false)),
-        ("kde", seeds::kde(&kde, &pools, false)),
+        ("kde", seeds::kde(&kde, &pools, false)?),
         ("howmany", seeds::howmany(&data, &pools, false)),
         ("crunch", seeds::crunch(sizes.crunch, &pools, false)),
         ("sleep", seeds::sleep(sizes.sleep, &pools, false)),
@@ -70,12 +77,8 @@ pub(crate) fn run(o: &DemoOptions) -> anyhow::Result<Vec<Record>> {
     let mut rows = Vec::new();
     for (workload, mut variants) in groups {
         let warmup = usize::from(!o.quick && workload != "sleep");
-        // The long workloads get at most 3 rounds: the demo stays under 2 minutes.
-        let rounds = match workload {
-            "crunch" | "sleep" => o.rounds.min(3),
-            _ => o.rounds,
-        };
-        let measured = run_variants(workload, &mut variants, warmup, rounds, &o.gate)?;
+        let (rounds, gate_every) = demo_rounds(workload, o.rounds, o.quick);
+        let measured = run_variants(workload, &mut variants, warmup, rounds, &o.gate, gate_every)?;
         let serial = &measured[0].seconds;
         let serial_ms = summarize(serial).median * 1e3;
         for (m, v) in measured.iter().zip(&variants) {
@@ -148,6 +151,24 @@ pub(crate) fn run(o: &DemoOptions) -> anyhow::Result<Vec<Record>> {
     }
     println!("demo took {:.1} s", started.elapsed().as_secs_f64());
     Ok(records)
+}
+
+/// The rounds of `workload` for `--rounds rounds`, and how often (in
+/// rounds) it waits at the idle gate.
+///
+/// A round of π takes ~23 ms on 2 CPUs and one of the KDE ~150 ms, so with
+/// only 5 rounds one hiccup of a shared machine moves a median: they get 5
+/// and 3 times as many, interleaved as every workload's, with the idle
+/// gate (a second each) before every 5th round only. The long workloads
+/// get at most 3 rounds. The demo stays around a minute on 2 CPUs.
+fn demo_rounds(workload: &str, rounds: usize, quick: bool) -> (usize, usize) {
+    match workload {
+        _ if quick => (rounds, 1),
+        "pi" => (5 * rounds, 5),
+        "kde" => (3 * rounds, 5),
+        "crunch" | "sleep" => (rounds.min(3), 1),
+        _ => (rounds, 1),
+    }
 }
 
 /// The KDE sweep through a `crew::Memory` cache, twice: the re-run reads
@@ -239,5 +260,22 @@ pub(crate) fn demo_gate(quick: bool) -> IdleGate {
         IdleGate::off()
     } else {
         IdleGate::new(Duration::from_secs(2))
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::demo_rounds;
+
+    #[test]
+    fn short_workloads_get_more_rounds_and_fewer_gates() {
+        assert_eq!(demo_rounds("pi", 5, false), (25, 5));
+        assert_eq!(demo_rounds("kde", 5, false), (15, 5));
+        assert_eq!(demo_rounds("howmany", 5, false), (5, 1));
+        assert_eq!(demo_rounds("crunch", 5, false), (3, 1));
+        assert_eq!(demo_rounds("sleep", 2, false), (2, 1));
+        for w in ["pi", "kde", "crunch"] {
+            assert_eq!(demo_rounds(w, 1, true), (1, 1), "--quick runs one round");
+        }
     }
 }

@@ -37,7 +37,8 @@ enum Command {
         /// Tiny sizes, one round, no idle gate (for tests).
         #[arg(long)]
         quick: bool,
-        /// Rounds per workload (default 5, crunch and sleep 3; 1 with --quick).
+        /// Rounds per workload (default 5, crunch and sleep at most 3, pi 5 times
+        /// and the KDE 3 times as many; 1 with --quick).
         #[arg(long)]
         rounds: Option<usize>,
         /// Also runs the KDE on a pool that records a timeline and writes it

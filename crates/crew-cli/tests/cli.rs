@@ -100,6 +100,13 @@ fn demo_quick_writes_records_chart_and_trace() {
     let trace = dir.join("traces/kde.json");
     let (stdout, _) = crew_in(&["demo", "--quick", "--trace", "traces/kde.json"], &dir);
     assert!(stdout.contains("| pi | threads |"), "{stdout}");
+    // The processes run the KDE's very tasks, the points in shared memory.
+    assert!(
+        stdout.contains(
+            "| kde | processes | Pool.map over the same 100 tasks, the points in shared memory"
+        ),
+        "{stdout}"
+    );
     let mut wrote = written(&stdout);
     wrote.sort();
     let mut expected = vec![

@@ -92,22 +92,51 @@ impl<X> Chunk<X> {
     pub fn split(items: Vec<X>, size: usize) -> Vec<Chunk<X>> {
         assert!(size > 0, "chunks hold at least one item");
         let n = items.len();
+        Chunk::split_at(
+            items,
+            (0..n)
+                .step_by(size)
+                .map(|start| start..(start + size).min(n)),
+        )
+    }
+
+    /// Splits `items` into the chunks `ranges` name, without copying them.
+    ///
+    /// # Panics
+    ///
+    /// Unless `ranges` are non-empty, consecutive from 0 and end at
+    /// `items.len()` (so that every item belongs to exactly one chunk).
+    pub(crate) fn split_at(
+        items: Vec<X>,
+        ranges: impl IntoIterator<Item = std::ops::Range<usize>>,
+    ) -> Vec<Chunk<X>> {
+        let n = items.len();
         let mut items = std::mem::ManuallyDrop::new(items);
         let buf = Arc::new(Buffer {
             ptr: items.as_mut_ptr(),
             cap: items.capacity(),
         });
-        (0..n)
-            .step_by(size)
-            .map(|start| Chunk {
-                offset: start,
-                items: Items::Shared {
-                    buf: buf.clone(),
-                    start,
-                    end: (start + size).min(n),
-                },
+        let mut next = 0;
+        let chunks: Vec<Chunk<X>> = ranges
+            .into_iter()
+            .map(|r| {
+                assert!(
+                    r.start == next && r.start < r.end && r.end <= n,
+                    "chunks cover the items in order"
+                );
+                next = r.end;
+                Chunk {
+                    offset: r.start,
+                    items: Items::Shared {
+                        buf: buf.clone(),
+                        start: r.start,
+                        end: r.end,
+                    },
+                }
             })
-            .collect()
+            .collect();
+        assert_eq!(next, n, "chunks cover every item");
+        chunks
     }
 
     /// Position of the first input in the whole map.

@@ -70,6 +70,15 @@ pub(crate) enum Kind {
     Condition = 10,
     /// A `Queue<T>`.
     Queue = 11,
+    /// A `Frozen<T>`: sealed against writes, mapped read-only.
+    Frozen = 12,
+}
+
+impl Kind {
+    /// Regions of this kind are sealed against writes and mapped read-only.
+    fn is_read_only(self) -> bool {
+        self == Kind::Frozen
+    }
 }
 
 /// A tag for the element type of a typed region: size, alignment and the
@@ -140,6 +149,7 @@ impl Header {
             9 => "Barrier",
             10 => "Condition",
             11 => "Queue",
+            12 => "Frozen",
             _ => "unknown",
         }
     }
@@ -166,6 +176,7 @@ impl Shm {
                 "shared memory size overflows usize",
             )
         })?;
+        debug_assert!(!kind.is_read_only(), "see create_read_only");
         let fd = sys::create_memfd(&format!("crew-{kind:?}"), size as u64)?;
         let map = Mapping::new(fd, size as u64)?;
         let header = Header {
@@ -182,6 +193,54 @@ impl Shm {
         // SAFETY: STATE_OFFSET is within the first page, suitably aligned for
         // `S` (checked above), and `S` fits before DATA_OFFSET.
         init(unsafe { map.as_ptr().add(STATE_OFFSET).cast::<S>() });
+        let shm = Shm { map: Arc::new(map) };
+        shm.register();
+        Ok(shm)
+    }
+
+    /// Creates a read-only region of kind `kind` ([`Kind::is_read_only`]):
+    /// `init` sets up the state `S` and `fill` writes the `data_len` bytes of
+    /// data, both before any other thread or process can see the region;
+    /// then the memory is sealed against writes for good and mapped
+    /// read-only.
+    pub(crate) fn create_read_only<S>(
+        kind: Kind,
+        type_tag: u64,
+        data_len: usize,
+        init: impl FnOnce(*mut S),
+        fill: impl FnOnce(*mut u8),
+    ) -> io::Result<Shm> {
+        const {
+            assert!(size_of::<S>() <= DATA_OFFSET - STATE_OFFSET && align_of::<S>() <= STATE_OFFSET)
+        };
+        debug_assert!(kind.is_read_only());
+        let size = DATA_OFFSET.checked_add(data_len).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "shared memory size overflows usize",
+            )
+        })?;
+        let fd = sys::create_memfd_unsealed(&format!("crew-{kind:?}"), size as u64)?;
+        let writable = Mapping::new(fd, size as u64)?;
+        let header = Header {
+            magic: MAGIC,
+            kind: kind as u32,
+            version: LAYOUT_VERSION,
+            type_tag,
+            id: sys::random_u64(),
+            size: size as u64,
+        };
+        // SAFETY: as in `create`: the mapping is private to this call, at
+        // least DATA_OFFSET bytes and page aligned.
+        unsafe { writable.as_ptr().cast::<Header>().write(header) };
+        // SAFETY: STATE_OFFSET is within the first page, suitably aligned for
+        // `S`, and `S` fits before DATA_OFFSET (checked above).
+        init(unsafe { writable.as_ptr().add(STATE_OFFSET).cast::<S>() });
+        // SAFETY: DATA_OFFSET + data_len is the mapping's size.
+        fill(unsafe { writable.as_ptr().add(DATA_OFFSET) });
+        // The write seal needs every writable mapping gone.
+        let fd = sys::freeze(writable.into_fd())?;
+        let map = Mapping::read_only(fd, size as u64)?;
         let shm = Shm { map: Arc::new(map) };
         shm.register();
         Ok(shm)
@@ -208,8 +267,12 @@ impl Shm {
         if let Some(shm) = Shm::lookup(wire) {
             return Ok(shm);
         }
-        let fd = sys::open_proc_fd(wire.pid, wire.fd, wire.size)?;
-        let map = Mapping::new(fd, wire.size)?;
+        let fd = sys::open_proc_fd(wire.pid, wire.fd, wire.size, kind.is_read_only())?;
+        let map = if kind.is_read_only() {
+            Mapping::read_only(fd, wire.size)?
+        } else {
+            Mapping::new(fd, wire.size)?
+        };
         let shm = Shm { map: Arc::new(map) };
         let h = shm.header();
         if h.magic != MAGIC || h.version != LAYOUT_VERSION {

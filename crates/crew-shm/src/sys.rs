@@ -28,14 +28,41 @@ const SEALS: SealFlags = SealFlags::SHRINK
 /// The fd is `O_CLOEXEC`: a spawned child never inherits it by accident; it
 /// reaches the memory only by opening `/proc/<pid>/fd/<fd>` of a holder.
 pub(crate) fn create_memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
+    let fd = create_memfd_unsealed(name, size)?;
+    rustix::fs::fcntl_add_seals(&fd, SEALS)?;
+    Ok(fd)
+}
+
+/// Creates a zero-filled (sparse) memfd of `size` bytes whose size is
+/// sealed and that can still be sealed further ([`freeze`]).
+pub(crate) fn create_memfd_unsealed(name: &str, size: u64) -> io::Result<OwnedFd> {
     let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     if libc::off_t::try_from(size).is_err() {
         return Err(too_large());
     }
     let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     rustix::fs::ftruncate(&fd, size)?;
-    rustix::fs::fcntl_add_seals(&fd, SEALS)?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW)?;
     Ok(fd)
+}
+
+/// The seals of a read-only region: those of every region, and `WRITE`.
+const FROZEN_SEALS: SealFlags = SEALS.union(SealFlags::WRITE);
+
+/// Makes a memfd from [`create_memfd_unsealed`] read-only for good: seals
+/// it against writes (no process can write it again, by `write`, a
+/// writable shared mapping or a hole punched in it) and against further
+/// seals, and returns it reopened read-only, so that even the old kernels
+/// that count a read-only `MAP_SHARED` mapping of a writable fd as writable
+/// map it. The caller must have unmapped every writable mapping of it.
+pub(crate) fn freeze(fd: OwnedFd) -> io::Result<OwnedFd> {
+    rustix::fs::fcntl_add_seals(&fd, FROZEN_SEALS)?;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 fn too_large() -> io::Error {
@@ -46,10 +73,16 @@ fn too_large() -> io::Error {
 }
 
 /// Opens the memfd that process `pid` holds as fd `fd`, checking that it is a
-/// sealed region of exactly `size` bytes.
-pub(crate) fn open_proc_fd(pid: u32, fd: i32, size: u64) -> io::Result<OwnedFd> {
+/// sealed region of exactly `size` bytes; `read_only`: opens it read-only
+/// and checks that it is sealed against writes ([`freeze`]).
+pub(crate) fn open_proc_fd(pid: u32, fd: i32, size: u64, read_only: bool) -> io::Result<OwnedFd> {
     let path = format!("/proc/{pid}/fd/{fd}");
-    let opened = rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty());
+    let (access, seals) = if read_only {
+        (OFlags::RDONLY, FROZEN_SEALS)
+    } else {
+        (OFlags::RDWR, SEALS)
+    };
+    let opened = rustix::fs::open(path, access | OFlags::CLOEXEC, Mode::empty());
     let owned = opened.map_err(|e| {
         let e = io::Error::from(e);
         io::Error::new(
@@ -61,7 +94,7 @@ pub(crate) fn open_proc_fd(pid: u32, fd: i32, size: u64) -> io::Result<OwnedFd> 
         )
     })?;
     let stat = rustix::fs::fstat(&owned)?;
-    let sealed = rustix::fs::fcntl_get_seals(&owned).is_ok_and(|s| s.contains(SEALS));
+    let sealed = rustix::fs::fcntl_get_seals(&owned).is_ok_and(|s| s.contains(seals));
     if !sealed || stat.st_size as u64 != size {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -90,6 +123,16 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Maps all `size` bytes of `fd` read-write and shared.
     pub(crate) fn new(fd: OwnedFd, size: u64) -> io::Result<Mapping> {
+        Mapping::map(fd, size, libc::PROT_READ | libc::PROT_WRITE)
+    }
+
+    /// Maps all `size` bytes of `fd` (opened read-only) read-only and
+    /// shared: a write through the mapping faults.
+    pub(crate) fn read_only(fd: OwnedFd, size: u64) -> io::Result<Mapping> {
+        Mapping::map(fd, size, libc::PROT_READ)
+    }
+
+    fn map(fd: OwnedFd, size: u64, prot: libc::c_int) -> io::Result<Mapping> {
         let size = usize::try_from(size).map_err(|_| too_large())?;
         // SAFETY: we ask the kernel for a fresh mapping (addr = NULL) of an fd
         // we own; the result is checked below.
@@ -97,7 +140,7 @@ impl Mapping {
             libc::mmap(
                 std::ptr::null_mut(),
                 size,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,
@@ -108,6 +151,19 @@ impl Mapping {
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns NULL on success");
         Ok(Mapping { ptr, size, fd })
+    }
+
+    /// Unmaps the memory and gives back its fd.
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `ptr`/`size` are exactly what `mmap` returned; `self` is
+        // consumed, so nothing reads through the mapping after this.
+        unsafe {
+            libc::munmap(this.ptr.as_ptr().cast(), this.size);
+        }
+        // SAFETY: `this` is never used or dropped again, so the fd is moved
+        // out exactly once.
+        unsafe { std::ptr::read(&this.fd) }
     }
 
     /// The first byte of the mapping (page aligned).

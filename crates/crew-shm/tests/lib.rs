@@ -6,6 +6,7 @@
 
 mod array;
 mod common;
+mod frozen;
 mod lock;
 mod pipe;
 mod queue;

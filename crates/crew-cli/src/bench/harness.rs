@@ -174,6 +174,21 @@ pub(crate) fn interleave(
     gate: &IdleGate,
     label: &str,
 ) -> Vec<Measured> {
+    interleave_gated(cases, warmup, rounds, gate, 1, label)
+}
+
+/// [`interleave`], waiting at the idle gate before every `gate_every`-th
+/// round only (the first included): for workloads of a few milliseconds a
+/// round, whose many rounds would otherwise spend most of their time at
+/// the gate (a second each).
+pub(crate) fn interleave_gated(
+    cases: &mut [&mut Case<'_>],
+    warmup: usize,
+    rounds: usize,
+    gate: &IdleGate,
+    gate_every: usize,
+    label: &str,
+) -> Vec<Measured> {
     let mut out: Vec<Measured> = cases
         .iter()
         .map(|c| Measured {
@@ -190,7 +205,9 @@ pub(crate) fn interleave(
     }
     let k = cases.len();
     for round in 0..rounds {
-        gate.wait();
+        if round % gate_every.max(1) == 0 {
+            gate.wait();
+        }
         // Each round starts one case further on, so that what the first case
         // after the idle gate pays (CPUs waking up: a woken thread may share
         // a CPU for a few ms before Linux migrates it, RESULTS.md) is spread

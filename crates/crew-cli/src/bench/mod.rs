@@ -19,7 +19,7 @@ pub(crate) mod transfer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use harness::{IdleGate, Measured, check_same, interleave};
+use harness::{IdleGate, Measured, check_same};
 use report::Record;
 use seeds::{Pools, Sizes, Variant};
 
@@ -74,17 +74,19 @@ pub(crate) fn embedded_script(target: &Path, name: &str, text: &str) -> anyhow::
     Ok(path)
 }
 
-/// Runs the variants of one workload interleaved and checks that they all
-/// computed the same thing.
+/// Runs the variants of one workload interleaved (waiting at the idle gate
+/// before every `gate_every`-th round) and checks that they all computed the
+/// same thing.
 pub(crate) fn run_variants(
     what: &str,
     variants: &mut [Variant<'_>],
     warmup: usize,
     rounds: usize,
     gate: &IdleGate,
+    gate_every: usize,
 ) -> anyhow::Result<Vec<Measured>> {
     let mut cases: Vec<_> = variants.iter_mut().map(|v| &mut v.case).collect();
-    let measured = interleave(&mut cases, warmup, rounds, gate, what);
+    let measured = harness::interleave_gated(&mut cases, warmup, rounds, gate, gate_every, what);
     check_same(&measured, what)?;
     Ok(measured)
 }
@@ -115,7 +117,7 @@ pub(crate) fn run_seeds(o: &SeedsOptions) -> anyhow::Result<Vec<Record>> {
     let groups: Vec<(&str, Vec<Variant<'_>>, usize)> = vec![
         ("howmany", seeds::howmany(&data, &pools, true), o.rounds),
         ("pi", seeds::pi(o.sizes.pi_samples, &pools, true), o.rounds),
-        ("kde", seeds::kde(&kde, &pools, true), o.rounds),
+        ("kde", seeds::kde(&kde, &pools, true)?, o.rounds),
         (
             "crunch",
             seeds::crunch(o.sizes.crunch, &pools, true),
@@ -129,7 +131,7 @@ pub(crate) fn run_seeds(o: &SeedsOptions) -> anyhow::Result<Vec<Record>> {
     ];
     for (what, mut variants, rounds) in groups {
         let warmup = usize::from(what != "sleep");
-        let measured = run_variants(what, &mut variants, warmup, rounds, &o.gate)?;
+        let measured = run_variants(what, &mut variants, warmup, rounds, &o.gate, 1)?;
         for (m, v) in measured.iter().zip(&variants) {
             records.push(Record::from_measured("seeds", m, "ms", 1e3));
             notes.push((m.name.clone(), format!("{} ({} workers)", v.how, v.workers)));

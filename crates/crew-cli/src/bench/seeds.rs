@@ -5,9 +5,11 @@
 //! runner checks.
 
 use std::hint::black_box;
+use std::ops::Range;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use crew::shm::Frozen;
 use crew::{Executor, Parallel, Pool, Prefer, Processes, delayed};
 use rayon::prelude::*;
 
@@ -371,7 +373,15 @@ pub(crate) fn pi<'a>(n: u64, p: &'a Pools, extended: bool) -> Vec<Variant<'a>> {
 }
 
 /// Seed 002: Parzen-window density at every query point for every width.
-pub(crate) fn kde<'a>(k: &'a Kde, p: &'a Pools, extended: bool) -> Vec<Variant<'a>> {
+///
+/// # Errors
+///
+/// Fails if the processes' shared copy of the points cannot be created.
+pub(crate) fn kde<'a>(
+    k: &'a Kde,
+    p: &'a Pools,
+    extended: bool,
+) -> anyhow::Result<Vec<Variant<'a>>> {
     let w = p.pool.workers();
     let (s, q) = (&k.samples[..], &k.queries[..]);
     let how = format!(
@@ -395,16 +405,24 @@ pub(crate) fn kde<'a>(k: &'a Kde, p: &'a Pools, extended: bool) -> Vec<Variant<'
         }),
     ];
     if let Some(pp) = &p.processes {
-        // Each task carries the samples and its query points (postcard), so
-        // fewer, bigger tasks than on threads: every width × 2 halves.
-        let tasks = kde_tasks(k, 2);
-        let how = format!("Pool.map over {} tasks, data sent with each", tasks.len());
+        // The points go into shared memory once, before any clock starts (as
+        // joblib memory-maps big arrays for its process workers); each of
+        // the same tasks as on threads carries two handles of ~40 bytes, and
+        // the workers read the points in place.
+        let (samples, queries) = (Frozen::from_slice(s)?, Frozen::from_slice(q)?);
+        let tasks = kde_tasks(k, 10);
+        let how = format!(
+            "Pool.map over the same {} tasks, the points in shared memory (shm::Frozen)",
+            tasks.len()
+        );
         v.push(variant("kde", Backend::Processes, "", &how, w, move || {
             let args = tasks
                 .iter()
-                .map(|(h, block)| (*h, s.to_vec(), q[block.clone()].to_vec()));
+                .map(|(h, block)| (*h, samples.clone(), queries.clone(), block.clone()));
             let d = pp.map(
-                |(h, s, q): (f64, Vec<P3>, Vec<P3>)| parzen_density(&s, &q, h),
+                |(h, s, q, block): (f64, Frozen<P3>, Frozen<P3>, Range<usize>)| {
+                    parzen_density(&s, &q[block], h)
+                },
                 args,
             );
             total(&d.expect("no task fails"))
@@ -501,14 +519,14 @@ pub(crate) fn kde<'a>(k: &'a Kde, p: &'a Pools, extended: bool) -> Vec<Variant<'
             },
         ));
     }
-    v
+    Ok(v)
 }
 
 /// The KDE's tasks: every width × blocks of a tenth of the query points,
 /// width-major so that the densities come back in the serial order and the
 /// checksums agree to the bit. Ten tasks (one per width) leave a worker
 /// idle at the end whenever the widths' costs do not split evenly.
-fn kde_tasks(k: &Kde, blocks: usize) -> Vec<(f64, std::ops::Range<usize>)> {
+fn kde_tasks(k: &Kde, blocks: usize) -> Vec<(f64, Range<usize>)> {
     let n = k.queries.len();
     let block = n.div_ceil(blocks).max(1);
     k.widths
@@ -525,7 +543,7 @@ fn kde_tasks(k: &Kde, blocks: usize) -> Vec<(f64, std::ops::Range<usize>)> {
 pub(crate) fn kde_on(pool: &Pool, k: &Kde) -> Vec<Vec<f64>> {
     let (s, q) = (&k.samples[..], &k.queries[..]);
     pool.map(
-        |(h, block): (f64, std::ops::Range<usize>)| parzen_density(s, &q[block], h),
+        |(h, block): (f64, Range<usize>)| parzen_density(s, &q[block], h),
         kde_tasks(k, 10),
     )
     .expect("no task fails")

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::gather::{Gather, OutBuf, assemble};
-use super::sizing::{chunksize, split};
+use super::sizing::Layout;
 use super::{Chunk, ChunkOut, ChunkSink, MapOptions, lock, start_progress};
 use crate::backend::{Backend, Runs};
 use crate::error::{Error, MapError, Result};
@@ -50,20 +50,20 @@ where
         // without copying.
         let all: Vec<X> = items.collect();
         let n = all.len();
-        let chunksize = chunksize(opts.chunksize, n, backend.parallelism());
-        let mut chunks = split(all, chunksize).into_iter();
-        return map_chunks(backend, task, n, chunksize, |_, _| chunks.next(), opts);
+        let layout = Layout::new(opts.chunksize, n, backend.parallelism());
+        let mut chunks = layout.split(all).into_iter();
+        return map_chunks(backend, task, n, &layout, |_, _| chunks.next(), opts);
     }
     // Known length: chunks are cut from the iterator as they are dispatched,
     // so the workers start while the rest of the input is still being read.
     let n = lo;
-    let chunksize = chunksize(opts.chunksize, n, backend.parallelism());
+    let layout = Layout::new(opts.chunksize, n, backend.parallelism());
     let mut short = false;
     let out = map_chunks(
         backend,
         task,
         n,
-        chunksize,
+        &layout,
         |offset, len| {
             let part: Vec<X> = items.by_ref().take(len).collect();
             if part.len() < len {
@@ -105,7 +105,7 @@ fn map_chunks<'s, B, T, X, R>(
     backend: &B,
     task: T,
     n: usize,
-    chunksize: usize,
+    layout: &Layout,
     mut next: impl FnMut(usize, usize) -> Option<Chunk<X>>,
     opts: &MapOptions,
 ) -> std::result::Result<Vec<R>, MapError<R>>
@@ -118,7 +118,7 @@ where
     if n == 0 {
         return Ok(Vec::new());
     }
-    let chunks = n.div_ceil(chunksize);
+    let chunks = layout.count();
     let progress = start_progress(opts, Some(n));
     let gather = Arc::new(Gather::new(chunks, n, progress.clone()));
     let task = Arc::new(task);
@@ -129,8 +129,8 @@ where
     let mut sinks: Vec<ChunkSink<'s, R>> = (0..chunks)
         .rev()
         .map(|i| {
-            let offset = i * chunksize;
-            gather.sink(i, offset, chunksize.min(n - offset))
+            let (offset, len) = layout.bounds(i);
+            gather.sink(i, offset, len)
         })
         .collect();
     let wait_guard = WaitGuard {
@@ -223,8 +223,7 @@ where
         promise.fail(e);
         return result;
     }
-    let chunksize = chunksize(opts.chunksize, n, backend.parallelism());
-    let chunks = split(items, chunksize);
+    let chunks = Layout::new(opts.chunksize, n, backend.parallelism()).split(items);
     let progress = start_progress(opts, Some(n));
     let gather = Arc::new(Gather::new(chunks.len(), n, progress.clone()));
     *lock(&gather.on_complete) = Some(Box::new(move |outs, buf| {

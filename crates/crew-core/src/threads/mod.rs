@@ -479,8 +479,9 @@ impl Shared {
         // read the sleeper count; a worker announces itself, then re-checks
         // the queue. SeqCst fences make at least one side see the other.
         fence(Ordering::SeqCst);
-        // A worker that is awake and looking for work will take the job:
-        // waking another would only add a context switch (as rayon does).
+        // A worker that is awake and looking for work (or woken to look)
+        // will take the job: waking another would only add a context
+        // switch (as rayon does).
         if sleep.hint.load(Ordering::Relaxed) == 0 || self.searching.load(Ordering::Relaxed) > 0 {
             return;
         }
@@ -488,6 +489,16 @@ impl Shared {
         if st.sleeping > st.tokens {
             st.tokens += 1;
             sleep.hint.fetch_sub(1, Ordering::Relaxed);
+            // The sleeper wakes searching: until it has looked at the
+            // queue, further submissions wake nobody. It wakes the next
+            // sleeper itself if it finds more work than its job, so a burst
+            // of submissions wakes workers one after another, each from a
+            // worker's CPU: a caller that queues a map and then sleeps
+            // wakes one worker while its own CPU is still busy, and the
+            // scheduler would have put every sleeper it woke at once onto
+            // the other CPU, to share it for milliseconds while this one
+            // idles.
+            self.searching.fetch_add(1, Ordering::SeqCst);
             sleep.cv.notify_one();
         }
     }
@@ -573,9 +584,11 @@ fn worker_main(shared: Arc<Shared>, index: usize) {
             loop {
                 st = sleep.cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 if st.tokens > 0 {
-                    // Woken on purpose: the waker already took us off `hint`.
+                    // Woken on purpose: the waker already took us off `hint`
+                    // and counted us as searching.
                     st.tokens -= 1;
                     st.sleeping -= 1;
+                    searching = true;
                     break;
                 }
                 if shared.state.load(Ordering::Acquire) != OPEN {
