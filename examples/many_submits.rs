@@ -2,14 +2,9 @@
 //! worker processes: the program profiled for the per-task cost of
 //! `Executor::submit` (`processes.submit_as_completed_1m` in
 //! `crew bench overhead` times the same loop with a million tasks).
-//! Counts that load does not change (instructions, system calls, context
-//! switches) are read from it with, for instance,
-//!
-//! ```text
-//! valgrind --tool=callgrind --separate-threads=yes target/release/examples/many_submits 100000
-//! strace -f -c target/release/examples/many_submits 100000
-//! perf stat -e context-switches,cpu-migrations,page-faults target/release/examples/many_submits 100000
-//! ```
+//! `ci/profile/submits.sh` reads from it the counts that load does not
+//! change: instructions per thread and per worker (callgrind), context
+//! switches and page faults (perf stat), system calls (strace).
 //!
 //! `cargo run --release --example many_submits -- [tasks]` (100,000 by
 //! default; `CREW_EXAMPLE_SMALL=1`: 10,000)

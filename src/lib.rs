@@ -70,6 +70,61 @@
 //! assert_eq!(future.result()?, 1024);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # In your own program
+//!
+//! Add `crew` to `[dependencies]` (and `serde = { version = "1", features =
+//! ["derive"] }` to send your own types to worker processes). Worker
+//! processes are your program itself, re-executed: mark `main` with
+//! [`#[crew::main]`](macro@main), or call [`init`] as its first line, and a
+//! worker never runs your `main`. A task that runs too long is stopped
+//! with [`PoolBuilder::task_timeout`] (its worker is killed and replaced);
+//! any wait is bounded with a `_timeout` variant; [`Future::cancel`] stops a
+//! queued task, and on processes a running one. Every failure is an
+//! [`Error`] you ask questions of (`is_timeout()`, `is_panic()`,
+//! `is_worker_lost()`, `is_cancelled()`, …); a `map` in which some tasks
+//! failed returns a [`MapError`] that keeps every outcome.
+//!
+//! ```
+//! use std::time::Duration;
+//! use crew::{Executor, Pool};
+//!
+//! fn nap(ms: u64) -> u64 {
+//!     std::thread::sleep(Duration::from_millis(ms));
+//!     ms
+//! }
+//!
+//! fn check(x: u32) -> u32 {
+//!     assert!(x != 3, "bad input {x}");
+//!     x
+//! }
+//!
+//! #[crew::main] // or `crew::init();` as the first line of `main`
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // A task past its timeout: its worker is killed, the pool carries on.
+//!     let pool = Pool::builder().processes(2).task_timeout(Duration::from_millis(500)).build()?;
+//!     assert!(pool.apply(nap, (60_000,)).unwrap_err().is_timeout());
+//!
+//!     // One failed task: the others' results are kept.
+//!     let err = pool.map(check, 0..5).unwrap_err();
+//!     assert!(err.first().is_panic());
+//!     assert_eq!(err.first().index(), Some(3));
+//!     assert!(err.results()[4].is_ok());
+//!
+//!     // A bounded wait, then cancelling a running task (its worker is killed).
+//!     let ex = Executor::processes(1)?;
+//!     let f = ex.submit(nap, (60_000,));
+//!     assert!(f.result_timeout(Duration::from_millis(50)).unwrap_err().is_timeout());
+//!     assert!(f.cancel());
+//!     assert!(f.result().unwrap_err().is_cancelled());
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The same program runs on many machines through Redis: make the pool
+//! with [`Pool::cluster`] (or [`Pool::cluster_from_env`], reading
+//! `CREW_CLUSTER`) and start the program on each worker machine with
+//! `CREW_WORKER=redis://host:6379`; see [`cluster`].
 #![deny(missing_docs)]
 
 // crew's worker processes and shared memory are built on Linux kernel

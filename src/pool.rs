@@ -1076,7 +1076,9 @@ impl<B: Backend> Pool<B> {
     ///
     /// The input is read only as results are consumed, with at most 4 chunks
     /// per worker in flight, so an endless iterator works; dropping the
-    /// iterator cancels the work not started.
+    /// iterator cancels the work not started. The iterator holds its own
+    /// handle to the workers: dropping the pool while it is alive ends
+    /// nothing, and the pool is terminated once both are gone.
     ///
     /// # Examples
     ///
@@ -1108,7 +1110,8 @@ impl<B: Backend> Pool<B> {
     /// A lazy map whose results come as they finish (Python's
     /// `imap_unordered`); each result appears exactly once.
     ///
-    /// Errors carry their task's input position ([`Error::index`]).
+    /// Errors carry their task's input position ([`Error::index`]). As with
+    /// [`imap`](Pool::imap), the iterator keeps the workers while it lives.
     ///
     /// # Examples
     ///

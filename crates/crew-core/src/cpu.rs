@@ -10,7 +10,8 @@
 /// # Examples
 ///
 /// ```
-/// let n = crew_core::cpu_count();
+/// # use crew_core as crew;
+/// let n = crew::cpu_count();
 /// assert!(n >= 1);
 /// println!("Number of processors: {n}");
 /// ```
@@ -25,7 +26,8 @@ pub fn cpu_count() -> usize {
 /// # Examples
 ///
 /// ```
-/// use crew_core::{cpu_count, resolve_n_jobs};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{cpu_count, resolve_n_jobs};
 /// assert_eq!(resolve_n_jobs(3).unwrap(), 3);
 /// assert_eq!(resolve_n_jobs(-1).unwrap(), cpu_count());
 /// assert!(resolve_n_jobs(0).unwrap_err().is_invalid_input());

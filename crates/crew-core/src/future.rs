@@ -26,7 +26,8 @@ use crate::engine::deadline;
 /// # Examples
 ///
 /// ```
-/// let (promise, future) = crew_core::Future::<u32>::pending();
+/// # use crew_core as crew;
+/// let (promise, future) = crew::Future::<u32>::pending();
 /// std::thread::spawn(move || promise.complete(Ok(42)));
 /// assert_eq!(future.result().unwrap(), 42);
 /// ```
@@ -46,7 +47,8 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
-    /// let (promise, future) = crew_core::Future::<&str>::pending();
+    /// # use crew_core as crew;
+    /// let (promise, future) = crew::Future::<&str>::pending();
     /// assert!(!future.done());
     /// promise.complete(Ok("done"));
     /// assert!(future.done());
@@ -71,7 +73,8 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
-    /// let f = crew_core::Future::ready(Ok(1));
+    /// # use crew_core as crew;
+    /// let f = crew::Future::ready(Ok(1));
     /// assert!(f.done());
     /// assert_eq!(f.result().unwrap(), 1);
     /// ```
@@ -86,7 +89,8 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
-    /// let f = crew_core::Future::ready(Err::<(), _>(crew_core::Error::panic("bad")));
+    /// # use crew_core as crew;
+    /// let f = crew::Future::ready(Err::<(), _>(crew::Error::panic("bad")));
     /// assert!(f.result().unwrap_err().is_panic());
     /// ```
     ///
@@ -111,13 +115,14 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::time::Duration;
-    /// let (promise, f) = crew_core::Future::<u8>::pending();
+    /// let (promise, f) = crew::Future::<u8>::pending();
     /// assert!(f.result_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
     /// promise.complete(Ok(7));
     /// assert_eq!(f.result_timeout(Duration::from_secs(5))?, 7); // waited again
     /// assert!(f.result_timeout(Duration::ZERO).unwrap_err().is_invalid_input()); // taken
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     ///
     /// # Errors
@@ -146,7 +151,8 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
-    /// let f = crew_core::Future::ready(Ok(()));
+    /// # use crew_core as crew;
+    /// let f = crew::Future::ready(Ok(()));
     /// f.wait();
     /// assert!(f.done());
     /// ```
@@ -159,8 +165,9 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::time::Duration;
-    /// let (_p, f) = crew_core::Future::<()>::pending();
+    /// let (_p, f) = crew::Future::<()>::pending();
     /// assert!(!f.wait_timeout(Duration::from_millis(1)));
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
@@ -172,7 +179,8 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(crew_core::Future::ready(Ok(0)).done());
+    /// # use crew_core as crew;
+    /// assert!(crew::Future::ready(Ok(0)).done());
     /// ```
     pub fn done(&self) -> bool {
         self.slot.is_done()
@@ -183,7 +191,8 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
-    /// let (_p, f) = crew_core::Future::<()>::pending();
+    /// # use crew_core as crew;
+    /// let (_p, f) = crew::Future::<()>::pending();
     /// assert!(!f.running());
     /// ```
     pub fn running(&self) -> bool {
@@ -200,7 +209,8 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
-    /// let (_p, f) = crew_core::Future::<()>::pending();
+    /// # use crew_core as crew;
+    /// let (_p, f) = crew::Future::<()>::pending();
     /// assert!(f.cancel());
     /// assert!(f.cancelled());
     /// assert!(f.result().unwrap_err().is_cancelled());
@@ -214,7 +224,8 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(!crew_core::Future::ready(Ok(1)).cancelled());
+    /// # use crew_core as crew;
+    /// assert!(!crew::Future::ready(Ok(1)).cancelled());
     /// ```
     pub fn cancelled(&self) -> bool {
         self.slot.is_cancelled()
@@ -227,7 +238,8 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
-    /// let f = crew_core::Future::ready(Err::<(), _>(crew_core::Error::timeout()));
+    /// # use crew_core as crew;
+    /// let f = crew::Future::ready(Err::<(), _>(crew::Error::timeout()));
     /// assert!(f.exception().unwrap().is_timeout());
     /// ```
     pub fn exception(&self) -> Option<Error> {
@@ -245,11 +257,12 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::time::Duration;
-    /// let (promise, f) = crew_core::Future::<u8>::pending();
+    /// let (promise, f) = crew::Future::<u8>::pending();
     /// // Python: `f.exception(timeout=0)` raises `TimeoutError` on a pending future.
     /// assert!(f.exception_timeout(Duration::ZERO).unwrap_err().is_timeout());
-    /// promise.complete(Err(crew_core::Error::panic("boom")));
+    /// promise.complete(Err(crew::Error::panic("boom")));
     /// assert!(f.exception_timeout(Duration::ZERO).unwrap().unwrap().is_panic());
     /// ```
     ///
@@ -283,11 +296,12 @@ impl<T: Send> Future<T> {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
     /// let seen = Arc::new(AtomicU32::new(0));
-    /// let (p, f) = crew_core::Future::pending();
+    /// let (p, f) = crew::Future::pending();
     /// let s = seen.clone();
-    /// f.add_done_callback(move |r: &crew_core::Result<u32>| s.store(*r.as_ref().unwrap(), Ordering::SeqCst));
+    /// f.add_done_callback(move |r: &crew::Result<u32>| s.store(*r.as_ref().unwrap(), Ordering::SeqCst));
     /// p.complete(Ok(9));
     /// assert_eq!(seen.load(Ordering::SeqCst), 9);
     /// ```
@@ -324,15 +338,16 @@ impl<T: Send + 'static> Future<T> {
     /// # Examples
     ///
     /// ```
-    /// let (promise, future) = crew_core::Future::<u32>::pending_recycled();
+    /// # use crew_core as crew;
+    /// let (promise, future) = crew::Future::<u32>::pending_recycled();
     /// promise.complete(Ok(1));
     /// assert_eq!(future.result()?, 1);
     /// // The slot is back on this thread's shelf: the next pair reuses it.
-    /// let (promise, future) = crew_core::Future::<u32>::pending_recycled();
+    /// let (promise, future) = crew::Future::<u32>::pending_recycled();
     /// assert!(!future.done());
     /// promise.complete(Ok(2));
     /// assert_eq!(future.result()?, 2);
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     pub fn pending_recycled() -> (Promise<Result<T>>, Future<T>) {
         Future::with_slot(Slot::recycled())
@@ -379,11 +394,12 @@ impl<T> fmt::Debug for Future<T> {
 /// Polled by hand here; an async runtime does the same for `.await`.
 ///
 /// ```
+/// # use crew_core as crew;
 /// use std::future::{Future as _, IntoFuture};
 /// use std::pin::pin;
 /// use std::task::{Context, Poll, Waker};
 ///
-/// let (promise, future) = crew_core::Future::<u32>::pending();
+/// let (promise, future) = crew::Future::<u32>::pending();
 /// let mut output = pin!(future.into_future());
 /// let mut cx = Context::from_waker(Waker::noop());
 /// assert!(output.as_mut().poll(&mut cx).is_pending());
@@ -432,7 +448,8 @@ impl<T> Unpin for FutureOutput<T> {}
 /// # Examples
 ///
 /// ```
-/// let (promise, res) = crew_core::AsyncResult::<u32>::pending();
+/// # use crew_core as crew;
+/// let (promise, res) = crew::AsyncResult::<u32>::pending();
 /// assert!(!res.ready());
 /// promise.complete(Ok(3));
 /// assert!(res.ready());
@@ -473,7 +490,8 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// # Examples
     ///
     /// ```
-    /// let (p, r) = crew_core::AsyncResult::<()>::pending();
+    /// # use crew_core as crew;
+    /// let (p, r) = crew::AsyncResult::<()>::pending();
     /// drop(p); // a promise dropped without a value cancels
     /// assert!(r.get().unwrap_err().is_cancelled());
     /// ```
@@ -500,7 +518,8 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// # Examples
     ///
     /// ```
-    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// # use crew_core as crew;
+    /// let (p, r) = crew::AsyncResult::<u8>::pending();
     /// p.complete(Ok(1));
     /// assert_eq!(r.get().unwrap(), 1);
     /// ```
@@ -528,14 +547,15 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::time::Duration;
-    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
-    /// let e: crew_core::Error = r.get_timeout(Duration::from_millis(5)).unwrap_err();
+    /// let (p, r) = crew::AsyncResult::<u8>::pending();
+    /// let e: crew::Error = r.get_timeout(Duration::from_millis(5)).unwrap_err();
     /// assert!(e.is_timeout());
     /// p.complete(Ok(3));
     /// assert_eq!(r.get_timeout(Duration::from_secs(5))?, 3); // waited again
     /// assert_eq!(r.successful(), Some(true));
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     ///
     /// # Errors
@@ -564,7 +584,8 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// # Examples
     ///
     /// ```
-    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// # use crew_core as crew;
+    /// let (p, r) = crew::AsyncResult::<u8>::pending();
     /// p.complete(Ok(1));
     /// r.wait();
     /// assert!(r.ready());
@@ -578,7 +599,8 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// # Examples
     ///
     /// ```
-    /// let (_p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// # use crew_core as crew;
+    /// let (_p, r) = crew::AsyncResult::<u8>::pending();
     /// assert!(!r.wait_timeout(std::time::Duration::from_millis(1)));
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
@@ -590,7 +612,8 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// # Examples
     ///
     /// ```
-    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// # use crew_core as crew;
+    /// let (p, r) = crew::AsyncResult::<u8>::pending();
     /// assert!(!r.ready());
     /// p.complete(Ok(2));
     /// assert!(r.ready());
@@ -605,9 +628,10 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// # Examples
     ///
     /// ```
-    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// # use crew_core as crew;
+    /// let (p, r) = crew::AsyncResult::<u8>::pending();
     /// assert_eq!(r.successful(), None);
-    /// p.fail(crew_core::Error::panic("x"));
+    /// p.fail(crew::Error::panic("x"));
     /// assert_eq!(r.successful(), Some(false));
     /// ```
     pub fn successful(&self) -> Option<bool> {
@@ -634,9 +658,10 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::sync::{Arc, Mutex};
     /// let got = Arc::new(Mutex::new(Vec::new()));
-    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// let (p, r) = crew::AsyncResult::<u8>::pending();
     /// let g = got.clone();
     /// let r = r.callback(move |v| g.lock().unwrap().push(*v));
     /// p.complete(Ok(5));
@@ -660,12 +685,13 @@ impl<T: Send, E: Send + From<Error>> AsyncResult<T, E> {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
     /// let failed = Arc::new(AtomicBool::new(false));
-    /// let (p, r) = crew_core::AsyncResult::<u8>::pending();
+    /// let (p, r) = crew::AsyncResult::<u8>::pending();
     /// let f = failed.clone();
-    /// let r = r.error_callback(move |e: &crew_core::Error| f.store(e.is_panic(), Ordering::SeqCst));
-    /// p.fail(crew_core::Error::panic("boom"));
+    /// let r = r.error_callback(move |e: &crew::Error| f.store(e.is_panic(), Ordering::SeqCst));
+    /// p.fail(crew::Error::panic("boom"));
     /// assert!(failed.load(Ordering::SeqCst));
     /// # drop(r);
     /// ```
@@ -686,7 +712,8 @@ impl<T: Send + 'static, E: Send + From<Error> + 'static> AsyncResult<T, E> {
     /// # Examples
     ///
     /// ```
-    /// let (p, r) = crew_core::AsyncResult::<u8>::pending_recycled();
+    /// # use crew_core as crew;
+    /// let (p, r) = crew::AsyncResult::<u8>::pending_recycled();
     /// p.complete(Ok(5));
     /// assert_eq!(r.get().unwrap(), 5);
     /// ```
@@ -715,7 +742,8 @@ impl<T, E> fmt::Debug for AsyncResult<T, E> {
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Error, MapAsyncResult, MapError};
+/// # use crew_core as crew;
+/// use crew::{Error, MapAsyncResult, MapError};
 ///
 /// let (promise, r) = MapAsyncResult::<u32>::pending();
 /// promise.complete(Err(MapError::new(vec![Ok(1), Err(Error::panic("boom"))])));

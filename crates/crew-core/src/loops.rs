@@ -13,7 +13,8 @@ use rayon::prelude::*;
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Schedule, prange};
+/// # use crew_core as crew;
+/// use crew::{Schedule, prange};
 ///
 /// assert_eq!(Schedule::default(), Schedule::Adaptive);
 /// // Iterations of uneven cost: hand them out in blocks of 16.
@@ -43,7 +44,8 @@ pub enum Schedule {
 /// # Examples
 ///
 /// ```
-/// let squares = crew_core::prange(0..5).threads(2).map_collect(|i| i * i);
+/// # use crew_core as crew;
+/// let squares = crew::prange(0..5).threads(2).map_collect(|i| i * i);
 /// assert_eq!(squares, [0, 1, 4, 9, 16]);
 /// ```
 #[derive(Clone, Debug)]
@@ -58,7 +60,8 @@ pub struct ParRange {
 /// # Examples
 ///
 /// ```
-/// use crew_core::{prange, Schedule};
+/// # use crew_core as crew;
+/// use crew::{prange, Schedule};
 ///
 /// // Sum of squares with a static schedule.
 /// let total = prange(0..1_000).schedule(Schedule::Static).map_sum(|i| (i * i) as u64);
@@ -66,7 +69,7 @@ pub struct ParRange {
 ///
 /// // Fill a buffer in parallel.
 /// let mut out = vec![0u32; 100];
-/// crew_core::par_for_each_mut(&mut out, Schedule::Dynamic(8), |i, x| *x = i as u32 * 2);
+/// crew::par_for_each_mut(&mut out, Schedule::Dynamic(8), |i, x| *x = i as u32 * 2);
 /// assert_eq!(out[10], 20);
 /// ```
 pub fn prange(range: Range<usize>) -> ParRange {
@@ -94,7 +97,8 @@ impl ParRange {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Schedule, prange};
+    /// # use crew_core as crew;
+    /// use crew::{Schedule, prange};
     /// assert_eq!(prange(0..10).schedule(Schedule::Static).map_sum(|i| i), 45);
     /// ```
     pub fn schedule(mut self, schedule: Schedule) -> ParRange {
@@ -110,8 +114,9 @@ impl ParRange {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::collections::HashSet;
-    /// let ids = crew_core::prange(0..64).threads(2).map_collect(|_| std::thread::current().id());
+    /// let ids = crew::prange(0..64).threads(2).map_collect(|_| std::thread::current().id());
     /// let distinct: HashSet<_> = ids.into_iter().collect();
     /// assert!(distinct.len() <= 2);
     /// assert!(!distinct.contains(&std::thread::current().id()));
@@ -142,9 +147,10 @@ impl ParRange {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::sync::atomic::{AtomicUsize, Ordering};
     /// let sum = AtomicUsize::new(0);
-    /// crew_core::prange(0..100).for_each(|i| {
+    /// crew::prange(0..100).for_each(|i| {
     ///     sum.fetch_add(i, Ordering::Relaxed);
     /// });
     /// assert_eq!(sum.into_inner(), 4950);
@@ -171,7 +177,8 @@ impl ParRange {
     /// # Examples
     ///
     /// ```
-    /// let total: u64 = crew_core::prange(1..101).map_sum(|i| i as u64);
+    /// # use crew_core as crew;
+    /// let total: u64 = crew::prange(1..101).map_sum(|i| i as u64);
     /// assert_eq!(total, 5050);
     /// ```
     ///
@@ -203,7 +210,8 @@ impl ParRange {
     /// # Examples
     ///
     /// ```
-    /// let largest = crew_core::prange(0..1000).map_reduce(|i| (i * 7919) % 1000, || 0, usize::max);
+    /// # use crew_core as crew;
+    /// let largest = crew::prange(0..1000).map_reduce(|i| (i * 7919) % 1000, || 0, usize::max);
     /// assert_eq!(largest, 999);
     /// ```
     ///
@@ -234,7 +242,8 @@ impl ParRange {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Schedule, prange};
+    /// # use crew_core as crew;
+    /// use crew::{Schedule, prange};
     /// let v = prange(3..7).schedule(Schedule::Dynamic(1)).map_collect(|i| i.to_string());
     /// assert_eq!(v, ["3", "4", "5", "6"]);
     /// ```
@@ -261,8 +270,9 @@ impl ParRange {
 /// # Examples
 ///
 /// ```
+/// # use crew_core as crew;
 /// let mut v = vec![1.0f64; 8];
-/// crew_core::par_for_each_mut(&mut v, crew_core::Schedule::Static, |i, x| *x *= i as f64);
+/// crew::par_for_each_mut(&mut v, crew::Schedule::Static, |i, x| *x *= i as f64);
 /// assert_eq!(v[3], 3.0);
 /// ```
 pub fn par_for_each_mut<T: Send>(

@@ -7,8 +7,9 @@
 //! # Examples
 //!
 //! ```
+//! # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 //! use std::sync::{Arc, Mutex};
-//! use crew_core::progress::{Progress, ProgressStyle};
+//! use crew::core::progress::{Progress, ProgressStyle};
 //!
 //! let lines = Arc::new(Mutex::new(Vec::new()));
 //! let progress = Progress::start(ProgressStyle::Capture(lines.clone()), "Pool(threads=2)", Some(100));
@@ -32,9 +33,10 @@ use std::time::{Duration, Instant};
 /// A map on threads whose progress lines are captured:
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::sync::{Arc, Mutex};
-/// use crew_core::engine::{MapOptions, map_blocking};
-/// use crew_core::{ProgressStyle, Threads, Unary};
+/// use crew::core::engine::{MapOptions, map_blocking};
+/// use crew::core::{ProgressStyle, Threads, Unary};
 ///
 /// let lines = Arc::new(Mutex::new(Vec::new()));
 /// let opts = MapOptions {
@@ -46,7 +48,7 @@ use std::time::{Duration, Instant};
 /// map_blocking(&threads, Unary(|x: u32| x + 1), 0..100u32, &opts).unwrap();
 /// let last = lines.lock().unwrap().last().unwrap().clone();
 /// assert!(last.starts_with("[Pool(threads=2)]: Done 100 out of 100"), "{last}");
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub enum ProgressStyle {
@@ -86,8 +88,9 @@ enum Sink {
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::sync::{Arc, Mutex};
-/// use crew_core::{Progress, ProgressStyle};
+/// use crew::core::{Progress, ProgressStyle};
 ///
 /// let lines = Arc::new(Mutex::new(Vec::new()));
 /// let progress = Progress::start(ProgressStyle::Capture(lines.clone()), "demo", Some(10));
@@ -124,7 +127,8 @@ impl std::fmt::Debug for Progress {
 /// # Examples
 ///
 /// ```
-/// use crew_core::progress::format_rate;
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::progress::format_rate;
 ///
 /// assert_eq!(format_rate(81.4384), "81.4 it/s");
 /// assert_eq!(format_rate(1234.5), "1.2k it/s");
@@ -174,8 +178,9 @@ impl Progress {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
     /// use std::sync::{Arc, Mutex};
-    /// use crew_core::{Progress, ProgressStyle};
+    /// use crew::core::{Progress, ProgressStyle};
     ///
     /// let lines = Arc::new(Mutex::new(Vec::new()));
     /// let progress = Progress::start(ProgressStyle::Capture(lines.clone()), "stream", None);
@@ -226,8 +231,9 @@ impl Progress {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
     /// use std::sync::{Arc, Mutex};
-    /// use crew_core::{Progress, ProgressStyle};
+    /// use crew::core::{Progress, ProgressStyle};
     ///
     /// let lines = Arc::new(Mutex::new(Vec::new()));
     /// let progress = Progress::start(ProgressStyle::Capture(lines.clone()), "demo", Some(100));
@@ -302,8 +308,9 @@ impl Progress {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
     /// use std::sync::{Arc, Mutex};
-    /// use crew_core::{Progress, ProgressStyle};
+    /// use crew::core::{Progress, ProgressStyle};
     ///
     /// let lines = Arc::new(Mutex::new(Vec::new()));
     /// let progress = Progress::start(ProgressStyle::Capture(lines.clone()), "demo", Some(3));

@@ -22,7 +22,10 @@
 //! callbacks, so that a callback may call back into its own slot (add a
 //! callback, wait, read the value), as Python allows. While it runs them it
 //! holds `running`, which `settle` waits on: waiters are released only once
-//! the callbacks have run.
+//! the callbacks have run. When no waiter runs users' code (only parked
+//! threads and the listeners of `wait` and `as_completed`), the completer
+//! sets `DONE` alone and wakes them without lending the value out (below):
+//! `running`, which every move out settles on first, keeps it in place.
 //!
 //! The value is lent out under a reader count (`readers`): callbacks and
 //! `with_value` pin it, and a move out (`take_shared`, `try_take`) needs
@@ -175,6 +178,15 @@ impl<V> Waiters<V> {
         if self.rest.capacity() == 0 && used.rest.is_empty() {
             self.rest = used.rest;
         }
+    }
+
+    /// True if a waiter runs users' code when woken (a callback, a
+    /// waker), which may call back into the slot on this thread.
+    fn run_users_code(&self) -> bool {
+        self.first
+            .iter()
+            .chain(self.rest.iter())
+            .any(|w| matches!(w, Waiter::Callback(_) | Waiter::Waker(_)))
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Waiter<V>> {
@@ -474,6 +486,27 @@ impl<V> Slot<V> {
             if s & WAITERS != 0 {
                 let mut waiters = lock(&self.waiters);
                 let running = lock(&self.running);
+                if !waiters.run_users_code() {
+                    // Only parked threads and internal listeners (`wait`,
+                    // `as_completed`): none calls back into this slot, so
+                    // the value need not be pinned (lent) while they are
+                    // woken. Nobody moves it out meanwhile: a move out
+                    // settles first, waiting for `running`, held here.
+                    self.state.fetch_or(DONE, Ordering::AcqRel);
+                    let mut list = waiters.take();
+                    drop(waiters);
+                    // SAFETY: the value was written before `DONE`, and
+                    // nobody moves it out while `running` is held (above).
+                    let value = unsafe { (*self.value.get()).as_ref() }.expect("value written");
+                    for w in list.drain() {
+                        wake(w, value);
+                    }
+                    if list.rest.capacity() != 0 {
+                        lock(&self.waiters).give_back(list);
+                    }
+                    drop(running);
+                    return;
+                }
                 self.state.fetch_or(DONE | CALLBACKS, Ordering::AcqRel);
                 let mut list = waiters.take();
                 // Callbacks run without the list's lock: they may add more.
@@ -914,7 +947,9 @@ fn callback_panic_report(payload: &(dyn std::any::Any + Send)) -> String {
 /// assert!(future.result().unwrap_err().is_cancelled());
 /// ```
 pub struct Promise<V: FromError> {
-    slot: Option<SlotRef<V>>,
+    /// Released when the promise is completed or dropped (its last
+    /// access). Not an `Option`: an `Option<Promise>` is then one word.
+    slot: SlotRef<V>,
 }
 
 impl<V: FromError> std::fmt::Debug for Promise<V> {
@@ -925,11 +960,18 @@ impl<V: FromError> std::fmt::Debug for Promise<V> {
 
 impl<V: FromError> Promise<V> {
     pub(crate) fn new(slot: SlotRef<V>) -> Promise<V> {
-        Promise { slot: Some(slot) }
+        Promise { slot }
     }
 
     fn slot(&self) -> &Slot<V> {
-        self.slot.as_ref().expect("promise used after completion")
+        &self.slot
+    }
+
+    /// The promise's reference, taken out of it without running its drop
+    /// (which would complete the slot as cancelled).
+    fn into_slot(self) -> SlotRef<V> {
+        let this = std::mem::ManuallyDrop::new(self);
+        SlotRef { ptr: this.slot.ptr }
     }
 
     /// Marks the task running; false if it was cancelled and must be skipped.
@@ -1014,12 +1056,11 @@ impl<V: FromError> Promise<V> {
     /// promise.complete(Ok(1)); // too late: the task was cancelled
     /// assert!(future.result().unwrap_err().is_cancelled());
     /// ```
-    pub fn complete(mut self, value: V) {
-        if let Some(slot) = self.slot.take() {
-            let _ = slot.complete(value);
-            // SAFETY: the promise's last access: its reference is dropped.
-            unsafe { slot.release() };
-        }
+    pub fn complete(self, value: V) {
+        let slot = self.into_slot();
+        let _ = slot.complete(value);
+        // SAFETY: the promise's last access: its reference is dropped.
+        unsafe { slot.release() };
     }
 
     /// Delivers a failure, as [`complete`](Promise::complete) with an error.
@@ -1049,12 +1090,11 @@ impl<V: FromError> Promise<V> {
     /// promise.cancelled(); // the back-end stopped it
     /// assert!(future.cancelled());
     /// ```
-    pub fn cancelled(mut self) {
-        if let Some(slot) = self.slot.take() {
-            slot.complete_cancelled();
-            // SAFETY: the promise's last access: its reference is dropped.
-            unsafe { slot.release() };
-        }
+    pub fn cancelled(self) {
+        let slot = self.into_slot();
+        slot.complete_cancelled();
+        // SAFETY: the promise's last access: its reference is dropped.
+        unsafe { slot.release() };
     }
 
     /// Installs (or removes) the hook that stops the task while it runs;
@@ -1086,11 +1126,11 @@ impl<V: FromError> Promise<V> {
 
 impl<V: FromError> Drop for Promise<V> {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            let _ = slot.complete_with(CANCELLED, true, V::from_error(Error::cancelled()));
-            // SAFETY: the promise's last access: its reference is dropped.
-            unsafe { slot.release() };
-        }
+        let _ = self
+            .slot
+            .complete_with(CANCELLED, true, V::from_error(Error::cancelled()));
+        // SAFETY: the promise's last access: it is being dropped.
+        unsafe { self.slot.release() };
     }
 }
 

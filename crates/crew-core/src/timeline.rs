@@ -12,8 +12,9 @@ use std::time::Instant;
 /// # Examples
 ///
 /// ```
-/// use crew_core::engine::{MapOptions, map_blocking};
-/// use crew_core::{Backend, Threads, ThreadsConfig, Unary};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::engine::{MapOptions, map_blocking};
+/// use crew::core::{Backend, Threads, ThreadsConfig, Unary};
 ///
 /// let threads = Threads::with_config(ThreadsConfig { workers: 2, timeline: true, ..Default::default() })?;
 /// map_blocking(&threads, Unary(|x: u32| x), 0..8u32, &MapOptions::default()).unwrap();
@@ -29,7 +30,7 @@ use std::time::Instant;
 /// assert_eq!(tasks, (0..8).collect::<Vec<_>>()); // one span per map item
 /// assert!(spans.iter().all(|s| s.worker < 2 && s.start <= s.end));
 /// assert!(spans.iter().all(|s| s.name == "square")); // named after the function
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
@@ -52,7 +53,8 @@ pub struct Span {
 /// # Examples
 ///
 /// ```
-/// use crew_core::{MarkKind, Timeline};
+/// # use crew_core as crew;
+/// use crew::{MarkKind, Timeline};
 ///
 /// let t = Timeline::new();
 /// t.mark(1, MarkKind::Timeout, "task 7 ran past its 2s timeout");
@@ -77,7 +79,8 @@ pub struct Mark {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(crew_core::MarkKind::Restart.name(), "worker restart");
+/// # use crew_core as crew;
+/// assert_eq!(crew::MarkKind::Restart.name(), "worker restart");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -99,7 +102,8 @@ impl MarkKind {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_core::MarkKind::Crash.name(), "worker crash");
+    /// # use crew_core as crew;
+    /// assert_eq!(crew::MarkKind::Crash.name(), "worker crash");
     /// ```
     pub fn name(self) -> &'static str {
         match self {
@@ -120,7 +124,8 @@ impl MarkKind {
 /// # Examples
 ///
 /// ```
-/// use crew_core::task_name;
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::task_name;
 ///
 /// assert_eq!(task_name("my_app::stats::kde_point"), Some("kde_point"));
 /// assert_eq!(task_name("my_app::id<u32>"), Some("id"));
@@ -195,8 +200,9 @@ pub fn task_name(type_name: &'static str) -> Option<&'static str> {
 /// # Examples
 ///
 /// ```
+/// # use crew_core as crew;
 /// use std::time::Instant;
-/// let t = crew_core::Timeline::new();
+/// let t = crew::Timeline::new();
 /// let now = Instant::now();
 /// t.record(0, 7, "square", now, now);
 /// let json = t.to_chrome_trace();
@@ -239,7 +245,8 @@ impl Timeline {
     /// # Examples
     ///
     /// ```
-    /// assert!(crew_core::Timeline::new().spans().is_empty());
+    /// # use crew_core as crew;
+    /// assert!(crew::Timeline::new().spans().is_empty());
     /// ```
     pub fn new() -> Timeline {
         Timeline {
@@ -258,7 +265,8 @@ impl Timeline {
     /// # Examples
     ///
     /// ```
-    /// let t = crew_core::Timeline::new();
+    /// # use crew_core as crew;
+    /// let t = crew::Timeline::new();
     /// assert_eq!(t.next_call(), 0);
     /// assert_eq!(t.next_call(), 1);
     /// ```
@@ -274,8 +282,9 @@ impl Timeline {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::time::{Duration, Instant};
-    /// let t = crew_core::Timeline::new();
+    /// let t = crew::Timeline::new();
     /// let start = Instant::now();
     /// t.record(1, 5, "square", start, start + Duration::from_millis(2));
     /// let span = t.spans()[0];
@@ -307,7 +316,8 @@ impl Timeline {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{MarkKind, Timeline};
+    /// # use crew_core as crew;
+    /// use crew::{MarkKind, Timeline};
     /// let t = Timeline::new();
     /// t.mark(0, MarkKind::Crash, "killed by signal 9 (SIGKILL)");
     /// t.mark(0, MarkKind::Restart, "pid 4242");
@@ -332,8 +342,9 @@ impl Timeline {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::time::Instant;
-    /// let t = crew_core::Timeline::new();
+    /// let t = crew::Timeline::new();
     /// let now = Instant::now();
     /// t.record(0, 2, "a", now, now);
     /// t.record(1, 1, "b", now, now);
@@ -349,9 +360,10 @@ impl Timeline {
     /// # Examples
     ///
     /// ```
-    /// let t = crew_core::Timeline::new();
+    /// # use crew_core as crew;
+    /// let t = crew::Timeline::new();
     /// assert!(t.marks().is_empty());
-    /// t.mark(3, crew_core::MarkKind::Kill, "cancelled");
+    /// t.mark(3, crew::MarkKind::Kill, "cancelled");
     /// assert_eq!(t.marks()[0].worker, 3);
     /// ```
     pub fn marks(&self) -> Vec<Mark> {
@@ -367,11 +379,12 @@ impl Timeline {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::time::{Duration, Instant};
-    /// let t = crew_core::Timeline::new();
+    /// let t = crew::Timeline::new();
     /// let start = Instant::now();
     /// t.record(3, 0, "kde_point", start, start + Duration::from_micros(1500));
-    /// t.mark(3, crew_core::MarkKind::Timeout, "task 0");
+    /// t.mark(3, crew::MarkKind::Timeout, "task 0");
     /// let json = t.to_chrome_trace();
     /// assert!(json.starts_with("{\"displayTimeUnit\":\"ms\",\"traceEvents\":["));
     /// assert!(json.contains("\"name\":\"kde_point\",\"cat\":\"task\",\"ph\":\"X\""));

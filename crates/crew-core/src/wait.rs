@@ -21,8 +21,9 @@ use crate::future::Future;
 /// # Examples
 ///
 /// ```
+/// # use crew_core as crew;
 /// use std::time::Duration;
-/// use crew_core::{Error, Future, ReturnWhen, wait};
+/// use crew::{Error, Future, ReturnWhen, wait};
 ///
 /// let (_p, pending) = Future::<u32>::pending();
 /// let ok = Future::ready(Ok(1));
@@ -48,8 +49,9 @@ pub enum ReturnWhen {
 /// # Examples
 ///
 /// ```
+/// # use crew_core as crew;
 /// use std::time::Duration;
-/// use crew_core::{Future, ReturnWhen, wait};
+/// use crew::{Future, ReturnWhen, wait};
 ///
 /// let (_p, stuck) = Future::<u8>::pending();
 /// let w = wait(vec![Future::ready(Ok(1)), stuck], ReturnWhen::AllCompleted, Some(Duration::from_millis(5)));
@@ -201,7 +203,8 @@ impl Completions {
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Future, ReturnWhen, wait};
+/// # use crew_core as crew;
+/// use crew::{Future, ReturnWhen, wait};
 ///
 /// let (_p, slow) = Future::<u32>::pending();
 /// let fast = Future::ready(Ok(1));
@@ -244,7 +247,8 @@ pub fn wait<T: Send>(
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Future, as_completed};
+/// # use crew_core as crew;
+/// use crew::{Future, as_completed};
 ///
 /// let futures = vec![Future::ready(Ok(1)), Future::ready(Ok(2))];
 /// let mut sum = 0;
@@ -279,8 +283,9 @@ pub fn as_completed<T: Send>(futures: impl IntoIterator<Item = Future<T>>) -> As
 /// # Examples
 ///
 /// ```
+/// # use crew_core as crew;
 /// use std::time::Duration;
-/// use crew_core::{Future, as_completed_timeout};
+/// use crew::{Future, as_completed_timeout};
 ///
 /// let (_p, never) = Future::<u8>::pending();
 /// let mut it = as_completed_timeout(vec![Future::ready(Ok(1)), never], Duration::from_millis(10));
@@ -309,7 +314,8 @@ pub fn as_completed_timeout<T: Send>(
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Future, as_completed};
+/// # use crew_core as crew;
+/// use crew::{Future, as_completed};
 ///
 /// let (first, f_first) = Future::<&str>::pending();
 /// let (second, f_second) = Future::<&str>::pending();
@@ -342,7 +348,8 @@ impl<T: Send> AsCompleted<T> {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Future, as_completed};
+    /// # use crew_core as crew;
+    /// use crew::{Future, as_completed};
     ///
     /// let (_p, pending) = Future::<u8>::pending();
     /// let mut it = as_completed(vec![pending, Future::ready(Ok(2))]);
@@ -381,8 +388,9 @@ impl<T: Send> Iterator for AsCompleted<T> {
 /// # Examples
 ///
 /// ```
+/// # use crew_core as crew;
 /// use std::time::Duration;
-/// use crew_core::{Future, as_completed_timeout};
+/// use crew::{Future, as_completed_timeout};
 ///
 /// let futures = vec![Future::ready(Ok(1)), Future::ready(Ok(2))];
 /// let sum: u32 = as_completed_timeout(futures, Duration::from_secs(10))
@@ -402,8 +410,9 @@ impl<T: Send> AsCompletedTimeout<T> {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::time::Duration;
-    /// use crew_core::{Future, as_completed_timeout};
+    /// use crew::{Future, as_completed_timeout};
     ///
     /// let (_p, never) = Future::<u8>::pending();
     /// let mut it = as_completed_timeout(vec![never], Duration::from_millis(1));

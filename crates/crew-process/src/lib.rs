@@ -44,7 +44,7 @@ use entry::{
 };
 pub use forkserver::{NO_FORK_SERVER_ENV, fork_server_pid};
 pub use process::Process;
-use supervisor::{Completion, Shared};
+use supervisor::{Completion, JobExtra, Shared};
 pub use supervisor::{ProcJob, ProcessConfig};
 use wire::Payload;
 pub use worker::run_if_worker;
@@ -555,7 +555,7 @@ where
         drop(input);
         match encoded {
             Ok(payload) => ProcJob {
-                _held: (!held.is_empty()).then(|| Box::new(held)),
+                extra: JobExtra::holding(held),
                 ..ProcJob::new(
                     offset_of(call_entry::<T, X, R>),
                     payload,
@@ -586,7 +586,7 @@ where
         drop(chunk);
         match encoded {
             Ok(payload) => ProcJob {
-                _held: (!held.is_empty()).then(|| Box::new(held)),
+                extra: JobExtra::holding(held),
                 ..ProcJob::new(
                     offset_of(chunk_entry::<T, X, R>),
                     payload,

@@ -24,7 +24,7 @@ use crate::entry::{
     CallWire, ChunkWire, WireError, assert_non_capturing, build_fingerprint, call_entry,
     chunk_entry, offset_of,
 };
-use crate::supervisor::{Completion, JobLimits, ProcJob};
+use crate::supervisor::{Completion, JobExtra, JobLimits, ProcJob};
 use crate::wire::Payload;
 
 /// This executable's layout fingerprint: two processes may exchange task
@@ -515,12 +515,15 @@ impl Processes {
             lost: Vec::new(),
         };
         let mut proc_job = ProcJob::new(job.entry, payload, completion);
-        proc_job.limits = Some(JobLimits {
-            timeout: job.timeout,
-            retries: job.retries,
-            backoff: job.backoff,
-            spans: job.spans,
-        });
+        proc_job.extra = Some(Box::new(JobExtra {
+            limits: Some(JobLimits {
+                timeout: job.timeout,
+                retries: job.retries,
+                backoff: job.backoff,
+                spans: job.spans,
+            }),
+            ..JobExtra::default()
+        }));
         match self.shared.submit(proc_job) {
             Ok(()) => Ok(handle),
             // Dropping the job tells `on_done` it was cancelled.

@@ -69,13 +69,14 @@ impl<R: Send> Stream<R> {
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::sync::Arc;
-/// use crew_core::{Imap, MapOptions, OnDrop, Owned, Threads, Unary};
+/// use crew::core::{Imap, MapOptions, OnDrop, Owned, Threads, Unary};
 /// let t = Arc::new(Owned::new(Threads::new(2)?, OnDrop::Terminate));
 /// let it = Imap::new(t, Unary(|x: u64| x + 1), 0.., true, &MapOptions::default(), None);
 /// let v: Vec<u64> = it.take(4).map(Result::unwrap).collect();
 /// assert_eq!(v, [1, 2, 3, 4]);
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 ///
 /// Input is pulled on the consumer's thread only when fewer than a window
@@ -180,8 +181,9 @@ where
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
     /// use std::sync::Arc;
-    /// use crew_core::{Imap, MapOptions, OnDrop, Owned, Threads, Unary};
+    /// use crew::core::{Imap, MapOptions, OnDrop, Owned, Threads, Unary};
     /// let t = Arc::new(Owned::new(Threads::new(2)?, OnDrop::Terminate));
     /// let it = Imap::new(t.clone(), Unary(|x: u8| x), 0..4, true, &MapOptions::default(), None);
     /// assert_eq!(it.with_window(1).map(Result::unwrap).collect::<Vec<_>>(), [0, 1, 2, 3]);
@@ -189,7 +191,7 @@ where
     /// let mut bad = Imap::new(t, Unary(|x: u8| x), 0..4, true, &MapOptions::default(), None).with_window(0);
     /// assert!(bad.next().unwrap().unwrap_err().is_invalid_input());
     /// assert!(bad.next().is_none());
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::core::Error>(())
     /// ```
     pub fn with_window(mut self, chunks: usize) -> Self {
         if chunks == 0 {
@@ -213,9 +215,10 @@ where
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
     /// use std::sync::Arc;
     /// use std::sync::atomic::{AtomicUsize, Ordering};
-    /// use crew_core::{Backend, Imap, MapOptions, OnDrop, Owned, Star, Threads, Unary};
+    /// use crew::core::{Backend, Imap, MapOptions, OnDrop, Owned, Star, Threads, Unary};
     /// static RAN: AtomicUsize = AtomicUsize::new(0);
     /// let t = Threads::new(2)?;
     /// let owned = Arc::new(Owned::new(t.clone(), OnDrop::Close));
@@ -223,7 +226,7 @@ where
     /// drop(it.with_window(usize::MAX).eager()); // never iterated: every call still runs
     /// t.join(None);
     /// assert_eq!(RAN.load(Ordering::SeqCst), 10);
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::core::Error>(())
     /// ```
     pub fn eager(mut self) -> Self {
         if self.window == usize::MAX && !self.policy.fixed {
@@ -330,16 +333,17 @@ where
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
     /// use std::sync::Arc;
     /// use std::time::Duration;
-    /// use crew_core::{Imap, MapOptions, OnDrop, Owned, Threads, Unary};
+    /// use crew::core::{Imap, MapOptions, OnDrop, Owned, Threads, Unary};
     /// let t = Arc::new(Owned::new(Threads::new(1)?, OnDrop::Terminate));
     /// let slow = |ms: u64| { std::thread::sleep(Duration::from_millis(ms)); ms };
     /// let mut it = Imap::new(t, Unary(slow), vec![300u64].into_iter(), true, &MapOptions::default(), None);
     /// assert!(it.next_timeout(Duration::from_millis(1)).unwrap().unwrap_err().is_timeout());
     /// assert_eq!(it.next_timeout(Duration::from_secs(30)).unwrap().unwrap(), 300);
     /// assert!(it.next().is_none());
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::core::Error>(())
     /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
         self.next_until(Some(deadline(timeout)))

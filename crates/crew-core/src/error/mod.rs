@@ -12,11 +12,12 @@ use std::sync::Arc;
 /// # Examples
 ///
 /// ```
-/// fn halve(x: u32) -> crew_core::Result<u32> {
+/// # use crew_core as crew;
+/// fn halve(x: u32) -> crew::Result<u32> {
 ///     if x % 2 == 0 {
 ///         Ok(x / 2)
 ///     } else {
-///         Err(crew_core::Error::invalid_input(format!("{x} is odd")))
+///         Err(crew::Error::invalid_input(format!("{x} is odd")))
 ///     }
 /// }
 /// assert_eq!(halve(4).unwrap(), 2);
@@ -38,7 +39,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// # Examples
 ///
 /// ```
-/// use crew_core::Error;
+/// # use crew_core as crew;
+/// use crew::Error;
 ///
 /// let e = Error::timeout();
 /// assert!(e.is_timeout());
@@ -109,7 +111,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let e = crew_core::Error::panic("boom");
+    /// # use crew_core as crew;
+    /// let e = crew::Error::panic("boom");
     /// assert!(e.is_panic());
     /// assert_eq!(e.panic_message(), Some("boom"));
     /// ```
@@ -127,7 +130,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let e = crew_core::Error::panic_with_backtrace("boom", "0: main".into());
+    /// # use crew_core as crew;
+    /// let e = crew::Error::panic_with_backtrace("boom", "0: main".into());
     /// assert_eq!(e.backtrace(), Some("0: main"));
     /// ```
     pub fn panic_with_backtrace(message: impl Into<String>, backtrace: String) -> Error {
@@ -142,8 +146,9 @@ impl Error {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// let payload = std::panic::catch_unwind(|| panic!("bad row {}", 7)).unwrap_err();
-    /// let e = crew_core::Error::from_panic(payload);
+    /// let e = crew::Error::from_panic(payload);
     /// assert_eq!(e.panic_message(), Some("bad row 7"));
     /// ```
     pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Error {
@@ -160,7 +165,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::Error;
+    /// # use crew_core as crew;
+    /// use crew::Error;
     /// let odd = std::panic::catch_unwind(|| std::panic::panic_any(42u32)).unwrap_err();
     /// assert_eq!(Error::panic_payload_message(&*odd), "a non-string panic payload");
     /// let text = std::panic::catch_unwind(|| panic!("at {}", 3)).unwrap_err();
@@ -182,7 +188,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// assert!(crew_core::Error::timeout().is_timeout());
+    /// # use crew_core as crew;
+    /// assert!(crew::Error::timeout().is_timeout());
     /// ```
     pub fn timeout() -> Error {
         Error::new(Kind::TimedOut)
@@ -193,7 +200,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// assert!(crew_core::Error::cancelled().is_cancelled());
+    /// # use crew_core as crew;
+    /// assert!(crew::Error::cancelled().is_cancelled());
     /// ```
     pub fn cancelled() -> Error {
         Error::new(Kind::Cancelled)
@@ -205,7 +213,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let e = crew_core::Error::worker_lost("killed by signal 9 (SIGKILL)").with_worker(3);
+    /// # use crew_core as crew;
+    /// let e = crew::Error::worker_lost("killed by signal 9 (SIGKILL)").with_worker(3);
     /// assert!(e.is_worker_lost());
     /// assert_eq!(e.worker(), Some(3));
     /// assert_eq!(e.to_string(), "worker 3 lost: killed by signal 9 (SIGKILL)");
@@ -221,7 +230,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// assert!(crew_core::Error::shutdown().is_shutdown());
+    /// # use crew_core as crew;
+    /// assert!(crew::Error::shutdown().is_shutdown());
     /// ```
     pub fn shutdown() -> Error {
         Error::new(Kind::Shutdown)
@@ -232,7 +242,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let e = crew_core::Error::invalid_input("a pool needs at least one worker");
+    /// # use crew_core as crew;
+    /// let e = crew::Error::invalid_input("a pool needs at least one worker");
     /// assert!(e.is_invalid_input());
     /// ```
     pub fn invalid_input(message: impl Into<String>) -> Error {
@@ -247,8 +258,9 @@ impl Error {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// let io = std::io::Error::from(std::io::ErrorKind::OutOfMemory);
-    /// let e = crew_core::Error::io("spawning worker thread", io);
+    /// let e = crew::Error::io("spawning worker thread", io);
     /// assert!(e.is_io());
     /// ```
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
@@ -264,7 +276,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let e = crew_core::Error::protocol("truncated frame");
+    /// # use crew_core as crew;
+    /// let e = crew::Error::protocol("truncated frame");
     /// assert!(e.is_protocol());
     /// ```
     pub fn protocol(message: impl Into<String>) -> Error {
@@ -302,7 +315,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_core::Error::timeout().with_worker(1).worker(), Some(1));
+    /// # use crew_core as crew;
+    /// assert_eq!(crew::Error::timeout().with_worker(1).worker(), Some(1));
     /// ```
     pub fn with_worker(self, worker: usize) -> Error {
         self.with(|i| i.worker = Some(worker))
@@ -313,7 +327,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_core::Error::panic("x").with_index(4).index(), Some(4));
+    /// # use crew_core as crew;
+    /// assert_eq!(crew::Error::panic("x").with_index(4).index(), Some(4));
     /// ```
     pub fn with_index(self, index: usize) -> Error {
         self.with(|i| i.index = Some(index))
@@ -324,14 +339,15 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Star, Threads, engine::call_blocking};
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// use crew::core::{Star, Threads, engine::call_blocking};
     /// let threads = Threads::new(1)?;
     /// let e = call_blocking(&threads, Star(|| -> u8 { panic!("oops") }), ()).unwrap_err();
     /// assert!(e.is_panic());
     /// assert_eq!(e.panic_message(), Some("oops"));
     /// // The worker survives its task's panic.
     /// assert_eq!(call_blocking(&threads, Star(|| 1u8), ())?, 1);
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::core::Error>(())
     /// ```
     pub fn is_panic(&self) -> bool {
         matches!(self.inner.kind, Kind::Panicked { .. })
@@ -342,8 +358,9 @@ impl Error {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::time::Duration;
-    /// let (_promise, future) = crew_core::Future::<u8>::pending();
+    /// let (_promise, future) = crew::Future::<u8>::pending();
     /// assert!(future.result_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
     /// ```
     pub fn is_timeout(&self) -> bool {
@@ -355,7 +372,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let (promise, future) = crew_core::Future::<u8>::pending();
+    /// # use crew_core as crew;
+    /// let (promise, future) = crew::Future::<u8>::pending();
     /// drop(promise); // the job was discarded without running
     /// assert!(future.result().unwrap_err().is_cancelled());
     /// ```
@@ -368,7 +386,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let e = crew_core::Error::worker_lost("exited with code 3");
+    /// # use crew_core as crew;
+    /// let e = crew::Error::worker_lost("exited with code 3");
     /// assert!(e.is_worker_lost());
     /// assert!(!e.is_panic());
     /// ```
@@ -381,13 +400,14 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Backend, Future, Star, Threads, engine::spawn_call};
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// use crew::core::{Backend, Future, Star, Threads, engine::spawn_call};
     /// let threads = Threads::new(1)?;
     /// threads.close();
     /// let (promise, future) = Future::pending();
     /// spawn_call(&threads, Star(|| 1), (), promise);
     /// assert!(future.result().unwrap_err().is_shutdown());
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::core::Error>(())
     /// ```
     pub fn is_shutdown(&self) -> bool {
         matches!(self.inner.kind, Kind::Shutdown)
@@ -398,8 +418,9 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// assert!(crew_core::Threads::new(0).unwrap_err().is_invalid_input());
-    /// assert!(crew_core::resolve_n_jobs(0).unwrap_err().is_invalid_input());
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// assert!(crew::core::Threads::new(0).unwrap_err().is_invalid_input());
+    /// assert!(crew::core::resolve_n_jobs(0).unwrap_err().is_invalid_input());
     /// ```
     pub fn is_invalid_input(&self) -> bool {
         matches!(self.inner.kind, Kind::InvalidInput { .. })
@@ -412,8 +433,9 @@ impl Error {
     /// # Examples
     ///
     /// ```
+    /// # use crew_core as crew;
     /// use std::error::Error as _;
-    /// let e = crew_core::Error::io("spawning a worker thread", std::io::ErrorKind::OutOfMemory.into());
+    /// let e = crew::Error::io("spawning a worker thread", std::io::ErrorKind::OutOfMemory.into());
     /// assert!(e.is_io());
     /// assert_eq!(e.to_string(), "i/o error while spawning a worker thread");
     /// assert!(e.source().is_some());
@@ -427,7 +449,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let e = crew_core::Error::protocol("truncated frame");
+    /// # use crew_core as crew;
+    /// let e = crew::Error::protocol("truncated frame");
     /// assert!(e.is_protocol());
     /// assert_eq!(e.to_string(), "protocol error: truncated frame");
     /// ```
@@ -443,7 +466,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::Error;
+    /// # use crew_core as crew;
+    /// use crew::Error;
     /// assert_eq!(Error::panic("boom").panic_message(), Some("boom"));
     /// assert_eq!(Error::timeout().panic_message(), None);
     /// let odd = std::panic::catch_unwind(|| std::panic::panic_any(7)).unwrap_err();
@@ -461,7 +485,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::Error;
+    /// # use crew_core as crew;
+    /// use crew::Error;
     /// assert_eq!(Error::panic("x").backtrace(), None);
     /// let e = Error::panic_with_backtrace("x", "0: my_task\n1: main".into());
     /// assert!(e.backtrace().unwrap().starts_with("0: my_task"));
@@ -483,7 +508,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::Error;
+    /// # use crew_core as crew;
+    /// use crew::Error;
     /// assert_eq!(Error::worker_lost("exited with code 3").detail(), "exited with code 3");
     /// assert_eq!(Error::timeout().detail(), "");
     /// ```
@@ -506,7 +532,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::Error;
+    /// # use crew_core as crew;
+    /// use crew::Error;
     /// for e in [Error::timeout(), Error::shutdown(), Error::protocol("bad frame")] {
     ///     let back = Error::from_code(e.kind_code(), e.detail(), None);
     ///     assert_eq!(back.kind_code(), e.kind_code());
@@ -532,8 +559,9 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let e = crew_core::Error::panic("x");
-    /// let back = crew_core::Error::from_code(e.kind_code(), e.detail(), None);
+    /// # use crew_core as crew;
+    /// let e = crew::Error::panic("x");
+    /// let back = crew::Error::from_code(e.kind_code(), e.detail(), None);
     /// assert!(back.is_panic());
     /// assert_eq!(back.panic_message(), Some("x"));
     /// ```
@@ -558,7 +586,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::Error;
+    /// # use crew_core as crew;
+    /// use crew::Error;
     /// let e = Error::worker_lost("killed by signal 9 (SIGKILL)");
     /// assert_eq!(e.worker_lost_cause(), Some("killed by signal 9 (SIGKILL)"));
     /// assert_eq!(Error::panic("x").worker_lost_cause(), None);
@@ -575,13 +604,14 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Star, Threads, engine::call_blocking};
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// use crew::core::{Star, Threads, engine::call_blocking};
     /// let threads = Threads::new(1)?;
     /// let e = call_blocking(&threads, Star(|| -> () { panic!("oops") }), ()).unwrap_err();
     /// assert_eq!(e.worker(), Some(0));
     /// assert_eq!(e.to_string(), "task panicked: oops (worker 0)");
-    /// assert_eq!(crew_core::Error::timeout().worker(), None);
-    /// # Ok::<(), crew_core::Error>(())
+    /// assert_eq!(crew::core::Error::timeout().worker(), None);
+    /// # Ok::<(), crew::core::Error>(())
     /// ```
     pub fn worker(&self) -> Option<usize> {
         self.inner.worker
@@ -592,14 +622,15 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::engine::{MapOptions, map_blocking};
-    /// use crew_core::{Threads, Unary};
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// use crew::core::engine::{MapOptions, map_blocking};
+    /// use crew::core::{Threads, Unary};
     /// let threads = Threads::new(2)?;
     /// let task = Unary(|x: u32| if x == 3 { panic!("three") } else { x });
     /// let err = map_blocking(&threads, task, 0..8, &MapOptions::default()).unwrap_err();
     /// assert_eq!(err.first().index(), Some(3));
-    /// assert_eq!(crew_core::Error::panic("x").index(), None);
-    /// # Ok::<(), crew_core::Error>(())
+    /// assert_eq!(crew::core::Error::panic("x").index(), None);
+    /// # Ok::<(), crew::core::Error>(())
     /// ```
     pub fn index(&self) -> Option<usize> {
         self.inner.index
@@ -687,7 +718,8 @@ impl std::error::Error for Error {
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Error, MapError};
+/// # use crew_core as crew;
+/// use crew::{Error, MapError};
 ///
 /// let err = MapError::new(vec![Ok(1), Err(Error::panic("boom").with_index(1)), Ok(9)]);
 /// assert_eq!(err.failed(), 1);
@@ -712,7 +744,8 @@ impl<R> MapError<R> {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Error, MapError};
+    /// # use crew_core as crew;
+    /// use crew::{Error, MapError};
     /// let err = MapError::new(vec![Ok('a'), Err(Error::timeout())]);
     /// assert_eq!((err.len(), err.failed()), (2, 1));
     /// ```
@@ -739,7 +772,8 @@ impl<R> MapError<R> {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Error, MapError};
+    /// # use crew_core as crew;
+    /// use crew::{Error, MapError};
     /// let err = MapError::new(vec![Ok(0), Err(Error::timeout()), Err(Error::panic("later"))]);
     /// assert!(err.first().is_timeout());
     /// ```
@@ -755,7 +789,8 @@ impl<R> MapError<R> {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Error, MapError};
+    /// # use crew_core as crew;
+    /// use crew::{Error, MapError};
     /// let err = MapError::new(vec![Err(Error::cancelled()), Ok(1), Err(Error::cancelled())]);
     /// assert_eq!(err.failed(), 2);
     /// ```
@@ -768,7 +803,8 @@ impl<R> MapError<R> {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Error, MapError};
+    /// # use crew_core as crew;
+    /// use crew::{Error, MapError};
     /// let err = MapError::new(vec![Ok(1), Ok(2), Err(Error::timeout())]);
     /// assert_eq!(err.len(), 3);
     /// ```
@@ -783,7 +819,8 @@ impl<R> MapError<R> {
     /// # Examples
     ///
     /// ```
-    /// let err: crew_core::MapError<u8> = crew_core::Error::shutdown().into();
+    /// # use crew_core as crew;
+    /// let err: crew::MapError<u8> = crew::Error::shutdown().into();
     /// assert!(!err.is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
@@ -795,7 +832,8 @@ impl<R> MapError<R> {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Error, MapError};
+    /// # use crew_core as crew;
+    /// use crew::{Error, MapError};
     /// let err = MapError::new(vec![Ok(1), Err(Error::panic("a")), Ok(3), Err(Error::panic("b"))]);
     /// let at: Vec<usize> = err.errors().map(|(i, _)| i).collect();
     /// assert_eq!(at, [1, 3]);
@@ -812,7 +850,8 @@ impl<R> MapError<R> {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Error, MapError};
+    /// # use crew_core as crew;
+    /// use crew::{Error, MapError};
     /// let err = MapError::new(vec![Ok(10), Err(Error::timeout())]);
     /// assert_eq!(*err.results()[0].as_ref().unwrap(), 10);
     /// assert!(err.results()[1].is_err());
@@ -826,7 +865,8 @@ impl<R> MapError<R> {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Error, MapError};
+    /// # use crew_core as crew;
+    /// use crew::{Error, MapError};
     /// let err = MapError::new(vec![Ok(1), Err(Error::timeout()), Ok(3)]);
     /// let retried: Vec<i32> = err.into_results().into_iter().map(|r| r.unwrap_or(0)).collect();
     /// assert_eq!(retried, [1, 0, 3]);
@@ -842,7 +882,8 @@ impl<R> MapError<R> {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Error, MapError};
+    /// # use crew_core as crew;
+    /// use crew::{Error, MapError};
     /// let err = MapError::new(vec![Ok(1), Err(Error::panic("first")), Err(Error::timeout())]);
     /// assert_eq!(err.into_first().panic_message(), Some("first"));
     /// ```
@@ -862,7 +903,8 @@ impl<R> From<Error> for MapError<R> {
     /// # Examples
     ///
     /// ```
-    /// let err: crew_core::MapError<u8> = crew_core::Error::shutdown().into();
+    /// # use crew_core as crew;
+    /// let err: crew::MapError<u8> = crew::Error::shutdown().into();
     /// assert_eq!(err.to_string(), "pool is shut down");
     /// assert!(err.first().is_shutdown());
     /// ```
@@ -926,8 +968,9 @@ impl<R> std::error::Error for MapError<R> {
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Error, FromError, MapError};
-/// let one = crew_core::Result::<u8>::from_error(Error::cancelled());
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Error, FromError, MapError};
+/// let one = crew::core::Result::<u8>::from_error(Error::cancelled());
 /// assert!(one.unwrap_err().is_cancelled());
 /// let map = Result::<Vec<u8>, MapError<u8>>::from_error(Error::shutdown());
 /// assert!(map.unwrap_err().first().is_shutdown());

@@ -222,3 +222,31 @@ fn loom_retiring_a_blocks_slots_on_two_threads_frees_it_once() {
         worker.join().unwrap();
     });
 }
+
+/// A listener (as `as_completed` registers) woken by the completer while
+/// the handle's thread, told by it, moves the value out: the listener
+/// reads the value before the move (the completer holds `running`, which
+/// the move settles on), and runs once.
+#[test]
+fn loom_a_listener_reads_the_value_before_the_handle_moves_it_out() {
+    ::loom::model(|| {
+        let slot = Arc::new(Slot::<V>::new());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s2 = seen.clone();
+        let listener: Listener<V> = Arc::new(move |i, v: &V| {
+            assert_eq!(i, 3);
+            assert_eq!(*v.as_ref().unwrap(), 9);
+            s2.fetch_add(1, Ordering::SeqCst);
+        });
+        slot.on_done_listener(listener, 3);
+        let s = slot.clone();
+        let worker = thread::spawn(move || {
+            assert!(s.complete(Ok(9)).is_ok());
+        });
+        assert!(slot.wait(None));
+        assert_eq!(slot.take().unwrap(), 9);
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "the listener ran first");
+        worker.join().unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    });
+}

@@ -338,7 +338,7 @@ impl Conn {
         let mut head = [0u8; 17];
         head[..8].copy_from_slice(&s.to_le_bytes());
         head[8..16].copy_from_slice(&job.entry.to_le_bytes());
-        let limits = job.limits.unwrap_or_default();
+        let limits = job.limits().unwrap_or_default();
         head[16] = if self.timeout_ns.is_some() || limits.timeout.is_some() {
             FLAG_TIMED
         } else {
@@ -394,7 +394,7 @@ impl Conn {
                 || self
                     .inflight
                     .iter()
-                    .any(|f| f.job.limits.is_some_and(|l| l.timeout.is_some())))
+                    .any(|f| f.job.limits().is_some_and(|l| l.timeout.is_some())))
         {
             cap(10);
         }
@@ -776,7 +776,7 @@ impl Conn {
             .inflight
             .iter()
             .find(|f| f.seq == running)
-            .and_then(|f| f.job.limits)
+            .and_then(|f| f.job.limits())
             .and_then(|l| l.timeout)
             .map(|t| t.as_nanos() as u64)
             .or(self.timeout_ns);

@@ -72,8 +72,11 @@ enum CompletionRepr<'s> {
     Boxed(Box<dyn Completion + 's>),
 }
 
-/// Room for a completion of up to eight words (a call's takes seven).
-type CompletionBytes = [std::mem::MaybeUninit<usize>; 8];
+/// Room for a completion of up to seven words (a call's takes seven; one
+/// word more would take a job past 128 bytes, beyond which moving it is a
+/// call to `memcpy`).
+const COMPLETION_WORDS: usize = 7;
+type CompletionBytes = [std::mem::MaybeUninit<usize>; COMPLETION_WORDS];
 
 struct InlineCompletion<'s> {
     data: CompletionBytes,
@@ -105,7 +108,7 @@ impl<'s> CompletionBox<'s> {
         ) -> *mut (dyn Completion + 's) {
             data.cast::<C>()
         }
-        let mut data: CompletionBytes = [std::mem::MaybeUninit::uninit(); 8];
+        let mut data: CompletionBytes = [std::mem::MaybeUninit::uninit(); COMPLETION_WORDS];
         // SAFETY: `C` fits in `data` and its alignment is at most `usize`'s
         // (checked above).
         unsafe { (&mut data as *mut CompletionBytes).cast::<C>().write(c) };
@@ -169,7 +172,6 @@ pub struct ProcJob<'s> {
     pub(crate) payload: Payload,
     pub(crate) completion: Option<CompletionBox<'s>>,
     pub(crate) attempt: u32,
-    pub(crate) not_before: Option<Instant>,
     /// Was in flight when its worker garbled the stream, with others: it
     /// runs again alone, so that if it was the one, it is the one blamed.
     pub(crate) suspect: bool,
@@ -177,13 +179,37 @@ pub struct ProcJob<'s> {
     /// itself: once it is done, its proxy parks at once rather than watch
     /// the queue, so that the caller's next call finds the worker idle.
     pub(crate) caller_waits: bool,
+    /// What only some jobs have, boxed: a job is moved several times on
+    /// its way and a million of them may wait in the queue, so it is kept
+    /// small (128 bytes).
+    pub(crate) extra: Option<Box<JobExtra>>,
+}
+
+/// The rarer parts of a [`ProcJob`].
+#[derive(Default)]
+pub(crate) struct JobExtra {
+    /// Not to run before then (a retry's backoff).
+    pub(crate) not_before: Option<Instant>,
     /// This job's own limits, overriding the pool's (a cluster node runs
     /// jobs of many callers, each with its own settings).
     pub(crate) limits: Option<JobLimits>,
     /// The shared-memory regions whose handles the payload names: kept
     /// until the job is done, so that a worker can open them even if the
     /// caller moved its only handle into the task.
-    pub(crate) _held: Option<Box<crew_shm::Held>>,
+    pub(crate) _held: Option<crew_shm::Held>,
+}
+
+impl JobExtra {
+    /// The extra of a job whose payload names the regions `held` (none if
+    /// it names none).
+    pub(crate) fn holding(held: crew_shm::Held) -> Option<Box<JobExtra>> {
+        (!held.is_empty()).then(|| {
+            Box::new(JobExtra {
+                _held: Some(held),
+                ..JobExtra::default()
+            })
+        })
+    }
 }
 
 /// Per-job overrides of a pool's timeout and retries, for jobs that come
@@ -225,11 +251,9 @@ impl<'s> ProcJob<'s> {
             payload,
             completion: Some(CompletionBox::new(completion)),
             attempt: 0,
-            not_before: None,
             suspect: false,
             caller_waits: false,
-            limits: None,
-            _held: None,
+            extra: None,
         }
     }
 
@@ -241,11 +265,34 @@ impl<'s> ProcJob<'s> {
             payload: Payload::default(),
             completion: None,
             attempt: 0,
-            not_before: None,
             suspect: false,
             caller_waits: false,
-            limits: None,
-            _held: None,
+            extra: None,
+        }
+    }
+
+    /// The job's own limits, if it has any.
+    pub(crate) fn limits(&self) -> Option<JobLimits> {
+        self.extra.as_ref().and_then(|e| e.limits)
+    }
+
+    /// When the job may run again, if it waits for a retry's backoff.
+    pub(crate) fn not_before(&self) -> Option<Instant> {
+        self.extra.as_ref().and_then(|e| e.not_before)
+    }
+
+    /// Sets [`not_before`](ProcJob::not_before) (boxing the extra only
+    /// for a time).
+    pub(crate) fn set_not_before(&mut self, t: Option<Instant>) {
+        match (&mut self.extra, t) {
+            (Some(e), t) => e.not_before = t,
+            (None, None) => {}
+            (None, Some(t)) => {
+                self.extra = Some(Box::new(JobExtra {
+                    not_before: Some(t),
+                    ..JobExtra::default()
+                }))
+            }
         }
     }
 
@@ -617,7 +664,7 @@ impl Shared {
             let now = Instant::now();
             let mut i = 0;
             while i < q.delayed.len() {
-                if q.delayed[i].not_before.is_none_or(|t| t <= now) {
+                if q.delayed[i].not_before().is_none_or(|t| t <= now) {
                     let job = q.delayed.swap_remove(i);
                     q.jobs.push_front(job);
                 } else {
@@ -639,7 +686,7 @@ impl Shared {
         let now = Instant::now();
         q.delayed
             .iter()
-            .filter_map(|j| j.not_before)
+            .filter_map(|j| j.not_before())
             .min()
             .map(|t| t.saturating_duration_since(now))
     }
@@ -681,7 +728,7 @@ impl Shared {
     {
         let mut q = lock(&self.queue);
         for job in jobs.into_iter().rev() {
-            if job.not_before.is_some() {
+            if job.not_before().is_some() {
                 q.delayed.push(job);
             } else {
                 q.jobs.push_front(job);

@@ -166,7 +166,7 @@ pub(super) fn settle(
             Some(Kill::Terminated) => unreachable!("handled above"),
             None => Error::worker_lost(cause.to_owned()).with_worker(slot),
         };
-        let (retries, backoff, jitter) = match f.job.limits {
+        let (retries, backoff, jitter) = match f.job.limits() {
             Some(l) => (l.retries, l.backoff, true),
             None => (shared.config.retries, shared.config.retry_backoff, false),
         };
@@ -182,7 +182,8 @@ pub(super) fn settle(
                     // all come back at the same instant.
                     backoff += backoff.mul_f64(jitter_fraction() * 0.5);
                 }
-                f.job.not_before = (!backoff.is_zero()).then(|| Instant::now() + backoff);
+                f.job
+                    .set_not_before((!backoff.is_zero()).then(|| Instant::now() + backoff));
             }
             f.job.completion().requeued();
             again.push(f.job);

@@ -202,3 +202,14 @@ fn back_to_back_calls_on_one_worker_reach_the_caller_driven_path() {
         calls += 1;
     }
 }
+/// A job stays small: it is moved several times on its way (queue, flight
+/// list, settling) and a burst of submits queues a million of them; at
+/// 128 bytes a move is a few vector moves rather than a `memcpy` call.
+#[test]
+fn a_job_is_at_most_128_bytes() {
+    assert!(
+        std::mem::size_of::<super::ProcJob<'static>>() <= 128,
+        "ProcJob is {} bytes",
+        std::mem::size_of::<super::ProcJob<'static>>()
+    );
+}
