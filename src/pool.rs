@@ -169,7 +169,11 @@ impl Pool<Cluster> {
     /// `rediss://…`, `redis+unix:///path`).
     ///
     /// Tasks follow the rules of [`Pool::processes`]; only nodes running
-    /// this very build take them, and they wait in Redis until one does.
+    /// this very build take them, and they wait in Redis until one does
+    /// (when none of this build is on the queue for ten heartbeats, the
+    /// driver says so on stderr, once: often the node was started with
+    /// another `CREW_QUEUE`; bound the wait with `map_async(…).get_timeout(d)`
+    /// or `Future::result_timeout`).
     /// Each task's result comes back exactly once; a node that dies or
     /// stalls has its tasks taken over by the others. The queue name and
     /// timings come from the environment (`CREW_QUEUE`, …) unless set with
