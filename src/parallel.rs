@@ -10,7 +10,7 @@ use crew_core::{
     Call, Error, Imap, MapError, MapOptions, ProgressStyle, Result, Runs, Star, Threads,
     resolve_n_jobs,
 };
-use crew_process::{ProcessConfig, Processes};
+use crew_process::{NonCapturing, ProcessConfig, Processes};
 
 /// A call waiting to be run: `f` and its arguments, built by [`delayed`].
 ///
@@ -142,9 +142,34 @@ pub enum BatchSize {
 /// Tasks are fn items or non-capturing closures whose arguments and
 /// results are `Serialize + DeserializeOwned`, so that the same code runs on
 /// processes (the default, as in joblib) and on threads
-/// ([`Prefer::Threads`]); a capturing closure is a compile error (reported
-/// by `cargo build` and `cargo test`, not by `cargo check`, which stops
-/// before the check runs).
+/// ([`Prefer::Threads`]); a capturing closure is a compile error, with
+/// the message "a process task cannot capture its environment … pass the
+/// data as an argument", as on [`Pool::processes`](crate::Pool::processes):
+/// `cargo check` reports a closure that moves in a value that is not
+/// `Copy`; one that borrows or copies in a value is reported by `cargo
+/// build` and `cargo test` (not by `cargo check`, which stops before that
+/// check runs).
+///
+/// ```compile_fail,E0277
+/// use crew::{Parallel, delayed};
+/// let prefix = String::from("n=");
+/// let calls = (0..4).map(|x: u32| {
+///     let prefix = prefix.clone();
+///     delayed(move |x: u32| format!("{prefix}{x}"), (x,))
+/// });
+/// let out = Parallel::new().run(calls)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Pass the data as an argument instead:
+///
+/// ```
+/// use crew::{Parallel, delayed};
+/// let prefix = String::from("n=");
+/// let calls = (0..2).map(|x: u32| delayed(|p: String, x: u32| format!("{p}{x}"), (prefix.clone(), x)));
+/// assert_eq!(Parallel::new().n_jobs(2).run(calls)?, ["n=0", "n=1"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// `n_jobs` counts workers as joblib does: a positive number is taken as
 /// is, `-1` means every CPU ([`cpu_count`](crate::cpu_count)), `-2` all but
@@ -529,7 +554,7 @@ impl Parallel {
     ) -> std::result::Result<Vec<R>, MapError<R>>
     where
         Star<F>: Call<A, R>,
-        F: Copy + Send + Sync + 'static,
+        F: NonCapturing + Send + Sync + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
@@ -620,7 +645,7 @@ impl Parallel {
         I: IntoIterator<Item = Delayed<F, A>>,
         I::IntoIter: 'static,
         Star<F>: Call<A, R>,
-        F: Copy + Send + Sync + 'static,
+        F: NonCapturing + Send + Sync + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
@@ -651,7 +676,7 @@ impl Parallel {
         I: IntoIterator<Item = Delayed<F, A>>,
         I::IntoIter: 'static,
         Star<F>: Call<A, R>,
-        F: Copy + Send + Sync + 'static,
+        F: NonCapturing + Send + Sync + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
@@ -663,7 +688,7 @@ impl Parallel {
         I: IntoIterator<Item = Delayed<F, A>>,
         I::IntoIter: 'static,
         Star<F>: Call<A, R>,
-        F: Copy + Send + Sync + 'static,
+        F: NonCapturing + Send + Sync + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {

@@ -169,7 +169,11 @@ impl Pool<Cluster> {
     /// `rediss://…`, `redis+unix:///path`).
     ///
     /// Tasks follow the rules of [`Pool::processes`]; only nodes running
-    /// this very build take them, and they wait in Redis until one does.
+    /// this very build take them, and they wait in Redis until one does
+    /// (when none of this build is on the queue for ten heartbeats, the
+    /// driver says so on stderr, once: often the node was started with
+    /// another `CREW_QUEUE`; bound the wait with `map_async(…).get_timeout(d)`
+    /// or `Future::result_timeout`).
     /// Each task's result comes back exactly once; a node that dies or
     /// stalls has its tasks taken over by the others. The queue name and
     /// timings come from the environment (`CREW_QUEUE`, …) unless set with
@@ -799,7 +803,9 @@ impl<B: Backend> Pool<B> {
     ///
     /// Without it, `map` splits its input into about 16 chunks per worker
     /// (per worker that can run at once: on a cluster, no more per machine
-    /// than its CPUs), and the lazy iterators start with one item per job and grow chunks until
+    /// than its CPUs), the first about twice the average size and the last
+    /// single items, so that no worker is left alone with a big chunk at the
+    /// end; a size set here is kept exactly. The lazy iterators start with one item per job and grow chunks until
     /// each takes about half a millisecond.
     ///
     /// # Examples

@@ -241,6 +241,58 @@ fn scale_out() {
     );
 }
 
+/// A driver on a queue no node serves (a `CREW_QUEUE` typed differently on
+/// the two sides) does not wait in silence: it says on stderr what to do.
+#[test]
+fn scale_out_on_a_queue_no_node_serves_says_so() {
+    use std::io::BufRead;
+    let redis = crew::cluster::LocalRedis::start().expect("start redis-server");
+    let url = redis.tcp_url();
+    let queue = format!("unserved-{}", std::process::id());
+    let mut driver = Command::new(example_binary("scale_out"))
+        .env("CREW_CLUSTER", &url)
+        .env("CREW_QUEUE", &queue)
+        .env("CREW_HEARTBEAT_MS", "50")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the driver");
+    let stderr = driver.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = Vec::new();
+    let told = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("no live node") => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
+    let still_waiting = driver.try_wait().expect("poll the driver").is_none();
+    let _ = driver.kill();
+    let _ = driver.wait();
+    let told =
+        told.unwrap_or_else(|| panic!("the driver never said why it waits; stderr: {seen:?}"));
+    assert!(
+        still_waiting,
+        "the driver ended instead of waiting for a node"
+    );
+    assert!(told.contains(&format!("CREW_QUEUE={queue}")), "{told}");
+    assert!(told.contains("crew status"), "{told}");
+}
+
 /// The examples with a test of their own above.
 const TESTED: [&str; 9] = [
     "scale_out",

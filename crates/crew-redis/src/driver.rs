@@ -777,6 +777,7 @@ fn receive_loop(shared: &Arc<Shared>, mut link: Link, mut last: String) {
     let stop = || shared.finished();
     let mut looked = Instant::now();
     let mut run_id = server_run_id(&mut link);
+    let mut unserved = Unserved::default();
     while !shared.finished() {
         let read = link.call(&stop, |con| {
             redis::cmd("XREAD")
@@ -819,6 +820,11 @@ fn receive_loop(shared: &Arc<Shared>, mut link: Link, mut last: String) {
         }
         if looked.elapsed() >= shared.config.heartbeat.min(Duration::from_millis(500)) {
             refresh_workers(shared, &mut link);
+            let waiting = shared.workers.load(Ordering::Acquire) == 0
+                && lock(&shared.slots).values().any(|s| s.stream.is_none());
+            if let Some(warning) = unserved.look(waiting, Instant::now(), &shared.config) {
+                eprintln!("{warning}");
+            }
             if let Some(id) = server_run_id(&mut link) {
                 if run_id.as_ref().is_some_and(|old| *old != id) {
                     // Another Redis (restarted, or a replica promoted):
@@ -834,6 +840,48 @@ fn receive_loop(shared: &Arc<Shared>, mut link: Link, mut last: String) {
         redis::cmd("DEL").arg(&shared.results).query::<()>(con)
     });
     shared.threads.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// How long a driver's tasks may wait with no live node of its build on
+/// its queue before it says so on stderr, in heartbeats.
+const UNSERVED_HEARTBEATS: u32 = 10;
+
+/// Tells, once per stretch, that this driver's tasks wait and no live node
+/// of its build is on its queue: most often a node started on another
+/// queue (a `CREW_QUEUE` that differs) or not started at all, which would
+/// otherwise look like a hang.
+#[derive(Debug, Default)]
+struct Unserved {
+    /// Since when tasks have waited with no node, if they do.
+    since: Option<Instant>,
+    /// Said for this stretch already.
+    told: bool,
+}
+
+impl Unserved {
+    /// One look: `waiting` is true if tasks of this build wait and no live
+    /// node of the build is on the queue. Returns the warning to print,
+    /// once a stretch has lasted [`UNSERVED_HEARTBEATS`].
+    fn look(&mut self, waiting: bool, now: Instant, config: &ClusterConfig) -> Option<String> {
+        if !waiting {
+            *self = Unserved::default();
+            return None;
+        }
+        let since = *self.since.get_or_insert(now);
+        let waited = now.duration_since(since);
+        if self.told || waited < config.heartbeat * UNSERVED_HEARTBEATS {
+            return None;
+        }
+        self.told = true;
+        let queue = &config.queue;
+        Some(format!(
+            "crew cluster driver: tasks have waited {:.0} s on queue `{queue}` and no live node of this \
+             build serves it: start this same program with CREW_WORKER=<the Redis URL> and \
+             CREW_QUEUE={queue} (drivers and nodes must name the same queue); \
+             `crew status <the Redis URL> --queue {queue}` shows the queue's nodes",
+            waited.as_secs_f64()
+        ))
+    }
 }
 
 /// The `run_id` of the Redis server: another one after every restart, and
@@ -1160,5 +1208,34 @@ where
                 ClusterJob::settled()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_with_no_node_on_their_queue_are_told_once_per_stretch() {
+        let config = ClusterConfig::new("redis://127.0.0.1:6379")
+            .queue("imgaes")
+            .heartbeat(Duration::from_millis(100));
+        let stretch = config.heartbeat * UNSERVED_HEARTBEATS;
+        let t0 = Instant::now();
+        let mut u = Unserved::default();
+        assert_eq!(u.look(true, t0, &config), None, "not before the stretch");
+        assert_eq!(u.look(true, t0 + stretch / 2, &config), None);
+        let told = u.look(true, t0 + stretch, &config).expect("told");
+        assert!(told.contains("queue `imgaes`"), "{told}");
+        assert!(told.contains("CREW_QUEUE=imgaes"), "{told}");
+        assert!(told.contains("crew status"), "{told}");
+        assert_eq!(u.look(true, t0 + stretch * 3, &config), None, "once");
+        // A node came (or the tasks were done): a later stretch is told again.
+        assert_eq!(u.look(false, t0 + stretch * 4, &config), None);
+        assert_eq!(u.look(true, t0 + stretch * 5, &config), None);
+        assert!(u.look(true, t0 + stretch * 6, &config).is_some());
+        // Never told while nothing waits.
+        let mut idle = Unserved::default();
+        assert_eq!(idle.look(false, t0 + stretch * 100, &config), None);
     }
 }
