@@ -190,7 +190,9 @@ pub use pool::{Pool, PoolBuilder};
 
 /// Shared memory across processes (Python's `multiprocessing.Value` and
 /// `Array`): memfd regions that cross to workers as handles, so a 1 GB
-/// array reaches every worker without a copy.
+/// array reaches every worker without a copy. [`Frozen`](shm::Frozen) is
+/// read-only data (what joblib memory-maps for its workers): copied in
+/// once, read by every task as a plain slice, with no lock.
 ///
 /// # Examples
 ///

@@ -807,7 +807,9 @@ impl<B: Backend> Pool<B> {
     ///
     /// Without it, `map` splits its input into about 16 chunks per worker
     /// (per worker that can run at once: on a cluster, no more per machine
-    /// than its CPUs), and the lazy iterators start with one item per job and grow chunks until
+    /// than its CPUs), the first about twice the average size and the last
+    /// single items, so that no worker is left alone with a big chunk at the
+    /// end; a size set here is kept exactly. The lazy iterators start with one item per job and grow chunks until
     /// each takes about half a millisecond.
     ///
     /// # Examples

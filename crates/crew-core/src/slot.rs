@@ -308,7 +308,7 @@ impl<V> Slot<V> {
         let ptr = cache::take().unwrap_or_else(|| {
             let mut slots = Block::<V>::make();
             let first = slots.next().expect("a block has slots");
-            slots.for_each(cache::give);
+            cache::give_all(slots);
             first
         });
         SlotRef { ptr }
@@ -337,9 +337,17 @@ impl<V> Slot<V> {
 
     /// True if this thread lends the value out right now (it runs one of
     /// the slot's callbacks, or reads it).
+    #[inline]
     fn lent_here(&self) -> bool {
-        self.readers.load(Ordering::Acquire) & !TAKING != 0
-            && lock(&self.lenders).contains(thread::current().id())
+        // Inline: most calls find no reader at all (every wait and move
+        // out asks).
+        self.readers.load(Ordering::Acquire) & !TAKING != 0 && self.pinned_here()
+    }
+
+    /// The lenders include this thread (the value has readers).
+    #[inline(never)]
+    fn pinned_here(&self) -> bool {
+        lock(&self.lenders).contains(thread::current().id())
     }
 
     /// Pins the value for reading (waits out a move in progress).

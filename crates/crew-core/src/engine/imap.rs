@@ -254,7 +254,8 @@ where
         while self.in_flight < self.window && !self.input_done {
             let mut items = Vec::new();
             let mut failure = None;
-            while items.len() < self.policy.size {
+            let size = self.policy.size_of(self.next_index);
+            while items.len() < size {
                 let input = &mut self.input;
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input.next())) {
                     Ok(Some(x)) => items.push(x),

@@ -126,10 +126,13 @@ fn tapered_starts(n: usize, chunks: usize) -> Vec<usize> {
 /// Chunk sizing of a lazy map whose length is unknown: start with single
 /// items and grow until a chunk takes about [`TARGET_CHUNK_TIME`], so tiny
 /// tasks are batched and long ones are not.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct ChunkPolicy {
     pub(super) fixed: bool,
     pub(super) size: usize,
+    /// A lazy map whose length turned out to be known: its chunks as an
+    /// eager map's ([`Layout`]), by index.
+    layout: Option<Layout>,
 }
 
 /// Aim for chunks of about this duration: long against a dispatch (~1 µs on
@@ -145,15 +148,28 @@ impl ChunkPolicy {
         ChunkPolicy {
             fixed: fixed.is_some(),
             size: fixed.unwrap_or(1).max(1),
+            layout: None,
         }
     }
 
     /// The sizing of a lazy map whose length turned out to be known (`n`
-    /// items on `workers`): fixed at [`auto_chunksize`].
+    /// items on `workers`): an eager map's automatic [`Layout`].
     pub(super) fn known(n: usize, workers: usize) -> ChunkPolicy {
+        let layout = Layout::new(None, n, workers);
         ChunkPolicy {
             fixed: true,
-            size: auto_chunksize(n, workers),
+            size: layout.bounds(0).1.max(1),
+            layout: Some(layout),
+        }
+    }
+
+    /// The size of chunk `index`: the layout's while it lasts (an input
+    /// longer than its size hint goes on in single items), else `size`.
+    pub(super) fn size_of(&self, index: usize) -> usize {
+        match &self.layout {
+            Some(l) if index < l.count() => l.bounds(index).1,
+            Some(_) => 1,
+            None => self.size,
         }
     }
 
@@ -231,6 +247,23 @@ mod test {
         // The smallest chunk of a long map is far below the even size.
         let s = sizes(&Layout::new(None, 100, 2));
         assert_eq!(*s.last().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_lazy_map_of_known_length_cuts_as_an_eager_one() {
+        let p = ChunkPolicy::known(100, 2);
+        let l = Layout::new(None, 100, 2);
+        let sizes: Vec<usize> = (0..l.count()).map(|i| p.size_of(i)).collect();
+        assert_eq!(
+            sizes,
+            (0..l.count()).map(|i| l.bounds(i).1).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            p.size_of(l.count()),
+            1,
+            "beyond its size hint: single items"
+        );
+        assert_eq!(ChunkPolicy::new(Some(7)).size_of(3), 7);
     }
 
     #[test]

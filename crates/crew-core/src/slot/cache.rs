@@ -114,14 +114,19 @@ struct Shelves(Vec<Shelf>);
 
 impl Shelves {
     fn shelf(&mut self, ty: TypeId) -> &mut Shelf {
-        let i = match self.0.iter().position(|s| s.ty == ty) {
-            Some(i) => i,
-            None => {
-                self.0.push(Shelf::new(ty));
-                self.0.len() - 1
-            }
-        };
-        &mut self.0[i]
+        match self.0.iter().position(|s| s.ty == ty) {
+            Some(i) => &mut self.0[i],
+            None => self.add(ty),
+        }
+    }
+
+    /// A shelf for a type this thread has not shelved before (once per
+    /// type: kept out of the hot path).
+    #[cold]
+    #[inline(never)]
+    fn add(&mut self, ty: TypeId) -> &mut Shelf {
+        self.0.push(Shelf::new(ty));
+        self.0.last_mut().expect("just pushed")
     }
 }
 
@@ -200,6 +205,26 @@ pub(super) fn take<V: Send + 'static>() -> Option<NonNull<Slot<V>>> {
         .flatten()?;
     // SAFETY: the shelf of `Slot<V>`'s type holds only `Slot<V>`s.
     Some(unsafe { erased.into_slot::<V>() })
+}
+
+/// Shelves the fresh slots of a new block on this thread (taking the
+/// thread's shelves once for them all), as [`give`] does one.
+pub(super) fn give_all<V: Send + 'static>(slots: impl Iterator<Item = NonNull<Slot<V>>>) {
+    let ty = TypeId::of::<Slot<V>>();
+    let mut slots = slots;
+    let _ = LOCAL.try_with(|local| {
+        let Ok(mut local) = local.try_borrow_mut() else {
+            return;
+        };
+        let shelf = local.shelf(ty);
+        while shelf.loaded.len() < MAGAZINE
+            && let Some(slot) = slots.next()
+        {
+            shelf.loaded.push(Erased::new(slot));
+        }
+    });
+    // What did not fit (or found no shelves), one at a time.
+    slots.for_each(give);
 }
 
 /// Shelves `slot` (fresh or reset, with no owner, made by `Block::make`)

@@ -74,12 +74,13 @@ pub(super) struct Received {
 /// ([`Conn::on_steal`]; README, "The rule").
 const LONG_JOB: Duration = Duration::from_millis(5);
 
-fn allowance(avg: Option<Duration>) -> usize {
-    match avg {
+/// How many jobs a worker whose jobs take `avg_ns` on average may hold.
+fn allowance(avg_ns: Option<u64>) -> usize {
+    match avg_ns {
         None => 1,
-        Some(d) if d.is_zero() => MAX_IN_FLIGHT,
-        Some(d) if d >= LONG_JOB => 1,
-        Some(d) => ((TARGET_QUEUE_TIME.as_nanos() / d.as_nanos()) as usize).clamp(2, MAX_IN_FLIGHT),
+        Some(0) => MAX_IN_FLIGHT,
+        Some(d) if d >= LONG_JOB.as_nanos() as u64 => 1,
+        Some(d) => ((TARGET_QUEUE_TIME.as_nanos() as u64 / d) as usize).clamp(2, MAX_IN_FLIGHT),
     }
 }
 
@@ -118,8 +119,9 @@ pub(super) struct Conn {
     kill: Option<Kill>,
     /// Tasks whose `Future::cancel` asked for their worker to be killed.
     cancel_wanted: Vec<u64>,
-    /// Moving average of a job's time (sets the allowance).
-    avg: Option<Duration>,
+    /// Moving average of a job's time, in nanoseconds (sets the
+    /// allowance; kept in integers: it is updated for every result).
+    avg_ns: Option<u64>,
     last_done: Instant,
     /// Results read but not yet decoded: the next jobs go out first, so the
     /// worker does not wait while we decode.
@@ -244,7 +246,7 @@ impl Conn {
             spawned_at: Instant::now(),
             kill: None,
             cancel_wanted: Vec::new(),
-            avg: None,
+            avg_ns: None,
             last_done: Instant::now(),
             finished: Vec::new(),
             received: Vec::new(),
@@ -287,7 +289,7 @@ impl Conn {
         {
             return;
         }
-        let limit = allowance(self.avg);
+        let limit = allowance(self.avg_ns);
         // One clock read for the jobs sent together.
         let now = Instant::now();
         while self.inflight.len() < limit && !self.isolating {
@@ -657,8 +659,11 @@ impl Conn {
         self.last_caller_waits = done.job.caller_waits;
         self.refresh_phase();
         self.isolating = false;
-        let took = now.saturating_duration_since(done.sent.max(self.last_done));
-        self.avg = Some(match self.avg {
+        let took = now
+            .saturating_duration_since(done.sent.max(self.last_done))
+            .as_nanos()
+            .min(u64::MAX as u128 / 8) as u64;
+        self.avg_ns = Some(match self.avg_ns {
             None => took,
             Some(a) => (a * 4 + took) / 5,
         });
