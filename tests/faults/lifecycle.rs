@@ -664,3 +664,36 @@ fn a_task_may_start_a_process_pool_and_its_workers_die_with_it() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn naps(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn an_executor_task_past_its_timeout_fails_alone_and_the_executor_carries_on() {
+    let ex = Executor::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    // 20 s: long past the timeout, short enough that a failing run (whose
+    // executor waits for its tasks when dropped) still ends soon.
+    let slow = ex.submit(naps, (20_000,));
+    let quick = ex.submit(naps, (0,));
+    let err = slow.result_timeout(LONG).unwrap_err();
+    // The task's own timeout names its worker; giving up the wait would not.
+    assert!(err.is_timeout() && err.worker().is_some(), "{err:?}");
+    assert_eq!(quick.result_timeout(LONG).unwrap(), 0);
+    // Out-of-range settings are refused, as on a pool.
+    for bad in [
+        Executor::builder()
+            .processes(1)
+            .task_timeout(Duration::ZERO)
+            .build(),
+        Executor::builder().processes(1).memory_limit(0).build(),
+    ] {
+        assert!(bad.unwrap_err().is_invalid_input());
+    }
+    ex.shutdown(true, false);
+}
