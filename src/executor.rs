@@ -25,6 +25,13 @@ use crate::registry::{ByName, NamedCall, named_call};
 /// themselves; dropped there, the last handle only closes the executor.)
 /// A [`Pool`](crate::Pool), as Python's `Pool.__exit__`, terminates instead.
 ///
+/// [`Future::result_timeout`] bounds a wait (the task goes on);
+/// [`Future::cancel`] stops a queued task and, on processes, a running one
+/// (its worker is killed and replaced); a process executor built with
+/// [`task_timeout`](ExecutorBuilder::task_timeout) stops any task that runs
+/// too long. A task's failure is its future's [`Error`](crate::Error)
+/// (`is_panic()`, `is_timeout()`, `is_cancelled()`, `is_worker_lost()`, …).
+///
 /// # Examples
 ///
 /// ```

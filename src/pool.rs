@@ -26,6 +26,11 @@ use crew_redis::{Cluster, ClusterConfig};
 ///
 /// A task that panics fails alone: `map` still runs every other task and
 /// returns a [`MapError`] holding every outcome; the pool stays usable.
+/// To bound a wait, use the `_async` form and its `get_timeout` (or
+/// [`Imap::next_timeout`](crate::Imap::next_timeout)); to stop a task that
+/// runs too long, build a process pool with
+/// [`task_timeout`](PoolBuilder::task_timeout) (its worker is killed and
+/// replaced, the task fails with `is_timeout()`).
 ///
 /// Cloning a `Pool` gives another handle to the same workers (with its own
 /// options, see [`with_chunksize`](Pool::with_chunksize)). When the last
