@@ -558,6 +558,66 @@ impl ExecutorBuilder<ProcessConfig> {
         }
     }
 
+    /// Kills a worker whose task runs longer than `timeout`; that task's
+    /// future fails with `is_timeout()` and the worker is replaced (as
+    /// [`PoolBuilder::task_timeout`]). Python's executors have no such
+    /// setting: their `result(timeout)` only stops waiting, as
+    /// [`Future::result_timeout`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let ex = crew::Executor::builder().processes(1).task_timeout(Duration::from_millis(200)).build()?;
+    /// let nap = |ms: u64| std::thread::sleep(Duration::from_millis(ms));
+    /// assert!(ex.submit(nap, (60_000,)).result().unwrap_err().is_timeout());
+    /// assert!(ex.submit(nap, (0,)).result().is_ok()); // the worker was replaced
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn task_timeout(self, timeout: Duration) -> Self {
+        ExecutorBuilder {
+            pool: self.pool.task_timeout(timeout),
+        }
+    }
+
+    /// Re-runs a task whose worker died or timed out, up to `n` times,
+    /// waiting `backoff` before the first retry and twice as long before
+    /// each next one (as [`PoolBuilder::retries`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let ex = crew::Executor::builder().processes(1).retries(2, Duration::from_millis(1)).build()?;
+    /// // A task that always kills its worker fails after its retries.
+    /// let f = ex.submit(|| -> u8 { std::process::exit(3) }, ());
+    /// assert!(f.result().unwrap_err().is_worker_lost());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn retries(self, n: u32, backoff: Duration) -> Self {
+        ExecutorBuilder {
+            pool: self.pool.retries(n, backoff),
+        }
+    }
+
+    /// Limits each worker's address space to `bytes` (as
+    /// [`PoolBuilder::memory_limit`]): a task that allocates beyond it
+    /// fails alone with `is_worker_lost`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ex = crew::Executor::builder().processes(1).memory_limit(512 << 20).build()?;
+    /// let f = ex.submit(|gib: usize| vec![1u8; gib << 30].len(), (2,));
+    /// assert!(f.result().unwrap_err().is_worker_lost());
+    /// # Ok::<(), crew::Error>(())
+    /// ```
+    pub fn memory_limit(self, bytes: u64) -> Self {
+        ExecutorBuilder {
+            pool: self.pool.memory_limit(bytes),
+        }
+    }
+
     /// Starts the executor.
     ///
     /// # Examples
@@ -570,9 +630,10 @@ impl ExecutorBuilder<ProcessConfig> {
     ///
     /// # Errors
     ///
-    /// `is_invalid_input` for 0 workers or `max_tasks_per_child(0)`; `is_io`
-    /// if a supervising thread cannot start; `is_protocol` if the
-    /// initializer's arguments cannot be encoded.
+    /// `is_invalid_input` for 0 workers, `max_tasks_per_child(0)`, or a
+    /// zero `task_timeout` or `memory_limit`; `is_io` if a supervising
+    /// thread cannot start; `is_protocol` if the initializer's arguments
+    /// cannot be encoded.
     pub fn build(self) -> Result<Executor<Processes>> {
         let (processes, _) = self.pool.build_backend()?;
         Ok(Executor::from_backend(processes))

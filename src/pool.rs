@@ -98,6 +98,10 @@ impl Pool<Processes> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
+    /// A task may start a process pool of its own (its workers are the
+    /// worker's children, started the same way); when the task's worker is
+    /// killed (a timeout, `cancel`, `terminate`) they exit with it.
+    ///
     /// A closure that captures a variable does not compile, with or without
     /// `move`; the error says "a process task cannot capture its
     /// environment … pass the data as an argument", and names the closure

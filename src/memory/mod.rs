@@ -65,13 +65,14 @@ const STALE_TEMP: Duration = Duration::from_secs(3600);
 /// ```
 /// fn slow_square(x: u64) -> u64 { x * x }
 ///
-/// # let dir = tempfile::tempdir()?;
-/// let mem = crew::Memory::new(dir.path())?;
+/// let dir = std::env::temp_dir().join(format!("my-cache-{}", std::process::id()));
+/// let mem = crew::Memory::new(&dir)?;
 /// let square = mem.cache(slow_square);
 /// assert_eq!(square.call((12,)), 144); // computed and stored
 /// assert_eq!(square.call((12,)), 144); // read back
 /// assert_eq!(mem.stats().hits, 1);
 /// assert!(square.check_call_in_cache(&(12,)));
+/// mem.clear()?; // removes what the cache stored
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]

@@ -603,3 +603,97 @@ fn a_frozen_slice_reaches_every_task_of_a_process_map() {
         .collect();
     assert_eq!(sums, expected);
 }
+
+/// A task of the inner pool in [`starts_a_pool_of_its_own`]: records its
+/// worker's pid in `dir`, then sleeps (`ms`) and returns its square.
+fn inner_registers(dir: String, ms: u64, x: u64) -> u64 {
+    let pid = std::process::id();
+    std::fs::write(std::path::Path::new(&dir).join(pid.to_string()), b"").expect("register");
+    std::thread::sleep(Duration::from_millis(ms));
+    x * x
+}
+
+/// A process task that starts a process pool of its own and maps on it.
+fn starts_a_pool_of_its_own(dir: String, ms: u64) -> Vec<u64> {
+    let inner = Pool::processes(2).expect("a pool inside a worker");
+    inner
+        .starmap(inner_registers, (0..4).map(|x| (dir.clone(), ms, x)))
+        .expect("the inner map")
+}
+
+/// The pids registered in `dir`.
+fn pids_in(dir: &std::path::Path) -> Vec<u32> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_task_may_start_a_process_pool_and_its_workers_die_with_it() {
+    let dir = std::env::temp_dir().join(format!("crew-faults-{}-nested", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let arg = dir.to_str().unwrap().to_owned();
+    // A pool (not an executor): should an assertion fail, dropping it
+    // kills the sleeping task instead of waiting for it.
+    let pool = Pool::processes(1).unwrap();
+    // A pool inside a worker works as any other.
+    let squares = pool
+        .apply_async(starts_a_pool_of_its_own, (arg.clone(), 0))
+        .get_timeout(LONG);
+    assert_eq!(squares.unwrap(), [0, 1, 4, 9]);
+    let first: HashSet<u32> = pids_in(&dir).into_iter().collect();
+    assert!(!first.is_empty() && !first.contains(&std::process::id()));
+    // Killing the outer task's worker stops the inner pool's workers too.
+    let outer = pool.apply_async(starts_a_pool_of_its_own, (arg, 600_000));
+    eventually(LONG, "the inner workers start", || {
+        pids_in(&dir).iter().filter(|p| !first.contains(p)).count() >= 2
+    });
+    let inner: Vec<u32> = pids_in(&dir)
+        .into_iter()
+        .filter(|p| !first.contains(p))
+        .collect();
+    pool.terminate();
+    assert!(outer.get_timeout(LONG).is_err());
+    eventually(LONG, "the inner pool's workers exit", || {
+        inner.iter().all(|&pid| is_dead(pid))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn naps(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn an_executor_task_past_its_timeout_fails_alone_and_the_executor_carries_on() {
+    let ex = Executor::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    // 20 s: long past the timeout, short enough that a failing run (whose
+    // executor waits for its tasks when dropped) still ends soon.
+    let slow = ex.submit(naps, (20_000,));
+    let quick = ex.submit(naps, (0,));
+    let err = slow.result_timeout(LONG).unwrap_err();
+    // The task's own timeout names its worker; giving up the wait would not.
+    assert!(err.is_timeout() && err.worker().is_some(), "{err:?}");
+    assert_eq!(quick.result_timeout(LONG).unwrap(), 0);
+    // Out-of-range settings are refused, as on a pool.
+    for bad in [
+        Executor::builder()
+            .processes(1)
+            .task_timeout(Duration::ZERO)
+            .build(),
+        Executor::builder().processes(1).memory_limit(0).build(),
+    ] {
+        assert!(bad.unwrap_err().is_invalid_input());
+    }
+    ex.shutdown(true, false);
+}

@@ -31,8 +31,9 @@ use crate::timeline::Timeline;
 /// close the back-end and wait for its workers to exit.
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::sync::mpsc;
-/// use crew_core::{Backend, ThreadJob, Threads};
+/// use crew::core::{Backend, ThreadJob, Threads};
 ///
 /// let threads = Threads::new(2)?;
 /// assert_eq!(threads.workers(), 2);
@@ -46,7 +47,7 @@ use crate::timeline::Timeline;
 /// // A closed back-end gives the job back instead of queueing it.
 /// assert!(threads.spawn(ThreadJob::new(|_| {})).is_err());
 /// assert!(threads.join(None));
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 pub trait Backend: Send + Sync + 'static {
     /// A unit of work, possibly borrowing data for `'s` (blocking maps on
@@ -156,8 +157,9 @@ pub trait Backend: Send + Sync + 'static {
 /// ([`engine::map_blocking`](crate::engine::map_blocking)) builds chunk jobs.
 ///
 /// ```
-/// use crew_core::engine::{MapOptions, map_blocking};
-/// use crew_core::{Backend, Future, Runs, Star, Threads, Unary};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::engine::{MapOptions, map_blocking};
+/// use crew::core::{Backend, Future, Runs, Star, Threads, Unary};
 ///
 /// let threads = Threads::new(2)?;
 /// let (promise, future) = Future::pending();
@@ -167,7 +169,7 @@ pub trait Backend: Send + Sync + 'static {
 ///
 /// let squares = map_blocking(&threads, Unary(|x: u32| x * x), vec![1, 2, 3], &MapOptions::default());
 /// assert_eq!(squares.unwrap(), [1, 4, 9]);
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 #[diagnostic::on_unimplemented(
     message = "this task cannot run on `{Self}`",

@@ -12,7 +12,8 @@
 /// Code written once against `Call` runs either shape of task:
 ///
 /// ```
-/// use crew_core::{Call, Star, Unary};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Call, Star, Unary};
 ///
 /// fn run_all<X, R>(task: &impl Call<X, R>, inputs: Vec<X>) -> Vec<R> {
 ///     inputs.into_iter().map(|x| task.call(x)).collect()
@@ -32,7 +33,8 @@ pub trait Call<X, R> {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Call, Unary};
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// use crew::core::{Call, Unary};
     ///
     /// fn square(x: u32) -> u32 {
     ///     x * x
@@ -59,7 +61,8 @@ pub trait Call<X, R> {
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Call, Unary};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Call, Unary};
 /// assert_eq!(Unary(|x: u32| x + 1).call(1), 2);
 /// ```
 #[derive(Clone, Copy, Debug)]
@@ -84,7 +87,8 @@ where
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Call, Star};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Call, Star};
 /// assert_eq!(Star(|a: u32, b: u32| a * b).call((6, 7)), 42);
 /// assert_eq!(Star(|| 5).call(()), 5);
 /// ```

@@ -46,7 +46,8 @@ enum Items<X> {
 /// # Examples
 ///
 /// ```
-/// let c = crew_core::Chunk::new(10, vec!['a', 'b']);
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// let c = crew::core::Chunk::new(10, vec!['a', 'b']);
 /// assert_eq!(c.offset(), 10);
 /// assert_eq!(c.as_slice(), ['a', 'b']);
 /// assert_eq!(c.into_iter().collect::<String>(), "ab");
@@ -80,7 +81,8 @@ impl<X> Chunk<X> {
     /// # Examples
     ///
     /// ```
-    /// let chunks = crew_core::Chunk::split(vec![1, 2, 3, 4, 5], 2);
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// let chunks = crew::core::Chunk::split(vec![1, 2, 3, 4, 5], 2);
     /// let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
     /// assert_eq!(lens, [2, 2, 1]);
     /// assert_eq!(chunks[2].offset(), 4);

@@ -10,13 +10,14 @@
 //! A map written against the seam, run on the thread back-end:
 //!
 //! ```
-//! use crew_core::engine::{MapOptions, map_blocking};
-//! use crew_core::{Threads, Unary};
+//! # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+//! use crew::core::engine::{MapOptions, map_blocking};
+//! use crew::core::{Threads, Unary};
 //!
 //! let threads = Threads::new(2)?;
 //! let doubled = map_blocking(&threads, Unary(|x: u32| x * 2), vec![1, 2, 3], &MapOptions::default());
 //! assert_eq!(doubled.unwrap(), [2, 4, 6]);
-//! # Ok::<(), crew_core::Error>(())
+//! # Ok::<(), crew::core::Error>(())
 //! ```
 #![deny(missing_docs)]
 

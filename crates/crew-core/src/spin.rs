@@ -44,9 +44,10 @@ const LOOM_STEPS: u32 = 2;
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicBool, Ordering};
-/// use crew_core::SpinWait;
+/// use crew::core::SpinWait;
 ///
 /// let ready = Arc::new(AtomicBool::new(false));
 /// let r = ready.clone();
@@ -79,7 +80,8 @@ impl SpinWait {
     /// # Examples
     ///
     /// ```
-    /// let mut spin = crew_core::SpinWait::new();
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// let mut spin = crew::core::SpinWait::new();
     /// assert!(spin.spin()); // the budget has only begun
     /// ```
     pub fn new() -> SpinWait {
@@ -91,10 +93,11 @@ impl SpinWait {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
     /// use std::time::Duration;
-    /// let mut spin = crew_core::SpinWait::with_budget(Duration::ZERO);
+    /// let mut spin = crew::core::SpinWait::with_budget(Duration::ZERO);
     /// assert!(!spin.spin());
-    /// let mut spin = crew_core::SpinWait::with_budget(Duration::from_micros(1));
+    /// let mut spin = crew::core::SpinWait::with_budget(Duration::from_micros(1));
     /// let mut steps = 0;
     /// while spin.spin() {
     ///     steps += 1;
@@ -150,7 +153,8 @@ impl SpinWait {
     /// # Examples
     ///
     /// ```
-    /// let mut spin = crew_core::SpinWait::with_budget(std::time::Duration::ZERO);
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// let mut spin = crew::core::SpinWait::with_budget(std::time::Duration::ZERO);
     /// assert!(spin.is_spent());
     /// ```
     pub fn is_spent(&self) -> bool {
@@ -169,7 +173,8 @@ impl SpinWait {
     /// # Examples
     ///
     /// ```
-    /// let mut spin = crew_core::SpinWait::with_budget(std::time::Duration::from_micros(1));
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// let mut spin = crew::core::SpinWait::with_budget(std::time::Duration::from_micros(1));
     /// while spin.spin() {}
     /// spin.reset();
     /// assert!(spin.spin());

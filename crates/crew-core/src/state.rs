@@ -19,8 +19,9 @@ thread_local! {
 /// # Examples
 ///
 /// ```
+/// # use crew_core as crew;
 /// // Outside a worker there is no state.
-/// assert!(crew_core::worker_state::<String>().is_none());
+/// assert!(crew::worker_state::<String>().is_none());
 /// ```
 pub fn worker_state<S: Any + Send + Sync>() -> Option<Arc<S>> {
     STATE
@@ -37,10 +38,11 @@ pub fn worker_state<S: Any + Send + Sync>() -> Option<Arc<S>> {
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::sync::Arc;
-/// crew_core::set_worker_state(Arc::new(5u32));
-/// assert_eq!(*crew_core::worker_state::<u32>().unwrap(), 5);
-/// assert!(crew_core::worker_state::<String>().is_none()); // another type
+/// crew::core::set_worker_state(Arc::new(5u32));
+/// assert_eq!(*crew::core::worker_state::<u32>().unwrap(), 5);
+/// assert!(crew::core::worker_state::<String>().is_none()); // another type
 /// ```
 pub fn set_worker_state(state: Arc<dyn Any + Send + Sync>) {
     STATE.with(|s| *s.borrow_mut() = Some(state));

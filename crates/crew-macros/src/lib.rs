@@ -7,7 +7,10 @@ use quote::quote;
 use syn::{FnArg, ItemFn, ReturnType, parse_macro_input};
 
 /// Makes `main` start with `crew::init()`, so the program can serve as its
-/// own worker processes.
+/// own worker processes (and, with `CREW_WORKER` or `CREW_CELERY` set, as a
+/// cluster or Celery node). It works on any `fn main`, including one that
+/// returns a `Result`. (This crate cannot run its own examples; the crew
+/// crate's front page, "In your own program", runs one as a test.)
 ///
 /// ```ignore
 /// #[crew::main]

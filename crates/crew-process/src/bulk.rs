@@ -95,7 +95,21 @@ impl Out {
         }
     }
 
+    /// Appends `bytes`. Inline, so that the fixed-size writes of numbers
+    /// and tags (most of a small encoding) copy without a `memcpy` call.
+    #[inline]
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.lease.is_none() && (!self.spill || self.vec.len() + bytes.len() < SHM_THRESHOLD) {
+            self.vec.extend_from_slice(bytes);
+            return Ok(());
+        }
+        self.put_spilling(bytes)
+    }
+
+    /// [`put`](Out::put) into a region, or of the bytes that make the
+    /// encoding large enough to move into one.
+    #[inline(never)]
+    fn put_spilling(&mut self, bytes: &[u8]) -> Result<()> {
         if let Some(lease) = &mut self.lease {
             return lease.put(bytes).map_err(shm_error);
         }

@@ -28,7 +28,8 @@ use crate::{CallCompletion, entry::build_fingerprint};
 /// # Examples
 ///
 /// ```
-/// use crew_process::Process;
+/// # mod crew { pub use crew_core::Error; pub use crew_process::Process; }
+/// use crew::Process;
 ///
 /// let mut p = Process::new(|a: u64, b: u64| a * b, (6, 7));
 /// p.start()?;
@@ -36,7 +37,7 @@ use crate::{CallCompletion, entry::build_fingerprint};
 /// p.join()?;
 /// assert_eq!(p.exitcode(), Some(0));
 /// assert_eq!(p.result()?, 42);
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::Error>(())
 /// ```
 pub struct Process<R: Send> {
     job: Option<(u64, Vec<u8>)>,
@@ -72,7 +73,8 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
     /// # Examples
     ///
     /// ```
-    /// let p = crew_process::Process::new(|| println!("hello from a child"), ());
+    /// # mod crew { pub use crew_core::Error; pub use crew_process::Process; }
+    /// let p = crew::Process::new(|| println!("hello from a child"), ());
     /// assert!(!p.is_alive());
     /// ```
     pub fn new<F, A>(f: F, args: A) -> Process<R>
@@ -109,13 +111,14 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
     /// # Examples
     ///
     /// ```
-    /// let mut p = crew_process::Process::new(|| 1u8, ());
+    /// # mod crew { pub use crew_core::Error; pub use crew_process::Process; }
+    /// let mut p = crew::Process::new(|| 1u8, ());
     /// p.start()?;
     /// let again = p.start().unwrap_err();
     /// assert!(again.is_invalid_input());
     /// assert!(again.to_string().contains("make a new Process"), "{again}");
     /// assert_eq!(p.result()?, 1);
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     ///
     /// # Errors
@@ -238,12 +241,13 @@ impl<R: Send> Process<R> {
     /// # Examples
     ///
     /// ```
-    /// let mut p = crew_process::Process::new(|| std::process::id(), ());
+    /// # mod crew { pub use crew_core::Error; pub use crew_process::Process; }
+    /// let mut p = crew::Process::new(|| std::process::id(), ());
     /// assert_eq!(p.pid(), None);
     /// p.start()?;
     /// let pid = p.pid().unwrap();
     /// assert_eq!(p.result()?, pid);
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     pub fn pid(&self) -> Option<u32> {
         self.pid
@@ -254,13 +258,14 @@ impl<R: Send> Process<R> {
     /// # Examples
     ///
     /// ```
-    /// let mut p = crew_process::Process::new(|| std::thread::sleep(std::time::Duration::from_secs(60)), ());
+    /// # mod crew { pub use crew_core::Error; pub use crew_process::Process; }
+    /// let mut p = crew::Process::new(|| std::thread::sleep(std::time::Duration::from_secs(60)), ());
     /// p.start()?;
     /// assert!(p.is_alive());
     /// p.kill();
     /// p.join()?;
     /// assert!(!p.is_alive());
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     pub fn is_alive(&self) -> bool {
         self.pid.is_some() && lock(&self.state.status).is_none()
@@ -275,11 +280,12 @@ impl<R: Send> Process<R> {
     /// # Examples
     ///
     /// ```
-    /// let mut p = crew_process::Process::new(|| -> () { std::process::exit(3) }, ());
+    /// # mod crew { pub use crew_core::Error; pub use crew_process::Process; }
+    /// let mut p = crew::Process::new(|| -> () { std::process::exit(3) }, ());
     /// p.start()?;
     /// p.join()?;
     /// assert_eq!(p.exitcode(), Some(3));
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     pub fn exitcode(&self) -> Option<i32> {
         use std::os::unix::process::ExitStatusExt;
@@ -292,14 +298,15 @@ impl<R: Send> Process<R> {
     /// # Examples
     ///
     /// ```
-    /// let mut p = crew_process::Process::new(|| (), ());
+    /// # mod crew { pub use crew_core::Error; pub use crew_process::Process; }
+    /// let mut p = crew::Process::new(|| (), ());
     /// let e = p.join().unwrap_err();
     /// assert!(e.is_invalid_input());
     /// assert!(e.to_string().ends_with("call start() first"), "{e}");
     /// p.start()?;
     /// p.join()?;
     /// assert_eq!(p.exitcode(), Some(0));
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     ///
     /// # Errors
@@ -314,14 +321,15 @@ impl<R: Send> Process<R> {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_core::Error; pub use crew_process::Process; }
     /// use std::time::Duration;
-    /// let mut p = crew_process::Process::new(|| std::thread::sleep(Duration::from_secs(60)), ());
+    /// let mut p = crew::Process::new(|| std::thread::sleep(Duration::from_secs(60)), ());
     /// p.start()?;
     /// assert!(!p.join_timeout(Duration::from_millis(20))?);
     /// p.terminate();
     /// assert!(p.join_timeout(Duration::from_secs(10))?);
     /// assert_eq!(p.exitcode(), Some(-15));
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     ///
     /// # Errors
@@ -368,13 +376,14 @@ impl<R: Send> Process<R> {
     /// # Examples
     ///
     /// ```
-    /// let mut p = crew_process::Process::new(|| -> () { loop { std::hint::spin_loop() } }, ());
+    /// # mod crew { pub use crew_core::Error; pub use crew_process::Process; }
+    /// let mut p = crew::Process::new(|| -> () { loop { std::hint::spin_loop() } }, ());
     /// p.start()?;
     /// p.kill();
     /// p.join()?;
     /// assert_eq!(p.exitcode(), Some(-9));
     /// assert!(p.result().unwrap_err().is_worker_lost());
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     pub fn kill(&self) {
         self.signal(rustix::process::Signal::KILL);
@@ -385,15 +394,16 @@ impl<R: Send> Process<R> {
     /// # Examples
     ///
     /// ```
-    /// let mut p = crew_process::Process::new(|s: String| s.to_uppercase(), ("abc".to_string(),));
+    /// # mod crew { pub use crew_core::Error; pub use crew_process::Process; }
+    /// let mut p = crew::Process::new(|s: String| s.to_uppercase(), ("abc".to_string(),));
     /// p.start()?;
     /// assert_eq!(p.result()?, "ABC");
-    /// let mut q = crew_process::Process::new(|| -> u8 { panic!("no") }, ());
+    /// let mut q = crew::Process::new(|| -> u8 { panic!("no") }, ());
     /// q.start()?;
     /// q.join()?;
     /// assert_eq!(q.exitcode(), Some(1));
     /// assert_eq!(q.result().unwrap_err().panic_message(), Some("no"));
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     ///
     /// # Errors

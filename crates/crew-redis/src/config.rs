@@ -36,7 +36,8 @@ pub const ENV_MAX_ENTRY_BYTES: &str = "CREW_MAX_ENTRY_BYTES";
 /// # Examples
 ///
 /// ```
-/// let c = crew_redis::ClusterConfig::new("redis://127.0.0.1:6379").queue("images");
+/// # mod crew { pub use crew_core::{Error, Result}; pub mod cluster { pub use crew_redis::*; } }
+/// let c = crew::cluster::ClusterConfig::new("redis://127.0.0.1:6379").queue("images");
 /// assert_eq!(c.queue_name(), "images");
 /// ```
 #[derive(Clone, Debug)]

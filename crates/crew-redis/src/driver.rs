@@ -350,14 +350,15 @@ impl Cluster {
     /// # Examples
     ///
     /// ```no_run
+    /// # mod crew { pub use crew_core::{Error, Result}; pub mod cluster { pub use crew_redis::*; } }
     /// use std::time::Duration;
-    /// let cluster = crew_redis::Cluster::new(crew_redis::ClusterConfig::new("redis://127.0.0.1:6379"))?;
+    /// let cluster = crew::cluster::Cluster::new(crew::cluster::ClusterConfig::new("redis://127.0.0.1:6379"))?;
     /// if cluster.wait_for_workers(1, Duration::from_secs(10)) {
     ///     // Three nodes of 2 workers on one 4-CPU host: 6 workers, 4 at once
     ///     // (3 if this driver runs on that host too).
     ///     println!("{} workers, {} at once", cluster.live_workers(), cluster.live_parallelism());
     /// }
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::Error>(())
     /// ```
     pub fn live_parallelism(&self) -> usize {
         self.shared().parallel.load(Ordering::Acquire)

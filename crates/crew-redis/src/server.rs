@@ -119,11 +119,12 @@ impl Drop for Keeper {
 /// # Examples
 ///
 /// ```no_run
-/// let redis = crew_redis::LocalRedis::start()?;
-/// let cluster = crew_redis::ClusterConfig::new(redis.url()).queue("demo");
+/// # mod crew { pub use crew_core::{Error, Result}; pub mod cluster { pub use crew_redis::*; } }
+/// let redis = crew::cluster::LocalRedis::start()?;
+/// let cluster = crew::cluster::ClusterConfig::new(redis.url()).queue("demo");
 /// let node = redis.spawn_node("demo", 2, &[])?;
 /// # let _ = (cluster, node);
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::Error>(())
 /// ```
 pub struct LocalRedis {
     keeper: Keeper,

@@ -178,9 +178,10 @@ impl std::fmt::Display for QueueStatus {
 /// # Examples
 ///
 /// ```no_run
-/// let s = crew_redis::status(&crew_redis::ClusterConfig::new("redis://127.0.0.1:6379"))?;
+/// # mod crew { pub use crew_core::{Error, Result}; pub mod cluster { pub use crew_redis::*; } }
+/// let s = crew::cluster::status(&crew::cluster::ClusterConfig::new("redis://127.0.0.1:6379"))?;
 /// println!("{s}");
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::Error>(())
 /// ```
 ///
 /// # Errors

@@ -48,7 +48,8 @@ struct ArrayState {
 /// # Examples
 ///
 /// ```
-/// use crew_shm::Array;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// use crew::shm::Array;
 ///
 /// let data = Array::<f64>::new(1_000)?;
 /// let handle = postcard::to_allocvec(&data)?; // send to a worker
@@ -144,7 +145,8 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
-    /// let big = crew_shm::Array::<u8>::new(1 << 30)?; // 1 GiB, no memory used yet
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let big = crew::shm::Array::<u8>::new(1 << 30)?; // 1 GiB, no memory used yet
     /// assert_eq!(big.get(123_456_789), Some(0));
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -162,7 +164,8 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
-    /// let a = crew_shm::Array::from_slice(&[1, 2, 3])?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let a = crew::shm::Array::from_slice(&[1, 2, 3])?;
     /// assert_eq!(a.to_vec(), [1, 2, 3]);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -182,7 +185,8 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_shm::Array::<u16>::new(7)?.len(), 7);
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert_eq!(crew::shm::Array::<u16>::new(7)?.len(), 7);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn len(&self) -> usize {
@@ -194,7 +198,8 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(crew_shm::Array::<u16>::new(0)?.is_empty());
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert!(crew::shm::Array::<u16>::new(0)?.is_empty());
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn is_empty(&self) -> bool {
@@ -225,7 +230,8 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
-    /// let a = crew_shm::Array::<i64>::new(4)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let a = crew::shm::Array::<i64>::new(4)?;
     /// let mut elements = a.lock().unwrap();
     /// elements.copy_from_slice(&[4, 3, 2, 1]);
     /// elements.sort();
@@ -251,8 +257,9 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let a = crew_shm::Array::<u8>::new(1)?;
+    /// let a = crew::shm::Array::<u8>::new(1)?;
     /// assert_eq!(a.lock_timeout(Duration::from_secs(1)).unwrap().len(), 1);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -282,7 +289,8 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
-    /// let a = crew_shm::Array::from_slice(&[1.0f32])?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let a = crew::shm::Array::from_slice(&[1.0f32])?;
     /// assert_eq!((a.get(0), a.get(1)), (Some(1.0), None));
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -299,7 +307,8 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
-    /// let a = crew_shm::Array::<u8>::new(2)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let a = crew::shm::Array::<u8>::new(2)?;
     /// a.set(1, 9);
     /// assert_eq!(a.to_vec(), [0, 9]);
     /// # Ok::<(), std::io::Error>(())
@@ -323,7 +332,8 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_shm::Array::<u8>::new(3)?.to_vec(), [0, 0, 0]);
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert_eq!(crew::shm::Array::<u8>::new(3)?.to_vec(), [0, 0, 0]);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -339,7 +349,8 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
-    /// let a = crew_shm::Array::from_slice(&[1u32, 2, 3])?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let a = crew::shm::Array::from_slice(&[1u32, 2, 3])?;
     /// // SAFETY: no process writes the array while we read it.
     /// let sum: u32 = unsafe { a.as_slice() }.iter().sum();
     /// assert_eq!(sum, 6);
@@ -362,7 +373,8 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
-    /// let a = crew_shm::Array::<u8>::new(3)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let a = crew::shm::Array::<u8>::new(3)?;
     /// // SAFETY: no other thread or process uses the array yet.
     /// unsafe { a.as_mut_slice() }.copy_from_slice(&[1, 2, 3]);
     /// assert_eq!(a.to_vec(), [1, 2, 3]);
@@ -385,7 +397,8 @@ impl<T: Pod> Array<T> {
     /// # Examples
     ///
     /// ```
-    /// let a = crew_shm::Array::<u64>::new(8)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let a = crew::shm::Array::<u64>::new(8)?;
     /// std::thread::scope(|s| {
     ///     for chunk in 0..2 {
     ///         let a = &a;
@@ -432,7 +445,8 @@ impl<T: Pod> Array<T> {
 /// # Examples
 ///
 /// ```
-/// let a = crew_shm::Array::<u8>::new(3)?;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// let a = crew::shm::Array::<u8>::new(3)?;
 /// let mut guard = a.lock().unwrap();
 /// guard[2] = 7;
 /// assert_eq!(&guard[..], [0, 0, 7]);

@@ -45,7 +45,8 @@ struct BarrierState {
 /// # Examples
 ///
 /// ```
-/// let barrier = crew_shm::Barrier::new(2)?;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// let barrier = crew::sync::Barrier::new(2)?;
 /// let indices = std::thread::scope(|s| {
 ///     let other = s.spawn(|| barrier.wait().unwrap());
 ///     [barrier.wait().unwrap(), other.join().unwrap()]
@@ -76,7 +77,8 @@ impl Barrier {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_shm::Barrier::new(3)?.parties(), 3);
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert_eq!(crew::sync::Barrier::new(3)?.parties(), 3);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -162,7 +164,8 @@ impl Barrier {
     /// # Examples
     ///
     /// ```
-    /// let alone = crew_shm::Barrier::new(1)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let alone = crew::sync::Barrier::new(1)?;
     /// assert_eq!(alone.wait().unwrap(), 0);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -182,8 +185,9 @@ impl Barrier {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let b = crew_shm::Barrier::new(2)?;
+    /// let b = crew::sync::Barrier::new(2)?;
     /// assert!(b.wait_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
     /// assert!(b.is_broken());
     /// # Ok::<(), std::io::Error>(())
@@ -203,7 +207,8 @@ impl Barrier {
     /// # Examples
     ///
     /// ```
-    /// let b = crew_shm::Barrier::new(2)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let b = crew::sync::Barrier::new(2)?;
     /// b.abort();
     /// assert!(b.is_broken());
     /// # Ok::<(), std::io::Error>(())
@@ -225,7 +230,8 @@ impl Barrier {
     /// # Examples
     ///
     /// ```
-    /// let b = crew_shm::Barrier::new(2)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let b = crew::sync::Barrier::new(2)?;
     /// b.abort();
     /// b.reset();
     /// assert!(!b.is_broken());
@@ -248,7 +254,8 @@ impl Barrier {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_shm::Barrier::new(4)?.parties(), 4);
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert_eq!(crew::sync::Barrier::new(4)?.parties(), 4);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn parties(&self) -> u32 {
@@ -260,7 +267,8 @@ impl Barrier {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_shm::Barrier::new(4)?.n_waiting(), 0);
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert_eq!(crew::sync::Barrier::new(4)?.n_waiting(), 0);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn n_waiting(&self) -> u32 {
@@ -276,7 +284,8 @@ impl Barrier {
     /// # Examples
     ///
     /// ```
-    /// assert!(!crew_shm::Barrier::new(4)?.is_broken());
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert!(!crew::sync::Barrier::new(4)?.is_broken());
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn is_broken(&self) -> bool {

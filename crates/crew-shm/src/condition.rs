@@ -45,7 +45,9 @@ struct ConditionState {
 /// # Examples
 ///
 /// ```
-/// use crew_shm::{Condition, Value};
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// use crew::sync::Condition;
+/// use crew::shm::Value;
 ///
 /// let cond = Condition::new()?;
 /// let ready = Value::new(0u8)?;
@@ -94,7 +96,8 @@ impl Condition {
     /// # Examples
     ///
     /// ```
-    /// let cond = crew_shm::Condition::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let cond = crew::sync::Condition::new()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -111,8 +114,9 @@ impl Condition {
     /// # Examples
     ///
     /// ```
-    /// let lock = crew_shm::Lock::new()?;
-    /// let cond = crew_shm::Condition::with_lock(&lock)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let lock = crew::sync::Lock::new()?;
+    /// let cond = crew::sync::Condition::with_lock(&lock)?;
     /// let guard = lock.acquire().unwrap();
     /// cond.notify(&guard, 1); // the lock's own guard works
     /// # Ok::<(), std::io::Error>(())
@@ -134,7 +138,8 @@ impl Condition {
     /// # Examples
     ///
     /// ```
-    /// let cond = crew_shm::Condition::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let cond = crew::sync::Condition::new()?;
     /// let guard = cond.lock().acquire().unwrap();
     /// # drop(guard);
     /// # Ok::<(), std::io::Error>(())
@@ -149,7 +154,8 @@ impl Condition {
     /// # Examples
     ///
     /// ```
-    /// let cond = crew_shm::Condition::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let cond = crew::sync::Condition::new()?;
     /// let guard = cond.acquire().unwrap();
     /// # drop(guard);
     /// # Ok::<(), std::io::Error>(())
@@ -222,7 +228,8 @@ impl Condition {
     /// # Examples
     ///
     /// ```
-    /// let cond = crew_shm::Condition::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let cond = crew::sync::Condition::new()?;
     /// std::thread::scope(|s| {
     ///     let mut guard = cond.acquire().unwrap();
     ///     s.spawn(|| {
@@ -256,8 +263,9 @@ impl Condition {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let cond = crew_shm::Condition::new()?;
+    /// let cond = crew::sync::Condition::new()?;
     /// let mut guard = cond.acquire().unwrap();
     /// assert!(!cond.wait_timeout(&mut guard, Duration::from_millis(1)).unwrap());
     /// # Ok::<(), std::io::Error>(())
@@ -284,7 +292,8 @@ impl Condition {
     /// # Examples
     ///
     /// ```
-    /// let cond = crew_shm::Condition::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let cond = crew::sync::Condition::new()?;
     /// let mut guard = cond.acquire().unwrap();
     /// cond.wait_for(&mut guard, || true).unwrap(); // already true: no wait
     /// # Ok::<(), std::io::Error>(())
@@ -314,8 +323,9 @@ impl Condition {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let cond = crew_shm::Condition::new()?;
+    /// let cond = crew::sync::Condition::new()?;
     /// let mut guard = cond.acquire().unwrap();
     /// assert!(!cond.wait_for_timeout(&mut guard, Duration::from_millis(1), || false).unwrap());
     /// # Ok::<(), std::io::Error>(())
@@ -352,7 +362,8 @@ impl Condition {
     /// # Examples
     ///
     /// ```
-    /// let cond = crew_shm::Condition::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let cond = crew::sync::Condition::new()?;
     /// let guard = cond.acquire().unwrap();
     /// cond.notify(&guard, 1); // nobody waits: nothing happens
     /// # Ok::<(), std::io::Error>(())
@@ -379,7 +390,8 @@ impl Condition {
     /// # Examples
     ///
     /// ```
-    /// let cond = crew_shm::Condition::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let cond = crew::sync::Condition::new()?;
     /// let guard = cond.acquire().unwrap();
     /// cond.notify_all(&guard);
     /// # Ok::<(), std::io::Error>(())

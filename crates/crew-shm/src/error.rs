@@ -11,9 +11,10 @@ use std::fmt;
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
 /// use std::time::Duration;
 ///
-/// let queue = crew_shm::Queue::<u32>::new()?;
+/// let queue = crew::Queue::<u32>::new()?;
 /// let error = queue.get_timeout(Duration::from_millis(1)).unwrap_err();
 /// assert!(error.is_timeout());
 /// assert_eq!(error.to_string(), "timed out");
@@ -47,10 +48,11 @@ impl Error {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let event = crew_shm::Event::new()?;
+    /// let event = crew::sync::Event::new()?;
     /// assert!(!event.wait_timeout(Duration::ZERO)); // events answer with a bool
-    /// let barrier = crew_shm::Barrier::new(2)?;
+    /// let barrier = crew::sync::Barrier::new(2)?;
     /// assert!(barrier.wait_timeout(Duration::ZERO).unwrap_err().is_timeout());
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -63,7 +65,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u32>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u32>::new()?;
     /// assert!(queue.try_get().unwrap_err().is_empty());
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -76,7 +79,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u32>::bounded(1)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u32>::bounded(1)?;
     /// queue.put(1).unwrap();
     /// assert!(queue.try_put(2).unwrap_err().is_full());
     /// # Ok::<(), std::io::Error>(())
@@ -91,7 +95,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u32>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u32>::new()?;
     /// queue.close();
     /// assert!(queue.get().unwrap_err().is_closed());
     /// # Ok::<(), std::io::Error>(())
@@ -105,7 +110,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<Vec<u8>>::builder().capacity_bytes(4096).build()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<Vec<u8>>::builder().capacity_bytes(4096).build()?;
     /// assert!(queue.put(vec![0; 10_000]).unwrap_err().is_too_large());
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -118,6 +124,7 @@ impl Error {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// // An iterator of unknown length cannot be encoded by postcard.
     /// struct Lazy;
     /// impl serde::Serialize for Lazy {
@@ -128,7 +135,7 @@ impl Error {
     /// # impl<'de> serde::Deserialize<'de> for Lazy {
     /// #     fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> { Ok(Lazy) }
     /// # }
-    /// let queue = crew_shm::Queue::<Lazy>::new()?;
+    /// let queue = crew::Queue::<Lazy>::new()?;
     /// assert!(queue.put(Lazy).unwrap_err().is_serialization());
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -142,7 +149,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let barrier = crew_shm::Barrier::new(2)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let barrier = crew::sync::Barrier::new(2)?;
     /// barrier.abort();
     /// assert!(barrier.wait().unwrap_err().is_broken());
     /// # Ok::<(), std::io::Error>(())
@@ -160,8 +168,9 @@ impl Error {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let cond = crew_shm::Condition::new()?;
+    /// let cond = crew::sync::Condition::new()?;
     /// let mut guard = cond.acquire().unwrap();
     /// // Nobody died, so waiting just times out:
     /// assert!(!cond.wait_timeout(&mut guard, Duration::from_millis(1)).unwrap());
@@ -176,7 +185,8 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let semaphore = crew_shm::BoundedSemaphore::new(1)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let semaphore = crew::sync::BoundedSemaphore::new(1)?;
     /// assert!(semaphore.release().unwrap_err().is_overflow());
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -236,9 +246,10 @@ impl std::error::Error for Error {
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
 /// use std::time::Duration;
 ///
-/// let lock = crew_shm::Lock::new()?;
+/// let lock = crew::sync::Lock::new()?;
 /// let _held = lock.acquire().unwrap();
 /// let other = std::thread::scope(|s| {
 ///     s.spawn(|| lock.acquire_timeout(Duration::from_millis(10)).map(drop).map_err(|e| e.is_timeout()))
@@ -275,7 +286,8 @@ impl<G> AcquireError<G> {
     /// See [`Lock::acquire`](crate::Lock::acquire).
     ///
     /// ```
-    /// # let lock = crew_shm::Lock::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// # let lock = crew::sync::Lock::new()?;
     /// let guard = match lock.acquire() {
     ///     Ok(guard) => guard,
     ///     Err(e) if e.is_owner_dead() => e.into_guard().unwrap(), // check the data here
@@ -294,7 +306,8 @@ impl<G> AcquireError<G> {
     /// # Examples
     ///
     /// ```
-    /// let lock = crew_shm::Lock::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let lock = crew::sync::Lock::new()?;
     /// let _held = lock.acquire().unwrap();
     /// assert!(lock.try_acquire().unwrap_err().is_timeout());
     /// # Ok::<(), std::io::Error>(())
@@ -309,7 +322,8 @@ impl<G> AcquireError<G> {
     /// # Examples
     ///
     /// ```
-    /// # let lock = crew_shm::Lock::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// # let lock = crew::sync::Lock::new()?;
     /// let guard = lock.acquire().or_else(|e| e.into_guard().ok_or("timed out"))?;
     /// # drop(guard);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -345,7 +359,8 @@ impl<G> std::error::Error for AcquireError<G> {}
 /// # Examples
 ///
 /// ```
-/// let queue = crew_shm::Queue::<String>::new()?;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// let queue = crew::Queue::<String>::new()?;
 /// queue.close();
 /// let error = queue.put("hello".to_string()).unwrap_err();
 /// assert!(error.is_closed());
@@ -370,8 +385,9 @@ impl<T> PutError<T> {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let queue = crew_shm::Queue::<u8>::bounded(1)?;
+    /// let queue = crew::Queue::<u8>::bounded(1)?;
     /// queue.put(1).unwrap();
     /// assert!(queue.put_timeout(2, Duration::from_millis(1)).unwrap_err().is_timeout());
     /// # Ok::<(), std::io::Error>(())
@@ -385,7 +401,8 @@ impl<T> PutError<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u8>::bounded(1)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u8>::bounded(1)?;
     /// queue.put(1).unwrap();
     /// assert!(queue.try_put(2).unwrap_err().is_full());
     /// # Ok::<(), std::io::Error>(())
@@ -399,7 +416,8 @@ impl<T> PutError<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u8>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u8>::new()?;
     /// queue.close();
     /// assert!(queue.put(1).unwrap_err().is_closed());
     /// # Ok::<(), std::io::Error>(())
@@ -413,7 +431,8 @@ impl<T> PutError<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<Vec<u8>>::builder().capacity_bytes(4096).build()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<Vec<u8>>::builder().capacity_bytes(4096).build()?;
     /// assert!(queue.put(vec![0; 5000]).unwrap_err().is_too_large());
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -428,7 +447,8 @@ impl<T> PutError<T> {
     /// See [`Error::is_serialization`].
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u8>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u8>::new()?;
     /// assert!(!queue.put(1).is_err_and(|e| e.is_serialization()));
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -441,7 +461,8 @@ impl<T> PutError<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u8>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u8>::new()?;
     /// queue.close();
     /// assert_eq!(queue.put(9).unwrap_err().into_inner(), 9);
     /// # Ok::<(), std::io::Error>(())
@@ -455,7 +476,8 @@ impl<T> PutError<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u8>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u8>::new()?;
     /// queue.close();
     /// let (error, item) = queue.put(9).unwrap_err().into_parts();
     /// assert!(error.is_closed() && item == 9);

@@ -27,7 +27,8 @@ struct EventState {
 /// # Examples
 ///
 /// ```
-/// use crew_shm::Event;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// use crew::sync::Event;
 ///
 /// let ready = Event::new()?;
 /// std::thread::scope(|s| {
@@ -57,7 +58,8 @@ impl Event {
     /// # Examples
     ///
     /// ```
-    /// assert!(!crew_shm::Event::new()?.is_set());
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert!(!crew::sync::Event::new()?.is_set());
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -81,7 +83,8 @@ impl Event {
     /// # Examples
     ///
     /// ```
-    /// let e = crew_shm::Event::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let e = crew::sync::Event::new()?;
     /// e.set();
     /// assert!(e.is_set());
     /// # Ok::<(), std::io::Error>(())
@@ -99,7 +102,8 @@ impl Event {
     /// # Examples
     ///
     /// ```
-    /// let e = crew_shm::Event::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let e = crew::sync::Event::new()?;
     /// e.set();
     /// e.clear();
     /// assert!(!e.is_set());
@@ -114,7 +118,8 @@ impl Event {
     /// # Examples
     ///
     /// ```
-    /// assert!(!crew_shm::Event::new()?.is_set());
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert!(!crew::sync::Event::new()?.is_set());
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn is_set(&self) -> bool {
@@ -143,7 +148,8 @@ impl Event {
     /// # Examples
     ///
     /// ```
-    /// let e = crew_shm::Event::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let e = crew::sync::Event::new()?;
     /// e.set();
     /// e.wait();
     /// # Ok::<(), std::io::Error>(())
@@ -158,8 +164,9 @@ impl Event {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let e = crew_shm::Event::new()?;
+    /// let e = crew::sync::Event::new()?;
     /// assert!(!e.wait_timeout(Duration::from_millis(1)));
     /// # Ok::<(), std::io::Error>(())
     /// ```

@@ -47,7 +47,8 @@ struct FrozenState {
 /// # Examples
 ///
 /// ```
-/// use crew_shm::Frozen;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// use crew::shm::Frozen;
 ///
 /// let table = Frozen::from_slice(&[1.5f64, 2.5, 3.0])?;
 /// let handle = postcard::to_allocvec(&table)?; // what a task carries
@@ -116,7 +117,8 @@ impl<T: Pod> Frozen<T> {
     /// # Examples
     ///
     /// ```
-    /// let points = crew_shm::Frozen::from_slice(&[[0.0f64, 1.0, 2.0]; 1000])?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let points = crew::shm::Frozen::from_slice(&[[0.0f64, 1.0, 2.0]; 1000])?;
     /// assert_eq!(points.len(), 1000);
     /// assert_eq!(points[999], [0.0, 1.0, 2.0]);
     /// # Ok::<(), std::io::Error>(())
@@ -162,7 +164,8 @@ impl<T: Pod> Frozen<T> {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_shm::Frozen::from_slice(&[1u8, 2])?.len(), 2);
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert_eq!(crew::shm::Frozen::from_slice(&[1u8, 2])?.len(), 2);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn len(&self) -> usize {
@@ -174,7 +177,8 @@ impl<T: Pod> Frozen<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(crew_shm::Frozen::<u8>::from_slice(&[])?.is_empty());
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert!(crew::shm::Frozen::<u8>::from_slice(&[])?.is_empty());
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn is_empty(&self) -> bool {
@@ -186,7 +190,8 @@ impl<T: Pod> Frozen<T> {
     /// # Examples
     ///
     /// ```
-    /// let f = crew_shm::Frozen::from_slice(&[3u32, 4])?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let f = crew::shm::Frozen::from_slice(&[3u32, 4])?;
     /// assert_eq!(f.as_slice(), [3, 4]);
     /// # Ok::<(), std::io::Error>(())
     /// ```

@@ -16,7 +16,9 @@
 //! has a `_timeout` variant that returns by its timeout.
 //!
 //! ```
-//! use crew_shm::{Queue, Value};
+//! # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+//! use crew::Queue;
+//! use crew::shm::Value;
 //!
 //! let counter = Value::new(0u64)?;
 //! let results = Queue::<String>::new()?;

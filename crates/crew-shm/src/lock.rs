@@ -95,7 +95,8 @@ fn create_lock(kind: Kind, mutex: MutexKind) -> io::Result<Shm> {
 /// # Examples
 ///
 /// ```
-/// use crew_shm::Lock;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// use crew::sync::Lock;
 ///
 /// let lock = Lock::new()?;
 /// {
@@ -126,7 +127,8 @@ impl Lock {
     /// # Examples
     ///
     /// ```
-    /// let lock = crew_shm::Lock::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let lock = crew::sync::Lock::new()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -162,7 +164,8 @@ impl Lock {
     /// # Examples
     ///
     /// ```
-    /// let lock = crew_shm::Lock::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let lock = crew::sync::Lock::new()?;
     /// let guard = match lock.acquire() {
     ///     Ok(guard) => guard,
     ///     // The previous holder died inside its critical section.
@@ -193,8 +196,9 @@ impl Lock {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let lock = crew_shm::Lock::new()?;
+    /// let lock = crew::sync::Lock::new()?;
     /// let guard = lock.acquire_timeout(Duration::from_secs(1)).unwrap();
     /// # drop(guard);
     /// # Ok::<(), std::io::Error>(())
@@ -216,7 +220,8 @@ impl Lock {
     /// # Examples
     ///
     /// ```
-    /// let lock = crew_shm::Lock::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let lock = crew::sync::Lock::new()?;
     /// let held = lock.try_acquire().unwrap();
     /// assert!(lock.try_acquire().unwrap_err().is_timeout());
     /// # drop(held);
@@ -239,7 +244,8 @@ impl Lock {
 /// # Examples
 ///
 /// ```
-/// let lock = crew_shm::Lock::new()?;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// let lock = crew::sync::Lock::new()?;
 /// let guard = lock.acquire().unwrap();
 /// drop(guard);
 /// # Ok::<(), std::io::Error>(())
@@ -247,8 +253,9 @@ impl Lock {
 ///
 /// A guard cannot move to another thread:
 ///
-/// ```compile_fail
-/// let lock = crew_shm::Lock::new().unwrap();
+/// ```compile_fail,E0277
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// let lock = crew::sync::Lock::new().unwrap();
 /// let guard = lock.acquire().unwrap();
 /// std::thread::scope(|s| {
 ///     s.spawn(move || drop(guard));
@@ -290,7 +297,8 @@ impl fmt::Debug for LockGuard<'_> {
 /// # Examples
 ///
 /// ```
-/// let lock = crew_shm::RLock::new()?;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// let lock = crew::sync::RLock::new()?;
 /// let outer = lock.acquire().unwrap();
 /// let inner = lock.acquire().unwrap(); // same thread: fine
 /// drop(inner);
@@ -318,7 +326,8 @@ impl RLock {
     /// # Examples
     ///
     /// ```
-    /// let lock = crew_shm::RLock::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let lock = crew::sync::RLock::new()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -351,7 +360,8 @@ impl RLock {
     /// # Examples
     ///
     /// ```
-    /// let lock = crew_shm::RLock::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let lock = crew::sync::RLock::new()?;
     /// let a = lock.acquire().unwrap();
     /// let b = lock.acquire().unwrap();
     /// # drop((a, b));
@@ -375,8 +385,9 @@ impl RLock {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let lock = crew_shm::RLock::new()?;
+    /// let lock = crew::sync::RLock::new()?;
     /// let guard = lock.acquire_timeout(Duration::from_secs(1)).unwrap();
     /// # drop(guard);
     /// # Ok::<(), std::io::Error>(())
@@ -400,7 +411,8 @@ impl RLock {
     /// # Examples
     ///
     /// ```
-    /// let lock = crew_shm::RLock::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let lock = crew::sync::RLock::new()?;
     /// let a = lock.try_acquire().unwrap();
     /// let b = lock.try_acquire().unwrap();
     /// # drop((a, b));
@@ -421,7 +433,8 @@ impl RLock {
 /// # Examples
 ///
 /// ```
-/// let lock = crew_shm::RLock::new()?;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// let lock = crew::sync::RLock::new()?;
 /// let guard = lock.acquire().unwrap();
 /// drop(guard);
 /// # Ok::<(), std::io::Error>(())

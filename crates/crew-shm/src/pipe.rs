@@ -20,7 +20,8 @@ use crate::sys::Deadline;
 /// # Examples
 ///
 /// ```
-/// use crew_shm::Pipe;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// use crew::Pipe;
 ///
 /// let (parent, child) = Pipe::<String>::new()?;
 /// child.send("ping".to_string()).unwrap(); // typically in another process
@@ -47,7 +48,8 @@ impl<T> Pipe<T> {
     /// # Examples
     ///
     /// ```
-    /// let (a, b) = crew_shm::Pipe::<u32>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let (a, b) = crew::Pipe::<u32>::new()?;
     /// a.send(1).unwrap();
     /// b.send(2).unwrap();
     /// assert_eq!((a.recv().unwrap(), b.recv().unwrap()), (2, 1));
@@ -83,7 +85,8 @@ impl<T> Pipe<T> {
 /// # Examples
 ///
 /// ```
-/// let (a, b) = crew_shm::Pipe::<u8>::new()?;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// let (a, b) = crew::Pipe::<u8>::new()?;
 /// a.send(7).unwrap();
 /// assert!(b.poll(std::time::Duration::ZERO));
 /// # Ok::<(), std::io::Error>(())
@@ -120,7 +123,8 @@ impl<T> Connection<T> {
     /// # Examples
     ///
     /// ```
-    /// let (a, b) = crew_shm::Pipe::<u8>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let (a, b) = crew::Pipe::<u8>::new()?;
     /// a.send(1).unwrap();
     /// a.close();
     /// assert_eq!(b.recv().unwrap(), 1);
@@ -138,7 +142,8 @@ impl<T> Connection<T> {
     /// # Examples
     ///
     /// ```
-    /// let (a, b) = crew_shm::Pipe::<u8>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let (a, b) = crew::Pipe::<u8>::new()?;
     /// b.close();
     /// assert!(a.is_closed());
     /// # Ok::<(), std::io::Error>(())
@@ -154,8 +159,9 @@ impl<T> Connection<T> {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let (a, b) = crew_shm::Pipe::<u8>::new()?;
+    /// let (a, b) = crew::Pipe::<u8>::new()?;
     /// assert!(!b.poll(Duration::from_millis(1)));
     /// a.send(1).unwrap();
     /// assert!(b.poll(Duration::from_millis(1)));
@@ -172,7 +178,8 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// # Examples
     ///
     /// ```
-    /// let (a, b) = crew_shm::Pipe::<(u8, f32)>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let (a, b) = crew::Pipe::<(u8, f32)>::new()?;
     /// a.send((1, 0.5)).unwrap();
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -190,7 +197,8 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// # Examples
     ///
     /// ```
-    /// let (a, b) = crew_shm::Pipe::<u8>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let (a, b) = crew::Pipe::<u8>::new()?;
     /// a.send(3).unwrap();
     /// assert_eq!(b.recv().unwrap(), 3);
     /// # Ok::<(), std::io::Error>(())
@@ -209,8 +217,9 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let (a, b) = crew_shm::Pipe::<u8>::new()?;
+    /// let (a, b) = crew::Pipe::<u8>::new()?;
     /// assert!(b.recv_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -228,7 +237,8 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// # Examples
     ///
     /// ```
-    /// let (a, b) = crew_shm::Pipe::<u8>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let (a, b) = crew::Pipe::<u8>::new()?;
     /// assert!(b.try_recv().unwrap_err().is_empty());
     /// # Ok::<(), std::io::Error>(())
     /// ```

@@ -10,7 +10,8 @@
 /// # Examples
 ///
 /// ```
-/// use crew_shm::{Pod, Value};
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// use crew::shm::{Pod, Value};
 ///
 /// #[derive(Clone, Copy, Debug, Default, PartialEq)]
 /// #[repr(C)]

@@ -95,7 +95,8 @@ fn release(shm: &Shm) -> Result<(), Error> {
 /// # Examples
 ///
 /// ```
-/// use crew_shm::Semaphore;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// use crew::sync::Semaphore;
 ///
 /// let slots = Semaphore::new(2)?; // at most two workers at once
 /// slots.acquire();
@@ -126,7 +127,8 @@ impl Semaphore {
     /// # Examples
     ///
     /// ```
-    /// let s = crew_shm::Semaphore::new(3)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let s = crew::sync::Semaphore::new(3)?;
     /// assert_eq!(s.value(), 3);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -145,7 +147,8 @@ impl Semaphore {
     /// # Examples
     ///
     /// ```
-    /// let s = crew_shm::Semaphore::new(1)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let s = crew::sync::Semaphore::new(1)?;
     /// s.acquire();
     /// assert_eq!(s.value(), 0);
     /// # Ok::<(), std::io::Error>(())
@@ -159,8 +162,9 @@ impl Semaphore {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let s = crew_shm::Semaphore::new(0)?;
+    /// let s = crew::sync::Semaphore::new(0)?;
     /// assert!(!s.acquire_timeout(Duration::from_millis(1)));
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -173,7 +177,8 @@ impl Semaphore {
     /// # Examples
     ///
     /// ```
-    /// let s = crew_shm::Semaphore::new(1)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let s = crew::sync::Semaphore::new(1)?;
     /// assert!(s.try_acquire());
     /// assert!(!s.try_acquire());
     /// # Ok::<(), std::io::Error>(())
@@ -187,7 +192,8 @@ impl Semaphore {
     /// # Examples
     ///
     /// ```
-    /// let s = crew_shm::Semaphore::new(0)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let s = crew::sync::Semaphore::new(0)?;
     /// s.release();
     /// assert!(s.try_acquire());
     /// # Ok::<(), std::io::Error>(())
@@ -205,7 +211,8 @@ impl Semaphore {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_shm::Semaphore::new(2)?.value(), 2);
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert_eq!(crew::sync::Semaphore::new(2)?.value(), 2);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn value(&self) -> u64 {
@@ -219,7 +226,8 @@ impl Semaphore {
 /// # Examples
 ///
 /// ```
-/// let s = crew_shm::BoundedSemaphore::new(1)?;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// let s = crew::sync::BoundedSemaphore::new(1)?;
 /// s.acquire();
 /// s.release().unwrap();
 /// assert!(s.release().unwrap_err().is_overflow());
@@ -247,7 +255,8 @@ impl BoundedSemaphore {
     /// # Examples
     ///
     /// ```
-    /// let s = crew_shm::BoundedSemaphore::new(4)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let s = crew::sync::BoundedSemaphore::new(4)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -265,7 +274,8 @@ impl BoundedSemaphore {
     /// # Examples
     ///
     /// ```
-    /// let s = crew_shm::BoundedSemaphore::new(1)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let s = crew::sync::BoundedSemaphore::new(1)?;
     /// s.acquire();
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -278,8 +288,9 @@ impl BoundedSemaphore {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let s = crew_shm::BoundedSemaphore::new(0)?;
+    /// let s = crew::sync::BoundedSemaphore::new(0)?;
     /// assert!(!s.acquire_timeout(Duration::from_millis(1)));
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -292,7 +303,8 @@ impl BoundedSemaphore {
     /// # Examples
     ///
     /// ```
-    /// let s = crew_shm::BoundedSemaphore::new(1)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let s = crew::sync::BoundedSemaphore::new(1)?;
     /// assert!(s.try_acquire() && !s.try_acquire());
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -305,7 +317,8 @@ impl BoundedSemaphore {
     /// # Examples
     ///
     /// ```
-    /// let s = crew_shm::BoundedSemaphore::new(1)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let s = crew::sync::BoundedSemaphore::new(1)?;
     /// s.acquire();
     /// assert!(s.release().is_ok());
     /// # Ok::<(), std::io::Error>(())
@@ -324,7 +337,8 @@ impl BoundedSemaphore {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_shm::BoundedSemaphore::new(2)?.value(), 2);
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert_eq!(crew::sync::BoundedSemaphore::new(2)?.value(), 2);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn value(&self) -> u64 {

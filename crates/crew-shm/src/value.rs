@@ -34,7 +34,8 @@ struct ValueState {
 /// # Examples
 ///
 /// ```
-/// use crew_shm::Value;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// use crew::shm::Value;
 ///
 /// let counter = Value::new(0u64)?;
 /// let handle: Vec<u8> = postcard::to_allocvec(&counter)?; // send to a worker
@@ -96,7 +97,8 @@ impl<T: Pod> Value<T> {
     /// # Examples
     ///
     /// ```
-    /// let pi = crew_shm::Value::new(3.14f64)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let pi = crew::shm::Value::new(3.14f64)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -144,7 +146,8 @@ impl<T: Pod> Value<T> {
     /// # Examples
     ///
     /// ```
-    /// let v = crew_shm::Value::new([0u32; 2])?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let v = crew::shm::Value::new([0u32; 2])?;
     /// let mut guard = v.lock().unwrap();
     /// guard[0] = 1;
     /// guard[1] = guard[0] + 1; // both steps under one lock
@@ -171,8 +174,9 @@ impl<T: Pod> Value<T> {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let v = crew_shm::Value::new(1u8)?;
+    /// let v = crew::shm::Value::new(1u8)?;
     /// assert_eq!(*v.lock_timeout(Duration::from_secs(1)).unwrap(), 1);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -193,7 +197,8 @@ impl<T: Pod> Value<T> {
     /// # Examples
     ///
     /// ```
-    /// let v = crew_shm::Value::new(1u8)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let v = crew::shm::Value::new(1u8)?;
     /// let held = v.try_lock().unwrap();
     /// assert!(v.try_lock().is_err());
     /// # drop(held);
@@ -223,7 +228,8 @@ impl<T: Pod> Value<T> {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(crew_shm::Value::new(5i32)?.get(), 5);
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert_eq!(crew::shm::Value::new(5i32)?.get(), 5);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -241,7 +247,8 @@ impl<T: Pod> Value<T> {
     /// # Examples
     ///
     /// ```
-    /// let v = crew_shm::Value::new(5i32)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let v = crew::shm::Value::new(5i32)?;
     /// v.set(6);
     /// assert_eq!(v.get(), 6);
     /// # Ok::<(), std::io::Error>(())
@@ -264,7 +271,8 @@ impl<T: Pod> Value<T> {
     /// # Examples
     ///
     /// ```
-    /// let counter = crew_shm::Value::new(0u32)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let counter = crew::shm::Value::new(0u32)?;
     /// let before = counter.update(|n| {
     ///     *n += 1;
     ///     *n - 1
@@ -287,7 +295,8 @@ impl<T: Pod> Value<T> {
 /// # Examples
 ///
 /// ```
-/// let v = crew_shm::Value::new(1u8)?;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// let v = crew::shm::Value::new(1u8)?;
 /// *v.lock().unwrap() += 1;
 /// assert_eq!(v.get(), 2);
 /// # Ok::<(), std::io::Error>(())

@@ -10,11 +10,12 @@ use crate::future::Future;
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Star, Threads, engine::call_blocking};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Star, Threads, engine::call_blocking};
 /// let t = Threads::new(1)?;
 /// let name = String::from("crew");
 /// assert_eq!(call_blocking(&t, Star(|n: usize| name.len() * n), (2,))?, 8);
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 ///
 /// # Errors
@@ -55,12 +56,13 @@ where
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Future, Star, Threads, engine::spawn_call};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Future, Star, Threads, engine::spawn_call};
 /// let t = Threads::new(1)?;
 /// let (promise, future) = Future::pending();
 /// spawn_call(&t, Star(|| 7u8), (), promise);
 /// assert_eq!(future.result()?, 7);
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 pub fn spawn_call<B, T, X, R>(backend: &B, task: T, input: X, promise: crate::Promise<Result<R>>)
 where

@@ -16,12 +16,13 @@ use crate::future::{AsyncResult, MapAsyncResult};
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Threads, Unary, engine::{MapOptions, map_blocking}};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Threads, Unary, engine::{MapOptions, map_blocking}};
 /// let t = Threads::new(2)?;
 /// let table = vec![10, 20, 30];
 /// let v = map_blocking(&t, Unary(|i: usize| table[i]), vec![2, 0], &MapOptions::default()).unwrap();
 /// assert_eq!(v, [30, 10]);
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 ///
 /// # Errors
@@ -191,11 +192,12 @@ impl<R: Send, B: Backend> Drop for WaitGuard<'_, '_, R, B> {
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Threads, Unary, engine::{MapOptions, map_async}};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Threads, Unary, engine::{MapOptions, map_async}};
 /// let t = Threads::new(2)?;
 /// let r = map_async(&t, Unary(|x: u16| x * 2), vec![1, 2, 3], &MapOptions::default());
 /// assert_eq!(r.get().unwrap(), [2, 4, 6]);
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 pub fn map_async<B, T, X, R>(
     backend: &B,

@@ -56,8 +56,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::time::{Duration, Instant};
-/// assert!(crew_core::engine::deadline(Duration::MAX) > Instant::now());
+/// assert!(crew::core::engine::deadline(Duration::MAX) > Instant::now());
 /// ```
 pub fn deadline(timeout: Duration) -> Instant {
     let now = Instant::now();
@@ -76,6 +77,7 @@ pub use crate::chunk::{Chunk, ChunkIter};
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::sync::{Condvar, Mutex};
 /// use std::time::{Duration, Instant};
 /// let (m, cv) = (Mutex::new(false), Condvar::new());
@@ -85,7 +87,7 @@ pub use crate::chunk::{Chunk, ChunkIter};
 ///     if *ready {
 ///         break false;
 ///     }
-///     ready = match crew_core::engine::wait_deadline(&cv, ready, deadline) {
+///     ready = match crew::core::engine::wait_deadline(&cv, ready, deadline) {
 ///         Ok(g) => g,
 ///         Err(_) => break true,
 ///     };

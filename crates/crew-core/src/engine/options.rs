@@ -7,7 +7,8 @@ use crate::error::{Error, Result};
 /// # Examples
 ///
 /// ```
-/// let opts = crew_core::MapOptions { chunksize: Some(64), ..Default::default() };
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// let opts = crew::core::MapOptions { chunksize: Some(64), ..Default::default() };
 /// assert!(opts.progress.is_none());
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -27,9 +28,10 @@ impl MapOptions {
     /// # Examples
     ///
     /// ```
-    /// let bad = crew_core::MapOptions { chunksize: Some(0), ..Default::default() };
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// let bad = crew::core::MapOptions { chunksize: Some(0), ..Default::default() };
     /// assert!(bad.validate().unwrap_err().is_invalid_input());
-    /// assert!(crew_core::MapOptions::default().validate().is_ok());
+    /// assert!(crew::core::MapOptions::default().validate().is_ok());
     /// ```
     ///
     /// # Errors

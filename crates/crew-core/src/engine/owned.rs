@@ -8,11 +8,12 @@ use crate::backend::Backend;
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Backend, OnDrop, Owned, Threads};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Backend, OnDrop, Owned, Threads};
 /// let t = Threads::new(1)?;
 /// drop(Owned::new(t.clone(), OnDrop::Close));
 /// assert!(t.is_closed());
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnDrop {

@@ -15,7 +15,8 @@ use crate::timeline::Timeline;
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Chunk, Unary, engine::run_chunk};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Chunk, Unary, engine::run_chunk};
 /// let out = run_chunk(&Unary(|x: u32| if x == 2 { panic!("two") } else { x }), Chunk::new(0, vec![1, 2, 3]), 0, None);
 /// let r: Vec<_> = out.into_results(0).collect();
 /// assert_eq!(*r[0].as_ref().unwrap(), 1);

@@ -13,8 +13,9 @@ use crate::error::{Error, Result};
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::time::Duration;
-/// use crew_core::{ChunkOut, Error};
+/// use crew::core::{ChunkOut, Error};
 /// let out = ChunkOut::new(3, vec![1, 3], vec![(1, Error::panic("two"))], Duration::ZERO);
 /// assert_eq!(out.len(), 3);
 /// let all: Vec<_> = out.into_results(100).collect();
@@ -170,7 +171,8 @@ impl<R> Dest<R> {
 /// write through it after the map returned:
 ///
 /// ```compile_fail,E0624
-/// use crew_core::engine::ChunkSink;
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::engine::ChunkSink;
 /// fn keep<R>(mut sink: ChunkSink<'static, R>) {
 ///     let _escaped = sink.take_dest();
 /// }
@@ -179,12 +181,13 @@ impl<R> Dest<R> {
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Backend, Runs, Unary, engine::{MapOptions, map_blocking}};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Backend, Runs, Unary, engine::{MapOptions, map_blocking}};
 /// // A back-end's chunk jobs deliver to sinks; map_blocking collects them.
-/// let t = crew_core::Threads::new(2)?;
+/// let t = crew::core::Threads::new(2)?;
 /// let v = map_blocking(&t, Unary(|x: i8| -x), vec![1, 2], &MapOptions { chunksize: Some(1), ..Default::default() }).unwrap();
 /// assert_eq!(v, [-1, -2]);
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 pub struct ChunkSink<'s, R> {
     collector: Option<Arc<dyn Collect<R> + 's>>,

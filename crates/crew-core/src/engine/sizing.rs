@@ -20,8 +20,9 @@ const CHUNKS_PER_WORKER: usize = 16;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(crew_core::engine::auto_chunksize(10, 2), 1);
-/// assert_eq!(crew_core::engine::auto_chunksize(10_000_000, 2), 312_500);
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// assert_eq!(crew::core::engine::auto_chunksize(10, 2), 1);
+/// assert_eq!(crew::core::engine::auto_chunksize(10_000_000, 2), 312_500);
 /// ```
 pub fn auto_chunksize(n: usize, workers: usize) -> usize {
     even_split(n, workers.max(1).saturating_mul(CHUNKS_PER_WORKER))

@@ -35,14 +35,15 @@ mod test;
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Future, Runs, Star, ThreadJob, Threads};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Future, Runs, Star, ThreadJob, Threads};
 ///
 /// let threads = Threads::new(1)?;
 /// let (promise, future) = Future::pending();
 /// let job: ThreadJob<'static> = threads.call_job(Star(|| "hi"), (), promise);
 /// drop(job); // discarded without running
 /// assert!(future.result().unwrap_err().is_cancelled());
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 pub struct ThreadJob<'s>(Repr<'s>);
 
@@ -101,14 +102,15 @@ impl<'s> ThreadJob<'s> {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
     /// use std::sync::mpsc;
-    /// use crew_core::{Backend, ThreadJob, Threads};
+    /// use crew::core::{Backend, ThreadJob, Threads};
     ///
     /// let threads = Threads::new(1)?;
     /// let (tx, rx) = mpsc::channel();
     /// threads.spawn(ThreadJob::new(move |ctx| tx.send(ctx.worker * 10).unwrap())).unwrap();
     /// assert_eq!(rx.recv().unwrap(), 0);
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::core::Error>(())
     /// ```
     pub fn new<F: FnOnce(&WorkerCtx<'_>) + Send + 's>(f: F) -> ThreadJob<'s> {
         if std::mem::size_of::<F>() > std::mem::size_of::<InlineBytes>()
@@ -152,15 +154,16 @@ impl<'s> ThreadJob<'s> {
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::sync::mpsc;
-/// use crew_core::{Backend, ThreadJob, Threads, ThreadsConfig, WorkerCtx};
+/// use crew::core::{Backend, ThreadJob, Threads, ThreadsConfig, WorkerCtx};
 ///
 /// let threads = Threads::with_config(ThreadsConfig { workers: 1, timeline: true, ..Default::default() })?;
 /// let (tx, rx) = mpsc::channel();
 /// let job = ThreadJob::new(move |ctx: &WorkerCtx<'_>| tx.send((ctx.worker, ctx.timeline.is_some())).unwrap());
 /// threads.spawn(job).unwrap();
 /// assert_eq!(rx.recv().unwrap(), (0, true));
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct WorkerCtx<'a> {
@@ -200,7 +203,8 @@ thread_local! {
 /// # Examples
 ///
 /// ```
-/// use crew_core::{Backend, Future, Star, Threads, engine::spawn_call};
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+/// use crew::core::{Backend, Future, Star, Threads, engine::spawn_call};
 ///
 /// let threads = Threads::new(2)?;
 /// let handle = threads.clone(); // the same two workers
@@ -211,7 +215,7 @@ thread_local! {
 /// threads.close();
 /// assert!(handle.is_closed());
 /// assert!(handle.join(None));
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Threads {
@@ -280,16 +284,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::any::Any;
 /// use std::sync::{Arc, mpsc};
-/// use crew_core::{Backend, Initializer, ThreadJob, Threads, ThreadsConfig};
+/// use crew::core::{Backend, Initializer, ThreadJob, Threads, ThreadsConfig};
 ///
 /// let init: Initializer = Arc::new(|| -> Arc<dyn Any + Send + Sync> { Arc::new(String::from("connection")) });
 /// let threads = Threads::with_config(ThreadsConfig { workers: 1, initializer: Some(init), ..Default::default() })?;
 /// let (tx, rx) = mpsc::channel();
-/// threads.spawn(ThreadJob::new(move |_| tx.send(crew_core::worker_state::<String>()).unwrap())).unwrap();
+/// threads.spawn(ThreadJob::new(move |_| tx.send(crew::core::worker_state::<String>()).unwrap())).unwrap();
 /// assert_eq!(rx.recv().unwrap().unwrap().as_str(), "connection");
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 pub type Initializer = Arc<dyn Fn() -> Arc<dyn std::any::Any + Send + Sync> + Send + Sync>;
 
@@ -301,8 +306,9 @@ pub type Initializer = Arc<dyn Fn() -> Arc<dyn std::any::Any + Send + Sync> + Se
 /// # Examples
 ///
 /// ```
+/// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
 /// use std::sync::mpsc;
-/// use crew_core::{Backend, ThreadJob, Threads, ThreadsConfig};
+/// use crew::core::{Backend, ThreadJob, Threads, ThreadsConfig};
 ///
 /// let config = ThreadsConfig { workers: 2, name: Some("render".into()), ..Default::default() };
 /// let threads = Threads::with_config(config)?;
@@ -310,7 +316,7 @@ pub type Initializer = Arc<dyn Fn() -> Arc<dyn std::any::Any + Send + Sync> + Se
 /// threads.spawn(ThreadJob::new(move |_| tx.send(std::thread::current().name().map(String::from)).unwrap())).unwrap();
 /// assert!(rx.recv().unwrap().unwrap().starts_with("render-"));
 /// assert!(Threads::with_config(ThreadsConfig::default()).unwrap_err().is_invalid_input());
-/// # Ok::<(), crew_core::Error>(())
+/// # Ok::<(), crew::core::Error>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct ThreadsConfig {
@@ -346,7 +352,8 @@ impl Threads {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Backend, Threads};
+    /// # use crew_core as crew;
+    /// use crew::{Backend, Threads};
     /// let t = Threads::new(2).unwrap();
     /// assert_eq!(t.workers(), 2);
     /// ```
@@ -366,7 +373,8 @@ impl Threads {
     /// # Examples
     ///
     /// ```
-    /// use crew_core::{Backend, Threads, ThreadsConfig};
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
+    /// use crew::core::{Backend, Threads, ThreadsConfig};
     /// let t = Threads::with_config(ThreadsConfig { workers: 1, timeline: true, ..Default::default() }).unwrap();
     /// assert!(t.timeline().is_some());
     /// ```
@@ -445,8 +453,9 @@ impl Threads {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_core::*; pub mod core { pub use crew_core::*; } }
     /// use std::sync::mpsc;
-    /// use crew_core::{Backend, ThreadJob, Threads};
+    /// use crew::core::{Backend, ThreadJob, Threads};
     ///
     /// let threads = Threads::new(2)?;
     /// assert_eq!(threads.current_worker(), None); // the calling thread is not a worker
@@ -455,7 +464,7 @@ impl Threads {
     /// threads.spawn(ThreadJob::new(move |ctx| tx.send((t.current_worker(), ctx.worker)).unwrap())).unwrap();
     /// let (seen, index) = rx.recv().unwrap();
     /// assert_eq!(seen, Some(index));
-    /// # Ok::<(), crew_core::Error>(())
+    /// # Ok::<(), crew::core::Error>(())
     /// ```
     pub fn current_worker(&self) -> Option<usize> {
         let (pool, index) = CURRENT.with(|c| c.get());

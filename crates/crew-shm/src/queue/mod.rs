@@ -83,7 +83,8 @@ struct QueueState {
 /// # Examples
 ///
 /// ```
-/// use crew_shm::Queue;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// use crew::Queue;
 ///
 /// let queue = Queue::<(u32, String)>::new()?;
 /// let handle = postcard::to_allocvec(&queue)?; // send to a worker process
@@ -149,7 +150,8 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
 /// # Examples
 ///
 /// ```
-/// let queue = crew_shm::Queue::<u64>::builder().max_items(100).capacity_bytes(1 << 16).build()?;
+/// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+/// let queue = crew::Queue::<u64>::builder().max_items(100).capacity_bytes(1 << 16).build()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct QueueBuilder<T> {
@@ -174,7 +176,8 @@ impl<T> QueueBuilder<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u8>::builder().max_items(1).build()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u8>::builder().max_items(1).build()?;
     /// queue.put(1).unwrap();
     /// assert!(queue.try_put(2).unwrap_err().is_full());
     /// # Ok::<(), std::io::Error>(())
@@ -191,7 +194,8 @@ impl<T> QueueBuilder<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u8>::builder().capacity_bytes(4096).build()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u8>::builder().capacity_bytes(4096).build()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn capacity_bytes(mut self, capacity_bytes: usize) -> Self {
@@ -204,7 +208,8 @@ impl<T> QueueBuilder<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<String>::builder().build()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<String>::builder().build()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -253,7 +258,8 @@ impl<T> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u32>::builder().max_items(10).build()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u32>::builder().max_items(10).build()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn builder() -> QueueBuilder<T> {
@@ -269,7 +275,8 @@ impl<T> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u32>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u32>::new()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -287,7 +294,8 @@ impl<T> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u32>::bounded(2)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u32>::bounded(2)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
@@ -309,7 +317,8 @@ impl<T> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u32>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u32>::new()?;
     /// queue.put(1).unwrap();
     /// assert_eq!(queue.len(), 1);
     /// # Ok::<(), std::io::Error>(())
@@ -328,7 +337,8 @@ impl<T> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(crew_shm::Queue::<u32>::new()?.is_empty());
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// assert!(crew::Queue::<u32>::new()?.is_empty());
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn is_empty(&self) -> bool {
@@ -343,7 +353,8 @@ impl<T> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u32>::bounded(1)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u32>::bounded(1)?;
     /// queue.put(1).unwrap();
     /// assert!(queue.is_full());
     /// # Ok::<(), std::io::Error>(())
@@ -358,7 +369,8 @@ impl<T> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u32>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u32>::new()?;
     /// queue.close();
     /// assert!(queue.is_closed());
     /// # Ok::<(), std::io::Error>(())
@@ -374,7 +386,8 @@ impl<T> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u32>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u32>::new()?;
     /// queue.put(1).unwrap();
     /// queue.close();
     /// assert_eq!(queue.get().unwrap(), 1);
@@ -637,7 +650,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<Vec<u8>>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<Vec<u8>>::new()?;
     /// queue.put(vec![1, 2, 3]).unwrap();
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -656,8 +670,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let queue = crew_shm::Queue::<u8>::bounded(1)?;
+    /// let queue = crew::Queue::<u8>::bounded(1)?;
     /// queue.put_timeout(1, Duration::from_secs(1)).unwrap();
     /// let error = queue.put_timeout(2, Duration::from_millis(1)).unwrap_err();
     /// assert!(error.is_timeout());
@@ -678,7 +693,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u8>::bounded(1)?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u8>::bounded(1)?;
     /// queue.try_put(1).unwrap();
     /// assert!(queue.try_put(2).unwrap_err().is_full());
     /// # Ok::<(), std::io::Error>(())
@@ -697,7 +713,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u8>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u8>::new()?;
     /// queue.put(1).unwrap();
     /// assert_eq!(queue.get().unwrap(), 1);
     /// # Ok::<(), std::io::Error>(())
@@ -717,8 +734,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Examples
     ///
     /// ```
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
     /// # use std::time::Duration;
-    /// let queue = crew_shm::Queue::<u8>::new()?;
+    /// let queue = crew::Queue::<u8>::new()?;
     /// assert!(queue.get_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -736,7 +754,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Examples
     ///
     /// ```
-    /// let queue = crew_shm::Queue::<u8>::new()?;
+    /// # mod crew { pub use crew_shm::*; pub mod shm { pub use crew_shm::*; } pub mod sync { pub use crew_shm::*; } }
+    /// let queue = crew::Queue::<u8>::new()?;
     /// assert!(queue.try_get().unwrap_err().is_empty());
     /// # Ok::<(), std::io::Error>(())
     /// ```
