@@ -15,6 +15,8 @@ mod conn;
 mod settle;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wake_tests;
 
 use conn::Conn;
 
@@ -386,6 +388,12 @@ struct Queue {
     jobs: VecDeque<ProcJob<'static>>,
     delayed: Vec<ProcJob<'static>>,
     idle: Vec<usize>,
+    /// Per slot: its proxy was taken off `idle` and woken to look at the
+    /// queue, and has not looked yet (README, "Waking proxies").
+    searching: Vec<bool>,
+    /// How many of `searching` are set: while one is, a submission wakes
+    /// nobody, since that proxy will see the job and wake the next.
+    searchers: usize,
     broken: Option<Error>,
     start_failures: u32,
 }
@@ -456,10 +464,29 @@ pub(crate) struct Shared {
     /// was taken.
     #[cfg(test)]
     caller_exchanges: std::sync::atomic::AtomicUsize,
+    /// Proxies woken by a submission, and by a proxy that found more
+    /// queued than it takes (the chain).
+    #[cfg(test)]
+    submit_wakes: std::sync::atomic::AtomicUsize,
+    #[cfg(test)]
+    chain_wakes: std::sync::atomic::AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Takes an idle proxy off the list to wake, as searching, unless one is
+/// searching already (it will wake the next if there is more than it
+/// takes); the caller signals the proxy returned once the lock is let go.
+fn wake_searcher(q: &mut Queue) -> Option<usize> {
+    if q.searchers > 0 {
+        return None;
+    }
+    let slot = q.idle.pop()?;
+    q.searching[slot] = true;
+    q.searchers += 1;
+    Some(slot)
 }
 
 fn take_all(q: &mut Queue) -> Vec<ProcJob<'static>> {
@@ -528,6 +555,8 @@ impl Shared {
                 delayed: Vec::new(),
                 // Room for every proxy: parking allocates nothing.
                 idle: Vec::with_capacity(workers),
+                searching: vec![false; workers],
+                searchers: 0,
                 broken: None,
                 start_failures: 0,
             }),
@@ -541,6 +570,10 @@ impl Shared {
             fingerprint: crate::entry::build_fingerprint(),
             #[cfg(test)]
             caller_exchanges: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            submit_wakes: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            chain_wakes: std::sync::atomic::AtomicUsize::new(0),
         });
         for slot in 0..shared.config.workers {
             let s = shared.clone();
@@ -583,9 +616,11 @@ impl Shared {
         }
         q.jobs.push_back(job);
         self.queued.store(q.jobs.len(), Ordering::Release);
-        let idle = q.idle.pop();
+        let idle = wake_searcher(&mut q);
         drop(q);
         if let Some(slot) = idle {
+            #[cfg(test)]
+            self.submit_wakes.fetch_add(1, Ordering::Relaxed);
             signal(&self.proxies[slot].wake);
         }
         Ok(())
@@ -716,8 +751,28 @@ impl Shared {
         }
     }
 
+    /// `slot` woke up after parking. If it was woken to look at the queue,
+    /// it looks now: if anything is queued, it wakes the next idle proxy
+    /// itself (the chain; README, "Waking proxies"), even if it may take
+    /// all that is queued: it may send the last job ahead to its worker,
+    /// behind a running one, and the next proxy, finding nothing, parks
+    /// and takes that job back (`request_steal`).
     fn unpark(&self, slot: usize) {
-        lock(&self.queue).idle.retain(|&s| s != slot);
+        let mut q = lock(&self.queue);
+        q.idle.retain(|&s| s != slot);
+        let mut next = None;
+        if std::mem::take(&mut q.searching[slot]) {
+            q.searchers -= 1;
+            if !q.jobs.is_empty() {
+                next = wake_searcher(&mut q);
+            }
+        }
+        drop(q);
+        if let Some(next) = next {
+            #[cfg(test)]
+            self.chain_wakes.fetch_add(1, Ordering::Relaxed);
+            signal(&self.proxies[next].wake);
+        }
     }
 
     /// Puts `jobs` (oldest first) back at the front of the queue.
