@@ -93,19 +93,14 @@ impl<'de, T: Pod> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let shm = Shm::deserialize(deserializer, Kind::Array, type_tag::<T>())?;
         // SAFETY: an `Array` region's state is an `ArrayState`.
-        let len = unsafe { shm.state::<ArrayState>() }.len.load(Relaxed);
-        let fits = usize::try_from(len)
-            .ok()
-            .and_then(|n| n.checked_mul(size_of::<T>()))
-            .is_some_and(|b| b <= shm.data_len());
-        if !fits {
-            return Err(serde::de::Error::custom(
-                "shared array region is too small for its length",
-            ));
-        }
+        let len = shm
+            .fitting_len::<T>(unsafe { shm.state::<ArrayState>() }.len.load(Relaxed))
+            .ok_or_else(|| {
+                serde::de::Error::custom("shared array region is too small for its length")
+            })?;
         Ok(Array {
             shm,
-            len: len as usize,
+            len,
             _type: PhantomData,
         })
     }

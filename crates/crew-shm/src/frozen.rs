@@ -93,19 +93,14 @@ impl<'de, T: Pod> Deserialize<'de> for Frozen<T> {
         let shm = Shm::deserialize(deserializer, Kind::Frozen, type_tag::<T>())?;
         // SAFETY: a `Frozen` region's state is a `FrozenState`, written
         // before the region was sealed.
-        let len = unsafe { shm.state::<FrozenState>() }.len;
-        let fits = usize::try_from(len)
-            .ok()
-            .and_then(|n| n.checked_mul(size_of::<T>()))
-            .is_some_and(|b| b <= shm.data_len());
-        if !fits {
-            return Err(serde::de::Error::custom(
-                "shared slice region is too small for its length",
-            ));
-        }
+        let len = shm
+            .fitting_len::<T>(unsafe { shm.state::<FrozenState>() }.len)
+            .ok_or_else(|| {
+                serde::de::Error::custom("shared slice region is too small for its length")
+            })?;
         Ok(Frozen {
             shm,
-            len: len as usize,
+            len,
             _type: PhantomData,
         })
     }

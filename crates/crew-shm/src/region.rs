@@ -155,6 +155,44 @@ impl Header {
     }
 }
 
+/// The size of a region with `data_len` bytes of data after its header
+/// and state.
+fn region_size(data_len: usize) -> io::Result<usize> {
+    DATA_OFFSET.checked_add(data_len).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "shared memory size overflows usize",
+        )
+    })
+}
+
+/// Writes a new region's header into `map` (a fresh mapping of `size`
+/// bytes, `size` from [`region_size`], not yet seen by any other thread or
+/// process) and lets `init` set up its state `S`.
+fn init_region<S>(
+    map: &Mapping,
+    kind: Kind,
+    type_tag: u64,
+    size: usize,
+    init: impl FnOnce(*mut S),
+) {
+    const { assert!(size_of::<S>() <= DATA_OFFSET - STATE_OFFSET && align_of::<S>() <= STATE_OFFSET) };
+    let header = Header {
+        magic: MAGIC,
+        kind: kind as u32,
+        version: LAYOUT_VERSION,
+        type_tag,
+        id: sys::random_u64(),
+        size: size as u64,
+    };
+    // SAFETY: the mapping is at least DATA_OFFSET bytes (`region_size`),
+    // page aligned, and private to the caller until it returns the region.
+    unsafe { map.as_ptr().cast::<Header>().write(header) };
+    // SAFETY: STATE_OFFSET is within the first page, suitably aligned for
+    // `S` (checked above), and `S` fits before DATA_OFFSET.
+    init(unsafe { map.as_ptr().add(STATE_OFFSET).cast::<S>() });
+}
+
 impl Shm {
     /// Creates a region of `kind` whose state `S` is set up by `init` and that
     /// has `data_len` zeroed bytes of data after it.
@@ -167,32 +205,11 @@ impl Shm {
         data_len: usize,
         init: impl FnOnce(*mut S),
     ) -> io::Result<Shm> {
-        const {
-            assert!(size_of::<S>() <= DATA_OFFSET - STATE_OFFSET && align_of::<S>() <= STATE_OFFSET)
-        };
-        let size = DATA_OFFSET.checked_add(data_len).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "shared memory size overflows usize",
-            )
-        })?;
         debug_assert!(!kind.is_read_only(), "see create_read_only");
+        let size = region_size(data_len)?;
         let fd = sys::create_memfd(&format!("crew-{kind:?}"), size as u64)?;
         let map = Mapping::new(fd, size as u64)?;
-        let header = Header {
-            magic: MAGIC,
-            kind: kind as u32,
-            version: LAYOUT_VERSION,
-            type_tag,
-            id: sys::random_u64(),
-            size: size as u64,
-        };
-        // SAFETY: the mapping is at least DATA_OFFSET bytes, page aligned, and
-        // private to this call until we return it.
-        unsafe { map.as_ptr().cast::<Header>().write(header) };
-        // SAFETY: STATE_OFFSET is within the first page, suitably aligned for
-        // `S` (checked above), and `S` fits before DATA_OFFSET.
-        init(unsafe { map.as_ptr().add(STATE_OFFSET).cast::<S>() });
+        init_region(&map, kind, type_tag, size, init);
         let shm = Shm { map: Arc::new(map) };
         shm.register();
         Ok(shm)
@@ -210,32 +227,11 @@ impl Shm {
         init: impl FnOnce(*mut S),
         fill: impl FnOnce(*mut u8),
     ) -> io::Result<Shm> {
-        const {
-            assert!(size_of::<S>() <= DATA_OFFSET - STATE_OFFSET && align_of::<S>() <= STATE_OFFSET)
-        };
         debug_assert!(kind.is_read_only());
-        let size = DATA_OFFSET.checked_add(data_len).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "shared memory size overflows usize",
-            )
-        })?;
+        let size = region_size(data_len)?;
         let fd = sys::create_memfd_unsealed(&format!("crew-{kind:?}"), size as u64)?;
         let writable = Mapping::new(fd, size as u64)?;
-        let header = Header {
-            magic: MAGIC,
-            kind: kind as u32,
-            version: LAYOUT_VERSION,
-            type_tag,
-            id: sys::random_u64(),
-            size: size as u64,
-        };
-        // SAFETY: as in `create`: the mapping is private to this call, at
-        // least DATA_OFFSET bytes and page aligned.
-        unsafe { writable.as_ptr().cast::<Header>().write(header) };
-        // SAFETY: STATE_OFFSET is within the first page, suitably aligned for
-        // `S`, and `S` fits before DATA_OFFSET (checked above).
-        init(unsafe { writable.as_ptr().add(STATE_OFFSET).cast::<S>() });
+        init_region(&writable, kind, type_tag, size, init);
         // SAFETY: DATA_OFFSET + data_len is the mapping's size.
         fill(unsafe { writable.as_ptr().add(DATA_OFFSET) });
         // The write seal needs every writable mapping gone.
@@ -244,6 +240,16 @@ impl Shm {
         let shm = Shm { map: Arc::new(map) };
         shm.register();
         Ok(shm)
+    }
+
+    /// `len` elements of `T` as a `usize`, if they fit in this region's data
+    /// (a handle's length is checked against its region before any slice
+    /// of it is made).
+    pub(crate) fn fitting_len<T>(&self, len: u64) -> Option<usize> {
+        let n = usize::try_from(len).ok()?;
+        n.checked_mul(size_of::<T>())
+            .is_some_and(|bytes| bytes <= self.data_len())
+            .then_some(n)
     }
 
     /// Opens the region a handle names, checking it is of `kind` with
