@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crew::{Executor, ProcessConfig, Processes};
+use crew::{Executor, Future, ProcessConfig, Processes};
 
 use crate::support::{LONG, eventually};
 
@@ -51,6 +51,21 @@ fn waits_for_gate(gate: String, x: u32) -> u32 {
         std::thread::sleep(Duration::from_millis(2));
     }
     x * 2
+}
+
+/// On a warm pool of one worker: a task held at a new gate named `name`,
+/// running, and a burst of tiny tasks submitted behind it (sent ahead to
+/// that worker). Returns the pool, the gate, the held task and the burst.
+fn held_task_and_burst(name: &str) -> (Executor<Processes>, String, Future<u32>, Vec<Future<u32>>) {
+    let ex = Executor::processes(1).unwrap();
+    warm(&ex);
+    let gate = gate_path(name);
+    let first = ex.submit(waits_for_gate, (gate.clone(), 0u32));
+    let burst: Vec<_> = (1..BURST)
+        .map(|x| ex.submit(|x: u32| x * 2, (x,)))
+        .collect();
+    eventually(LONG, "the first task runs", || first.running());
+    (ex, gate, first, burst)
 }
 
 fn gate_path(name: &str) -> String {
@@ -114,14 +129,7 @@ fn cancelling_one_task_sent_ahead_cancels_only_it() {
     // behind it is sent ahead to that worker. One of the burst is cancelled
     // while it waits there: it ends cancelled (its worker is killed when it
     // reaches it), every other task runs.
-    let ex = Executor::processes(1).unwrap();
-    warm(&ex);
-    let gate = gate_path("cancel-ahead");
-    let first = ex.submit(waits_for_gate, (gate.clone(), 0u32));
-    let burst: Vec<_> = (1..BURST)
-        .map(|x| ex.submit(|x: u32| x * 2, (x,)))
-        .collect();
-    eventually(LONG, "the first task runs", || first.running());
+    let (ex, gate, first, burst) = held_task_and_burst("cancel-ahead");
     // The first of the burst: sent ahead at once (after the warm-up the
     // worker's allowance is many tiny tasks), so the parent counts it as
     // started, though the worker has not reached it.
@@ -149,14 +157,7 @@ fn cancelling_one_task_sent_ahead_cancels_only_it() {
 fn cancelling_the_running_task_of_a_batch_spares_the_rest() {
     // The running task is cancelled: its worker is killed, and the tasks
     // sent ahead behind it run on the next worker.
-    let ex = Executor::processes(1).unwrap();
-    warm(&ex);
-    let gate = gate_path("cancel-running");
-    let first = ex.submit(waits_for_gate, (gate.clone(), 0u32));
-    let burst: Vec<_> = (1..BURST)
-        .map(|x| ex.submit(|x: u32| x * 2, (x,)))
-        .collect();
-    eventually(LONG, "the first task runs", || first.running());
+    let (ex, gate, first, burst) = held_task_and_burst("cancel-running");
     assert!(first.cancel(), "a running process task can be cancelled");
     let first = first.result_timeout(LONG);
     let _ = std::fs::remove_file(&gate);
