@@ -323,9 +323,7 @@ impl<T: Send> Future<T> {
     /// failure, as in Python; a value taken by `result_timeout` was a
     /// success). Only once [`done`](Future::done).
     pub(crate) fn failed_now(&self) -> bool {
-        self.slot
-            .with_value(|v| v.as_ref().is_err_and(|e| !e.is_cancelled()))
-            .unwrap_or(false)
+        self.slot.with_value(failed).unwrap_or(false)
     }
 }
 
@@ -471,6 +469,12 @@ const TAKEN_ERR: u8 = 2;
 /// The error of a wait for an outcome that an earlier `_timeout` wait took.
 /// The error of a `_timeout` wait called back from one of the handle's
 /// own callbacks: the value is lent to that callback.
+/// True if `r` is a failure: a cancellation is not one, as in Python
+/// (`wait`'s `FIRST_EXCEPTION` and [`Future::failed_now`] both count so).
+pub(crate) fn failed<T>(r: &Result<T>) -> bool {
+    r.as_ref().is_err_and(|e| !e.is_cancelled())
+}
+
 fn lent() -> Error {
     Error::invalid_input(
         "the value is lent to a callback of this same handle that is still running: read it from the callback's argument",

@@ -125,9 +125,7 @@ impl Completions {
             }
             let listener = listener.get_or_insert_with(|| {
                 let c2 = c.clone();
-                Arc::new(move |i, r: &Result<T>| {
-                    c2.push(i, r.as_ref().is_err_and(|e| !e.is_cancelled()))
-                })
+                Arc::new(move |i, r: &Result<T>| c2.push(i, crate::future::failed(r)))
             });
             f.on_done_listener(listener.clone(), i);
         }
