@@ -494,51 +494,43 @@ impl<V> Slot<V> {
             if s & WAITERS != 0 {
                 let mut waiters = lock(&self.waiters);
                 let running = lock(&self.running);
-                if !waiters.run_users_code() {
-                    // Only parked threads and internal listeners (`wait`,
-                    // `as_completed`): none calls back into this slot, so
-                    // the value need not be pinned (lent) while they are
-                    // woken. Nobody moves it out meanwhile: a move out
-                    // settles first, waiting for `running`, held here.
-                    self.state.fetch_or(DONE, Ordering::AcqRel);
-                    let mut list = waiters.take();
-                    drop(waiters);
-                    // SAFETY: the value was written before `DONE`, and
-                    // nobody moves it out while `running` is held (above).
-                    let value = unsafe { (*self.value.get()).as_ref() }.expect("value written");
-                    for w in list.drain() {
-                        wake(w, value);
-                    }
-                    if list.rest.capacity() != 0 {
-                        lock(&self.waiters).give_back(list);
-                    }
-                    drop(running);
-                    return;
-                }
-                self.state.fetch_or(DONE | CALLBACKS, Ordering::AcqRel);
+                // Callbacks and wakers run users' code, which may call back
+                // into this slot: the value is pinned (lent) while they run.
+                // Parked threads and internal listeners (`wait`,
+                // `as_completed`) do not, so then it is not pinned. Nobody
+                // moves it out meanwhile either way: a move out settles
+                // first, waiting for `running`, held here.
+                let users = waiters.run_users_code();
+                let flags = if users { DONE | CALLBACKS } else { DONE };
+                self.state.fetch_or(flags, Ordering::AcqRel);
                 let mut list = waiters.take();
                 // Callbacks run without the list's lock: they may add more.
                 drop(waiters);
-                let pin = self.pin();
-                // SAFETY: the value was written before `DONE`, and is pinned:
-                // nobody moves it out until `pin` is dropped.
+                let pin = users.then(|| self.pin());
+                // SAFETY: the value was written before `DONE`, and nobody
+                // moves it out while `running` is held (above) nor while
+                // `pin` lives.
                 let value = unsafe { (*self.value.get()).as_ref() }.expect("value written");
-                // Callbacks first, in order; then the others, in order.
-                for w in list.iter_mut() {
-                    if matches!(w, Waiter::Callback(_))
-                        && let Waiter::Callback(f) = std::mem::replace(w, Waiter::Ran)
-                    {
-                        run_callback(f, value);
+                if users {
+                    // Callbacks first, in order; then the others, in order.
+                    for w in list.iter_mut() {
+                        if matches!(w, Waiter::Callback(_))
+                            && let Waiter::Callback(f) = std::mem::replace(w, Waiter::Ran)
+                        {
+                            run_callback(f, value);
+                        }
                     }
+                    self.state.fetch_and(!CALLBACKS, Ordering::AcqRel);
                 }
-                self.state.fetch_and(!CALLBACKS, Ordering::AcqRel);
                 for w in list.drain() {
                     wake(w, value);
                 }
                 drop(pin);
                 // Hand the list's memory back for the slot's next use (a
                 // recycled slot then registers waiters without allocating).
-                lock(&self.waiters).give_back(list);
+                if list.rest.capacity() != 0 {
+                    lock(&self.waiters).give_back(list);
+                }
                 drop(running);
                 return;
             }
