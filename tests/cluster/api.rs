@@ -260,11 +260,6 @@ fn the_progress_bar_reaches_its_total_on_the_cluster() {
     assert_eq!(counts.last().unwrap(), &(40, 40), "{lines:?}");
 }
 
-fn nap_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
-}
-
 /// With prefetch, the first node to read after a map was queued must not
 /// take every chunk while another node idles: each takes a fair share of
 /// what waits.
@@ -288,7 +283,7 @@ fn nodes_that_prefetch_share_a_queued_map() {
     eventually("the nodes come up", || pool.workers() >= 2);
     let v = pool
         .with_chunksize(1)
-        .map(nap_ms, std::iter::repeat_n(20u64, 40))
+        .map(crate::common::tasks::sleep_ms, std::iter::repeat_n(20u64, 40))
         .unwrap();
     assert_eq!(v.len(), 40);
     // At least 40: a task reclaimed from a node that stalled runs twice.

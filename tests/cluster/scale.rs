@@ -229,11 +229,6 @@ fn an_idle_node_blocks_instead_of_polling() {
     own.kill_node(node);
 }
 
-fn nap_ms(ms: u64) -> u64 {
-    std::thread::sleep(std::time::Duration::from_millis(ms));
-    ms
-}
-
 /// Prefetching nodes share a queued map by their worker processes, not
 /// by their number: a node of 1 worker beside a node of 3 holds back no
 /// more than its quarter, so adding it cannot slow the big one down.
@@ -256,7 +251,7 @@ fn prefetching_nodes_share_a_map_by_their_workers() {
     eventually("the nodes come up", || pool.workers() >= 4);
     let v = pool
         .with_chunksize(1)
-        .map(nap_ms, std::iter::repeat_n(20u64, 48))
+        .map(crate::common::tasks::sleep_ms, std::iter::repeat_n(20u64, 48))
         .unwrap();
     assert_eq!(v.len(), 48);
     let done = |pid: u32| {
