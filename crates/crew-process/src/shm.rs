@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::worker::monotonic_ns;
+
 /// Bytes before the payload in a region.
 pub(crate) const HEADER: usize = 64;
 const MAGIC: u64 = u64::from_le_bytes(*b"crewrgn2");
@@ -206,11 +208,6 @@ static KEEPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 fn mark_use() {
     LAST_USE.store(monotonic_ns(), Ordering::Relaxed);
     KEEPS.store(true, Ordering::Relaxed);
-}
-
-fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// How long until this process's regions and mappings have been unused for
