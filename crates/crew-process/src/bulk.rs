@@ -107,22 +107,20 @@ impl Out {
     }
 
     /// [`put`](Out::put) into a region, or of the bytes that make the
-    /// encoding large enough to move into one.
+    /// encoding large enough to move into one (only `put` calls it, for
+    /// those two cases).
     #[inline(never)]
     fn put_spilling(&mut self, bytes: &[u8]) -> Result<()> {
         if let Some(lease) = &mut self.lease {
             return lease.put(bytes).map_err(shm_error);
         }
         let total = self.vec.len() + bytes.len();
-        if self.spill && total >= SHM_THRESHOLD {
-            let mut lease = Lease::acquire(total).map_err(shm_error)?;
-            lease.put(&self.vec).map_err(shm_error)?;
-            lease.put(bytes).map_err(shm_error)?;
-            self.vec.clear();
-            self.lease = Some(lease);
-            return Ok(());
-        }
-        self.vec.extend_from_slice(bytes);
+        debug_assert!(self.spill && total >= SHM_THRESHOLD);
+        let mut lease = Lease::acquire(total).map_err(shm_error)?;
+        lease.put(&self.vec).map_err(shm_error)?;
+        lease.put(bytes).map_err(shm_error)?;
+        self.vec.clear();
+        self.lease = Some(lease);
         Ok(())
     }
 
