@@ -388,12 +388,11 @@ struct Queue {
     jobs: VecDeque<ProcJob<'static>>,
     delayed: Vec<ProcJob<'static>>,
     idle: Vec<usize>,
-    /// Per slot: its proxy was taken off `idle` and woken to look at the
-    /// queue, and has not looked yet (README, "Waking proxies").
-    searching: Vec<bool>,
-    /// How many of `searching` are set: while one is, a submission wakes
-    /// nobody, since that proxy will see the job and wake the next.
-    searchers: usize,
+    /// The slot whose proxy was taken off `idle` and woken to look at the
+    /// queue, and has not looked yet (README, "Waking proxies"): while
+    /// there is one, a submission wakes nobody, since that proxy will see
+    /// the job and wake the next. There is at most one.
+    searcher: Option<usize>,
     broken: Option<Error>,
     start_failures: u32,
 }
@@ -480,12 +479,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// searching already (it will wake the next if there is more than it
 /// takes); the caller signals the proxy returned once the lock is let go.
 fn wake_searcher(q: &mut Queue) -> Option<usize> {
-    if q.searchers > 0 {
+    if q.searcher.is_some() {
         return None;
     }
     let slot = q.idle.pop()?;
-    q.searching[slot] = true;
-    q.searchers += 1;
+    q.searcher = Some(slot);
     Some(slot)
 }
 
@@ -555,8 +553,7 @@ impl Shared {
                 delayed: Vec::new(),
                 // Room for every proxy: parking allocates nothing.
                 idle: Vec::with_capacity(workers),
-                searching: vec![false; workers],
-                searchers: 0,
+                searcher: None,
                 broken: None,
                 start_failures: 0,
             }),
@@ -761,8 +758,8 @@ impl Shared {
         let mut q = lock(&self.queue);
         q.idle.retain(|&s| s != slot);
         let mut next = None;
-        if std::mem::take(&mut q.searching[slot]) {
-            q.searchers -= 1;
+        if q.searcher == Some(slot) {
+            q.searcher = None;
             if !q.jobs.is_empty() {
                 next = wake_searcher(&mut q);
             }

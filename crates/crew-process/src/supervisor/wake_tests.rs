@@ -71,8 +71,7 @@ fn a_burst_wakes_every_idle_worker_so_all_run_at_once() {
     loop {
         let q = super::lock(&p.shared.queue);
         if q.idle.len() == WORKERS as usize {
-            assert_eq!(q.searchers, 0);
-            assert!(q.searching.iter().all(|s| !s));
+            assert_eq!(q.searcher, None);
             break;
         }
         drop(q);
