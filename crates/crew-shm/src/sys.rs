@@ -28,21 +28,24 @@ const SEALS: SealFlags = SealFlags::SHRINK
 /// The fd is `O_CLOEXEC`: a spawned child never inherits it by accident; it
 /// reaches the memory only by opening `/proc/<pid>/fd/<fd>` of a holder.
 pub(crate) fn create_memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
-    let fd = create_memfd_unsealed(name, size)?;
-    rustix::fs::fcntl_add_seals(&fd, SEALS)?;
-    Ok(fd)
+    memfd_sealed(name, size, SEALS)
 }
 
 /// Creates a zero-filled (sparse) memfd of `size` bytes whose size is
 /// sealed and that can still be sealed further ([`freeze`]).
 pub(crate) fn create_memfd_unsealed(name: &str, size: u64) -> io::Result<OwnedFd> {
+    memfd_sealed(name, size, SealFlags::SHRINK | SealFlags::GROW)
+}
+
+/// A zero-filled (sparse) memfd of `size` bytes, `O_CLOEXEC`, with `seals`.
+fn memfd_sealed(name: &str, size: u64, seals: SealFlags) -> io::Result<OwnedFd> {
     let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     if libc::off_t::try_from(size).is_err() {
         return Err(too_large());
     }
     let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     rustix::fs::ftruncate(&fd, size)?;
-    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW)?;
+    rustix::fs::fcntl_add_seals(&fd, seals)?;
     Ok(fd)
 }
 
