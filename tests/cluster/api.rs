@@ -283,7 +283,10 @@ fn nodes_that_prefetch_share_a_queued_map() {
     eventually("the nodes come up", || pool.workers() >= 2);
     let v = pool
         .with_chunksize(1)
-        .map(crate::common::tasks::sleep_ms, std::iter::repeat_n(20u64, 40))
+        .map(
+            crate::common::tasks::sleep_ms,
+            std::iter::repeat_n(20u64, 40),
+        )
         .unwrap();
     assert_eq!(v.len(), 40);
     // At least 40: a task reclaimed from a node that stalled runs twice.

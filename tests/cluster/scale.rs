@@ -251,7 +251,10 @@ fn prefetching_nodes_share_a_map_by_their_workers() {
     eventually("the nodes come up", || pool.workers() >= 4);
     let v = pool
         .with_chunksize(1)
-        .map(crate::common::tasks::sleep_ms, std::iter::repeat_n(20u64, 48))
+        .map(
+            crate::common::tasks::sleep_ms,
+            std::iter::repeat_n(20u64, 48),
+        )
         .unwrap();
     assert_eq!(v.len(), 48);
     let done = |pid: u32| {
