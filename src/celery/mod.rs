@@ -132,18 +132,10 @@ pub fn run_if_node() {
     }
     // A mistyped number stops the node with a message, rather than being
     // replaced by the default nobody asked for.
-    let number = |k: &str| {
-        var(k).map(|v| {
-            whole_number(k, &v).unwrap_or_else(|e| {
-                eprintln!("crew celery node {}: {e}", std::process::id());
-                std::process::exit(2);
-            })
-        })
-    };
+    let number = |k: &str| var(k).map(|v| whole_number(k, &v).unwrap_or_else(|e| refuse(e)));
     if let Some(n) = number(crew_redis::ENV_CONCURRENCY) {
         if let Err(e) = at_least_one(crew_redis::ENV_CONCURRENCY, n) {
-            eprintln!("crew celery node {}: {e}", std::process::id());
-            std::process::exit(2);
+            refuse(e);
         }
         config = config.concurrency(n as usize);
     }
@@ -159,16 +151,16 @@ pub fn run_if_node() {
     if let Some(ser) = var(ENV_CELERY_RESULT_SERIALIZER) {
         match ser.parse() {
             Ok(ser) => config = config.result_serializer(ser),
-            Err(e) => {
-                eprintln!(
-                    "crew celery node {}: {ENV_CELERY_RESULT_SERIALIZER}={ser:?}: {e}",
-                    std::process::id()
-                );
-                std::process::exit(2);
-            }
+            Err(e) => refuse(format!("{ENV_CELERY_RESULT_SERIALIZER}={ser:?}: {e}")),
         }
     }
     crew_redis::serve_and_exit("crew celery node", Worker::start(config), Worker::serve);
+}
+
+/// Stops a node whose settings are wrong, saying why (exit status 2).
+fn refuse(why: impl std::fmt::Display) -> ! {
+    eprintln!("crew celery node {}: {why}", std::process::id());
+    std::process::exit(2);
 }
 
 /// The whole number the setting `name` holds, or why it does not hold one.
