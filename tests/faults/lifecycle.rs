@@ -621,23 +621,12 @@ fn starts_a_pool_of_its_own(dir: String, ms: u64) -> Vec<u64> {
         .expect("the inner map")
 }
 
-/// The pids registered in `dir`.
-fn pids_in(dir: &std::path::Path) -> Vec<u32> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_task_may_start_a_process_pool_and_its_workers_die_with_it() {
-    let dir = std::env::temp_dir().join(format!("crew-faults-{}-nested", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let arg = dir.to_str().unwrap().to_owned();
+    // The inner workers' parent is the outer worker, not this process:
+    // they are told the registry's folder instead of deriving it.
+    let reg = Registry::new("nested");
+    let arg = reg.dir().to_str().unwrap().to_owned();
     // A pool (not an executor): should an assertion fail, dropping it
     // kills the sleeping task instead of waiting for it.
     let pool = Pool::processes(1).unwrap();
@@ -646,14 +635,15 @@ fn a_task_may_start_a_process_pool_and_its_workers_die_with_it() {
         .apply_async(starts_a_pool_of_its_own, (arg.clone(), 0))
         .get_timeout(LONG);
     assert_eq!(squares.unwrap(), [0, 1, 4, 9]);
-    let first: HashSet<u32> = pids_in(&dir).into_iter().collect();
+    let first: HashSet<u32> = reg.pids().into_iter().collect();
     assert!(!first.is_empty() && !first.contains(&std::process::id()));
     // Killing the outer task's worker stops the inner pool's workers too.
     let outer = pool.apply_async(starts_a_pool_of_its_own, (arg, 600_000));
     eventually(LONG, "the inner workers start", || {
-        pids_in(&dir).iter().filter(|p| !first.contains(p)).count() >= 2
+        reg.pids().iter().filter(|p| !first.contains(p)).count() >= 2
     });
-    let inner: Vec<u32> = pids_in(&dir)
+    let inner: Vec<u32> = reg
+        .pids()
         .into_iter()
         .filter(|p| !first.contains(p))
         .collect();
@@ -662,7 +652,6 @@ fn a_task_may_start_a_process_pool_and_its_workers_die_with_it() {
     eventually(LONG, "the inner pool's workers exit", || {
         inner.iter().all(|&pid| is_dead(pid))
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn naps(ms: u64) -> u64 {

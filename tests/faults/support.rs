@@ -125,6 +125,12 @@ impl Registry {
         Registry { dir }
     }
 
+    /// The registry's folder, for tasks that cannot derive it (workers
+    /// whose parent is not this process).
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The pids registered so far, sorted.
     pub(crate) fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = std::fs::read_dir(&self.dir)
