@@ -59,11 +59,23 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.trim().parse().ok()
 }
 
+/// What a refused [`ENV_CONCURRENCY`] adds: unset, the node sizes itself,
+/// and `0` is the usual guess at "choose for me".
+pub(crate) const CONCURRENCY_UNSET_HINT: &str = " (or unset it: the node then takes the CPUs of \
+     its host that the queue's other live nodes there leave free)";
+
 /// A count from the environment variable `name`: `default` when unset or
 /// empty; a value that is not a whole number of at least `min` is refused,
-/// naming the variable, rather than silently replaced by the default.
-pub(crate) fn env_count(name: &str, default: usize, min: usize) -> Result<usize> {
-    parse_count(name, std::env::var(name).ok().as_deref(), default, min)
+/// naming the variable (and adding `hint`), rather than silently replaced
+/// by the default.
+pub(crate) fn env_count(name: &str, default: usize, min: usize, hint: &str) -> Result<usize> {
+    parse_count(
+        name,
+        std::env::var(name).ok().as_deref(),
+        default,
+        min,
+        hint,
+    )
 }
 
 /// [`env_count`] of a given value.
@@ -72,24 +84,15 @@ pub(crate) fn parse_count(
     value: Option<&str>,
     default: usize,
     min: usize,
+    hint: &str,
 ) -> Result<usize> {
     match value.map(str::trim) {
         None | Some("") => Ok(default),
         Some(v) => match v.parse::<usize>() {
             Ok(n) if n >= min => Ok(n),
-            _ => {
-                // Unset, the node sizes itself: say so, since `0` is the
-                // usual guess at "choose for me".
-                let unset = if name == ENV_CONCURRENCY {
-                    " (or unset it: the node then takes the CPUs of its host \
-                     that the queue's other live nodes there leave free)"
-                } else {
-                    ""
-                };
-                Err(Error::invalid_input(format!(
-                    "{name}={v:?}: expected a whole number of at least {min}{unset}"
-                )))
-            }
+            _ => Err(Error::invalid_input(format!(
+                "{name}={v:?}: expected a whole number of at least {min}{hint}"
+            ))),
         },
     }
 }
@@ -293,12 +296,22 @@ mod tests {
 
     #[test]
     fn a_mistyped_count_is_refused_with_the_variable_named() {
-        assert_eq!(parse_count(ENV_CONCURRENCY, None, 4, 1).unwrap(), 4);
-        assert_eq!(parse_count(ENV_CONCURRENCY, Some(" "), 4, 1).unwrap(), 4);
-        assert_eq!(parse_count(ENV_CONCURRENCY, Some(" 8 "), 4, 1).unwrap(), 8);
-        assert_eq!(parse_count(ENV_PREFETCH, Some("0"), 0, 0).unwrap(), 0);
+        assert_eq!(
+            parse_count(ENV_CONCURRENCY, None, 4, 1, CONCURRENCY_UNSET_HINT).unwrap(),
+            4
+        );
+        assert_eq!(
+            parse_count(ENV_CONCURRENCY, Some(" "), 4, 1, CONCURRENCY_UNSET_HINT).unwrap(),
+            4
+        );
+        assert_eq!(
+            parse_count(ENV_CONCURRENCY, Some(" 8 "), 4, 1, CONCURRENCY_UNSET_HINT).unwrap(),
+            8
+        );
+        assert_eq!(parse_count(ENV_PREFETCH, Some("0"), 0, 0, "").unwrap(), 0);
         for bad in ["8x", "-1", "0", "two"] {
-            let e = parse_count(ENV_CONCURRENCY, Some(bad), 4, 1).unwrap_err();
+            let e =
+                parse_count(ENV_CONCURRENCY, Some(bad), 4, 1, CONCURRENCY_UNSET_HINT).unwrap_err();
             assert!(e.is_invalid_input(), "{e:?}");
             assert_eq!(
                 e.to_string(),
@@ -309,7 +322,7 @@ mod tests {
                 )
             );
         }
-        let e = parse_count(ENV_PREFETCH, Some("-1"), 0, 0).unwrap_err();
+        let e = parse_count(ENV_PREFETCH, Some("-1"), 0, 0, "").unwrap_err();
         assert_eq!(
             e.to_string(),
             "invalid input: CREW_PREFETCH=\"-1\": expected a whole number of at least 0"

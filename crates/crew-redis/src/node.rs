@@ -19,7 +19,9 @@ use crew_process::remote::{ErrorWire, RawHandle, RawJob, RawOutcome};
 use crew_process::{ProcessConfig, Processes};
 use redis::Value;
 
-use crate::config::{ClusterConfig, ENV_CONCURRENCY, ENV_WORKER, GROUP, Keys, env_count};
+use crate::config::{
+    CONCURRENCY_UNSET_HINT, ClusterConfig, ENV_CONCURRENCY, ENV_WORKER, GROUP, Keys, env_count,
+};
 use crate::link::{Link, redis_error};
 use crate::proto::{self, CancelMsg, Note, TaskMsg, node_fields};
 use crate::reply::{self, Entry};
@@ -114,7 +116,9 @@ pub fn run_if_node(named: Option<NamedTasks>) {
     // it a number of workers nobody asked for. None given: the node takes
     // the CPUs of its host that other nodes there do not use yet.
     let given = match std::env::var(ENV_CONCURRENCY) {
-        Ok(v) if !v.trim().is_empty() => env_count(ENV_CONCURRENCY, 1, 1).map(Some),
+        Ok(v) if !v.trim().is_empty() => {
+            env_count(ENV_CONCURRENCY, 1, 1, CONCURRENCY_UNSET_HINT).map(Some)
+        }
         _ => Ok(None),
     };
     let started = given
@@ -294,7 +298,7 @@ impl Node {
         concurrency: Option<usize>,
         named: Option<NamedTasks>,
     ) -> Result<Node> {
-        let prefetch = env_count(crate::config::ENV_PREFETCH, 0, 0)?;
+        let prefetch = env_count(crate::config::ENV_PREFETCH, 0, 0, "")?;
         let keys = Keys::new(&config.queue);
         let build = crew_process::remote::fingerprint();
         let mut streams = vec![Served {
