@@ -68,6 +68,13 @@ fn held_task_and_burst(name: &str) -> (Executor<Processes>, String, Future<u32>,
     (ex, gate, first, burst)
 }
 
+/// Marks that it started (the file `{gate}.started`), then
+/// [`waits_for_gate`].
+fn marks_then_waits_for_gate(gate: String, x: u32) -> u32 {
+    std::fs::write(format!("{gate}.started"), b"").expect("mark the start");
+    waits_for_gate(gate, x)
+}
+
 fn gate_path(name: &str) -> String {
     let path = std::env::temp_dir().join(format!("crew-burst-{}-{name}", std::process::id()));
     let _ = std::fs::remove_file(&path);
@@ -193,5 +200,72 @@ fn as_completed_yields_a_burst_once_each_in_the_order_it_finishes() {
     let _ = std::fs::remove_file(&gate);
     assert_eq!(order.len(), BURST as usize);
     assert_eq!(order.last(), Some(&0), "the gated task finished last");
+    ex.shutdown_timeout(LONG, true);
+}
+
+#[test]
+fn tasks_cancelled_while_sent_ahead_stay_cancelled_when_their_worker_is_killed() {
+    // The first task holds the only worker; every task of the burst behind
+    // it is cancelled (sent ahead or still queued: `cancel()` returns true
+    // either way). The worker is killed when it reaches the first of them;
+    // the others, never started, must end cancelled too, not go back to
+    // the queue and run on the next worker.
+    let (ex, gate, first, burst) = held_task_and_burst("cancel-all-ahead");
+    for f in &burst {
+        assert!(f.cancel(), "a queued or sent-ahead task can be cancelled");
+    }
+    std::fs::write(&gate, b"open").unwrap();
+    let first = first.result_timeout(LONG);
+    let _ = std::fs::remove_file(&gate);
+    assert_eq!(first.ok(), Some(0));
+    for (x, f) in (1..).zip(burst) {
+        let outcome = f.result_timeout(LONG);
+        assert!(outcome.is_err_and(|e| e.is_cancelled()), "task {x}");
+    }
+    ex.shutdown_timeout(LONG, true);
+}
+
+#[test]
+fn tasks_cancelled_while_sent_ahead_stay_cancelled_when_taken_back() {
+    // Two workers, each held at its own gate, and a burst sent ahead
+    // behind them, every task of it cancelled. The second gate opens: that
+    // worker, once through its own cancelled tasks, idles and takes back
+    // what the other still holds. Taken back, a cancelled task must end
+    // cancelled, not run on the idle worker.
+    let ex = Executor::processes(2).unwrap();
+    warm(&ex);
+    let (one, two) = (gate_path("take-back-1"), gate_path("take-back-2"));
+    let a = ex.submit(marks_then_waits_for_gate, (one.clone(), 0u32));
+    let b = ex.submit(marks_then_waits_for_gate, (two.clone(), 0u32));
+    // Both started, so on both workers (one sent behind the other is taken
+    // back by the idle worker): the burst can only queue behind them.
+    eventually(LONG, "both held tasks start", || {
+        [&one, &two]
+            .iter()
+            .all(|g| std::path::Path::new(&format!("{g}.started")).exists())
+    });
+    let burst: Vec<_> = (1..BURST)
+        .map(|x| ex.submit(|x: u32| x * 2, (x,)))
+        .collect();
+    for f in &burst {
+        assert!(f.cancel(), "a queued or sent-ahead task can be cancelled");
+    }
+    std::fs::write(&two, b"open").unwrap();
+    assert_eq!(b.result_timeout(LONG).ok(), Some(0));
+    // The worker freed by the second gate has had time to take back what
+    // the first still holds once every cancelled task is settled.
+    for (x, f) in (1..).zip(&burst) {
+        let outcome = f.result_timeout(LONG);
+        assert!(
+            matches!(&outcome, Err(e) if e.is_cancelled()),
+            "task {x}: {outcome:?}"
+        );
+    }
+    std::fs::write(&one, b"open").unwrap();
+    assert_eq!(a.result_timeout(LONG).ok(), Some(0));
+    for g in [&one, &two] {
+        let _ = std::fs::remove_file(g);
+        let _ = std::fs::remove_file(format!("{g}.started"));
+    }
     ex.shutdown_timeout(LONG, true);
 }

@@ -431,11 +431,13 @@ impl<V> Slot<V> {
     }
 
     /// Moves `RUNNING` back to `PENDING` (the back-end put the task back in
-    /// its queue); false if the task was completed meanwhile.
+    /// its queue); false if the task was completed meanwhile, or if a
+    /// cancel was asked while it ran (it stays `RUNNING`, flagged:
+    /// `cancel()` returned true for it, so it must not run again).
     pub(crate) fn try_unstart(&self) -> bool {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
-            if s & PHASE != RUNNING {
+            if s & PHASE != RUNNING || s & CANCEL_REQUESTED != 0 {
                 return false;
             }
             match self.state.compare_exchange_weak(
@@ -992,7 +994,10 @@ impl<V: FromError> Promise<V> {
 
     /// Marks a started task pending again: its back-end put it back in the
     /// queue (the worker it was sent to died before running it). A pending
-    /// task can be cancelled outright and must be started again.
+    /// task can be cancelled outright and must be started again. A task
+    /// whose cancel was asked while it ran ends cancelled instead (its
+    /// done-callbacks run here), and a later [`start`](Promise::start)
+    /// returns false.
     ///
     /// # Examples
     ///
@@ -1005,7 +1010,10 @@ impl<V: FromError> Promise<V> {
     /// assert!(future.cancel());
     /// ```
     pub fn unstart(&self) {
-        self.slot().try_unstart();
+        let slot = self.slot();
+        if !slot.try_unstart() && slot.is_running() && slot.cancel_requested() {
+            slot.complete_cancelled();
+        }
     }
 
     /// True if the task was cancelled while pending.

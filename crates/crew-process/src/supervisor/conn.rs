@@ -737,12 +737,16 @@ impl Conn {
             let last = self.inflight.back().map_or(0, |f| f.number);
             if let Some(first) = control.take_back(from, last) {
                 // Straight from the jobs in flight to the queue (no list
-                // in between: a take-back allocates nothing).
+                // in between: a take-back allocates nothing). Marked
+                // requeued first, outside the queue's lock: one whose cancel
+                // was asked completes as cancelled there, running its
+                // done-callbacks, which may submit (a later start skips it).
                 let keep = self.inflight.partition_point(|f| f.number < first);
-                shared.requeue_front(self.inflight.drain(keep..).map(|mut f| {
+                for f in self.inflight.range_mut(keep..) {
                     f.job.completion().requeued();
-                    f.job
-                }));
+                    self.cancel_wanted.retain(|&s| s != f.seq);
+                }
+                shared.requeue_front(self.inflight.drain(keep..).map(|f| f.job));
                 self.taken_back = Some(last);
                 self.refresh_phase();
                 self.publish_backlog(shared);
